@@ -1,0 +1,1 @@
+"""Event contracts shared by every service: the envelope, the events, topics, upcasters."""

@@ -1,0 +1,47 @@
+"""Every event type the platform knows, in one place, and how to read a stored one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import registry
+from contracts.event import Event
+from contracts.upcasters import upcast
+
+CURRENT: tuple[type[Event], ...] = (
+    registry.OrgUnitRegistered,
+    registry.ResponsibleLeaderDesignated,
+    registry.CadreNominated,
+    registry.CadreProfileUpdated,
+    registry.MentorAssigned,
+    registry.CadreRetired,
+)
+"""The current version of every event type."""
+
+HISTORIC: tuple[type[Event], ...] = (registry.CadreNominatedV1,)
+"""Earlier versions still found in stores and topics (read through upcasters)."""
+
+_BY_TYPE: dict[str, type[Event]] = {model.event_type: model for model in CURRENT}
+
+
+class UnknownEventError(ValueError):
+    """An event type (or a version of it) that this build cannot read."""
+
+
+def model_for(event_type: str) -> type[Event]:
+    """The current model of `event_type`."""
+    try:
+        return _BY_TYPE[event_type]
+    except KeyError:
+        msg = f"unknown event type {event_type!r}"
+        raise UnknownEventError(msg) from None
+
+
+def decode(event_type: str, schema_version: int, payload: dict[str, Any]) -> Event:
+    """Upcast a stored payload to the current version and validate it."""
+    model = model_for(event_type)
+    version, current = upcast(event_type, schema_version, payload)
+    if version != model.schema_version:
+        msg = f"{event_type} v{schema_version} cannot be read as v{model.schema_version}"
+        raise UnknownEventError(msg)
+    return model.model_validate(current)

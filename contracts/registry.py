@@ -1,0 +1,201 @@
+"""Events of the registry: org units, cadres entering and leaving the pool, mentors, leaders."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from contracts import topics
+from contracts.envelope import OrgCode, OrgPath
+from contracts.event import Event
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+]
+UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class OrgLevel(StrEnum):
+    """The levels of the organization, from the top down."""
+
+    CENTRAL = "central"
+    PROVINCIAL = "provincial"
+    MUNICIPAL = "municipal"
+    COUNTY = "county"
+    TOWNSHIP = "township"
+    DEPARTMENT = "department"
+    """A department of a unit at any level above township."""
+
+
+class Gender(StrEnum):
+    """As recorded in the personnel file."""
+
+    FEMALE = "female"
+    MALE = "male"
+
+
+class Education(StrEnum):
+    """Highest completed education, lowest first."""
+
+    SECONDARY = "secondary"
+    COLLEGE = "college"
+    BACHELOR = "bachelor"
+    MASTER = "master"
+    DOCTORATE = "doctorate"
+
+
+class RetirementReason(StrEnum):
+    """Why a cadre left the pool."""
+
+    APPOINTED = "appointed"
+    AGED_OUT = "aged_out"
+    ELIMINATED_BY_ASSESSMENT = "eliminated_by_assessment"
+    WITHDREW = "withdrew"
+    DISCIPLINED = "disciplined"
+
+
+class Language(StrEnum):
+    """Languages the organization writes to people in."""
+
+    ZH = "zh"
+    EN = "en"
+
+
+class Person(BaseModel):
+    """Someone who is not (necessarily) a cadre: a mentor, a unit's leader."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: UserId
+    name: Name
+    email: Email | None = None
+    language: Language = Language.ZH
+
+
+class OrgUnitRegistered(Event):
+    """A unit joined the organization tree under its parent (none for the root)."""
+
+    event_type: ClassVar[str] = "OrgUnitRegistered"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    code: OrgCode
+    name: Name
+    level: OrgLevel
+    parent_code: OrgCode | None
+    path: OrgPath
+    target_pool_size: int = Field(default=0, ge=0)
+    """How many reserve cadres the unit aims to keep in its pool."""
+
+
+class ResponsibleLeaderDesignated(Event):
+    """The unit's main leader became the first responsible person for its reserve cadres."""
+
+    event_type: ClassVar[str] = "ResponsibleLeaderDesignated"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    org_code: OrgCode
+    leader: Person
+
+
+class CadreNominatedV1(Event):
+    """Version 1 of `CadreNominated`: only the birth year was recorded.
+
+    Kept so that events stored in version 1 still validate; read through
+    `contracts.upcasters.cadre_nominated_v1_to_v2`.
+    """
+
+    event_type: ClassVar[str] = "CadreNominated"
+    schema_version: ClassVar[int] = 1
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    org_code: OrgCode
+    full_name: Name
+    gender: Gender
+    birth_year: int = Field(ge=1900, le=2100)
+    education: Education
+    current_position: Name
+    years_of_service: int = Field(ge=0, le=60)
+    grassroots_months: int = Field(ge=0, le=720)
+    reason: Text
+
+
+class CadreNominated(Event):
+    """A unit nominated a person into the reserve pool."""
+
+    event_type: ClassVar[str] = "CadreNominated"
+    schema_version: ClassVar[int] = 2
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    org_code: OrgCode
+    full_name: Name
+    gender: Gender
+    birth_date: date
+    birth_date_precision: Literal["day", "year"] = "day"
+    """`year` when only the year is known (events first recorded in version 1)."""
+    education: Education
+    current_position: Name
+    years_of_service: int = Field(ge=0, le=60)
+    grassroots_months: int = Field(ge=0, le=720)
+    """Months worked at the grass roots (township, village, community) before nomination."""
+    reason: Text
+    user_id: UserId | None = None
+    email: Email | None = None
+    language: Language = Language.ZH
+
+
+class ProfileChanges(BaseModel):
+    """The fields of a cadre's profile that may change; absent means unchanged."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    full_name: Name | None = None
+    current_position: Name | None = None
+    education: Education | None = None
+    years_of_service: int | None = Field(default=None, ge=0, le=60)
+    grassroots_months: int | None = Field(default=None, ge=0, le=720)
+    user_id: UserId | None = None
+    email: Email | None = None
+    language: Language | None = None
+
+
+class CadreProfileUpdated(Event):
+    """Some fields of a cadre's profile changed."""
+
+    event_type: ClassVar[str] = "CadreProfileUpdated"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    changes: ProfileChanges
+
+
+class MentorAssigned(Event):
+    """A cadre was given a one-on-one mentor (replacing any earlier one)."""
+
+    event_type: ClassVar[str] = "MentorAssigned"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    mentor: Person
+
+
+class CadreRetired(Event):
+    """A cadre left the reserve pool."""
+
+    event_type: ClassVar[str] = "CadreRetired"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    reason: RetirementReason
+    effective_on: date
+    note: Text = ""
+    appointed_to: Name | None = None
+    """The post, when the reason is `appointed`."""

@@ -1,0 +1,1 @@
+"""Kafka and PostgreSQL without Docker, and the whole platform on one machine."""

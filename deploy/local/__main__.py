@@ -1,0 +1,110 @@
+"""`python -m deploy.local`: the local stack and the operator's small tools (see `./dev --help`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.envelope import Actor, Role
+from deploy.local import stack as local_stack
+from runtime.auth import issue_token
+from runtime.kafka import ensure_topics, platform_topics
+from runtime.settings import DEV_AUTH_SECRET
+
+app = typer.Typer(help="Run the reserve cadre platform locally.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+@app.command()
+def up(
+    workdir: Annotated[Path, typer.Option(help="Where Kafka, PostgreSQL and logs keep their files")] = Path(
+        "var/stack"
+    ),
+    demo: Annotated[bool, typer.Option(help="Load the demo organization")] = True,
+    cadres: Annotated[int, typer.Option(help="Cadres in the demo organization")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the demo organization")] = 7,
+) -> None:
+    """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
+    workdir = workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    secret = os.environ.get("AUTH_SECRET", DEV_AUTH_SECRET)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with console.status("starting Kafka, PostgreSQL and the services..."):
+        running = local_stack.run_stack(workdir, secret=secret)
+        stack = running.__enter__()
+    try:
+        if demo:
+            with console.status("loading the demo organization..."):
+                loaded = asyncio.run(local_stack.load_demo(stack, seed=seed, cadres=cadres))
+            for name, (sent, skipped) in loaded.items():
+                console.print(f"demo: {name}: {sent} commands sent, {skipped} already there")
+        _print_stack(stack, secret)
+        stop.wait()
+    finally:
+        console.print("stopping...")
+        running.__exit__(None, None, None)
+
+
+def _print_stack(stack: local_stack.Stack, secret: str) -> None:
+    table = Table(title="Reserve cadre platform: running")
+    table.add_column("service")
+    table.add_column("API docs (OpenAPI)")
+    table.add_column("log")
+    for name, service in stack.services.items():
+        table.add_row(name, f"{service.url}/docs", str(service.log_path))
+    console.print(table)
+    console.print(f"Kafka: {stack.kafka_bootstrap}    PostgreSQL: {stack.postgres_dsn}")
+    token = issue_token(secret, Actor(user="demo.organizer", org_path="qs", role=Role.ORGANIZER))
+    console.print("Token of the demo province's organizer (paste into 'Authorize' in the docs):")
+    console.print(token, soft_wrap=True)
+    console.print("Press Ctrl-C to stop.")
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="User id")],
+    org: Annotated[str, typer.Option(help="Org path the actor acts at, e.g. qs.bh")],
+    role: Annotated[Role, typer.Option(help="Role")] = Role.ORGANIZER,
+    hours: Annotated[int, typer.Option(help="Validity in hours")] = 12,
+) -> None:
+    """Print an actor token signed with AUTH_SECRET (the development secret if unset)."""
+    secret = os.environ.get("AUTH_SECRET", DEV_AUTH_SECRET)
+    typer.echo(issue_token(secret, Actor(user=user, org_path=org, role=role), ttl=timedelta(hours=hours)))
+
+
+@app.command()
+def topics(
+    bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")],
+    namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
+    partitions: Annotated[int, typer.Option(help="Partitions per topic")] = 3,
+    replication: Annotated[int, typer.Option(help="Replication factor")] = 1,
+    min_insync: Annotated[int, typer.Option(help="min.insync.replicas")] = 1,
+) -> None:
+    """Create missing topics and check existing ones (partitions, retention); exit 1 on a mismatch."""
+    specs = platform_topics(
+        namespace, partitions=partitions, replication_factor=replication, min_insync_replicas=min_insync
+    )
+    problems = asyncio.run(ensure_topics(bootstrap, specs))
+    for problem in problems:
+        console.print(f"[red]mismatch[/red] {problem.topic}: {problem.problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{len(specs)} topics as specified")
+
+
+if __name__ == "__main__":
+    app()

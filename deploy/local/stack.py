@@ -1,0 +1,217 @@
+"""The whole platform on one machine: Kafka, PostgreSQL, every service, the demo organization.
+
+Kafka and PostgreSQL are the project's own local ones (deploy.local.kafka,
+deploy.local.postgres) unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL name
+others. Each service runs as its own process with the same command its
+container image runs (`python -m services.<name>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from deploy.local.ports import free_port
+from runtime.kafka import ensure_topics, platform_topics
+from runtime.settings import DEV_AUTH_SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("registry", "training", "assessment", "notify")
+"""Every service, in the order they start (and their demos load)."""
+
+
+def available_services() -> list[str]:
+    """The services this checkout can run (those with a `__main__`)."""
+    return [name for name in SERVICES if (REPO / "services" / name / "__main__.py").exists()]
+
+
+def database_dsn(server_dsn: str, database: str) -> str:
+    """The DSN of `database` on the server of `server_dsn`."""
+    base, _, rest = server_dsn.partition("?")
+    prefix = base.rsplit("/", 1)[0] if base.count("/") > 2 else base  # noqa: PLR2004 - scheme://host/db
+    return f"{prefix}/{database}" + (f"?{rest}" if rest else "")
+
+
+async def create_databases(server_dsn: str, names: list[str]) -> None:
+    """Create the databases that do not exist yet."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        existing = {row[0] for row in await conn.fetch("SELECT datname FROM pg_database")}
+        for name in names:
+            if name not in existing:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class ServiceProcess:
+    """One service running as a child process."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 25.0) -> int:
+        """SIGTERM, wait for the graceful shutdown, SIGKILL if it does not come."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Stack:
+    """What is running, and where."""
+
+    kafka_bootstrap: str
+    postgres_dsn: str
+    secret: str
+    namespace: str
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def urls(self) -> dict[str, str]:
+        """Service name → base URL."""
+        return {name: svc.url for name, svc in self.services.items()}
+
+
+def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a service process gets."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "SERVICE_NAME": name,
+            "DATABASE_URL": database_dsn(stack.postgres_dsn, f"cadre_{name}"),
+            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
+            "TOPIC_NAMESPACE": stack.namespace,
+            "AUTH_SECRET": stack.secret,
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(port),
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_service(stack: Stack, name: str, logdir: Path, extra_env: Mapping[str, str] | None = None) -> ServiceProcess:
+    """Start `python -m services.<name>` (the container's entrypoint) as a child process."""
+    port = free_port()
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_path = logdir / f"{name}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", f"services.{name}"],
+            env=service_env(stack, name, port, extra_env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    running = ServiceProcess(name=name, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    stack.services[name] = running
+    return running
+
+
+def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
+    """Wait until the service answers `/health/ready` with 200."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            tail = service.log_path.read_text(errors="replace")[-3000:]
+            msg = f"{service.name} exited with {service.process.returncode}:\n{tail}"
+            raise RuntimeError(msg)
+        try:
+            response = httpx.get(f"{service.url}/health/ready", timeout=2)
+            if response.status_code == httpx.codes.OK:
+                return
+            last = response.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.2)
+    msg = f"{service.name} not ready after {timeout:.0f} s: {last}"
+    raise RuntimeError(msg)
+
+
+@contextlib.contextmanager
+def infrastructure(workdir: Path) -> Iterator[tuple[str, str]]:
+    """Kafka bootstrap and PostgreSQL server DSN: from the environment, or started here."""
+    with contextlib.ExitStack() as stack:
+        kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        postgres = os.environ.get("DATABASE_URL")
+        if kafka is None:
+            from deploy.local.kafka import LocalKafka  # noqa: PLC0415 - not needed with an external Kafka
+
+            local_kafka = LocalKafka(workdir / "kafka")
+            stack.callback(local_kafka.stop)
+            kafka = local_kafka.start()
+        if postgres is None:
+            from deploy.local.postgres import LocalPostgres  # noqa: PLC0415
+
+            local_pg = LocalPostgres(workdir / "postgres")
+            stack.callback(local_pg.stop)
+            postgres = local_pg.start()
+        yield kafka, postgres
+
+
+@contextlib.contextmanager
+def run_stack(
+    workdir: Path,
+    *,
+    services: list[str] | None = None,
+    secret: str = DEV_AUTH_SECRET,
+    namespace: str = "",
+) -> Iterator[Stack]:
+    """Bring the platform up; take it down (services first) when the block ends."""
+    names = services or available_services()
+    with infrastructure(workdir) as (kafka, postgres):
+        stack = Stack(kafka_bootstrap=kafka, postgres_dsn=postgres, secret=secret, namespace=namespace)
+        asyncio.run(create_databases(postgres, [f"cadre_{name}" for name in names]))
+        asyncio.run(ensure_topics(kafka, platform_topics(namespace)))
+        try:
+            for name in names:
+                start_service(stack, name, workdir / "logs")
+            for service in stack.services.values():
+                wait_ready(service)
+            yield stack
+        finally:
+            for service in reversed(stack.services.values()):
+                service.stop()
+
+
+async def load_demo(stack: Stack, *, seed: int = 7, cadres: int = 300) -> dict[str, tuple[int, int]]:
+    """Load the demo organization through each running service's API, in service order."""
+    from services.registry import demo  # noqa: PLC0415 - the plan every service's demo builds on
+
+    org = demo.plan(seed, cadres=cadres)
+    token = demo.root_token(stack.secret, org)
+    results: dict[str, tuple[int, int]] = {}
+    for name, service in stack.services.items():
+        module = (
+            importlib.import_module(f"services.{name}.demo")
+            if (REPO / "services" / name / "demo.py").exists()
+            else None
+        )
+        if module is None:
+            continue
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+            results[name] = await module.load(client, token, org)
+    return results

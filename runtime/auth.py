@@ -1,0 +1,78 @@
+"""Actor tokens: a signed JWT naming the user, the org unit they act at, and their role."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from contracts.envelope import Actor, Role
+from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
+
+ALGORITHM = "HS256"
+ISSUER = "cadre-pool"
+
+_bearer = HTTPBearer(auto_error=False, description="Actor token (`./dev token --help`)")
+
+
+def issue_token(secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=12)) -> str:
+    """Sign a token for `actor`, valid for `ttl`."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": actor.user,
+        "org": actor.org_path,
+        "role": actor.role.value,
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_token(secret: str, token: str) -> Actor:
+    """The actor a token names; `UnauthorizedError` when it is not valid."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp"]})
+        return Actor(user=claims["sub"], org_path=claims["org"], role=Role(claims["role"]))
+    except (jwt.PyJWTError, KeyError, ValueError, ValidationError) as error:
+        msg = f"invalid actor token: {error}"
+        raise UnauthorizedError(msg) from error
+
+
+def current_actor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    """FastAPI dependency: the actor of this request."""
+    if credentials is None:
+        msg = "missing bearer token"
+        raise UnauthorizedError(msg)
+    secret: str = request.app.state.auth_secret
+    return read_token(secret, credentials.credentials)
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+def require_role(actor: Actor, *roles: Role) -> None:
+    """Refuse (403) unless the actor has one of `roles`."""
+    if actor.role not in roles:
+        allowed = ", ".join(role.value for role in roles)
+        msg = f"role {actor.role.value} may not do this (needs {allowed})"
+        raise ForbiddenError(msg)
+
+
+def require_scope(actor: Actor, org_path: str, what: str) -> None:
+    """Refuse with 404 when `org_path` lies outside the actor's subtree (its existence stays hidden)."""
+    if not actor.covers(org_path):
+        msg = f"{what} not found"
+        raise NotFoundError(msg)
+
+
+def can_write(actor: Actor) -> None:
+    """Only organizers change the pool."""
+    require_role(actor, Role.ORGANIZER)

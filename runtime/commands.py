@@ -1,0 +1,45 @@
+"""What every command handler shares: the optimistic check and the answer it gives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from contracts.envelope import Envelope
+from runtime.errors import ConcurrencyError
+
+
+class AppendedEvent(BaseModel):
+    """One event a command recorded."""
+
+    event_id: UUID
+    event_type: str
+    position: int
+
+
+class Accepted(BaseModel):
+    """The answer to a command: the stream it changed, its new version, the events recorded."""
+
+    stream_id: str
+    version: int
+    events: list[AppendedEvent]
+
+    @classmethod
+    def of(cls, stream_id: str, version: int, envelopes: Sequence[Envelope]) -> Accepted:
+        """Describe `envelopes` appended to `stream_id` (none: the command changed nothing)."""
+        last = envelopes[-1].stream_version if envelopes else version
+        return cls(
+            stream_id=stream_id,
+            version=last,
+            events=[
+                AppendedEvent(event_id=e.event_id, event_type=e.event_type, position=e.position) for e in envelopes
+            ],
+        )
+
+
+def check_expected(stream_id: str, expected: int | None, actual: int) -> None:
+    """Refuse (409) when the caller based its change on another version than the current one."""
+    if expected is not None and expected != actual:
+        raise ConcurrencyError(stream_id, expected, actual)

@@ -1,0 +1,45 @@
+"""PostgreSQL access: the pool, connection types, and idempotent schema set-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+_MIGRATION_LOCK = 7_262_001  # advisory lock key: one process sets up a schema at a time
+
+
+async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
+    """A connection pool; each connection works in UTC."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        server_settings={"timezone": "UTC", "application_name": "cadre-pool"},
+    )
+    if pool is None:  # pragma: no cover - asyncpg returns None only without awaiting
+        msg = "asyncpg did not create a pool"
+        raise RuntimeError(msg)
+    return pool
+
+
+async def apply_schema(pool: Pool, statements: Sequence[str]) -> None:
+    """Run idempotent DDL (CREATE ... IF NOT EXISTS) under an advisory lock, in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        for statement in statements:
+            await conn.execute(statement)
+
+
+def in_subtree_sql(column: str, param: str) -> str:
+    """SQL true when `column` (an org path, COLLATE "C") lies in the subtree rooted at `param`.
+
+    Written as a range so a plain btree index on the path serves it: descendants
+    of `a.b` sort between `a.b.` and `a.b/` (`/` follows `.` in byte order).
+    """
+    return f"({column} = {param} OR ({column} > {param} || '.' AND {column} < {param} || '/'))"

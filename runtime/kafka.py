@@ -1,0 +1,118 @@
+"""Kafka topics as the platform wants them: created explicitly, retained forever."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from contracts import topics
+
+FOREVER = "-1"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How one topic must look."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: dict[str, str] = field(
+        default_factory=lambda: {"retention.ms": FOREVER, "retention.bytes": "-1", "cleanup.policy": "delete"}
+    )
+
+
+def platform_topics(
+    namespace: str = "", *, partitions: int = 3, replication_factor: int = 1, min_insync_replicas: int = 1
+) -> list[TopicSpec]:
+    """Every service's event topic and its dead-letter topic, retained forever."""
+    config = {
+        "retention.ms": FOREVER,
+        "retention.bytes": "-1",
+        "cleanup.policy": "delete",
+        "min.insync.replicas": str(min_insync_replicas),
+    }
+    return [
+        TopicSpec(
+            name=topics.namespaced(namespace, name),
+            partitions=partitions,
+            replication_factor=replication_factor,
+            config=dict(config),
+        )
+        for logical in topics.ALL
+        for name in (logical, topics.dlq(logical))
+    ]
+
+
+@dataclass(frozen=True)
+class TopicMismatch:
+    """A topic that exists but differs from its spec."""
+
+    topic: str
+    problem: str
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    for attempt in range(20):
+        try:
+            await admin.start()
+        except KafkaConnectionError:
+            if attempt == 19:  # noqa: PLR2004
+                raise
+            await asyncio.sleep(0.5)
+        else:
+            return admin
+    raise AssertionError  # pragma: no cover
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[TopicMismatch]:
+    """Create missing topics; return how existing ones differ from their specs (empty: all match)."""
+    wanted = {spec.name: spec for spec in specs}
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        if missing:
+            # Another process may create them meanwhile; they are checked below either way.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=s.name,
+                            num_partitions=s.partitions,
+                            replication_factor=s.replication_factor,
+                            topic_configs=s.config,
+                        )
+                        for s in missing
+                    ]
+                )
+        return await _mismatches(admin, wanted)
+    finally:
+        await admin.close()
+
+
+async def _mismatches(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec]) -> list[TopicMismatch]:
+    problems: list[TopicMismatch] = []
+    described = await admin.describe_topics(list(wanted))
+    for topic in described:
+        name = topic["topic"]
+        partitions = len(topic["partitions"])
+        spec = wanted[name]
+        if partitions != spec.partitions:
+            problems.append(TopicMismatch(name, f"has {partitions} partitions, wants {spec.partitions}"))
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+    for response in await admin.describe_configs(resources):
+        for resource in response.resources:
+            name = resource[3]
+            actual = {entry[0]: entry[1] for entry in resource[4]}
+            for key, value in wanted[name].config.items():
+                if actual.get(key) != value:
+                    problems.append(TopicMismatch(name, f"{key}={actual.get(key)}, wants {value}"))
+    return problems

@@ -1,0 +1,206 @@
+"""Wiring of one service process: database, event store, relay, subscribers, HTTP app.
+
+A service module describes itself with a `ServiceSpec` (its schema, its inline
+projection, what it subscribes to, its routes); `build_app` turns that into a
+FastAPI app whose lifespan starts and stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+
+from runtime import db, http, logs, relay, store, subscriber
+from runtime.kafka import ensure_topics, platform_topics
+from runtime.projection import Projection
+from runtime.settings import ServiceSettings
+
+log = logs.get(__name__)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A projection fed from other services' topics (logical names, e.g. `registry.events`)."""
+
+    projection: Projection
+    topics: Sequence[str]
+
+
+BackgroundTask = Callable[["Service"], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes one service: everything `build_app` needs to know about it."""
+
+    name: str
+    title: str
+    description: str
+    routers: Sequence[APIRouter]
+    schema: Sequence[str] = ()
+    inline: Projection | None = None
+    subscriptions: Sequence[Subscription] = ()
+    background: Sequence[BackgroundTask] = ()
+    """Long-running tasks started after the subscribers (schedulers, ...)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """The running parts of one service process."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._pool: db.Pool | None = None
+        self._store: store.EventStore | None = None
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"{spec.name}-{settings.deployment_id}",
+            logger=None,
+            acks="all",
+            enable_idempotence=True,
+        )
+        self.subscribers = [
+            subscriber.ProjectionSubscriber(
+                service=spec.name,
+                projection=sub.projection,
+                topics=[settings.topic(t) for t in sub.topics],
+                dead_letter=subscriber.broker_dead_letter(self.broker, spec.name),
+                batch_size=settings.consumer_batch_size,
+            )
+            for sub in spec.subscriptions
+        ]
+        for sub in self.subscribers:
+            sub.attach(self.broker)
+        self._relay: relay.OutboxRelay | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pool(self) -> db.Pool:
+        """The database pool (after start)."""
+        if self._pool is None:
+            msg = "service not started"
+            raise RuntimeError(msg)
+        return self._pool
+
+    @property
+    def store(self) -> store.EventStore:
+        """The event store (after start)."""
+        if self._store is None:
+            msg = "service not started"
+            raise RuntimeError(msg)
+        return self._store
+
+    async def start(self) -> None:
+        """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
+        settings = self.settings
+        self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.schema])
+        self._store = store.EventStore(
+            self._pool,
+            source=self.spec.name,
+            deployment=settings.deployment_id,
+            inline=self.spec.inline,
+            batch_size=settings.append_batch_size,
+        )
+        mismatches = await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            platform_topics(settings.topic_namespace, partitions=settings.topic_partitions),
+        )
+        for mismatch in mismatches:
+            log.warning("topic differs from its spec", topic=mismatch.topic, problem=mismatch.problem)
+        producer = relay.make_producer(settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-relay")
+        await producer.start()
+        self._relay = relay.OutboxRelay(
+            self._pool, producer, service=self.spec.name, topic=settings.own_topic, batch_size=settings.relay_batch_size
+        )
+        self._producer = producer
+        for sub in self.subscribers:
+            sub.bind(self._pool)
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self._relay.run(), name=f"{self.spec.name}-relay"))
+        for task in self.spec.background:
+            self._tasks.append(asyncio.create_task(task(self), name=f"{self.spec.name}-{task.__name__}"))
+        log.info("service started", service=self.spec.name, topic=settings.own_topic)
+
+    async def stop(self) -> None:
+        """Finish in-flight work and stop: subscribers commit, the store drains, the relay stops."""
+        await self.broker.stop()
+        if self._store is not None:
+            await self._store.close()
+        if self._relay is not None:
+            # One last round so that what was just committed is on the topic before we go.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._relay.publish_pending(), timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._relay is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        log.info("service stopped", service=self.spec.name)
+
+    async def readiness(self) -> dict[str, bool]:
+        """What `/health/ready` reports: database, broker, consumers assigned, relay alive."""
+        checks: dict[str, bool] = {}
+        try:
+            checks["database"] = await self.pool.fetchval("SELECT 1") == 1
+        except Exception:  # noqa: BLE001 - reported, not raised
+            checks["database"] = False
+        try:
+            checks["broker"] = await asyncio.wait_for(self.broker.ping(timeout=2.0), timeout=3.0)
+        except Exception:  # noqa: BLE001
+            checks["broker"] = False
+        checks["consumers"] = all(s.assigned for s in self.subscribers)
+        checks["relay"] = bool(self._tasks) and not self._tasks[0].done()
+        return checks
+
+
+def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    """The FastAPI app of one service; its lifespan runs the whole service."""
+    service = Service(spec, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    app.state.service = service
+    app.state.auth_secret = settings.auth_secret.get_secret_value()
+    http.install(app, service=spec.name)
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready() -> JSONResponse:
+        checks = await service.readiness()
+        status = 200 if all(checks.values()) else 503
+        return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)  # noqa: PLR2004
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def service_of(request: Request) -> Service:
+    """FastAPI dependency: the running service."""
+    running: Service = request.app.state.service
+    return running

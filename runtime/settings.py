@@ -1,0 +1,44 @@
+"""Settings read from the environment, one class per service built on `ServiceSettings`."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts import topics
+
+DEV_AUTH_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
+
+
+class ServiceSettings(BaseSettings):
+    """What every service reads from its environment (see docs/configuration.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    service_name: str = Field(default="service", description="Name of this service")
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        description="PostgreSQL DSN of this service's own database",
+    )
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_namespace: str = Field(default="", description="Prefix of every topic name (tests, tenants)")
+    topic_partitions: int = Field(default=3, ge=1, description="Partitions of topics this service creates")
+    deployment_id: str = Field(default="local", description="Deployment that records events (multi-site sync)")
+    auth_secret: SecretStr = Field(default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of actor tokens")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")
+    http_port: int = Field(default=8000, description="Port the HTTP API listens on")
+    log_level: str = Field(default="INFO", description="Log level")
+    log_json: bool = Field(default=True, description="JSON logs (false: console)")
+    db_pool_size: int = Field(default=10, ge=2, description="Max connections in the DB pool")
+    relay_batch_size: int = Field(default=2000, ge=1, description="Events per relay round")
+    consumer_batch_size: int = Field(default=1000, ge=1, description="Messages per consumer batch")
+    append_batch_size: int = Field(default=500, ge=1, description="Commands per group commit")
+
+    def topic(self, name: str) -> str:
+        """The full name of a logical topic in this deployment's namespace."""
+        return topics.namespaced(self.topic_namespace, name)
+
+    @property
+    def own_topic(self) -> str:
+        """The topic this service publishes to."""
+        return self.topic(topics.service_topic(self.service_name))

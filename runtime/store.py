@@ -1,0 +1,417 @@
+"""The event store: one append-only, hash-chained `events` table per service.
+
+Appends go through one writer task per process that commits many commands in
+one transaction (group commit): each command keeps its own optimistic
+concurrency check (expected stream version), and all of them share one fsync.
+Writers in other processes are serialized by the row lock on `chain_head`, which
+also makes `position` gapless and ordered by commit, so the table itself is the
+outbox: the relay publishes rows in `position` order from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import orjson
+from pydantic import TypeAdapter
+
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, chain_hash, uuid7
+from contracts.event import Event
+from runtime import logs, metrics
+from runtime.db import Conn, Pool
+from runtime.errors import ConcurrencyError, RuleViolationError
+from runtime.projection import Projection, Recorded
+
+log = logs.get(__name__)
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        position        bigint PRIMARY KEY,
+        event_id        uuid NOT NULL UNIQUE,
+        event_type      text NOT NULL,
+        schema_version  int NOT NULL,
+        stream_id       text NOT NULL,
+        stream_version  int NOT NULL CHECK (stream_version > 0),
+        cadre_id        uuid,
+        org_path        text NOT NULL,
+        occurred_at     timestamptz NOT NULL,
+        recorded_at     timestamptz NOT NULL,
+        correlation_id  uuid NOT NULL,
+        body            text NOT NULL,
+        hash            text NOT NULL,
+        UNIQUE (stream_id, stream_version)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS events_cadre ON events (cadre_id, position) WHERE cadre_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_org_path ON events (org_path text_pattern_ops, position)",
+    "CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at)",
+    """
+    CREATE TABLE IF NOT EXISTS chain_head (
+        id        int PRIMARY KEY CHECK (id = 1),
+        position  bigint NOT NULL,
+        hash      text NOT NULL
+    )
+    """,
+    f"INSERT INTO chain_head VALUES (1, 0, '{GENESIS_HASH}') ON CONFLICT DO NOTHING",  # noqa: S608 - constant
+    # Event rows are never changed or removed: refuse it in the database itself.
+    """
+    CREATE OR REPLACE FUNCTION events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'events are append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+    END $$
+    """,
+    """
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'events_append_only') THEN
+            CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+                FOR EACH ROW EXECUTE FUNCTION events_are_append_only();
+            CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+                FOR EACH STATEMENT EXECUTE FUNCTION events_are_append_only();
+        END IF;
+    END $$
+    """,
+)
+
+NOTIFY_CHANNEL: Final = "events_appended"
+
+_EVENT_COLUMNS: Final = (
+    "position",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "stream_id",
+    "stream_version",
+    "cadre_id",
+    "org_path",
+    "occurred_at",
+    "recorded_at",
+    "correlation_id",
+    "body",
+    "hash",
+)
+
+_DATETIME: Final = TypeAdapter(datetime)
+_MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+
+
+def _json_time(value: datetime) -> str:
+    # The same text pydantic writes for this datetime, so hashes recompute from models too.
+    text: str = _DATETIME.dump_python(value.astimezone(UTC), mode="json")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who asked for a change, and which conversation it belongs to."""
+
+    actor: Actor
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    occurred_at: datetime | None = None
+    """When it happened in the world, if earlier than now (records entered late)."""
+
+
+@dataclass(slots=True)
+class _Append:
+    stream_id: str
+    expected_version: int
+    events: Sequence[Event]
+    ctx: CommandContext
+    org_path: str
+    cadre_id: UUID | None
+    done: asyncio.Future[list[Envelope]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+
+    def succeed(self, envelopes: list[Envelope]) -> None:
+        if not self.done.done():
+            self.done.set_result(envelopes)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first place where the hash chain does not hold."""
+
+    position: int
+    problem: str
+
+
+class EventStore:
+    """Appends and reads one service's events."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        source: str,
+        deployment: str,
+        inline: Projection | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self._pool = pool
+        self.source = source
+        self.deployment = deployment
+        self._inline = inline
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        ctx: CommandContext,
+        org_path: str,
+        cadre_id: UUID | None = None,
+    ) -> list[Envelope]:
+        """Append `events` to a stream that is at `expected_version` (0: a new stream).
+
+        Raises `ConcurrencyError` when the stream has moved on; nothing is written then.
+        """
+        if not events:
+            return []
+        if ctx.occurred_at is not None and ctx.occurred_at > datetime.now(UTC) + _MAX_CLOCK_SKEW:
+            msg = "occurred_at lies in the future"
+            raise RuleViolationError(msg)
+        request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
+        self._ensure_writer()
+        self._queue.put_nowait(request)
+        return await asyncio.shield(request.done)
+
+    async def close(self) -> None:
+        """Stop the writer after the appends already queued."""
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever(), name=f"{self.source}-event-writer")
+
+    async def _write_forever(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._batch_size and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit_isolating_failures(batch)
+            if stop:
+                return
+
+    async def _commit_isolating_failures(self, batch: list[_Append]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                log.exception("append failed", stream_id=batch[0].stream_id)
+                batch[0].fail(error)
+                return
+            # One bad command must not sink the others: retry each on its own.
+            for request in batch:
+                if request.done.done():
+                    continue
+                try:
+                    await self._commit([request])
+                except Exception as single_error:  # noqa: BLE001 - handed to the caller
+                    request.fail(single_error)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        accepted: list[tuple[_Append, list[Envelope]]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await conn.fetchrow(
+                "SELECT position, hash, clock_timestamp() AS now FROM chain_head WHERE id = 1 FOR UPDATE"
+            )
+            if head is None:
+                msg = "chain_head row missing: schema not set up"
+                raise RuntimeError(msg)
+            position: int = head["position"]
+            prev_hash: str = head["hash"]
+            now: datetime = head["now"]
+            versions = await self._current_versions(conn, {r.stream_id for r in batch})
+            rows: list[tuple[Any, ...]] = []
+            for request in batch:
+                current = versions.get(request.stream_id, 0)
+                if current != request.expected_version:
+                    request.fail(ConcurrencyError(request.stream_id, request.expected_version, current))
+                    continue
+                envelopes = []
+                for offset, event in enumerate(request.events, start=1):
+                    position += 1
+                    envelope, row = self._record(
+                        request,
+                        event=event,
+                        stream_version=current + offset,
+                        position=position,
+                        prev_hash=prev_hash,
+                        now=now,
+                    )
+                    prev_hash = envelope.hash
+                    envelopes.append(envelope)
+                    rows.append(row)
+                versions[request.stream_id] = current + len(request.events)
+                accepted.append((request, envelopes))
+            if not rows:
+                return
+            await conn.copy_records_to_table("events", records=rows, columns=_EVENT_COLUMNS)
+            if self._inline is not None:
+                recorded = [
+                    Recorded(envelope=e, event=event)
+                    for request, envelopes in accepted
+                    for e, event in zip(envelopes, request.events, strict=True)
+                    if self._inline.handles(e.event_type)
+                ]
+                if recorded:
+                    await self._inline.apply(conn, recorded)
+            await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, prev_hash)
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+        metrics.EVENTS_APPENDED.labels(self.source).inc(len(rows))
+        metrics.APPEND_BATCH.labels(self.source).observe(len(batch))
+        for request, envelopes in accepted:
+            request.succeed(envelopes)
+
+    @staticmethod
+    async def _current_versions(conn: Conn, stream_ids: set[str]) -> dict[str, int]:
+        rows = await conn.fetch(
+            "SELECT stream_id, max(stream_version) AS version FROM events"
+            " WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
+            list(stream_ids),
+        )
+        return {row["stream_id"]: row["version"] for row in rows}
+
+    def _record(
+        self,
+        request: _Append,
+        *,
+        event: Event,
+        stream_version: int,
+        position: int,
+        prev_hash: str,
+        now: datetime,
+    ) -> tuple[Envelope, tuple[Any, ...]]:
+        event_id = uuid7()
+        occurred_at = request.ctx.occurred_at or now
+        fields: dict[str, Any] = {
+            "event_id": str(event_id),
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "source": self.source,
+            "deployment": self.deployment,
+            "stream_id": request.stream_id,
+            "stream_version": stream_version,
+            "position": position,
+            "cadre_id": str(request.cadre_id) if request.cadre_id else None,
+            "org_path": request.org_path,
+            "occurred_at": _json_time(occurred_at),
+            "recorded_at": _json_time(now),
+            "actor": request.ctx.actor.model_dump(mode="json"),
+            "correlation_id": str(request.ctx.correlation_id),
+            "causation_id": str(request.ctx.causation_id) if request.ctx.causation_id else None,
+            "payload": event.model_dump(mode="json"),
+            "prev_hash": prev_hash,
+        }
+        fields["hash"] = chain_hash(fields)
+        body = canonical_json(fields).decode()
+        envelope = Envelope.model_validate(fields)
+        row = (
+            position,
+            event_id,
+            event.event_type,
+            event.schema_version,
+            request.stream_id,
+            stream_version,
+            request.cadre_id,
+            request.org_path,
+            occurred_at,
+            now,
+            request.ctx.correlation_id,
+            body,
+            fields["hash"],
+        )
+        return envelope, row
+
+    async def read_stream(self, stream_id: str) -> list[Recorded]:
+        """Every event of one stream, oldest first, upcast to the current versions."""
+        rows = await self._pool.fetch("SELECT body FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+        return [Recorded.from_envelope(Envelope.from_bytes(row["body"])) for row in rows]
+
+    async def read_cadre(self, cadre_id: UUID) -> list[Envelope]:
+        """Every event this service recorded about one cadre, in order."""
+        rows = await self._pool.fetch("SELECT body FROM events WHERE cadre_id = $1 ORDER BY position", cadre_id)
+        return [Envelope.from_bytes(row["body"]) for row in rows]
+
+    async def head(self) -> int:
+        """The position of the last committed event (0 when empty)."""
+        value = await self._pool.fetchval("SELECT position FROM chain_head WHERE id = 1")
+        return int(value or 0)
+
+    async def verify_chain(self, *, after: int = 0, batch: int = 5000) -> ChainBreak | None:
+        """Walk the chain from `after`; return the first broken link, or None when intact.
+
+        Checks that positions have no gap, each row's hash covers its body, each
+        `prev_hash` is the hash of the row before, the indexed columns agree with
+        the body, and the chain head names the last row.
+        """
+        async with self._pool.acquire() as conn:
+            prev_hash = GENESIS_HASH
+            if after:
+                prev_hash = await conn.fetchval("SELECT hash FROM events WHERE position = $1", after)
+            expected = after + 1
+            while True:
+                rows = await conn.fetch(
+                    "SELECT position, stream_id, stream_version, event_id, body, hash FROM events"
+                    " WHERE position >= $1 ORDER BY position LIMIT $2",
+                    expected,
+                    batch,
+                )
+                for row in rows:
+                    problem = _check_row(row, expected, prev_hash)
+                    if problem:
+                        return ChainBreak(position=expected, problem=problem)
+                    prev_hash = row["hash"]
+                    expected += 1
+                if len(rows) < batch:
+                    break
+            head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        if head is None or head["position"] != expected - 1 or head["hash"] != prev_hash:
+            return ChainBreak(position=expected, problem="chain head does not name the last event")
+        return None
+
+
+def _check_row(row: Any, expected_position: int, prev_hash: str) -> str | None:
+    if row["position"] != expected_position:
+        return f"missing event: found position {row['position']}"
+    fields = orjson.loads(row["body"])
+    claimed = fields.pop("hash", None)
+    if claimed != row["hash"]:
+        return "hash column differs from the body"
+    if chain_hash(fields) != claimed:
+        return "body does not match its hash"
+    if fields.get("prev_hash") != prev_hash:
+        return "prev_hash does not name the event before"
+    same = (
+        fields.get("position") == row["position"]
+        and fields.get("stream_id") == row["stream_id"]
+        and fields.get("stream_version") == row["stream_version"]
+        and fields.get("event_id") == str(row["event_id"])
+    )
+    return None if same else "indexed columns differ from the body"

@@ -1,0 +1,1 @@
+"""The platform's services, each owning its data and talking to the others through Kafka."""

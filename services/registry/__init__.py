@@ -1,0 +1,1 @@
+"""The registry service: org units, cadres entering and leaving the pool, mentors, leaders."""

@@ -1,0 +1,143 @@
+"""The registry's HTTP API: commands (POST/PUT/PATCH) and queries (GET), scoped to the actor."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from contracts.envelope import Envelope
+from contracts.registry import Education, Person, ProfileChanges
+from runtime.auth import CurrentActor
+from runtime.commands import Accepted
+from runtime.http import Context, ExpectedVersion
+from runtime.service import service_of
+from services.registry.commands import Nominate, RegisterOrgUnit, RegistryCommands, Retire
+from services.registry.queries import CadrePage, CadreView, OrgUnitView, RegistryQueries
+from services.registry.rules import EntryRules
+
+router = APIRouter()
+
+
+def commands(request: Request) -> RegistryCommands:
+    """FastAPI dependency: the command handlers."""
+    service = service_of(request)
+    entry_rules: EntryRules = request.app.state.entry_rules
+    return RegistryCommands(service.store, service.pool, entry_rules)
+
+
+def queries(request: Request) -> RegistryQueries:
+    """FastAPI dependency: the queries."""
+    service = service_of(request)
+    return RegistryQueries(service.pool, service.store)
+
+
+Commands = Annotated[RegistryCommands, Depends(commands)]
+Queries = Annotated[RegistryQueries, Depends(queries)]
+
+
+def _etag(response: Response, accepted: Accepted) -> Accepted:
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted
+
+
+@router.post("/org-units", status_code=status.HTTP_201_CREATED, tags=["org units"])
+async def register_org_unit(body: RegisterOrgUnit, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Register an org unit under a parent in your subtree."""
+    return _etag(response, await cmd.register_org_unit(ctx, body))
+
+
+@router.put("/org-units/{code}/responsible-leader", tags=["org units"])
+async def designate_leader(
+    code: str, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Designate the unit's main leader as first responsible person for its reserve cadres."""
+    return _etag(response, await cmd.designate_leader(ctx, code, body, expected))
+
+
+@router.get("/org-units", tags=["org units"])
+async def list_org_units(
+    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root code")] = None
+) -> list[OrgUnitView]:
+    """The units of a subtree (default: yours)."""
+    return await reads.org_units(actor, under)
+
+
+@router.get("/org-units/{code}", tags=["org units"])
+async def get_org_unit(code: str, actor: CurrentActor, reads: Queries) -> OrgUnitView:
+    """One unit of your subtree."""
+    return await reads.org_unit(actor, code)
+
+
+@router.post("/cadres", status_code=status.HTTP_201_CREATED, tags=["cadres"])
+async def nominate(body: Nominate, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Nominate a person into the reserve pool (entry rules apply)."""
+    accepted = await cmd.nominate(ctx, body)
+    response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
+    return _etag(response, accepted)
+
+
+@router.patch("/cadres/{cadre_id}", tags=["cadres"])
+async def update_profile(
+    cadre_id: UUID, body: ProfileChanges, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Change fields of a cadre's profile."""
+    return _etag(response, await cmd.update_profile(ctx, cadre_id, body, expected))
+
+
+@router.put("/cadres/{cadre_id}/mentor", tags=["cadres"])
+async def assign_mentor(
+    cadre_id: UUID, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Give a cadre a one-on-one mentor."""
+    return _etag(response, await cmd.assign_mentor(ctx, cadre_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/retirement", tags=["cadres"])
+async def retire(
+    cadre_id: UUID, body: Retire, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Take a cadre out of the pool, with the reason."""
+    return _etag(response, await cmd.retire(ctx, cadre_id, body, expected))
+
+
+@router.get("/cadres", tags=["cadres"])
+async def list_cadres(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    status: Literal["in_pool", "retired", "any"] = "in_pool",
+    name: Annotated[str | None, Query(max_length=100)] = None,
+    education: Education | None = None,
+    has_mentor: bool | None = None,
+    max_age: Annotated[int | None, Query(ge=18, le=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> CadrePage:
+    """Cadres of a subtree, unit by unit, with filters and cursor pagination."""
+    return await reads.cadres(
+        actor,
+        under=under,
+        status=None if status == "any" else status,
+        name=name,
+        education=education,
+        has_mentor=has_mentor,
+        max_age=max_age,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/cadres/{cadre_id}", tags=["cadres"])
+async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, response: Response) -> CadreView:
+    """One cadre of your subtree."""
+    view = await reads.cadre(actor, cadre_id)
+    response.headers["ETag"] = f'"{view.version}"'
+    return view
+
+
+@router.get("/cadres/{cadre_id}/events", tags=["cadres"])
+async def cadre_history(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[Envelope]:
+    """Every registry event about a cadre, with envelopes (actor, times, hashes)."""
+    return await reads.history(actor, cadre_id)

@@ -1,0 +1,221 @@
+"""The registry's commands: load the stream, apply the rules, append what they decide."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import OrgCode, uuid7
+from contracts.event import Event
+from contracts.registry import (
+    CadreNominated,
+    Education,
+    Email,
+    Gender,
+    Language,
+    Name,
+    OrgLevel,
+    OrgUnitRegistered,
+    Person,
+    ProfileChanges,
+    RetirementReason,
+    Text,
+    UserId,
+)
+from runtime.auth import can_write, require_scope
+from runtime.commands import Accepted, check_expected
+from runtime.db import Pool
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.store import CommandContext, EventStore
+from services.registry import rules
+
+
+def org_stream(code: str) -> str:
+    """Stream id of an org unit."""
+    return f"orgunit-{code}"
+
+
+def cadre_stream(cadre_id: UUID) -> str:
+    """Stream id of a cadre."""
+    return f"cadre-{cadre_id}"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterOrgUnit(_Command):
+    """Add a unit to the tree."""
+
+    code: OrgCode
+    name: Name
+    level: OrgLevel
+    parent_code: OrgCode | None = None
+    target_pool_size: int = Field(default=0, ge=0, le=100_000)
+
+
+class Nominate(_Command):
+    """Nominate a person into the reserve pool of a unit."""
+
+    cadre_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
+    org_code: OrgCode
+    full_name: Name
+    gender: Gender
+    birth_date: date
+    education: Education
+    current_position: Name
+    years_of_service: int = Field(ge=0, le=60)
+    grassroots_months: int = Field(ge=0, le=720)
+    reason: Text
+    user_id: UserId | None = None
+    email: Email | None = None
+    language: Language = Language.ZH
+
+
+class Retire(_Command):
+    """Take a cadre out of the pool."""
+
+    reason: RetirementReason
+    effective_on: date | None = Field(default=None, description="Defaults to today")
+    note: Text = ""
+    appointed_to: Name | None = None
+
+
+class RegistryCommands:
+    """Handles the registry's commands against its store and its own tables."""
+
+    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules) -> None:
+        self._store = store
+        self._pool = pool
+        self._entry_rules = entry_rules
+
+    async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
+        """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
+        can_write(ctx.actor)
+        if cmd.parent_code is None:
+            if ctx.actor.org_path != cmd.code:
+                msg = "only an actor of the root unit itself may register the root"
+                raise NotFoundError(msg)
+            path, parent_level = cmd.code, None
+        else:
+            parent = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.parent_code)
+            if parent is None:
+                msg = f"org unit {cmd.parent_code} not found"
+                raise NotFoundError(msg)
+            require_scope(ctx.actor, parent["path"], f"org unit {cmd.parent_code}")
+            path, parent_level = f"{parent['path']}.{cmd.code}", OrgLevel(parent["level"])
+        rules.check_placement(cmd.level, parent_level)
+        event = OrgUnitRegistered(
+            code=cmd.code,
+            name=cmd.name,
+            level=cmd.level,
+            parent_code=cmd.parent_code,
+            path=path,
+            target_pool_size=cmd.target_pool_size,
+        )
+        stream = org_stream(cmd.code)
+        envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=path)
+        return Accepted.of(stream, 0, envelopes)
+
+    async def _org_unit(self, ctx: CommandContext, code: str) -> rules.OrgUnit:
+        history = await self._store.read_stream(org_stream(code))
+        unit = rules.OrgUnit.replay([r.event for r in history])
+        if unit is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, unit.path, f"org unit {code}")
+        return unit
+
+    async def designate_leader(self, ctx: CommandContext, code: str, leader: Person, expected: int | None) -> Accepted:
+        """Make `leader` the unit's first responsible person for its reserve cadres."""
+        can_write(ctx.actor)
+        unit = await self._org_unit(ctx, code)
+        check_expected(org_stream(code), expected, unit.version)
+        events = rules.designate_leader(unit, leader)
+        envelopes = await self._store.append(org_stream(code), unit.version, events, ctx=ctx, org_path=unit.path)
+        return Accepted.of(org_stream(code), unit.version, envelopes)
+
+    async def nominate(self, ctx: CommandContext, cmd: Nominate) -> Accepted:
+        """Nominate a person into the pool of a unit in the actor's subtree."""
+        can_write(ctx.actor)
+        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
+        if unit is None:
+            msg = f"org unit {cmd.org_code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        on = (ctx.occurred_at or datetime.now(UTC)).date()
+        problems = rules.entry_violations(
+            self._entry_rules,
+            level=OrgLevel(unit["level"]),
+            birth_date=cmd.birth_date,
+            education=cmd.education,
+            years_of_service=cmd.years_of_service,
+            on=on,
+        )
+        if problems:
+            msg = "the nominee does not meet the entry rules"
+            raise RuleViolationError(msg, violations=problems)
+        cadre_id = cmd.cadre_id or uuid7()
+        event = CadreNominated(cadre_id=cadre_id, **cmd.model_dump(exclude={"cadre_id"}))
+        stream = cadre_stream(cadre_id)
+        try:
+            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=unit["path"], cadre_id=cadre_id)
+        except ConflictError:
+            msg = f"cadre {cadre_id} is already registered"
+            raise ConflictError(msg, cadre_id=str(cadre_id)) from None
+        return Accepted.of(stream, 0, envelopes)
+
+    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
+        history = await self._store.read_stream(cadre_stream(cadre_id))
+        org_path = history[0].envelope.org_path if history else ""
+        cadre = rules.Cadre.replay(
+            [r.event for r in history], [r.envelope.occurred_at.date() for r in history], org_path
+        )
+        if cadre is None:
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, cadre.org_path, f"cadre {cadre_id}")
+        return cadre
+
+    async def update_profile(
+        self, ctx: CommandContext, cadre_id: UUID, changes: ProfileChanges, expected: int | None
+    ) -> Accepted:
+        """Change fields of a cadre's profile."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        return await self._append(ctx, cadre, rules.update_profile(cadre, changes))
+
+    async def assign_mentor(
+        self, ctx: CommandContext, cadre_id: UUID, mentor: Person, expected: int | None
+    ) -> Accepted:
+        """Give a cadre a one-on-one mentor."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        return await self._append(ctx, cadre, rules.assign_mentor(cadre, mentor))
+
+    async def retire(self, ctx: CommandContext, cadre_id: UUID, cmd: Retire, expected: int | None) -> Accepted:
+        """Take a cadre out of the pool."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        today = (ctx.occurred_at or datetime.now(UTC)).date()
+        events = rules.retire(
+            cadre,
+            reason=cmd.reason,
+            effective_on=cmd.effective_on or today,
+            note=cmd.note,
+            appointed_to=cmd.appointed_to,
+            today=today,
+        )
+        return await self._append(ctx, cadre, events)
+
+    async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
+        stream = cadre_stream(cadre.cadre_id)
+        envelopes = await self._store.append(
+            stream, cadre.version, events, ctx=ctx, org_path=cadre.org_path, cadre_id=cadre.cadre_id
+        )
+        return Accepted.of(stream, cadre.version, envelopes)

@@ -1,0 +1,329 @@
+"""A demo organization, built from a seed and loaded through the registry's own HTTP API.
+
+`plan(seed)` says what the organization looks like (pure, reproducible); `load`
+sends the commands. Loading twice changes nothing: ids are derived from the
+seed, and every follow-up command names the stream version it expects, so a
+command that already happened answers 409 and is skipped.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from contracts.envelope import Actor, Role
+from contracts.registry import OrgLevel
+from runtime.auth import issue_token
+
+NAMESPACE = uuid.UUID("6f1c1f0e-5b7a-4c55-9d55-2f8f3c1a0d11")
+ROOT_CODE = "qs"
+
+SURNAMES = [
+    "Wang",
+    "Li",
+    "Zhang",
+    "Liu",
+    "Chen",
+    "Yang",
+    "Zhao",
+    "Huang",
+    "Zhou",
+    "Wu",
+    "Xu",
+    "Sun",
+    "Hu",
+    "Zhu",
+    "Gao",
+    "Lin",
+    "He",
+    "Guo",
+    "Ma",
+    "Luo",
+]
+GIVEN = [
+    "Wei",
+    "Fang",
+    "Min",
+    "Jing",
+    "Li",
+    "Qiang",
+    "Lei",
+    "Jun",
+    "Yang",
+    "Yong",
+    "Yan",
+    "Jie",
+    "Juan",
+    "Tao",
+    "Ming",
+    "Chao",
+    "Xiu",
+    "Hua",
+    "Ping",
+    "Gang",
+    "Hui",
+    "Dan",
+    "Bo",
+    "Ning",
+]
+CITIES = [("bh", "Baihe"), ("hx", "Hexi"), ("sy", "Shiyan"), ("ql", "Qinglong")]
+COUNTY_NAMES = ["Liuyang", "Dongpo", "Nanshan", "Xiaohe", "Fengtai", "Yunxi", "Longjing", "Taiping"]
+TOWNSHIP_NAMES = ["Shuangqiao", "Hetang", "Baishi", "Xinzhuang", "Maping", "Zhuxi", "Gaoling", "Heping"]
+POSITIONS = [
+    "Deputy section chief, organization department",
+    "Section chief, development and reform bureau",
+    "Deputy director, agriculture and rural affairs bureau",
+    "Deputy township head",
+    "Secretary, village party branch",
+    "Deputy director, emergency management bureau",
+    "Section chief, finance bureau",
+    "Deputy head, ecological environment office",
+]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One org unit of the demo organization."""
+
+    code: str
+    name: str
+    level: OrgLevel
+    parent: str | None
+    path: str
+    target_pool_size: int
+    leader: str
+
+
+@dataclass(frozen=True)
+class DemoCadre:
+    """One cadre and what happens to them in the registry."""
+
+    cadre_id: uuid.UUID
+    unit: Unit
+    full_name: str
+    user_id: str
+    gender: str
+    birth_date: date
+    education: str
+    position: str
+    years_of_service: int
+    grassroots_months: int
+    nominated_on: date
+    mentor: str | None
+    promoted_to: str | None
+    retirement: tuple[str, date, str | None] | None
+
+
+@dataclass
+class DemoOrg:
+    """The whole demo organization."""
+
+    units: list[Unit] = field(default_factory=list)
+    cadres: list[DemoCadre] = field(default_factory=list)
+
+    @property
+    def root(self) -> Unit:
+        """The province at the top."""
+        return self.units[0]
+
+
+def _pinyin_user(name: str, rng: random.Random) -> str:
+    return name.lower().replace(" ", ".") + str(rng.randint(10, 99))
+
+
+def _units(rng: random.Random) -> list[Unit]:
+    units = [Unit(ROOT_CODE, "Qingshan Province", OrgLevel.PROVINCIAL, None, ROOT_CODE, 40, "leader.qs")]
+    units.append(
+        Unit(
+            "qs_org",
+            "Provincial Organization Department",
+            OrgLevel.DEPARTMENT,
+            ROOT_CODE,
+            "qs.qs_org",
+            10,
+            "leader.qs_org",
+        )
+    )
+    for city_code, city_name in CITIES:
+        city_path = f"{ROOT_CODE}.{city_code}"
+        units.append(
+            Unit(city_code, f"{city_name} City", OrgLevel.MUNICIPAL, ROOT_CODE, city_path, 25, f"leader.{city_code}")
+        )
+        for county_index in range(3):
+            county_code = f"{city_code}_c{county_index + 1}"
+            county_name = COUNTY_NAMES[(rng.randrange(len(COUNTY_NAMES)) + county_index) % len(COUNTY_NAMES)]
+            county_path = f"{city_path}.{county_code}"
+            units.append(
+                Unit(
+                    county_code,
+                    f"{county_name} County",
+                    OrgLevel.COUNTY,
+                    city_code,
+                    county_path,
+                    12,
+                    f"leader.{county_code}",
+                )
+            )
+            for town_index in range(2):
+                town_code = f"{county_code}_t{town_index + 1}"
+                town_name = TOWNSHIP_NAMES[(county_index * 2 + town_index + rng.randrange(3)) % len(TOWNSHIP_NAMES)]
+                units.append(
+                    Unit(
+                        town_code,
+                        f"{town_name} Township",
+                        OrgLevel.TOWNSHIP,
+                        county_code,
+                        f"{county_path}.{town_code}",
+                        5,
+                        f"leader.{town_code}",
+                    )
+                )
+    return units
+
+
+def plan(seed: int = 7, *, cadres: int = 300, today: date | None = None) -> DemoOrg:
+    """The demo organization for `seed`: a province, 4 cities, 12 counties, 24 townships, `cadres` people."""
+    rng = random.Random(seed)
+    today = today or datetime.now(UTC).date()
+    org = DemoOrg(units=_units(rng))
+    max_age = {OrgLevel.TOWNSHIP: 35, OrgLevel.COUNTY: 40, OrgLevel.MUNICIPAL: 45, OrgLevel.PROVINCIAL: 50}
+    for index in range(cadres):
+        unit = rng.choice(org.units[1:]) if index % 10 else org.units[index % 2]
+        nominated_on = today - timedelta(days=rng.randint(60, 3 * 365))
+        limit = max_age.get(unit.level, 45)
+        age = rng.randint(26, limit)
+        birth = date(nominated_on.year - age, rng.randint(1, 12), rng.randint(1, 28))
+        name = f"{rng.choice(SURNAMES)} {rng.choice(GIVEN)}"
+        years = rng.randint(3, max(3, age - 23))
+        grassroots = 0 if rng.random() < 0.3 else rng.randint(6, min(years * 12, 240))
+        retirement: tuple[str, date, str | None] | None = None
+        roll = rng.random()
+        if roll < 0.04:
+            retirement = ("appointed", nominated_on + timedelta(days=rng.randint(30, 59)), "Deputy county head")
+        elif roll < 0.06:
+            retirement = ("withdrew", nominated_on + timedelta(days=rng.randint(30, 59)), None)
+        elif roll < 0.07:
+            retirement = ("aged_out", nominated_on + timedelta(days=rng.randint(30, 59)), None)
+        org.cadres.append(
+            DemoCadre(
+                cadre_id=uuid.uuid5(NAMESPACE, f"{seed}:cadre:{index}"),
+                unit=unit,
+                full_name=name,
+                user_id=_pinyin_user(name, rng),
+                gender=rng.choice(["female", "male"]),
+                birth_date=birth,
+                education=rng.choices(["college", "bachelor", "master", "doctorate"], [2, 6, 3, 1])[0],
+                position=rng.choice(POSITIONS),
+                years_of_service=years,
+                grassroots_months=grassroots,
+                nominated_on=nominated_on,
+                mentor=f"mentor.{unit.code}.{rng.randint(1, 3)}" if rng.random() < 0.85 else None,
+                promoted_to=rng.choice(POSITIONS) if rng.random() < 0.2 else None,
+                retirement=retirement,
+            )
+        )
+    return org
+
+
+def root_token(secret: str, org: DemoOrg) -> str:
+    """A token for the organizer of the demo province."""
+    return issue_token(secret, Actor(user="demo.organizer", org_path=org.root.path, role=Role.ORGANIZER))
+
+
+def _at(day: date) -> dict[str, str]:
+    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC).isoformat()}
+
+
+class _Loader:
+    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.sent = 0
+        self.skipped = 0
+
+    async def send(self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        response = await self.client.request(method, url, json=body, headers={**self.auth, **headers})
+        if response.status_code == httpx.codes.CONFLICT:
+            self.skipped += 1
+            return
+        if response.is_error:
+            msg = f"demo command {method} {url} failed: {response.status_code} {response.text}"
+            raise RuntimeError(msg)
+        self.sent += 1
+
+
+async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
+    """Send the demo's commands to the registry at `client`; return (sent, already there)."""
+    loader = _Loader(client, token)
+    founded = date(2015, 1, 1)
+    for unit in org.units:
+        body = {
+            "code": unit.code,
+            "name": unit.name,
+            "level": unit.level.value,
+            "parent_code": unit.parent,
+            "target_pool_size": unit.target_pool_size,
+        }
+        await loader.send("POST", "/org-units", body, _at(founded))
+        leader = {
+            "user_id": unit.leader,
+            "name": f"Leader of {unit.name}",
+            "email": f"{unit.leader}@qingshan.example.org",
+        }
+        await loader.send(
+            "PUT", f"/org-units/{unit.code}/responsible-leader", leader, {**_at(founded), "If-Match": "1"}
+        )
+    for cadre in org.cadres:
+        await _load_cadre(loader, cadre)
+    return loader.sent, loader.skipped
+
+
+async def _load_cadre(loader: _Loader, cadre: DemoCadre) -> None:
+    url = f"/cadres/{cadre.cadre_id}"
+    await loader.send(
+        "POST",
+        "/cadres",
+        {
+            "cadre_id": str(cadre.cadre_id),
+            "org_code": cadre.unit.code,
+            "full_name": cadre.full_name,
+            "gender": cadre.gender,
+            "birth_date": cadre.birth_date.isoformat(),
+            "education": cadre.education,
+            "current_position": cadre.position,
+            "years_of_service": cadre.years_of_service,
+            "grassroots_months": cadre.grassroots_months,
+            "reason": "Recommended by the unit's democratic evaluation",
+            "user_id": cadre.user_id,
+            "email": f"{cadre.user_id}@qingshan.example.org",
+        },
+        _at(cadre.nominated_on),
+    )
+    version = 1
+    if cadre.mentor:
+        mentor = {"user_id": cadre.mentor, "name": cadre.mentor.replace(".", " ").title()}
+        await loader.send(
+            "PUT", f"{url}/mentor", mentor, {**_at(cadre.nominated_on + timedelta(days=7)), "If-Match": str(version)}
+        )
+        version += 1
+    if cadre.promoted_to:
+        await loader.send(
+            "PATCH",
+            url,
+            {"current_position": cadre.promoted_to},
+            {**_at(cadre.nominated_on + timedelta(days=20)), "If-Match": str(version)},
+        )
+        version += 1
+    if cadre.retirement:
+        reason, on, post = cadre.retirement
+        await loader.send(
+            "POST",
+            f"{url}/retirement",
+            {"reason": reason, "effective_on": on.isoformat(), "appointed_to": post},
+            {**_at(on), "If-Match": str(version)},
+        )

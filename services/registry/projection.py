@@ -1,0 +1,191 @@
+"""The registry's query tables, kept in the same transaction as its own events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from contracts.registry import (
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    MentorAssigned,
+    OrgUnitRegistered,
+    ResponsibleLeaderDesignated,
+)
+from runtime.db import Conn
+from runtime.projection import Recorded
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS org_units (
+        code              text PRIMARY KEY,
+        name              text NOT NULL,
+        level             text NOT NULL,
+        parent_code       text REFERENCES org_units (code),
+        path              text COLLATE "C" NOT NULL UNIQUE,
+        target_pool_size  int NOT NULL,
+        leader_user_id    text,
+        leader_name       text,
+        leader_email      text,
+        leader_language   text,
+        registered_at     timestamptz NOT NULL,
+        version           int NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS cadres (
+        cadre_id              uuid PRIMARY KEY,
+        org_code              text NOT NULL REFERENCES org_units (code),
+        org_path              text COLLATE "C" NOT NULL,
+        full_name             text NOT NULL,
+        gender                text NOT NULL,
+        birth_date            date NOT NULL,
+        birth_date_precision  text NOT NULL,
+        education             text NOT NULL,
+        current_position      text NOT NULL,
+        years_of_service      int NOT NULL,
+        grassroots_months     int NOT NULL,
+        user_id               text,
+        email                 text,
+        language              text NOT NULL,
+        reason                text NOT NULL,
+        status                text NOT NULL,
+        nominated_at          timestamptz NOT NULL,
+        mentor_user_id        text,
+        mentor_name           text,
+        mentor_email          text,
+        retired_reason        text,
+        retired_on            date,
+        appointed_to          text,
+        version               int NOT NULL,
+        updated_at            timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS cadres_subtree ON cadres (org_path, cadre_id)",
+)
+
+
+class RegistryProjection:
+    """Org units and cadres as of the last committed event."""
+
+    name = "registry"
+
+    _TYPES: Final = frozenset(
+        {
+            OrgUnitRegistered.event_type,
+            ResponsibleLeaderDesignated.event_type,
+            CadreNominated.event_type,
+            CadreProfileUpdated.event_type,
+            MentorAssigned.event_type,
+            CadreRetired.event_type,
+        }
+    )
+
+    def handles(self, event_type: str) -> bool:
+        """Every registry event."""
+        return event_type in self._TYPES
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Apply the events in order."""
+        for recorded in events:
+            await self._apply_one(conn, recorded)
+
+    async def _apply_one(self, conn: Conn, recorded: Recorded) -> None:
+        env, event = recorded.envelope, recorded.event
+        match event:
+            case OrgUnitRegistered():
+                await conn.execute(
+                    "INSERT INTO org_units (code, name, level, parent_code, path, target_pool_size,"
+                    " registered_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    event.code,
+                    event.name,
+                    event.level.value,
+                    event.parent_code,
+                    event.path,
+                    event.target_pool_size,
+                    env.occurred_at,
+                    env.stream_version,
+                )
+            case ResponsibleLeaderDesignated():
+                await conn.execute(
+                    "UPDATE org_units SET leader_user_id = $2, leader_name = $3, leader_email = $4,"
+                    " leader_language = $5, version = $6 WHERE code = $1",
+                    event.org_code,
+                    event.leader.user_id,
+                    event.leader.name,
+                    event.leader.email,
+                    event.leader.language.value,
+                    env.stream_version,
+                )
+            case CadreNominated():
+                await conn.execute(
+                    "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date,"
+                    " birth_date_precision, education, current_position, years_of_service,"
+                    " grassroots_months, user_id, email, language, reason, status, nominated_at,"
+                    " version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+                    " $13, $14, $15, 'in_pool', $16, $17, $18)",
+                    event.cadre_id,
+                    event.org_code,
+                    env.org_path,
+                    event.full_name,
+                    event.gender.value,
+                    event.birth_date,
+                    event.birth_date_precision,
+                    event.education.value,
+                    event.current_position,
+                    event.years_of_service,
+                    event.grassroots_months,
+                    event.user_id,
+                    event.email,
+                    event.language.value,
+                    event.reason,
+                    env.occurred_at,
+                    env.stream_version,
+                    env.recorded_at,
+                )
+            case CadreProfileUpdated():
+                changes = event.changes
+                await conn.execute(
+                    "UPDATE cadres SET full_name = coalesce($2, full_name),"
+                    " current_position = coalesce($3, current_position),"
+                    " education = coalesce($4, education), years_of_service = coalesce($5, years_of_service),"
+                    " grassroots_months = coalesce($6, grassroots_months), user_id = coalesce($7, user_id),"
+                    " email = coalesce($8, email), language = coalesce($9, language),"
+                    " version = $10, updated_at = $11 WHERE cadre_id = $1",
+                    event.cadre_id,
+                    changes.full_name,
+                    changes.current_position,
+                    changes.education.value if changes.education else None,
+                    changes.years_of_service,
+                    changes.grassroots_months,
+                    changes.user_id,
+                    changes.email,
+                    changes.language.value if changes.language else None,
+                    env.stream_version,
+                    env.recorded_at,
+                )
+            case MentorAssigned():
+                await conn.execute(
+                    "UPDATE cadres SET mentor_user_id = $2, mentor_name = $3, mentor_email = $4,"
+                    " version = $5, updated_at = $6 WHERE cadre_id = $1",
+                    event.cadre_id,
+                    event.mentor.user_id,
+                    event.mentor.name,
+                    event.mentor.email,
+                    env.stream_version,
+                    env.recorded_at,
+                )
+            case CadreRetired():
+                await conn.execute(
+                    "UPDATE cadres SET status = 'retired', retired_reason = $2, retired_on = $3,"
+                    " appointed_to = $4, version = $5, updated_at = $6 WHERE cadre_id = $1",
+                    event.cadre_id,
+                    event.reason.value,
+                    event.effective_on,
+                    event.appointed_to,
+                    env.stream_version,
+                    env.recorded_at,
+                )
+            case _:
+                pass

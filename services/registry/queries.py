@@ -1,0 +1,222 @@
+"""The registry's reads: org units and cadres of the actor's subtree, one cadre's history."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel
+
+from contracts.envelope import Actor, Envelope
+from contracts.registry import Education, Person, RetirementReason
+from runtime.auth import require_scope
+from runtime.db import Pool, in_subtree_sql
+from runtime.errors import CommandError, NotFoundError
+from runtime.store import EventStore
+
+
+class OrgUnitView(BaseModel):
+    """An org unit and its responsible leader."""
+
+    code: str
+    name: str
+    level: str
+    parent_code: str | None
+    path: str
+    target_pool_size: int
+    leader: Person | None
+    version: int
+
+
+class CadreView(BaseModel):
+    """A cadre's current record in the registry."""
+
+    cadre_id: UUID
+    org_code: str
+    org_path: str
+    full_name: str
+    gender: str
+    birth_date: date
+    birth_date_precision: str
+    age: int
+    education: str
+    current_position: str
+    years_of_service: int
+    grassroots_months: int
+    user_id: str | None
+    email: str | None
+    status: Literal["in_pool", "retired"]
+    nominated_at: datetime
+    reason: str
+    mentor: Person | None
+    retired_reason: RetirementReason | None
+    retired_on: date | None
+    appointed_to: str | None
+    version: int
+
+
+class CadrePage(BaseModel):
+    """One page of cadres; pass `next_cursor` back to get the next."""
+
+    items: list[CadreView]
+    next_cursor: str | None
+
+
+def _age(birth: date, today: date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def _person(user_id: Any, name: Any, email: Any, language: Any = "zh") -> Person | None:
+    if user_id is None:
+        return None
+    return Person(user_id=user_id, name=name, email=email, language=language or "zh")
+
+
+def _encode_cursor(org_path: str, cadre_id: UUID) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([org_path, str(cadre_id)])).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, UUID]:
+    try:
+        org_path, cadre_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(org_path), UUID(cadre_id)
+    except (ValueError, TypeError) as error:
+        msg = "cursor is not one this API gave out"
+        raise CommandError(msg) from error
+
+
+class RegistryQueries:
+    """Reads over the registry's own tables and event store."""
+
+    def __init__(self, pool: Pool, store: EventStore) -> None:
+        self._pool = pool
+        self._store = store
+
+    async def _unit_path(self, actor: Actor, code: str | None) -> str:
+        if code is None:
+            return actor.org_path
+        path = await self._pool.fetchval("SELECT path FROM org_units WHERE code = $1", code)
+        if path is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        require_scope(actor, path, f"org unit {code}")
+        return str(path)
+
+    async def org_units(self, actor: Actor, under: str | None) -> list[OrgUnitView]:
+        """The units of a subtree (default: the actor's), parents before children."""
+        root = await self._unit_path(actor, under)
+        rows = await self._pool.fetch(
+            f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')} ORDER BY path",  # noqa: S608 - fixed SQL
+            root,
+        )
+        return [self._unit(row) for row in rows]
+
+    async def org_unit(self, actor: Actor, code: str) -> OrgUnitView:
+        """One unit of the actor's subtree."""
+        await self._unit_path(actor, code)
+        row = await self._pool.fetchrow("SELECT * FROM org_units WHERE code = $1", code)
+        return self._unit(row)
+
+    @staticmethod
+    def _unit(row: Any) -> OrgUnitView:
+        return OrgUnitView(
+            code=row["code"],
+            name=row["name"],
+            level=row["level"],
+            parent_code=row["parent_code"],
+            path=row["path"],
+            target_pool_size=row["target_pool_size"],
+            leader=_person(row["leader_user_id"], row["leader_name"], row["leader_email"], row["leader_language"]),
+            version=row["version"],
+        )
+
+    async def cadre(self, actor: Actor, cadre_id: UUID) -> CadreView:
+        """One cadre of the actor's subtree."""
+        row = await self._pool.fetchrow("SELECT * FROM cadres WHERE cadre_id = $1", cadre_id)
+        if row is None or not actor.covers(row["org_path"]):
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        return self._cadre(row, datetime.now(UTC).date())
+
+    async def cadres(
+        self,
+        actor: Actor,
+        *,
+        under: str | None = None,
+        status: Literal["in_pool", "retired"] | None = "in_pool",
+        name: str | None = None,
+        education: Education | None = None,
+        has_mentor: bool | None = None,
+        max_age: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> CadrePage:
+        """Cadres of a subtree, unit by unit, filtered, one page at a time."""
+        root = await self._unit_path(actor, under)
+        where = [in_subtree_sql("org_path", "$1")]
+        args: list[Any] = [root]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if status is not None:
+            where.append(f"status = {arg(status)}")
+        if name:
+            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(f"full_name ILIKE {arg(pattern)}")
+        if education is not None:
+            where.append(f"education = {arg(education.value)}")
+        if has_mentor is not None:
+            where.append("mentor_user_id IS NOT NULL" if has_mentor else "mentor_user_id IS NULL")
+        today = datetime.now(UTC).date()
+        if max_age is not None:
+            oldest = date(today.year - max_age - 1, today.month, min(today.day, 28))
+            where.append(f"birth_date > {arg(oldest)}")
+        if cursor:
+            after_path, after_id = _decode_cursor(cursor)
+            where.append(f"(org_path, cadre_id) > ({arg(after_path)}, {arg(after_id)})")
+        sql = (
+            f"SELECT * FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
+            f" ORDER BY org_path, cadre_id LIMIT {arg(limit + 1)}"
+        )
+        rows = await self._pool.fetch(sql, *args)
+        items = [self._cadre(row, today) for row in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = _encode_cursor(items[-1].org_path, items[-1].cadre_id) if more and items else None
+        return CadrePage(items=items, next_cursor=next_cursor)
+
+    @staticmethod
+    def _cadre(row: Any, today: date) -> CadreView:
+        return CadreView(
+            cadre_id=row["cadre_id"],
+            org_code=row["org_code"],
+            org_path=row["org_path"],
+            full_name=row["full_name"],
+            gender=row["gender"],
+            birth_date=row["birth_date"],
+            birth_date_precision=row["birth_date_precision"],
+            age=_age(row["birth_date"], today),
+            education=row["education"],
+            current_position=row["current_position"],
+            years_of_service=row["years_of_service"],
+            grassroots_months=row["grassroots_months"],
+            user_id=row["user_id"],
+            email=row["email"],
+            status=row["status"],
+            nominated_at=row["nominated_at"],
+            reason=row["reason"],
+            mentor=_person(row["mentor_user_id"], row["mentor_name"], row["mentor_email"]),
+            retired_reason=row["retired_reason"],
+            retired_on=row["retired_on"],
+            appointed_to=row["appointed_to"],
+            version=row["version"],
+        )
+
+    async def history(self, actor: Actor, cadre_id: UUID) -> list[Envelope]:
+        """Every registry event about a cadre, with its full envelope."""
+        await self.cadre(actor, cadre_id)
+        return await self._store.read_cadre(cadre_id)

@@ -1,0 +1,233 @@
+"""The registry's rules: pure functions over plain values, no I/O.
+
+Where an org unit may sit in the tree, who may enter the pool, and what may
+happen to a cadre once in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Literal
+from uuid import UUID
+
+from contracts.event import Event
+from contracts.registry import (
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    Education,
+    MentorAssigned,
+    OrgLevel,
+    OrgUnitRegistered,
+    Person,
+    ProfileChanges,
+    ResponsibleLeaderDesignated,
+    RetirementReason,
+)
+from runtime.errors import ConflictError, RuleViolationError
+
+TREE_ORDER: tuple[OrgLevel, ...] = (
+    OrgLevel.CENTRAL,
+    OrgLevel.PROVINCIAL,
+    OrgLevel.MUNICIPAL,
+    OrgLevel.COUNTY,
+    OrgLevel.TOWNSHIP,
+)
+EDUCATION_ORDER: tuple[Education, ...] = tuple(Education)
+
+
+def check_placement(level: OrgLevel, parent_level: OrgLevel | None) -> None:
+    """A unit sits strictly below its parent; departments hang under any level above township."""
+    if parent_level is None:
+        return
+    if parent_level in (OrgLevel.TOWNSHIP, OrgLevel.DEPARTMENT) and level is not OrgLevel.DEPARTMENT:
+        msg = f"a {level.value} unit cannot sit under a {parent_level.value} unit"
+        raise RuleViolationError(msg)
+    if parent_level is OrgLevel.DEPARTMENT:
+        msg = "departments have no sub-units"
+        raise RuleViolationError(msg)
+    if level is OrgLevel.DEPARTMENT:
+        return
+    if TREE_ORDER.index(level) <= TREE_ORDER.index(parent_level):
+        msg = f"a {level.value} unit cannot sit under a {parent_level.value} unit"
+        raise RuleViolationError(msg)
+
+
+@dataclass(frozen=True)
+class EntryRules:
+    """Who may be nominated into the pool (configurable per deployment)."""
+
+    max_age_by_level: Mapping[OrgLevel, int]
+    """Oldest age at nomination, by the level of the nominating unit."""
+    default_max_age: int
+    min_education: Education
+    min_years_of_service: int
+
+    def max_age(self, level: OrgLevel) -> int:
+        """The age limit that applies to nominations by a unit of `level`."""
+        return self.max_age_by_level.get(level, self.default_max_age)
+
+
+def age_on(birth_date: date, day: date) -> int:
+    """Full years of age on `day`."""
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def entry_violations(
+    rules: EntryRules,
+    *,
+    level: OrgLevel,
+    birth_date: date,
+    education: Education,
+    years_of_service: int,
+    on: date,
+) -> list[str]:
+    """Every entry rule a nomination breaks (empty: it may enter the pool)."""
+    problems = []
+    age = age_on(birth_date, on)
+    if age > rules.max_age(level):
+        problems.append(f"aged {age}, above the limit of {rules.max_age(level)} for {level.value} units")
+    if age < 18:  # noqa: PLR2004 - the legal working age
+        problems.append(f"aged {age}, below 18")
+    if EDUCATION_ORDER.index(education) < EDUCATION_ORDER.index(rules.min_education):
+        problems.append(f"education {education.value} is below the required {rules.min_education.value}")
+    if years_of_service < rules.min_years_of_service:
+        problems.append(f"{years_of_service} years of service, fewer than the required {rules.min_years_of_service}")
+    return problems
+
+
+@dataclass(frozen=True)
+class OrgUnit:
+    """An org unit as its own stream knows it."""
+
+    code: str
+    path: str
+    level: OrgLevel
+    leader_user_id: str | None
+    version: int
+
+    @classmethod
+    def replay(cls, events: Sequence[Event]) -> OrgUnit | None:
+        """Fold a unit's stream; None for a unit never registered."""
+        unit: OrgUnit | None = None
+        for version, event in enumerate(events, start=1):
+            if isinstance(event, OrgUnitRegistered):
+                unit = OrgUnit(event.code, event.path, event.level, None, version)
+            elif isinstance(event, ResponsibleLeaderDesignated) and unit is not None:
+                unit = replace(unit, leader_user_id=event.leader.user_id, version=version)
+            elif unit is not None:
+                unit = replace(unit, version=version)
+        return unit
+
+
+def designate_leader(unit: OrgUnit, leader: Person) -> list[Event]:
+    """Name the unit's first responsible person; nothing when it already is that person."""
+    if unit.leader_user_id == leader.user_id:
+        return []
+    return [ResponsibleLeaderDesignated(org_code=unit.code, leader=leader)]
+
+
+@dataclass(frozen=True)
+class Cadre:
+    """A cadre as its own stream knows it."""
+
+    cadre_id: UUID
+    org_path: str
+    status: Literal["in_pool", "retired"]
+    nominated_on: date
+    profile: ProfileChanges
+    mentor_user_id: str | None
+    version: int
+
+    @classmethod
+    def replay(cls, events: Sequence[Event], dates: Sequence[date], org_path: str) -> Cadre | None:
+        """Fold a cadre's stream (with the day each event happened); None if never nominated."""
+        cadre: Cadre | None = None
+        for version, (event, day) in enumerate(zip(events, dates, strict=True), start=1):
+            if isinstance(event, CadreNominated):
+                profile = ProfileChanges(
+                    full_name=event.full_name,
+                    current_position=event.current_position,
+                    education=event.education,
+                    years_of_service=event.years_of_service,
+                    grassroots_months=event.grassroots_months,
+                    user_id=event.user_id,
+                    email=event.email,
+                    language=event.language,
+                )
+                cadre = Cadre(event.cadre_id, org_path, "in_pool", day, profile, None, version)
+            elif cadre is None:
+                continue
+            elif isinstance(event, CadreProfileUpdated):
+                merged = cadre.profile.model_copy(update=event.changes.model_dump(exclude_none=True))
+                cadre = replace(cadre, profile=merged, version=version)
+            elif isinstance(event, MentorAssigned):
+                cadre = replace(cadre, mentor_user_id=event.mentor.user_id, version=version)
+            elif isinstance(event, CadreRetired):
+                cadre = replace(cadre, status="retired", version=version)
+            else:
+                cadre = replace(cadre, version=version)
+        return cadre
+
+
+def _still_in_pool(cadre: Cadre) -> None:
+    if cadre.status == "retired":
+        msg = f"cadre {cadre.cadre_id} has left the pool"
+        raise ConflictError(msg)
+
+
+def update_profile(cadre: Cadre, changes: ProfileChanges) -> list[Event]:
+    """Record the fields that really change; nothing when none does."""
+    _still_in_pool(cadre)
+    current = cadre.profile.model_dump()
+    effective = {k: v for k, v in changes.model_dump(exclude_none=True).items() if current.get(k) != v}
+    if not effective:
+        return []
+    return [CadreProfileUpdated(cadre_id=cadre.cadre_id, changes=ProfileChanges(**effective))]
+
+
+def assign_mentor(cadre: Cadre, mentor: Person) -> list[Event]:
+    """Give the cadre a one-on-one mentor; nothing when it already has this one."""
+    _still_in_pool(cadre)
+    if mentor.user_id == cadre.profile.user_id and mentor.user_id is not None:
+        msg = "a cadre cannot mentor themselves"
+        raise RuleViolationError(msg)
+    if cadre.mentor_user_id == mentor.user_id:
+        return []
+    return [MentorAssigned(cadre_id=cadre.cadre_id, mentor=mentor)]
+
+
+def retire(
+    cadre: Cadre,
+    *,
+    reason: RetirementReason,
+    effective_on: date,
+    note: str,
+    appointed_to: str | None,
+    today: date,
+) -> list[Event]:
+    """Take the cadre out of the pool for `reason`."""
+    _still_in_pool(cadre)
+    if effective_on < cadre.nominated_on:
+        msg = f"retirement on {effective_on} precedes the nomination on {cadre.nominated_on}"
+        raise RuleViolationError(msg)
+    if effective_on > today:
+        msg = "a retirement cannot take effect in the future"
+        raise RuleViolationError(msg)
+    if reason is RetirementReason.APPOINTED and not appointed_to:
+        msg = "an appointment names the post (appointed_to)"
+        raise RuleViolationError(msg)
+    if reason is not RetirementReason.APPOINTED and appointed_to:
+        msg = "appointed_to is only for the reason 'appointed'"
+        raise RuleViolationError(msg)
+    return [
+        CadreRetired(
+            cadre_id=cadre.cadre_id,
+            reason=reason,
+            effective_on=effective_on,
+            note=note,
+            appointed_to=appointed_to,
+        )
+    ]

@@ -1,0 +1,72 @@
+"""Where the tests' Kafka and PostgreSQL come from.
+
+In order: the servers named by KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL; else
+testcontainers, when a Docker engine answers; else the project's own local
+Kafka and PostgreSQL (deploy/local). Nothing is ever skipped: if none of these
+works, the tests that need them fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Infra:
+    """A Kafka cluster and a PostgreSQL server for tests."""
+
+    kafka_bootstrap: str
+    postgres_dsn: str
+    """Admin DSN (database `postgres`); tests create their own databases."""
+
+    def database_dsn(self, name: str) -> str:
+        """The DSN of database `name` on the same server."""
+        base, _, _ = self.postgres_dsn.rpartition("/")
+        return f"{base}/{name}"
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("CADRE_TEST_INFRA", "auto") == "local":
+        return False
+    try:
+        import docker  # noqa: PLC0415 - only where testcontainers may be used
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def provide() -> Iterator[Infra]:
+    """Start (or find) Kafka and PostgreSQL for the test session; stop what was started."""
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    postgres = os.environ.get("DATABASE_URL")
+    with contextlib.ExitStack() as stack:
+        use_containers = (kafka is None or postgres is None) and _docker_answers()
+        if kafka is None:
+            if use_containers:
+                from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
+
+                container = stack.enter_context(KafkaContainer().with_kraft())
+                kafka = container.get_bootstrap_server()
+            else:
+                from deploy.local.kafka import LocalKafka  # noqa: PLC0415
+
+                kafka = stack.enter_context(LocalKafka()).bootstrap_servers
+        if postgres is None:
+            if use_containers:
+                from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+                pg = stack.enter_context(PostgresContainer("postgres:15", driver=None))
+                postgres = pg.get_connection_url()
+            else:
+                from deploy.local.postgres import LocalPostgres  # noqa: PLC0415
+
+                local = stack.enter_context(LocalPostgres(fsync=False))
+                postgres = local.dsn("postgres")
+        yield Infra(kafka_bootstrap=kafka, postgres_dsn=postgres)

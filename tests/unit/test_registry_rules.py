@@ -1,0 +1,171 @@
+"""The registry's rules, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from contracts.envelope import uuid7
+from contracts.registry import (
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    Education,
+    Gender,
+    MentorAssigned,
+    OrgLevel,
+    Person,
+    ProfileChanges,
+    RetirementReason,
+)
+from runtime.errors import ConflictError, RuleViolationError
+from services.registry import rules
+
+RULES = rules.EntryRules(
+    max_age_by_level={OrgLevel.TOWNSHIP: 35, OrgLevel.COUNTY: 40},
+    default_max_age=45,
+    min_education=Education.COLLEGE,
+    min_years_of_service=2,
+)
+TODAY = date(2026, 11, 24)
+
+
+@pytest.mark.parametrize(
+    ("level", "parent", "ok"),
+    [
+        (OrgLevel.PROVINCIAL, OrgLevel.CENTRAL, True),
+        (OrgLevel.COUNTY, OrgLevel.PROVINCIAL, True),
+        (OrgLevel.TOWNSHIP, OrgLevel.COUNTY, True),
+        (OrgLevel.DEPARTMENT, OrgLevel.COUNTY, True),
+        (OrgLevel.CENTRAL, None, True),
+        (OrgLevel.PROVINCIAL, OrgLevel.MUNICIPAL, False),
+        (OrgLevel.COUNTY, OrgLevel.COUNTY, False),
+        (OrgLevel.TOWNSHIP, OrgLevel.TOWNSHIP, False),
+        (OrgLevel.DEPARTMENT, OrgLevel.DEPARTMENT, False),
+        (OrgLevel.COUNTY, OrgLevel.DEPARTMENT, False),
+    ],
+)
+def test_placement_in_the_tree(level: OrgLevel, parent: OrgLevel | None, ok: bool) -> None:
+    if ok:
+        rules.check_placement(level, parent)
+    else:
+        with pytest.raises(RuleViolationError):
+            rules.check_placement(level, parent)
+
+
+def test_age_counts_full_years() -> None:
+    assert rules.age_on(date(1990, 11, 25), TODAY) == 35
+    assert rules.age_on(date(1990, 11, 24), TODAY) == 36
+
+
+def test_entry_rules_by_level() -> None:
+    def violations(
+        level: OrgLevel, birth: date, education: Education = Education.BACHELOR, years: int = 5
+    ) -> list[str]:
+        return rules.entry_violations(
+            RULES, level=level, birth_date=birth, education=education, years_of_service=years, on=TODAY
+        )
+
+    assert violations(OrgLevel.TOWNSHIP, date(1991, 11, 25)) == []
+    assert "above the limit of 35" in violations(OrgLevel.TOWNSHIP, date(1990, 1, 1))[0]
+    assert violations(OrgLevel.COUNTY, date(1990, 1, 1)) == []
+    assert violations(OrgLevel.MUNICIPAL, date(1982, 1, 1)) == []  # the default limit: 45
+    assert "below the required college" in violations(OrgLevel.COUNTY, date(1995, 1, 1), Education.SECONDARY)[0]
+    assert "fewer than the required 2" in violations(OrgLevel.COUNTY, date(1995, 1, 1), years=1)[0]
+    assert "below 18" in violations(OrgLevel.COUNTY, date(2010, 1, 1))[0]
+
+
+def make_cadre() -> rules.Cadre:
+    cadre_id = uuid7()
+    nominated = CadreNominated(
+        cadre_id=cadre_id,
+        org_code="ly",
+        full_name="Li Wei",
+        gender=Gender.FEMALE,
+        birth_date=date(1992, 5, 17),
+        education=Education.MASTER,
+        current_position="Deputy head",
+        years_of_service=8,
+        grassroots_months=30,
+        reason="r",
+        user_id="li.wei",
+    )
+    cadre = rules.Cadre.replay([nominated], [date(2025, 3, 1)], "cn.qs.ly")
+    assert cadre is not None
+    return cadre
+
+
+def test_replay_folds_the_stream() -> None:
+    cadre = make_cadre()
+    mentor = Person(user_id="m", name="M")
+    events = [
+        CadreNominated(**{**_nomination_fields(cadre), "cadre_id": cadre.cadre_id}),
+        CadreProfileUpdated(cadre_id=cadre.cadre_id, changes=ProfileChanges(current_position="Head")),
+        MentorAssigned(cadre_id=cadre.cadre_id, mentor=mentor),
+        CadreRetired(cadre_id=cadre.cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1)),
+    ]
+    folded = rules.Cadre.replay(events, [date(2025, 3, 1)] * 4, "cn.qs.ly")
+    assert folded is not None
+    assert folded.version == 4
+    assert folded.status == "retired"
+    assert folded.mentor_user_id == "m"
+    assert folded.profile.current_position == "Head"
+
+
+def _nomination_fields(cadre: rules.Cadre) -> dict[str, object]:
+    return {
+        "org_code": "ly",
+        "full_name": "Li Wei",
+        "gender": "female",
+        "birth_date": date(1992, 5, 17),
+        "education": "master",
+        "current_position": "Deputy head",
+        "years_of_service": 8,
+        "grassroots_months": 30,
+        "reason": "r",
+    }
+
+
+def test_profile_update_records_only_real_changes() -> None:
+    cadre = make_cadre()
+    assert rules.update_profile(cadre, ProfileChanges(full_name="Li Wei")) == []
+    [event] = rules.update_profile(cadre, ProfileChanges(full_name="Li Wei", current_position="Head"))
+    assert isinstance(event, CadreProfileUpdated)
+    assert event.changes.model_dump(exclude_none=True) == {"current_position": "Head"}
+
+
+def test_mentor_rules() -> None:
+    cadre = make_cadre()
+    with pytest.raises(RuleViolationError):
+        rules.assign_mentor(cadre, Person(user_id="li.wei", name="Li Wei"))
+    [event] = rules.assign_mentor(cadre, Person(user_id="m", name="M"))
+    assert isinstance(event, MentorAssigned)
+
+
+def test_retirement_rules() -> None:
+    cadre = make_cadre()
+
+    def retire(reason: RetirementReason, on: date, appointed_to: str | None = None) -> list[object]:
+        return list(
+            rules.retire(cadre, reason=reason, effective_on=on, note="", appointed_to=appointed_to, today=TODAY)
+        )
+
+    with pytest.raises(RuleViolationError, match="names the post"):
+        retire(RetirementReason.APPOINTED, TODAY)
+    with pytest.raises(RuleViolationError, match="only for the reason"):
+        retire(RetirementReason.WITHDREW, TODAY, "Head")
+    with pytest.raises(RuleViolationError, match="precedes the nomination"):
+        retire(RetirementReason.WITHDREW, date(2024, 1, 1))
+    with pytest.raises(RuleViolationError, match="future"):
+        retire(RetirementReason.AGED_OUT, date(2027, 1, 1))
+    [event] = retire(RetirementReason.APPOINTED, TODAY, "Deputy county head")
+    assert isinstance(event, CadreRetired)
+    gone = rules.Cadre.replay([_nominated(cadre), event], [date(2025, 3, 1), TODAY], cadre.org_path)
+    assert gone is not None
+    with pytest.raises(ConflictError):
+        rules.assign_mentor(gone, Person(user_id="m", name="M"))
+
+
+def _nominated(cadre: rules.Cadre) -> CadreNominated:
+    return CadreNominated(cadre_id=cadre.cadre_id, **_nomination_fields(cadre))
