@@ -27,10 +27,26 @@ log = logs.get(__name__)
 
 @dataclass(frozen=True)
 class Subscription:
-    """A projection fed from other services' topics (logical names, e.g. `registry.events`)."""
+    """A projection fed from other services' topics (logical names, e.g. `registry.events`).
 
-    projection: Projection
+    Give either `projection`, or `factory` when the projection needs the running
+    service (a reaction that issues commands through `service.store`). A reaction
+    only issues commands, idempotent by the state they check, and writes no tables
+    itself: its transaction then holds no lock the append's inline projection needs.
+    """
+
     topics: Sequence[str]
+    projection: Projection | None = None
+    factory: Callable[[Service], Projection] | None = None
+
+    def build(self, service: Service) -> Projection:
+        """The projection this subscription feeds."""
+        if self.factory is not None:
+            return self.factory(service)
+        if self.projection is None:
+            msg = "a Subscription needs a projection or a factory"
+            raise ValueError(msg)
+        return self.projection
 
 
 BackgroundTask = Callable[["Service"], Coroutine[Any, Any, None]]
@@ -70,7 +86,7 @@ class Service:
         self.subscribers = [
             subscriber.ProjectionSubscriber(
                 service=spec.name,
-                projection=sub.projection,
+                projection=sub.build(self),
                 topics=[settings.topic(t) for t in sub.topics],
                 dead_letter=subscriber.broker_dead_letter(self.broker, spec.name),
                 batch_size=settings.consumer_batch_size,

@@ -21,7 +21,7 @@ from uuid import UUID
 import orjson
 from pydantic import TypeAdapter
 
-from contracts.envelope import GENESIS_HASH, Actor, Envelope, canonical_json, chain_hash, uuid7
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, uuid7
 from contracts.event import Event
 from runtime import logs, metrics
 from runtime.db import Conn, Pool
@@ -116,6 +116,19 @@ class CommandContext:
     causation_id: UUID | None = None
     occurred_at: datetime | None = None
     """When it happened in the world, if earlier than now (records entered late)."""
+
+    @classmethod
+    def reacting_to(cls, envelope: Envelope, service: str) -> CommandContext:
+        """The context of a command a service issues by itself in reaction to `envelope`.
+
+        The actor is the service (role `system`) acting at the event's org unit; the
+        correlation id carries over and the causation id names the event.
+        """
+        return cls(
+            actor=Actor(user=f"system:{service}", org_path=envelope.org_path, role=Role.SYSTEM),
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.event_id,
+        )
 
 
 @dataclass(slots=True)

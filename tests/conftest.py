@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
+from fastapi import FastAPI
 
+from runtime.settings import ServiceSettings
 from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
 from tests.support import Running, create_database, running
@@ -34,24 +38,50 @@ DatabaseFactory = Callable[[str], Awaitable[str]]
 def database(infra: infra_module.Infra, namespace: str) -> DatabaseFactory:
     """Create a fresh database for one service of this test; returns its DSN."""
 
+    created: set[str] = set()
+
     async def create(service: str) -> str:
         name = f"{namespace}_{service}"
-        await create_database(infra.postgres_dsn, name)
+        if name not in created:  # asking again (a restarted service) gives the same database
+            await create_database(infra.postgres_dsn, name)
+            created.add(name)
         return infra.database_dsn(name)
 
     return create
 
 
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+Launch = Callable[..., Awaitable[Running]]
+
+
 @pytest.fixture
-async def registry(infra: infra_module.Infra, namespace: str, database: DatabaseFactory) -> AsyncIterator[Running]:
+async def launch(infra: infra_module.Infra, namespace: str, database: DatabaseFactory) -> AsyncIterator[Launch]:
+    """Start services in this process against the real stack; all are stopped when the test ends.
+
+    `await launch(create_app, SettingsClass, "training", **overrides)` runs one with
+    its own database (the same one again if launched again under the same name) and
+    the test's topic namespace; `await running.stop()` stops it early (a restart test).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(
+            create_app: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT], name: str, **overrides: Any
+        ) -> Running:
+            settings = settings_class(
+                database_url=await database(name),
+                kafka_bootstrap_servers=infra.kafka_bootstrap,
+                topic_namespace=f"{namespace}.",
+                **overrides,
+            )
+            return await stack.enter_async_context(running(create_app(settings)))
+
+        yield start
+
+
+@pytest.fixture
+async def registry(launch: Launch) -> Running:
     """The registry service, running in this process against the real Kafka and PostgreSQL."""
-    settings = RegistrySettings(
-        database_url=await database("registry"),
-        kafka_bootstrap_servers=infra.kafka_bootstrap,
-        topic_namespace=f"{namespace}.",
-    )
-    async with running(create_app(settings)) as service:
-        yield service
+    return await launch(create_app, RegistrySettings, "registry")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -35,6 +35,11 @@ class Running:
 
     app: FastAPI
     client: httpx.AsyncClient
+    _stack: contextlib.AsyncExitStack
+
+    async def stop(self) -> None:
+        """Stop the service now (as SIGTERM would); stopping twice is harmless."""
+        await self._stack.aclose()
 
     @property
     def service(self) -> Service:
@@ -46,10 +51,17 @@ class Running:
 @contextlib.asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[Running]:
     """Start `app`'s lifespan (database, relay, subscribers) and give a client to it."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service", timeout=30) as client:
-            yield Running(app=app, client=client)
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    transport = httpx.ASGITransport(app=app)
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, base_url="http://service", timeout=30)
+    )
+    service = Running(app=app, client=client, _stack=stack)
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 async def create_database(admin_dsn: str, name: str) -> None:
