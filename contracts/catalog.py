@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import registry
+from contracts import assessment, registry, training
 from contracts.event import Event
 from contracts.upcasters import upcast
 
@@ -15,6 +15,21 @@ CURRENT: tuple[type[Event], ...] = (
     registry.CadreProfileUpdated,
     registry.MentorAssigned,
     registry.CadreRetired,
+    training.TrainingProgramScheduled,
+    training.TrainingProgramCancelled,
+    training.TrainingEnrolled,
+    training.EnrolmentWithdrawn,
+    training.TrainingCompleted,
+    training.SelfStudyLogged,
+    training.PostingAssigned,
+    training.PostingCompleted,
+    assessment.AssessmentCycleOpened,
+    assessment.AssessmentCycleClosed,
+    assessment.EvaluationRecorded,
+    assessment.CheckInRecorded,
+    assessment.ReminderIssued,
+    assessment.ReminderResolved,
+    assessment.ExitRecommended,
 )
 """The current version of every event type."""
 

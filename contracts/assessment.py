@@ -1,0 +1,167 @@
+"""Events of assessment: cycles, evaluations, check-ins, care and reminders, exits."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import topics
+from contracts.envelope import OrgCode
+from contracts.event import Event
+from contracts.registry import Name, Text, UserId
+
+
+class CyclePeriod(StrEnum):
+    """When an assessment cycle runs."""
+
+    ANNUAL = "annual"
+    MID_YEAR = "mid_year"
+    AD_HOC = "ad_hoc"
+
+
+class Grade(StrEnum):
+    """The four-level scale, best first."""
+
+    EXCELLENT = "excellent"
+    COMPETENT = "competent"
+    BASICALLY_COMPETENT = "basically_competent"
+    INCOMPETENT = "incompetent"
+
+
+class DimensionScores(BaseModel):
+    """Scores (0-100) by the dimensions commonly assessed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    political_integrity: int = Field(ge=0, le=100)
+    ability: int = Field(ge=0, le=100)
+    diligence: int = Field(ge=0, le=100)
+    performance: int = Field(ge=0, le=100)
+    probity: int = Field(ge=0, le=100)
+
+
+class AssessmentCycleOpened(Event):
+    """An assessment cycle opened for an org subtree and a period."""
+
+    event_type: ClassVar[str] = "AssessmentCycleOpened"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    cycle_id: UUID
+    org_code: OrgCode
+    """The root of the subtree whose cadres are due."""
+    period: CyclePeriod
+    name: Name
+    starts_on: date
+    ends_on: date
+
+
+class AssessmentCycleClosed(Event):
+    """An assessment cycle closed; no evaluation is recorded in it afterwards."""
+
+    event_type: ClassVar[str] = "AssessmentCycleClosed"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    cycle_id: UUID
+    closed_on: date
+
+
+class EvaluationRecorded(Event):
+    """A cadre was evaluated in a cycle. A correction is a new evaluation that supersedes one."""
+
+    event_type: ClassVar[str] = "EvaluationRecorded"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    evaluation_id: UUID
+    cycle_id: UUID
+    cadre_id: UUID
+    grade: Grade
+    scores: DimensionScores
+    evaluator_id: UserId
+    evaluator_name: Name
+    comments: Text = ""
+    evidence: list[Text] = Field(default_factory=list, max_length=50)
+    supersedes: UUID | None = None
+    """The evaluation this one corrects (same cadre, same cycle)."""
+
+
+class CheckInRecorded(Event):
+    """A regular conversation about a cadre's thinking, work and life."""
+
+    event_type: ClassVar[str] = "CheckInRecorded"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    check_in_id: UUID
+    cadre_id: UUID
+    held_on: date
+    held_by: UserId
+    thinking: Text = ""
+    work: Text = ""
+    life: Text = ""
+    follow_up: Text = ""
+
+
+class Severity(StrEnum):
+    """How urgent a concern is."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class ReminderRule(StrEnum):
+    """Rules that raise reminders by themselves (a manual reminder names none)."""
+
+    FALLING_GRADE = "falling_grade"
+    OVERDUE_CHECK_IN = "overdue_check_in"
+    NO_TRAINING_HOURS = "no_training_hours"
+
+
+class ReminderIssued(Event):
+    """Care and reminder: a problem showing signs or tendencies was pointed out early."""
+
+    event_type: ClassVar[str] = "ReminderIssued"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    reminder_id: UUID
+    cadre_id: UUID
+    concern: Text
+    severity: Severity
+    follow_up_on: date
+    rule: ReminderRule | None = None
+
+
+class ReminderResolved(Event):
+    """A reminder was followed up and closed."""
+
+    event_type: ClassVar[str] = "ReminderResolved"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    reminder_id: UUID
+    cadre_id: UUID
+    resolved_on: date
+    resolution: Text
+
+
+class ExitRule(StrEnum):
+    """Rules of "survival of the fittest" that recommend an exit."""
+
+    INCOMPETENT_GRADE = "incompetent_grade"
+    TWO_BASICALLY_COMPETENT = "two_basically_competent_in_a_row"
+
+
+class ExitRecommended(Event):
+    """Assessment recommends that a cadre leave the pool; the registry's organizer decides."""
+
+    event_type: ClassVar[str] = "ExitRecommended"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    recommendation_id: UUID
+    cadre_id: UUID
+    rule: ExitRule
+    evidence: list[UUID] = Field(min_length=1)
+    """The evaluations that triggered the rule."""
+    summary: Text = ""

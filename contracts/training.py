@@ -1,0 +1,175 @@
+"""Events of training: organized programmes, self-study, and practical postings."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar
+from uuid import UUID
+
+from pydantic import Field, StringConstraints
+
+from contracts import topics
+from contracts.envelope import OrgCode
+from contracts.event import Event
+from contracts.registry import Name, Text
+
+Topic = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Hours = Annotated[int, Field(ge=1, le=2000)]
+"""Class hours, the unit training records are kept in."""
+
+
+class ProgramFormat(StrEnum):
+    """How a programme is delivered."""
+
+    IN_PERSON = "in_person"
+    ONLINE = "online"
+    BLENDED = "blended"
+
+
+class TrainingProgramScheduled(Event):
+    """An organized training programme was scheduled (organized training is the main form)."""
+
+    event_type: ClassVar[str] = "TrainingProgramScheduled"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    title: Name
+    organizer_code: OrgCode
+    starts_on: date
+    ends_on: date
+    hours: Hours
+    capacity: int = Field(ge=1, le=10_000)
+    curriculum: list[Topic] = Field(min_length=1, max_length=50)
+    format: ProgramFormat = ProgramFormat.IN_PERSON
+    location: Text = ""
+
+
+class TrainingProgramCancelled(Event):
+    """A programme will not take place; its enrolments are withdrawn."""
+
+    event_type: ClassVar[str] = "TrainingProgramCancelled"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    reason: Text
+
+
+class TrainingEnrolled(Event):
+    """A cadre was enrolled in a programme."""
+
+    event_type: ClassVar[str] = "TrainingEnrolled"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    cadre_id: UUID
+
+
+class WithdrawalReason(StrEnum):
+    """Why an enrolment ended without completion."""
+
+    WITHDREW = "withdrew"
+    CADRE_RETIRED = "cadre_retired"
+    PROGRAM_CANCELLED = "program_cancelled"
+
+
+class EnrolmentWithdrawn(Event):
+    """An enrolment ended without completion."""
+
+    event_type: ClassVar[str] = "EnrolmentWithdrawn"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    cadre_id: UUID
+    reason: WithdrawalReason
+    note: Text = ""
+
+
+class TrainingCompleted(Event):
+    """A cadre completed a programme, with the hours credited and the score."""
+
+    event_type: ClassVar[str] = "TrainingCompleted"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    cadre_id: UUID
+    completed_on: date
+    hours: Hours
+    score: int | None = Field(default=None, ge=0, le=100)
+    passed: bool = True
+
+
+class SelfStudyKind(StrEnum):
+    """Forms of autonomous learning (the supplement to organized training)."""
+
+    READING = "reading"
+    ONLINE_COURSE = "online_course"
+    LECTURE = "lecture"
+    RESEARCH = "research"
+
+
+class SelfStudyLogged(Event):
+    """A cadre logged autonomous study."""
+
+    event_type: ClassVar[str] = "SelfStudyLogged"
+    topic: ClassVar[str] = topics.TRAINING
+
+    entry_id: UUID
+    cadre_id: UUID
+    kind: SelfStudyKind
+    topic_studied: Topic
+    studied_on: date
+    hours: Hours
+    evidence: Text
+    """What shows the study happened: a certificate number, notes, a link."""
+
+
+class PostingKind(StrEnum):
+    """The kinds of practical training through postings."""
+
+    UPWARD = "upward"
+    """Long grass-roots service → a higher authority (horizon, macro-management)."""
+    DOWNWARD = "downward"
+    """No grass-roots experience → a front-line town or village (coordination)."""
+    COLD_HOT_EXCHANGE = "cold_hot_exchange"
+    """Between quiet, remote, hard ("cold") and central, high-profile ("hot") positions."""
+    URGENT_TASK = "urgent_task"
+    """Urgent, difficult or dangerous tasks: emergencies, disaster relief."""
+
+
+class PostingAssigned(Event):
+    """A cadre was posted for practical training."""
+
+    event_type: ClassVar[str] = "PostingAssigned"
+    topic: ClassVar[str] = topics.TRAINING
+
+    posting_id: UUID
+    cadre_id: UUID
+    kind: PostingKind
+    host_org_code: OrgCode
+    host_unit_name: Name
+    position: Name
+    starts_on: date
+    planned_end_on: date
+    purpose: Text = ""
+
+
+class PostingOutcome(StrEnum):
+    """How a posting ended."""
+
+    COMPLETED = "completed"
+    CUT_SHORT = "cut_short"
+
+
+class PostingCompleted(Event):
+    """A posting ended, as planned or cut short."""
+
+    event_type: ClassVar[str] = "PostingCompleted"
+    topic: ClassVar[str] = topics.TRAINING
+
+    posting_id: UUID
+    cadre_id: UUID
+    ended_on: date
+    outcome: PostingOutcome
+    summary: Text = ""
+    """The host unit's account of the posting, or why it was cut short."""
