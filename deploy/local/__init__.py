@@ -1,1 +1,134 @@
-"""Kafka and PostgreSQL without Docker, and the whole platform on one machine."""
+"""Kafka and PostgreSQL without Docker, and the whole platform on one machine.
+
+This package's own module holds what the Kafka and PostgreSQL runners share: how
+a server process is tied to its owner, stopped, diagnosed and run in the foreground.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+
+class Server(Protocol):
+    """What `serve` runs: a local server with a start, a stop and a liveness check."""
+
+    def start(self, timeout: float = ...) -> str:
+        """Start the server; return where to reach it."""
+        ...
+
+    def stop(self, timeout: float = ...) -> None:
+        """Stop the server (idempotent)."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        ...
+
+
+def death_signal_prefix(signame: str) -> list[str]:
+    """A command prefix making the child receive `signame` when this process dies.
+
+    Uses `setpriv --pdeathsig` (util-linux), so a broker never outlives a Python
+    process that was killed without running its cleanup. The kernel ties the signal
+    to the *thread* that started the child, so it is used only from the main thread
+    (a worker thread that ends would otherwise take the server with it).
+    """
+    setpriv = shutil.which("setpriv")
+    if not sys.platform.startswith("linux") or setpriv is None:
+        return []
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", signame, "--"]
+
+
+def stop_process_group(
+    process: subprocess.Popen[bytes],
+    steps: Sequence[tuple[signal.Signals, float]],
+    *,
+    leader_only: bool = False,
+) -> int | None:
+    """Stop a process started with `start_new_session=True`, and whatever else is in its group.
+
+    Each step sends a signal (to the whole group, or to the leader only when its
+    children must not get it) and waits up to its timeout for the leader to exit;
+    SIGKILL ends the group if no step did. Stragglers of the group are killed
+    after the leader is gone. Returns the leader's exit code.
+    """
+    for signum, timeout in steps:
+        if process.poll() is not None:
+            break
+        if leader_only:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+        else:
+            _signal_group(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    _signal_group(process.pid, signal.SIGKILL)  # the leader is gone: nothing of its group stays
+    return process.returncode
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log file, or a note that it does not exist."""
+    if not path.exists():
+        return f"({path.name} does not exist)"
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(text) if text else f"({path.name} is empty)"
+
+
+def serve(server: Server, announce: Callable[[], str], timeout: float | None = None) -> int:
+    """Run `server` in the foreground until SIGINT or SIGTERM; print `announce()` once it is ready.
+
+    Returns the process exit code: 0 after a requested stop, 1 if the server could
+    not start or died on its own.
+    """
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # Both handlers are set explicitly: a shell starts background jobs with SIGINT ignored.
+    previous_int = signal.signal(signal.SIGINT, interrupt)
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        try:
+            if timeout is None:
+                server.start()
+            else:
+                server.start(timeout)
+            sys.stdout.write(announce() + "\n")
+            sys.stdout.flush()
+            while server.running:
+                time.sleep(0.2)
+            sys.stderr.write("the server exited on its own\n")
+        except KeyboardInterrupt:
+            return 0
+        except RuntimeError as error:
+            sys.stderr.write(f"{error}\n")
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            server.stop()
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)

@@ -1,17 +1,26 @@
 """Apache Kafka 4.x in KRaft mode (one combined broker and controller), without Docker.
 
 The broker's jars come from Maven Central through `mvn` once, into a git-ignored
-cache (`.cache/kafka/<version>/lib`); later starts download nothing. Storage is
-formatted, the JVM started on free loopback ports, and `start` returns only after a
-real produce and consume round trip.
+cache (`.cache/kafka/<version>/lib`, or `$CADRE_CACHE_DIR/kafka/<version>/lib`);
+later starts download nothing. Storage is formatted, the JVM started on free
+loopback ports in its own session, and `start` returns only after a real produce
+and consume round trip. The broker logs INFO to `kafka.log` in its work directory.
 
-    python -m deploy.local.kafka          # run a broker in the foreground until Ctrl-C
-    python -m deploy.local.kafka fetch    # only fetch the jars
+Automatic topic creation is off: the platform creates its topics explicitly (with
+their partitions and retention), so a misspelt topic name fails instead of
+silently creating a topic.
+
+    python -m deploy.local.kafka                    # a broker in the foreground until Ctrl-C
+    python -m deploy.local.kafka --workdir var/k    # the same, keeping its data in var/k
+    python -m deploy.local.kafka fetch              # only fetch the jars; print their directory
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
+import concurrent.futures
 import contextlib
 import fcntl
 import os
@@ -22,81 +31,119 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
-from deploy.local.ports import accepts, free_port
+from deploy.local import death_signal_prefix, serve, stop_process_group, tail
+from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
+PROBE_TOPIC = "_local_probe"
+"""The topic `start` creates (one partition) for its produce/consume round trip."""
+
 _HERE = Path(__file__).resolve().parent
-_REPO = _HERE.parents[1]
+_REPO = Path(__file__).resolve().parents[2]
+_MARKER = "complete"
+_START_ATTEMPTS = 3
+"""Starts tried when a port picked as free was taken by someone else before the broker bound it."""
+
+T = TypeVar("T")
 
 
 def cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where the jars of `version` are kept (`CADRE_CACHE_DIR` overrides the repo's `.cache`)."""
-    root = Path(os.environ.get("CADRE_CACHE_DIR", _REPO / ".cache"))
+    """Where the jars of Kafka `version` are kept: `<repo>/.cache/kafka/<version>/`.
+
+    The environment variable `CADRE_CACHE_DIR` replaces `<repo>/.cache`.
+    """
+    override = os.environ.get("CADRE_CACHE_DIR")
+    root = Path(override) if override else _REPO / ".cache"
     return root / "kafka" / version
 
 
-def _java() -> str:
+def java_executable() -> str:
+    """The `java` to run Kafka with: `$JAVA_HOME/bin/java`, else `java` on PATH."""
     home = os.environ.get("JAVA_HOME")
-    candidate = Path(home) / "bin" / "java" if home else None
-    if candidate and candidate.exists():
-        return str(candidate)
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
     found = shutil.which("java")
     if found is None:
-        msg = "java not found: Kafka needs Java 17 or newer on PATH (or JAVA_HOME)"
+        msg = "java not found: Kafka needs Java 17 or newer on PATH (or in $JAVA_HOME/bin)"
         raise RuntimeError(msg)
     return found
 
 
+def _fetched(target: Path) -> bool:
+    return (target / _MARKER).is_file() and any((target / "lib").glob("kafka_2.13-*.jar"))
+
+
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:
-    """The directory of the broker's jars, fetched with `mvn` on first use only."""
+    """The directory of Kafka `version`'s jars (its whole runtime class path).
+
+    The first call fetches them with `mvn dependency:copy-dependencies`; a marker
+    written after a complete copy makes later calls return at once. A file lock
+    makes a concurrent call (another process or thread) wait for that fetch
+    instead of running `mvn` into the same directory.
+    """
     target = cache_dir(version)
     lib = target / "lib"
-    marker = target / "complete"
-    if marker.exists():
+    if _fetched(target):
         return lib
     target.mkdir(parents=True, exist_ok=True)
-    with (target / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first download
-        if marker.exists():
-            return lib
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            msg = "mvn not found: it fetches Kafka's jars from Maven Central"
-            raise RuntimeError(msg)
-        pom = target / "pom.xml"
-        pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
-        staging = target / "lib.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        result = subprocess.run(  # noqa: S603 - fixed arguments
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={staging}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr)[-2000:]
-            msg = f"mvn failed to fetch Kafka {version}: {tail}"
-            raise RuntimeError(msg)
-        shutil.rmtree(lib, ignore_errors=True)
-        staging.rename(lib)
-        marker.write_text(f"{len(list(lib.glob('*.jar')))} jars\n")
+    with (target / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _fetched(target):  # another process may have fetched them while we waited
+            _fetch(version, target)
     return lib
 
 
+def _fetch(version: str, target: Path) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        msg = "mvn not found: Apache Maven fetches Kafka's jars from Maven Central on first use"
+        raise RuntimeError(msg)
+    (target / _MARKER).unlink(missing_ok=True)
+    pom = target / "pom.xml"
+    pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
+    staging = target / "lib.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    result = subprocess.run(  # noqa: S603 - our pom, fixed arguments
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        shutil.rmtree(staging, ignore_errors=True)
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        msg = f"mvn failed (exit code {result.returncode}) to fetch Kafka {version}: {output or '(no output)'}"
+        raise RuntimeError(msg)
+    lib = target / "lib"
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    (target / _MARKER).write_text(f"{sum(1 for _ in lib.glob('*.jar'))} jars of Kafka {version}\n")
+
+
+def new_cluster_id() -> str:
+    """A fresh cluster id, as `kafka-storage random-uuid` prints it (base64url, never starting with '-')."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):  # Kafka rejects those: they read as a command-line option
+            return cluster_id
+
+
 _PROPERTIES = """\
+# Written by deploy/local/kafka.py on each start: one combined broker and controller (KRaft).
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
@@ -114,142 +161,182 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-# Topics are created by the platform with their retention; a typo must not create one.
+log.cleaner.dedupe.buffer.size=33554432
+# The platform creates its topics (partitions, retention.ms=-1); a misspelt name must not create one.
 auto.create.topics.enable=false
 """
 
 
 class LocalKafka:
-    """One Kafka broker on loopback ports, owned by this object."""
+    """One Kafka broker (KRaft, combined broker and controller) on loopback ports, owned by this object.
+
+    Without `workdir`, a temporary directory holds everything and is removed by
+    `stop`. With one, the broker keeps its data there across restarts (storage is
+    formatted only when the directory holds none); `stop` leaves it in place.
+    """
 
     def __init__(self, workdir: Path | None = None, *, heap: str = "512m", partitions: int = 3) -> None:
-        self._given = workdir
+        self._given = workdir.resolve() if workdir is not None else None
         self._workdir: Path | None = None
         self._heap = heap
         self._partitions = partitions
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        """The broker's (PLAINTEXT) port, once started."""
+        self.controller_port = 0
+        """The controller's port, once started."""
         self.bootstrap_servers = ""
+        """`127.0.0.1:<port>`, once started."""
 
     @property
     def workdir(self) -> Path:
-        """The broker's directory (properties, data, logs)."""
+        """The broker's directory: `server.properties`, `data/`, `kafka.log`, `stdout.log`."""
         if self._workdir is None:
-            msg = "not started"
+            msg = "Kafka is not started"
             raise RuntimeError(msg)
         return self._workdir
-
-    def start(self, timeout: float = 60.0) -> str:
-        """Format storage, start the broker, wait for a produce/consume round trip; return the bootstrap."""
-        lib = ensure_jars()
-        java = _java()
-        if self._given is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="cadre-kafka-"))
-        else:
-            self._workdir = self._given
-            shutil.rmtree(self._workdir / "data", ignore_errors=True)
-            self._workdir.mkdir(parents=True, exist_ok=True)
-        self.port, controller = free_port(), free_port()
-        self.bootstrap_servers = f"127.0.0.1:{self.port}"
-        properties = self.workdir / "server.properties"
-        properties.write_text(
-            _PROPERTIES.format(
-                port=self.port, controller=controller, data=self.workdir / "data", partitions=self._partitions
-            )
-        )
-        classpath = f"{lib}/*"
-        log_config = [f"-Dlog4j2.configurationFile={_HERE / 'log4j2.xml'}", f"-Dkafka.logs.dir={self.workdir}"]
-        formatted = subprocess.run(  # noqa: S603 - fixed arguments
-            [
-                java,
-                *log_config,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                _cluster_id(),
-                "-c",
-                str(properties),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if formatted.returncode != 0:
-            msg = f"formatting Kafka storage failed: {(formatted.stdout + formatted.stderr)[-2000:]}"
-            raise RuntimeError(msg)
-        with (self.workdir / "stdout.log").open("ab") as out:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed arguments
-                [
-                    java,
-                    f"-Xmx{self._heap}",
-                    "-Xms128m",
-                    "-XX:+UseG1GC",
-                    "-XX:MaxGCPauseMillis=20",
-                    "-Djava.awt.headless=true",
-                    *log_config,
-                    "-cp",
-                    classpath,
-                    "kafka.Kafka",
-                    str(properties),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self.bootstrap_servers
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not accepts(self.port):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                self._fail(f"Kafka did not listen on {self.bootstrap_servers} in {timeout:.0f} s")
-            time.sleep(0.1)
-        remaining = max(deadline - time.monotonic(), 5.0)
-        try:
-            asyncio.run(asyncio.wait_for(_round_trip(self.bootstrap_servers), remaining))
-        except (TimeoutError, OSError, RuntimeError) as error:
-            self._fail(f"Kafka did not complete a produce/consume round trip: {error!r}")
-
-    def _check_alive(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            self._fail(f"Kafka exited with code {self._process.returncode}")
-
-    def _fail(self, message: str) -> None:
-        logs = []
-        for name in ("kafka.log", "stdout.log"):
-            path = self.workdir / name
-            if path.exists():
-                logs.append(f"--- {name}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
-        raise RuntimeError(message + "\n" + "\n".join(logs))
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL) and remove a temporary work directory."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._given is None and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
 
     @property
     def running(self) -> bool:
         """Whether the broker process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id (also its process group id) while started."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start the broker; return its bootstrap servers once a produce/consume round trip worked.
+
+        Fetches the jars on first use, picks two free loopback ports, writes
+        `server.properties`, formats storage (unless the work directory already
+        holds a formatted one) and starts the JVM in its own session. On any
+        failure everything started is stopped and a `RuntimeError` says why,
+        with the end of `kafka.log`.
+        """
+        if self._process is not None:
+            msg = f"Kafka is already started on {self.bootstrap_servers}"
+            raise RuntimeError(msg)
+        deadline = time.monotonic() + timeout
+        lib = ensure_jars()
+        java = java_executable()
+        self._workdir = self._given or Path(tempfile.mkdtemp(prefix="cadre-kafka-"))
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                self.port, self.controller_port = free_ports(2)
+                self.bootstrap_servers = f"127.0.0.1:{self.port}"
+                self._write_properties()
+                if not (self.workdir / "data" / "meta.properties").exists():
+                    self._format(java, lib)
+                self._launch(java, lib)
+                if self._wait_listening(deadline, timeout, retry_port_clash=attempt < _START_ATTEMPTS):
+                    break
+            self._wait_round_trip(deadline, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def _log_options(self) -> list[str]:
+        return [f"-Dlog4j2.configurationFile={_HERE / 'log4j2.xml'}", f"-Dkafka.logs.dir={self.workdir}"]
+
+    def _write_properties(self) -> None:
+        text = _PROPERTIES.format(
+            port=self.port,
+            controller=self.controller_port,
+            data=self.workdir / "data",
+            partitions=self._partitions,
+        )
+        (self.workdir / "server.properties").write_text(text)
+
+    def _format(self, java: str, lib: Path) -> None:
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)  # a half-formatted directory from a crash
+        quick = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]  # a one-second tool: start fast, no JIT tiers
+        command = [java, *quick, *self._log_options(), "-cp", f"{lib}/*", "kafka.tools.StorageTool", "format"]
+        command += ["-t", new_cluster_id(), "-c", str(self.workdir / "server.properties")]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed arguments
+        if result.returncode != 0:
+            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+            msg = f"formatting Kafka's storage failed (exit code {result.returncode}): {output}"
+            raise RuntimeError(msg)
+
+    def _launch(self, java: str, lib: Path) -> None:
+        command = [
+            *death_signal_prefix("TERM"),
+            java,
+            f"-Xmx{self._heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            *self._log_options(),
+            "-cp",
+            f"{lib}/*",
+            "kafka.Kafka",
+            str(self.workdir / "server.properties"),
+        ]
+        with (self.workdir / "stdout.log").open("ab") as out:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed arguments
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def _wait_listening(self, deadline: float, timeout: float, *, retry_port_clash: bool) -> bool:
+        """Wait for the broker's port; False when it lost a port race and should be started again."""
+        while not accepts(self.port):
+            process = self._process
+            if process is not None and process.poll() is not None:
+                self._process = None
+                if retry_port_clash and "Address already in use" in self._logs():
+                    return False
+                msg = f"Kafka exited with code {process.returncode} while starting"
+                raise self._failure(msg)
+            if time.monotonic() > deadline:
+                msg = f"Kafka did not become ready in {timeout:.0f} s (nothing listens on {self.bootstrap_servers})"
+                raise self._failure(msg)
+            time.sleep(0.1)
+        return True
+
+    def _wait_round_trip(self, deadline: float, timeout: float) -> None:
+        def alive() -> bool:
+            return self.running
+
+        try:
+            _run_sync(lambda: _round_trip_until(self.bootstrap_servers, deadline, alive))
+        except TimeoutError as error:
+            msg = f"Kafka did not become ready in {timeout:.0f} s ({error})"
+            raise self._failure(msg) from None
+        except _BrokerDiedError:
+            code = self._process.returncode if self._process is not None else None
+            msg = f"Kafka exited with code {code} while starting"
+            raise self._failure(msg) from None
+
+    def _logs(self) -> str:
+        return "\n".join(
+            (self.workdir / name).read_text(errors="replace")
+            for name in ("kafka.log", "stdout.log")
+            if (self.workdir / name).exists()
+        )
+
+    def _failure(self, message: str) -> RuntimeError:
+        """`message` with the end of the broker's logs (read now: a temporary directory goes on stop)."""
+        return RuntimeError(
+            f"{message}; last lines of kafka.log:\n{tail(self.workdir / 'kafka.log')}\n"
+            f"last lines of stdout.log:\n{tail(self.workdir / 'stdout.log', 15)}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the broker: SIGTERM (a clean shutdown), SIGKILL after `timeout` s. Idempotent.
+
+        Removes the work directory if `start` created a temporary one.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process_group(process, [(signal.SIGTERM, timeout)])
+        if self._given is None and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -261,76 +348,97 @@ class LocalKafka:
         self.stop()
 
 
-def _cluster_id() -> str:
-    # What `kafka-storage random-uuid` prints: a base64url UUID without padding.
-    import base64  # noqa: PLC0415
+class _BrokerDiedError(Exception):
+    """The broker process exited during the readiness probe."""
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+async def _round_trip_until(bootstrap: str, deadline: float, alive: Callable[[], bool]) -> None:
+    """Try `_round_trip` until it succeeds; TimeoutError (naming the last error) at `deadline`."""
+    last: BaseException | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            msg = f"last probe error: {last!r}"
+            raise TimeoutError(msg)
+        try:
+            await asyncio.wait_for(_round_trip(bootstrap), remaining)
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready yet"; the last one is reported
+            last = error
+        else:
+            return
+        if not alive():
+            raise _BrokerDiedError
+        await asyncio.sleep(0.25)
 
 
 async def _round_trip(bootstrap: str) -> None:
-    """Create a probe topic, produce a record, consume it back."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415
+    """Create the probe topic (if missing), produce a record, and consume that record back."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: PLC0415 - only when starting
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
-    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError  # noqa: PLC0415
+    from aiokafka.errors import TopicAlreadyExistsError, for_code  # noqa: PLC0415
 
-    topic = "_local_probe"
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            await admin.start()
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(topic, 1, 1)])
-            break
-        except (KafkaConnectionError, KafkaError):
-            await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     try:
-        probe = uuid.uuid4().bytes
-        metadata = await producer.send_and_wait(topic, probe)
+        await admin.start()
+        response = await admin.create_topics([NewTopic(PROBE_TOPIC, 1, 1)])
+        for _topic, code, *_ in response.topic_errors:
+            if code not in {0, TopicAlreadyExistsError.errno}:
+                raise for_code(code)
+    finally:
+        await admin.close()
+    probe = uuid.uuid4().bytes
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=5000)
+    try:
+        await producer.start()
+        sent = await producer.send_and_wait(PROBE_TOPIC, probe)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
     try:
-        partition = TopicPartition(topic, metadata.partition)
+        await consumer.start()
+        partition = TopicPartition(PROBE_TOPIC, sent.partition)
         consumer.assign([partition])
-        consumer.seek(partition, metadata.offset)
+        consumer.seek(partition, sent.offset)
         record = await consumer.getone()
         if record.value != probe:
-            msg = "probe record came back different"
+            msg = "the probe record came back different"
             raise RuntimeError(msg)
     finally:
         await consumer.stop()
 
 
-def main(argv: list[str]) -> int:
-    """Run a broker in the foreground (or only fetch the jars with `fetch`)."""
-    if argv[:1] == ["fetch"]:
-        sys.stdout.write(f"{ensure_jars()}\n")
+def main(argv: list[str] | None = None) -> int:
+    """`python -m deploy.local.kafka [fetch] [--workdir DIR] [--heap SIZE]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.local.kafka",
+        description="Run a local Kafka broker in the foreground until SIGINT/SIGTERM, or only fetch its jars.",
+    )
+    parser.add_argument("action", nargs="?", choices=["run", "fetch"], default="run")
+    parser.add_argument("--workdir", type=Path, help="keep the broker's data here (default: a temporary directory)")
+    parser.add_argument("--heap", default="512m", help="maximum JVM heap (default: 512m)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default: 60)")
+    args = parser.parse_args(argv)
+    if args.action == "fetch":
+        try:
+            sys.stdout.write(f"{ensure_jars()}\n")
+        except RuntimeError as error:
+            sys.stderr.write(f"{error}\n")
+            return 1
         return 0
-    broker = LocalKafka()
-    broker.start()
-    sys.stdout.write(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\n")
-    sys.stdout.flush()
-    stopped = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopped
-        stopped = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stopped and broker.running:
-            time.sleep(0.2)
-    finally:
-        broker.stop()
-    return 0
+    broker = LocalKafka(args.workdir, heap=args.heap)
+    return serve(broker, lambda: f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", args.timeout)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -166,7 +166,9 @@ def infrastructure(workdir: Path) -> Iterator[tuple[str, str]]:
         if postgres is None:
             from deploy.local.postgres import LocalPostgres  # noqa: PLC0415
 
-            local_pg = LocalPostgres(workdir / "postgres")
+            # A temporary directory: the server's user (postgres, when we are root) must reach it,
+            # which a checkout under a private home directory would not allow.
+            local_pg = LocalPostgres()
             stack.callback(local_pg.stop)
             postgres = local_pg.start()
         yield kafka, postgres
