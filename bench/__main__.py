@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, projection, relay
+from bench import append, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 
@@ -23,12 +23,15 @@ app = typer.Typer(add_completion=False, help=__doc__)
 console = Console()
 
 SCALES = {"quick": 20_000, "standard": 100_000, "full": 1_000_000}
+CADRES = {"quick": 100_000, "standard": 1_000_000, "full": 1_000_000}
 
 
 @app.command()
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
-    only: Annotated[str, typer.Option(help="Comma-separated: append,relay,projection")] = "append,relay,projection",
+    only: Annotated[
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries")
+    ] = "append,relay,projection,queries",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -37,13 +40,13 @@ def run(
     started = time.perf_counter()
     with stack() as running:
         console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
-        asyncio.run(_run(running, report, events, chosen))
+        asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
     out = write(report)
     _table(report)
     console.print(f"results: {out}/results.json (plots beside it); {time.perf_counter() - started:.0f} s in all")
 
 
-async def _run(running: object, report: Report, events: int, chosen: set[str]) -> None:
+async def _run(running: object, report: Report, events: int, chosen: set[str], cadres: int) -> None:
     from bench.harness import Stack  # noqa: PLC0415
 
     assert isinstance(running, Stack)
@@ -58,6 +61,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str]) -
         if "projection" in chosen:
             console.rule("projection")
             await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+    if "queries" in chosen:
+        console.rule("subtree queries")
+        await queries.run(running, report, cadres=cadres)
 
 
 def _table(report: Report) -> None:
