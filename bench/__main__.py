@@ -18,6 +18,7 @@ from rich.table import Table
 from bench import append, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
+from runtime.serve import tune_gc
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console()
@@ -36,6 +37,7 @@ def run(
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
     chosen = {name.strip() for name in only.split(",")}
+    tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
     with stack() as running:
