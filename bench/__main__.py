@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, projection, queries, relay
+from bench import append, e2e, footprint, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -25,14 +25,15 @@ console = Console()
 
 SCALES = {"quick": 20_000, "standard": 100_000, "full": 1_000_000}
 CADRES = {"quick": 100_000, "standard": 1_000_000, "full": 1_000_000}
+HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
 
 
 @app.command()
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
     only: Annotated[
-        str, typer.Option(help="Comma-separated: append,relay,projection,queries")
-    ] = "append,relay,projection,queries",
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint")
+    ] = "append,relay,projection,queries,e2e,footprint",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -43,6 +44,12 @@ def run(
     with stack() as running:
         console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
         asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
+    if "e2e" in chosen:
+        console.rule("end to end")
+        e2e.run(report, seconds=HOLD_SECONDS[scale])
+    if "footprint" in chosen:
+        console.rule("footprint")
+        footprint.run(report)
     out = write(report)
     _table(report)
     console.print(f"results: {out}/results.json (plots beside it); {time.perf_counter() - started:.0f} s in all")

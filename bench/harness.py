@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ class Series:
     name: str
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
-    kind: str = "line"  # "line" (throughput over time) or "hist" (latency distribution: ys only)
+    kind: str = "line"  # "line": ys are cumulative counts, plotted as a rate; "hist": a latency distribution
     xlabel: str = ""
     ylabel: str = ""
 
@@ -189,11 +190,16 @@ def _plots(report: Report, out: Path) -> None:
             for q, style in ((50, "--"), (99, ":")):
                 ax.axvline(percentile(series.ys, q), linestyle=style, color="black", label=f"p{q}")
             ax.legend()
+            ax.set_xlabel(series.xlabel)
+            ax.set_ylabel("queries")
         else:
-            ax.plot(series.xs, series.ys)
+            pairs = list(zip(series.xs, series.ys, strict=True))
+            rates = [(x1, (y1 - y0) / (x1 - x0)) for (x0, y0), (x1, y1) in itertools.pairwise(pairs) if x1 > x0]
+            ax.plot([x for x, _ in rates], [r for _, r in rates])
+            ax.set_xlabel(series.xlabel)
+            ax.set_ylabel(f"{series.ylabel} per second")
+            ax.set_ylim(bottom=0)
         ax.set_title(series.name)
-        ax.set_xlabel(series.xlabel)
-        ax.set_ylabel(series.ylabel)
         fig.tight_layout()
         safe = "".join(c if c.isalnum() else "-" for c in series.name.lower()).strip("-")
         fig.savefig(out / f"{safe}.png", dpi=110)
