@@ -90,7 +90,10 @@ async def run(stack: Stack, report: Report, *, topic: str, total: int, label: st
             baseline_name="slower of bare consumer / COPY of the written rows",
             baseline=slower,
             target=">= 100,000 events/s and >= 0.6 of the slower baseline",
-            notes=f"bare consumer {bare:,.0f}/s; COPY {copied:,.0f} events/s; {total:,} events, {dead} dead",
+            notes=(
+                f"rebuilt in {window[1] - window[0]:.1f} s; bare consumer {bare:,.0f}/s;"
+                f" COPY {copied:,.0f} events/s; {total:,} events, {dead} dead"
+            ),
         )
     )
 
