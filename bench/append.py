@@ -88,10 +88,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> str:
 
 async def _plain_copy(pool: db.Pool, *, batches: int) -> float:
     """COPY the rows the store wrote into an identical table, in as many transactions; rows/s."""
-    rows = await pool.fetch(
-        "SELECT position, event_id, event_type, schema_version, stream_id, stream_version, cadre_id, org_path,"
-        " occurred_at, recorded_at, correlation_id, body, hash FROM events ORDER BY position"
-    )
+    rows = await pool.fetch(f"SELECT {', '.join(store.EVENT_COLUMNS)} FROM events ORDER BY position")  # noqa: S608
     records = [tuple(row) for row in rows]
     async with pool.acquire() as conn:
         await conn.execute("DROP TABLE IF EXISTS events_plain")
@@ -103,21 +100,7 @@ async def _plain_copy(pool: db.Pool, *, batches: int) -> float:
                     await conn.copy_records_to_table(
                         "events_plain",
                         records=records[start : start + size],
-                        columns=[
-                            "position",
-                            "event_id",
-                            "event_type",
-                            "schema_version",
-                            "stream_id",
-                            "stream_version",
-                            "cadre_id",
-                            "org_path",
-                            "occurred_at",
-                            "recorded_at",
-                            "correlation_id",
-                            "body",
-                            "hash",
-                        ],
+                        columns=store.EVENT_COLUMNS,
                     )
         await conn.execute("DROP TABLE events_plain")
     return len(records) / clock.seconds

@@ -24,7 +24,8 @@ import asyncpg
 import httpx
 
 from bench.harness import Figure, Report, Series, percentile
-from contracts.envelope import Actor, Role, uuid7
+from bench.workload import nomination_body
+from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
 from runtime.auth import issue_token
 from runtime.settings import DEV_AUTH_SECRET
@@ -40,8 +41,13 @@ def _stack(workdir: Path, services: list[str]) -> Iterator[local_stack.Stack]:
         yield running
 
 
-async def _send(url: str, rate: float, seconds: float, org: demo.DemoOrg) -> list[tuple[float, UUID]]:
-    """Nominate at `rate` per second for `seconds`; return (send time, event id) of each accepted command."""
+async def nominate_open_loop(
+    url: str, rate: float, seconds: float, org: demo.DemoOrg, reason: str
+) -> list[tuple[float, UUID]]:
+    """Nominate at `rate` per second for `seconds` whatever the answers do.
+
+    Returns (wall time sent, event id) of every accepted command.
+    """
     token = issue_token(DEV_AUTH_SECRET, Actor(user="bench", org_path=org.root.path, role=Role.ORGANIZER))
     headers = {"Authorization": f"Bearer {token}"}
     sent: list[tuple[float, UUID]] = []
@@ -51,22 +57,7 @@ async def _send(url: str, rate: float, seconds: float, org: demo.DemoOrg) -> lis
         async def one(n: int) -> None:
             unit = org.units[2 + n % (len(org.units) - 2)]
             at = time.time()
-            response = await client.post(
-                "/cadres",
-                json={
-                    "cadre_id": str(uuid7()),
-                    "org_code": unit.code,
-                    "full_name": f"Open loop {n}",
-                    "gender": "male",
-                    "birth_date": "1994-03-01",
-                    "education": "master",
-                    "current_position": "Clerk",
-                    "years_of_service": 6,
-                    "grassroots_months": 20,
-                    "reason": "end-to-end benchmark",
-                },
-                headers=headers,
-            )
+            response = await client.post("/cadres", json=nomination_body(n, unit.code, reason), headers=headers)
             if response.status_code == httpx.codes.CREATED:
                 sent.append((at, UUID(response.json()["events"][0]["event_id"])))
 
@@ -94,7 +85,8 @@ async def _seen(dsn: str, ids: list[UUID], deadline: float) -> dict[UUID, float]
         await conn.close()
 
 
-async def _register_units(url: str, org: demo.DemoOrg) -> None:
+async def register_units(url: str, org: demo.DemoOrg) -> None:
+    """Register the demo organization's units (no cadres) through the registry's API."""
     token = demo.root_token(DEV_AUTH_SECRET, org)
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         await demo.load(client, token, demo.DemoOrg(units=org.units, cadres=[]))
@@ -111,11 +103,12 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
     try:
         with _stack(workdir, ["registry", target]) as running:
             org = demo.plan(seed=31, cadres=0, today=date(2026, 11, 24))
-            asyncio.run(_register_units(running.services["registry"].url, org))
+            asyncio.run(register_units(running.services["registry"].url, org))
             dsn = local_stack.database_dsn(running.postgres_dsn, f"cadre_{target}")
             held = 0
             for rate in rates:
-                sent = asyncio.run(_send(running.services["registry"].url, rate, seconds, org))
+                url = running.services["registry"].url
+                sent = asyncio.run(nominate_open_loop(url, rate, seconds, org, f"end to end at {rate}/s"))
                 seen = asyncio.run(_seen(dsn, [i for _, i in sent], time.time() + 60))
                 latencies = [(seen[i] - at) * 1000 for at, i in sent if i in seen]
                 tail = latencies[-max(1, len(latencies) // 10) :]

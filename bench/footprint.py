@@ -17,13 +17,9 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import httpx
-
+from bench import e2e
 from bench.harness import Clock, Figure, Report
-from contracts.envelope import Actor, Role, uuid7
 from deploy.local import stack as local_stack
-from runtime.auth import issue_token
-from runtime.settings import DEV_AUTH_SECRET
 from services.registry import demo
 
 
@@ -70,44 +66,8 @@ def memory(stack: local_stack.Stack, workdir: Path) -> dict[str, float]:
 async def _load(url: str, seconds: float, rate: float) -> int:
     """Nominate cadres at a fixed rate for `seconds`; return how many were accepted."""
     org = demo.plan(seed=21, cadres=0, today=date(2026, 11, 24))
-    token = issue_token(DEV_AUTH_SECRET, Actor(user="bench", org_path=org.root.path, role=Role.ORGANIZER))
-    headers = {"Authorization": f"Bearer {token}"}
-    accepted = 0
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for unit in org.units:
-            await client.post(
-                "/org-units",
-                json={"code": unit.code, "name": unit.name, "level": unit.level.value, "parent_code": unit.parent},
-                headers=headers,
-            )
-
-        async def one(n: int) -> None:
-            nonlocal accepted
-            unit = org.units[2 + n % (len(org.units) - 2)]
-            body = {
-                "cadre_id": str(uuid7()),
-                "org_code": unit.code,
-                "full_name": f"Load {n}",
-                "gender": "female",
-                "birth_date": "1995-01-01",
-                "education": "bachelor",
-                "current_position": "Clerk",
-                "years_of_service": 5,
-                "grassroots_months": 12,
-                "reason": "footprint load",
-            }
-            response = await client.post("/cadres", json=body, headers=headers)
-            accepted += response.status_code == httpx.codes.CREATED
-
-        tasks = []
-        started = time.perf_counter()
-        n = 0
-        while time.perf_counter() - started < seconds:
-            tasks.append(asyncio.create_task(one(n)))
-            n += 1
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-        await asyncio.gather(*tasks)
-    return accepted
+    await e2e.register_units(url, org)
+    return len(await e2e.nominate_open_loop(url, rate, seconds, org, "footprint load"))
 
 
 @contextlib.contextmanager

@@ -101,3 +101,19 @@ def commands(events: int, *, per_command: int = 1, per_cadre: int = 5, seed: int
         )
     # Interleave cadres as real traffic does, keeping each cadre's commands in order.
     return sorted(out, key=lambda c: (c.expected_version, c.cadre_id))
+
+
+def nomination_body(n: int, org_code: str, reason: str) -> dict[str, object]:
+    """The JSON body of a nomination through the registry's HTTP API."""
+    return {
+        "cadre_id": str(uuid.uuid5(NAMESPACE, f"http:{reason}:{n}")),
+        "org_code": org_code,
+        "full_name": f"{SURNAMES[n % len(SURNAMES)]} {GIVEN[n % len(GIVEN)]}",
+        "gender": "female" if n % 2 else "male",
+        "birth_date": "1994-03-01",
+        "education": "master",
+        "current_position": POSITIONS[n % len(POSITIONS)],
+        "years_of_service": 6,
+        "grassroots_months": 20,
+        "reason": reason,
+    }

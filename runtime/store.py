@@ -81,7 +81,7 @@ SCHEMA: Final = (
 
 NOTIFY_CHANNEL: Final = "events_appended"
 
-_EVENT_COLUMNS: Final = (
+EVENT_COLUMNS: Final = (  # in the order of the rows the store writes
     "position",
     "event_id",
     "event_type",
@@ -297,7 +297,7 @@ class EventStore:
                 return
 
             rows = [row for request, current in plan for row in self._records(request, current, accepted, now, chain)]
-            await conn.copy_records_to_table("events", records=rows, columns=_EVENT_COLUMNS)
+            await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
             if self._inline is not None:
                 recorded = [
                     Recorded(envelope=e, event=event)
