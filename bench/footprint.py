@@ -58,8 +58,9 @@ def _processes_named(fragment: str) -> list[int]:
 def memory(stack: local_stack.Stack, workdir: Path) -> dict[str, float]:
     """MiB of PSS per part of the stack."""
     parts = {name: sum(pss_kib(p) for p in _tree(svc.process.pid)) for name, svc in stack.services.items()}
-    parts["kafka"] = sum(pss_kib(p) for p in _processes_named(str(workdir / "kafka")))
-    parts["postgresql"] = sum(pss_kib(p) for p in _processes_named("cadre-pg-"))
+    parts["kafka"] = sum(pss_kib(p) for root in _processes_named(str(workdir / "kafka")) for p in _tree(root))
+    # Only the postmaster's command line names its directory; its children are its workers.
+    parts["postgresql"] = sum(pss_kib(p) for root in _processes_named("cadre-pg-") for p in _tree(root))
     return {name: kib / 1024 for name, kib in parts.items()}
 
 
