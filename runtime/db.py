@@ -39,7 +39,9 @@ async def apply_schema(pool: Pool, statements: Sequence[str]) -> None:
 def in_subtree_sql(column: str, param: str) -> str:
     """SQL true when `column` (an org path, COLLATE "C") lies in the subtree rooted at `param`.
 
-    Written as a range so a plain btree index on the path serves it: descendants
-    of `a.b` sort between `a.b.` and `a.b/` (`/` follows `.` in byte order).
+    One range, so a btree index on the path serves it and yields rows in path order:
+    the unit `a.b` and its descendants `a.b.*` are exactly the paths in `[a.b, a.b/)`,
+    because every other character a code may hold (`0-9`, `a-z`, `_`) sorts after `/`
+    and `.` sorts before it.
     """
-    return f"({column} = {param} OR ({column} > {param} || '.' AND {column} < {param} || '/'))"
+    return f"({column} >= {param} AND {column} < {param} || '/')"

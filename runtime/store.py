@@ -81,7 +81,7 @@ SCHEMA: Final = (
 
 NOTIFY_CHANNEL: Final = "events_appended"
 
-_EVENT_COLUMNS: Final = (
+EVENT_COLUMNS: Final = (  # in the order of the rows the store writes
     "position",
     "event_id",
     "event_type",
@@ -141,6 +141,25 @@ class _Append:
     cadre_id: UUID | None
     done: asyncio.Future[list[Envelope]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
+    _common: dict[str, Any] | None = None
+
+    def common_fields(self, source: str, deployment: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
+        """The envelope fields shared by every event of this append (computed once)."""
+        if self._common is None:
+            self._common = {
+                "source": source,
+                "deployment": deployment,
+                "stream_id": self.stream_id,
+                "cadre_id": str(self.cadre_id) if self.cadre_id else None,
+                "org_path": self.org_path,
+                "occurred_at": _json_time(occurred_at),
+                "recorded_at": _json_time(now),
+                "actor": self.ctx.actor.model_dump(mode="json"),
+                "correlation_id": str(self.ctx.correlation_id),
+                "causation_id": str(self.ctx.causation_id) if self.ctx.causation_id else None,
+            }
+        return self._common
+
     def fail(self, error: BaseException) -> None:
         if not self.done.done():
             self.done.set_exception(error)
@@ -148,6 +167,12 @@ class _Append:
     def succeed(self, envelopes: list[Envelope]) -> None:
         if not self.done.done():
             self.done.set_result(envelopes)
+
+
+@dataclass(slots=True)
+class _ChainTip:
+    position: int
+    hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +225,7 @@ class EventStore:
         request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
         self._ensure_writer()
         self._queue.put_nowait(request)
-        return await asyncio.shield(request.done)
+        return await request.done
 
     async def close(self) -> None:
         """Stop the writer after the appends already queued."""
@@ -257,35 +282,22 @@ class EventStore:
             if head is None:
                 msg = "chain_head row missing: schema not set up"
                 raise RuntimeError(msg)
-            position: int = head["position"]
-            prev_hash: str = head["hash"]
+            chain = _ChainTip(position=head["position"], hash=head["hash"])
             now: datetime = head["now"]
             versions = await self._current_versions(conn, {r.stream_id for r in batch})
-            rows: list[tuple[Any, ...]] = []
+            plan: list[tuple[_Append, int]] = []
             for request in batch:
                 current = versions.get(request.stream_id, 0)
                 if current != request.expected_version:
                     request.fail(ConcurrencyError(request.stream_id, request.expected_version, current))
                     continue
-                envelopes = []
-                for offset, event in enumerate(request.events, start=1):
-                    position += 1
-                    envelope, row = self._record(
-                        request,
-                        event=event,
-                        stream_version=current + offset,
-                        position=position,
-                        prev_hash=prev_hash,
-                        now=now,
-                    )
-                    prev_hash = envelope.hash
-                    envelopes.append(envelope)
-                    rows.append(row)
+                plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
-                accepted.append((request, envelopes))
-            if not rows:
+            if not plan:
                 return
-            await conn.copy_records_to_table("events", records=rows, columns=_EVENT_COLUMNS)
+
+            rows = [row for request, current in plan for row in self._records(request, current, accepted, now, chain)]
+            await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
             if self._inline is not None:
                 recorded = [
                     Recorded(envelope=e, event=event)
@@ -295,8 +307,10 @@ class EventStore:
                 ]
                 if recorded:
                     await self._inline.apply(conn, recorded)
-            await conn.execute("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", position, prev_hash)
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(position))
+            await conn.execute(
+                "UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", chain.position, chain.hash
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(chain.position))
         metrics.EVENTS_APPENDED.labels(self.source).inc(len(rows))
         metrics.APPEND_BATCH.labels(self.source).observe(len(batch))
         for request, envelopes in accepted:
@@ -311,6 +325,33 @@ class EventStore:
         )
         return {row["stream_id"]: row["version"] for row in rows}
 
+    def _records(
+        self,
+        request: _Append,
+        current: int,
+        accepted: list[tuple[_Append, list[Envelope]]],
+        now: datetime,
+        chain: _ChainTip,
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one accepted request, chained onto `chain` (which moves to their end)."""
+        envelopes = []
+        rows = []
+        for offset, event in enumerate(request.events, start=1):
+            chain.position += 1
+            envelope, row = self._record(
+                request,
+                event=event,
+                stream_version=current + offset,
+                position=chain.position,
+                prev_hash=chain.hash,
+                now=now,
+            )
+            chain.hash = envelope.hash
+            envelopes.append(envelope)
+            rows.append(row)
+        accepted.append((request, envelopes))
+        return rows
+
     def _record(
         self,
         request: _Append,
@@ -323,28 +364,41 @@ class EventStore:
     ) -> tuple[Envelope, tuple[Any, ...]]:
         event_id = uuid7()
         occurred_at = request.ctx.occurred_at or now
+        payload = event.model_dump(mode="json")
         fields: dict[str, Any] = {
+            **request.common_fields(self.source, self.deployment, occurred_at, now),
             "event_id": str(event_id),
             "event_type": event.event_type,
             "schema_version": event.schema_version,
-            "source": self.source,
-            "deployment": self.deployment,
-            "stream_id": request.stream_id,
             "stream_version": stream_version,
             "position": position,
-            "cadre_id": str(request.cadre_id) if request.cadre_id else None,
-            "org_path": request.org_path,
-            "occurred_at": _json_time(occurred_at),
-            "recorded_at": _json_time(now),
-            "actor": request.ctx.actor.model_dump(mode="json"),
-            "correlation_id": str(request.ctx.correlation_id),
-            "causation_id": str(request.ctx.causation_id) if request.ctx.causation_id else None,
-            "payload": event.model_dump(mode="json"),
+            "payload": payload,
             "prev_hash": prev_hash,
         }
-        fields["hash"] = chain_hash(fields)
+        digest = chain_hash(fields)
+        fields["hash"] = digest
         body = canonical_json(fields).decode()
-        envelope = Envelope.model_validate(fields)
+        # Every value is already of its field's type: skip validation on this hot path.
+        envelope = Envelope.model_construct(
+            event_id=event_id,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            source=self.source,
+            deployment=self.deployment,
+            stream_id=request.stream_id,
+            stream_version=stream_version,
+            position=position,
+            cadre_id=request.cadre_id,
+            org_path=request.org_path,
+            occurred_at=occurred_at.astimezone(UTC),
+            recorded_at=now,
+            actor=request.ctx.actor,
+            correlation_id=request.ctx.correlation_id,
+            causation_id=request.ctx.causation_id,
+            payload=payload,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
         row = (
             position,
             event_id,
@@ -358,7 +412,7 @@ class EventStore:
             now,
             request.ctx.correlation_id,
             body,
-            fields["hash"],
+            digest,
         )
         return envelope, row
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from contracts.registry import (
     CadreNominated,
@@ -67,125 +67,197 @@ SCHEMA: Final = (
 
 
 class RegistryProjection:
-    """Org units and cadres as of the last committed event."""
+    """Org units and cadres as of the last committed event.
+
+    A batch is applied one event type at a time, one set-based statement per type.
+    That equals applying the events one by one: each type writes its own columns,
+    `version` and `updated_at` only move forward, and several events of one type for
+    the same cadre are first folded into one row, in their order.
+    """
 
     name = "registry"
 
-    _TYPES: Final = frozenset(
-        {
-            OrgUnitRegistered.event_type,
-            ResponsibleLeaderDesignated.event_type,
-            CadreNominated.event_type,
-            CadreProfileUpdated.event_type,
-            MentorAssigned.event_type,
-            CadreRetired.event_type,
-        }
-    )
-
     def handles(self, event_type: str) -> bool:
         """Every registry event."""
-        return event_type in self._TYPES
+        return event_type in _STATEMENTS
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
-        """Apply the events in order."""
+        """Apply the events: units before their cadres, each type in one round trip."""
+        rows: dict[str, list[tuple[Any, ...]]] = {event_type: [] for event_type in _STATEMENTS}
         for recorded in events:
-            await self._apply_one(conn, recorded)
+            rows[recorded.envelope.event_type].append(_row(recorded))
+        for event_type, (statement, fold) in _STATEMENTS.items():
+            batch = rows[event_type]
+            if not batch:
+                continue
+            if fold is None:
+                await conn.executemany(statement, batch)
+            else:
+                await conn.execute(statement, *zip(*fold(batch), strict=True))
 
-    async def _apply_one(self, conn: Conn, recorded: Recorded) -> None:
-        env, event = recorded.envelope, recorded.event
-        match event:
-            case OrgUnitRegistered():
-                await conn.execute(
-                    "INSERT INTO org_units (code, name, level, parent_code, path, target_pool_size,"
-                    " registered_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    event.code,
-                    event.name,
-                    event.level.value,
-                    event.parent_code,
-                    event.path,
-                    event.target_pool_size,
-                    env.occurred_at,
-                    env.stream_version,
-                )
-            case ResponsibleLeaderDesignated():
-                await conn.execute(
-                    "UPDATE org_units SET leader_user_id = $2, leader_name = $3, leader_email = $4,"
-                    " leader_language = $5, version = $6 WHERE code = $1",
-                    event.org_code,
-                    event.leader.user_id,
-                    event.leader.name,
-                    event.leader.email,
-                    event.leader.language.value,
-                    env.stream_version,
-                )
-            case CadreNominated():
-                await conn.execute(
-                    "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date,"
-                    " birth_date_precision, education, current_position, years_of_service,"
-                    " grassroots_months, user_id, email, language, reason, status, nominated_at,"
-                    " version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-                    " $13, $14, $15, 'in_pool', $16, $17, $18)",
-                    event.cadre_id,
-                    event.org_code,
-                    env.org_path,
-                    event.full_name,
-                    event.gender.value,
-                    event.birth_date,
-                    event.birth_date_precision,
-                    event.education.value,
-                    event.current_position,
-                    event.years_of_service,
-                    event.grassroots_months,
-                    event.user_id,
-                    event.email,
-                    event.language.value,
-                    event.reason,
-                    env.occurred_at,
-                    env.stream_version,
-                    env.recorded_at,
-                )
-            case CadreProfileUpdated():
-                changes = event.changes
-                await conn.execute(
-                    "UPDATE cadres SET full_name = coalesce($2, full_name),"
-                    " current_position = coalesce($3, current_position),"
-                    " education = coalesce($4, education), years_of_service = coalesce($5, years_of_service),"
-                    " grassroots_months = coalesce($6, grassroots_months), user_id = coalesce($7, user_id),"
-                    " email = coalesce($8, email), language = coalesce($9, language),"
-                    " version = $10, updated_at = $11 WHERE cadre_id = $1",
-                    event.cadre_id,
-                    changes.full_name,
-                    changes.current_position,
-                    changes.education.value if changes.education else None,
-                    changes.years_of_service,
-                    changes.grassroots_months,
-                    changes.user_id,
-                    changes.email,
-                    changes.language.value if changes.language else None,
-                    env.stream_version,
-                    env.recorded_at,
-                )
-            case MentorAssigned():
-                await conn.execute(
-                    "UPDATE cadres SET mentor_user_id = $2, mentor_name = $3, mentor_email = $4,"
-                    " version = $5, updated_at = $6 WHERE cadre_id = $1",
-                    event.cadre_id,
-                    event.mentor.user_id,
-                    event.mentor.name,
-                    event.mentor.email,
-                    env.stream_version,
-                    env.recorded_at,
-                )
-            case CadreRetired():
-                await conn.execute(
-                    "UPDATE cadres SET status = 'retired', retired_reason = $2, retired_on = $3,"
-                    " appointed_to = $4, version = $5, updated_at = $6 WHERE cadre_id = $1",
-                    event.cadre_id,
-                    event.reason.value,
-                    event.effective_on,
-                    event.appointed_to,
-                    env.stream_version,
-                    env.recorded_at,
-                )
-            case _:
-                pass
+
+def _fold_last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key (first column): the latest."""
+    return list({row[0]: row for row in rows}.values())
+
+
+def _fold_changes(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key: later non-null values over earlier ones (version and time are last)."""
+    folded: dict[Any, tuple[Any, ...]] = {}
+    for row in rows:
+        before = folded.get(row[0])
+        if before is None:
+            folded[row[0]] = row
+        else:
+            middle = tuple(new if new is not None else old for old, new in zip(before[1:-2], row[1:-2], strict=True))
+            folded[row[0]] = (row[0], *middle, row[-2], row[-1])
+    return list(folded.values())
+
+
+Fold = Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]
+
+_STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
+    OrgUnitRegistered.event_type: (
+        (
+            "INSERT INTO org_units (code, name, level, parent_code, path, target_pool_size, registered_at, version)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ),
+        None,  # parents before children: row by row, in order
+    ),
+    ResponsibleLeaderDesignated.event_type: (
+        (
+            "UPDATE org_units SET leader_user_id = $2, leader_name = $3, leader_email = $4, leader_language = $5,"
+            " version = greatest(version, $6) WHERE code = $1"
+        ),
+        None,
+    ),
+    CadreNominated.event_type: (
+        (
+            "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date, birth_date_precision,"
+            " education, current_position, years_of_service, grassroots_months, user_id, email, language, reason,"
+            " status, nominated_at, version, updated_at)"
+            " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.gender, n.birth_date, n.precision,"
+            " n.education, n.position, n.years, n.grassroots, n.user_id, n.email, n.language, n.reason,"
+            " 'in_pool', n.nominated_at, n.version, n.updated_at"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],"
+            " $8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[],"
+            " $16::timestamptz[], $17::int[], $18::timestamptz[])"
+            " AS n(cadre_id, org_code, org_path, full_name, gender, birth_date, precision, education, position,"
+            " years, grassroots, user_id, email, language, reason, nominated_at, version, updated_at)"
+        ),
+        list,  # one nomination per cadre: nothing to fold
+    ),
+    CadreProfileUpdated.event_type: (
+        (
+            "UPDATE cadres c SET full_name = coalesce(u.full_name, c.full_name),"
+            " current_position = coalesce(u.position, c.current_position),"
+            " education = coalesce(u.education, c.education), years_of_service = coalesce(u.years, c.years_of_service),"
+            " grassroots_months = coalesce(u.grassroots, c.grassroots_months),"
+            " user_id = coalesce(u.user_id, c.user_id),"
+            " email = coalesce(u.email, c.email), language = coalesce(u.language, c.language),"
+            " version = greatest(c.version, u.version), updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[],"
+            " $8::text[], $9::text[], $10::int[], $11::timestamptz[])"
+            " AS u(cadre_id, full_name, position, education, years, grassroots, user_id, email, language, version,"
+            " updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_changes,
+    ),
+    MentorAssigned.event_type: (
+        (
+            "UPDATE cadres c SET mentor_user_id = u.user_id, mentor_name = u.name, mentor_email = u.email,"
+            " version = greatest(c.version, u.version), updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])"
+            " AS u(cadre_id, user_id, name, email, version, updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_last,
+    ),
+    CadreRetired.event_type: (
+        (
+            "UPDATE cadres c SET status = 'retired', retired_reason = u.reason, retired_on = u.retired_on,"
+            " appointed_to = u.appointed_to, version = greatest(c.version, u.version),"
+            " updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::text[], $3::date[], $4::text[], $5::int[], $6::timestamptz[])"
+            " AS u(cadre_id, reason, retired_on, appointed_to, version, updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_last,
+    ),
+}
+
+
+def _row(recorded: Recorded) -> tuple[Any, ...]:
+    """The statement arguments of one event."""
+    env, event = recorded.envelope, recorded.event
+    match event:
+        case OrgUnitRegistered():
+            return (
+                event.code,
+                event.name,
+                event.level.value,
+                event.parent_code,
+                event.path,
+                event.target_pool_size,
+                env.occurred_at,
+                env.stream_version,
+            )
+        case ResponsibleLeaderDesignated():
+            leader = event.leader
+            return (
+                event.org_code,
+                leader.user_id,
+                leader.name,
+                leader.email,
+                leader.language.value,
+                env.stream_version,
+            )
+        case CadreNominated():
+            return (
+                event.cadre_id,
+                event.org_code,
+                env.org_path,
+                event.full_name,
+                event.gender.value,
+                event.birth_date,
+                event.birth_date_precision,
+                event.education.value,
+                event.current_position,
+                event.years_of_service,
+                event.grassroots_months,
+                event.user_id,
+                event.email,
+                event.language.value,
+                event.reason,
+                env.occurred_at,
+                env.stream_version,
+                env.recorded_at,
+            )
+        case CadreProfileUpdated():
+            changes = event.changes
+            return (
+                event.cadre_id,
+                changes.full_name,
+                changes.current_position,
+                changes.education.value if changes.education else None,
+                changes.years_of_service,
+                changes.grassroots_months,
+                changes.user_id,
+                changes.email,
+                changes.language.value if changes.language else None,
+                env.stream_version,
+                env.recorded_at,
+            )
+        case MentorAssigned():
+            mentor = event.mentor
+            return (event.cadre_id, mentor.user_id, mentor.name, mentor.email, env.stream_version, env.recorded_at)
+        case CadreRetired():
+            return (
+                event.cadre_id,
+                event.reason.value,
+                event.effective_on,
+                event.appointed_to,
+                env.stream_version,
+                env.recorded_at,
+            )
+        case _:
+            msg = f"the registry projection does not read {env.event_type}"
+            raise ValueError(msg)

@@ -1,0 +1,95 @@
+"""`python -m bench` (or `./dev bench`): measure the platform against its raw limits.
+
+Starts the project's own Kafka and PostgreSQL (fsync on) unless KAFKA_BOOTSTRAP_SERVERS /
+DATABASE_URL name others, runs the chosen benchmarks, prints a table, and writes
+bench/results/<time>/results.json and PNG plots (bench/results/latest points to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench import append, e2e, footprint, projection, queries, relay
+from bench.harness import Report, machine_facts, stack, write
+from contracts.envelope import uuid7
+from runtime.serve import tune_gc
+
+app = typer.Typer(add_completion=False, help=__doc__)
+console = Console()
+
+SCALES = {"quick": 20_000, "standard": 100_000, "full": 1_000_000}
+CADRES = {"quick": 100_000, "standard": 1_000_000, "full": 1_000_000}
+HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
+
+
+@app.command()
+def run(
+    scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
+    only: Annotated[
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint")
+    ] = "append,relay,projection,queries,e2e,footprint",
+) -> None:
+    """Run the benchmarks and write the results."""
+    events = SCALES[scale]
+    chosen = {name.strip() for name in only.split(",")}
+    tune_gc()  # as every service process does
+    report = Report(machine=machine_facts())
+    started = time.perf_counter()
+    with stack() as running:
+        console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
+        asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
+    if "e2e" in chosen:
+        console.rule("end to end")
+        e2e.run(report, seconds=HOLD_SECONDS[scale])
+    if "footprint" in chosen:
+        console.rule("footprint")
+        footprint.run(report)
+    out = write(report)
+    _table(report)
+    console.print(f"results: {out}/results.json (plots beside it); {time.perf_counter() - started:.0f} s in all")
+
+
+async def _run(running: object, report: Report, events: int, chosen: set[str], cadres: int) -> None:
+    from bench.harness import Stack  # noqa: PLC0415
+
+    assert isinstance(running, Stack)
+    source = ""
+    if chosen & {"append", "relay", "projection"}:
+        console.rule("append")
+        source = await append.run(running, report, events=events)
+    if chosen & {"relay", "projection"}:
+        console.rule("relay")
+        topic = f"bench.{uuid7().hex[-10:]}.registry.events"
+        total = await relay.run(running, report, source_dsn=source, topic=topic)
+        if "projection" in chosen:
+            console.rule("projection")
+            await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+    if "queries" in chosen:
+        console.rule("subtree queries")
+        await queries.run(running, report, cadres=cadres)
+
+
+def _table(report: Report) -> None:
+    table = Table(title="Benchmarks (each figure beside a baseline from the same run)")
+    for column in ("figure", "value", "baseline", "ratio", "target", "notes"):
+        table.add_column(column)
+    for figure in report.figures:
+        table.add_row(
+            figure.name,
+            f"{figure.value:,.0f} {figure.unit}",
+            f"{figure.baseline:,.0f} ({figure.baseline_name})" if figure.baseline is not None else "",
+            f"{figure.ratio:.2f}" if figure.ratio is not None else "",
+            figure.target,
+            figure.notes,
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,106 @@
+"""The registry projection applied a batch at a time equals it applied one event at a time."""
+
+from __future__ import annotations
+
+from datetime import date
+from uuid import UUID
+
+from contracts.envelope import Actor, Role, uuid7
+from contracts.event import Event
+from contracts.registry import (
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    Education,
+    Gender,
+    MentorAssigned,
+    OrgLevel,
+    OrgUnitRegistered,
+    Person,
+    ProfileChanges,
+    ResponsibleLeaderDesignated,
+    RetirementReason,
+)
+from runtime import db, store
+from runtime.projection import Recorded
+from services.registry.projection import SCHEMA, RegistryProjection
+from tests.conftest import DatabaseFactory
+
+ACTOR = Actor(user="t", org_path="qs", role=Role.ORGANIZER)
+
+
+def cadre_history(cadre_id: UUID, n: int) -> list[Event]:
+    events: list[Event] = [
+        CadreNominated(
+            cadre_id=cadre_id,
+            org_code="bh",
+            full_name=f"Cadre {n}",
+            gender=Gender.FEMALE,
+            birth_date=date(1990, 1, n + 1),
+            education=Education.BACHELOR,
+            current_position="Clerk",
+            years_of_service=5,
+            grassroots_months=12,
+            reason="r",
+            email=f"c{n}@example.org",
+        ),
+        CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(current_position="Section chief")),
+        MentorAssigned(cadre_id=cadre_id, mentor=Person(user_id="m1", name="First", email="m1@example.org")),
+        CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(years_of_service=6, email=None)),
+        MentorAssigned(cadre_id=cadre_id, mentor=Person(user_id="m2", name="Second")),
+        CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(current_position="Deputy director")),
+    ]
+    if n % 2:
+        events.append(CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1)))
+    return events
+
+
+async def recorded_history(pool: db.Pool) -> list[Recorded]:
+    es = store.EventStore(pool, source="registry", deployment="t")
+    ctx = store.CommandContext(actor=ACTOR, correlation_id=uuid7())
+    units: list[Event] = [
+        OrgUnitRegistered(code="qs", name="Q", level=OrgLevel.PROVINCIAL, parent_code=None, path="qs"),
+        OrgUnitRegistered(code="bh", name="B", level=OrgLevel.MUNICIPAL, parent_code="qs", path="qs.bh"),
+        ResponsibleLeaderDesignated(org_code="bh", leader=Person(user_id="l1", name="L1")),
+        ResponsibleLeaderDesignated(org_code="bh", leader=Person(user_id="l2", name="L2")),
+    ]
+    await es.append("units", 0, units, ctx=ctx, org_path="qs")
+    for n in range(4):
+        cadre_id = uuid7()
+        history = cadre_history(cadre_id, n)
+        await es.append(f"cadre-{cadre_id}", 0, history, ctx=ctx, org_path="qs.bh", cadre_id=cadre_id)
+    recorded = []
+    for row in await pool.fetch("SELECT stream_id FROM events GROUP BY stream_id ORDER BY min(position)"):
+        recorded += await es.read_stream(row["stream_id"])
+    await es.close()
+    return recorded
+
+
+async def tables(pool: db.Pool) -> list[list[tuple[object, ...]]]:
+    return [
+        [tuple(r) for r in await pool.fetch("SELECT * FROM org_units ORDER BY code")],
+        [tuple(r) for r in await pool.fetch("SELECT * FROM cadres ORDER BY cadre_id")],
+    ]
+
+
+async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> None:
+    source = await db.create_pool(await database("history"), max_size=2)
+    await db.apply_schema(source, store.SCHEMA)
+    events = await recorded_history(source)
+    await source.close()
+
+    projection = RegistryProjection()
+    results = []
+    for batch_size in (1, 3, len(events)):
+        pool = await db.create_pool(await database(f"fold{batch_size}"), max_size=2)
+        await db.apply_schema(pool, SCHEMA)
+        async with pool.acquire() as conn, conn.transaction():
+            for start in range(0, len(events), batch_size):
+                await projection.apply(conn, events[start : start + batch_size])
+        results.append(await tables(pool))
+        await pool.close()
+    assert results[0] == results[1] == results[2]
+    cadres = results[0][1]
+    assert {row[8] for row in cadres} == {"Deputy director"}  # the last position wins
+    assert all(row[17] == "m2" for row in cadres)  # the last mentor wins
+    assert [row[6] for row in results[0][0] if row[0] == "bh"] == ["l2"]  # the last leader wins
