@@ -25,6 +25,7 @@ async def test_training_demo_loads_idempotently(registry: Running, launch: Launc
         "SELECT (SELECT count(*) FROM programs) AS programs, (SELECT count(*) FROM enrolments) AS enrolments,"
         " (SELECT count(*) FROM postings) AS postings, (SELECT count(*) FROM self_study) AS study"
     )
+    assert counts is not None
     assert counts["programs"] == 10
     assert counts["enrolments"] > 0
     assert counts["postings"] > 0
