@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from contracts.envelope import Envelope
 from runtime.errors import ConcurrencyError
+
+T = TypeVar("T")
 
 
 class AppendedEvent(BaseModel):
@@ -43,3 +46,19 @@ def check_expected(stream_id: str, expected: int | None, actual: int) -> None:
     """Refuse (409) when the caller based its change on another version than the current one."""
     if expected is not None and expected != actual:
         raise ConcurrencyError(stream_id, expected, actual)
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], *, expected: int | None, tries: int = 3) -> T:
+    """Run a load-decide-append `attempt`; retry it when a concurrent writer got there first.
+
+    Only when the caller named no expected version: then the rules decide again
+    against the new state (a full programme refuses the late enrolment with 422
+    instead of a bare 409). A caller that sent `If-Match` gets the 409.
+    """
+    for attempt_number in range(1, tries + 1):
+        try:
+            return await attempt()
+        except ConcurrencyError:
+            if expected is not None or attempt_number == tries:
+                raise
+    raise AssertionError  # pragma: no cover - the loop returns or raises

@@ -275,6 +275,8 @@ class EventStore:
 
     async def _commit(self, batch: list[_Append]) -> None:
         accepted: list[tuple[_Append, list[Envelope]]] = []
+        # Refusals are told only after the commit: a caller that retries at once must see the winner.
+        conflicts: list[tuple[_Append, ConcurrencyError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             head = await conn.fetchrow(
                 "SELECT position, hash, clock_timestamp() AS now FROM chain_head WHERE id = 1 FOR UPDATE"
@@ -289,11 +291,13 @@ class EventStore:
             for request in batch:
                 current = versions.get(request.stream_id, 0)
                 if current != request.expected_version:
-                    request.fail(ConcurrencyError(request.stream_id, request.expected_version, current))
+                    conflicts.append((request, ConcurrencyError(request.stream_id, request.expected_version, current)))
                     continue
                 plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
             if not plan:
+                for request, error in conflicts:
+                    request.fail(error)
                 return
 
             rows = [row for request, current in plan for row in self._records(request, current, accepted, now, chain)]
@@ -315,6 +319,8 @@ class EventStore:
         metrics.APPEND_BATCH.labels(self.source).observe(len(batch))
         for request, envelopes in accepted:
             request.succeed(envelopes)
+        for request, error in conflicts:
+            request.fail(error)
 
     @staticmethod
     async def _current_versions(conn: Conn, stream_ids: set[str]) -> dict[str, int]:

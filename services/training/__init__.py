@@ -1,0 +1,1 @@
+"""The training service: organized programmes, self-study, and practical training through postings."""

@@ -1,0 +1,187 @@
+"""Training's HTTP API: programmes, enrolments, self-study, postings, and what to do next."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from runtime.auth import CurrentActor
+from runtime.commands import Accepted
+from runtime.http import Context, ExpectedVersion
+from runtime.service import service_of
+from services.training.commands import (
+    AssignPosting,
+    CancelProgram,
+    Complete,
+    EndPosting,
+    Enrol,
+    LogSelfStudy,
+    ScheduleProgram,
+    TrainingCommands,
+    Withdraw,
+)
+from services.training.queries import (
+    CadreBrief,
+    PostingView,
+    ProgramView,
+    RecommendationView,
+    TrainingQueries,
+    TrainingRecord,
+)
+
+router = APIRouter()
+
+
+def commands(request: Request) -> TrainingCommands:
+    """FastAPI dependency: the command handlers."""
+    service = service_of(request)
+    return TrainingCommands(service.store, service.pool)
+
+
+def queries(request: Request) -> TrainingQueries:
+    """FastAPI dependency: the queries."""
+    service = service_of(request)
+    long_grassroots: int = request.app.state.long_grassroots_months
+    return TrainingQueries(service.pool, service.store, long_grassroots)
+
+
+Commands = Annotated[TrainingCommands, Depends(commands)]
+Queries = Annotated[TrainingQueries, Depends(queries)]
+
+
+def _etag(response: Response, accepted: Accepted) -> Accepted:
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted
+
+
+@router.post("/programs", status_code=status.HTTP_201_CREATED, tags=["programmes"])
+async def schedule_program(body: ScheduleProgram, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Schedule an organized training programme."""
+    return _etag(response, await cmd.schedule_program(ctx, body))
+
+
+@router.post("/programs/{program_id}/cancellation", tags=["programmes"])
+async def cancel_program(
+    program_id: UUID, body: CancelProgram, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Cancel a programme; its enrolments are withdrawn."""
+    return _etag(response, await cmd.cancel_program(ctx, program_id, body, expected))
+
+
+@router.post("/programs/{program_id}/enrolments", status_code=status.HTTP_201_CREATED, tags=["programmes"])
+async def enrol(
+    program_id: UUID, body: Enrol, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Enrol a cadre (capacity and dates are checked)."""
+    return _etag(response, await cmd.enrol(ctx, program_id, body, expected))
+
+
+@router.post("/programs/{program_id}/enrolments/{cadre_id}/withdrawal", tags=["programmes"])
+async def withdraw(
+    program_id: UUID,
+    cadre_id: UUID,
+    body: Withdraw,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Withdraw a cadre from a programme."""
+    return _etag(response, await cmd.withdraw(ctx, program_id, cadre_id, body, expected))
+
+
+@router.post("/programs/{program_id}/enrolments/{cadre_id}/completion", tags=["programmes"])
+async def complete(
+    program_id: UUID,
+    cadre_id: UUID,
+    body: Complete,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Record a completion with hours and score."""
+    return _etag(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
+
+
+@router.get("/programs", tags=["programmes"])
+async def list_programs(
+    actor: CurrentActor,
+    reads: Queries,
+    with_free_places: bool = False,
+    upcoming_only: bool = False,
+) -> list[ProgramView]:
+    """Programmes you may use (organized above you or in your subtree)."""
+    return await reads.programs(actor, with_free_places=with_free_places, upcoming_only=upcoming_only)
+
+
+@router.post("/cadres/{cadre_id}/self-study", status_code=status.HTTP_201_CREATED, tags=["cadres"])
+async def log_self_study(
+    cadre_id: UUID, body: LogSelfStudy, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Log autonomous study."""
+    return _etag(response, await cmd.log_self_study(ctx, cadre_id, body))
+
+
+@router.post("/cadres/{cadre_id}/postings", status_code=status.HTTP_201_CREATED, tags=["postings"])
+async def assign_posting(
+    cadre_id: UUID, body: AssignPosting, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Post a cadre: upward, downward, cold-hot exchange or urgent task (one at a time)."""
+    return _etag(response, await cmd.assign_posting(ctx, cadre_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/postings/{posting_id}/end", tags=["postings"])
+async def end_posting(
+    cadre_id: UUID,
+    posting_id: UUID,
+    body: EndPosting,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """End a posting, as planned or cut short."""
+    return _etag(response, await cmd.end_posting(ctx, cadre_id, posting_id, body, expected))
+
+
+@router.get("/cadres/{cadre_id}/training-record", tags=["cadres"])
+async def training_record(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> TrainingRecord:
+    """Hours per year (organized vs self-study), programmes and self-study of a cadre."""
+    return await reads.record(actor, cadre_id)
+
+
+@router.get("/cadres/{cadre_id}/postings", tags=["postings"])
+async def postings(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[PostingView]:
+    """A cadre's postings."""
+    return await reads.postings(actor, cadre_id)
+
+
+@router.get("/cadres/{cadre_id}/recommendation", tags=["postings"])
+async def recommendation(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> RecommendationView:
+    """The posting kind to plan next, with the reason."""
+    return await reads.recommendation(actor, cadre_id)
+
+
+@router.get("/postings/current", tags=["postings"])
+async def current_postings(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    on: date | None = None,
+) -> list[PostingView]:
+    """Who of a subtree is posted where (today, or on a given day)."""
+    return await reads.current_postings(actor, under, on)
+
+
+@router.get("/cadres-without-grassroots", tags=["cadres"])
+async def without_grassroots(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+) -> list[CadreBrief]:
+    """Cadres in the pool with no grass-roots experience (candidates for a downward posting)."""
+    return await reads.without_grassroots(actor, under)

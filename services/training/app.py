@@ -1,0 +1,72 @@
+"""Wiring of the training service: its settings, its parts, its app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from contracts import topics
+from contracts.registry import CadreRetired
+from runtime.db import Conn
+from runtime.projection import Recorded
+from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.settings import ServiceSettings
+from services.training import api, projection
+from services.training.commands import TrainingCommands
+
+
+class TrainingSettings(ServiceSettings):
+    """Training's environment."""
+
+    service_name: str = "training"
+    long_grassroots_months: int = Field(
+        default=36, ge=1, description="Grass-roots months from which an upward posting is recommended"
+    )
+
+
+class RetirementReaction:
+    """When a cadre leaves the pool, its open enrolments and posting close (once)."""
+
+    name = "retirement-reaction"
+    _TYPES: Final = frozenset({CadreRetired.event_type})
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def handles(self, event_type: str) -> bool:
+        """Retirements only."""
+        return event_type in self._TYPES
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Issue the closing commands; they check state, so a repeat appends nothing."""
+        del conn  # a reaction writes through the store, never into tables here
+        commands = TrainingCommands(self._service.store, self._service.pool)
+        for recorded in events:
+            assert isinstance(recorded.event, CadreRetired)
+            await commands.close_for_retired(recorded.envelope, recorded.event)
+
+
+SPEC = ServiceSpec(
+    name="training",
+    title="Reserve cadre training",
+    description="Organized programmes, enrolments and completions, self-study, and practical postings "
+    "(upward, downward, cold-hot exchange, urgent tasks), with the next posting recommended.",
+    routers=[api.router],
+    schema=projection.SCHEMA,
+    inline=projection.TrainingProjection(),
+    subscriptions=[
+        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView()),
+        Subscription(topics=[topics.REGISTRY], factory=RetirementReaction),
+    ],
+)
+
+
+def create_app(settings: TrainingSettings | None = None) -> FastAPI:
+    """Training's ASGI app."""
+    settings = settings or TrainingSettings()
+    app = build_app(SPEC, settings)
+    app.state.long_grassroots_months = settings.long_grassroots_months
+    return app

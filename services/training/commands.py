@@ -1,0 +1,366 @@
+"""Training's commands: load the stream, apply the rules, append what they decide."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import Actor, Envelope, OrgCode, in_subtree, uuid7
+from contracts.event import Event
+from contracts.registry import CadreRetired, Name, Text
+from contracts.training import (
+    Hours,
+    PostingAssigned,
+    PostingKind,
+    PostingOutcome,
+    ProgramFormat,
+    SelfStudyKind,
+    SelfStudyLogged,
+    Topic,
+    TrainingProgramScheduled,
+    WithdrawalReason,
+)
+from runtime.auth import can_write, require_scope
+from runtime.commands import Accepted, check_expected, retrying
+from runtime.db import Pool
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.store import CommandContext, EventStore
+from services.training import rules
+
+
+def program_stream(program_id: UUID) -> str:
+    """Stream id of a programme."""
+    return f"program-{program_id}"
+
+
+def cadre_stream(cadre_id: UUID) -> str:
+    """Stream id of a cadre's practical training and self-study."""
+    return f"cadre-{cadre_id}"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScheduleProgram(_Command):
+    """Schedule an organized training programme."""
+
+    program_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
+    title: Name
+    organizer_code: OrgCode
+    starts_on: date
+    ends_on: date
+    hours: Hours
+    capacity: int = Field(ge=1, le=10_000)
+    curriculum: list[Topic] = Field(min_length=1, max_length=50)
+    format: ProgramFormat = ProgramFormat.IN_PERSON
+    location: Text = ""
+
+
+class CancelProgram(_Command):
+    """Cancel a programme (its enrolments are withdrawn)."""
+
+    reason: Text = Field(min_length=1)
+
+
+class Enrol(_Command):
+    """Enrol a cadre in a programme."""
+
+    cadre_id: UUID
+
+
+class Withdraw(_Command):
+    """End an enrolment without completion."""
+
+    note: Text = ""
+
+
+class Complete(_Command):
+    """Record that a cadre completed a programme."""
+
+    completed_on: date
+    hours: Hours
+    score: int | None = Field(default=None, ge=0, le=100)
+    passed: bool = True
+
+
+class LogSelfStudy(_Command):
+    """Log autonomous study."""
+
+    entry_id: UUID | None = None
+    kind: SelfStudyKind
+    topic: Topic
+    studied_on: date
+    hours: Hours
+    evidence: Text = Field(min_length=1)
+
+
+class AssignPosting(_Command):
+    """Post a cadre for practical training."""
+
+    posting_id: UUID | None = None
+    kind: PostingKind
+    host_org_code: OrgCode
+    position: Name
+    starts_on: date
+    planned_end_on: date
+    purpose: Text = ""
+
+
+class EndPosting(_Command):
+    """End a posting, as planned or cut short."""
+
+    ended_on: date
+    outcome: PostingOutcome
+    summary: Text = ""
+
+
+def _today(ctx: CommandContext) -> date:
+    return (ctx.occurred_at or datetime.now(UTC)).date()
+
+
+def program_visible(actor: Actor, org_path: str) -> bool:
+    """An actor uses programmes organized above it (a party school) or inside its subtree."""
+    return actor.covers(org_path) or in_subtree(actor.org_path, org_path)
+
+
+class TrainingCommands:
+    """Handles training's commands against its store and its own tables."""
+
+    def __init__(self, store: EventStore, pool: Pool) -> None:
+        self._store = store
+        self._pool = pool
+
+    async def _unit_path(self, code: str) -> str:
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
+        if path is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        return str(path)
+
+    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        """The cadre as training sees the registry: in scope (else 404) and in the pool (else 422)."""
+        row = await self._pool.fetchrow("SELECT org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id)
+        if row is None:
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, row["org_path"], f"cadre {cadre_id}")
+        if not row["in_pool"]:
+            msg = f"cadre {cadre_id} has left the reserve pool"
+            raise RuleViolationError(msg)
+        return row
+
+    async def _program(self, program_id: UUID) -> rules.Program:
+        history = await self._store.read_stream(program_stream(program_id))
+        program = rules.Program.replay([r.event for r in history], history[0].envelope.org_path if history else "")
+        if program is None:
+            msg = f"programme {program_id} not found"
+            raise NotFoundError(msg)
+        return program
+
+    async def _visible_program(self, ctx: CommandContext, program_id: UUID) -> rules.Program:
+        program = await self._program(program_id)
+        if not program_visible(ctx.actor, program.org_path):
+            msg = f"programme {program_id} not found"
+            raise NotFoundError(msg)
+        return program
+
+    async def schedule_program(self, ctx: CommandContext, cmd: ScheduleProgram) -> Accepted:
+        """Schedule a programme organized by a unit of the actor's subtree."""
+        can_write(ctx.actor)
+        path = await self._unit_path(cmd.organizer_code)
+        require_scope(ctx.actor, path, f"org unit {cmd.organizer_code}")
+        program_id = cmd.program_id or uuid7()
+        event = TrainingProgramScheduled(program_id=program_id, **cmd.model_dump(exclude={"program_id"}))
+        stream = program_stream(program_id)
+        try:
+            envelopes = await self._store.append(stream, 0, rules.schedule(event), ctx=ctx, org_path=path)
+        except ConflictError:
+            msg = f"programme {program_id} is already scheduled"
+            raise ConflictError(msg) from None
+        return Accepted.of(stream, 0, envelopes)
+
+    async def cancel_program(
+        self, ctx: CommandContext, program_id: UUID, cmd: CancelProgram, expected: int | None
+    ) -> Accepted:
+        """Cancel a programme the actor's subtree organizes."""
+        can_write(ctx.actor)
+
+        async def attempt() -> Accepted:
+            program = await self._visible_program(ctx, program_id)
+            require_scope(ctx.actor, program.org_path, f"programme {program_id}")
+            check_expected(program_stream(program_id), expected, program.version)
+            return await self._append_program(ctx, program, rules.cancel(program, cmd.reason), None, program.org_path)
+
+        return await retrying(attempt, expected=expected)
+
+    async def enrol(self, ctx: CommandContext, program_id: UUID, cmd: Enrol, expected: int | None) -> Accepted:
+        """Enrol a cadre of the actor's subtree in a programme it may use."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cmd.cadre_id)
+
+        async def attempt() -> Accepted:
+            program = await self._visible_program(ctx, program_id)
+            check_expected(program_stream(program_id), expected, program.version)
+            events = rules.enrol(program, cmd.cadre_id, _today(ctx))
+            return await self._append_program(ctx, program, events, cmd.cadre_id, cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
+
+    async def withdraw(
+        self, ctx: CommandContext, program_id: UUID, cadre_id: UUID, cmd: Withdraw, expected: int | None
+    ) -> Accepted:
+        """Withdraw a cadre of the actor's subtree from a programme."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+
+        async def attempt() -> Accepted:
+            program = await self._visible_program(ctx, program_id)
+            check_expected(program_stream(program_id), expected, program.version)
+            events = rules.withdraw(program, cadre_id, WithdrawalReason.WITHDREW, cmd.note)
+            if not events:
+                msg = "the cadre is not enrolled in this programme"
+                raise RuleViolationError(msg)
+            return await self._append_program(ctx, program, events, cadre_id, cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
+
+    async def complete(
+        self, ctx: CommandContext, program_id: UUID, cadre_id: UUID, cmd: Complete, expected: int | None
+    ) -> Accepted:
+        """Record a completion: by the programme's organizer (its subtree)."""
+        can_write(ctx.actor)
+
+        async def attempt() -> Accepted:
+            program = await self._visible_program(ctx, program_id)
+            require_scope(ctx.actor, program.org_path, f"programme {program_id}")
+            check_expected(program_stream(program_id), expected, program.version)
+            events = rules.complete(
+                program, cadre_id, completed_on=cmd.completed_on, hours=cmd.hours, score=cmd.score, passed=cmd.passed
+            )
+            path = await self._pool.fetchval("SELECT org_path FROM pool_cadres WHERE cadre_id = $1", cadre_id)
+            return await self._append_program(ctx, program, events, cadre_id, str(path or program.org_path))
+
+        return await retrying(attempt, expected=expected)
+
+    async def _append_program(
+        self, ctx: CommandContext, program: rules.Program, events: list[Event], cadre_id: UUID | None, org_path: str
+    ) -> Accepted:
+        stream = program_stream(program.program_id)
+        envelopes = await self._store.append(
+            stream, program.version, events, ctx=ctx, org_path=org_path, cadre_id=cadre_id
+        )
+        return Accepted.of(stream, program.version, envelopes)
+
+    async def _cadre_training(self, cadre_id: UUID) -> rules.CadreTraining:
+        history = await self._store.read_stream(cadre_stream(cadre_id))
+        return rules.CadreTraining.replay(cadre_id, [r.event for r in history])
+
+    async def log_self_study(self, ctx: CommandContext, cadre_id: UUID, cmd: LogSelfStudy) -> Accepted:
+        """Log a cadre's autonomous study."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        if cmd.studied_on > _today(ctx):
+            msg = "study cannot be logged for a day that has not come"
+            raise RuleViolationError(msg)
+        entry_id = cmd.entry_id or uuid7()
+
+        async def attempt() -> Accepted:
+            state = await self._cadre_training(cadre_id)
+            if entry_id in state.self_study_entries:
+                msg = f"self-study entry {entry_id} is already logged"
+                raise ConflictError(msg)
+            event = SelfStudyLogged(
+                entry_id=entry_id,
+                cadre_id=cadre_id,
+                kind=cmd.kind,
+                topic_studied=cmd.topic,
+                studied_on=cmd.studied_on,
+                hours=cmd.hours,
+                evidence=cmd.evidence,
+            )
+            return await self._append_cadre(ctx, state, [event], cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def assign_posting(
+        self, ctx: CommandContext, cadre_id: UUID, cmd: AssignPosting, expected: int | None
+    ) -> Accepted:
+        """Post a cadre of the actor's subtree to a host unit (anywhere in the organization)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        host = await self._pool.fetchrow("SELECT name FROM units WHERE code = $1", cmd.host_org_code)
+        if host is None:
+            msg = f"host unit {cmd.host_org_code} not found"
+            raise NotFoundError(msg)
+        posting_id = cmd.posting_id or uuid7()
+
+        async def attempt() -> Accepted:
+            state = await self._cadre_training(cadre_id)
+            check_expected(cadre_stream(cadre_id), expected, state.version)
+            event = PostingAssigned(
+                posting_id=posting_id,
+                cadre_id=cadre_id,
+                host_unit_name=host["name"],
+                **cmd.model_dump(exclude={"posting_id"}),
+            )
+            return await self._append_cadre(ctx, state, rules.assign_posting(state, event), cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
+
+    async def end_posting(
+        self, ctx: CommandContext, cadre_id: UUID, posting_id: UUID, cmd: EndPosting, expected: int | None
+    ) -> Accepted:
+        """End a cadre's posting."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+
+        async def attempt() -> Accepted:
+            state = await self._cadre_training(cadre_id)
+            check_expected(cadre_stream(cadre_id), expected, state.version)
+            events = rules.end_posting(
+                state, posting_id, ended_on=cmd.ended_on, outcome=cmd.outcome, summary=cmd.summary
+            )
+            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
+
+    async def _append_cadre(
+        self, ctx: CommandContext, state: rules.CadreTraining, events: list[Event], org_path: str
+    ) -> Accepted:
+        stream = cadre_stream(state.cadre_id)
+        envelopes = await self._store.append(
+            stream, state.version, events, ctx=ctx, org_path=org_path, cadre_id=state.cadre_id
+        )
+        return Accepted.of(stream, state.version, envelopes)
+
+    async def close_for_retired(self, envelope: Envelope, retired: CadreRetired) -> int:
+        """The cadre left the pool: withdraw its open enrolments, cut its open posting short.
+
+        Idempotent by state: a second delivery finds nothing open and appends nothing.
+        Returns how many events were appended.
+        """
+        ctx = CommandContext.reacting_to(envelope, "training")
+        appended = 0
+        open_programs = await self._pool.fetch(
+            "SELECT program_id FROM enrolments WHERE cadre_id = $1 AND status = 'enrolled'", retired.cadre_id
+        )
+        for row in open_programs:
+
+            async def withdraw(program_id: UUID = row["program_id"]) -> Accepted:
+                program = await self._program(program_id)
+                events = rules.withdraw(program, retired.cadre_id, WithdrawalReason.CADRE_RETIRED, retired.note)
+                return await self._append_program(ctx, program, events, retired.cadre_id, envelope.org_path)
+
+            appended += len((await retrying(withdraw, expected=None)).events)
+
+        async def cut_short() -> Accepted:
+            state = await self._cadre_training(retired.cadre_id)
+            events = rules.cut_short_on_retirement(state, retired.effective_on)
+            return await self._append_cadre(ctx, state, events, envelope.org_path)
+
+        appended += len((await retrying(cut_short, expected=None)).events)
+        return appended

@@ -1,0 +1,278 @@
+"""Training's tables.
+
+Its own programmes, enrolments, self-study and postings (folded inline), and its
+view of the registry: org units and who is in the pool (fed from registry.events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from contracts.registry import CadreNominated, CadreProfileUpdated, CadreRetired, OrgUnitRegistered
+from contracts.training import (
+    EnrolmentWithdrawn,
+    PostingAssigned,
+    PostingCompleted,
+    SelfStudyLogged,
+    TrainingCompleted,
+    TrainingEnrolled,
+    TrainingProgramCancelled,
+    TrainingProgramScheduled,
+)
+from runtime.db import Conn
+from runtime.projection import Recorded
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS units (
+        code   text PRIMARY KEY,
+        name   text NOT NULL,
+        level  text NOT NULL,
+        path   text COLLATE "C" NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS pool_cadres (
+        cadre_id           uuid PRIMARY KEY,
+        org_code           text NOT NULL,
+        org_path           text COLLATE "C" NOT NULL,
+        full_name          text NOT NULL,
+        grassroots_months  int NOT NULL,
+        in_pool            boolean NOT NULL,
+        version            int NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS pool_cadres_subtree ON pool_cadres (org_path, cadre_id)",
+    """
+    CREATE TABLE IF NOT EXISTS programs (
+        program_id      uuid PRIMARY KEY,
+        title           text NOT NULL,
+        organizer_code  text NOT NULL,
+        org_path        text COLLATE "C" NOT NULL,
+        starts_on       date NOT NULL,
+        ends_on         date NOT NULL,
+        hours           int NOT NULL,
+        capacity        int NOT NULL,
+        taken           int NOT NULL DEFAULT 0,
+        curriculum      text[] NOT NULL,
+        format          text NOT NULL,
+        location        text NOT NULL,
+        cancelled       boolean NOT NULL DEFAULT false,
+        version         int NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS programs_subtree ON programs (org_path, starts_on)",
+    """
+    CREATE TABLE IF NOT EXISTS enrolments (
+        program_id    uuid NOT NULL,
+        cadre_id      uuid NOT NULL,
+        org_path      text COLLATE "C" NOT NULL,
+        status        text NOT NULL CHECK (status IN ('enrolled', 'withdrawn', 'completed')),
+        enrolled_at   timestamptz NOT NULL,
+        ended_on      date,
+        hours         int,
+        score         int,
+        passed        boolean,
+        reason        text,
+        PRIMARY KEY (program_id, cadre_id)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS enrolments_cadre ON enrolments (cadre_id) ",
+    """
+    CREATE TABLE IF NOT EXISTS self_study (
+        entry_id    uuid PRIMARY KEY,
+        cadre_id    uuid NOT NULL,
+        org_path    text COLLATE "C" NOT NULL,
+        kind        text NOT NULL,
+        topic       text NOT NULL,
+        studied_on  date NOT NULL,
+        hours       int NOT NULL,
+        evidence    text NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS self_study_cadre ON self_study (cadre_id, studied_on)",
+    """
+    CREATE TABLE IF NOT EXISTS postings (
+        posting_id      uuid PRIMARY KEY,
+        cadre_id        uuid NOT NULL,
+        org_path        text COLLATE "C" NOT NULL,
+        kind            text NOT NULL,
+        host_org_code   text NOT NULL,
+        host_unit_name  text NOT NULL,
+        position        text NOT NULL,
+        purpose         text NOT NULL,
+        starts_on       date NOT NULL,
+        planned_end_on  date NOT NULL,
+        ended_on        date,
+        outcome         text,
+        summary         text
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS postings_cadre ON postings (cadre_id, starts_on)",
+    "CREATE INDEX IF NOT EXISTS postings_open ON postings (org_path) WHERE ended_on IS NULL",
+)
+
+
+class TrainingProjection:
+    """Training's own events, folded into its tables."""
+
+    name = "training"
+
+    _TYPES: Final = frozenset(
+        {
+            TrainingProgramScheduled.event_type,
+            TrainingProgramCancelled.event_type,
+            TrainingEnrolled.event_type,
+            EnrolmentWithdrawn.event_type,
+            TrainingCompleted.event_type,
+            SelfStudyLogged.event_type,
+            PostingAssigned.event_type,
+            PostingCompleted.event_type,
+        }
+    )
+
+    def handles(self, event_type: str) -> bool:
+        """Every training event."""
+        return event_type in self._TYPES
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Apply the events in order (commands append few events at a time)."""
+        for recorded in events:
+            sql, args = _statement(recorded)
+            await conn.execute(sql, *args)
+
+
+def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - a case per type
+    env, event = recorded.envelope, recorded.event
+    match event:
+        case TrainingProgramScheduled():
+            return (
+                ("INSERT INTO programs (program_id, title, organizer_code, org_path, starts_on, ends_on, hours,"
+                " capacity, curriculum, format, location, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12)"),
+                (
+                    event.program_id, event.title, event.organizer_code, env.org_path, event.starts_on,
+                    event.ends_on, event.hours, event.capacity, list(event.curriculum), event.format.value,
+                    event.location, env.stream_version,
+                ),
+            )  # fmt: skip
+        case TrainingProgramCancelled():
+            return (
+                "UPDATE programs SET cancelled = true, version = $2 WHERE program_id = $1",
+                (event.program_id, env.stream_version),
+            )
+        case TrainingEnrolled():
+            return (
+                (
+                    "WITH taken AS (UPDATE programs SET taken = taken + 1, version = $4 WHERE program_id = $1)"
+                    " INSERT INTO enrolments (program_id, cadre_id, org_path, status, enrolled_at)"
+                    " VALUES ($1, $2, $3, 'enrolled', $5)"
+                ),
+                (event.program_id, event.cadre_id, env.org_path, env.stream_version, env.occurred_at),
+            )
+        case EnrolmentWithdrawn():
+            return (
+                (
+                    "WITH taken AS (UPDATE programs SET taken = taken - 1, version = $3 WHERE program_id = $1)"
+                    " UPDATE enrolments SET status = 'withdrawn', ended_on = $4, reason = $5"
+                    " WHERE program_id = $1 AND cadre_id = $2"
+                ),
+                (event.program_id, event.cadre_id, env.stream_version, env.occurred_at.date(), event.reason.value),
+            )
+        case TrainingCompleted():
+            return (
+                ("WITH v AS (UPDATE programs SET version = $3 WHERE program_id = $1)"
+                " UPDATE enrolments SET status = 'completed', ended_on = $4, hours = $5, score = $6, passed = $7"
+                " WHERE program_id = $1 AND cadre_id = $2"),
+                (
+                    event.program_id, event.cadre_id, env.stream_version, event.completed_on, event.hours,
+                    event.score, event.passed,
+                ),
+            )  # fmt: skip
+        case SelfStudyLogged():
+            return (
+                ("INSERT INTO self_study (entry_id, cadre_id, org_path, kind, topic, studied_on, hours, evidence)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+                (
+                    event.entry_id, event.cadre_id, env.org_path, event.kind.value, event.topic_studied,
+                    event.studied_on, event.hours, event.evidence,
+                ),
+            )  # fmt: skip
+        case PostingAssigned():
+            return (
+                ("INSERT INTO postings (posting_id, cadre_id, org_path, kind, host_org_code, host_unit_name, position,"
+                " purpose, starts_on, planned_end_on) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                (
+                    event.posting_id, event.cadre_id, env.org_path, event.kind.value, event.host_org_code,
+                    event.host_unit_name, event.position, event.purpose, event.starts_on, event.planned_end_on,
+                ),
+            )  # fmt: skip
+        case PostingCompleted():
+            return (
+                "UPDATE postings SET ended_on = $2, outcome = $3, summary = $4 WHERE posting_id = $1",
+                (event.posting_id, event.ended_on, event.outcome.value, event.summary),
+            )
+        case _:
+            msg = f"the training projection does not read {env.event_type}"
+            raise ValueError(msg)
+
+
+class PoolView:
+    """Training's view of the registry: the org units, and who is in the pool where."""
+
+    name = "pool"
+
+    _TYPES: Final = frozenset(
+        {
+            OrgUnitRegistered.event_type,
+            CadreNominated.event_type,
+            CadreProfileUpdated.event_type,
+            CadreRetired.event_type,
+        }
+    )
+
+    def handles(self, event_type: str) -> bool:
+        """Units, nominations, profile changes, retirements."""
+        return event_type in self._TYPES
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Units, then nominations, then changes, then retirements: each writes its own columns."""
+        units, nominated, changed, retired = [], [], [], []
+        for recorded in events:
+            env, event = recorded.envelope, recorded.event
+            if isinstance(event, OrgUnitRegistered):
+                units.append((event.code, event.name, event.level.value, event.path))
+            elif isinstance(event, CadreNominated):
+                nominated.append(
+                    (event.cadre_id, event.org_code, env.org_path, event.full_name, event.grassroots_months,
+                     env.stream_version)
+                )  # fmt: skip
+            elif isinstance(event, CadreProfileUpdated):
+                changes = event.changes
+                changed.append((event.cadre_id, changes.full_name, changes.grassroots_months, env.stream_version))
+            elif isinstance(event, CadreRetired):
+                retired.append((event.cadre_id, env.stream_version))
+        if units:
+            await conn.executemany(
+                "INSERT INTO units (code, name, level, path) VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING",
+                units,
+            )
+        if nominated:
+            await conn.executemany(
+                "INSERT INTO pool_cadres (cadre_id, org_code, org_path, full_name, grassroots_months, in_pool,"
+                " version) VALUES ($1, $2, $3, $4, $5, true, $6) ON CONFLICT (cadre_id) DO NOTHING",
+                nominated,
+            )
+        if changed:
+            await conn.executemany(
+                "UPDATE pool_cadres SET full_name = coalesce($2, full_name),"
+                " grassroots_months = coalesce($3, grassroots_months), version = greatest(version, $4)"
+                " WHERE cadre_id = $1",
+                changed,
+            )
+        if retired:
+            await conn.executemany(
+                "UPDATE pool_cadres SET in_pool = false, version = greatest(version, $2) WHERE cadre_id = $1",
+                retired,
+            )

@@ -1,0 +1,233 @@
+"""Training's reads, scoped to the actor: records, postings, who is where, what is open."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from contracts.envelope import Actor
+from contracts.training import PostingKind
+from runtime.auth import require_scope
+from runtime.db import Pool, in_subtree_sql
+from runtime.errors import NotFoundError
+from runtime.store import EventStore
+from services.training import rules
+from services.training.commands import cadre_stream
+
+
+class YearHours(BaseModel):
+    """Training hours of one year: organized training is the main form, self-study the supplement."""
+
+    year: int
+    organized: int
+    self_study: int
+
+
+class EnrolmentView(BaseModel):
+    """One programme in a cadre's record."""
+
+    program_id: UUID
+    title: str
+    starts_on: date
+    ends_on: date
+    status: str
+    hours: int | None
+    score: int | None
+    passed: bool | None
+
+
+class SelfStudyView(BaseModel):
+    """One self-study entry."""
+
+    entry_id: UUID
+    kind: str
+    topic: str
+    studied_on: date
+    hours: int
+    evidence: str
+
+
+class TrainingRecord(BaseModel):
+    """A cadre's theoretical training."""
+
+    cadre_id: UUID
+    hours_by_year: list[YearHours]
+    programs: list[EnrolmentView]
+    self_study: list[SelfStudyView]
+
+
+class PostingView(BaseModel):
+    """One posting."""
+
+    posting_id: UUID
+    cadre_id: UUID
+    full_name: str | None
+    kind: PostingKind
+    host_org_code: str
+    host_unit_name: str
+    position: str
+    purpose: str
+    starts_on: date
+    planned_end_on: date
+    ended_on: date | None
+    outcome: str | None
+    summary: str | None
+
+
+class RecommendationView(BaseModel):
+    """The posting kind to plan next for a cadre, and why."""
+
+    cadre_id: UUID
+    kind: PostingKind | None
+    reason: str
+    currently_posted: PostingView | None
+
+
+class CadreBrief(BaseModel):
+    """A cadre in a list."""
+
+    cadre_id: UUID
+    full_name: str
+    org_path: str
+    grassroots_months: int
+
+
+class ProgramView(BaseModel):
+    """A programme and its places."""
+
+    program_id: UUID
+    title: str
+    organizer_code: str
+    org_path: str
+    starts_on: date
+    ends_on: date
+    hours: int
+    capacity: int
+    free_places: int
+    curriculum: list[str]
+    format: str
+    location: str
+    cancelled: bool
+    version: int
+
+
+class TrainingQueries:
+    """Reads over training's own tables and store."""
+
+    def __init__(self, pool: Pool, store: EventStore, long_grassroots_months: int) -> None:
+        self._pool = pool
+        self._store = store
+        self._long_grassroots_months = long_grassroots_months
+
+    async def _cadre(self, actor: Actor, cadre_id: UUID) -> Any:
+        row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
+        if row is None or not actor.covers(row["org_path"]):
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        return row
+
+    async def _root(self, actor: Actor, under: str | None) -> str:
+        if under is None:
+            return actor.org_path
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", under)
+        if path is None:
+            msg = f"org unit {under} not found"
+            raise NotFoundError(msg)
+        require_scope(actor, path, f"org unit {under}")
+        return str(path)
+
+    async def record(self, actor: Actor, cadre_id: UUID) -> TrainingRecord:
+        """Hours by year (organized vs self-study), programmes and self-study of one cadre."""
+        await self._cadre(actor, cadre_id)
+        hours = await self._pool.fetch(
+            "SELECT year, sum(organized)::int AS organized, sum(self_study)::int AS self_study FROM ("
+            " SELECT extract(year FROM ended_on)::int AS year, hours AS organized, 0 AS self_study"
+            " FROM enrolments WHERE cadre_id = $1 AND status = 'completed'"
+            " UNION ALL SELECT extract(year FROM studied_on)::int, 0, hours FROM self_study WHERE cadre_id = $1"
+            ") h GROUP BY year ORDER BY year",
+            cadre_id,
+        )
+        programs = await self._pool.fetch(
+            "SELECT e.*, p.title, p.starts_on, p.ends_on FROM enrolments e JOIN programs p USING (program_id)"
+            " WHERE e.cadre_id = $1 ORDER BY p.starts_on",
+            cadre_id,
+        )
+        study = await self._pool.fetch("SELECT * FROM self_study WHERE cadre_id = $1 ORDER BY studied_on", cadre_id)
+        return TrainingRecord(
+            cadre_id=cadre_id,
+            hours_by_year=[YearHours(**dict(row)) for row in hours],
+            programs=[EnrolmentView(**{k: row[k] for k in EnrolmentView.model_fields}) for row in programs],
+            self_study=[SelfStudyView(**{k: row[k] for k in SelfStudyView.model_fields}) for row in study],
+        )
+
+    async def postings(self, actor: Actor, cadre_id: UUID) -> list[PostingView]:
+        """A cadre's postings, oldest first."""
+        cadre = await self._cadre(actor, cadre_id)
+        rows = await self._pool.fetch("SELECT * FROM postings WHERE cadre_id = $1 ORDER BY starts_on", cadre_id)
+        return [_posting(row, cadre["full_name"]) for row in rows]
+
+    async def current_postings(self, actor: Actor, under: str | None, on: date | None = None) -> list[PostingView]:
+        """Who of a subtree is posted where on a day (default today)."""
+        root = await self._root(actor, under)
+        day = on or datetime.now(UTC).date()
+        rows = await self._pool.fetch(
+            "SELECT p.*, c.full_name FROM postings p LEFT JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
+            f" WHERE {in_subtree_sql('p.org_path', '$1')} AND p.starts_on <= $2"
+            " AND coalesce(p.ended_on, p.planned_end_on) >= $2 AND (p.ended_on IS NULL OR p.ended_on >= $2)"
+            " ORDER BY p.org_path, p.starts_on",
+            root,
+            day,
+        )
+        return [_posting(row, row["full_name"]) for row in rows]
+
+    async def without_grassroots(self, actor: Actor, under: str | None) -> list[CadreBrief]:
+        """Cadres in the pool with neither grass-roots service nor a served downward posting."""
+        root = await self._root(actor, under)
+        rows = await self._pool.fetch(
+            "SELECT c.cadre_id, c.full_name, c.org_path, c.grassroots_months FROM pool_cadres c"  # noqa: S608 - fixed clauses, values bound
+            f" WHERE {in_subtree_sql('c.org_path', '$1')} AND c.in_pool AND c.grassroots_months = 0"
+            " AND NOT EXISTS (SELECT 1 FROM postings p WHERE p.cadre_id = c.cadre_id AND p.kind = 'downward'"
+            " AND p.starts_on < coalesce(p.ended_on, p.planned_end_on))"
+            " ORDER BY c.org_path, c.cadre_id",
+            root,
+        )
+        return [CadreBrief(**dict(row)) for row in rows]
+
+    async def recommendation(self, actor: Actor, cadre_id: UUID) -> RecommendationView:
+        """The next posting kind for a cadre, from its history."""
+        cadre = await self._cadre(actor, cadre_id)
+        history = await self._store.read_stream(cadre_stream(cadre_id))
+        state = rules.CadreTraining.replay(cadre_id, [r.event for r in history])
+        advice = rules.recommend(
+            state,
+            registry_grassroots_months=cadre["grassroots_months"],
+            long_grassroots_months=self._long_grassroots_months,
+        )
+        current = None
+        if state.open_posting is not None:
+            row = await self._pool.fetchrow(
+                "SELECT * FROM postings WHERE posting_id = $1", state.open_posting.posting_id
+            )
+            current = _posting(row, cadre["full_name"]) if row else None
+        return RecommendationView(cadre_id=cadre_id, kind=advice.kind, reason=advice.reason, currently_posted=current)
+
+    async def programs(self, actor: Actor, *, with_free_places: bool, upcoming_only: bool) -> list[ProgramView]:
+        """Programmes the actor may use: organized above it (on its path) or inside its subtree."""
+        rows = await self._pool.fetch(
+            "SELECT *, CASE WHEN cancelled THEN 0 ELSE greatest(capacity - taken, 0) END AS free_places"  # noqa: S608 - fixed clauses, values bound
+            f" FROM programs WHERE ({in_subtree_sql('org_path', '$1')} OR {in_subtree_sql('$1', 'org_path')})"
+            " AND (NOT $2 OR (NOT cancelled AND capacity > taken)) AND (NOT $3 OR starts_on >= $4)"
+            " ORDER BY starts_on, program_id",
+            actor.org_path,
+            with_free_places,
+            upcoming_only,
+            datetime.now(UTC).date(),
+        )
+        return [ProgramView(**{k: row[k] for k in ProgramView.model_fields}) for row in rows]
+
+
+def _posting(row: Any, full_name: str | None) -> PostingView:
+    return PostingView(full_name=full_name, **{k: row[k] for k in PostingView.model_fields if k != "full_name"})

@@ -1,0 +1,39 @@
+"""Training's demo loads through its API after the registry's, and loading it again changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.registry import demo as registry_demo
+from services.training import demo as training_demo
+from services.training.app import TrainingSettings
+from services.training.app import create_app as training_app
+from tests.conftest import Launch
+from tests.support import SECRET, Running
+
+
+async def test_training_demo_loads_idempotently(registry: Running, launch: Launch) -> None:
+    training = await launch(training_app, TrainingSettings, "training")
+    org = registry_demo.plan(seed=4, cadres=40, today=datetime.now(UTC).date())
+    token = registry_demo.root_token(SECRET, org)
+    await registry_demo.load(registry.client, token, org)
+
+    sent, skipped = await training_demo.load(training.client, token, org)
+    assert sent > 40
+    pool = training.service.pool
+    counts = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM programs) AS programs, (SELECT count(*) FROM enrolments) AS enrolments,"
+        " (SELECT count(*) FROM postings) AS postings, (SELECT count(*) FROM self_study) AS study"
+    )
+    assert counts is not None
+    assert counts["programs"] == 10
+    assert counts["enrolments"] > 0
+    assert counts["postings"] > 0
+    assert counts["study"] > 0
+    events = await pool.fetchval("SELECT count(*) FROM events")
+    assert events == sent
+
+    again_sent, again_skipped = await training_demo.load(training.client, token, org)
+    assert again_sent == 0
+    assert again_skipped == sent + skipped
+    assert await pool.fetchval("SELECT count(*) FROM events") == events

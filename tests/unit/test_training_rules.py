@@ -1,0 +1,191 @@
+"""Training's rules, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from contracts.envelope import uuid7
+from contracts.training import (
+    PostingAssigned,
+    PostingCompleted,
+    PostingKind,
+    PostingOutcome,
+    TrainingCompleted,
+    TrainingEnrolled,
+    TrainingProgramScheduled,
+)
+from runtime.errors import ConflictError, RuleViolationError
+from services.training import rules
+
+LONG = 36
+
+
+def posting(kind: PostingKind, start: date, end: date, *, ended: date | None = None) -> list[object]:
+    posting_id = uuid7()
+    events: list[object] = [
+        PostingAssigned(
+            posting_id=posting_id,
+            cadre_id=CADRE,
+            kind=kind,
+            host_org_code="qs",
+            host_unit_name="Host",
+            position="Deputy",
+            starts_on=start,
+            planned_end_on=end,
+        )
+    ]
+    if ended:
+        events.append(
+            PostingCompleted(posting_id=posting_id, cadre_id=CADRE, ended_on=ended, outcome=PostingOutcome.COMPLETED)
+        )
+    return events
+
+
+CADRE = uuid7()
+
+
+def state(*histories: list[object]) -> rules.CadreTraining:
+    return rules.CadreTraining.replay(CADRE, [e for h in histories for e in h])  # type: ignore[misc]
+
+
+def recommend(training: rules.CadreTraining, grassroots: int) -> rules.Recommendation:
+    return rules.recommend(training, registry_grassroots_months=grassroots, long_grassroots_months=LONG)
+
+
+def test_no_grassroots_time_recommends_a_downward_posting() -> None:
+    advice = recommend(state(), grassroots=0)
+    assert advice.kind is PostingKind.DOWNWARD
+    assert "no grass-roots experience" in advice.reason
+
+
+def test_a_served_downward_posting_counts_as_grassroots_time() -> None:
+    served = state(posting(PostingKind.DOWNWARD, date(2024, 1, 1), date(2024, 7, 1), ended=date(2024, 7, 1)))
+    assert recommend(served, grassroots=0).kind is PostingKind.COLD_HOT_EXCHANGE
+
+
+def test_long_grassroots_service_without_higher_authority_time_recommends_upward() -> None:
+    advice = recommend(state(), grassroots=48)
+    assert advice.kind is PostingKind.UPWARD
+    assert "48 months" in advice.reason
+    been_up = state(posting(PostingKind.UPWARD, date(2024, 1, 1), date(2024, 12, 1), ended=date(2024, 12, 1)))
+    assert recommend(been_up, grassroots=48).kind is PostingKind.COLD_HOT_EXCHANGE
+
+
+def test_short_grassroots_service_skips_upward() -> None:
+    assert recommend(state(), grassroots=12).kind is PostingKind.COLD_HOT_EXCHANGE
+
+
+def test_after_an_exchange_an_urgent_task_then_nothing() -> None:
+    exchanged = posting(PostingKind.COLD_HOT_EXCHANGE, date(2023, 1, 1), date(2023, 6, 1), ended=date(2023, 6, 1))
+    assert recommend(state(exchanged), grassroots=12).kind is PostingKind.URGENT_TASK
+    urgent = posting(PostingKind.URGENT_TASK, date(2024, 1, 1), date(2024, 3, 1), ended=date(2024, 3, 1))
+    done = recommend(state(exchanged, urgent), grassroots=12)
+    assert done.kind is None
+    assert "no posting is due" in done.reason
+
+
+def test_one_posting_at_a_time_and_no_overlap() -> None:
+    open_one = state(posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31)))
+    new = PostingAssigned(**posting(PostingKind.URGENT_TASK, date(2026, 2, 1), date(2026, 3, 1))[0].model_dump())  # type: ignore[attr-defined]
+    with pytest.raises(RuleViolationError, match="already holds"):
+        rules.assign_posting(open_one, new)
+    closed = state(posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31), ended=date(2025, 12, 31)))
+    overlapping = new.model_copy(update={"starts_on": date(2025, 12, 1)})
+    with pytest.raises(RuleViolationError, match="overlaps"):
+        rules.assign_posting(closed, overlapping)
+    reversed_dates = new.model_copy(update={"starts_on": date(2026, 3, 1), "planned_end_on": date(2026, 2, 1)})
+    with pytest.raises(RuleViolationError, match="ends"):
+        rules.assign_posting(closed, reversed_dates)
+    assert rules.assign_posting(closed, new) == [new]
+
+
+def test_ending_a_posting() -> None:
+    events = posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31))
+    training = state(events)
+    posting_id = events[0].posting_id  # type: ignore[attr-defined]
+    with pytest.raises(RuleViolationError, match="before it started"):
+        rules.end_posting(training, posting_id, ended_on=date(2024, 1, 1), outcome=PostingOutcome.COMPLETED, summary="")
+    [done] = rules.end_posting(
+        training, posting_id, ended_on=date(2025, 6, 1), outcome=PostingOutcome.CUT_SHORT, summary="flood relief"
+    )
+    ended = state(events, [done])
+    assert ended.open_posting is None
+    with pytest.raises(ConflictError):
+        rules.end_posting(ended, posting_id, ended_on=date(2025, 7, 1), outcome=PostingOutcome.COMPLETED, summary="")
+    assert rules.cut_short_on_retirement(ended, date(2025, 8, 1)) == []
+    [cut] = rules.cut_short_on_retirement(training, date(2025, 8, 1))
+    assert isinstance(cut, PostingCompleted)
+    assert cut.outcome is PostingOutcome.CUT_SHORT
+
+
+def program(capacity: int, *enrolled: object) -> rules.Program:
+    program_id = uuid7()
+    events: list[object] = [
+        TrainingProgramScheduled(
+            program_id=program_id,
+            title="Party school spring class",
+            organizer_code="qs",
+            starts_on=date(2026, 3, 1),
+            ends_on=date(2026, 3, 20),
+            hours=80,
+            capacity=capacity,
+            curriculum=["Theory", "Governance"],
+        )
+    ]
+    events += [TrainingEnrolled(program_id=program_id, cadre_id=c) for c in enrolled]
+    replayed = rules.Program.replay(events, "qs")  # type: ignore[arg-type]
+    assert replayed is not None
+    return replayed
+
+
+def test_programme_capacity_and_dates() -> None:
+    first, second = uuid7(), uuid7()
+    full = program(1, first)
+    with pytest.raises(RuleViolationError, match="full"):
+        rules.enrol(full, second, date(2026, 2, 1))
+    with pytest.raises(ConflictError):
+        rules.enrol(full, first, date(2026, 2, 1))
+    with pytest.raises(RuleViolationError, match="closed"):
+        rules.enrol(program(5), second, date(2026, 3, 2))
+    [enrolled] = rules.enrol(program(5), second, date(2026, 3, 1))
+    assert isinstance(enrolled, TrainingEnrolled)
+
+
+def test_completion_rules() -> None:
+    cadre = uuid7()
+    running = program(3, cadre)
+    with pytest.raises(RuleViolationError, match="not enrolled"):
+        rules.complete(running, uuid7(), completed_on=date(2026, 3, 20), hours=80, score=90, passed=True)
+    with pytest.raises(RuleViolationError, match="more than"):
+        rules.complete(running, cadre, completed_on=date(2026, 3, 20), hours=81, score=90, passed=True)
+    with pytest.raises(RuleViolationError, match="precedes"):
+        rules.complete(running, cadre, completed_on=date(2026, 2, 1), hours=80, score=90, passed=True)
+    [done] = rules.complete(running, cadre, completed_on=date(2026, 3, 20), hours=76, score=88, passed=True)
+    assert isinstance(done, TrainingCompleted)
+    assert rules.schedule(
+        TrainingProgramScheduled(
+            program_id=uuid7(),
+            title="t",
+            organizer_code="qs",
+            starts_on=date(2026, 1, 2),
+            ends_on=date(2026, 1, 2),
+            hours=8,
+            capacity=1,
+            curriculum=["x"],
+        )
+    )
+    with pytest.raises(RuleViolationError, match="ends"):
+        rules.schedule(
+            TrainingProgramScheduled(
+                program_id=uuid7(),
+                title="t",
+                organizer_code="qs",
+                starts_on=date(2026, 1, 2),
+                ends_on=date(2026, 1, 1),
+                hours=8,
+                capacity=1,
+                curriculum=["x"],
+            )
+        )
