@@ -68,7 +68,7 @@ async def _load(url: str, seconds: float, rate: float) -> int:
     """Nominate cadres at a fixed rate for `seconds`; return how many were accepted."""
     org = demo.plan(seed=21, cadres=0, today=date(2026, 11, 24))
     await e2e.register_units(url, org)
-    return len(await e2e.nominate_open_loop(url, rate, seconds, org, "footprint load"))
+    return len(e2e.nominate_open_loop(url, int(rate), seconds, org, "footprint load").accepted)
 
 
 @contextlib.contextmanager

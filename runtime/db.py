@@ -14,6 +14,17 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 _MIGRATION_LOCK = 7_262_001  # advisory lock key: one process sets up a schema at a time
 
 
+async def _no_reset_query(_: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Return a connection to the pool without asyncpg's reset query.
+
+    Open transactions and listener callbacks are still cleared by asyncpg. The
+    reset query (RESET ALL, UNLISTEN *, unlock advisory locks) is one more round
+    trip per acquire; it took about 7% of the registry's CPU at 500 commands/s.
+    Our code leaves no session state behind: no SET, no temporary tables, and the
+    relay releases its own lock and LISTEN.
+    """
+
+
 async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
     """A connection pool; each connection works in UTC."""
     pool = await asyncpg.create_pool(
@@ -21,6 +32,7 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
         min_size=1,
         max_size=max_size,
         server_settings={"timezone": "UTC", "application_name": "cadre-pool"},
+        reset=_no_reset_query,
     )
     if pool is None:  # pragma: no cover - asyncpg returns None only without awaiting
         msg = "asyncpg did not create a pool"

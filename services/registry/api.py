@@ -20,14 +20,14 @@ from services.registry.rules import EntryRules
 router = APIRouter()
 
 
-def commands(request: Request) -> RegistryCommands:
+async def commands(request: Request) -> RegistryCommands:
     """FastAPI dependency: the command handlers."""
     service = service_of(request)
     entry_rules: EntryRules = request.app.state.entry_rules
     return RegistryCommands(service.store, service.pool, entry_rules)
 
 
-def queries(request: Request) -> RegistryQueries:
+async def queries(request: Request) -> RegistryQueries:
     """FastAPI dependency: the queries."""
     service = service_of(request)
     return RegistryQueries(service.pool, service.store)

@@ -35,13 +35,13 @@ from services.training.queries import (
 router = APIRouter()
 
 
-def commands(request: Request) -> TrainingCommands:
+async def commands(request: Request) -> TrainingCommands:
     """FastAPI dependency: the command handlers."""
     service = service_of(request)
     return TrainingCommands(service.store, service.pool)
 
 
-def queries(request: Request) -> TrainingQueries:
+async def queries(request: Request) -> TrainingQueries:
     """FastAPI dependency: the queries."""
     service = service_of(request)
     long_grassroots: int = request.app.state.long_grassroots_months

@@ -208,3 +208,16 @@ async def test_commands_through_the_cadre_life_and_conflicts(registry: Running) 
     assert cadre_id not in [c["cadre_id"] for c in in_pool]
     everyone = await eventually(lambda: client.get("/cadres", params={"status": "any"}, headers=CITY))
     assert cadre_id in [c["cadre_id"] for c in everyone.json()["items"]]
+
+
+async def test_the_correlation_id_travels_from_the_request_into_the_event(registry: Running) -> None:
+    client = registry.client
+    await build_tree(client)
+    correlation = str(uuid.uuid4())
+    response = await client.post("/cadres", json=nomination(), headers={**CITY, "X-Correlation-ID": correlation})
+    assert response.headers["X-Correlation-ID"] == correlation
+    cadre_id = response.json()["stream_id"].removeprefix("cadre-")
+    [event] = (await client.get(f"/cadres/{cadre_id}/events", headers=CITY)).json()
+    assert event["correlation_id"] == correlation
+    generated = await client.get("/cadres", headers=CITY)
+    assert uuid.UUID(generated.headers["X-Correlation-ID"])
