@@ -1,0 +1,1 @@
+"""The assessment service: cycles, evaluations, check-ins, care and reminders, exits."""

@@ -1,0 +1,156 @@
+"""Assessment's HTTP API: cycles, evaluations, check-ins, reminders, and the pool's standing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel
+
+from runtime.auth import CurrentActor, can_write, require_scope
+from runtime.commands import Accepted
+from runtime.http import Context, ExpectedVersion
+from runtime.service import service_of
+from services.assessment.commands import (
+    AssessmentCommands,
+    CheckIn,
+    Evaluate,
+    IssueReminder,
+    OpenCycle,
+    ResolveReminder,
+)
+from services.assessment.queries import (
+    AssessmentQueries,
+    CadreFileView,
+    CycleProgress,
+    LevelGrades,
+    Ranked,
+    ReminderView,
+    Shortfall,
+)
+
+router = APIRouter()
+
+
+async def commands(request: Request) -> AssessmentCommands:
+    """FastAPI dependency: the command handlers."""
+    service = service_of(request)
+    return AssessmentCommands(service.store, service.pool, request.app.state.sweep_policy)
+
+
+async def queries(request: Request) -> AssessmentQueries:
+    """FastAPI dependency: the queries."""
+    return AssessmentQueries(service_of(request).pool, request.app.state.ranking_weights)
+
+
+Commands = Annotated[AssessmentCommands, Depends(commands)]
+Queries = Annotated[AssessmentQueries, Depends(queries)]
+Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+
+
+def _etag(response: Response, accepted: Accepted) -> Accepted:
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted
+
+
+@router.post("/cycles", status_code=status.HTTP_201_CREATED, tags=["cycles"])
+async def open_cycle(body: OpenCycle, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Open an assessment cycle (annual, mid-year or ad hoc) over a subtree."""
+    return _etag(response, await cmd.open_cycle(ctx, body))
+
+
+@router.post("/cycles/{cycle_id}/close", tags=["cycles"])
+async def close_cycle(
+    cycle_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Close a cycle: no evaluation is recorded in it afterwards."""
+    return _etag(response, await cmd.close_cycle(ctx, cycle_id, expected))
+
+
+@router.get("/cycles/{cycle_id}/progress", tags=["cycles"])
+async def cycle_progress(cycle_id: UUID, actor: CurrentActor, reads: Queries) -> CycleProgress:
+    """Evaluated against due (the cadres in the pool of the cycle's subtree)."""
+    return await reads.cycle_progress(actor, cycle_id)
+
+
+@router.post("/cadres/{cadre_id}/evaluations", status_code=status.HTTP_201_CREATED, tags=["cadres"])
+async def evaluate(
+    cadre_id: UUID, body: Evaluate, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Record an evaluation (one per cycle; a correction names the one it supersedes)."""
+    return _etag(response, await cmd.evaluate(ctx, cadre_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/check-ins", status_code=status.HTTP_201_CREATED, tags=["cadres"])
+async def check_in(cadre_id: UUID, body: CheckIn, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Record a check-in about the cadre's thinking, work and life."""
+    return _etag(response, await cmd.check_in(ctx, cadre_id, body))
+
+
+@router.post("/cadres/{cadre_id}/reminders", status_code=status.HTTP_201_CREATED, tags=["reminders"])
+async def issue_reminder(
+    cadre_id: UUID, body: IssueReminder, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Point out a problem showing signs or tendencies."""
+    return _etag(response, await cmd.issue_reminder(ctx, cadre_id, body))
+
+
+@router.post("/cadres/{cadre_id}/reminders/{reminder_id}/resolution", tags=["reminders"])
+async def resolve_reminder(
+    cadre_id: UUID, reminder_id: UUID, body: ResolveReminder, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Resolve a reminder after its follow-up."""
+    return _etag(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
+
+
+class SweepResult(BaseModel):
+    """What a sweep of the reminder rules raised."""
+
+    root: str
+    reminders_raised: int
+
+
+@router.post("/sweeps", tags=["reminders"])
+async def sweep(ctx: Context, cmd: Commands, request: Request, under: Under = None) -> SweepResult:
+    """Run the periodic reminder rules (overdue check-ins, no training hours) over a subtree now."""
+    can_write(ctx.actor)
+    root = ctx.actor.org_path
+    if under is not None:
+        root = await service_of(request).pool.fetchval("SELECT path FROM units WHERE code = $1", under) or ""
+        require_scope(ctx.actor, root, f"org unit {under}")
+    return SweepResult(root=root, reminders_raised=await cmd.sweep(ctx, root))
+
+
+@router.get("/cadres/{cadre_id}/file", tags=["cadres"])
+async def cadre_file(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> CadreFileView:
+    """Grades over time, dimension scores, reminders, check-ins and exit recommendations."""
+    return await reads.file(actor, cadre_id)
+
+
+@router.get("/ranking", tags=["pool"])
+async def ranking(
+    actor: CurrentActor, reads: Queries, under: Under = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[Ranked]:
+    """The pool of a subtree, best first (scoring in docs/assessment.md)."""
+    return await reads.ranking(actor, under, limit)
+
+
+@router.get("/reminders", tags=["reminders"])
+async def open_reminders(actor: CurrentActor, reads: Queries, under: Under = None) -> list[ReminderView]:
+    """Open reminders of a subtree."""
+    return await reads.open_reminders(actor, under)
+
+
+@router.get("/grade-distribution", tags=["pool"])
+async def grade_distribution(
+    actor: CurrentActor, reads: Queries, under: Under = None, cycle_id: UUID | None = None
+) -> list[LevelGrades]:
+    """Standing grades by level of the organization."""
+    return await reads.grade_distribution(actor, under, cycle_id)
+
+
+@router.get("/pool-shortfalls", tags=["pool"])
+async def shortfalls(actor: CurrentActor, reads: Queries, under: Under = None) -> list[Shortfall]:
+    """Units whose pool shrank below its target size: where new entries are needed."""
+    return await reads.shortfalls(actor, under)

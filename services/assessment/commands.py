@@ -1,0 +1,274 @@
+"""Assessment's commands: load the stream, apply the rules, append what they decide."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.assessment import (
+    AssessmentCycleOpened,
+    CheckInRecorded,
+    CyclePeriod,
+    DimensionScores,
+    EvaluationRecorded,
+    Grade,
+    ReminderIssued,
+    Severity,
+)
+from contracts.envelope import OrgCode, in_subtree, uuid7
+from contracts.event import Event
+from contracts.registry import Name, Text
+from runtime.auth import can_write, require_scope
+from runtime.commands import Accepted, check_expected, retrying
+from runtime.db import Pool, in_subtree_sql
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.store import CommandContext, EventStore
+from services.assessment import rules
+
+
+def cycle_stream(cycle_id: UUID) -> str:
+    """Stream id of an assessment cycle."""
+    return f"cycle-{cycle_id}"
+
+
+def cadre_stream(cadre_id: UUID) -> str:
+    """Stream id of a cadre's assessment file."""
+    return f"cadre-{cadre_id}"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenCycle(_Command):
+    """Open an assessment cycle for a subtree and a period."""
+
+    cycle_id: UUID | None = None
+    org_code: OrgCode
+    period: CyclePeriod
+    name: Name
+    starts_on: date
+    ends_on: date
+
+
+class Evaluate(_Command):
+    """Record a cadre's evaluation in a cycle (or correct one with `supersedes`)."""
+
+    evaluation_id: UUID | None = None
+    cycle_id: UUID
+    grade: Grade
+    scores: DimensionScores
+    evaluator_name: Name
+    comments: Text = ""
+    evidence: list[Text] = Field(default_factory=list, max_length=50)
+    supersedes: UUID | None = None
+
+
+class CheckIn(_Command):
+    """Record a conversation about a cadre's thinking, work and life."""
+
+    check_in_id: UUID | None = None
+    held_on: date
+    thinking: Text = ""
+    work: Text = ""
+    life: Text = ""
+    follow_up: Text = ""
+
+
+class IssueReminder(_Command):
+    """Point out a problem showing signs or tendencies."""
+
+    reminder_id: UUID | None = None
+    concern: Text = Field(min_length=1)
+    severity: Severity
+    follow_up_on: date
+
+
+class ResolveReminder(_Command):
+    """Close a reminder after its follow-up."""
+
+    resolution: Text = Field(min_length=1)
+
+
+def _today(ctx: CommandContext) -> date:
+    return (ctx.occurred_at or datetime.now(UTC)).date()
+
+
+class AssessmentCommands:
+    """Handles assessment's commands against its store and its own tables."""
+
+    def __init__(self, store: EventStore, pool: Pool, policy: rules.SweepPolicy) -> None:
+        self._store = store
+        self._pool = pool
+        self._policy = policy
+
+    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
+        if row is None:
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, row["org_path"], f"cadre {cadre_id}")
+        if not row["in_pool"]:
+            msg = f"cadre {cadre_id} has left the reserve pool: the case is closed"
+            raise RuleViolationError(msg)
+        return row
+
+    async def _cycle(self, cycle_id: UUID) -> rules.Cycle:
+        history = await self._store.read_stream(cycle_stream(cycle_id))
+        cycle = rules.Cycle.replay([r.event for r in history], history[0].envelope.org_path if history else "")
+        if cycle is None:
+            msg = f"cycle {cycle_id} not found"
+            raise NotFoundError(msg)
+        return cycle
+
+    async def file(self, cadre_id: UUID) -> rules.CadreFile:
+        """A cadre's file, folded from its stream."""
+        history = await self._store.read_stream(cadre_stream(cadre_id))
+        cycle_ids = [r.event.cycle_id for r in history if isinstance(r.event, EvaluationRecorded)]
+        starts = await self._pool.fetch("SELECT cycle_id, starts_on FROM cycles WHERE cycle_id = ANY($1)", cycle_ids)
+        return rules.CadreFile.replay(
+            cadre_id,
+            [r.event for r in history],
+            {row["cycle_id"]: row["starts_on"] for row in starts},
+            [r.envelope.occurred_at.date() for r in history],
+        )
+
+    async def open_cycle(self, ctx: CommandContext, cmd: OpenCycle) -> Accepted:
+        """Open a cycle over a subtree the actor covers."""
+        can_write(ctx.actor)
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", cmd.org_code)
+        if path is None:
+            msg = f"org unit {cmd.org_code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, path, f"org unit {cmd.org_code}")
+        cycle_id = cmd.cycle_id or uuid7()
+        event = AssessmentCycleOpened(cycle_id=cycle_id, **cmd.model_dump(exclude={"cycle_id"}))
+        stream = cycle_stream(cycle_id)
+        try:
+            envelopes = await self._store.append(stream, 0, rules.open_cycle(event), ctx=ctx, org_path=path)
+        except ConflictError:
+            msg = f"cycle {cycle_id} is already open"
+            raise ConflictError(msg) from None
+        return Accepted.of(stream, 0, envelopes)
+
+    async def close_cycle(self, ctx: CommandContext, cycle_id: UUID, expected: int | None) -> Accepted:
+        """Close a cycle of the actor's subtree."""
+        can_write(ctx.actor)
+        cycle = await self._cycle(cycle_id)
+        require_scope(ctx.actor, cycle.org_path, f"cycle {cycle_id}")
+        check_expected(cycle_stream(cycle_id), expected, cycle.version)
+        stream = cycle_stream(cycle_id)
+        envelopes = await self._store.append(
+            stream, cycle.version, rules.close_cycle(cycle, _today(ctx)), ctx=ctx, org_path=cycle.org_path
+        )
+        return Accepted.of(stream, cycle.version, envelopes)
+
+    async def evaluate(self, ctx: CommandContext, cadre_id: UUID, cmd: Evaluate, expected: int | None) -> Accepted:
+        """Record an evaluation; the reminders and exits it calls for are recorded with it."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        cycle = await self._cycle(cmd.cycle_id)
+        if not in_subtree(cadre["org_path"], cycle.org_path):
+            msg = "the cadre is not in this cycle's subtree"
+            raise RuleViolationError(msg)
+        evaluation = EvaluationRecorded(
+            evaluation_id=cmd.evaluation_id or uuid7(),
+            cadre_id=cadre_id,
+            evaluator_id=ctx.actor.user,
+            **cmd.model_dump(exclude={"evaluation_id"}),
+        )
+        follow_up = _today(ctx) + timedelta(days=self._policy.follow_up_days)
+
+        async def attempt() -> Accepted:
+            file = await self.file(cadre_id)
+            if any(e.evaluation_id == evaluation.evaluation_id for e in file.evaluations):
+                msg = f"evaluation {evaluation.evaluation_id} is already recorded"
+                raise ConflictError(msg)
+            check_expected(cadre_stream(cadre_id), expected, file.version)
+            events = rules.evaluate(file, cycle, evaluation, follow_up_on=follow_up)
+            return await self._append(ctx, file, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
+
+    async def check_in(self, ctx: CommandContext, cadre_id: UUID, cmd: CheckIn) -> Accepted:
+        """Record a check-in held with the cadre."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        event = CheckInRecorded(
+            check_in_id=cmd.check_in_id or uuid7(),
+            cadre_id=cadre_id,
+            held_by=ctx.actor.user,
+            **cmd.model_dump(exclude={"check_in_id"}),
+        )
+
+        async def attempt() -> Accepted:
+            file = await self.file(cadre_id)
+            return await self._append(ctx, file, rules.check_in(file, event, _today(ctx)), cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def issue_reminder(self, ctx: CommandContext, cadre_id: UUID, cmd: IssueReminder) -> Accepted:
+        """Issue a reminder by hand."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        reminder = ReminderIssued(
+            reminder_id=cmd.reminder_id or uuid7(), cadre_id=cadre_id, **cmd.model_dump(exclude={"reminder_id"})
+        )
+
+        async def attempt() -> Accepted:
+            file = await self.file(cadre_id)
+            return await self._append(ctx, file, rules.issue_reminder(file, reminder, _today(ctx)), cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def resolve_reminder(
+        self, ctx: CommandContext, cadre_id: UUID, reminder_id: UUID, cmd: ResolveReminder
+    ) -> Accepted:
+        """Resolve an open reminder."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+
+        async def attempt() -> Accepted:
+            file = await self.file(cadre_id)
+            events = rules.resolve_reminder(file, reminder_id, cmd.resolution, _today(ctx))
+            return await self._append(ctx, file, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def sweep(self, ctx: CommandContext, root_path: str) -> int:
+        """Run the periodic reminder rules over the pool of a subtree; return the reminders raised."""
+        today = _today(ctx)
+        rows = await self._pool.fetch(
+            "SELECT c.cadre_id, c.org_path, c.nominated_on,"  # noqa: S608 - fixed clauses, values bound
+            " coalesce(h.organized, 0) + coalesce(h.self_study, 0) AS hours"
+            " FROM pool_cadres c LEFT JOIN training_hours h ON h.cadre_id = c.cadre_id AND h.year = $2"
+            f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')} ORDER BY c.cadre_id",
+            root_path,
+            today.year,
+        )
+        raised = 0
+        for row in rows:
+
+            async def attempt(row: Any = row) -> Accepted:
+                file = await self.file(row["cadre_id"])
+                events = rules.sweep(
+                    file,
+                    in_pool_since=row["nominated_on"],
+                    training_hours_this_year=row["hours"],
+                    today=today,
+                    policy=self._policy,
+                )
+                return await self._append(ctx, file, events, row["org_path"])
+
+            raised += len((await retrying(attempt, expected=None)).events)
+        return raised
+
+    async def _append(self, ctx: CommandContext, file: rules.CadreFile, events: list[Event], org_path: str) -> Accepted:
+        stream = cadre_stream(file.cadre_id)
+        envelopes = await self._store.append(
+            stream, file.version, events, ctx=ctx, org_path=org_path, cadre_id=file.cadre_id
+        )
+        return Accepted.of(stream, file.version, envelopes)

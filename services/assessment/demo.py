@@ -1,0 +1,139 @@
+"""Assessment's part of the demo organization, loaded through assessment's own HTTP API.
+
+Last year's annual cycle (evaluated, then closed) and this year's, check-ins and a
+few reminders; the rules raise what the grades call for (falling grades, exits).
+Ids come from the seed: loading again answers 409 for everything and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from services.registry.demo import DemoCadre, DemoOrg
+
+NAMESPACE = uuid.UUID("9d1e3c2a-5f40-4b8e-8a52-6e0f5b7c4d13")
+GRADES = ("excellent", "competent", "basically_competent", "incompetent")
+WEIGHTS = (2, 6, 1.5, 0.3)
+
+
+def _at(day: date) -> dict[str, str]:
+    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 10, tzinfo=UTC).isoformat()}
+
+
+class _Loader:
+    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.sent = 0
+        self.skipped = 0
+
+    async def send(self, url: str, body: dict[str, Any] | None, day: date) -> None:
+        response = await self.client.post(url, json=body, headers={**self.auth, **_at(day)})
+        if response.status_code == httpx.codes.CONFLICT:
+            self.skipped += 1
+        elif response.is_error:
+            msg = f"demo command POST {url} failed: {response.status_code} {response.text}"
+            raise RuntimeError(msg)
+        else:
+            self.sent += 1
+
+
+async def _wait_for_pool(loader: _Loader, cadres: list[DemoCadre]) -> None:
+    """Assessment learns of cadres from registry.events: wait (bounded) for the last one."""
+    if not cadres:
+        return
+    async with asyncio.timeout(120):
+        while True:
+            response = await loader.client.get(f"/cadres/{cadres[-1].cadre_id}/file", headers=loader.auth)
+            if response.status_code == httpx.codes.OK:
+                return
+            await asyncio.sleep(0.5)
+
+
+async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
+    """Send assessment's demo commands; return (sent, already there)."""
+    loader = _Loader(client, token)
+    rng = random.Random(23)
+    active = [c for c in org.cadres if c.retirement is None]
+    await _wait_for_pool(loader, active)
+    today = datetime.now(UTC).date()
+    cycles = []
+    for years_back in (1, 0):
+        starts = date(today.year - years_back, 1, 5)
+        cycle_id = uuid.uuid5(NAMESPACE, f"cycle:{starts.year}")
+        ends = starts + timedelta(days=60)
+        await loader.send(
+            "/cycles",
+            {
+                "cycle_id": str(cycle_id),
+                "org_code": org.root.code,
+                "period": "annual",
+                "name": f"Annual assessment {starts.year}",
+                "starts_on": starts.isoformat(),
+                "ends_on": ends.isoformat(),
+            },
+            starts,
+        )
+        cycles.append((cycle_id, starts, ends))
+    for cadre in active:
+        await _assess(loader, rng, cadre, cycles, today)
+    last_year, _, ended = cycles[0]
+    await loader.send(f"/cycles/{last_year}/close", None, ended)
+    return loader.sent, loader.skipped
+
+
+async def _assess(
+    loader: _Loader, rng: random.Random, cadre: DemoCadre, cycles: list[tuple[uuid.UUID, date, date]], today: date
+) -> None:
+    cadre_id = str(cadre.cadre_id)
+    for cycle_id, starts, ends in cycles:
+        if cadre.nominated_on > starts or rng.random() > 0.8:
+            continue
+        grade = rng.choices(GRADES, WEIGHTS)[0]
+        base = {"excellent": 92, "competent": 82, "basically_competent": 68, "incompetent": 52}[grade]
+        await loader.send(
+            f"/cadres/{cadre_id}/evaluations",
+            {
+                "evaluation_id": str(uuid.uuid5(NAMESPACE, f"evaluation:{cycle_id}:{cadre_id}")),
+                "cycle_id": str(cycle_id),
+                "grade": grade,
+                "scores": {
+                    name: max(0, min(100, base + rng.randint(-6, 6)))
+                    for name in ("political_integrity", "ability", "diligence", "performance", "probity")
+                },
+                "evaluator_name": f"Assessment team of {cadre.unit.name}",
+                "comments": "Democratic evaluation, individual talks and review of performance records",
+            },
+            min(ends, today),
+        )
+    if rng.random() < 0.6:
+        held = max(cadre.nominated_on, today - timedelta(days=rng.randint(5, 150)))
+        await loader.send(
+            f"/cadres/{cadre_id}/check-ins",
+            {
+                "check_in_id": str(uuid.uuid5(NAMESPACE, f"check-in:{cadre_id}")),
+                "held_on": held.isoformat(),
+                "thinking": "Firm in ideals, studies theory regularly",
+                "work": rng.choice(["Leads the village road project", "Handles petitions patiently"]),
+                "life": rng.choice(["Family well", "Caring for an ill parent: flexible hours agreed"]),
+                "follow_up": "Talk again next quarter",
+            },
+            held,
+        )
+    if rng.random() < 0.05:
+        await loader.send(
+            f"/cadres/{cadre_id}/reminders",
+            {
+                "reminder_id": str(uuid.uuid5(NAMESPACE, f"reminder:{cadre_id}")),
+                "concern": "Signs of a formalistic work style in the last inspection",
+                "severity": "medium",
+                "follow_up_on": (today + timedelta(days=30)).isoformat(),
+            },
+            today,
+        )

@@ -1,0 +1,259 @@
+"""Assessment across three services over the real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from contracts.envelope import Envelope
+from services.assessment.app import AssessmentSettings
+from services.assessment.app import create_app as assessment_app
+from services.training.app import TrainingSettings
+from services.training.app import create_app as training_app
+from tests.conftest import Launch
+from tests.infra import Infra
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
+from tests.integration.test_training import posting, schedule, visible_in_training
+from tests.support import Running, eventually, read_topic
+
+TODAY = datetime.now(UTC).date()
+SCORES = {"political_integrity": 80, "ability": 72, "diligence": 85, "performance": 70, "probity": 90}
+
+
+@pytest.fixture
+async def training(launch: Launch, registry: Running) -> Running:
+    return await launch(training_app, TrainingSettings, "training")
+
+
+@pytest.fixture
+async def assessment(launch: Launch, registry: Running) -> Running:
+    return await launch(assessment_app, AssessmentSettings, "assessment")
+
+
+async def nominate(registry: Running, assessment: Running, **overrides: Any) -> str:
+    headers = dict(CITY)
+    if "days_ago" in overrides:
+        moment = datetime.now(UTC) - timedelta(days=overrides.pop("days_ago"))
+        headers["X-Occurred-At"] = moment.isoformat()
+    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
+    await eventually(
+        lambda: assessment.service.pool.fetchval(
+            "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
+        ),
+        until=lambda n: n == 1,
+    )
+    return cadre_id
+
+
+async def open_cycles(assessment: Running, count: int = 2) -> list[str]:
+    cycles = []
+    for n in range(count):
+        starts = TODAY - timedelta(days=365 * (count - n))
+        response = await assessment.client.post(
+            "/cycles",
+            json={
+                "org_code": "qs",
+                "period": "annual",
+                "name": f"Annual assessment {starts.year}",
+                "starts_on": starts.isoformat(),
+                "ends_on": (starts + timedelta(days=60)).isoformat(),
+            },
+            headers=PROVINCE,
+        )
+        assert response.status_code == 201, response.text
+        cycles.append(str(response.json()["stream_id"]).removeprefix("cycle-"))
+    return cycles
+
+
+async def evaluate(assessment: Running, cadre_id: str, cycle_id: str, grade: str, **extra: Any) -> Any:
+    body = {"cycle_id": cycle_id, "grade": grade, "scores": SCORES, "evaluator_name": "Wang Fang", **extra}
+    return await assessment.client.post(f"/cadres/{cadre_id}/evaluations", json=body, headers=CITY)
+
+
+async def file(assessment: Running, cadre_id: str) -> Any:
+    response = await assessment.client.get(f"/cadres/{cadre_id}/file", headers=CITY)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_the_full_loop_across_three_services(
+    registry: Running, training: Running, assessment: Running, infra: Infra, namespace: str
+) -> None:
+    await build_tree(registry.client)
+    cadre_id = await nominate(registry, assessment, grassroots_months=0)
+    await visible_in_training(training, cadre_id)
+
+    # Train and post (training), seen by assessment through training.events.
+    program_id = await schedule(training, starts_in=0)
+    assert (
+        await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadre_id}, headers=CITY)
+    ).status_code == 201
+    completed = await training.client.post(
+        f"/programs/{program_id}/enrolments/{cadre_id}/completion",
+        json={"completed_on": TODAY.isoformat(), "hours": 40, "score": 75},
+        headers=PROVINCE,
+    )
+    assert completed.status_code == 200
+    assert (
+        await training.client.post(f"/cadres/{cadre_id}/postings", json=posting(start=-30), headers=CITY)
+    ).status_code == 201
+    await eventually(
+        lambda: assessment.service.pool.fetchval(
+            "SELECT organized FROM training_hours WHERE cadre_id = $1 AND year = $2", uuid.UUID(cadre_id), TODAY.year
+        ),
+        until=lambda hours: hours == 40,
+    )
+
+    # Evaluated twice "basically competent" in a row: the exit is recommended, once.
+    first, second = await open_cycles(assessment)
+    assert (await evaluate(assessment, cadre_id, first, "basically_competent")).status_code == 201
+    assert (await file(assessment, cadre_id))["exit_recommendations"] == []
+    answer = await evaluate(assessment, cadre_id, second, "basically_competent")
+    assert answer.status_code == 201
+    assert [e["event_type"] for e in answer.json()["events"]] == ["EvaluationRecorded", "ExitRecommended"]
+    [exit_] = (await file(assessment, cadre_id))["exit_recommendations"]
+    assert exit_["rule"] == "two_basically_competent_in_a_row"
+    assert len(exit_["evidence"]) == 2
+    assert exit_["status"] == "open"
+    records = await read_topic(infra.kafka_bootstrap, f"{namespace}.assessment.events", count=5)
+    recommended = [Envelope.from_bytes(r.value) for r in records if b'"ExitRecommended"' in r.value]
+    assert [e.cadre_id for e in recommended] == [uuid.UUID(cadre_id)]
+
+    # The registry's organizer decides: retired, eliminated by assessment.
+    retired = await registry.client.post(
+        f"/cadres/{cadre_id}/retirement",
+        json={"reason": "eliminated_by_assessment", "note": "two basically competent in a row"},
+        headers=CITY,
+    )
+    assert retired.status_code == 200
+    closed = await eventually(lambda: file(assessment, cadre_id), until=lambda f: f["case"] != "open")
+    assert closed["case"].startswith("closed: eliminated_by_assessment")
+    assert closed["exit_recommendations"][0]["status"].startswith("closed")
+    cut = await eventually(
+        lambda: training.service.pool.fetchval(
+            "SELECT count(*) FROM postings WHERE cadre_id = $1 AND outcome = 'cut_short'", uuid.UUID(cadre_id)
+        ),
+        until=lambda n: n == 1,
+    )
+    assert cut == 1
+    # Each effect once: one exit recommendation, no new evaluation of a closed case, nothing due.
+    assert await assessment.service.pool.fetchval("SELECT count(*) FROM exit_recommendations") == 1
+    assert (await evaluate(assessment, cadre_id, second, "competent")).status_code == 422
+    progress = (await assessment.client.get(f"/cycles/{second}/progress", headers=PROVINCE)).json()
+    assert progress["due"] == 0
+
+
+async def test_second_evaluation_is_refused_and_a_correction_supersedes(registry: Running, assessment: Running) -> None:
+    await build_tree(registry.client)
+    cadre_id = await nominate(registry, assessment)
+    [cycle] = await open_cycles(assessment, count=1)
+    first = await evaluate(assessment, cadre_id, cycle, "competent")
+    assert first.status_code == 201
+    first_id = first.json()["events"][0]["event_id"]
+    evaluation_id = (await file(assessment, cadre_id))["evaluations"][0]["evaluation_id"]
+    before = await assessment.service.pool.fetchval("SELECT count(*) FROM events")
+
+    again = await evaluate(assessment, cadre_id, cycle, "excellent")
+    assert again.status_code == 409
+    assert again.json()["evaluation_id"] == evaluation_id
+    assert await assessment.service.pool.fetchval("SELECT count(*) FROM events") == before
+
+    correction = await evaluate(
+        assessment, cadre_id, cycle, "excellent", supersedes=evaluation_id, comments="score sheet re-checked"
+    )
+    assert correction.status_code == 201
+    history = (await file(assessment, cadre_id))["evaluations"]
+    assert [(e["grade"], e["superseded_by"] is None) for e in history] == [("competent", False), ("excellent", True)]
+    assert history[1]["supersedes"] == evaluation_id
+    assert first_id != correction.json()["events"][0]["event_id"]
+    progress = (await assessment.client.get(f"/cycles/{cycle}/progress", headers=PROVINCE)).json()
+    assert (progress["due"], progress["evaluated"]) == (1, 1)
+    assert (await assessment.client.get(f"/cadres/{cadre_id}/file", headers=OTHER_CITY)).status_code == 404
+
+
+async def test_each_reminder_rule_and_each_exit_rule_from_real_events(
+    registry: Running, training: Running, assessment: Running
+) -> None:
+    await build_tree(registry.client)
+    falling = await nominate(registry, assessment, full_name="Falling Grade")
+    failing = await nominate(registry, assessment, full_name="Incompetent")
+    quiet = await nominate(registry, assessment, full_name="Never Talked To", days_ago=200)
+    trained = await nominate(registry, assessment, full_name="Trained")
+    first, second = await open_cycles(assessment)
+
+    # Falling grade: competent, then basically competent.
+    assert (await evaluate(assessment, falling, first, "competent")).status_code == 201
+    fell = await evaluate(assessment, falling, second, "basically_competent")
+    assert [e["event_type"] for e in fell.json()["events"]] == ["EvaluationRecorded", "ReminderIssued"]
+    # Incompetent: the exit at once.
+    failed = await evaluate(assessment, failing, second, "incompetent")
+    assert [e["event_type"] for e in failed.json()["events"]] == ["EvaluationRecorded", "ExitRecommended"]
+    assert (await file(assessment, failing))["exit_recommendations"][0]["rule"] == "incompetent_grade"
+
+    # The periodic rules: overdue check-in, no training hours this year (the trained one has some).
+    await visible_in_training(training, trained)
+    program_id = await schedule(training, starts_in=0)
+    await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": trained}, headers=CITY)
+    await training.client.post(
+        f"/programs/{program_id}/enrolments/{trained}/completion",
+        json={"completed_on": TODAY.isoformat(), "hours": 20},
+        headers=PROVINCE,
+    )
+    await eventually(
+        lambda: assessment.service.pool.fetchval(
+            "SELECT count(*) FROM training_hours WHERE cadre_id = $1", uuid.UUID(trained)
+        ),
+        until=lambda n: n == 1,
+    )
+    swept = await assessment.client.post("/sweeps", headers=CITY)
+    assert swept.status_code == 200, swept.text
+    again = await assessment.client.post("/sweeps", headers=CITY)
+    assert again.json()["reminders_raised"] == 0  # nothing twice
+
+    def rules_of(f: Any) -> set[str]:
+        return {r["rule"] for r in f["reminders"]}
+
+    assert rules_of(await file(assessment, quiet)) == {"overdue_check_in", "no_training_hours"}
+    assert rules_of(await file(assessment, trained)) == set()
+    assert rules_of(await file(assessment, falling)) == {"falling_grade", "no_training_hours"}
+    open_reminders = (await assessment.client.get("/reminders", headers=CITY)).json()
+    assert {r["cadre_id"] for r in open_reminders} == {falling, failing, quiet}
+
+    # Resolving closes a reminder; the ranking and the distribution read the same record.
+    reminder = next(r for r in open_reminders if r["rule"] == "falling_grade")
+    resolved = await assessment.client.post(
+        f"/cadres/{falling}/reminders/{reminder['reminder_id']}/resolution",
+        json={"resolution": "talked it through with the mentor"},
+        headers=CITY,
+    )
+    assert resolved.status_code == 200
+    ranking = (await assessment.client.get("/ranking", headers=PROVINCE)).json()
+    assert ranking[0]["cadre_id"] == falling  # the only one with a passing grade record
+    assert ranking[-1]["score"] <= ranking[0]["score"]
+    distribution = (
+        await assessment.client.get("/grade-distribution", params={"cycle_id": second}, headers=PROVINCE)
+    ).json()
+    assert distribution == [
+        {"level": "county", "counts": {"excellent": 0, "competent": 0, "basically_competent": 1, "incompetent": 1}}
+    ]
+
+
+async def test_shortfalls_show_where_the_pool_needs_new_entries(registry: Running, assessment: Running) -> None:
+    root = {"Authorization": CITY["Authorization"]}
+    await build_tree(registry.client)
+    grown = await registry.client.post(
+        "/org-units",
+        json={"code": "bh_xs", "name": "Xishan County", "level": "county", "parent_code": "bh", "target_pool_size": 2},
+        headers=root,
+    )
+    assert grown.status_code == 201
+    await nominate(registry, assessment, org_code="bh_xs")
+    gaps = await eventually(
+        lambda: assessment.client.get("/pool-shortfalls", headers=CITY), until=lambda r: r.status_code == 200
+    )
+    assert [(g["code"], g["target"], g["in_pool"]) for g in gaps.json()] == [("bh_xs", 2, 1)]

@@ -1,0 +1,172 @@
+"""Assessment's rules, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from uuid import UUID
+
+import pytest
+
+from contracts.assessment import (
+    CheckInRecorded,
+    DimensionScores,
+    EvaluationRecorded,
+    ExitRecommended,
+    ExitRule,
+    Grade,
+    ReminderIssued,
+    ReminderRule,
+)
+from contracts.envelope import uuid7
+from contracts.event import Event
+from runtime.errors import ConflictError, RuleViolationError
+from services.assessment import rules
+
+CADRE = uuid7()
+SCORES = DimensionScores(political_integrity=80, ability=75, diligence=82, performance=70, probity=90)
+TODAY = date(2026, 11, 24)
+POLICY = rules.SweepPolicy(check_in_every_days=90, training_due_after=(7, 1), follow_up_days=30)
+
+
+def cycle(starts: date, *, closed: bool = False) -> rules.Cycle:
+    return rules.Cycle(uuid7(), "qs", starts, starts + timedelta(days=30), closed=closed, version=1)
+
+
+def evaluation(c: rules.Cycle, grade: Grade, supersedes: UUID | None = None) -> EvaluationRecorded:
+    return EvaluationRecorded(
+        evaluation_id=uuid7(),
+        cycle_id=c.cycle_id,
+        cadre_id=CADRE,
+        grade=grade,
+        scores=SCORES,
+        evaluator_id="e",
+        evaluator_name="Evaluator",
+        supersedes=supersedes,
+    )
+
+
+def fold(events: list[Event], cycles: list[rules.Cycle]) -> rules.CadreFile:
+    return rules.CadreFile.replay(CADRE, events, {c.cycle_id: c.starts_on for c in cycles}, [TODAY] * len(events))
+
+
+def run(grades: list[Grade]) -> tuple[list[Event], list[rules.Cycle]]:
+    """Evaluate one grade per yearly cycle, keeping everything the rules decide."""
+    events: list[Event] = []
+    cycles: list[rules.Cycle] = []
+    for year, grade in enumerate(grades):
+        c = cycle(date(2022 + year, 12, 1))
+        cycles.append(c)
+        events += rules.evaluate(fold(events, cycles), c, evaluation(c, grade), follow_up_on=TODAY)
+    return events, cycles
+
+
+def of_type(events: list[Event], kind: type[Event]) -> list[Event]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_one_evaluation_per_cycle_and_corrections_supersede() -> None:
+    c = cycle(date(2025, 12, 1))
+    first = evaluation(c, Grade.COMPETENT)
+    events = rules.evaluate(fold([], [c]), c, first, follow_up_on=TODAY)
+    file = fold(events, [c])
+    with pytest.raises(ConflictError, match="already evaluated"):
+        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT), follow_up_on=TODAY)
+    with pytest.raises(RuleViolationError, match="supersedes the evaluation that stands"):
+        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT, supersedes=uuid7()), follow_up_on=TODAY)
+    correction = evaluation(c, Grade.EXCELLENT, supersedes=first.evaluation_id)
+    corrected = fold([*events, *rules.evaluate(file, c, correction, follow_up_on=TODAY)], [c])
+    assert [e.grade for e in corrected.current()] == [Grade.EXCELLENT]
+    assert len(corrected.evaluations) == 2  # the history keeps both
+    with pytest.raises(RuleViolationError, match="closed"):
+        rules.evaluate(
+            fold([], [c]),
+            rules.Cycle(c.cycle_id, "qs", c.starts_on, c.ends_on, closed=True, version=2),
+            first,
+            follow_up_on=TODAY,
+        )
+
+
+def test_an_incompetent_grade_recommends_an_exit_once() -> None:
+    events, _ = run([Grade.COMPETENT, Grade.INCOMPETENT, Grade.INCOMPETENT])
+    [exit_] = of_type(events, ExitRecommended)
+    assert isinstance(exit_, ExitRecommended)
+    assert exit_.rule is ExitRule.INCOMPETENT_GRADE
+    assert len(exit_.evidence) == 1
+
+
+def test_two_basically_competent_in_a_row_recommend_an_exit() -> None:
+    events, _ = run([Grade.BASICALLY_COMPETENT, Grade.COMPETENT, Grade.BASICALLY_COMPETENT])
+    assert of_type(events, ExitRecommended) == []
+    events, _ = run([Grade.COMPETENT, Grade.BASICALLY_COMPETENT, Grade.BASICALLY_COMPETENT])
+    [exit_] = of_type(events, ExitRecommended)
+    assert isinstance(exit_, ExitRecommended)
+    assert exit_.rule is ExitRule.TWO_BASICALLY_COMPETENT
+    assert len(exit_.evidence) == 2
+
+
+def test_a_falling_grade_raises_a_reminder_while_none_is_open() -> None:
+    events, _ = run([Grade.EXCELLENT, Grade.COMPETENT, Grade.BASICALLY_COMPETENT])
+    reminders = of_type(events, ReminderIssued)
+    assert len(reminders) == 1  # the second fall finds the first reminder still open
+    [reminder] = reminders
+    assert isinstance(reminder, ReminderIssued)
+    assert reminder.rule is ReminderRule.FALLING_GRADE
+    assert "excellent to competent" in reminder.concern
+    steady, _ = run([Grade.COMPETENT, Grade.COMPETENT, Grade.EXCELLENT])
+    assert of_type(steady, ReminderIssued) == []
+
+
+def test_overdue_check_in_is_raised_once_while_open() -> None:
+    file = fold([], [])
+    [overdue] = rules.sweep(
+        file, in_pool_since=TODAY - timedelta(days=200), training_hours_this_year=10, today=TODAY, policy=POLICY
+    )
+    assert isinstance(overdue, ReminderIssued)
+    assert overdue.rule is ReminderRule.OVERDUE_CHECK_IN
+    assert (
+        rules.sweep(
+            fold([overdue], []),
+            in_pool_since=TODAY - timedelta(days=200),
+            training_hours_this_year=10,
+            today=TODAY,
+            policy=POLICY,
+        )
+        == []
+    )
+    talked = CheckInRecorded(check_in_id=uuid7(), cadre_id=CADRE, held_on=TODAY - timedelta(days=10), held_by="m")
+    assert (
+        rules.sweep(
+            fold([talked], []),
+            in_pool_since=TODAY - timedelta(days=200),
+            training_hours_this_year=10,
+            today=TODAY,
+            policy=POLICY,
+        )
+        == []
+    )
+
+
+def test_no_training_hours_is_raised_once_a_year_after_its_date() -> None:
+    file = fold([], [])
+    before = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=0, today=date(2026, 6, 30), policy=POLICY)
+    assert before == []
+    [missing] = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=0, today=TODAY, policy=POLICY)
+    assert isinstance(missing, ReminderIssued)
+    assert missing.rule is ReminderRule.NO_TRAINING_HOURS
+    raised = rules.CadreFile.replay(CADRE, [missing], {}, [TODAY])
+    assert rules.sweep(raised, in_pool_since=TODAY, training_hours_this_year=0, today=TODAY, policy=POLICY) == []
+    trained = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=8, today=TODAY, policy=POLICY)
+    assert trained == []
+
+
+def test_the_ranking_score() -> None:
+    weights = rules.RankingWeights(
+        grades=0.5, dimensions=0.2, postings=0.15, training=0.15, training_hours_target=60, postings_target=2
+    )
+    best = rules.Standing(grade_points=[4, 4], dimension_average=100, postings_served=3, training_hours_this_year=90)
+    assert rules.score(best, weights) == 100.0
+    none = rules.Standing(grade_points=[], dimension_average=None, postings_served=0, training_hours_this_year=0)
+    assert rules.score(none, weights) == 0.0
+    middling = rules.Standing(grade_points=[3, 2], dimension_average=80, postings_served=1, training_hours_this_year=30)
+    # grades 2.5 of 4, dimensions 0.8, postings 1 of 2, hours 30 of 60: 100 times the weighted mean
+    assert rules.score(middling, weights) == pytest.approx(62.25)
