@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import assessment, registry, training
+from contracts import assessment, notify, registry, training
 from contracts.event import Event
 from contracts.upcasters import upcast
 
@@ -30,6 +30,10 @@ CURRENT: tuple[type[Event], ...] = (
     assessment.ReminderIssued,
     assessment.ReminderResolved,
     assessment.ExitRecommended,
+    notify.NotificationSent,
+    notify.NotificationFailed,
+    notify.NotificationRead,
+    notify.NotificationPreferencesSet,
 )
 """The current version of every event type."""
 

@@ -22,3 +22,6 @@ CONSUMER_LAG = Gauge(
 HANDLER_ERRORS = Counter("cadre_handler_errors", "Messages a subscriber could not handle", ["service", "consumer"])
 DEAD_LETTERED = Counter("cadre_dead_lettered", "Messages sent to a dead-letter topic", ["service", "topic"])
 HTTP_LATENCY = Histogram("cadre_http_request_seconds", "HTTP request latency", ["service", "method", "route", "status"])
+NOTIFICATIONS = Counter(
+    "cadre_notifications", "Notification delivery attempts, by channel and outcome", ["channel", "outcome"]
+)

@@ -96,7 +96,10 @@ class Service:
         for sub in self.subscribers:
             sub.attach(self.broker)
         self._relay: relay.OutboxRelay | None = None
+        self._relay_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
+        """Set when the service begins to stop: background tasks finish their round and return."""
 
     @property
     def pool(self) -> db.Pool:
@@ -141,26 +144,44 @@ class Service:
         for sub in self.subscribers:
             sub.bind(self._pool)
         await self.broker.start()
-        self._tasks.append(asyncio.create_task(self._relay.run(), name=f"{self.spec.name}-relay"))
+        self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.spec.name}-relay")
         for task in self.spec.background:
             self._tasks.append(asyncio.create_task(task(self), name=f"{self.spec.name}-{task.__name__}"))
         log.info("service started", service=self.spec.name, topic=settings.own_topic)
 
+    async def pause(self, seconds: float) -> bool:
+        """Sleep for `seconds` or until the service stops; True when it is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        return self.stopping.is_set()
+
     async def stop(self) -> None:
-        """Finish in-flight work and stop: subscribers commit, the store drains, the relay stops."""
+        """Finish in-flight work and stop.
+
+        Subscribers commit, background tasks end their round, the store drains, the
+        relay publishes what was committed, then everything closes.
+        """
         await self.broker.stop()
+        self.stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._tasks.clear()
         if self._store is not None:
             await self._store.close()
         if self._relay is not None:
             # One last round so that what was just committed is on the topic before we go.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._relay.publish_pending(), timeout=5)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._relay_task is not None:
+            self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+                await self._relay_task
+            self._relay_task = None
         if self._relay is not None:
             await self._producer.stop()
         if self._pool is not None:
@@ -180,7 +201,7 @@ class Service:
         except Exception:  # noqa: BLE001
             checks["broker"] = False
         checks["consumers"] = all(s.assigned for s in self.subscribers)
-        checks["relay"] = bool(self._tasks) and not self._tasks[0].done()
+        checks["relay"] = self._relay_task is not None and not self._relay_task.done()
         return checks
 
 

@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=2000, ge=1, description="Events per relay round")
     consumer_batch_size: int = Field(default=1000, ge=1, description="Messages per consumer batch")
     append_batch_size: int = Field(default=500, ge=1, description="Commands per group commit")
+    shutdown_grace_seconds: float = Field(
+        default=20.0, gt=0, description="How long background work may take to finish its round on SIGTERM"
+    )
 
     def topic(self, name: str) -> str:
         """The full name of a logical topic in this deployment's namespace."""

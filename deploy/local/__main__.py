@@ -68,6 +68,8 @@ def _print_stack(stack: local_stack.Stack, secret: str) -> None:
         table.add_row(name, f"{service.url}/docs", str(service.log_path))
     console.print(table)
     console.print(f"Kafka: {stack.kafka_bootstrap}    PostgreSQL: {stack.postgres_dsn}")
+    if "MAILDIR" in stack.mail:
+        console.print(f"Email goes to a local SMTP server on port {stack.mail['SMTP_PORT']}: {stack.mail['MAILDIR']}")
     token = issue_token(secret, Actor(user="demo.organizer", org_path="qs", role=Role.ORGANIZER))
     console.print("Token of the demo province's organizer (paste into 'Authorize' in the docs):")
     console.print(token, soft_wrap=True)

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +86,8 @@ class Stack:
     postgres_dsn: str
     secret: str
     namespace: str
+    mail: dict[str, str] = field(default_factory=dict)
+    """Notify's SMTP settings (SMTP_HOST, SMTP_PORT) and, for the local sink, MAILDIR."""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def urls(self) -> dict[str, str]:
@@ -175,6 +178,42 @@ def infrastructure(workdir: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
+def mail_sink(workdir: Path) -> Iterator[dict[str, str]]:
+    """Notify's SMTP server: the one SMTP_HOST names, or a local one that keeps every email in a maildir."""
+    if os.environ.get("SMTP_HOST"):
+        yield {}
+        return
+    port = free_port()
+    maildir = workdir / "mail"
+    maildir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "mail.log").open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and a dependency's module
+            [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox", "-l", f"127.0.0.1:{port}",
+             str(maildir)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                msg = f"the local SMTP server did not start (see {workdir / 'mail.log'})"
+                raise RuntimeError(msg)
+            time.sleep(0.1)
+        yield {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "MAILDIR": str(maildir)}
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
 def run_stack(
     workdir: Path,
     *,
@@ -184,13 +223,14 @@ def run_stack(
 ) -> Iterator[Stack]:
     """Bring the platform up; take it down (services first) when the block ends."""
     names = services or available_services()
-    with infrastructure(workdir) as (kafka, postgres):
-        stack = Stack(kafka_bootstrap=kafka, postgres_dsn=postgres, secret=secret, namespace=namespace)
+    with infrastructure(workdir) as (kafka, postgres), mail_sink(workdir) as mail:
+        stack = Stack(kafka_bootstrap=kafka, postgres_dsn=postgres, secret=secret, namespace=namespace, mail=mail)
         asyncio.run(create_databases(postgres, [f"cadre_{name}" for name in names]))
         asyncio.run(ensure_topics(kafka, platform_topics(namespace)))
         try:
             for name in names:
-                start_service(stack, name, workdir / "logs")
+                smtp = {k: v for k, v in stack.mail.items() if k.startswith("SMTP_")} if name == "notify" else None
+                start_service(stack, name, workdir / "logs", smtp)
             for service in stack.services.values():
                 wait_ready(service)
             yield stack

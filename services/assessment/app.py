@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from fastapi import FastAPI
@@ -66,8 +65,7 @@ async def sweep_periodically(service: Service) -> None:
     settings = service.settings
     assert isinstance(settings, AssessmentSettings)
     commands = AssessmentCommands(service.store, service.pool, settings.sweep_policy())
-    while True:
-        await asyncio.sleep(settings.sweep_interval_seconds)
+    while not await service.pause(settings.sweep_interval_seconds):
         roots = (
             [settings.sweep_root]
             if settings.sweep_root

@@ -1,0 +1,375 @@
+"""Notify's tables: its directory of the registry, the planned deliveries, the inbox, preferences.
+
+`Planner` reads the registry, training and assessment topics through one consumer
+group: registry events keep the directory (units and their leaders, cadres and
+their mentors, addresses and languages), and every event is matched against the
+rules in `rules.plan`. Each intent becomes one delivery row per channel, keyed by a
+notification id derived from the event, rule, recipient and channel, so an event
+delivered twice plans nothing new. The planning happens in the same transaction as
+the consumer's inbox record.
+
+`NotifyProjection` folds notify's own events (inline, in the append's transaction):
+an attempt's outcome updates its delivery row; a sent inbox notification becomes a
+message; read marks and preferences are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from contracts.notify import Channel, NotificationFailed, NotificationPreferencesSet, NotificationRead, NotificationSent
+from contracts.registry import (
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    MentorAssigned,
+    OrgUnitRegistered,
+    ResponsibleLeaderDesignated,
+)
+from contracts.training import TrainingEnrolled, TrainingProgramScheduled
+from runtime.db import Conn
+from runtime.projection import Recorded
+from services.notify import rules
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS units (
+        code            text PRIMARY KEY,
+        name            text NOT NULL,
+        path            text COLLATE "C" NOT NULL,
+        leader_user     text,
+        leader_name     text,
+        leader_email    text,
+        leader_language text
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS cadres (
+        cadre_id         uuid PRIMARY KEY,
+        org_code         text NOT NULL,
+        org_path         text COLLATE "C" NOT NULL,
+        full_name        text NOT NULL,
+        position         text NOT NULL DEFAULT '',
+        user_id          text,
+        email            text,
+        language         text NOT NULL DEFAULT 'zh',
+        in_pool          boolean NOT NULL DEFAULT true,
+        mentor_user      text,
+        mentor_name      text,
+        mentor_email     text,
+        mentor_language  text
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS programs (
+        program_id  uuid PRIMARY KEY,
+        title       text NOT NULL,
+        starts_on   date NOT NULL,
+        ends_on     date NOT NULL,
+        location    text NOT NULL DEFAULT ''
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS deliveries (
+        notification_id  uuid PRIMARY KEY,
+        source_event_id  uuid NOT NULL,
+        correlation_id   uuid NOT NULL,
+        rule             text NOT NULL,
+        template         text NOT NULL,
+        channel          text NOT NULL,
+        recipient_kind   text NOT NULL,
+        recipient_key    text NOT NULL,
+        recipient        text,
+        org_path         text COLLATE "C" NOT NULL,
+        cadre_id         uuid,
+        context          jsonb NOT NULL,
+        subject_ref      text COLLATE "C",
+        due_at           timestamptz NOT NULL,
+        status           text NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'retrying', 'sent', 'dead', 'skipped', 'cancelled')),
+        attempts         int NOT NULL DEFAULT 0,
+        version          int NOT NULL DEFAULT 0,
+        lease_until      timestamptz,
+        last_error       text,
+        planned_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+        sent_at          timestamptz
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due_at) WHERE status IN ('pending', 'retrying')",
+    (
+        "CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject_ref)"
+        " WHERE status IN ('pending', 'retrying') AND subject_ref IS NOT NULL"
+    ),
+    "CREATE INDEX IF NOT EXISTS deliveries_log ON deliveries (org_path, planned_at)",
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        notification_id  uuid PRIMARY KEY,
+        user_id          text NOT NULL,
+        org_path         text COLLATE "C" NOT NULL,
+        cadre_id         uuid,
+        rule             text NOT NULL,
+        subject          text NOT NULL,
+        body             text NOT NULL,
+        created_at       timestamptz NOT NULL,
+        read_at          timestamptz
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS messages_owner ON messages (user_id, created_at DESC)",
+    """
+    CREATE TABLE IF NOT EXISTS preferences (
+        user_id      text PRIMARY KEY,
+        email        boolean NOT NULL,
+        inbox        boolean NOT NULL,
+        webhook_url  text,
+        language     text,
+        version      int NOT NULL
+    )
+    """,
+)
+
+ACTIVE: Final = ("pending", "retrying")
+
+
+class Planner:
+    """Keeps the directory and plans deliveries from the registry's, training's and assessment's events."""
+
+    name = "planner"
+
+    def __init__(self, policy: rules.Policy, channels: Sequence[Channel]) -> None:
+        self._policy = policy
+        self._channels = list(channels)
+
+    def handles(self, event_type: str) -> bool:
+        """Every event: the directory reads the registry's, the rules may match any."""
+        del event_type
+        return True
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Directory first, then the plan, one event at a time in topic order."""
+        now = datetime.now(UTC)
+        for recorded in events:
+            await _directory(conn, recorded)
+            facts = await _facts(conn, recorded)
+            planned = rules.plan(recorded, facts, self._policy, now)
+            for cancel in planned.cancels:
+                await _cancel(conn, cancel)
+            if planned.intents:
+                await self._insert(conn, recorded, planned.intents, now)
+
+    async def _insert(self, conn: Conn, recorded: Recorded, intents: Sequence[rules.Intent], now: datetime) -> None:
+        env = recorded.envelope
+        rows: list[tuple[Any, ...]] = []
+        for intent in intents:
+            context = orjson.dumps(intent.context, default=str).decode()
+            for channel in self._channels:
+                nid = rules.notification_id(env.event_id, intent.rule, intent.recipient, channel)
+                rows.append(
+                    (nid, env.event_id, env.correlation_id, intent.rule, intent.template, channel.value,
+                     intent.recipient.kind.value, intent.recipient.key, env.org_path, env.cadre_id, context,
+                     intent.subject_ref, intent.due_at or now)
+                )  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO deliveries (notification_id, source_event_id, correlation_id, rule, template, channel,"
+            " recipient_kind, recipient_key, org_path, cadre_id, context, subject_ref, due_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)"
+            " ON CONFLICT (notification_id) DO NOTHING",
+            rows,
+        )
+
+
+async def _directory(conn: Conn, recorded: Recorded) -> None:
+    env, event = recorded.envelope, recorded.event
+    if isinstance(event, OrgUnitRegistered):
+        await conn.execute(
+            "INSERT INTO units (code, name, path) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING",
+            event.code,
+            event.name,
+            event.path,
+        )
+    elif isinstance(event, ResponsibleLeaderDesignated):
+        leader = event.leader
+        await conn.execute(
+            "UPDATE units SET leader_user = $2, leader_name = $3, leader_email = $4, leader_language = $5"
+            " WHERE code = $1",
+            event.org_code,
+            leader.user_id,
+            leader.name,
+            leader.email,
+            leader.language.value,
+        )
+    elif isinstance(event, CadreNominated):
+        await conn.execute(
+            "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, position, user_id, email, language)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (cadre_id) DO NOTHING",
+            event.cadre_id,
+            event.org_code,
+            env.org_path,
+            event.full_name,
+            event.current_position,
+            event.user_id,
+            event.email,
+            event.language.value,
+        )
+    elif isinstance(event, CadreProfileUpdated):
+        changes = event.changes
+        await conn.execute(
+            "UPDATE cadres SET full_name = coalesce($2, full_name), position = coalesce($3, position),"
+            " user_id = coalesce($4, user_id), email = coalesce($5, email), language = coalesce($6, language)"
+            " WHERE cadre_id = $1",
+            event.cadre_id,
+            changes.full_name,
+            changes.current_position,
+            changes.user_id,
+            changes.email,
+            changes.language.value if changes.language else None,
+        )
+    elif isinstance(event, MentorAssigned):
+        mentor = event.mentor
+        await conn.execute(
+            "UPDATE cadres SET mentor_user = $2, mentor_name = $3, mentor_email = $4, mentor_language = $5"
+            " WHERE cadre_id = $1",
+            event.cadre_id,
+            mentor.user_id,
+            mentor.name,
+            mentor.email,
+            mentor.language.value,
+        )
+    elif isinstance(event, CadreRetired):
+        await conn.execute("UPDATE cadres SET in_pool = false WHERE cadre_id = $1", event.cadre_id)
+    elif isinstance(event, TrainingProgramScheduled):
+        await conn.execute(
+            "INSERT INTO programs (program_id, title, starts_on, ends_on, location) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (program_id) DO NOTHING",
+            event.program_id,
+            event.title,
+            event.starts_on,
+            event.ends_on,
+            event.location,
+        )
+
+
+async def _facts(conn: Conn, recorded: Recorded) -> rules.Facts:
+    env, event = recorded.envelope, recorded.event
+    unit = await conn.fetchrow("SELECT name FROM units WHERE code = $1", rules.unit_of(env.org_path))
+    cadre = (
+        await conn.fetchrow("SELECT full_name, position, mentor_name FROM cadres WHERE cadre_id = $1", env.cadre_id)
+        if env.cadre_id is not None
+        else None
+    )
+    program = (
+        await conn.fetchrow("SELECT * FROM programs WHERE program_id = $1", event.program_id)
+        if isinstance(event, TrainingEnrolled)
+        else None
+    )
+    return rules.Facts(
+        cadre_name=cadre["full_name"] if cadre else "",
+        cadre_position=cadre["position"] if cadre else "",
+        unit_name=unit["name"] if unit else "",
+        mentor_name=(cadre["mentor_name"] or "") if cadre else "",
+        program_title=program["title"] if program else "",
+        program_starts_on=program["starts_on"] if program else None,
+        program_ends_on=program["ends_on"] if program else None,
+        program_location=program["location"] if program else "",
+    )
+
+
+async def _cancel(conn: Conn, cancel: rules.Cancel) -> None:
+    if cancel.cadre_id is not None:
+        await conn.execute(
+            "UPDATE deliveries SET status = 'cancelled', lease_until = NULL WHERE cadre_id = $1"
+            " AND subject_ref IS NOT NULL AND status IN ('pending', 'retrying')",
+            cancel.cadre_id,
+        )
+    if cancel.prefix is not None:
+        await conn.execute(
+            "UPDATE deliveries SET status = 'cancelled', lease_until = NULL WHERE subject_ref >= $1"
+            " AND subject_ref < $1 || chr(1114111) AND status IN ('pending', 'retrying')",
+            cancel.prefix,
+        )
+
+
+class NotifyProjection:
+    """Notify's own events, folded inline: attempts, inbox messages, read marks, preferences."""
+
+    name = "notify"
+
+    _TYPES: Final = frozenset(
+        {
+            NotificationSent.event_type,
+            NotificationFailed.event_type,
+            NotificationRead.event_type,
+            NotificationPreferencesSet.event_type,
+        }
+    )
+
+    def handles(self, event_type: str) -> bool:
+        """Notify's own events."""
+        return event_type in self._TYPES
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Each event updates the row it names."""
+        for recorded in events:
+            env, event = recorded.envelope, recorded.event
+            if isinstance(event, NotificationSent):
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'sent', attempts = $2, version = $3, lease_until = NULL,"
+                    " sent_at = $4, recipient = $5, last_error = NULL WHERE notification_id = $1",
+                    event.notification_id,
+                    event.attempt,
+                    env.stream_version,
+                    env.recorded_at,
+                    event.recipient,
+                )
+                if event.channel is Channel.INBOX:
+                    await conn.execute(
+                        "INSERT INTO messages (notification_id, user_id, org_path, cadre_id, rule, subject, body,"
+                        " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                        event.notification_id,
+                        event.recipient,
+                        env.org_path,
+                        event.cadre_id,
+                        event.rule,
+                        event.subject,
+                        event.body,
+                        env.recorded_at,
+                    )
+            elif isinstance(event, NotificationFailed):
+                await conn.execute(
+                    "UPDATE deliveries SET status = $2, attempts = $3, version = $4, lease_until = NULL,"
+                    " due_at = coalesce($5, due_at), last_error = $6, recipient = $7 WHERE notification_id = $1",
+                    event.notification_id,
+                    "dead" if event.permanent else "retrying",
+                    event.attempt,
+                    env.stream_version,
+                    event.retry_at,
+                    event.error,
+                    event.recipient,
+                )
+            elif isinstance(event, NotificationRead):
+                await conn.execute(
+                    "UPDATE messages SET read_at = coalesce(read_at, $3) WHERE notification_id = $1 AND user_id = $2",
+                    event.notification_id,
+                    event.user_id,
+                    env.recorded_at,
+                )
+                await conn.execute(
+                    "UPDATE deliveries SET version = $2 WHERE notification_id = $1",
+                    event.notification_id,
+                    env.stream_version,
+                )
+            elif isinstance(event, NotificationPreferencesSet):
+                await conn.execute(
+                    "INSERT INTO preferences (user_id, email, inbox, webhook_url, language, version)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET email = $2, inbox = $3,"
+                    " webhook_url = $4, language = $5, version = $6",
+                    event.user_id,
+                    event.email,
+                    event.inbox,
+                    event.webhook_url,
+                    event.language.value if event.language else None,
+                    env.stream_version,
+                )

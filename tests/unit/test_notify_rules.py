@@ -1,0 +1,169 @@
+"""Notify's rules, templates and webhook signatures, without Kafka or PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from contracts.assessment import CheckInRecorded, ReminderIssued, Severity
+from contracts.envelope import Actor, Envelope, Role, uuid7
+from contracts.event import Event
+from contracts.notify import Channel
+from contracts.registry import CadreNominated, CadreRetired, Education, Gender, Language, RetirementReason
+from contracts.training import TrainingEnrolled, TrainingProgramCancelled
+from runtime.projection import Recorded
+from services.notify import channels, rules, templates
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+UTC_POLICY = rules.Policy(timezone=ZoneInfo("UTC"))
+CADRE = uuid.uuid4()
+
+
+def recorded(event: Event, org_path: str = "cn.qs.bh.bh_ly", at: datetime = NOW) -> Recorded:
+    envelope = Envelope(
+        event_id=uuid7(),
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        source="test",
+        deployment="local",
+        stream_id="s-1",
+        stream_version=1,
+        position=1,
+        cadre_id=CADRE,
+        org_path=org_path,
+        occurred_at=at,
+        recorded_at=at,
+        actor=Actor(user="u", org_path="cn", role=Role.ORGANIZER),
+        correlation_id=uuid7(),
+        causation_id=None,
+        payload=event.model_dump(mode="json"),
+        prev_hash="",
+        hash="",
+    )
+    return Recorded(envelope=envelope, event=event)
+
+
+def nominated() -> CadreNominated:
+    return CadreNominated(
+        cadre_id=CADRE,
+        org_code="bh_ly",
+        full_name="Li Wei",
+        gender=Gender.FEMALE,
+        birth_date=date(1992, 5, 17),
+        education=Education.MASTER,
+        current_position="Deputy head",
+        years_of_service=8,
+        grassroots_months=30,
+        reason="Led the road programme",
+    )
+
+
+def test_a_nomination_tells_the_units_responsible_leader_now() -> None:
+    plan = rules.plan(recorded(nominated()), rules.Facts(unit_name="Liuyang County"), UTC_POLICY, NOW)
+    assert [(i.rule, i.recipient, i.due_at) for i in plan.intents] == [
+        ("nomination", rules.Recipient(rules.RecipientKind.LEADER, "bh_ly"), None)
+    ]
+    assert plan.intents[0].context["cadre_name"] == "Li Wei"
+
+
+def test_an_enrolment_is_announced_now_and_reminded_before_the_start() -> None:
+    program = uuid.uuid4()
+    facts = rules.Facts(program_title="Spring class", program_starts_on=date(2026, 12, 10))
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=program, cadre_id=CADRE)), facts, UTC_POLICY, NOW)
+    now, later = plan.intents
+    assert (now.rule, now.due_at) == ("enrolment", None)
+    assert later.rule == "enrolment_reminder"
+    assert later.due_at == datetime(2026, 12, 7, tzinfo=UTC)  # three days before the day begins
+    assert later.subject_ref == f"enrolment:{program}:{CADRE}"
+
+
+def test_reminders_follow_the_organizations_time_zone() -> None:
+    facts = rules.Facts(program_starts_on=date(2026, 12, 10))
+    shanghai = rules.Policy(timezone=ZoneInfo("Asia/Shanghai"))
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), facts, shanghai, NOW)
+    assert plan.intents[1].due_at == datetime(2026, 12, 6, 16, tzinfo=UTC)  # 7 Dec 00:00 in UTC+8
+
+
+def test_a_reminder_already_due_goes_out_now_and_history_is_not_replayed() -> None:
+    soon = rules.Facts(program_starts_on=date(2026, 11, 28))  # within the three days' lead
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), soon, UTC_POLICY, NOW)
+    assert plan.intents[1].due_at == NOW
+    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=date(2025, 1, 1), held_by="m")
+    replayed = rules.plan(recorded(check_in, at=datetime(2025, 1, 1, tzinfo=UTC)), rules.Facts(), UTC_POLICY, NOW)
+    assert replayed.intents == []  # recorded long ago, its reminder due in April 2025: history, not news
+    assert replayed.cancels == [rules.Cancel(prefix=f"checkin:{CADRE}")]
+    late_entry = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, NOW)
+    assert {i.due_at for i in late_entry.intents} == {NOW}  # entered today, long overdue: remind now
+
+
+def test_a_check_in_reschedules_the_overdue_reminder_for_mentor_and_leader() -> None:
+    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=date(2026, 11, 20), held_by="m")
+    plan = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, NOW)
+    assert plan.cancels == [rules.Cancel(prefix=f"checkin:{CADRE}")]
+    assert {i.recipient.kind for i in plan.intents} == {rules.RecipientKind.MENTOR, rules.RecipientKind.LEADER}
+    assert {i.due_at for i in plan.intents} == {datetime(2027, 2, 18, tzinfo=UTC)}
+
+
+def test_retirement_cancels_the_cadres_reminders_and_tells_cadre_and_mentor() -> None:
+    retired = CadreRetired(cadre_id=CADRE, reason=RetirementReason.APPOINTED, effective_on=date(2026, 11, 26))
+    plan = rules.plan(recorded(retired), rules.Facts(), UTC_POLICY, NOW)
+    assert plan.cancels == [rules.Cancel(cadre_id=CADRE)]
+    assert [i.recipient.kind for i in plan.intents] == [rules.RecipientKind.CADRE, rules.RecipientKind.MENTOR]
+    cancelled = TrainingProgramCancelled(program_id=CADRE, reason="no teacher")
+    assert rules.plan(recorded(cancelled), rules.Facts(), UTC_POLICY, NOW).cancels == [
+        rules.Cancel(prefix=f"enrolment:{CADRE}:")
+    ]
+
+
+def test_a_reminder_goes_to_cadre_mentor_and_leader_unless_the_rule_is_off() -> None:
+    issued = ReminderIssued(
+        reminder_id=uuid.uuid4(), cadre_id=CADRE, concern="Late reports", severity=Severity.HIGH,
+        follow_up_on=date(2026, 12, 26),
+    )  # fmt: skip
+    plan = rules.plan(recorded(issued, org_path="cn.qs.bh"), rules.Facts(), UTC_POLICY, NOW)
+    assert [i.recipient.key for i in plan.intents] == [str(CADRE), str(CADRE), "bh"]
+    off = rules.Policy(timezone=ZoneInfo("UTC"), disabled=frozenset({"reminder"}))
+    assert rules.plan(recorded(issued), rules.Facts(), off, NOW).intents == []
+
+
+def test_notification_ids_are_deterministic_and_distinct_per_channel() -> None:
+    source, leader = uuid.uuid4(), rules.Recipient(rules.RecipientKind.LEADER, "bh_ly")
+    ids = {rules.notification_id(source, "nomination", leader, channel) for channel in Channel}
+    assert len(ids) == len(Channel)
+    assert rules.notification_id(source, "nomination", leader, Channel.EMAIL) in ids
+
+
+@pytest.mark.parametrize("language", list(Language))
+def test_every_template_renders_in_every_language(language: Language) -> None:
+    assert set(templates.TEMPLATES[language]) == set(templates.TEMPLATES[Language.ZH])
+    for name in templates.TEMPLATES[language]:
+        subject, body = templates.render(name, language, {"recipient_name": "Wang", "cadre_name": "Li"})
+        assert subject
+        assert "{" not in subject + body
+        assert "Wang" in body
+
+
+def test_terms_are_translated() -> None:
+    context = {"recipient_name": "王芳", "grade": "basically_competent", "evaluator_name": "Zhang"}
+    assert "基本称职" in templates.render("evaluation_recorded", Language.ZH, context)[0]
+    assert "basically competent" in templates.render("evaluation_recorded", Language.EN, context)[0]
+
+
+def test_backoff_doubles_up_to_its_ceiling() -> None:
+    assert [rules.backoff(n, 30, 100).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
+    assert rules.backoff(1, 0.2, 1) == timedelta(seconds=0.2)
+
+
+def test_webhook_signatures_detect_tampering_and_staleness() -> None:
+    now = str(int(time.time()))
+    body = b'{"subject": "hello"}'
+    signature = channels.sign("secret", now, body)
+    assert channels.verify("secret", now, body, signature)
+    assert not channels.verify("secret", now, body + b" ", signature)
+    assert not channels.verify("other", now, body, signature)
+    old = str(int(time.time()) - 3600)
+    assert not channels.verify("secret", old, body, channels.sign("secret", old, body))
