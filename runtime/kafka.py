@@ -107,6 +107,10 @@ async def _mismatches(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec]) 
         spec = wanted[name]
         if partitions != spec.partitions:
             problems.append(TopicMismatch(name, f"has {partitions} partitions, wants {spec.partitions}"))
+        replicas = {len(partition["replicas"]) for partition in topic["partitions"]}
+        if replicas and replicas != {spec.replication_factor}:
+            found = "/".join(str(n) for n in sorted(replicas))
+            problems.append(TopicMismatch(name, f"replication factor {found}, wants {spec.replication_factor}"))
     resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
     for response in await admin.describe_configs(resources):
         for resource in response.resources:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
@@ -97,6 +98,7 @@ class Service:
             sub.attach(self.broker)
         self._relay: relay.OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
         """Set when the service begins to stop: background tasks finish their round and return."""
@@ -136,11 +138,11 @@ class Service:
         for mismatch in mismatches:
             log.warning("topic differs from its spec", topic=mismatch.topic, problem=mismatch.problem)
         producer = relay.make_producer(settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-relay")
+        self._producer = producer
         await producer.start()
         self._relay = relay.OutboxRelay(
             self._pool, producer, service=self.spec.name, topic=settings.own_topic, batch_size=settings.relay_batch_size
         )
-        self._producer = producer
         for sub in self.subscribers:
             sub.bind(self._pool)
         await self.broker.start()
@@ -159,35 +161,48 @@ class Service:
         """Finish in-flight work and stop.
 
         Subscribers commit, background tasks end their round, the store drains, the
-        relay publishes what was committed, then everything closes.
+        relay publishes what was committed, then everything closes. Each step has a
+        deadline: a step that overruns is logged and cut short, so a stuck client can
+        never keep the process from exiting.
         """
-        await self.broker.stop()
+        await self._step("consumers", self.broker.stop(), 15)
         self.stopping.set()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
             for task in late:
+                log.warning("background task cut short", service=self.spec.name, task=task.get_name())
                 task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await self._step("background tasks", asyncio.gather(*self._tasks, return_exceptions=True), 5)
             self._tasks.clear()
         if self._store is not None:
-            await self._store.close()
+            await self._step("event store", self._store.close(), 10)
         if self._relay is not None:
             # One last round so that what was just committed is on the topic before we go.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._relay.publish_pending(), timeout=5)
+            await self._step("last relay round", self._relay.publish_pending(), 5)
         if self._relay_task is not None:
             self._relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._relay_task
+            await self._step("relay", asyncio.gather(self._relay_task, return_exceptions=True), 5)
             self._relay_task = None
-        if self._relay is not None:
-            await self._producer.stop()
+        if self._producer is not None:
+            await self._step("producer", self._producer.stop(), 5)
+            self._producer = None
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            if not await self._step("database pool", pool.close(), 10):
+                pool.terminate()
         log.info("service stopped", service=self.spec.name)
+
+    async def _step(self, what: str, work: Awaitable[Any], seconds: float) -> bool:
+        """Await one shutdown step within `seconds`; False (logged) when it failed or overran."""
+        try:
+            await asyncio.wait_for(work, timeout=seconds)
+        except TimeoutError:
+            log.warning("shutdown step overran", service=self.spec.name, step=what, seconds=seconds)
+            return False
+        except Exception as error:  # noqa: BLE001 - stopping goes on; the error is logged
+            log.warning("shutdown step failed", service=self.spec.name, step=what, error=repr(error))
+            return False
+        return True
 
     async def readiness(self) -> dict[str, bool]:
         """What `/health/ready` reports: database, broker, consumers assigned, relay alive."""
@@ -211,7 +226,13 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
+        try:
+            await service.start()
+        except BaseException:
+            # A start that fails half-way (Kafka unreachable, a bad DSN) releases what it took.
+            with contextlib.suppress(Exception):
+                await service.stop()
+            raise
         try:
             yield
         finally:

@@ -34,7 +34,9 @@ class ServiceSettings(BaseSettings):
     consumer_batch_size: int = Field(default=1000, ge=1, description="Messages per consumer batch")
     append_batch_size: int = Field(default=500, ge=1, description="Commands per group commit")
     shutdown_grace_seconds: float = Field(
-        default=20.0, gt=0, description="How long background work may take to finish its round on SIGTERM"
+        default=20.0,
+        gt=0,
+        description="How long SIGTERM may take: requests in flight, then background work's last round",
     )
 
     def topic(self, name: str) -> str:

@@ -25,6 +25,7 @@ from faststream.message import StreamMessage
 
 from contracts import catalog, topics
 from contracts.envelope import Envelope
+from contracts.topics import dlq as dead_letter_topic
 from runtime import logs, metrics
 from runtime.db import Conn, Pool
 from runtime.projection import Projection, Recorded
@@ -86,6 +87,10 @@ class ProjectionSubscriber:
         self._dead_letter = dead_letter
         self._batch_size = batch_size
         self.consumer_name = f"{service}.{projection.name}"
+        # Expose the error counters at zero from the start, so dashboards and alerts see them.
+        metrics.HANDLER_ERRORS.labels(service, self.consumer_name)
+        for topic in self.topics:
+            metrics.DEAD_LETTERED.labels(service, dead_letter_topic(topic))
         self.group_id = group_id or self.consumer_name
         self._subscriber: BatchSubscriber | None = None
 

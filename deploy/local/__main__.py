@@ -89,6 +89,26 @@ def token(
 
 
 @app.command()
+def demo(
+    service: Annotated[list[str], typer.Option(help="A running service as name=URL (repeat for each service)")],
+    secret: Annotated[str, typer.Option(envvar="AUTH_SECRET", help="The services' token key")] = DEV_AUTH_SECRET,
+    cadres: Annotated[int, typer.Option(help="Cadres in the demo organization")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the demo organization")] = 7,
+) -> None:
+    """Load the demo organization into services that are already running (the compose demo profile)."""
+    urls: dict[str, str] = {}
+    for item in service:
+        name, sep, url = item.partition("=")
+        if not sep or name not in local_stack.SERVICES:
+            console.print(f"[red]--service wants name=URL with a name in {', '.join(local_stack.SERVICES)}[/red]")
+            raise typer.Exit(2)
+        urls[name] = url
+    loaded = asyncio.run(local_stack.load_demo_at(urls, secret, seed=seed, cadres=cadres))
+    for name, (sent, skipped) in loaded.items():
+        console.print(f"demo: {name}: {sent} commands sent, {skipped} already there")
+
+
+@app.command()
 def topics(
     bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")],
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",

@@ -241,12 +241,19 @@ def run_stack(
 
 async def load_demo(stack: Stack, *, seed: int = 7, cadres: int = 300) -> dict[str, tuple[int, int]]:
     """Load the demo organization through each running service's API, in service order."""
+    return await load_demo_at(stack.urls(), stack.secret, seed=seed, cadres=cadres)
+
+
+async def load_demo_at(
+    urls: Mapping[str, str], secret: str, *, seed: int = 7, cadres: int = 300
+) -> dict[str, tuple[int, int]]:
+    """Load the demo organization through the services at `urls` (name → base URL), in service order."""
     from services.registry import demo  # noqa: PLC0415 - the plan every service's demo builds on
 
     org = demo.plan(seed, cadres=cadres)
-    token = demo.root_token(stack.secret, org)
+    token = demo.root_token(secret, org)
     results: dict[str, tuple[int, int]] = {}
-    for name, service in stack.services.items():
+    for name in sorted(urls, key=lambda n: SERVICES.index(n) if n in SERVICES else len(SERVICES)):
         module = (
             importlib.import_module(f"services.{name}.demo")
             if (REPO / "services" / name / "demo.py").exists()
@@ -254,6 +261,6 @@ async def load_demo(stack: Stack, *, seed: int = 7, cadres: int = 300) -> dict[s
         )
         if module is None:
             continue
-        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=urls[name], timeout=60) as client:
             results[name] = await module.load(client, token, org)
     return results

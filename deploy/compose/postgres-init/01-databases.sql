@@ -1,0 +1,5 @@
+-- One database per service, created when the PostgreSQL volume is first initialized.
+CREATE DATABASE cadre_registry;
+CREATE DATABASE cadre_training;
+CREATE DATABASE cadre_assessment;
+CREATE DATABASE cadre_notify;

@@ -1,0 +1,159 @@
+"""The container, compose and Kubernetes files, checked as far as a machine without Docker or a cluster can.
+
+Each check is also shown to catch what it is there for: a broken copy of each file fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy import validate
+from deploy.local.stack import SERVICES
+
+REPO = validate.REPO
+
+
+def test_the_dockerfile_passes_hadolint_and_our_rules() -> None:
+    for result in (validate.hadolint(), validate.dockerfile_rules()):
+        assert result.ok, result.output
+
+
+def test_a_careless_dockerfile_fails_them(tmp_path: Path) -> None:
+    careless = tmp_path / "Dockerfile"
+    careless.write_text(
+        "FROM python:latest\n"
+        "RUN pip install -r requirements.txt\n"
+        "COPY . /app\n"
+        'CMD ["python", "-m", "services.registry"]\n'
+    )
+    linted = validate.hadolint(careless)
+    assert not linted.ok
+    assert "DL3007" in linted.output  # the latest tag
+    ours = validate.dockerfile_rules(careless)
+    assert not ours.ok
+    for problem in ("not multi-stage", "no non-root USER", "no HEALTHCHECK", "hash-checked", "not pinned"):
+        assert problem in ours.output
+
+
+def test_the_compose_file_is_valid() -> None:
+    result = validate.compose()
+    assert result.ok, result.output
+
+
+def compose_document() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(validate.COMPOSE_FILE.read_text())
+    return document
+
+
+def test_the_compose_file_brings_up_everything_in_order() -> None:
+    document = compose_document()
+    services = document["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["postgres"]["image"].startswith("postgres:15")
+    for name in SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["kafka"] == {"condition": "service_healthy"}
+        assert depends["postgres"] == {"condition": "service_healthy"}
+        assert depends["topics"] == {"condition": "service_completed_successfully"}
+        assert services[name]["environment"]["DATABASE_URL"].endswith(f"/cadre_{name}")
+    init = (REPO / "deploy" / "compose" / "postgres-init" / "01-databases.sql").read_text()
+    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == sorted(f"cadre_{name}" for name in SERVICES)
+    assert services["topics"]["entrypoint"] == ["python", "-m", "deploy.local", "topics"]
+    assert services["demo"]["profiles"] == ["demo"]
+    assert set(document["volumes"]) == {"kafka-data", "postgres-data"}
+
+
+@pytest.mark.parametrize(
+    ("breakage", "problem"),
+    [
+        (lambda d: d["services"]["registry"]["depends_on"].update({"zookeeper": {}}), "unknown service 'zookeeper'"),
+        (lambda d: d["services"]["kafka"].update(image="apache/kafka:latest"), "not pinned"),
+        (lambda d: d.pop("volumes"), "named volume 'kafka-data' is not declared"),
+        (
+            lambda d: d["services"]["training"]["environment"].update(KAFKA_BOOTSRAP_SERVERS="kafka:9092"),
+            "KAFKA_BOOTSRAP_SERVERS is not a setting",
+        ),
+        (lambda d: d["services"]["mail"].pop("healthcheck"), "mail has no healthcheck"),
+        (lambda d: d["services"].pop("assessment"), "service assessment is missing"),
+        (lambda d: d["services"]["notify"].update(ports=["8004:8000"]), "published beyond loopback"),
+    ],
+)
+def test_a_broken_compose_file_is_caught(breakage: Any, problem: str) -> None:
+    document = copy.deepcopy(compose_document())
+    breakage(document)
+    problems = validate.compose_problems(document)
+    assert any(problem in found for found in problems), problems
+
+
+@pytest.mark.parametrize("directory", validate.K8S_DIRS, ids=lambda d: d.name)
+def test_the_kubernetes_manifests_pass_kubeconform(directory: Path) -> None:
+    result = validate.kubeconform(directory)
+    assert result.ok, result.output
+    assert "Invalid: 0, Errors: 0, Skipped: 0" in result.output
+
+
+def test_kubeconform_catches_a_broken_manifest(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(validate.K8S_DIRS[0], broken)
+    deployment = (broken / "training.yaml").read_text()
+    (broken / "training.yaml").write_text(deployment.replace("replicas: 2", "replica: 2", 1))
+    result = validate.kubeconform(broken)
+    assert not result.ok
+    assert "replica" in result.output
+
+
+def rendered(directory: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(validate.kustomize(directory)) if doc]
+
+
+def test_every_service_is_deployed_with_probes_limits_and_a_disruption_budget() -> None:
+    objects = rendered(validate.K8S_DIRS[1])
+    by_kind: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        by_kind[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    shared = by_kind["ConfigMap/cadre-shared"]["data"]
+    assert shared["KAFKA_BOOTSTRAP_SERVERS"].endswith(".kafka.svc:9092")  # the overlay points at Strimzi
+    for name in SERVICES:
+        deployment = by_kind[f"Deployment/{name}"]
+        assert deployment["metadata"]["namespace"] == "cadre-pool"
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["image"].startswith(f"registry.example.org/cadre-pool/{name}:")
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert {"requests", "limits"} <= set(container["resources"])
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        refs = [source.get("secretRef", source.get("configMapRef"))["name"] for source in container["envFrom"]]
+        assert refs == ["cadre-shared", f"cadre-{name}", f"cadre-{name}"]
+        assert by_kind[f"PodDisruptionBudget/{name}"]["spec"]["minAvailable"] == 1
+        assert by_kind[f"Service/{name}"]["spec"]["ports"][0]["targetPort"] == "http"
+        config = by_kind[f"ConfigMap/cadre-{name}"]["data"]
+        assert validate.unknown_settings(name, {**shared, **config}) == []
+
+
+def test_the_runtime_lock_pins_what_the_dev_lock_pins() -> None:
+    runtime = _pins(REPO / "requirements-runtime.lock")
+    dev = _pins(REPO / "requirements.lock")
+    assert runtime, "empty runtime lock"
+    for package, (version, hashes) in runtime.items():
+        assert package in dev, f"{package} is in the image but not in the tested environment"
+        assert dev[package] == (version, hashes), f"{package} differs between the locks"
+    for test_only in ("pytest", "mypy", "ruff", "testcontainers", "matplotlib"):
+        assert test_only not in runtime
+
+
+def _pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
+    pins: dict[str, tuple[str, frozenset[str]]] = {}
+    for block in re.split(r"\n(?=[a-z0-9])", lock.read_text()):
+        head = re.match(r"([a-z0-9_.-]+)==([^\s\\]+)", block)
+        if head:
+            pins[head.group(1)] = (head.group(2), frozenset(re.findall(r"--hash=sha256:([0-9a-f]+)", block)))
+    return pins

@@ -1,0 +1,143 @@
+"""Every service run with its container image's entrypoint, as its own process, against the real stack.
+
+The images run `python -m services.<name>` (deploy/docker/Dockerfile); so does the local
+stack (deploy/local/stack.py), and so do these tests. Each process must become ready,
+expose its metrics, and on SIGTERM exit 0 within its grace period having lost nothing:
+every event the registry accepted is on its topic, and every consumer committed exactly
+the messages it had handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from contracts import topics
+from deploy.local import stack as local_stack
+from runtime.kafka import ensure_topics, platform_topics
+from tests.infra import Infra
+from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_training import committed_offset
+from tests.support import SECRET, create_database, eventually, read_topic
+
+GRACE_SECONDS = 30
+CONSUMERS = {
+    "training": ["training.pool", "training.retirement-reaction"],
+    "assessment": ["assessment.pool"],
+    "notify": ["notify.planner"],
+}
+
+
+@pytest.fixture
+def processes(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[local_stack.Stack]:
+    """All four services as child processes, each with its own database; all killed if a test fails."""
+    stack = local_stack.Stack(
+        kafka_bootstrap=infra.kafka_bootstrap, postgres_dsn=infra.postgres_dsn, secret=SECRET, namespace=f"{namespace}."
+    )
+    for name in local_stack.SERVICES:
+        asyncio.run(create_database(infra.postgres_dsn, f"{namespace}_{name}"))
+    asyncio.run(ensure_topics(infra.kafka_bootstrap, platform_topics(stack.namespace)))
+    try:
+        for name in local_stack.SERVICES:
+            env = {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}"), "SHUTDOWN_GRACE_SECONDS": "10"}
+            local_stack.start_service(stack, name, tmp_path / "logs", env)
+        yield stack
+    finally:
+        for service in stack.services.values():
+            with contextlib.suppress(Exception):
+                service.process.kill()
+                service.process.wait(10)
+
+
+def terminate(service: local_stack.ServiceProcess) -> tuple[int, float]:
+    """SIGTERM; the exit code and how long the graceful shutdown took."""
+    started = time.monotonic()
+    service.process.terminate()
+    try:
+        code = service.process.wait(GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{service.name} did not stop within {GRACE_SECONDS} s:\n{service.log_path.read_text()[-3000:]}")
+    return code, time.monotonic() - started
+
+
+async def count(dsn: str, sql: str, *args: Any) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def handled_by(dsn: str, consumer: str) -> int:
+    return await count(dsn, "SELECT count(*) FROM inbox WHERE consumer = $1", consumer)
+
+
+async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothing(
+    processes: local_stack.Stack, infra: Infra, namespace: str
+) -> None:
+    for service in processes.services.values():
+        await asyncio.to_thread(local_stack.wait_ready, service)
+
+    async with httpx.AsyncClient(base_url=processes.services["registry"].url, timeout=30) as registry:
+        await build_tree(registry)
+        responses = await asyncio.gather(
+            *(registry.post("/cadres", json=nomination(full_name=f"Cadre {n}"), headers=CITY) for n in range(30))
+        )
+    assert all(r.status_code == 201 for r in responses), [r.text for r in responses if r.status_code != 201]
+    accepted = 5 + len(responses)  # five units, then the nominations
+
+    for name, service in processes.services.items():
+        metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
+        assert "cadre_http_request_seconds" in metrics, name
+        assert "cadre_relay_lag_events" in metrics or name != "registry", name
+        for consumer in CONSUMERS.get(name, []):
+            assert f'cadre_handler_errors_total{{consumer="{consumer}",service="{name}"}} 0.0' in metrics, name
+    registry_metrics = httpx.get(f"{processes.services['registry'].url}/metrics", timeout=5).text
+    assert 'cadre_events_appended_total{service="registry"}' in registry_metrics
+
+    # The registry stops right after its last command: the relay must still publish all of it.
+    code, took = terminate(processes.services["registry"])
+    assert code == 0, processes.services["registry"].log_path.read_text()[-3000:]
+    assert took < GRACE_SECONDS
+    registry_dsn = infra.database_dsn(f"{namespace}_registry")
+    assert await count(registry_dsn, "SELECT count(*) FROM events") == accepted
+    topic = f"{namespace}.{topics.REGISTRY}"
+    published = await read_topic(infra.kafka_bootstrap, topic, count=accepted)
+    assert len({r.value for r in published}) == accepted
+
+    # The consumers stop while (or after) they work: what they committed is exactly what they handled.
+    for name, consumers in CONSUMERS.items():
+        dsn = infra.database_dsn(f"{namespace}_{name}")
+        await eventually(functools.partial(handled_by, dsn, consumers[0]), until=lambda n: n >= accepted // 2)
+        code, took = terminate(processes.services[name])
+        assert code == 0, processes.services[name].log_path.read_text()[-3000:]
+        for consumer in consumers:
+            handled = await handled_by(dsn, consumer)
+            offsets = [await committed_offset(infra, consumer, topic, p) for p in range(3)]
+            assert sum(max(0, o) for o in offsets) == handled, (name, consumer, offsets, handled)
+
+    # Started again with the same command, each catches up to every message exactly once.
+    for name in CONSUMERS:
+        restarted = local_stack.start_service(
+            processes,
+            name,
+            processes.services[name].log_path.parent,
+            {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}")},
+        )
+        await asyncio.to_thread(local_stack.wait_ready, restarted)
+    for name, consumers in CONSUMERS.items():
+        dsn = infra.database_dsn(f"{namespace}_{name}")
+        for consumer in consumers:
+            await eventually(functools.partial(handled_by, dsn, consumer), until=lambda n: n == accepted)
+        code, _ = terminate(processes.services[name])
+        assert code == 0
