@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import assessment, notify, registry, training
+from contracts import assessment, audit, notify, registry, training
 from contracts.event import Event
 from contracts.upcasters import upcast
 
@@ -34,6 +34,8 @@ CURRENT: tuple[type[Event], ...] = (
     notify.NotificationFailed,
     notify.NotificationRead,
     notify.NotificationPreferencesSet,
+    audit.ChainCheckpointed,
+    audit.AuditQueryMade,
 )
 """The current version of every event type."""
 

@@ -6,8 +6,9 @@ REGISTRY = "registry.events"
 TRAINING = "training.events"
 ASSESSMENT = "assessment.events"
 NOTIFY = "notify.events"
+AUDIT = "audit.events"
 
-ALL = (REGISTRY, TRAINING, ASSESSMENT, NOTIFY)
+ALL = (REGISTRY, TRAINING, ASSESSMENT, NOTIFY, AUDIT)
 
 DLQ_SUFFIX = ".dlq"
 

@@ -64,24 +64,37 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle_wait = idle_wait
         self._wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
         self.is_leader = False
 
+    def stop(self) -> None:
+        """Ask the relay to publish what is committed and then return (the leader) or return (a standby)."""
+        self._stop.set()
+        self._wakeup.set()
+
     async def run(self) -> None:
-        """Relay until cancelled: leader election, then publish on every commit notification."""
+        """Relay until stopped: leader election, then publish on every commit notification.
+
+        On `stop()` the leader publishes everything committed before it returns; being the
+        only publisher, nothing goes out twice.
+        """
         async with self._pool.acquire() as conn:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
                 # Another process may hold the lock: poll it (it lives in the database, not in this process).
-                while not await conn.fetchval(  # noqa: ASYNC110
-                    "SELECT pg_try_advisory_lock(hashtext('relay:' || $1))", self.topic
-                ):
-                    await asyncio.sleep(self._idle_wait)
+                while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('relay:' || $1))", self.topic):
+                    if self._stop.is_set():
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._idle_wait)
                 self.is_leader = True
                 log.info("relay leading", topic=self.topic)
                 while True:
                     self._wakeup.clear()
                     sent = await self.publish_pending()
                     if sent < self._batch_size:
+                        if self._stop.is_set():
+                            return
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), self._idle_wait)
             finally:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
-from runtime import db, http, logs, relay, store, subscriber
+from runtime import checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.projection import Projection
 from runtime.settings import ServiceSettings
@@ -147,9 +147,23 @@ class Service:
             sub.bind(self._pool)
         await self.broker.start()
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.spec.name}-relay")
+        self._tasks.append(asyncio.create_task(self._checkpoint_forever(), name=f"{self.spec.name}-checkpoints"))
         for task in self.spec.background:
             self._tasks.append(asyncio.create_task(task(self), name=f"{self.spec.name}-{task.__name__}"))
         log.info("service started", service=self.spec.name, topic=settings.own_topic)
+
+    async def _checkpoint_forever(self) -> None:
+        """Sign the chain head at every interval (and once more when stopping)."""
+        key = checkpoint.private_key(self.settings.checkpoint_signing_key.get_secret_value())
+        signer = checkpoint.Checkpointer(self.pool, self.store, key)
+        while True:
+            stopping = await self.pause(self.settings.checkpoint_interval_seconds)
+            try:
+                await signer.checkpoint()
+            except Exception:  # the next round tries again
+                log.exception("chain checkpoint failed", service=self.spec.name)
+            if stopping:
+                return
 
     async def pause(self, seconds: float) -> bool:
         """Sleep for `seconds` or until the service stops; True when it is stopping."""
@@ -176,12 +190,12 @@ class Service:
             self._tasks.clear()
         if self._store is not None:
             await self._step("event store", self._store.close(), 10)
-        if self._relay is not None:
-            # One last round so that what was just committed is on the topic before we go.
-            await self._step("last relay round", self._relay.publish_pending(), 5)
-        if self._relay_task is not None:
-            self._relay_task.cancel()
-            await self._step("relay", asyncio.gather(self._relay_task, return_exceptions=True), 5)
+        if self._relay is not None and self._relay_task is not None:
+            # The relay publishes what was just committed, then returns: the topic has it all before we go.
+            self._relay.stop()
+            if not await self._step("relay", asyncio.shield(self._relay_task), 10):
+                self._relay_task.cancel()
+                await asyncio.gather(self._relay_task, return_exceptions=True)
             self._relay_task = None
         if self._producer is not None:
             await self._step("producer", self._producer.stop(), 5)

@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts import topics
 
 DEV_AUTH_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
+DEV_CHECKPOINT_SEED = "0K/ZhtYTvTJBixwAyMODkddwmVAIw9zCUuV4U3204pk="  # sha256("cadre-pool development checkpoint key")
+"""Development checkpoint key (public, documented): production sets CHECKPOINT_SIGNING_KEY."""
 
 
 class ServiceSettings(BaseSettings):
@@ -33,6 +35,13 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = Field(default=2000, ge=1, description="Events per relay round")
     consumer_batch_size: int = Field(default=1000, ge=1, description="Messages per consumer batch")
     append_batch_size: int = Field(default=500, ge=1, description="Commands per group commit")
+    checkpoint_signing_key: SecretStr = Field(
+        default=SecretStr(DEV_CHECKPOINT_SEED),
+        description="Ed25519 seed (32 bytes, base64) that signs chain checkpoints; keep it out of the database's reach",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often the chain head is signed (when events came since)"
+    )
     shutdown_grace_seconds: float = Field(
         default=20.0,
         gt=0,

@@ -21,10 +21,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import topics
+from contracts.audit import ChainCheckpointed
+from contracts.envelope import Envelope
 from deploy.local import stack as local_stack
+from runtime import checkpoint
 from runtime.kafka import ensure_topics, platform_topics
+from runtime.settings import DEV_CHECKPOINT_SEED
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.integration.test_training import committed_offset
@@ -78,6 +83,18 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
         await conn.close()
 
 
+async def topic_size(infra: Infra, topic: str) -> int:
+    """Messages on `topic` (the sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]  # platform_topics' default
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
 async def handled_by(dsn: str, consumer: str) -> int:
     return await count(dsn, "SELECT count(*) FROM inbox WHERE consumer = $1", consumer)
 
@@ -109,11 +126,21 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
     code, took = terminate(processes.services["registry"])
     assert code == 0, processes.services["registry"].log_path.read_text()[-3000:]
     assert took < GRACE_SECONDS
+    # On its way out it also signed the head of its chain (one ChainCheckpointed event).
     registry_dsn = infra.database_dsn(f"{namespace}_registry")
-    assert await count(registry_dsn, "SELECT count(*) FROM events") == accepted
+    assert await count(registry_dsn, "SELECT count(*) FROM events WHERE stream_id <> 'chain-checkpoints'") == accepted
+    stored = accepted + 1
+    assert await count(registry_dsn, "SELECT count(*) FROM events") == stored
     topic = f"{namespace}.{topics.REGISTRY}"
-    published = await read_topic(infra.kafka_bootstrap, topic, count=accepted)
-    assert len({r.value for r in published}) == accepted
+    published = await read_topic(infra.kafka_bootstrap, topic, count=stored)
+    assert len({r.value for r in published}) == stored
+    assert await topic_size(infra, topic) == stored  # and nothing twice
+    last = max((Envelope.from_bytes(r.value) for r in published), key=lambda e: e.position)
+    signed = ChainCheckpointed.model_validate(last.payload)
+    assert signed.position == accepted
+    public = checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()
+    assert checkpoint.verify(public, "registry", "local", signed)
+    accepted = stored  # what the consumers must see
 
     # The consumers stop while (or after) they work: what they committed is exactly what they handled.
     for name, consumers in CONSUMERS.items():

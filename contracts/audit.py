@@ -1,0 +1,51 @@
+"""Events of the audit trail itself: signed chain checkpoints (every service) and audit queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, StringConstraints
+
+from contracts import topics
+from contracts.event import Event
+
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ChainCheckpointed(Event):
+    """A service signed the head of its hash chain (Ed25519), so a later rewrite of the chain shows.
+
+    Each service appends these to its own stream `chain-checkpoints` and publishes them on its
+    own topic; the signature covers `checkpoint_message(source, deployment, position, hash)`.
+    """
+
+    event_type: ClassVar[str] = "ChainCheckpointed"
+    topic: ClassVar[str] = "<service>.events"
+
+    position: int = Field(ge=1)
+    """The last event the signature covers."""
+    hash: Hex64
+    """That event's hash: the head of the chain at `position`."""
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    """The first 16 hex digits of SHA-256 over the raw public key."""
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+
+
+class AuditQueryMade(Event):
+    """An audit reviewer (or anyone) asked the audit service something; the question is on record."""
+
+    event_type: ClassVar[str] = "AuditQueryMade"
+    topic: ClassVar[str] = topics.AUDIT
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """`timeline`, `pool`, `pool-diff`, `export`."""
+    parameters: dict[str, Any]
+    results: int = Field(ge=0)
+    """How many entries were answered."""
+    as_of: datetime | None = None
+
+
+def checkpoint_message(source: str, deployment: str, position: int, head_hash: str) -> bytes:
+    """The bytes a chain checkpoint signs."""
+    return f"cadre-pool checkpoint v1|{source}|{deployment}|{position}|{head_hash}".encode()
