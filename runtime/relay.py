@@ -89,14 +89,15 @@ class OutboxRelay:
                         await asyncio.wait_for(self._stop.wait(), self._idle_wait)
                 self.is_leader = True
                 log.info("relay leading", topic=self.topic)
-                while True:
+                while not self._stop.is_set():
                     self._wakeup.clear()
                     sent = await self.publish_pending()
                     if sent < self._batch_size:
-                        if self._stop.is_set():
-                            return
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), self._idle_wait)
+                # Stopping (no more appends come): publish everything committed, then go.
+                while await self.publish_pending():
+                    pass
             finally:
                 self.is_leader = False
                 with contextlib.suppress(Exception):

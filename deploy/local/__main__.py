@@ -109,6 +109,41 @@ def demo(
 
 
 @app.command()
+def verify(
+    bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")],
+    service: Annotated[list[str], typer.Option(help="A service's database as name=DSN (repeat for each service)")],
+    namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
+    public_key: Annotated[
+        list[str] | None, typer.Option(help="Trusted checkpoint public key, base64 (default: the development key)")
+    ] = None,
+) -> None:
+    """Check each service's hash chain, stream versions, topic and signed checkpoints; exit 1 on any break."""
+    from contracts import topics as topic_names  # noqa: PLC0415
+    from runtime import checkpoint, verify  # noqa: PLC0415
+    from runtime.settings import DEV_CHECKPOINT_SEED  # noqa: PLC0415
+
+    keys = [checkpoint.load_public_key(k) for k in public_key or [checkpoint.public_key_b64(DEV_CHECKPOINT_SEED)]]
+    failed = False
+    for item in service:
+        name, sep, dsn = item.partition("=")
+        if not sep:
+            console.print("[red]--service wants name=DSN[/red]")
+            raise typer.Exit(2)
+        topic = topic_names.namespaced(namespace, topic_names.service_topic(name))
+        report = asyncio.run(verify.verify_dsn(dsn, service=name, public_keys=keys, bootstrap=bootstrap, topic=topic))
+        status = "[green]intact[/green]" if report.ok else f"[red]broken at position {report.first_bad_position}[/red]"
+        console.print(
+            f"{name}: {status}: {report.events} events, {report.on_topic} on {topic}, "
+            f"{report.checkpoints_verified} signed checkpoints verified"
+        )
+        for finding in report.findings:
+            console.print(f"  position {finding.position} [{finding.check}] {finding.problem}")
+        failed = failed or not report.ok
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def topics(
     bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")],
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",

@@ -1,0 +1,187 @@
+"""Tampering with a service's record is caught, with the first bad position named (real Kafka and PostgreSQL).
+
+Each test fills a registry's event table and topic through its API, signs a checkpoint, stops
+the service, and then plays a database administrator who switches off the append-only
+trigger and edits the table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from contracts import topics
+from contracts.envelope import canonical_json, chain_hash
+from runtime import checkpoint, verify
+from runtime.settings import DEV_CHECKPOINT_SEED
+from services.registry.app import RegistrySettings, create_app
+from tests.conftest import Launch
+from tests.infra import Infra
+from tests.integration.test_registry_api import CITY, build_tree, nomination
+
+KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
+
+
+@dataclass
+class Recorded:
+    dsn: str
+    topic: str
+    events: int
+    checkpoint_position: int
+
+
+@pytest.fixture
+async def recorded(launch: Launch, infra: Infra, namespace: str) -> Recorded:
+    registry = await launch(create_app, RegistrySettings, "registry")
+    await build_tree(registry.client)
+    for n in range(6):
+        response = await registry.client.post("/cadres", json=nomination(full_name=f"Cadre {n}"), headers=CITY)
+        assert response.status_code == 201, response.text
+    signer = checkpoint.Checkpointer(
+        registry.service.pool, registry.service.store, checkpoint.private_key(DEV_CHECKPOINT_SEED)
+    )
+    signed = await signer.checkpoint()
+    assert signed is not None
+    await registry.stop()  # publishes everything, signs nothing new (no event since the checkpoint)
+    dsn = infra.database_dsn(f"{namespace}_registry")
+    conn = await asyncpg.connect(dsn)
+    try:
+        events = int(await conn.fetchval("SELECT count(*) FROM events"))
+        assert await conn.fetchval("SELECT position FROM relay_cursor") == events
+    finally:
+        await conn.close()
+    return Recorded(dsn, f"{namespace}.{topics.REGISTRY}", events, signed.position)
+
+
+async def check(recorded: Recorded, infra: Infra, *, with_topic: bool = True) -> verify.Report:
+    return await verify.verify_dsn(
+        recorded.dsn,
+        service="registry",
+        public_keys=KEYS,
+        bootstrap=infra.kafka_bootstrap if with_topic else None,
+        topic=recorded.topic if with_topic else None,
+    )
+
+
+async def as_dba(recorded: Recorded, *statements: tuple[str, Any]) -> None:
+    conn = await asyncpg.connect(recorded.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+            for sql, args in statements:
+                await conn.execute(sql, *args)
+            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    finally:
+        await conn.close()
+
+
+async def test_an_untouched_record_verifies(recorded: Recorded, infra: Infra) -> None:
+    report = await check(recorded, infra)
+    assert report.ok, report.findings
+    assert report.events == report.on_topic == recorded.events
+    assert report.checkpoints_verified == 1
+
+
+async def test_a_changed_byte_is_caught_at_its_position(recorded: Recorded, infra: Infra) -> None:
+    await as_dba(recorded, ("UPDATE events SET body = replace(body, 'Cadre 2', 'Cadre 3') WHERE position = 8", ()))
+    report = await check(recorded, infra)
+    assert report.first_bad_position == 8
+    assert any(f.check == "chain" and "does not match its hash" in f.problem for f in report.findings)
+
+
+async def test_a_deleted_row_is_caught_at_its_position(recorded: Recorded, infra: Infra) -> None:
+    await as_dba(recorded, ("DELETE FROM events WHERE position = 9", ()))
+    report = await check(recorded, infra)
+    assert report.first_bad_position == 9
+    problems = {(f.check, f.position): f.problem for f in report.findings}
+    assert "missing event" in problems["chain", 9]
+    assert "on the topic, not in the table" in problems["topic", 9]
+
+
+async def test_a_swapped_pair_is_caught_at_the_first_of_them(recorded: Recorded, infra: Infra) -> None:
+    await as_dba(
+        recorded,
+        ("UPDATE events SET position = -1 WHERE position = 7", ()),
+        ("UPDATE events SET position = 7 WHERE position = 8", ()),
+        ("UPDATE events SET position = 8 WHERE position = -1", ()),
+    )
+    report = await check(recorded, infra)
+    assert report.first_bad_position == 7
+    assert [f.check for f in report.findings if f.position == 7][:1] == ["chain"]
+
+
+async def test_a_fully_rehashed_chain_is_caught_by_the_topic_and_the_signed_checkpoint(
+    recorded: Recorded, infra: Infra
+) -> None:
+    conn = await asyncpg.connect(recorded.dsn)
+    try:
+        rows = await conn.fetch("SELECT position, body FROM events WHERE position >= 8 ORDER BY position")
+        previous = await conn.fetchval("SELECT hash FROM events WHERE position = 7")
+    finally:
+        await conn.close()
+    statements: list[tuple[str, Any]] = []
+    for row in rows:
+        fields = orjson.loads(row["body"])
+        fields.pop("hash")
+        if row["position"] == 8:
+            fields["payload"]["full_name"] = "Someone Else"
+        fields["prev_hash"] = previous
+        previous = chain_hash(fields)
+        fields["hash"] = previous
+        statements.append(
+            (
+                "UPDATE events SET body = $2, hash = $3 WHERE position = $1",
+                (row["position"], canonical_json(fields).decode(), previous),
+            )
+        )
+    statements.append(("UPDATE chain_head SET hash = $1", (previous,)))
+    await as_dba(recorded, *statements)
+
+    without_topic = await check(recorded, infra, with_topic=False)
+    assert not any(f.check == "chain" for f in without_topic.findings)  # the chain itself holds
+    assert [f.check for f in without_topic.findings] == ["checkpoint"]
+    assert without_topic.first_bad_position == recorded.checkpoint_position
+    assert "chain rewritten" in without_topic.findings[0].problem
+
+    with_topic = await check(recorded, infra)
+    assert with_topic.first_bad_position == 8  # the topic's copy names the first rewritten event
+    assert with_topic.findings[0].check == "topic"
+
+
+async def test_a_forged_checkpoint_is_refused(recorded: Recorded, infra: Infra) -> None:
+    other_key = checkpoint.private_key("A" * 43 + "=")
+    conn = await asyncpg.connect(recorded.dsn)
+    try:
+        head = await conn.fetchrow("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+    finally:
+        await conn.close()
+    assert head is not None
+    forged = checkpoint.sign(other_key, "registry", "local", head["position"], head["hash"])
+    assert not checkpoint.verify(KEYS[0], "registry", "local", forged)
+    assert checkpoint.verify(other_key.public_key(), "registry", "local", forged)
+    moved = forged.model_copy(update={"position": head["position"] - 1})
+    assert not checkpoint.verify(other_key.public_key(), "registry", "local", moved)
+
+
+async def test_the_verify_command_reports_and_fails(recorded: Recorded, infra: Infra, namespace: str) -> None:
+    def run() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap, "TOPIC_NAMESPACE": f"{namespace}."}
+        return subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "deploy.local", "verify", "--service", f"registry={recorded.dsn}"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    intact = run()
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "registry: intact" in intact.stdout
+    await as_dba(recorded, ("UPDATE events SET body = replace(body, 'Cadre 4', 'Cadre 5') WHERE position = 10", ()))
+    broken = run()
+    assert broken.returncode == 1
+    assert "broken at position 10" in broken.stdout
