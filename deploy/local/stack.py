@@ -29,7 +29,7 @@ from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "training", "assessment", "notify")
+SERVICES = ("registry", "training", "assessment", "notify", "audit")
 """Every service, in the order they start (and their demos load)."""
 
 

@@ -40,6 +40,7 @@ CONSUMERS = {
     "training": ["training.pool", "training.retirement-reaction"],
     "assessment": ["assessment.pool"],
     "notify": ["notify.planner"],
+    "audit": ["audit.archive"],
 }
 
 

@@ -3,3 +3,4 @@ CREATE DATABASE cadre_registry;
 CREATE DATABASE cadre_training;
 CREATE DATABASE cadre_assessment;
 CREATE DATABASE cadre_notify;
+CREATE DATABASE cadre_audit;

@@ -1,0 +1,66 @@
+"""The audit service's HTTP API: timelines, the pool at any moment, changes, signed exports, the query log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from runtime.auth import CurrentActor
+from runtime.http import Context
+from runtime.service import service_of
+from services.audit.queries import AuditQueries, QueryView, TimelineEntry
+from services.audit.replay import PoolDiff, PoolEntry
+
+router = APIRouter()
+
+
+async def queries(request: Request) -> AuditQueries:
+    """FastAPI dependency: the audit queries."""
+    service = service_of(request)
+    return AuditQueries(service.pool, service.store, request.app.state.signing_key)
+
+
+Queries = Annotated[AuditQueries, Depends(queries)]
+Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+
+
+@router.get("/cadres/{cadre_id}/timeline", tags=["audit"])
+async def timeline(cadre_id: UUID, ctx: Context, reads: Queries) -> list[TimelineEntry]:
+    """A cadre's whole history across every service, in the order it was recorded."""
+    return await reads.timeline(ctx, cadre_id)
+
+
+@router.get("/pool", tags=["audit"])
+async def pool(
+    ctx: Context,
+    reads: Queries,
+    under: Under = None,
+    at: Annotated[datetime | None, Query(description="The moment (ISO 8601 with zone); default now")] = None,
+) -> list[PoolEntry]:
+    """The pool of a subtree as it stood at a moment: who, where posted, latest grade (replayed from events)."""
+    return await reads.pool(ctx, under, at)
+
+
+@router.get("/pool/changes", tags=["audit"])
+async def changes(ctx: Context, reads: Queries, since: datetime, until: datetime, under: Under = None) -> PoolDiff:
+    """Who joined, who left and what changed in a subtree's pool between two moments."""
+    return await reads.changes(ctx, under, since, until)
+
+
+@router.get("/export", tags=["audit"], response_class=Response)
+async def export(ctx: Context, reads: Queries, since: datetime, until: datetime, under: Under = None) -> Response:
+    """A signed bundle of a subtree's events over a period, for offline verification (verify_bundle.py)."""
+    bundle = await reads.export(ctx, under, since, until)
+    headers = {"Content-Disposition": 'attachment; filename="cadre-pool-audit-export.zip"'}
+    return Response(bundle, media_type="application/zip", headers=headers)
+
+
+@router.get("/queries", tags=["audit"])
+async def audit_queries(
+    actor: CurrentActor, reads: Queries, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[QueryView]:
+    """The audit questions asked in your subtree (each is an `AuditQueryMade` event)."""
+    return await reads.queries(actor, limit)

@@ -1,0 +1,203 @@
+"""What an audit reviewer may ask, each answer from the archived events, each question put on record."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
+
+from contracts.audit import AuditQueryMade
+from contracts.envelope import Actor, Envelope, Role, canonical_json, uuid7
+from runtime import checkpoint
+from runtime.auth import require_role, require_scope
+from runtime.db import Pool, in_subtree_sql
+from runtime.errors import CommandError, NotFoundError
+from runtime.projection import Recorded
+from runtime.store import CommandContext, EventStore
+from services.audit import replay
+from services.audit.verify_bundle import FORMAT
+
+
+class TimelineEntry(BaseModel):
+    """One event in a cadre's life, from whichever service recorded it."""
+
+    event_id: UUID
+    event_type: str
+    service: str
+    position: int
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    actor_role: str
+    org_path: str
+    org_level: str | None
+    payload: dict[str, Any]
+    hash: str
+
+
+class QueryView(BaseModel):
+    """One audit question on record."""
+
+    event_id: UUID
+    actor_user: str
+    actor_role: str
+    org_path: str
+    query: str
+    parameters: dict[str, Any]
+    results: int
+    recorded_at: datetime
+
+
+class AuditQueries:
+    """Read-only questions over a subtree; every answer first records `AuditQueryMade`."""
+
+    def __init__(self, pool: Pool, store: EventStore, signing_key: Ed25519PrivateKey) -> None:
+        self._pool = pool
+        self._store = store
+        self._key = signing_key
+
+    @staticmethod
+    def _may_audit(actor: Actor) -> None:
+        require_role(actor, Role.AUDITOR, Role.ORGANIZER)
+
+    async def _root(self, actor: Actor, under: str | None) -> str:
+        if under is None:
+            return actor.org_path
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", under)
+        if path is None:
+            msg = f"org unit {under} not found"
+            raise NotFoundError(msg)
+        require_scope(actor, path, f"org unit {under}")
+        return str(path)
+
+    async def _record(self, ctx: CommandContext, query: str, parameters: dict[str, Any], results: int) -> None:
+        event = AuditQueryMade(query=query, parameters=parameters, results=results, as_of=parameters.get("at"))
+        await self._store.append(f"audit-query-{uuid7()}", 0, [event], ctx=ctx, org_path=ctx.actor.org_path)
+
+    async def timeline(self, ctx: CommandContext, cadre_id: UUID) -> list[TimelineEntry]:
+        """Everything that happened to a cadre, in every service, in the order it was recorded."""
+        self._may_audit(ctx.actor)
+        rows = await self._pool.fetch(
+            "SELECT a.*, u.level FROM archive a LEFT JOIN units u ON u.path = a.org_path"
+            " WHERE a.cadre_id = $1 ORDER BY a.recorded_at, a.source, a.position",
+            cadre_id,
+        )
+        nominated = next((r for r in rows if r["event_type"] == "CadreNominated"), None)
+        if nominated is None or not ctx.actor.covers(nominated["org_path"]):
+            msg = "cadre not found"
+            raise NotFoundError(msg)
+        entries = [
+            TimelineEntry(
+                event_id=r["event_id"],
+                event_type=r["event_type"],
+                service=r["source"],
+                position=r["position"],
+                occurred_at=r["occurred_at"],
+                recorded_at=r["recorded_at"],
+                actor=r["actor_user"],
+                actor_role=r["actor_role"],
+                org_path=r["org_path"],
+                org_level=r["level"],
+                payload=orjson.loads(r["body"])["payload"],
+                hash=r["hash"],
+            )
+            for r in rows
+        ]
+        await self._record(ctx, "timeline", {"cadre_id": str(cadre_id)}, len(entries))
+        return entries
+
+    async def _pool_at(self, root: str, at: datetime) -> list[replay.PoolEntry]:
+        rows = await self._pool.fetch(
+            f"SELECT body FROM archive WHERE {in_subtree_sql('org_path', '$1')}"  # noqa: S608 - fixed fragment
+            " AND event_type = ANY($2::text[]) AND recorded_at <= $3 ORDER BY recorded_at, source, position",
+            root,
+            sorted(replay.RELEVANT),
+            at,
+        )
+        events = (Recorded.from_envelope(Envelope.model_validate(orjson.loads(r["body"]))) for r in rows)
+        return replay.pool_at(events, root)
+
+    async def pool(self, ctx: CommandContext, under: str | None, at: datetime | None) -> list[replay.PoolEntry]:
+        """The pool of a subtree as it stood at `at` (default: now), replayed from the events."""
+        self._may_audit(ctx.actor)
+        root = await self._root(ctx.actor, under)
+        moment = at or datetime.now(UTC)
+        entries = await self._pool_at(root, moment)
+        await self._record(ctx, "pool", {"under": root, "at": moment.isoformat()}, len(entries))
+        return entries
+
+    async def changes(
+        self, ctx: CommandContext, under: str | None, since: datetime, until: datetime
+    ) -> replay.PoolDiff:
+        """How the pool of a subtree changed between two moments."""
+        self._may_audit(ctx.actor)
+        if until < since:
+            msg = "`until` lies before `since`"
+            raise CommandError(msg)
+        root = await self._root(ctx.actor, under)
+        result = replay.diff(await self._pool_at(root, since), await self._pool_at(root, until))
+        parameters = {"under": root, "since": since.isoformat(), "until": until.isoformat()}
+        await self._record(ctx, "pool-changes", parameters, len(result.joined) + len(result.left) + len(result.changed))
+        return result
+
+    async def queries(self, actor: Actor, limit: int) -> list[QueryView]:
+        """The audit questions asked inside the actor's subtree, newest first."""
+        self._may_audit(actor)
+        rows = await self._pool.fetch(
+            f"SELECT * FROM audit_queries WHERE {in_subtree_sql('org_path', '$1')}"  # noqa: S608 - fixed fragment
+            " ORDER BY recorded_at DESC LIMIT $2",
+            actor.org_path,
+            limit,
+        )
+        return [QueryView.model_validate({**dict(r), "parameters": orjson.loads(r["parameters"])}) for r in rows]
+
+    async def export(self, ctx: CommandContext, under: str | None, since: datetime, until: datetime) -> bytes:
+        """A signed bundle (zip: events.jsonl, manifest.json, manifest.sig) of a subtree's events in a period."""
+        self._may_audit(ctx.actor)
+        if until < since:
+            msg = "`until` lies before `since`"
+            raise CommandError(msg)
+        root = await self._root(ctx.actor, under)
+        rows = await self._pool.fetch(
+            f"SELECT source, position, body FROM archive WHERE {in_subtree_sql('org_path', '$1')}"  # noqa: S608
+            " AND recorded_at >= $2 AND recorded_at <= $3 ORDER BY recorded_at, source, position",
+            root,
+            since,
+            until,
+        )
+        events = b"".join(row["body"].encode() + b"\n" for row in rows)
+        sources: dict[str, dict[str, int]] = {}
+        for row in rows:
+            seen = sources.setdefault(row["source"], {"count": 0, "first_position": row["position"]})
+            seen["count"] += 1
+            seen["last_position"] = row["position"]
+        public = self._key.public_key()
+        manifest = {
+            "format": FORMAT,
+            "created_at": datetime.now(UTC).isoformat(),
+            "created_by": ctx.actor.user,
+            "subtree": root,
+            "from": since.astimezone(UTC).isoformat(),
+            "to": until.astimezone(UTC).isoformat(),
+            "events": len(rows),
+            "events_sha256": hashlib.sha256(events).hexdigest(),
+            "sources": sources,
+            "key_id": checkpoint.key_id(public),
+            "public_key": base64.b64encode(checkpoint.public_bytes(public)).decode(),
+        }
+        signature = self._key.sign(canonical_json(manifest)).hex()
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("events.jsonl", events)
+            bundle.writestr("manifest.json", canonical_json(manifest))
+            bundle.writestr("manifest.sig", signature + "\n")
+        await self._record(ctx, "export", {k: manifest[k] for k in ("subtree", "from", "to")}, len(rows))
+        return buffer.getvalue()
