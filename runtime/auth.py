@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.envelope import Actor, Role
+from runtime.db import Pool
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
 
 ALGORITHM = "HS256"
@@ -94,3 +95,15 @@ def require_scope(actor: Actor, org_path: str, what: str) -> None:
 def can_write(actor: Actor) -> None:
     """Only organizers change the pool."""
     require_role(actor, Role.ORGANIZER)
+
+
+async def subtree_root(pool: Pool, actor: Actor, code: str | None, *, table: str = "units") -> str:
+    """The org path of unit `code` (default: the actor's own unit), refused (404) outside the actor's subtree."""
+    if code is None:
+        return actor.org_path
+    path = await pool.fetchval(f"SELECT path FROM {table} WHERE code = $1", code)  # noqa: S608 - a table name of ours
+    if path is None:
+        msg = f"org unit {code} not found"
+        raise NotFoundError(msg)
+    require_scope(actor, path, f"org unit {code}")
+    return str(path)

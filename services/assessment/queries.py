@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from contracts.assessment import Grade
 from contracts.envelope import Actor
-from runtime.auth import require_scope
+from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
 from services.assessment import rules
@@ -139,16 +139,6 @@ class AssessmentQueries:
         self._pool = pool
         self._weights = weights
 
-    async def _root(self, actor: Actor, under: str | None) -> str:
-        if under is None:
-            return actor.org_path
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", under)
-        if path is None:
-            msg = f"org unit {under} not found"
-            raise NotFoundError(msg)
-        require_scope(actor, path, f"org unit {under}")
-        return str(path)
-
     async def file(self, actor: Actor, cadre_id: UUID) -> CadreFileView:
         """Grades over time, dimension scores, reminders, check-ins, exits: the whole file."""
         cadre = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
@@ -201,7 +191,7 @@ class AssessmentQueries:
 
     async def ranking(self, actor: Actor, under: str | None, limit: int) -> list[Ranked]:
         """The pool of a subtree, best first, by the documented score (rules.score)."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.full_name, c.org_path,"  # noqa: S608 - fixed clauses, values bound
             " array_remove(array_agg(e.grade ORDER BY cy.starts_on), NULL) AS grades,"
@@ -244,7 +234,7 @@ class AssessmentQueries:
 
     async def open_reminders(self, actor: Actor, under: str | None) -> list[ReminderView]:
         """Unresolved reminders of cadres still in the pool of a subtree, soonest follow-up first."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT r.*, c.full_name FROM reminders r JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
             f" WHERE r.resolved_on IS NULL AND c.in_pool AND {in_subtree_sql('r.org_path', '$1')}"
@@ -255,7 +245,7 @@ class AssessmentQueries:
 
     async def grade_distribution(self, actor: Actor, under: str | None, cycle_id: UUID | None) -> list[LevelGrades]:
         """Standing grades by the level of the cadre's unit (optionally in one cycle)."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT u.level, e.grade, count(*) AS n FROM evaluations e"  # noqa: S608 - fixed clauses, values bound
             " JOIN pool_cadres c USING (cadre_id) JOIN units u ON u.code = c.org_code"
@@ -271,7 +261,7 @@ class AssessmentQueries:
 
     async def shortfalls(self, actor: Actor, under: str | None) -> list[Shortfall]:
         """Units of a subtree whose own pool is below its target size: where new entries are needed."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT u.code, u.name, u.path, u.target_pool_size AS target,"  # noqa: S608 - fixed clauses, values bound
             " count(c.cadre_id) FILTER (WHERE c.in_pool) AS in_pool"

@@ -68,6 +68,8 @@ class Archive:
     """Keeps every envelope of the services it reads, whole and in canonical JSON."""
 
     name = "archive"
+    tables = ("archive", "units")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
     def handles(self, event_type: str) -> bool:
         """Everything."""

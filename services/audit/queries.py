@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from contracts.audit import AuditQueryMade
 from contracts.envelope import Actor, Envelope, Role, canonical_json, uuid7
 from runtime import checkpoint
-from runtime.auth import require_role, require_scope
+from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.projection import Recorded
@@ -67,16 +67,6 @@ class AuditQueries:
     @staticmethod
     def _may_audit(actor: Actor) -> None:
         require_role(actor, Role.AUDITOR, Role.ORGANIZER)
-
-    async def _root(self, actor: Actor, under: str | None) -> str:
-        if under is None:
-            return actor.org_path
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", under)
-        if path is None:
-            msg = f"org unit {under} not found"
-            raise NotFoundError(msg)
-        require_scope(actor, path, f"org unit {under}")
-        return str(path)
 
     async def _record(self, ctx: CommandContext, query: str, parameters: dict[str, Any], results: int) -> None:
         event = AuditQueryMade(query=query, parameters=parameters, results=results, as_of=parameters.get("at"))
@@ -128,7 +118,7 @@ class AuditQueries:
     async def pool(self, ctx: CommandContext, under: str | None, at: datetime | None) -> list[replay.PoolEntry]:
         """The pool of a subtree as it stood at `at` (default: now), replayed from the events."""
         self._may_audit(ctx.actor)
-        root = await self._root(ctx.actor, under)
+        root = await subtree_root(self._pool, ctx.actor, under)
         moment = at or datetime.now(UTC)
         entries = await self._pool_at(root, moment)
         await self._record(ctx, "pool", {"under": root, "at": moment.isoformat()}, len(entries))
@@ -142,7 +132,7 @@ class AuditQueries:
         if until < since:
             msg = "`until` lies before `since`"
             raise CommandError(msg)
-        root = await self._root(ctx.actor, under)
+        root = await subtree_root(self._pool, ctx.actor, under)
         result = replay.diff(await self._pool_at(root, since), await self._pool_at(root, until))
         parameters = {"under": root, "since": since.isoformat(), "until": until.isoformat()}
         await self._record(ctx, "pool-changes", parameters, len(result.joined) + len(result.left) + len(result.changed))
@@ -165,7 +155,7 @@ class AuditQueries:
         if until < since:
             msg = "`until` lies before `since`"
             raise CommandError(msg)
-        root = await self._root(ctx.actor, under)
+        root = await subtree_root(self._pool, ctx.actor, under)
         rows = await self._pool.fetch(
             f"SELECT source, position, body FROM archive WHERE {in_subtree_sql('org_path', '$1')}"  # noqa: S608
             " AND recorded_at >= $2 AND recorded_at <= $3 ORDER BY recorded_at, source, position",

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor, Envelope
 from contracts.registry import Education, Person, RetirementReason
-from runtime.auth import require_scope
+from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.store import EventStore
@@ -95,19 +95,9 @@ class RegistryQueries:
         self._pool = pool
         self._store = store
 
-    async def _unit_path(self, actor: Actor, code: str | None) -> str:
-        if code is None:
-            return actor.org_path
-        path = await self._pool.fetchval("SELECT path FROM org_units WHERE code = $1", code)
-        if path is None:
-            msg = f"org unit {code} not found"
-            raise NotFoundError(msg)
-        require_scope(actor, path, f"org unit {code}")
-        return str(path)
-
     async def org_units(self, actor: Actor, under: str | None) -> list[OrgUnitView]:
         """The units of a subtree (default: the actor's), parents before children."""
-        root = await self._unit_path(actor, under)
+        root = await subtree_root(self._pool, actor, under, table="org_units")
         rows = await self._pool.fetch(
             f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')} ORDER BY path",  # noqa: S608 - fixed SQL
             root,
@@ -116,7 +106,7 @@ class RegistryQueries:
 
     async def org_unit(self, actor: Actor, code: str) -> OrgUnitView:
         """One unit of the actor's subtree."""
-        await self._unit_path(actor, code)
+        await subtree_root(self._pool, actor, code, table="org_units")
         row = await self._pool.fetchrow("SELECT * FROM org_units WHERE code = $1", code)
         return self._unit(row)
 
@@ -155,7 +145,7 @@ class RegistryQueries:
         cursor: str | None = None,
     ) -> CadrePage:
         """Cadres of a subtree, unit by unit, filtered, one page at a time."""
-        root = await self._unit_path(actor, under)
+        root = await subtree_root(self._pool, actor, under, table="org_units")
         where = [in_subtree_sql("org_path", "$1")]
         args: list[Any] = [root]
 

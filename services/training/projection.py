@@ -222,6 +222,8 @@ class PoolView:
     """Training's view of the registry: the org units, and who is in the pool where."""
 
     name = "pool"
+    tables = ("units", "pool_cadres")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
     _TYPES: Final = frozenset(
         {

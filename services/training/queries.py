@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor
 from contracts.training import PostingKind
-from runtime.auth import require_scope
+from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
 from runtime.store import EventStore
@@ -129,16 +129,6 @@ class TrainingQueries:
             raise NotFoundError(msg)
         return row
 
-    async def _root(self, actor: Actor, under: str | None) -> str:
-        if under is None:
-            return actor.org_path
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", under)
-        if path is None:
-            msg = f"org unit {under} not found"
-            raise NotFoundError(msg)
-        require_scope(actor, path, f"org unit {under}")
-        return str(path)
-
     async def record(self, actor: Actor, cadre_id: UUID) -> TrainingRecord:
         """Hours by year (organized vs self-study), programmes and self-study of one cadre."""
         await self._cadre(actor, cadre_id)
@@ -171,7 +161,7 @@ class TrainingQueries:
 
     async def current_postings(self, actor: Actor, under: str | None, on: date | None = None) -> list[PostingView]:
         """Who of a subtree is posted where on a day (default today)."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         day = on or datetime.now(UTC).date()
         rows = await self._pool.fetch(
             "SELECT p.*, c.full_name FROM postings p LEFT JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
@@ -185,7 +175,7 @@ class TrainingQueries:
 
     async def without_grassroots(self, actor: Actor, under: str | None) -> list[CadreBrief]:
         """Cadres in the pool with neither grass-roots service nor a served downward posting."""
-        root = await self._root(actor, under)
+        root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.full_name, c.org_path, c.grassroots_months FROM pool_cadres c"  # noqa: S608 - fixed clauses, values bound
             f" WHERE {in_subtree_sql('c.org_path', '$1')} AND c.in_pool AND c.grassroots_months = 0"

@@ -1,0 +1,133 @@
+"""Rebuilding a projection from its topic while the service serves and consumes (real Kafka and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deploy.local.stack import REPO
+from runtime import rebuild
+from services.training.app import SPEC as TRAINING
+from services.training.app import TrainingSettings
+from services.training.app import create_app as training_app
+from tests.conftest import Launch
+from tests.infra import Infra
+from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.support import Running, eventually
+
+TABLES = ("units", "pool_cadres")
+
+
+async def nominate(registry: Running, name: str) -> None:
+    response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
+    assert response.status_code == 201, response.text
+
+
+async def caught_up(training: Running, registry: Running) -> None:
+    """Wait until training's pool consumer handled every registry event."""
+
+    async def behind() -> int:
+        events = int(await registry.service.pool.fetchval("SELECT count(*) FROM events"))
+        handled = int(
+            await training.service.pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'training.pool'")
+        )
+        return events - handled
+
+    await eventually(behind, until=lambda n: n == 0)
+
+
+async def differences(training: Running, schema: str) -> dict[str, tuple[int, int, int]]:
+    """Per table: rows only in the live table, rows only in `schema`'s copy, rows in the live table."""
+    result = {}
+    for table in TABLES:
+        live = f'public."{table}"'
+        other = f'"{schema}"."{table}"'
+        only_live = await training.service.pool.fetchval(
+            f"SELECT count(*) FROM (TABLE {live} EXCEPT ALL TABLE {other}) d"
+        )
+        only_other = await training.service.pool.fetchval(
+            f"SELECT count(*) FROM (TABLE {other} EXCEPT ALL TABLE {live}) d"
+        )
+        rows = await training.service.pool.fetchval(f"SELECT count(*) FROM {live}")
+        result[table] = (int(only_live), int(only_other), int(rows))
+    return result
+
+
+async def test_a_rebuild_while_writing_equals_a_clean_rebuild_row_for_row(
+    launch: Launch, registry: Running, infra: Infra, namespace: str
+) -> None:
+    training = await launch(training_app, TrainingSettings, "training")
+    await build_tree(registry.client)
+    for n in range(10):
+        await nominate(registry, f"Before {n}")
+    await caught_up(training, registry)
+
+    async def keep_writing() -> None:
+        for n in range(10):
+            await nominate(registry, f"During {n}")
+            await asyncio.sleep(0.02)
+
+    seen: list[tuple[int, int]] = []
+    writer = asyncio.create_task(keep_writing())
+    settings = training.service.settings
+    first = await rebuild.rebuild(TRAINING, settings, "pool", progress=lambda read, total: seen.append((read, total)))
+    await writer
+    assert seen
+    assert seen[-1][0] == first.messages
+    assert [read for read, _ in seen] == sorted(read for read, _ in seen)
+    assert rebuild.REBUILD_PROGRESS.labels("training", "pool")._value.get() == 1.0
+
+    # The service kept serving; after the switch its consumer goes on in the rebuilt tables.
+    response = await training.client.get("/programs", headers=CITY)
+    assert response.status_code == 200
+    for n in range(3):
+        await nominate(registry, f"After {n}")
+    await caught_up(training, registry)
+    assert await training.service.pool.fetchval("SELECT count(*) FROM pool_cadres") == 23
+
+    # A clean rebuild from the topic now equals the live tables row for row.
+    second = await rebuild.rebuild(TRAINING, settings, "pool")
+    assert second.caught_up == 0
+    assert second.replaced_schema is not None
+    assert await differences(training, second.replaced_schema) == {"units": (0, 0, 5), "pool_cadres": (0, 0, 23)}
+    duplicates = await training.service.pool.fetchval(
+        "SELECT count(*) - count(DISTINCT event_id) FROM inbox WHERE consumer = 'training.pool'"
+    )
+    assert duplicates == 0
+
+
+async def test_the_rebuild_command_shows_progress_and_refuses_what_it_cannot_rebuild(
+    launch: Launch, registry: Running, infra: Infra, namespace: str
+) -> None:
+    training = await launch(training_app, TrainingSettings, "training")
+    await build_tree(registry.client)
+    await nominate(registry, "Li Wei")
+    await caught_up(training, registry)
+    env = {
+        **os.environ,
+        "DATABASE_URL": infra.database_dsn(f"{namespace}_training"),
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+        "TOPIC_NAMESPACE": f"{namespace}.",
+        "COLUMNS": "120",
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "runtime.rebuild", *args],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    done = run("training", "pool")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rebuilt training.pool: 6 events" in done.stdout
+    assert "events/s" in done.stdout
+    with pytest.raises(ValueError, match=r"cannot be rebuilt|no projection"):
+        rebuild.rebuildable(TRAINING, "retirement-reaction")
+    refused = run("training", "nothing")
+    assert refused.returncode != 0
+    assert "no projection 'nothing'" in refused.stderr
+    assert await training.service.pool.fetchval("SELECT count(*) FROM pool_cadres") == 1
