@@ -185,7 +185,8 @@ def mail_sink(workdir: Path) -> Iterator[dict[str, str]]:
         return
     port = free_port()
     maildir = workdir / "mail"
-    maildir.mkdir(parents=True, exist_ok=True)
+    for part in ("tmp", "new", "cur"):  # a maildir; the server does not make these in an existing folder
+        (maildir / part).mkdir(parents=True, exist_ok=True)
     with (workdir / "mail.log").open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and a dependency's module
             [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox", "-l", f"127.0.0.1:{port}",
