@@ -66,6 +66,10 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self.is_leader = False
+        self._published: int | None = None
+        """While leading: the cursor, kept here too (no other process moves it meanwhile)."""
+        self._head = 0
+        """The newest position a commit notification named (for the lag metric)."""
 
     def stop(self) -> None:
         """Ask the relay to publish what is committed and then return (the leader) or return (a standby)."""
@@ -88,6 +92,8 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self._idle_wait)
                 self.is_leader = True
+                self._published = await self.cursor()
+                self._head = int(await conn.fetchval("SELECT position FROM chain_head WHERE id = 1") or 0)
                 log.info("relay leading", topic=self.topic)
                 while not self._stop.is_set():
                     self._wakeup.clear()
@@ -100,11 +106,14 @@ class OutboxRelay:
                     pass
             finally:
                 self.is_leader = False
+                self._published = None
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
                     await conn.execute("SELECT pg_advisory_unlock(hashtext('relay:' || $1))", self.topic)
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        with contextlib.suppress(TypeError, ValueError):
+            self._head = max(self._head, int(str(payload)))
         self._wakeup.set()
 
     async def cursor(self) -> int:
@@ -114,7 +123,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch after the cursor; return how many events were sent."""
-        cursor = await self.cursor()
+        cursor = self._published if self._published is not None else await self.cursor()
         rows = await self._pool.fetch(
             "SELECT position, coalesce(cadre_id::text, stream_id) AS key, event_id, event_type, body"
             " FROM events WHERE position > $1 ORDER BY position LIMIT $2",
@@ -138,11 +147,11 @@ class OutboxRelay:
             await asyncio.gather(*acks)
             last = rows[-1]["position"]
             await self._save_cursor(last)
+            if self._published is not None:
+                self._published = last
             metrics.RELAY_PUBLISHED.labels(self._service, self.topic).inc(len(rows))
-        head = await self._pool.fetchval("SELECT position FROM chain_head WHERE id = 1")
-        metrics.RELAY_LAG.labels(self._service, self.topic).set(
-            int(head or 0) - (rows[-1]["position"] if rows else cursor)
-        )
+        done = rows[-1]["position"] if rows else cursor
+        metrics.RELAY_LAG.labels(self._service, self.topic).set(max(0, self._head - done))
         return len(rows)
 
     async def _save_cursor(self, position: int) -> None:
