@@ -308,6 +308,8 @@ class PoolView:
     """Assessment's view of the registry: units with their targets, cadres, and closed cases."""
 
     name = "pool"
+    tables = ("units", "pool_cadres")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
     _TYPES: Final = frozenset(
         {
@@ -368,6 +370,8 @@ class TrainingView:
     """Assessment's view of training: hours per year by kind, and postings served."""
 
     name = "training"
+    tables = ("training_hours", "postings_served")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
     _TYPES: Final = frozenset({TrainingCompleted.event_type, SelfStudyLogged.event_type, PostingCompleted.event_type})
 

@@ -11,6 +11,9 @@ import pytest
 
 from deploy.local.stack import REPO
 from runtime import rebuild
+from services.assessment.app import SPEC as ASSESSMENT
+from services.assessment.app import AssessmentSettings
+from services.assessment.app import create_app as assessment_app
 from services.training.app import SPEC as TRAINING
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
@@ -131,3 +134,34 @@ async def test_the_rebuild_command_shows_progress_and_refuses_what_it_cannot_reb
     assert refused.returncode != 0
     assert "no projection 'nothing'" in refused.stderr
     assert await training.service.pool.fetchval("SELECT count(*) FROM pool_cadres") == 1
+
+
+async def test_assessments_view_of_the_registry_rebuilds_to_the_same_rows(launch: Launch, registry: Running) -> None:
+    assessment = await launch(assessment_app, AssessmentSettings, "assessment")
+    await build_tree(registry.client)
+    for n in range(4):
+        await nominate(registry, f"Cadre {n}")
+    retired = await registry.client.post(
+        f"/cadres/{await first_cadre(registry)}/retirement",
+        json={"reason": "withdrew", "effective_on": "2026-11-26"},
+        headers=CITY,
+    )
+    assert retired.status_code == 200, retired.text
+    await eventually(
+        lambda: assessment.service.pool.fetchval("SELECT count(*) FROM pool_cadres WHERE NOT in_pool"),
+        until=lambda n: n == 1,
+    )
+    done = await rebuild.rebuild(ASSESSMENT, assessment.service.settings, "pool")
+    assert done.replaced_schema is not None
+    for table in ("units", "pool_cadres"):
+        live, old = f'public."{table}"', f'"{done.replaced_schema}"."{table}"'
+        differ = await assessment.service.pool.fetchval(
+            f"SELECT count(*) FROM ((TABLE {live} EXCEPT ALL TABLE {old})"
+            f" UNION ALL (TABLE {old} EXCEPT ALL TABLE {live})) d"
+        )
+        assert differ == 0, table
+
+
+async def first_cadre(registry: Running) -> str:
+    response = await registry.client.get("/cadres", headers=CITY)
+    return str(response.json()["items"][0]["cadre_id"])
