@@ -7,6 +7,7 @@ trigger and edits the table.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from services.registry.app import RegistrySettings, create_app
 from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.support import eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 
@@ -185,3 +187,27 @@ async def test_the_verify_command_reports_and_fails(recorded: Recorded, infra: I
     broken = run()
     assert broken.returncode == 1
     assert "broken at position 10" in broken.stdout
+
+
+async def test_a_running_service_signs_its_chain_at_every_interval(
+    launch: Launch, infra: Infra, namespace: str
+) -> None:
+    registry = await launch(create_app, RegistrySettings, "registry", checkpoint_interval_seconds=0.2)
+    await build_tree(registry.client)
+    signed_sql = "SELECT count(*) FROM events WHERE event_type = 'ChainCheckpointed'"
+    head_sql = "SELECT event_type FROM events ORDER BY position DESC LIMIT 1"
+    await eventually(lambda: registry.service.pool.fetchval(head_sql), until=lambda t: t == "ChainCheckpointed")
+    signed = await registry.service.pool.fetchval(signed_sql)
+    await asyncio.sleep(0.6)  # nothing new happened: no new checkpoint
+    assert await registry.service.pool.fetchval(signed_sql) == signed
+    response = await registry.client.post("/cadres", json=nomination(), headers=CITY)
+    assert response.status_code == 201
+    await eventually(lambda: registry.service.pool.fetchval(signed_sql), until=lambda n: n == signed + 1)
+    report = await verify.verify_service(
+        service="registry",
+        pool=registry.service.pool,
+        public_keys=KEYS,
+        bootstrap=infra.kafka_bootstrap,
+        topic=f"{namespace}.{topics.REGISTRY}",
+    )
+    assert report.checkpoints_verified >= 2, report
