@@ -133,7 +133,12 @@ class Service:
         )
         mismatches = await ensure_topics(
             settings.kafka_bootstrap_servers,
-            platform_topics(settings.topic_namespace, partitions=settings.topic_partitions),
+            platform_topics(
+                settings.topic_namespace,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                min_insync_replicas=settings.topic_min_insync_replicas,
+            ),
         )
         for mismatch in mismatches:
             log.warning("topic differs from its spec", topic=mismatch.topic, problem=mismatch.problem)

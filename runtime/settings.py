@@ -25,6 +25,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
     topic_namespace: str = Field(default="", description="Prefix of every topic name (tests, tenants)")
     topic_partitions: int = Field(default=3, ge=1, description="Partitions of topics this service creates")
+    topic_replication_factor: int = Field(default=1, ge=1, description="Replicas of topics this service creates")
+    topic_min_insync_replicas: int = Field(
+        default=1, ge=1, description="min.insync.replicas of topics this service creates (acks=all waits for them)"
+    )
     deployment_id: str = Field(default="local", description="Deployment that records events (multi-site sync)")
     auth_secret: SecretStr = Field(default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of actor tokens")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")
