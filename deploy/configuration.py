@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from deploy.local.stack import SERVICES
-from runtime.settings import ServiceSettings
+from runtime.settings import ServiceSettings, settings_class
 
 TARGET: Final = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -53,13 +53,7 @@ def _table(fields: dict[str, FieldInfo]) -> list[str]:
 
 def settings_classes() -> dict[str, type[ServiceSettings]]:
     """Each service's settings class."""
-    found: dict[str, type[ServiceSettings]] = {}
-    for service in SERVICES:
-        module = import_module(f"services.{service}.app")
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings:
-                found[service] = value
-    return found
+    return {service: settings_class(import_module(f"services.{service}.app")) for service in SERVICES}
 
 
 def render() -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -120,3 +121,51 @@ async def _mismatches(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec]) 
                 if actual.get(key) != value:
                     problems.append(TopicMismatch(name, f"{key}={actual.get(key)}, wants {value}"))
     return problems
+
+
+async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """The end offset of every partition of `topics` now (their message counts, from offset 0)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions: list[TopicPartition] = []
+        for topic in topics:
+            found = consumer.partitions_for_topic(topic)
+            while found is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
+                found = consumer.partitions_for_topic(topic)
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+async def read_range(
+    bootstrap: str, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], batch: int
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """The records between `starts` and `ends`, in batches (each partition in order)."""
+    todo = {tp for tp in ends if ends[tp] > starts.get(tp, 0)}
+    if not todo:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_poll_records=batch
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, starts.get(tp, 0))
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=batch)
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            for tp, part in fetched.items():
+                records += [r for r in part if r.offset < ends[tp]]
+                if part and part[-1].offset >= ends[tp] - 1:
+                    todo.discard(tp)
+            if records:
+                yield records
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()

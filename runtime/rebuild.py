@@ -22,21 +22,21 @@ reads the same environment as the service (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
 from runtime import db, logs, subscriber
+from runtime.kafka import read_range, topic_ends
 from runtime.projection import Projection
 from runtime.service import ServiceSpec
-from runtime.settings import ServiceSettings
+from runtime.settings import ServiceSettings, settings_class
 
 log = logs.get(__name__)
 
@@ -80,53 +80,6 @@ def rebuildable(spec: ServiceSpec, name: str) -> tuple[Rebuildable, list[str]]:
     raise ValueError(msg)
 
 
-async def _ends(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            found = consumer.partitions_for_topic(topic)
-            while found is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
-                found = consumer.partitions_for_topic(topic)
-            partitions += [TopicPartition(topic, p) for p in sorted(found)]
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        return ends
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
-
-
-async def _read(
-    bootstrap: str, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], batch: int
-) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
-    """The records between `starts` and `ends`, in batches (each partition in order)."""
-    todo = {tp for tp in ends if ends[tp] > starts.get(tp, 0)}
-    if not todo:
-        return
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_poll_records=batch
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(todo))
-        for tp in todo:
-            consumer.seek(tp, starts.get(tp, 0))
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=batch)
-            records: list[ConsumerRecord[bytes, bytes]] = []
-            for tp, part in fetched.items():
-                records += [r for r in part if r.offset < ends[tp]]
-                if part and part[-1].offset >= ends[tp] - 1:
-                    todo.discard(tp)
-            if records:
-                yield records
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
-
-
 async def rebuild(
     spec: ServiceSpec,
     settings: ServiceSettings,
@@ -156,10 +109,10 @@ async def rebuild(
     labels = (spec.name, projection_name)
     try:
         await db.apply_schema(pool, [*subscriber.SCHEMA, *spec.schema])
-        ends = await _ends(settings.kafka_bootstrap_servers, topics)
+        ends = await topic_ends(settings.kafka_bootstrap_servers, topics)
         total = sum(ends.values())
         read = 0
-        async for records in _read(settings.kafka_bootstrap_servers, {}, ends, settings.consumer_batch_size):
+        async for records in read_range(settings.kafka_bootstrap_servers, {}, ends, settings.consumer_batch_size):
             await consumer.process(records)
             read += len(records)
             REBUILD_EVENTS.labels(*labels).inc(len(records))
@@ -200,10 +153,10 @@ async def _switch(
             await conn.execute("LOCK TABLE public.inbox IN SHARE ROW EXCLUSIVE MODE")
             for table in projection.tables:
                 await conn.execute(f'LOCK TABLE public."{table}" IN ACCESS EXCLUSIVE MODE')
-            ends = await _ends(settings.kafka_bootstrap_servers, consumer.topics)
+            ends = await topic_ends(settings.kafka_bootstrap_servers, consumer.topics)
             caught_up = 0
             batch = settings.consumer_batch_size
-            async for records in _read(settings.kafka_bootstrap_servers, built_to, ends, batch):
+            async for records in read_range(settings.kafka_bootstrap_servers, built_to, ends, batch):
                 await consumer.process(records)
                 caught_up += len(records)
             await conn.execute(f'CREATE SCHEMA "{replaced}"')
@@ -242,12 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module = import_module(f"services.{args.service}.app")
     spec: ServiceSpec = module.SPEC
-    settings_class = next(
-        value
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings
-    )
-    settings = settings_class()
+    settings = settings_class(module)()
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     columns = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,3 +62,12 @@ class ServiceSettings(BaseSettings):
     def own_topic(self) -> str:
         """The topic this service publishes to."""
         return self.topic(topics.service_topic(self.service_name))
+
+
+def settings_class(module: ModuleType) -> type[ServiceSettings]:
+    """The settings class a service's `app` module defines (its subclass of `ServiceSettings`)."""
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings:
+            return value
+    msg = f"{module.__name__} defines no ServiceSettings subclass"
+    raise LookupError(msg)

@@ -17,21 +17,19 @@ Each finding names the position of the first row it concerns; the report's
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.audit import ChainCheckpointed
 from contracts.envelope import Envelope
 from runtime import checkpoint
 from runtime.db import Pool
+from runtime.kafka import read_range, topic_ends
 from runtime.store import EventStore
 
 MAX_FINDINGS_PER_CHECK = 20
@@ -72,34 +70,10 @@ class Report:
             self.findings.append(Finding(position, check, problem))
 
 
-async def read_whole_topic(bootstrap: str, topic: str, *, within: float = 60.0) -> list[Any]:
+async def read_whole_topic(bootstrap: str, topic: str, *, batch: int = 5000) -> list[Any]:
     """Every record on `topic` now (all partitions, beginning to end), without a consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(within):
-            partitions = consumer.partitions_for_topic(topic)
-            while partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call for it
-                partitions = consumer.partitions_for_topic(topic)
-                if partitions is None:
-                    await asyncio.sleep(0.1)
-            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            await consumer.seek_to_beginning(*assigned)
-            ends = await consumer.end_offsets(assigned)
-            remaining = {tp for tp, end in ends.items() if end > 0}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500)
-                for tp, part in batch.items():
-                    records.extend(r for r in part if r.offset < ends[tp])
-                    if part and part[-1].offset >= ends[tp] - 1:
-                        remaining.discard(tp)
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
-    return records
+    ends = await topic_ends(bootstrap, [topic])
+    return [record async for records in read_range(bootstrap, {}, ends, batch) for record in records]
 
 
 async def verify_service(

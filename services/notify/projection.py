@@ -131,7 +131,18 @@ SCHEMA: Final = (
     """,
 )
 
-ACTIVE: Final = ("pending", "retrying")
+_DIRECTORY: Final = frozenset(
+    {
+        OrgUnitRegistered.event_type,
+        ResponsibleLeaderDesignated.event_type,
+        CadreNominated.event_type,
+        CadreProfileUpdated.event_type,
+        MentorAssigned.event_type,
+        CadreRetired.event_type,
+        TrainingProgramScheduled.event_type,
+    }
+)
+"""The events notify's directory folds."""
 
 
 class Planner:
@@ -144,15 +155,16 @@ class Planner:
         self._channels = list(channels)
 
     def handles(self, event_type: str) -> bool:
-        """Every event: the directory reads the registry's, the rules may match any."""
-        del event_type
-        return True
+        """What the directory keeps and what the rules plan from (others are skipped unparsed)."""
+        return event_type in _DIRECTORY or event_type in rules.PLANNED
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Directory first, then the plan, one event at a time in topic order."""
         now = datetime.now(UTC)
         for recorded in events:
             await _directory(conn, recorded)
+            if recorded.envelope.event_type not in rules.PLANNED:
+                continue
             facts = await _facts(conn, recorded)
             planned = rules.plan(recorded, facts, self._policy, now)
             for cancel in planned.cancels:

@@ -49,6 +49,24 @@ RULES: Final = (
     "check_in_overdue",
 )
 
+PLANNED: Final = frozenset(
+    {
+        CadreNominated.event_type,
+        MentorAssigned.event_type,
+        TrainingEnrolled.event_type,
+        EnrolmentWithdrawn.event_type,
+        TrainingProgramCancelled.event_type,
+        PostingAssigned.event_type,
+        PostingCompleted.event_type,
+        EvaluationRecorded.event_type,
+        ReminderIssued.event_type,
+        ExitRecommended.event_type,
+        CadreRetired.event_type,
+        CheckInRecorded.event_type,
+    }
+)
+"""The event types some rule plans from or cancels on."""
+
 _NAMESPACE: Final = uuid.UUID("5b0f4a52-3d0e-4f55-9a55-7c1c2a1e0b6d")
 
 

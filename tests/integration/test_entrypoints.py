@@ -21,14 +21,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import topics
 from contracts.audit import ChainCheckpointed
 from contracts.envelope import Envelope
 from deploy.local import stack as local_stack
 from runtime import checkpoint
-from runtime.kafka import ensure_topics, platform_topics
+from runtime.kafka import ensure_topics, platform_topics, topic_ends
 from runtime.settings import DEV_CHECKPOINT_SEED
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
@@ -86,14 +85,7 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
 
 async def topic_size(infra: Infra, topic: str) -> int:
     """Messages on `topic` (the sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(3)]  # platform_topics' default
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
+    return sum((await topic_ends(infra.kafka_bootstrap, [topic])).values())
 
 
 async def handled_by(dsn: str, consumer: str) -> int:
