@@ -160,7 +160,7 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
         with _stack(workdir, ["registry", target]) as running:
             org = demo.plan(seed=31, cadres=0, today=clock.today())
             asyncio.run(register_units(running.services["registry"].url, org))
-            dsn = local_stack.database_dsn(running.postgres_dsn, f"cadre_{target}")
+            dsn = local_stack.database_dsn(running.postgres_dsn, local_stack.database_name(running.namespace, target))
             held = 0
             for rate in rates:
                 url = running.services["registry"].url
