@@ -89,8 +89,8 @@ SPEC = ServiceSpec(
     schema=projection.SCHEMA,
     inline=projection.AssessmentProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView()),
-        Subscription(topics=[topics.TRAINING], projection=projection.TrainingView()),
+        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
+        Subscription(topics=[topics.TRAINING], projection=projection.TrainingView(), with_received=True),
     ],
     background=[sweep_periodically],
 )

@@ -13,7 +13,7 @@ from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
-from services.registry.commands import Nominate, RegisterOrgUnit, RegistryCommands, Retire
+from services.registry.commands import HandOver, Nominate, RegisterOrgUnit, RegistryCommands, Retire
 from services.registry.queries import CadrePage, CadreView, OrgUnitView, RegistryQueries
 from services.registry.rules import EntryRules
 
@@ -100,6 +100,14 @@ async def retire(
 ) -> Accepted:
     """Take a cadre out of the pool, with the reason."""
     return _etag(response, await cmd.retire(ctx, cadre_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/handover", tags=["cadres"])
+async def hand_over(
+    cadre_id: UUID, body: HandOver, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Hand the cadre over to a deployment above this one (multi-level sync): from then on it writes the cadre."""
+    return _etag(response, await cmd.hand_over(ctx, cadre_id, body, expected))
 
 
 @router.get("/cadres", tags=["cadres"])

@@ -50,6 +50,7 @@ SPEC = ServiceSpec(
     routers=[api.router],
     schema=projection.SCHEMA,
     inline=projection.RegistryProjection(),
+    follows_handovers=False,  # the registry is where a cadre's handover begins
 )
 
 

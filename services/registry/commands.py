@@ -24,11 +24,13 @@ from contracts.registry import (
     Text,
     UserId,
 )
+from contracts.sync import DeploymentId, StreamHandedOver
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.received import cadre_stream
 from runtime.store import CommandContext, EventStore
 from services.registry import rules
 
@@ -36,11 +38,6 @@ from services.registry import rules
 def org_stream(code: str) -> str:
     """Stream id of an org unit."""
     return f"orgunit-{code}"
-
-
-def cadre_stream(cadre_id: UUID) -> str:
-    """Stream id of a cadre."""
-    return f"cadre-{cadre_id}"
 
 
 class _Command(BaseModel):
@@ -84,6 +81,13 @@ class Retire(_Command):
     appointed_to: Name | None = None
 
 
+class HandOver(_Command):
+    """Move a cadre's streams to another deployment (multi-level sync): this deployment's last word on them."""
+
+    to_deployment: DeploymentId
+    reason: Text = ""
+
+
 class RegistryCommands:
     """Handles the registry's commands against its store and its own tables."""
 
@@ -100,6 +104,10 @@ class RegistryCommands:
                 msg = "only an actor of the root unit itself may register the root"
                 raise NotFoundError(msg)
             path, parent_level = cmd.code, None
+        elif self._is_deployment_root(cmd):
+            # The root of this deployment's subtree: its parent unit lives in the deployment above.
+            path, parent_level = self._store.topology.root, None
+            require_scope(ctx.actor, path, f"org unit {cmd.code}")
         else:
             parent = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.parent_code)
             if parent is None:
@@ -119,6 +127,27 @@ class RegistryCommands:
         stream = org_stream(cmd.code)
         envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=path)
         return Accepted.of(stream, 0, envelopes)
+
+    def _is_deployment_root(self, cmd: RegisterOrgUnit) -> bool:
+        root = self._store.topology.root
+        return bool(root) and root.endswith(f"{cmd.parent_code}.{cmd.code}")
+
+    async def hand_over(self, ctx: CommandContext, cadre_id: UUID, cmd: HandOver, expected: int | None) -> Accepted:
+        """Hand the cadre over to a deployment above this one; its other services follow with their streams."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        topology = self._store.topology
+        if cmd.to_deployment == topology.deployment or cmd.to_deployment in topology.children:
+            msg = (
+                f"a cadre is handed over upwards: deployment {cmd.to_deployment} does not receive this deployment's"
+                " events"
+            )
+            raise RuleViolationError(msg)
+        if cadre.status != "in_pool":
+            msg = "a cadre who left the pool is not handed over"
+            raise RuleViolationError(msg)
+        return await self._append(ctx, cadre, [StreamHandedOver(to_deployment=cmd.to_deployment, reason=cmd.reason)])
 
     async def _org_unit(self, ctx: CommandContext, code: str) -> rules.OrgUnit:
         history = await self._store.read_stream(org_stream(code))

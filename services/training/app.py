@@ -58,7 +58,7 @@ SPEC = ServiceSpec(
     schema=projection.SCHEMA,
     inline=projection.TrainingProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView()),
+        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
         Subscription(topics=[topics.REGISTRY], factory=RetirementReaction),
     ],
 )
