@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker
 
 from runtime import checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import ensure_topics, platform_topics
+from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
 from runtime.settings import ServiceSettings
 
@@ -66,6 +67,8 @@ class ServiceSpec:
     subscriptions: Sequence[Subscription] = ()
     background: Sequence[BackgroundTask] = ()
     """Long-running tasks started after the subscribers (schedulers, ...)."""
+    keystore: bool = False
+    """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +80,7 @@ class Service:
         self.settings = settings
         self._pool: db.Pool | None = None
         self._store: store.EventStore | None = None
+        self._keystore: KeyStore | None = None
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"{spec.name}-{settings.deployment_id}",
@@ -119,6 +123,14 @@ class Service:
             raise RuntimeError(msg)
         return self._store
 
+    @property
+    def keystore(self) -> KeyStore:
+        """The cadres' keys (after start, in a service whose spec asks for them)."""
+        if self._keystore is None:
+            msg = f"{self.spec.name} has no key store"
+            raise RuntimeError(msg)
+        return self._keystore
+
     async def start(self) -> None:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
@@ -131,6 +143,15 @@ class Service:
             inline=self.spec.inline,
             batch_size=settings.append_batch_size,
         )
+        if self.spec.keystore:
+            if not isinstance(settings, PersonalDataSettings):
+                msg = f"{self.spec.name} seals personal data: its settings need PersonalDataSettings"
+                raise TypeError(msg)
+            self._keystore = await KeyStore.connect(
+                settings.keystore_dsn(settings.database_url),
+                master_key_b64=settings.personal_data_master_key.get_secret_value(),
+                deployment=settings.deployment_id,
+            )
         mismatches = await ensure_topics(
             settings.kafka_bootstrap_servers,
             platform_topics(
@@ -205,6 +226,9 @@ class Service:
         if self._producer is not None:
             await self._step("producer", self._producer.stop(), 5)
             self._producer = None
+        if self._keystore is not None:
+            keys, self._keystore = self._keystore, None
+            await self._step("key store", keys.close(), 10)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             if not await self._step("database pool", pool.close(), 10):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.registry import Education, OrgLevel
-from runtime.service import ServiceSpec, build_app
+from runtime.keystore import KeyEraser, PersonalDataSettings
+from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection
 from services.registry.rules import EntryRules
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(ServiceSettings, PersonalDataSettings):
     """The registry's environment (entry rules are per deployment)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -43,6 +46,13 @@ class RegistrySettings(ServiceSettings):
         )
 
 
+async def destroy_erased_keys(service: Service) -> None:
+    """At start: destroy the keys of cadres erased while the process stopped between event and key."""
+    erased = await service.pool.fetch("SELECT cadre_id FROM cadres WHERE personal_erased_at IS NOT NULL")
+    if erased:
+        await service.keystore.destroy(dict.fromkeys(row["cadre_id"] for row in erased))
+
+
 SPEC = ServiceSpec(
     name="registry",
     title="Reserve cadre registry",
@@ -50,12 +60,22 @@ SPEC = ServiceSpec(
     routers=[api.router],
     schema=projection.SCHEMA,
     inline=projection.RegistryProjection(),
+    background=[destroy_erased_keys],
+    keystore=True,
 )
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     """The registry's ASGI app."""
     settings = settings or RegistrySettings()
-    app = build_app(SPEC, settings)
+    spec = SPEC
+    if settings.personal_data_follow_topics:
+        # Erasures in deployments that granted us keys: destroy our copies when they arrive.
+        follow = Subscription(
+            topics=settings.personal_data_follow_topics,
+            factory=lambda service: KeyEraser(lambda: service.keystore),
+        )
+        spec = dataclasses.replace(SPEC, subscriptions=[*SPEC.subscriptions, follow])
+    app = build_app(spec, settings)
     app.state.entry_rules = settings.entry_rules()
     return app

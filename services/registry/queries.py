@@ -10,12 +10,14 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel
 
-from contracts.envelope import Actor, Envelope
+from contracts.envelope import Actor, Envelope, Role
+from contracts.personal import PersonalFile, Sealed
 from contracts.registry import Education, Person, RetirementReason
 from runtime import clock
-from runtime.auth import subtree_root
+from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
-from runtime.errors import CommandError, NotFoundError
+from runtime.errors import CommandError, GoneError, NotFoundError
+from runtime.keystore import KeyStore
 from runtime.store import EventStore
 from services.registry import rules
 
@@ -57,6 +59,8 @@ class CadreView(BaseModel):
     retired_reason: RetirementReason | None
     retired_on: date | None
     appointed_to: str | None
+    personal_data: Literal["none", "recorded", "erased"] = "none"
+    """Whether a personal file is recorded (sealed; read it at `/cadres/{id}/personal-data`)."""
     version: int
 
 
@@ -86,12 +90,43 @@ def _decode_cursor(cursor: str) -> tuple[str, UUID]:
         raise CommandError(msg) from error
 
 
+def _personal_status(row: Any) -> Literal["none", "recorded", "erased"]:
+    if row["personal_erased_at"] is not None:
+        return "erased"
+    return "none" if row["personal_sealed"] is None else "recorded"
+
+
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
-    def __init__(self, pool: Pool, store: EventStore) -> None:
+    def __init__(self, pool: Pool, store: EventStore, keystore: KeyStore | None = None) -> None:
         self._pool = pool
         self._store = store
+        self._keystore = keystore
+
+    async def personal_data(self, actor: Actor, cadre_id: UUID) -> PersonalFile:
+        """A cadre's personal file, opened with the cadre's key (organizers of the cadre's subtree)."""
+        require_role(actor, Role.ORGANIZER)
+        row = await self._pool.fetchrow(
+            "SELECT org_path, personal_sealed, personal_erased_at FROM cadres WHERE cadre_id = $1", cadre_id
+        )
+        if row is None or not actor.covers(row["org_path"]):
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        if row["personal_erased_at"] is not None:
+            msg = f"the personal data of cadre {cadre_id} was erased"
+            raise GoneError(msg)
+        if row["personal_sealed"] is None:
+            msg = f"no personal data is recorded for cadre {cadre_id}"
+            raise NotFoundError(msg)
+        if self._keystore is None:  # pragma: no cover - wiring
+            msg = "the registry runs without its key store"
+            raise RuntimeError(msg)
+        plaintext = await self._keystore.open(cadre_id, Sealed.model_validate_json(row["personal_sealed"]))
+        if plaintext is None:
+            msg = f"the key of cadre {cadre_id} is no longer held here"
+            raise GoneError(msg)
+        return PersonalFile.model_validate_json(plaintext)
 
     async def org_units(self, actor: Actor, under: str | None) -> list[OrgUnitView]:
         """The units of a subtree (default: the actor's), parents before children."""
@@ -201,6 +236,7 @@ class RegistryQueries:
             retired_reason=row["retired_reason"],
             retired_on=row["retired_on"],
             appointed_to=row["appointed_to"],
+            personal_data=_personal_status(row),
             version=row["version"],
         )
 
