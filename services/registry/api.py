@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -12,6 +12,7 @@ from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from runtime.auth import CurrentActor, can_write
 from runtime.commands import Accepted
+from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.service import service_of
@@ -58,12 +59,16 @@ async def designate_leader(
     return _etag(response, await cmd.designate_leader(ctx, code, body, expected))
 
 
-@router.get("/org-units", tags=["org units"])
+@router.get("/org-units", tags=["org units"], response_model=list[OrgUnitView])
 async def list_org_units(
-    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root code")] = None
-) -> list[OrgUnitView]:
+    actor: CurrentActor,
+    reads: Queries,
+    table: Table,
+    under: Annotated[str | None, Query(description="Root code")] = None,
+) -> list[OrgUnitView] | Response:
     """The units of a subtree (default: yours)."""
-    return await reads.org_units(actor, under)
+    units = await reads.org_units(actor, under)
+    return table_response(table, units, filename="org-units") if table else units
 
 
 @router.get("/org-units/{code}", tags=["org units"])
@@ -104,10 +109,11 @@ async def retire(
     return _etag(response, await cmd.retire(ctx, cadre_id, body, expected))
 
 
-@router.get("/cadres", tags=["cadres"])
+@router.get("/cadres", tags=["cadres"], response_model=CadrePage)
 async def list_cadres(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
     status: Literal["in_pool", "retired", "any"] = "in_pool",
     name: Annotated[str | None, Query(max_length=100)] = None,
@@ -116,19 +122,19 @@ async def list_cadres(
     max_age: Annotated[int | None, Query(ge=18, le=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> CadrePage:
-    """Cadres of a subtree, unit by unit, with filters and cursor pagination."""
-    return await reads.cadres(
-        actor,
-        under=under,
-        status=None if status == "any" else status,
-        name=name,
-        education=education,
-        has_mentor=has_mentor,
-        max_age=max_age,
-        limit=limit,
-        cursor=cursor,
-    )
+) -> CadrePage | Response:
+    """Cadres of a subtree, unit by unit, with filters and cursor pagination; with `format`, all of them as a file."""
+    filters: dict[str, Any] = {
+        "under": under,
+        "status": None if status == "any" else status,
+        "name": name,
+        "education": education,
+        "has_mentor": has_mentor,
+        "max_age": max_age,
+    }
+    if table is not None:
+        return table_response(table, await reads.all_cadres(actor, **filters), filename="cadres")
+    return await reads.cadres(actor, limit=limit, cursor=cursor, **filters)
 
 
 @router.get("/cadres/{cadre_id}", tags=["cadres"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -164,20 +165,19 @@ class RegistryQueries:
             raise NotFoundError(msg)
         return self._cadre(row, clock.today())
 
-    async def cadres(
+    async def _selection(
         self,
         actor: Actor,
         *,
-        under: str | None = None,
-        status: Literal["in_pool", "retired"] | None = "in_pool",
-        name: str | None = None,
-        education: Education | None = None,
-        has_mentor: bool | None = None,
-        max_age: int | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> CadrePage:
-        """Cadres of a subtree, unit by unit, filtered, one page at a time."""
+        under: str | None,
+        status: Literal["in_pool", "retired"] | None,
+        name: str | None,
+        education: Education | None,
+        has_mentor: bool | None,
+        max_age: int | None,
+        cursor: str | None,
+    ) -> tuple[list[str], list[Any], date]:
+        """The WHERE clauses and their arguments of a filtered subtree, and the day ages are computed on."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
         where = [in_subtree_sql("org_path", "$1")]
         args: list[Any] = [root]
@@ -202,15 +202,74 @@ class RegistryQueries:
         if cursor:
             after_path, after_id = _decode_cursor(cursor)
             where.append(f"(org_path, cadre_id) > ({arg(after_path)}, {arg(after_id)})")
+        return where, args, today
+
+    async def cadres(
+        self,
+        actor: Actor,
+        *,
+        under: str | None = None,
+        status: Literal["in_pool", "retired"] | None = "in_pool",
+        name: str | None = None,
+        education: Education | None = None,
+        has_mentor: bool | None = None,
+        max_age: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> CadrePage:
+        """Cadres of a subtree, unit by unit, filtered, one page at a time."""
+        where, args, today = await self._selection(
+            actor,
+            under=under,
+            status=status,
+            name=name,
+            education=education,
+            has_mentor=has_mentor,
+            max_age=max_age,
+            cursor=cursor,
+        )
         sql = (
             f"SELECT * FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
-            f" ORDER BY org_path, cadre_id LIMIT {arg(limit + 1)}"
+            f" ORDER BY org_path, cadre_id LIMIT ${len(args) + 1}"
         )
-        rows = await self._pool.fetch(sql, *args)
+        rows = await self._pool.fetch(sql, *args, limit + 1)
         items = [self._cadre(row, today) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = _encode_cursor(items[-1].org_path, items[-1].cadre_id) if more and items else None
         return CadrePage(items=items, next_cursor=next_cursor)
+
+    async def all_cadres(
+        self,
+        actor: Actor,
+        *,
+        under: str | None = None,
+        status: Literal["in_pool", "retired"] | None = "in_pool",
+        name: str | None = None,
+        education: Education | None = None,
+        has_mentor: bool | None = None,
+        max_age: int | None = None,
+    ) -> AsyncIterator[CadreView]:
+        """Every cadre of a filtered subtree, streamed from a server-side cursor (for exports).
+
+        The filter is checked now (an unknown unit answers 404 before any byte is sent).
+        """
+        where, args, today = await self._selection(
+            actor,
+            under=under,
+            status=status,
+            name=name,
+            education=education,
+            has_mentor=has_mentor,
+            max_age=max_age,
+            cursor=None,
+        )
+        sql = f"SELECT * FROM cadres WHERE {' AND '.join(where)} ORDER BY org_path, cadre_id"  # noqa: S608 - as above
+        return self._stream(sql, args, today)
+
+    async def _stream(self, sql: str, args: list[Any], today: date) -> AsyncIterator[CadreView]:
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            async for row in conn.cursor(sql, *args, prefetch=2000):
+                yield self._cadre(row, today)
 
     @staticmethod
     def _cadre(row: Any, today: date) -> CadreView:
