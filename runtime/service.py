@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
-from runtime import checkpoint, db, http, logs, relay, store, subscriber
+from runtime import batch, checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
@@ -69,6 +69,8 @@ class ServiceSpec:
     """Long-running tasks started after the subscribers (schedulers, ...)."""
     keystore: bool = False
     """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
+    batchable: Sequence[str] = ()
+    """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -298,6 +300,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     for router in spec.routers:
         app.include_router(router)
+    if spec.batchable:
+        app.include_router(batch.router(spec.batchable))
     return app
 
 

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.registry import Education, OrgLevel
+from exchange.templates import download_router
 from runtime.keystore import KeyEraser, PersonalDataSettings
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
@@ -57,11 +58,12 @@ SPEC = ServiceSpec(
     name="registry",
     title="Reserve cadre registry",
     description="Org units, nominations into the reserve pool, mentors, responsible leaders, retirements.",
-    routers=[api.router],
+    routers=[api.router, download_router("registry")],
     schema=projection.SCHEMA,
     inline=projection.RegistryProjection(),
     background=[destroy_erased_keys],
     keystore=True,
+    batchable=["/cadres"],
 )
 
 

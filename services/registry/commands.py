@@ -255,7 +255,8 @@ class RegistryCommands:
         cadre = await self._cadre(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         accepted = await self._append(ctx, cadre, rules.erase_personal_data(cadre, cmd.reason))
-        await self._keystore.destroy({cadre_id: cadre.personal_key_id})
+        if not ctx.dry_run:
+            await self._keystore.destroy({cadre_id: cadre.personal_key_id})
         return accepted
 
     async def grant_personal_data(self, ctx: CommandContext, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
