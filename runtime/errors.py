@@ -45,6 +45,13 @@ class ConflictError(CommandError):
     title = "Conflict"
 
 
+class GoneError(CommandError):
+    """The target existed and was erased for good."""
+
+    status = 410
+    title = "Gone"
+
+
 class RuleViolationError(CommandError):
     """The command breaks a domain rule (entry rules, dates, capacity, ...)."""
 

@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import checkpoint, db, http, logs, relay, store, subscriber
+from runtime import batch, checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
+from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
 from runtime.received import HandoverReaction, Received
 from runtime.settings import ServiceSettings
@@ -98,6 +99,10 @@ class ServiceSpec:
     """Further outboxes this service relays, each to a (logical) topic of its own."""
     extra_topics: Callable[[ServiceSettings], Sequence[str]] | None = None
     """Further topics (full names) to create before the consumers start, like the platform's own."""
+    keystore: bool = False
+    """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
+    batchable: Sequence[str] = ()
+    """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,6 +114,7 @@ class Service:
         self.settings = settings
         self._pool: db.Pool | None = None
         self._store: store.EventStore | None = None
+        self._keystore: KeyStore | None = None
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"{spec.name}-{settings.deployment_id}",
@@ -159,6 +165,14 @@ class Service:
             raise RuntimeError(msg)
         return self._store
 
+    @property
+    def keystore(self) -> KeyStore:
+        """The cadres' keys (after start, in a service whose spec asks for them)."""
+        if self._keystore is None:
+            msg = f"{self.spec.name} has no key store"
+            raise RuntimeError(msg)
+        return self._keystore
+
     async def start(self) -> None:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
@@ -172,6 +186,15 @@ class Service:
             batch_size=settings.append_batch_size,
             topology=settings.topology,
         )
+        if self.spec.keystore:
+            if not isinstance(settings, PersonalDataSettings):
+                msg = f"{self.spec.name} seals personal data: its settings need PersonalDataSettings"
+                raise TypeError(msg)
+            self._keystore = await KeyStore.connect(
+                settings.keystore_dsn(settings.database_url),
+                master_key_b64=settings.personal_data_master_key.get_secret_value(),
+                deployment=settings.deployment_id,
+            )
         mismatches = await ensure_topics(
             settings.kafka_bootstrap_servers,
             platform_topics(
@@ -272,6 +295,9 @@ class Service:
         if self._producer is not None:
             await self._step("producer", self._producer.stop(), 5)
             self._producer = None
+        if self._keystore is not None:
+            keys, self._keystore = self._keystore, None
+            await self._step("key store", keys.close(), 10)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             if not await self._step("database pool", pool.close(), 10):
@@ -341,6 +367,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     for router in spec.routers:
         app.include_router(router)
+    if spec.batchable:
+        app.include_router(batch.router(spec.batchable))
     return app
 
 

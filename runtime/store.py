@@ -148,6 +148,8 @@ class CommandContext:
     """When it happened in the world, if earlier than now (records entered late)."""
     decided_at: datetime = field(default_factory=clock.now)
     """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
+    dry_run: bool = False
+    """Decide and check, write nothing (a batch's dry run): `append` answers what it would record."""
 
     @property
     def occurred(self) -> datetime:
@@ -274,9 +276,28 @@ class EventStore:
             msg = "occurred_at lies in the future"
             raise RuleViolationError(msg)
         request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
+        if ctx.dry_run:
+            return await self._dry_run(request)
         self._ensure_writer()
         self._queue.put_nowait(request)
         return await request.done
+
+    async def _dry_run(self, request: _Append) -> list[Envelope]:
+        """What `request` would record now (no position, no chain link), after the same version check."""
+        async with self._pool.acquire() as conn:
+            streams = await self._streams(conn, {request.stream_id})
+        state = streams.get(request.stream_id)
+        owner = self._owner(request, state)
+        if owner is not None:
+            raise OwnedElsewhereError(request.stream_id, owner)
+        current = state.version if state is not None else 0
+        if current != request.expected_version:
+            raise ConcurrencyError(request.stream_id, request.expected_version, current)
+        now = clock.now()
+        return [
+            self._record(request, event=event, stream_version=current + n, position=0, prev_hash="", now=now)[0]
+            for n, event in enumerate(request.events, start=1)
+        ]
 
     async def close(self) -> None:
         """Stop the writer after the appends already queued."""

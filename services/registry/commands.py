@@ -7,8 +7,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import OrgCode, uuid7
+from contracts.envelope import OrgCode, canonical_json, uuid7
 from contracts.event import Event
+from contracts.personal import PersonalFile
 from contracts.registry import (
     CadreNominated,
     Education,
@@ -19,6 +20,8 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataKeyGranted,
+    PersonalDataRecorded,
     ProfileChanges,
     RetirementReason,
     Text,
@@ -30,6 +33,7 @@ from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.keystore import GrantKey, KeyGrant, KeyStore
 from runtime.received import cadre_stream
 from runtime.store import CommandContext, EventStore
 from services.registry import rules
@@ -88,13 +92,20 @@ class HandOver(_Command):
     reason: Text = ""
 
 
-class RegistryCommands:
-    """Handles the registry's commands against its store and its own tables."""
+class Erase(_Command):
+    """Erase a cadre's personal data for good."""
 
-    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules) -> None:
+    reason: Text = Field(min_length=1, description="The request or legal basis (no personal data)")
+
+
+class RegistryCommands:
+    """Handles the registry's commands against its store, its own tables and the cadres' keys."""
+
+    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore) -> None:
         self._store = store
         self._pool = pool
         self._entry_rules = entry_rules
+        self._keystore = keystore
 
     async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
         """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
@@ -242,6 +253,55 @@ class RegistryCommands:
             today=today,
         )
         return await self._append(ctx, cadre, events)
+
+    async def record_personal_data(
+        self,
+        ctx: CommandContext,
+        cadre_id: UUID,
+        personal: PersonalFile,
+        expected: int | None,
+        changes: ProfileChanges | None = None,
+    ) -> Accepted:
+        """Seal a cadre's personal file with the cadre's key and record it (with profile changes, if any)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        rules.may_record_personal_data(cadre)
+        events = rules.update_profile(cadre, changes) if changes is not None else []
+        sealed = await self._keystore.seal(cadre_id, canonical_json(personal.model_dump(mode="json")))
+        events.append(PersonalDataRecorded(cadre_id=cadre_id, sealed=sealed))
+        return await self._append(ctx, cadre, events)
+
+    async def erase_personal_data(
+        self, ctx: CommandContext, cadre_id: UUID, cmd: Erase, expected: int | None
+    ) -> Accepted:
+        """Record the erasure, then destroy the cadre's key (ADR 0013).
+
+        In this order: the event is the record that the right was exercised. Should the process
+        stop between the two, the registry destroys the key when it starts again.
+        """
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        accepted = await self._append(ctx, cadre, rules.erase_personal_data(cadre, cmd.reason))
+        if not ctx.dry_run:
+            await self._keystore.destroy({cadre_id: cadre.personal_key_id})
+        return accepted
+
+    async def grant_personal_data(self, ctx: CommandContext, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
+        """Seal the cadre's key to another deployment's public key; the grant is recorded."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        rules.may_grant_personal_data(cadre)
+        grant = await self._keystore.grant(cadre_id, recipient)
+        event = PersonalDataKeyGranted(
+            cadre_id=cadre_id,
+            key_id=grant.key_id,
+            deployment=recipient.deployment,
+            recipient_key_id=grant.recipient_key_id,
+        )
+        await self._append(ctx, cadre, [event])
+        return grant
 
     async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
         stream = cadre_stream(cadre.cadre_id)
