@@ -440,7 +440,8 @@ def rendered_examples() -> dict[Path, str]:
     """The checked-in files this module renders, and what they must contain."""
     manifest = strimzi_mirrormaker2(K8S_TOPOLOGY, "province-qs", K8S_TUNING)
     header = (
-        "# MirrorMaker 2 next to the province's Kafka (Strimzi): its city's events up, its directives down.\n"
+        "# MirrorMaker 2 next to the province's Kafka (Strimzi): what its city sends up. Every deployment runs\n"
+        "# one for the links into it (a city's also pulls the province's directives down); see docs/operations.md.\n"
         "# Rendered by `python -m deploy.mirroring` from deploy/mirroring.py: do not edit by hand.\n"
     )
     return {

@@ -1,0 +1,130 @@
+"""The MirrorMaker 2 topology: which topic goes where under which name, and the configuration rendered from it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from contracts import topics
+from deploy import mirroring
+from deploy.mirroring import DIRECTIVES, Link, Topology, Tuning, remote_topic
+
+CLUSTERS = {"province": "p:9092", "city": "c:9092", "county": "k:9092"}
+PARENTS = {"city": "province", "county": "city"}
+
+
+def three_levels(namespace: str = "") -> Topology:
+    return Topology.tree(CLUSTERS, PARENTS, namespace=namespace)
+
+
+def test_each_child_sends_its_services_topics_and_forwards_what_came_from_below() -> None:
+    topology = three_levels("ns.")
+    own = [f"ns.{topic}" for topic in topics.ALL]
+    assert topology.link("county", "city").topics == tuple(own)
+    assert topology.link("city", "province").topics == (*own, *(f"county.{topic}" for topic in own))
+
+
+def test_each_parent_sends_its_directives_and_forwards_what_came_from_above() -> None:
+    topology = three_levels("ns.")
+    assert topology.link("province", "city").topics == ("ns.sync.directives",)
+    assert topology.link("city", "county").topics == ("ns.sync.directives", "province.ns.sync.directives")
+    assert {(link.source, link.target) for link in topology.links} == {
+        ("county", "city"),
+        ("city", "province"),
+        ("province", "city"),
+        ("city", "county"),
+    }
+
+
+def test_what_arrives_says_where_it_came_from() -> None:
+    arriving = {a.topic: a for a in three_levels("ns.").arriving("province")}
+    county = arriving["city.county.ns.registry.events"]
+    assert (county.origin, county.original, county.via) == ("county", "ns.registry.events", ("city", "county"))
+    city = arriving["city.ns.audit.events"]
+    assert (city.origin, city.original, city.via) == ("city", "ns.audit.events", ("city",))
+    assert len(arriving) == 2 * len(topics.ALL)
+    down = {a.topic: a.origin for a in three_levels("ns.").arriving("county")}
+    assert down == {"city.ns.sync.directives": "city", "city.province.ns.sync.directives": "province"}
+
+
+def test_remote_names_follow_the_default_replication_policy() -> None:
+    assert remote_topic(["city", "county"], "registry.events") == "city.county.registry.events"
+    assert remote_topic([], DIRECTIVES) == DIRECTIVES
+
+
+@pytest.mark.parametrize(
+    ("build", "problem"),
+    [
+        (lambda: Topology.tree({"City": "a", "county": "b"}, {"county": "City"}), "is not"),
+        (lambda: Topology.tree(CLUSTERS, {"county": "nowhere"}), "unknown deployment"),
+        (lambda: Topology.tree(CLUSTERS, {"city": "county", "county": "city"}), "cycle"),
+        # a deployment named like a topic segment would be read as a hop (or dropped as a cycle)
+        (lambda: Topology.tree({"registry": "a", "city": "b"}, {"registry": "city"}), "segments of topic names"),
+        (lambda: Topology.tree(CLUSTERS, PARENTS, namespace="city."), "segments of topic names"),
+        (lambda: Topology(CLUSTERS, (Link("county", "city", ("city.x.events",)),)), "drop 'city.x.events' as a cycle"),
+        (lambda: Topology(CLUSTERS, (Link("county", "county", ("x.events",)),)), "into itself"),
+        (lambda: Topology(CLUSTERS, (Link("county", "city", ()),)), "no topics"),
+    ],
+)
+def test_a_topology_that_could_not_work_is_refused(build: object, problem: str) -> None:
+    assert callable(build)
+    with pytest.raises(ValueError, match=problem):
+        build()
+
+
+def test_the_properties_file_round_trips_and_keeps_regex_backslashes() -> None:
+    topology = three_levels("t1.")
+    text = mirroring.properties(topology, Tuning())
+    assert r"county->city.topics = t1\\.registry\\.events|" in text  # `\.` would collapse to `.` when read
+    parsed = mirroring.parse_properties(text)
+    assert parsed == mirroring.settings(topology, Tuning())
+    pattern = re.compile(parsed["city->province.topics"])
+    assert pattern.fullmatch("county.t1.registry.events")
+    assert not pattern.fullmatch("countyXt1.registry.events")  # the dots are literal
+    assert not pattern.fullmatch("t1.registry.events.dlq")  # dead letters stay home
+    assert not pattern.fullmatch("t1.sync.directives")
+
+
+def test_the_settings_keep_mirrormaker_inside_our_single_brokers() -> None:
+    flat = mirroring.settings(three_levels(), Tuning())
+    for key, value in flat.items():
+        if key.endswith("replication.factor"):
+            assert value == "1", key
+    for cluster in CLUSTERS:
+        # worker settings count only per target cluster; a top-level flush interval would be ignored
+        assert flat[f"{cluster}.offset.flush.interval.ms"] == "1000"
+        assert f"{cluster}.exactly.once.source.support" not in flat
+    assert flat["emit.checkpoints.enabled"] == flat["sync.group.offsets.enabled"] == "false"
+    assert flat["sync.topic.acls.enabled"] == flat["emit.offset-syncs.enabled"] == "false"
+    assert flat["refresh.topics.interval.seconds"] == "5"
+    assert flat["topics"] == ""  # only the flows' own lists replicate anything
+    # heartbeats only where a link needs them: into each link's source, for the link to carry
+    assert flat["emit.heartbeats.enabled"] == "false"
+    assert {k for k in flat if "emit.heartbeats.enabled" in k} == {
+        "emit.heartbeats.enabled",
+        "city->province.emit.heartbeats.enabled",
+        "province->city.emit.heartbeats.enabled",
+        "city->county.emit.heartbeats.enabled",
+        "county->city.emit.heartbeats.enabled",
+    }
+    eos = mirroring.settings(three_levels(), Tuning(exactly_once=True, rest_port=4567))
+    assert eos["city.exactly.once.source.support"] == "enabled"
+    assert eos["listeners"] == "http://127.0.0.1:4567"
+
+
+def test_strimzi_runs_the_links_into_one_deployment_with_the_same_settings() -> None:
+    manifest = mirroring.strimzi_mirrormaker2(three_levels(), "city", Tuning(replication_factor=-1))
+    spec = manifest["spec"]
+    assert spec["connectCluster"] == "city"
+    assert [(m["sourceCluster"], m["targetCluster"]) for m in spec["mirrors"]] == [
+        ("province", "city"),
+        ("county", "city"),
+    ]
+    county = spec["mirrors"][1]
+    assert county["topicsPattern"] == three_levels().link("county", "city").pattern()
+    assert county["sourceConnector"]["config"]["replication.factor"] == "-1"
+    (target,) = [c for c in spec["clusters"] if c["alias"] == "city"]
+    assert target["config"]["offset.flush.interval.ms"] == "1000"
+    with pytest.raises(ValueError, match="no link leads into"):
+        mirroring.strimzi_mirrormaker2(Topology.tree(CLUSTERS, {"county": "city"}), "province", Tuning())
