@@ -15,7 +15,7 @@ from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
 from tests.support import Running, create_database, running
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.timetravel"]
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import asyncpg
 import httpx
 
 from deploy.local.ports import free_port
+from runtime import clock
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
 
@@ -108,6 +109,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
             "PYTHONPATH": str(REPO),
+            **clock.current().environment(),  # the same clock in every process of the stack
         }
     )
     env.update(extra or {})

@@ -13,7 +13,7 @@ import pytest
 
 from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from contracts.registry import CadreNominated, CadreNominatedV1, CadreRetired, Education, Gender, RetirementReason
-from runtime import db, store
+from runtime import clock, db, store
 from runtime.errors import ConcurrencyError
 from tests.conftest import DatabaseFactory
 
@@ -40,7 +40,7 @@ def nominated(cadre_id: uuid.UUID) -> CadreNominated:
 
 
 def retired(cadre_id: uuid.UUID) -> CadreRetired:
-    return CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1))
+    return CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=clock.today())
 
 
 @pytest.fixture
