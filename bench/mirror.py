@@ -118,13 +118,17 @@ async def _produce(bootstrap: str, rate: float, seconds: float, on_tick: Callabl
     return sent
 
 
-async def _hold(clusters: dict[str, str], rate: float, seconds: float) -> dict[str, list[float]]:
+async def _hold(
+    clusters: dict[str, str], rate: float, seconds: float, *, read_committed: bool = False
+) -> dict[str, list[float]]:
     """Lags (ms) at the county itself, one hop and two hops, for one rate."""
     stop = asyncio.Event()
     readers = {
         "baseline": _Arrivals(clusters["county"], TOPIC),
-        "1 hop": _Arrivals(clusters["city"], remote_topic(["county"], TOPIC)),
-        "2 hops": _Arrivals(clusters["province"], remote_topic(["city", "county"], TOPIC)),
+        "1 hop": _Arrivals(clusters["city"], remote_topic(["county"], TOPIC), read_committed=read_committed),
+        "2 hops": _Arrivals(
+            clusters["province"], remote_topic(["city", "county"], TOPIC), read_committed=read_committed
+        ),
     }
     tasks = [asyncio.create_task(reader.run(stop)) for reader in readers.values()]
     await asyncio.sleep(2)  # every reader assigned and at the end of its topic
@@ -139,25 +143,31 @@ async def _hold(clusters: dict[str, str], rate: float, seconds: float) -> dict[s
     }
 
 
-def run_lag(report: Report, *, seconds: float = 30.0, rates: tuple[int, ...] = (100, 500)) -> None:
+def run_lag(
+    report: Report, *, seconds: float = 30.0, rates: tuple[int, ...] = (100, 500), tuning: Tuning | None = None
+) -> None:
     """Replication lag, one and two hops, beside the same producer and consumer on one cluster."""
+    tuning = tuning or Tuning()
+    if tuning.exactly_once:
+        tuning = dataclasses.replace(tuning, rest_port=free_port())
+    label = " (exactly once, read_committed)" if tuning.exactly_once else ""
     with _clusters(["province", "city", "county"]) as clusters:
         topology = Topology.tree(clusters, {"city": "province", "county": "city"}, namespace=NAMESPACE)
         with (
             tempfile.TemporaryDirectory(prefix="bench-mm2-") as workdir,
-            LocalMirrorMaker(topology, Path(workdir)) as mirror,
+            LocalMirrorMaker(topology, Path(workdir), tuning=tuning) as mirror,
         ):
             assert mirror.pid is not None
             idle = pss_kib(mirror.pid) / 1024
             for rate in rates:
-                lags = asyncio.run(_hold(clusters, rate, seconds))
+                lags = asyncio.run(_hold(clusters, rate, seconds, read_committed=tuning.exactly_once))
                 base = lags["baseline"]
                 for hops in ("1 hop", "2 hops"):
                     values = lags[hops]
                     for q in (50, 99):
                         report.add(
                             Figure(
-                                name=f"MirrorMaker 2 lag, {hops}, {rate}/s, p{q}",
+                                name=f"MirrorMaker 2 lag{label}, {hops}, {rate}/s, p{q}",
                                 value=percentile(values, q),
                                 unit="ms",
                                 baseline_name=f"same producer and consumer on one cluster, p{q}",
@@ -238,6 +248,7 @@ SETTINGS: dict[str, Tuning] = {
     "at least once, offsets flushed every 1 s (ours)": Tuning(offset_flush_ms=1_000),
     "at least once, offsets flushed every 100 ms": Tuning(offset_flush_ms=100),
     "exactly once (KIP-618), read_committed": Tuning(exactly_once=True),
+    "exactly once, transactions time out after 10 s": Tuning(exactly_once=True, transaction_timeout_ms=10_000),
 }
 
 

@@ -100,6 +100,8 @@ class Tuning:
     """KIP-618 transactions (readers then need read_committed). ADR 0008: off; readers dedupe."""
     rest_port: int | None = None
     """The internal REST listener's port (127.0.0.1); exactly-once needs it."""
+    transaction_timeout_ms: int | None = None
+    """Exactly-once only: how long a dead process's open transaction holds readers back (Kafka's default: 60 s)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ def settings(topology: Topology, tuning: Tuning) -> dict[str, str]:
         out[f"{name}.plugin.discovery"] = "service_load"
         if tuning.exactly_once:
             out[f"{name}.exactly.once.source.support"] = "enabled"
+            if tuning.transaction_timeout_ms is not None:
+                out[f"{name}.producer.transaction.timeout.ms"] = str(tuning.transaction_timeout_ms)
     out |= {
         # Every plugin here ships a ServiceLoader manifest: reading those instead of scanning every class of
         # the class path takes seconds off each start (each herder scans again: the setting is per cluster too).

@@ -108,8 +108,9 @@ def test_the_settings_keep_mirrormaker_inside_our_single_brokers() -> None:
         "city->county.emit.heartbeats.enabled",
         "county->city.emit.heartbeats.enabled",
     }
-    eos = mirroring.settings(three_levels(), Tuning(exactly_once=True, rest_port=4567))
+    eos = mirroring.settings(three_levels(), Tuning(exactly_once=True, rest_port=4567, transaction_timeout_ms=10_000))
     assert eos["city.exactly.once.source.support"] == "enabled"
+    assert eos["city.producer.transaction.timeout.ms"] == "10000"
     assert eos["listeners"] == "http://127.0.0.1:4567"
 
 
