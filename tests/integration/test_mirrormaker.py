@@ -211,20 +211,29 @@ def test_every_service_topic_flows_up_and_only_directives_flow_down(levels: Leve
 
 def test_a_cut_link_loses_nothing_and_resends_only_what_was_delivered(levels: Levels) -> None:
     topic = levels.topic(topics.ASSESSMENT)
-    before = asyncio.run(_produce(levels.clusters["county"], topic, 100, "cut"))
-    asyncio.run(_arrived(levels.clusters["city"], remote_topic(["county"], topic), "cut", 100))
+    mirrored = remote_topic(["county"], topic)
+    before = asyncio.run(_produce(levels.clusters["county"], topic, 100, "cut-before"))
+    asyncio.run(_arrived(levels.clusters["city"], mirrored, "cut-before", 100))
 
     levels.mirror.stop()  # the link is cut; the county keeps writing
-    during = asyncio.run(_produce(levels.clusters["county"], topic, 2000, "cut"))
+    during = asyncio.run(_produce(levels.clusters["county"], topic, 2000, "cut-during"))
     levels.mirror.start()
 
-    arrived = asyncio.run(_arrived(levels.clusters["city"], remote_topic(["county"], topic), "cut", 2100))
-    duplicates = sum(
-        at_least_once_in_order(source, arrived.get(partition, []))
-        for partition, source in _per_partition(before + during).items()
-    )
-    # A clean stop commits how far each task copied: measured 0 every time (ADR 0008); the test holds the guarantee.
+    asyncio.run(_arrived(levels.clusters["city"], mirrored, "cut-during", 2000))
+    duplicates = _check_delivery(levels.clusters["city"], mirrored, before + during, b"cut-")
+    # A clean stop commits how far each task copied: no repeat in any run so far (ADR 0008); the test holds
+    # the guarantee, not the count.
     print(f"cut link: {duplicates} duplicates of 2,100 records")  # noqa: T201 - the figure the ADR quotes
+
+
+def _check_delivery(bootstrap: str, topic: str, sent: Sent, prefix: bytes) -> int:
+    """Every record of `sent` arrived at `topic`, in order per partition, repeats only as re-sends; the repeats."""
+    records = sorted(asyncio.run(_all_records(bootstrap, topic)), key=lambda r: r.offset)
+    duplicates = 0
+    for partition, source in _per_partition(sent).items():
+        target = [r.value or b"" for r in records if r.partition == partition and (r.value or b"").startswith(prefix)]
+        duplicates += at_least_once_in_order(source, target)
+    return duplicates
 
 
 def test_a_crash_loses_nothing_and_resends_only_what_was_delivered(levels: Levels) -> None:
@@ -244,11 +253,7 @@ def test_a_crash_loses_nothing_and_resends_only_what_was_delivered(levels: Level
     levels.mirror.start()
 
     asyncio.run(_arrived(levels.clusters["city"], mirrored, "crash19", 100))
-    records = sorted(asyncio.run(_all_records(levels.clusters["city"], mirrored)), key=lambda r: r.offset)
-    duplicates = 0
-    for partition, source in _per_partition(sent).items():
-        target = [r.value or b"" for r in records if r.partition == partition and (r.value or b"").startswith(b"crash")]
-        duplicates += at_least_once_in_order(source, target)
+    duplicates = _check_delivery(levels.clusters["city"], mirrored, sent, b"crash")
     print(f"crash: {duplicates} duplicates of 2,000 records")  # noqa: T201 - the figure the ADR quotes
 
 
