@@ -159,6 +159,7 @@ def run_lag(
         ):
             assert mirror.pid is not None
             idle = pss_kib(mirror.pid) / 1024
+            asyncio.run(_hold(clusters, 200, 10, read_committed=tuning.exactly_once))  # warm-up (JIT), not counted
             for rate in rates:
                 lags = asyncio.run(_hold(clusters, rate, seconds, read_committed=tuning.exactly_once))
                 base = lags["baseline"]

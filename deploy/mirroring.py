@@ -23,7 +23,7 @@ import argparse
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -111,8 +111,6 @@ class Topology:
     clusters: Mapping[str, str]
     """Deployment name (MirrorMaker's cluster alias, the prefix of what it sends) → bootstrap servers."""
     links: tuple[Link, ...]
-    parents: Mapping[str, str] = field(default_factory=dict)
-    """Child → parent, when built by `tree` (what `arriving` follows)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -190,7 +188,7 @@ class Topology:
         for child, parent in sorted(parents.items()):
             links.append(Link(child, parent, (*own_up, *from_below(child))))
             links.append(Link(parent, child, (*own_down, *from_above(parent))))
-        return cls(clusters=dict(clusters), links=tuple(links), parents=dict(parents))
+        return cls(clusters=dict(clusters), links=tuple(links))
 
     def link(self, source: str, target: str) -> Link:
         """The link from `source` to `target`."""

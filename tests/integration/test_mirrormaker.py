@@ -15,6 +15,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -215,7 +216,11 @@ def test_a_cut_link_loses_nothing_and_resends_only_what_was_delivered(levels: Le
     before = asyncio.run(_produce(levels.clusters["county"], topic, 100, "cut-before"))
     asyncio.run(_arrived(levels.clusters["city"], mirrored, "cut-before", 100))
 
+    pid = levels.mirror.pid
     levels.mirror.stop()  # the link is cut; the county keeps writing
+    assert pid is not None
+    assert not levels.mirror.running
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     during = asyncio.run(_produce(levels.clusters["county"], topic, 2000, "cut-during"))
     levels.mirror.start()
 
@@ -255,6 +260,16 @@ def test_a_crash_loses_nothing_and_resends_only_what_was_delivered(levels: Level
     asyncio.run(_arrived(levels.clusters["city"], mirrored, "crash19", 100))
     duplicates = _check_delivery(levels.clusters["city"], mirrored, sent, b"crash")
     print(f"crash: {duplicates} duplicates of 2,000 records")  # noqa: T201 - the figure the ADR quotes
+
+
+def test_a_mirrormaker_that_cannot_start_says_why() -> None:
+    topology = Topology.tree({"city": "127.0.0.1:1", "county": "127.0.0.1:2"}, {"county": "city"})
+    mirror = LocalMirrorMaker(topology, heap="1k")  # the JVM refuses so small a heap
+    with pytest.raises(RuntimeError, match=r"MirrorMaker exited with code \d+ while starting") as failure:
+        mirror.start()
+    assert "heap" in str(failure.value).lower()
+    assert not mirror.running
+    mirror.stop()  # still fine after a failed start
 
 
 def test_the_order_check_catches_loss_skips_and_strangers() -> None:
