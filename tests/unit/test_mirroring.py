@@ -129,3 +129,13 @@ def test_strimzi_runs_the_links_into_one_deployment_with_the_same_settings() -> 
     assert target["config"]["offset.flush.interval.ms"] == "1000"
     with pytest.raises(ValueError, match="no link leads into"):
         mirroring.strimzi_mirrormaker2(Topology.tree(CLUSTERS, {"county": "city"}), "province", Tuning())
+
+
+def test_sibling_counties_reach_the_province_apart_and_never_see_each_other() -> None:
+    clusters = {"province": "p", "city": "c", "county-a": "a", "county-b": "b"}
+    topology = Topology.tree(clusters, {"city": "province", "county-a": "city", "county-b": "city"})
+    origins = {a.origin for a in topology.arriving("province")}
+    assert origins == {"city", "county-a", "county-b"}
+    assert "city.county-b.registry.events" in {a.topic for a in topology.arriving("province")}
+    assert {a.origin for a in topology.arriving("county-a")} == {"city", "province"}
+    assert not any("county-b" in topic for topic in topology.link("city", "county-a").topics)
