@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,9 +55,10 @@ def levels() -> Iterator[Levels]:
         clusters = {
             name: stack.enter_context(LocalKafka()).bootstrap_servers for name in ("province", "city", "county")
         }
+        specs = [*platform_topics(namespace), TopicSpec(topics.namespaced(namespace, DIRECTIVES), 3)]
         for bootstrap in clusters.values():  # every level has the platform's topics and a directive topic
-            specs = [*platform_topics(namespace), TopicSpec(topics.namespaced(namespace, DIRECTIVES), 3)]
-            assert asyncio.run(ensure_topics(bootstrap, specs)) == []
+            # Right after creating them a loaded broker may still describe them with 0 partitions: ask again.
+            asyncio.run(eventually(functools.partial(ensure_topics, bootstrap, specs), until=lambda found: not found))
         topology = Topology.tree(clusters, PARENTS, namespace=namespace)
         mirror = stack.enter_context(LocalMirrorMaker(topology))
         yield Levels(clusters, namespace, mirror)
