@@ -28,6 +28,7 @@ console = Console()
 
 @app.command()
 def up(
+    *,
     workdir: Annotated[Path, typer.Option(help="Where Kafka, PostgreSQL and logs keep their files")] = Path(
         "var/stack"
     ),
@@ -41,10 +42,16 @@ def up(
             formats=["%Y-%m-%dT%H:%M:%S%z"],
         ),
     ] = None,
+    namespace: Annotated[
+        str, typer.Option(help="Prefix of topic and database names (beside other stacks on the same servers)")
+    ] = "",
 ) -> None:
     """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
     if at is not None:
         clock.use(clock.current().at(at))
+        console.print(
+            f"The platform's clock reads {clock.now():%Y-%m-%d %H:%M:%S} UTC ({clock.today()} in the organization)"
+        )
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -54,7 +61,7 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with console.status("starting Kafka, PostgreSQL and the services..."):
-        running = local_stack.run_stack(workdir, secret=secret)
+        running = local_stack.run_stack(workdir, secret=secret, namespace=namespace)
         stack = running.__enter__()
     try:
         if demo:
