@@ -10,7 +10,7 @@ the platform (county commit → province projection), which adds the relay, the
 verification and the projection.
 
 Crash: two clusters, records at a fixed rate, MirrorMaker killed with SIGKILL midway
-and started again at once, for each delivery setting (ADR 0010): how many records
+and started again at once, for each delivery setting (ADR 0011): how many records
 arrive twice, how long the target hears nothing, whether any is lost.
 """
 

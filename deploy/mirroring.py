@@ -10,7 +10,7 @@ as `<parent>.<topic>`, and is forwarded further down the same way.
 
 The same topology renders to MirrorMaker 2's properties file (`properties`: the local
 launcher in deploy/local/mirrormaker.py and the compose service run it) and to Strimzi's
-`KafkaMirrorMaker2` resource (`strimzi_mirrormaker2`: Kubernetes). ADR 0010 says why the
+`KafkaMirrorMaker2` resource (`strimzi_mirrormaker2`: Kubernetes). ADR 0011 says why the
 settings in `Tuning` are what they are.
 
     python -m deploy.mirroring           # rewrite the compose and Kubernetes examples from EXAMPLES
@@ -84,7 +84,7 @@ class MirroredTopic:
 
 @dataclass(frozen=True)
 class Tuning:
-    """How MirrorMaker 2 runs every link (ADR 0010)."""
+    """How MirrorMaker 2 runs every link (ADR 0011)."""
 
     offset_flush_ms: int = 1000
     """How often a task records how far it has copied. A crash re-sends at most what was copied since."""
@@ -97,7 +97,7 @@ class Tuning:
     heartbeat_seconds: int = 1
     """Heartbeat interval: `<source>.heartbeats` at the target shows a link is alive."""
     exactly_once: bool = False
-    """KIP-618 transactions (readers then need read_committed). ADR 0010: off; readers dedupe."""
+    """KIP-618 transactions (readers then need read_committed). ADR 0011: off; readers dedupe."""
     rest_port: int | None = None
     """The internal REST listener's port (127.0.0.1); exactly-once needs it."""
     transaction_timeout_ms: int | None = None

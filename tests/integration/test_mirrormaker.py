@@ -4,7 +4,7 @@ What the sync of issue 13 stands on: a county's topics arrive at the city as
 `county.<topic>` and at the province as `city.county.<topic>`, in order per partition,
 with the same keys, bytes and headers; a province's directives reach the city and the
 county; a cut link (MirrorMaker stopped) and a crash (SIGKILL) lose nothing, and the
-only duplicates are re-sends of records already delivered (ADR 0010: at least once,
+only duplicates are re-sends of records already delivered (ADR 0011: at least once,
 readers dedupe).
 """
 
@@ -228,7 +228,7 @@ def test_a_cut_link_loses_nothing_and_resends_only_what_was_delivered(levels: Le
 
     asyncio.run(_arrived(levels.clusters["city"], mirrored, "cut-during", 2000))
     duplicates = _check_delivery(levels.clusters["city"], mirrored, before + during, b"cut-")
-    # A clean stop commits how far each task copied: no repeat in any run so far (ADR 0010); the test holds
+    # A clean stop commits how far each task copied: no repeat in any run so far (ADR 0011); the test holds
     # the guarantee, not the count.
     print(f"cut link: {duplicates} duplicates of 2,100 records")  # noqa: T201 - the figure the ADR quotes
 
