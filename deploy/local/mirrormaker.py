@@ -254,8 +254,8 @@ async def _heartbeats_after(
 @contextlib.asynccontextmanager
 async def _consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails (no broker yet) is closed too
         yield consumer
     finally:
         with contextlib.suppress(Exception):

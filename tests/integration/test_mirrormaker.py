@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from contracts import topics
+from deploy.local import mirrormaker
 from deploy.local.kafka import LocalKafka
 from deploy.local.mirrormaker import LocalMirrorMaker
 from deploy.mirroring import DIRECTIVES, Topology, remote_topic
@@ -272,6 +273,13 @@ def test_a_mirrormaker_that_cannot_start_says_why() -> None:
     assert "heap" in str(failure.value).lower()
     assert not mirror.running
     mirror.stop()  # still fine after a failed start
+
+
+def test_the_foreground_command_refuses_a_tree_it_cannot_build(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        mirrormaker.main(["--cluster", "city=127.0.0.1:1", "--parent", "county=city"])
+    assert exit_code.value.code == 2
+    assert "county -> city: unknown deployment" in capsys.readouterr().err
 
 
 def test_the_order_check_catches_loss_skips_and_strangers() -> None:
