@@ -313,37 +313,6 @@ def _escape_value(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
-def parse_properties(text: str) -> dict[str, str]:
-    """Read back what `properties` writes (the subset of java.util.Properties it uses)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, sep, value = _split_unescaped(stripped)
-        if not sep:
-            msg = f"not a property: {line!r}"
-            raise ValueError(msg)
-        out[_unescape(key.strip())] = _unescape(value.strip())
-    return out
-
-
-def _split_unescaped(line: str) -> tuple[str, str, str]:
-    index = 0
-    while index < len(line):
-        if line[index] == "\\":
-            index += 2
-            continue
-        if line[index] == "=":
-            return line[:index], "=", line[index + 1 :]
-        index += 1
-    return line, "", ""
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
-
-
 # --- Strimzi ---------------------------------------------------------------------------------------
 
 
