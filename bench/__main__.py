@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, mirror, projection, queries, relay
+from bench import append, e2e, footprint, imports, mirror, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -34,10 +34,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,queries,e2e,footprint,mirror "
+            help="Comma-separated: append,relay,projection,queries,e2e,footprint,import,mirror "
             "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
-    ] = "append,relay,projection,queries,e2e,footprint,mirror",
+    ] = "append,relay,projection,queries,e2e,footprint,import,mirror",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -52,6 +52,9 @@ def run(
     if "e2e" in chosen:
         console.rule("end to end")
         e2e.run(report, seconds=HOLD_SECONDS[scale])
+    if "import" in chosen:
+        console.rule("import")
+        imports.run(report, rows=events)
     if "footprint" in chosen:
         console.rule("footprint")
         footprint.run(report)
