@@ -3,11 +3,13 @@
 Lag: three clusters (province, city, county), one MirrorMaker for the tree. Records
 leave the county at a fixed rate, each carrying the time it was sent; consumers at the
 county itself (the baseline: the same producer and consumer with no MirrorMaker
-between them), at the city (`county.<topic>`, one hop) and at the province
-(`city.county.<topic>`, two hops) note when it arrived. Producer and consumers run in
-one process, so one clock stamps both ends. This is the floor under the sync lag of
-the platform (county commit → province projection), which adds the relay, the
-verification and the projection.
+between them), at the city (`county.<topic>`, one hop) and at the province note when it
+arrived. For the second hop a bare pass-through at the city copies each arriving record
+to the city's `registry.received`, which MirrorMaker takes on to the province
+(`city.<...>registry.received`): the city's sync service does that, after verifying
+(ADR 0010). Producer and consumers run in one process, so one clock stamps both ends.
+This is the floor under the sync lag of the platform (county commit → province
+projection), which adds the relay, the verification and the projection.
 
 Crash: two clusters, records at a fixed rate, MirrorMaker killed with SIGKILL midway
 and started again at once, for each delivery setting (ADR 0011): how many records
@@ -29,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.footprint import pss_kib
 from bench.harness import Figure, Report, Series, percentile
+from contracts import topics
 from deploy.local.kafka import LocalKafka
 from deploy.local.mirrormaker import LocalMirrorMaker
 from deploy.local.ports import free_port
@@ -36,7 +39,8 @@ from deploy.mirroring import Topology, Tuning, remote_topic
 from runtime.kafka import ensure_topics, platform_topics
 
 NAMESPACE = "bench."
-TOPIC = f"{NAMESPACE}registry.events"
+TOPIC = f"{NAMESPACE}{topics.REGISTRY}"
+RECEIVED = f"{NAMESPACE}{topics.received(topics.REGISTRY)}"
 KEYS = 64
 
 
@@ -93,6 +97,33 @@ class _Arrivals:
             await consumer.stop()
 
 
+async def _pass_on(bootstrap: str, source: str, target: str, stop: asyncio.Event) -> None:
+    """Copy every record arriving on `source` to `target` (same key and bytes) at once: a bare pass-through."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions: set[int] | None = None
+        while not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - the topic may appear later
+            partitions = consumer.partitions_for_topic(source)
+            if not partitions:
+                await asyncio.sleep(0.2)
+        assigned = [TopicPartition(source, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        for tp in assigned:
+            await consumer.seek_to_end(tp)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            for tp, records in batches.items():
+                for record in records:
+                    await producer.send(target, record.value, key=record.key, partition=tp.partition)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 async def _produce(bootstrap: str, rate: float, seconds: float, on_tick: Callable[[float], None] | None = None) -> int:
     """Send `rate` records a second for `seconds` (open loop); return how many were sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
@@ -125,12 +156,11 @@ async def _hold(
     stop = asyncio.Event()
     readers = {
         "baseline": _Arrivals(clusters["county"], TOPIC),
-        "1 hop": _Arrivals(clusters["city"], remote_topic(["county"], TOPIC), read_committed=read_committed),
-        "2 hops": _Arrivals(
-            clusters["province"], remote_topic(["city", "county"], TOPIC), read_committed=read_committed
-        ),
+        "1 hop": _Arrivals(clusters["city"], remote_topic("county", TOPIC), read_committed=read_committed),
+        "2 hops": _Arrivals(clusters["province"], remote_topic("city", RECEIVED), read_committed=read_committed),
     }
     tasks = [asyncio.create_task(reader.run(stop)) for reader in readers.values()]
+    tasks.append(asyncio.create_task(_pass_on(clusters["city"], remote_topic("county", TOPIC), RECEIVED, stop)))
     await asyncio.sleep(2)  # every reader assigned and at the end of its topic
     sent = await _produce(clusters["county"], rate, seconds)
     deadline = time.perf_counter() + 60
@@ -163,7 +193,7 @@ def run_lag(
             for rate in rates:
                 lags = asyncio.run(_hold(clusters, rate, seconds, read_committed=tuning.exactly_once))
                 base = lags["baseline"]
-                for hops in ("1 hop", "2 hops"):
+                for hops in ("1 hop", "2 hops"):  # the second through a bare pass-through at the city
                     values = lags[hops]
                     for q in (50, 99):
                         report.add(
@@ -212,7 +242,7 @@ class _Crash:
 
 async def _crash_trial(clusters: dict[str, str], mirror: LocalMirrorMaker, setting: str, rate: float) -> CrashTrial:
     stop = asyncio.Event()
-    reader = _Arrivals(clusters["city"], remote_topic(["county"], TOPIC), read_committed=mirror.tuning.exactly_once)
+    reader = _Arrivals(clusters["city"], remote_topic("county", TOPIC), read_committed=mirror.tuning.exactly_once)
     task = asyncio.create_task(reader.run(stop))
     await asyncio.sleep(2)
     crash = _Crash()

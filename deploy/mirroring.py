@@ -2,11 +2,11 @@
 
 A `Topology` names the Kafka cluster of every deployment (province, city, county...)
 and the links between them. `Topology.tree` builds the usual one from who is whose
-parent: upward, every service's event topic of a child arrives at its parent as
-`<child>.<topic>` (MirrorMaker's DefaultReplicationPolicy), and whatever a deployment
-received from below is forwarded further up (a county's topic reaches the province as
-`<city>.<county>.<topic>`); downward, the parent's directive topic reaches each child
-as `<parent>.<topic>`, and is forwarded further down the same way.
+parent (ADR 0010): upward, a child's own `<service>.events` and what it received,
+verified, from below (`<service>.received`) arrive at its parent as `<child>.<topic>`
+(MirrorMaker's DefaultReplicationPolicy); downward, the parent's `sync.events` (its
+directives) arrive at each child as `<parent>.sync.events`. Names stay one hop deep:
+a level passes on what it verified, never MirrorMaker's raw copies.
 
 The same topology renders to MirrorMaker 2's properties file (`properties`: the local
 launcher in deploy/local/mirrormaker.py and the compose service run it) and to Strimzi's
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -31,12 +31,10 @@ import yaml
 
 from contracts import topics
 
-DIRECTIVES: Final = "sync.directives"
-"""The topic family a parent writes for its children (before its namespace prefix)."""
-UPWARD: Final = topics.ALL
-"""What flows from a child to its parent by default: every service's event topic."""
-DOWNWARD: Final = (DIRECTIVES,)
-"""What flows from a parent to its children by default."""
+UPWARD: Final = (*topics.ALL, *topics.RECEIVED)
+"""What flows from a child to its parent: each service's own events and what it received from below."""
+DOWNWARD: Final = (topics.SYNC,)
+"""What flows from a parent to its children: its sync service's events (directives among them)."""
 HEARTBEATS: Final = "heartbeats"
 """MirrorMaker's heartbeat topic: each herder writes one record a second into its target cluster's."""
 SEPARATOR: Final = "."
@@ -46,13 +44,9 @@ _ALIAS = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _REPO: Final = Path(__file__).resolve().parents[1]
 
 
-def remote_topic(path: Sequence[str], topic: str) -> str:
-    """The name `topic` has after crossing the deployments `path`, nearest first.
-
-    `remote_topic(["city", "county"], "registry.events")` is what the county's
-    `registry.events` is called at the province: `city.county.registry.events`.
-    """
-    return SEPARATOR.join([*path, topic])
+def remote_topic(source: str, topic: str) -> str:
+    """What `source`'s `topic` is called where MirrorMaker copies it: `<source>.<topic>`."""
+    return f"{source}{SEPARATOR}{topic}"
 
 
 @dataclass(frozen=True)
@@ -66,20 +60,6 @@ class Link:
     def pattern(self) -> str:
         """The topics as one exact regular expression (each name escaped, joined by `|`)."""
         return "|".join(re.escape(topic) for topic in self.topics)
-
-
-@dataclass(frozen=True)
-class MirroredTopic:
-    """A topic that arrives at a deployment from another one."""
-
-    origin: str
-    """The deployment that wrote it."""
-    original: str
-    """Its name at the origin."""
-    topic: str
-    """Its name where it arrives."""
-    via: tuple[str, ...]
-    """The deployments it crossed, nearest first (ends with `origin`)."""
 
 
 @dataclass(frozen=True)
@@ -148,46 +128,28 @@ class Topology:
         upward: Iterable[str] = UPWARD,
         downward: Iterable[str] = DOWNWARD,
     ) -> Topology:
-        """Links up and down a tree of deployments (`parents`: child → parent).
+        """Links up and down a tree of deployments (`parents`: child → parent), one hop each.
 
-        Each child sends its own `upward` topics and everything that reached it from
-        below; each parent sends its own `downward` topics and everything that reached
-        it from above. `namespace` prefixes every topic as TOPIC_NAMESPACE does.
+        Each child sends its `upward` topics to its parent; each parent sends its
+        `downward` topics to each child. `namespace` prefixes every topic as
+        TOPIC_NAMESPACE does.
         """
         own_up = tuple(topics.namespaced(namespace, name) for name in upward)
         own_down = tuple(topics.namespaced(namespace, name) for name in downward)
         segments = {segment for topic in (*own_up, *own_down) for segment in topic.split(SEPARATOR)}
         if clash := sorted(segments & set(clusters)):
-            # `<city>.<county>.registry.events` must say where it came from: no topic segment may read as a hop.
+            # MirrorMaker would read such a segment as a hop, and drop the topic as a cycle at that deployment.
             msg = f"deployment names {clash} are also segments of topic names; rename the deployments"
             raise ValueError(msg)
         for child, parent in parents.items():
             if child not in clusters or parent not in clusters:
                 msg = f"{child} -> {parent}: unknown deployment"
                 raise ValueError(msg)
-        children: dict[str, list[str]] = {}
-        for child, parent in parents.items():
-            children.setdefault(parent, []).append(child)
         _check_acyclic(parents)
-
-        def from_below(name: str) -> list[str]:
-            """What `name` holds of its descendants' upward topics (names at `name`)."""
-            held: list[str] = []
-            for child in sorted(children.get(name, [])):
-                held += [remote_topic([child], topic) for topic in (*own_up, *from_below(child))]
-            return held
-
-        def from_above(name: str) -> list[str]:
-            """What `name` holds of its ancestors' downward topics (names at `name`)."""
-            parent = parents.get(name)
-            if parent is None:
-                return []
-            return [remote_topic([parent], topic) for topic in (*own_down, *from_above(parent))]
-
         links: list[Link] = []
         for child, parent in sorted(parents.items()):
-            links.append(Link(child, parent, (*own_up, *from_below(child))))
-            links.append(Link(parent, child, (*own_down, *from_above(parent))))
+            links.append(Link(child, parent, own_up))
+            links.append(Link(parent, child, own_down))
         return cls(clusters=dict(clusters), links=tuple(links))
 
     def link(self, source: str, target: str) -> Link:
@@ -198,32 +160,9 @@ class Topology:
         msg = f"no link {source}->{target}"
         raise KeyError(msg)
 
-    def arriving(self, deployment: str) -> list[MirroredTopic]:
-        """Every topic that reaches `deployment` from elsewhere, with where it came from."""
-        found: list[MirroredTopic] = []
-        for link in self.links:
-            if link.target != deployment:
-                continue
-            for topic in link.topics:
-                via = (link.source, *_path_prefix(topic, self.clusters))
-                original = topic.removeprefix("".join(f"{hop}{SEPARATOR}" for hop in via[1:]))
-                found.append(MirroredTopic(via[-1], original, remote_topic([link.source], topic), via))
-        return found
-
     def heartbeat_pairs(self) -> list[tuple[str, str]]:
         """The herders that emit heartbeats: the reverse of every link (their heartbeats show the link alive)."""
         return sorted({(link.target, link.source) for link in self.links})
-
-
-def _path_prefix(topic: str, clusters: Iterable[str]) -> list[str]:
-    """The leading segments of `topic` that name deployments: the hops a mirrored topic came through."""
-    names = set(clusters)
-    path: list[str] = []
-    for segment in topic.split(SEPARATOR)[:-1]:
-        if segment not in names:
-            break
-        path.append(segment)
-    return path
 
 
 def _check_acyclic(parents: Mapping[str, str]) -> None:

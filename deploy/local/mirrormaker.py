@@ -254,7 +254,7 @@ async def _consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
 
 async def _heartbeat_since(consumer: AIOKafkaConsumer, source: str, after_ms: int) -> bool:
     """Whether `<source>.heartbeats` holds a record stamped at or after `after_ms`."""
-    topic = mirroring.remote_topic([source], mirroring.HEARTBEATS)
+    topic = mirroring.remote_topic(source, mirroring.HEARTBEATS)
     await consumer._client.force_metadata_update()  # noqa: SLF001 - a topic that appears later
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:

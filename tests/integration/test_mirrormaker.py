@@ -1,11 +1,12 @@
 """MirrorMaker 2 between real local clusters: a province, a city and a county, one MirrorMaker for every link.
 
-What the sync of issue 13 stands on: a county's topics arrive at the city as
-`county.<topic>` and at the province as `city.county.<topic>`, in order per partition,
-with the same keys, bytes and headers; a province's directives reach the city and the
-county; a cut link (MirrorMaker stopped) and a crash (SIGKILL) lose nothing, and the
-only duplicates are re-sends of records already delivered (ADR 0011: at least once,
-readers dedupe).
+What the sync of issue 13 stands on (ADR 0010): a county's topics arrive at the city
+as `county.<topic>`, in order per partition, with the same keys, bytes and headers; what
+the city passes on (`<service>.received`) arrives at the province as `city.<topic>`; a
+parent's sync events (its directives) reach its children as `<parent>.sync.events`;
+nothing else crosses. A cut link (MirrorMaker stopped) and a crash (SIGKILL) lose
+nothing, and the only duplicates are re-sends of records already delivered (ADR 0011:
+at least once, readers dedupe).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from contracts import topics
 from deploy.local import mirrormaker
 from deploy.local.kafka import LocalKafka
 from deploy.local.mirrormaker import LocalMirrorMaker
-from deploy.mirroring import DIRECTIVES, Topology, remote_topic
-from runtime.kafka import TopicSpec, ensure_topics, platform_topics, read_range, topic_ends
+from deploy.mirroring import Topology, remote_topic
+from runtime.kafka import ensure_topics, platform_topics, read_range, topic_ends
 from tests.support import eventually
 
 pytestmark = pytest.mark.infra
@@ -56,8 +57,8 @@ def levels() -> Iterator[Levels]:
         clusters = {
             name: stack.enter_context(LocalKafka()).bootstrap_servers for name in ("province", "city", "county")
         }
-        specs = [*platform_topics(namespace), TopicSpec(topics.namespaced(namespace, DIRECTIVES), 3)]
-        for bootstrap in clusters.values():  # every level has the platform's topics and a directive topic
+        specs = platform_topics(namespace)
+        for bootstrap in clusters.values():  # every level has the platform's topics
             # Right after creating them a loaded broker may still describe them with 0 partitions: ask again.
             asyncio.run(eventually(functools.partial(ensure_topics, bootstrap, specs), until=lambda found: not found))
         topology = Topology.tree(clusters, PARENTS, namespace=namespace)
@@ -138,7 +139,7 @@ def at_least_once_in_order(source: list[bytes], target: list[bytes]) -> int:
 def test_a_countys_topic_arrives_at_the_city_in_order_with_keys_bytes_and_headers(levels: Levels) -> None:
     topic = levels.topic(topics.REGISTRY)
     sent = asyncio.run(_produce(levels.clusters["county"], topic, 300, "one-hop"))
-    mirrored = remote_topic(["county"], topic)
+    mirrored = remote_topic("county", topic)
     arrived = asyncio.run(_arrived(levels.clusters["city"], mirrored, "one-hop", 300))
     assert arrived == _per_partition(sent)  # same partition, same order, nothing twice
 
@@ -149,7 +150,7 @@ def test_a_countys_topic_arrives_at_the_city_in_order_with_keys_bytes_and_header
 
 
 def test_the_mirrored_topic_keeps_its_partitions_and_is_retained_forever(levels: Levels) -> None:
-    mirrored = remote_topic(["county"], levels.topic(topics.REGISTRY))
+    mirrored = remote_topic("county", levels.topic(topics.REGISTRY))
 
     async def described() -> tuple[int, dict[str, str]]:
         admin = AIOKafkaAdminClient(bootstrap_servers=levels.clusters["city"])
@@ -166,32 +167,50 @@ def test_the_mirrored_topic_keeps_its_partitions_and_is_retained_forever(levels:
     assert config["retention.ms"] == "-1"  # the event history is the record, at every level
 
 
-def test_two_hops_county_to_city_to_province(levels: Levels) -> None:
+def test_two_hops_what_the_city_passes_on_reaches_the_province(levels: Levels) -> None:
     topic = levels.topic(topics.TRAINING)
     sent = asyncio.run(_produce(levels.clusters["county"], topic, 200, "two-hops"))
-    at_province = remote_topic(["city", "county"], topic)
-    assert at_province == f"city.county.{topic}"
-    assert asyncio.run(_arrived(levels.clusters["province"], at_province, "two-hops", 200)) == _per_partition(sent)
-
-
-def test_every_service_topic_flows_up_and_only_directives_flow_down(levels: Levels) -> None:
-    for logical in topics.ALL:
-        asyncio.run(_produce(levels.clusters["county"], levels.topic(logical), 3, f"svc-{logical}"))
-        asyncio.run(_produce(levels.clusters["city"], levels.topic(logical), 3, f"city-{logical}"))
-    for logical in topics.ALL:
-        topic = levels.topic(logical)
-        asyncio.run(_arrived(levels.clusters["province"], remote_topic(["city", "county"], topic), f"svc-{logical}", 3))
-        asyncio.run(_arrived(levels.clusters["province"], remote_topic(["city"], topic), f"city-{logical}", 3))
-
-    directive = levels.topic(DIRECTIVES)
-    sent = asyncio.run(_produce(levels.clusters["province"], directive, 20, "directive"))
-    expected = _per_partition(sent)
-    assert (
-        asyncio.run(_arrived(levels.clusters["city"], remote_topic(["province"], directive), "directive", 20))
-        == expected
+    at_city = asyncio.run(_arrived(levels.clusters["city"], remote_topic("county", topic), "two-hops", 200))
+    # The city's sync service passes on what it verified as `<service>.received`; here a bare copy stands in for it.
+    received = levels.topic(topics.received(topics.TRAINING))
+    records = {r.value: r for r in asyncio.run(_all_records(levels.clusters["city"], remote_topic("county", topic)))}
+    passed_on = asyncio.run(
+        _produce_records(levels.clusters["city"], received, [records[v] for part in at_city.values() for v in part])
     )
-    at_county = remote_topic(["city", "province"], directive)
-    assert asyncio.run(_arrived(levels.clusters["county"], at_county, "directive", 20)) == expected
+    at_province = asyncio.run(_arrived(levels.clusters["province"], remote_topic("city", received), "two-hops", 200))
+    assert at_province == _per_partition(passed_on)
+    assert sorted(v for part in at_province.values() for v in part) == sorted(v for _, _, v, _ in sent)
+
+
+async def _produce_records(bootstrap: str, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> Sent:
+    """Send copies of `records` (key, value, headers) to `topic`, in the given order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        sent: Sent = []
+        for record in records:
+            headers = [(k, bytes(v)) for k, v in record.headers]
+            metadata = await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
+            sent.append((metadata.partition, record.key or b"", record.value or b"", headers))
+        return sent
+    finally:
+        await producer.stop()
+
+
+def test_only_the_named_topics_cross_and_only_one_hop(levels: Levels) -> None:
+    up = (*topics.ALL, *topics.RECEIVED)
+    for logical in up:
+        asyncio.run(_produce(levels.clusters["county"], levels.topic(logical), 3, f"county-{logical}"))
+        asyncio.run(_produce(levels.clusters["city"], levels.topic(logical), 3, f"city-{logical}"))
+    for logical in up:
+        topic = levels.topic(logical)
+        asyncio.run(_arrived(levels.clusters["city"], remote_topic("county", topic), f"county-{logical}", 3))
+        asyncio.run(_arrived(levels.clusters["province"], remote_topic("city", topic), f"city-{logical}", 3))
+
+    sync = levels.topic(topics.SYNC)
+    sent = asyncio.run(_produce(levels.clusters["province"], sync, 20, "directive"))
+    at_city = asyncio.run(_arrived(levels.clusters["city"], remote_topic("province", sync), "directive", 20))
+    assert at_city == _per_partition(sent)
 
     async def names(cluster: str) -> set[str]:
         admin = AIOKafkaAdminClient(bootstrap_servers=levels.clusters[cluster])
@@ -201,21 +220,19 @@ def test_every_service_topic_flows_up_and_only_directives_flow_down(levels: Leve
         finally:
             await admin.close()
 
-    own = {levels.topic(t) for t in topics.ALL} | {topics.dlq(levels.topic(t)) for t in topics.ALL} | {directive}
-    events = {levels.topic(t) for t in topics.ALL}
-    assert asyncio.run(names("county")) == own | {remote_topic(["city"], directive), at_county}
-    assert asyncio.run(names("city")) == own | {remote_topic(["province"], directive)} | {
-        remote_topic(["county"], t) for t in events
+    own = {topic.name for topic in platform_topics(levels.namespace)}
+    mirrored_up = {levels.topic(logical) for logical in up}
+    assert asyncio.run(names("county")) == own | {remote_topic("city", sync)}
+    assert asyncio.run(names("city")) == own | {remote_topic("province", sync)} | {
+        remote_topic("county", t) for t in mirrored_up
     }
-    # Nothing comes back down that went up, and no directive goes up again (cycle detection; dead letters stay home).
-    assert asyncio.run(names("province")) == own | {remote_topic(["city"], t) for t in events} | {
-        remote_topic(["city", "county"], t) for t in events
-    }
+    # Nothing goes further than one hop, nothing comes back, dead letters stay home.
+    assert asyncio.run(names("province")) == own | {remote_topic("city", t) for t in mirrored_up}
 
 
 def test_a_cut_link_loses_nothing_and_resends_only_what_was_delivered(levels: Levels) -> None:
     topic = levels.topic(topics.ASSESSMENT)
-    mirrored = remote_topic(["county"], topic)
+    mirrored = remote_topic("county", topic)
     before = asyncio.run(_produce(levels.clusters["county"], topic, 100, "cut-before"))
     asyncio.run(_arrived(levels.clusters["city"], mirrored, "cut-before", 100))
 
@@ -246,7 +263,7 @@ def _check_delivery(bootstrap: str, topic: str, sent: Sent, prefix: bytes) -> in
 
 def test_a_crash_loses_nothing_and_resends_only_what_was_delivered(levels: Levels) -> None:
     topic = levels.topic(topics.NOTIFY)
-    mirrored = remote_topic(["county"], topic)
+    mirrored = remote_topic("county", topic)
 
     async def produce_while_crashing() -> Sent:
         sent: Sent = []

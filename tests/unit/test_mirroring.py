@@ -8,7 +8,7 @@ import pytest
 
 from contracts import topics
 from deploy import mirroring
-from deploy.mirroring import DIRECTIVES, Link, Topology, Tuning, remote_topic
+from deploy.mirroring import Link, Topology, Tuning, remote_topic
 
 CLUSTERS = {"province": "p:9092", "city": "c:9092", "county": "k:9092"}
 PARENTS = {"city": "province", "county": "city"}
@@ -18,17 +18,19 @@ def three_levels(namespace: str = "") -> Topology:
     return Topology.tree(CLUSTERS, PARENTS, namespace=namespace)
 
 
-def test_each_child_sends_its_services_topics_and_forwards_what_came_from_below() -> None:
+def test_each_child_sends_its_own_events_and_what_it_received_one_hop_up() -> None:
     topology = three_levels("ns.")
-    own = [f"ns.{topic}" for topic in topics.ALL]
-    assert topology.link("county", "city").topics == tuple(own)
-    assert topology.link("city", "province").topics == (*own, *(f"county.{topic}" for topic in own))
+    up = (*(f"ns.{topic}" for topic in topics.ALL), *(f"ns.{topic}" for topic in topics.RECEIVED))
+    assert "ns.registry.received" in up
+    assert "ns.sync.events" in up  # directive outcomes go up with the rest of the sync service's events
+    assert topology.link("county", "city").topics == up
+    assert topology.link("city", "province").topics == up  # the county's events reach it as the city's `received`
 
 
-def test_each_parent_sends_its_directives_and_forwards_what_came_from_above() -> None:
+def test_each_parent_sends_its_sync_events_one_hop_down() -> None:
     topology = three_levels("ns.")
-    assert topology.link("province", "city").topics == ("ns.sync.directives",)
-    assert topology.link("city", "county").topics == ("ns.sync.directives", "province.ns.sync.directives")
+    assert topology.link("province", "city").topics == ("ns.sync.events",)
+    assert topology.link("city", "county").topics == ("ns.sync.events",)
     assert {(link.source, link.target) for link in topology.links} == {
         ("county", "city"),
         ("city", "province"),
@@ -37,20 +39,8 @@ def test_each_parent_sends_its_directives_and_forwards_what_came_from_above() ->
     }
 
 
-def test_what_arrives_says_where_it_came_from() -> None:
-    arriving = {a.topic: a for a in three_levels("ns.").arriving("province")}
-    county = arriving["city.county.ns.registry.events"]
-    assert (county.origin, county.original, county.via) == ("county", "ns.registry.events", ("city", "county"))
-    city = arriving["city.ns.audit.events"]
-    assert (city.origin, city.original, city.via) == ("city", "ns.audit.events", ("city",))
-    assert len(arriving) == 2 * len(topics.ALL)
-    down = {a.topic: a.origin for a in three_levels("ns.").arriving("county")}
-    assert down == {"city.ns.sync.directives": "city", "city.province.ns.sync.directives": "province"}
-
-
 def test_remote_names_follow_the_default_replication_policy() -> None:
-    assert remote_topic(["city", "county"], "registry.events") == "city.county.registry.events"
-    assert remote_topic([], DIRECTIVES) == DIRECTIVES
+    assert remote_topic("county", "ns.registry.events") == "county.ns.registry.events"
 
 
 @pytest.mark.parametrize(
@@ -80,10 +70,11 @@ def test_the_properties_file_keeps_regex_backslashes_and_the_patterns_are_exact(
     flat = mirroring.settings(topology, Tuning())
     assert all(f"{key.replace(':', chr(92) + ':')} = " in text for key in flat)  # every setting is written
     pattern = re.compile(flat["city->province.topics"])
-    assert pattern.fullmatch("county.t1.registry.events")
+    assert pattern.fullmatch("t1.registry.events")
     assert not pattern.fullmatch("countyXt1.registry.events")  # the dots are literal
     assert not pattern.fullmatch("t1.registry.events.dlq")  # dead letters stay home
-    assert not pattern.fullmatch("t1.sync.directives")
+    assert pattern.fullmatch("t1.registry.received")
+    assert not pattern.fullmatch("county.t1.registry.events")  # nothing is forwarded raw (ADR 0010)
 
 
 def test_the_settings_keep_mirrormaker_inside_our_single_brokers() -> None:
@@ -131,11 +122,12 @@ def test_strimzi_runs_the_links_into_one_deployment_with_the_same_settings() -> 
         mirroring.strimzi_mirrormaker2(Topology.tree(CLUSTERS, {"county": "city"}), "province", Tuning())
 
 
-def test_sibling_counties_reach_the_province_apart_and_never_see_each_other() -> None:
+def test_sibling_counties_each_have_their_own_links() -> None:
     clusters = {"province": "p", "city": "c", "county-a": "a", "county-b": "b"}
     topology = Topology.tree(clusters, {"city": "province", "county-a": "city", "county-b": "city"})
-    origins = {a.origin for a in topology.arriving("province")}
-    assert origins == {"city", "county-a", "county-b"}
-    assert "city.county-b.registry.events" in {a.topic for a in topology.arriving("province")}
-    assert {a.origin for a in topology.arriving("county-a")} == {"city", "province"}
-    assert not any("county-b" in topic for topic in topology.link("city", "county-a").topics)
+    assert {(link.source, link.target) for link in topology.links if link.target == "city"} == {
+        ("county-a", "city"),
+        ("county-b", "city"),
+        ("province", "city"),
+    }
+    assert not any(link.source == "county-a" and link.target == "county-b" for link in topology.links)
