@@ -75,7 +75,10 @@ def java_executable() -> str:
 
 
 def _fetched(target: Path) -> bool:
-    return (target / _MARKER).is_file() and any((target / "lib").glob("kafka_2.13-*.jar"))
+    lib = target / "lib"
+    return (target / _MARKER).is_file() and all(
+        any(lib.glob(jar)) for jar in ("kafka_2.13-*.jar", "kafka-tools-[0-9]*.jar")
+    )
 
 
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:

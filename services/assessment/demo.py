@@ -23,7 +23,9 @@ WEIGHTS = (2, 6, 1.5, 0.3)
 
 
 def _at(day: date) -> dict[str, str]:
-    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 10, tzinfo=UTC).isoformat()}
+    # Today's commands happen "now" before 10:00 UTC: a moment later today would lie in the future (422).
+    moment = min(datetime(day.year, day.month, day.day, 10, tzinfo=UTC), datetime.now(UTC))
+    return {"X-Occurred-At": moment.isoformat()}
 
 
 class _Loader:
