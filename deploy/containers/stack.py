@@ -84,6 +84,7 @@ class Timer:
     def __call__(self, step: str) -> Iterator[None]:
         """Time the block as `step`."""
         started = time.monotonic()
+        self.report.seconds[step] = 0.0  # in the report in the order the steps began
         yield
         self.report.seconds[step] = time.monotonic() - started
 
@@ -144,24 +145,31 @@ def run(images_wanted: str = "auto", *, keep: bool = False) -> Report:
         with timer("engine start"):
             docker = stack.enter_context(engine())
         report.versions = docker.versions()
-        with timer("images prepared (wheels, compose, stand-in bases)"):
+        with timer("prepared side by side (wheels, Go builds, debootstrap, jars)"):
             report.images = choose_images(docker, images_wanted)
-            _prepare(standins=report.images == "standins")
+            _prepare(report, standins=report.images == "standins")
             report.versions["compose"] = _compose_version()
-            if report.images == "standins":
+        if report.images == "standins":
+            with timer("stand-in base images built"):
                 images.build_standins(docker)
         compose = stack.enter_context(_project(docker, report, keep=keep))
         _exercise(compose, docker, report, timer)
     return report
 
 
-def _prepare(*, standins: bool) -> None:
+def _prepare(report: Report, *, standins: bool) -> None:
     """Fetch and make what the builds need, side by side (downloads wait on the network, Go builds on the CPU)."""
-    tasks: list[Callable[[], object]] = [images.wheels, compose_binary]
+    tasks: dict[str, Callable[[], object]] = {"wheels": images.wheels, "compose binary": compose_binary}
     if standins:
-        tasks += [images.debian_rootfs, mailpit_binary, ensure_jars]
+        tasks |= {"debootstrap root": images.debian_rootfs, "mailpit binary": mailpit_binary, "kafka jars": ensure_jars}
+
+    def timed(name: str, task: Callable[[], object]) -> None:
+        started = time.monotonic()
+        task()
+        report.seconds[f"  of which {name}"] = time.monotonic() - started
+
     with concurrent.futures.ThreadPoolExecutor(len(tasks)) as pool:
-        for future in [pool.submit(task) for task in tasks]:
+        for future in [pool.submit(timed, name, task) for name, task in tasks.items()]:
             future.result()
 
 
