@@ -34,6 +34,14 @@ KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 POSTGRES_IMAGE = "postgres:15"
 
 
+def testcontainers_images() -> list[str]:
+    """The images testcontainers would start (Kafka, PostgreSQL, and its reaper unless disabled)."""
+    from testcontainers.core.config import testcontainers_config  # noqa: PLC0415
+
+    reaper = [] if testcontainers_config.ryuk_disabled else [testcontainers_config.ryuk_image]
+    return [KAFKA_IMAGE, POSTGRES_IMAGE, *reaper]
+
+
 def _use_testcontainers() -> bool:
     """CADRE_TEST_INFRA=containers or =local; else (auto) whether an engine answers with the images at hand."""
     mode = os.environ.get("CADRE_TEST_INFRA", "auto")
@@ -41,13 +49,9 @@ def _use_testcontainers() -> bool:
         return mode == "containers"
     try:
         import docker  # noqa: PLC0415 - only where testcontainers may be used
-        from testcontainers.core.config import testcontainers_config  # noqa: PLC0415
 
         client = docker.from_env(timeout=3)
-        needed = [KAFKA_IMAGE, POSTGRES_IMAGE]
-        if not testcontainers_config.ryuk_disabled:
-            needed.append(testcontainers_config.ryuk_image)
-        for image in needed:
+        for image in testcontainers_images():
             client.images.get(image)  # raises when the engine lacks it
     except Exception:
         return False

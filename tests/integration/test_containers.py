@@ -12,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from deploy.containers import stack
+from deploy.containers.engine import engine
 from deploy.local.stack import SERVICES
+from tests import infra
 
 
 @pytest.mark.containers
@@ -28,3 +30,18 @@ def test_the_platform_runs_in_containers_and_survives_a_kill() -> None:
     for found in ("every container healthy", "uid 10001 on a read-only root", "reached training and audit",
                   "record intact", "killed (SIGKILL)"):  # fmt: skip
         assert found in checks, checks
+
+
+@pytest.mark.containers
+def test_the_suite_draws_on_testcontainers_only_where_their_images_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    with engine() as docker:
+        monkeypatch.setenv("DOCKER_HOST", docker.host)
+        at_hand = all(
+            docker.docker("image", "inspect", image).returncode == 0 for image in infra.testcontainers_images()
+        )
+        monkeypatch.delenv("CADRE_TEST_INFRA", raising=False)
+        assert infra._use_testcontainers() is at_hand  # here: an engine answers, but nothing could be pulled
+        monkeypatch.setenv("CADRE_TEST_INFRA", "containers")
+        assert infra._use_testcontainers() is True
+        monkeypatch.setenv("CADRE_TEST_INFRA", "local")
+        assert infra._use_testcontainers() is False
