@@ -113,7 +113,7 @@ def go_binary(module: str, version: str, package: str, name: str, version_variab
             msg = f"go mod download {module}@{version} failed: {_last_lines(done)}"
             raise RuntimeError(msg)
         source = Path(json.loads(done.stdout)["Dir"])
-        partial = binary.with_suffix(".partial")
+        partial = binary.with_name(f"{binary.name}.partial")
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
         ldflags = f"-s -w -X {version_variable}={version}"
         args = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(partial), package]

@@ -117,25 +117,25 @@ def debian_rootfs() -> Path:
     return tarball
 
 
-def build_standins(engine: Engine) -> dict[str, str]:
-    """Build (or find up to date) every stand-in image; return them by name."""
+def build_standins(engine: Engine, names: list[str] | None = None) -> None:
+    """Build (or find up to date: the builder's cache) the stand-in images `names` (default: all)."""
     if engine.docker("image", "inspect", DEBIAN_IMAGE).returncode != 0:
         engine.check("import", str(debian_rootfs()), DEBIAN_IMAGE)
-    context = temporary_dir("standins-")
-    try:
-        for script in STANDIN_DIR.iterdir():
-            if not script.name.endswith(".Dockerfile"):
-                shutil.copy2(script, context / script.name)
-        shutil.copytree(_kafka_classpath(), context / "lib")
-        shutil.copy2(mailpit_binary(), context / "mailpit")
-        env = {**engine.env(), "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx needed
-        for name, image in STANDINS.items():
-            dockerfile = STANDIN_DIR / f"{name}.Dockerfile"
-            args = ["docker", "build", "--quiet", "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "-t", image]
-            _run([*args, "-f", str(dockerfile), str(context)], f"building {image}", env=env)
-    finally:
-        shutil.rmtree(context, ignore_errors=True)
-    return dict(STANDINS)
+    env = {**engine.env(), "DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx needed
+    for name in names or list(STANDINS):
+        context = temporary_dir(f"standin-{name}-")
+        try:
+            for script in STANDIN_DIR.iterdir():
+                if not script.name.endswith(".Dockerfile"):
+                    shutil.copy2(script, context / script.name)
+            if name == "kafka":
+                shutil.copytree(_kafka_classpath(), context / "lib")
+            if name == "mailpit":
+                shutil.copy2(mailpit_binary(), context / "mailpit")
+            args = ["docker", "build", "--quiet", "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "-t", STANDINS[name]]
+            _run([*args, "-f", str(STANDIN_DIR / f"{name}.Dockerfile"), str(context)], f"building {name}", env=env)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
 
 
 def _kafka_classpath() -> Path:

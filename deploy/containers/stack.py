@@ -145,32 +145,43 @@ def run(images_wanted: str = "auto", *, keep: bool = False) -> Report:
         with timer("engine start"):
             docker = stack.enter_context(engine())
         report.versions = docker.versions()
-        with timer("prepared side by side (wheels, Go builds, debootstrap, jars)"):
-            report.images = choose_images(docker, images_wanted)
-            _prepare(report, standins=report.images == "standins")
-            report.versions["compose"] = _compose_version()
-        if report.images == "standins":
-            with timer("stand-in base images built"):
-                images.build_standins(docker)
+        report.images = choose_images(docker, images_wanted)
+        with timer("prepared: Go builds beside downloads and stand-in images"):
+            _prepare(docker, report, standins=report.images == "standins")
+        report.versions["compose"] = _compose_version()
         compose = stack.enter_context(_project(docker, report, keep=keep))
         _exercise(compose, docker, report, timer)
     return report
 
 
-def _prepare(report: Report, *, standins: bool) -> None:
-    """Fetch and make what the builds need, side by side (downloads wait on the network, Go builds on the CPU)."""
-    tasks: dict[str, Callable[[], object]] = {"wheels": images.wheels, "compose binary": compose_binary}
-    if standins:
-        tasks |= {"debootstrap root": images.debian_rootfs, "mailpit binary": mailpit_binary, "kafka jars": ensure_jars}
+def _prepare(docker: Engine, report: Report, *, standins: bool) -> None:
+    """Make what the builds need in two lanes side by side: Go builds on the CPU, downloads and apt on the network."""
 
     def timed(name: str, task: Callable[[], object]) -> None:
         started = time.monotonic()
         task()
-        report.seconds[f"  of which {name}"] = time.monotonic() - started
+        report.seconds[f"  {name}"] = time.monotonic() - started
 
-    with concurrent.futures.ThreadPoolExecutor(len(tasks)) as pool:
-        for future in [pool.submit(timed, name, task) for name, task in tasks.items()]:
+    def go_builds() -> None:
+        timed("compose binary (Go build)", compose_binary)
+        if standins:
+            timed("mailpit binary (Go build)", mailpit_binary)
+
+    def downloads() -> None:
+        timed("wheels", images.wheels)
+        if standins:
+            timed("kafka jars", ensure_jars)
+            timed("debootstrap root", images.debian_rootfs)
+            timed(
+                "python, kafka, postgres stand-ins",
+                lambda: images.build_standins(docker, ["python", "kafka", "postgres"]),
+            )
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(go_builds), pool.submit(downloads)]:
             future.result()
+    if standins:
+        timed("mailpit stand-in", lambda: images.build_standins(docker, ["mailpit"]))
 
 
 def _compose_version() -> str:
@@ -294,7 +305,6 @@ def _verified(compose: Compose, settings: dict[str, str], *, signed: bool) -> st
 
 
 def _kill_and_restart(compose: Compose, api: Api) -> str:
-    mails_before = api.mails("")
     names = [f"Burst {uuid.uuid4().hex[:8]} {i:02d}" for i in range(BURST)]
     cadres = [api.nominate(name) for name in names]
     compose.check("kill", "--signal", "SIGKILL", "registry", "audit", timeout=60)
@@ -303,13 +313,13 @@ def _kill_and_restart(compose: Compose, api: Api) -> str:
         api.in_training(cadre)
         api.in_audit_once(cadre)
         api.mailed_once(name)
-    mailed = api.mails("") - mails_before
-    if mailed != BURST:
-        msg = f"{BURST} nominations were mailed {mailed} times"
-        raise RuntimeError(msg)
+    # Once more, after every effect arrived: a late second delivery would show now.
+    for cadre, name in zip(cadres, names, strict=True):
+        api.in_audit_once(cadre)
+        api.mailed_once(name)
     return (
         f"registry and audit killed (SIGKILL) right after {BURST} nominations and started again: "
-        f"each nomination in training and audit once, {mailed} emails for {BURST} nominations"
+        f"each nomination in training, in audit once, and mailed once"
     )
 
 
@@ -398,9 +408,7 @@ class Api:
             raise RuntimeError(msg)
 
     def mails(self, query: str) -> int:
-        """How many emails the mail catcher holds (matching `query`, Mailpit's search)."""
-        if not query:
-            return int(self.client.get(f"{self.mail}/api/v1/messages", params={"limit": 1}).json()["total"])
+        """How many emails in the mail catcher match `query` (Mailpit's search)."""
         found = self.client.get(f"{self.mail}/api/v1/search", params={"query": query, "limit": 10}).json()
         return int(found["messages_count"])
 
@@ -418,4 +426,4 @@ class Api:
         self.in_training(cadre)
         self.in_audit_once(cadre)
         self.mailed_once(name)
-        return f"a nomination reached training and audit, and its email the mail catcher ({self.mails('')} in all)"
+        return "a nomination reached training and audit, and its email the mail catcher"
