@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import jwt
@@ -12,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.envelope import Actor, Role
+from runtime import clock
 from runtime.db import Pool
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
 
@@ -23,7 +23,7 @@ _bearer = HTTPBearer(auto_error=False, description="Actor token (`./dev token --
 
 def issue_token(secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=12)) -> str:
     """Sign a token for `actor`, valid for `ttl`."""
-    now = datetime.now(UTC)
+    now = clock.now()
     claims = {
         "sub": actor.user,
         "org": actor.org_path,
@@ -42,12 +42,20 @@ def read_token(secret: str, token: str) -> Actor:
     remembered until it expires (checking the signature took about 5% of a
     service's CPU under load).
     """
-    now = time.time()
+    now = clock.now().timestamp()
     known = _verified.get((secret, token))
     if known is not None and known[1] > now:
         return known[0]
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp"]})
+        # Times are checked against the platform's clock below, not PyJWT's reading of the system clock.
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+        _check_times(claims, now)
         actor = Actor(user=claims["sub"], org_path=claims["org"], role=Role(claims["role"]))
     except (jwt.PyJWTError, KeyError, ValueError, ValidationError) as error:
         msg = f"invalid actor token: {error}"
@@ -56,6 +64,21 @@ def read_token(secret: str, token: str) -> Actor:
         _verified.clear()
     _verified[(secret, token)] = (actor, float(claims["exp"]))
     return actor
+
+
+_ISSUER_SKEW_SECONDS = 30.0
+
+
+def _check_times(claims: dict[str, object], now: float) -> None:
+    """Expiry, not-before and issued-at on the platform's clock (an issuer's clock may run a little ahead)."""
+    expires = float(str(claims["exp"]))
+    if expires <= now:
+        msg = "Signature has expired"
+        raise jwt.ExpiredSignatureError(msg)
+    for claim in ("nbf", "iat"):
+        if claim in claims and float(str(claims[claim])) > now + _ISSUER_SKEW_SECONDS:
+            msg = f"The token is not yet valid ({claim})"
+            raise jwt.ImmatureSignatureError(msg)
 
 
 _VERIFIED_MAX = 10_000

@@ -11,7 +11,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from runtime import logs
+from runtime import clock, logs
 from runtime.settings import ServiceSettings
 
 
@@ -42,6 +42,7 @@ class _Server(uvicorn.Server):
 def serve(create_app: Callable[[], FastAPI], settings: ServiceSettings) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight work within `SHUTDOWN_GRACE_SECONDS`."""
     logs.configure(level=settings.log_level, json=settings.log_json)
+    clock.use(clock.Clock.from_settings(settings))
     tune_gc()
     config = uvicorn.Config(
         create_app(),

@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -38,7 +37,7 @@ from deploy.local.kafka import ensure_jars, new_cluster_id
 from deploy.local.ports import free_ports
 from deploy.local.stack import SERVICES
 from deploy.validate import COMPOSE_FILE, cache_root
-from runtime import checkpoint
+from runtime import checkpoint, clock
 from runtime.auth import issue_token
 
 STANDINS_FILE: Final = COMPOSE_FILE.with_name("standins.yaml")
@@ -369,8 +368,8 @@ class Api:
         self.unit = next(unit for unit in self.org.units if unit.parent is not None)
 
     def nominate(self, full_name: str) -> str:
-        """Nominate a cadre of 30 (by the registry's own date) in a demo unit; the cadre id."""
-        today = parsedate_to_datetime(self.client.get(f"{self.urls['registry']}/health/live").headers["date"]).date()
+        """Nominate a cadre of 30 in a demo unit; the cadre id."""
+        today = clock.today()
         body = {
             "org_code": self.unit.code,
             "full_name": full_name,

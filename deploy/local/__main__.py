@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +17,7 @@ from rich.table import Table
 
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
+from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
@@ -27,14 +28,30 @@ console = Console()
 
 @app.command()
 def up(
+    *,
     workdir: Annotated[Path, typer.Option(help="Where Kafka, PostgreSQL and logs keep their files")] = Path(
         "var/stack"
     ),
     demo: Annotated[bool, typer.Option(help="Load the demo organization")] = True,
     cadres: Annotated[int, typer.Option(help="Cadres in the demo organization")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the demo organization")] = 7,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Run the platform as if it were this instant (ISO 8601 with its zone); its clock runs on from there",
+            formats=["%Y-%m-%dT%H:%M:%S%z"],
+        ),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option(help="Prefix of topic and database names (beside other stacks on the same servers)")
+    ] = "",
 ) -> None:
     """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
+    if at is not None:
+        clock.use(clock.current().at(at))
+        console.print(
+            f"The platform's clock reads {clock.now():%Y-%m-%d %H:%M:%S} UTC ({clock.today()} in the organization)"
+        )
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -44,7 +61,7 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with console.status("starting Kafka, PostgreSQL and the services..."):
-        running = local_stack.run_stack(workdir, secret=secret)
+        running = local_stack.run_stack(workdir, secret=secret, namespace=namespace)
         stack = running.__enter__()
     try:
         if demo:

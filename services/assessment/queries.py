@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from contracts.assessment import Grade
 from contracts.envelope import Actor
+from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
@@ -205,7 +206,7 @@ class AssessmentQueries:
             f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')}"
             " GROUP BY c.cadre_id, c.full_name, c.org_path",
             root,
-            datetime.now(UTC).year,
+            clock.today().year,
         )
         scored = []
         for row in rows:
