@@ -220,6 +220,7 @@ def _generated_settings() -> dict[str, str]:
         "DEPLOYMENT_ID": "compose-check",
         "CHECKPOINT_INTERVAL_SECONDS": "5",  # so that verify checks signed checkpoints too
         "MAIL_UI_PORT": str(ports[-1]),
+        **clock.current().environment(),  # the stack runs on the caller's clock (a test's instant)
     }
     values.update({f"{name.upper()}_PORT": str(port) for name, port in zip(SERVICES, ports, strict=False)})
     return values
