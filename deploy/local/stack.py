@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "training", "assessment", "notify", "audit")
+SERVICES = ("registry", "training", "assessment", "notify", "audit", "sync")
 """Every service, in the order they start (and their demos load)."""
 
 
@@ -222,6 +223,15 @@ def mail_sink(workdir: Path) -> Iterator[dict[str, str]]:
             process.wait()
 
 
+def _own_env(stack: Stack, name: str) -> dict[str, str]:
+    """What one service needs beyond the shared environment: notify its mail server, sync the others' URLs."""
+    if name == "notify":
+        return {k: v for k, v in stack.mail.items() if k.startswith("SMTP_")}
+    if name == "sync":  # started last: it applies directives through the others' APIs
+        return {"SERVICE_URLS": json.dumps(stack.urls())}
+    return {}
+
+
 @contextlib.contextmanager
 def run_stack(
     workdir: Path,
@@ -238,8 +248,7 @@ def run_stack(
         asyncio.run(ensure_topics(kafka, platform_topics(namespace)))
         try:
             for name in names:
-                smtp = {k: v for k, v in stack.mail.items() if k.startswith("SMTP_")} if name == "notify" else None
-                start_service(stack, name, workdir / "logs", smtp)
+                start_service(stack, name, workdir / "logs", _own_env(stack, name))
             for service in stack.services.values():
                 wait_ready(service)
             yield stack
