@@ -32,6 +32,8 @@ class TimelineEntry(BaseModel):
     event_id: UUID
     event_type: str
     service: str
+    deployment: str
+    """The deployment (level) that recorded it: this one, or one below it (multi-level sync)."""
     position: int
     occurred_at: datetime
     recorded_at: datetime
@@ -89,6 +91,7 @@ class AuditQueries:
                 event_id=r["event_id"],
                 event_type=r["event_type"],
                 service=r["source"],
+                deployment=r["deployment"],
                 position=r["position"],
                 occurred_at=r["occurred_at"],
                 recorded_at=r["recorded_at"],
