@@ -15,6 +15,8 @@ CURRENT: tuple[type[Event], ...] = (
     registry.CadreProfileUpdated,
     registry.MentorAssigned,
     registry.CadreRetired,
+    registry.AccessGranted,
+    registry.AccessRevoked,
     training.TrainingProgramScheduled,
     training.TrainingProgramCancelled,
     training.TrainingEnrolled,

@@ -18,7 +18,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
-from runtime import checkpoint, db, http, logs, relay, store, subscriber
+from contracts import topics
+from runtime import auth, checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.projection import Projection
 from runtime.settings import ServiceSettings
@@ -68,6 +69,20 @@ class ServiceSpec:
     """Long-running tasks started after the subscribers (schedulers, ...)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def projections(self) -> tuple[Subscription, ...]:
+        """Its subscriptions, and the grants every service projects (who may act where)."""
+        return (*self.subscriptions, GRANTS)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Its schema, and the grants' table."""
+        return (*self.schema, *auth.GRANTS_SCHEMA)
+
+
+GRANTS = Subscription(topics=[topics.REGISTRY], projection=auth.AccessGrants())
+"""Every service (the registry too) reads the grants from the registry's topic."""
+
 
 class Service:
     """The running parts of one service process."""
@@ -92,7 +107,7 @@ class Service:
                 dead_letter=subscriber.broker_dead_letter(self.broker, spec.name),
                 batch_size=settings.consumer_batch_size,
             )
-            for sub in spec.subscriptions
+            for sub in spec.projections
         ]
         for sub in self.subscribers:
             sub.attach(self.broker)
@@ -123,7 +138,7 @@ class Service:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
         self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
-        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.schema])
+        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables])
         self._store = store.EventStore(
             self._pool,
             source=self.spec.name,
@@ -259,7 +274,14 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
     app.state.service = service
-    app.state.auth_secret = settings.auth_secret.get_secret_value()
+    app.state.authenticator = auth.Authenticator(
+        secret=settings.auth_secret.get_secret_value(),
+        provider=auth.ProviderKeys(settings.oidc_issuer, jwks_url=settings.oidc_jwks_url)
+        if settings.oidc_issuer
+        else None,
+        audience=settings.oidc_audience,
+        pool=lambda: service.pool,
+    )
     http.install(app, service=spec.name)
 
     @app.get("/health/live", tags=["health"])

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
+from deploy.local.ports import accepts
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
@@ -33,8 +34,14 @@ def up(
     demo: Annotated[bool, typer.Option(help="Load the demo organization")] = True,
     cadres: Annotated[int, typer.Option(help="Cadres in the demo organization")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the demo organization")] = 7,
+    port: Annotated[
+        int, typer.Option(envvar="CONSOLE_PORT", help="Port of the platform's one address (the console)")
+    ] = local_stack.CONSOLE_PORT,
 ) -> None:
-    """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
+    """Start Kafka, PostgreSQL, the identity provider, the services and the console; load the demo; run till Ctrl-C."""
+    if accepts(port):
+        console.print(f"[red]port {port} is taken: stop what listens there, or choose another with --port[/red]")
+        raise typer.Exit(2)
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -43,8 +50,8 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with console.status("starting Kafka, PostgreSQL and the services..."):
-        running = local_stack.run_stack(workdir, secret=secret)
+    with console.status("starting Kafka, PostgreSQL, the identity provider, the services and the console..."):
+        running = local_stack.run_stack(workdir, secret=secret, console_port=port)
         stack = running.__enter__()
     try:
         if demo:
@@ -60,18 +67,23 @@ def up(
 
 
 def _print_stack(stack: local_stack.Stack, secret: str) -> None:
-    table = Table(title="Reserve cadre platform: running")
-    table.add_column("service")
-    table.add_column("API docs (OpenAPI)")
-    table.add_column("log")
-    for name, service in stack.services.items():
-        table.add_row(name, f"{service.url}/docs", str(service.log_path))
+    from deploy.local.keycloak import DEMO_PASSWORD  # noqa: PLC0415
+    from services.registry import demo as registry_demo  # noqa: PLC0415
+
+    address = stack.console.url if stack.console else ""
+    console.print(f"\n[bold]The reserve cadre platform: {address}[/bold]\n")
+    table = Table(title=f"Sign in as (local development only; every password: {DEMO_PASSWORD})")
+    for column in ("user", "role", "acts at"):
+        table.add_column(column)
+    for person in registry_demo.people(registry_demo.plan()):
+        table.add_row(person.user_id, person.role.value, f"{person.unit.name} ({person.unit.path})")
     console.print(table)
-    console.print(f"Kafka: {stack.kafka_bootstrap}    PostgreSQL: {stack.postgres_dsn}")
+    console.print(f"APIs: {address}/api/<service>/ (docs: {address}/api/registry/docs, ...); provider: {stack.issuer}")
+    console.print(f"Logs: {stack.console.log_path.parent if stack.console else ''}    Kafka: {stack.kafka_bootstrap}")
     if "MAILDIR" in stack.mail:
         console.print(f"Email goes to a local SMTP server on port {stack.mail['SMTP_PORT']}: {stack.mail['MAILDIR']}")
     token = issue_token(secret, Actor(user="demo.organizer", org_path="qs", role=Role.ORGANIZER))
-    console.print("Token of the demo province's organizer (paste into 'Authorize' in the docs):")
+    console.print("A service token for scripts (the demo province's organizer; `./dev token` makes others):")
     console.print(token, soft_wrap=True)
     console.print("Press Ctrl-C to stop.")
 

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -36,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from deploy.local import death_signal_prefix, serve, stop_process_group, tail
+from deploy.local import death_signal_prefix, maven, serve, stop_process_group, tail
 from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
@@ -44,8 +43,6 @@ PROBE_TOPIC = "_local_probe"
 """The topic `start` creates (one partition) for its produce/consume round trip."""
 
 _HERE = Path(__file__).resolve().parent
-_REPO = Path(__file__).resolve().parents[2]
-_MARKER = "complete"
 _START_ATTEMPTS = 3
 """Starts tried when a port picked as free was taken by someone else before the broker bound it."""
 
@@ -57,9 +54,7 @@ def cache_dir(version: str = KAFKA_VERSION) -> Path:
 
     The environment variable `CADRE_CACHE_DIR` replaces `<repo>/.cache`.
     """
-    override = os.environ.get("CADRE_CACHE_DIR")
-    root = Path(override) if override else _REPO / ".cache"
-    return root / "kafka" / version
+    return maven.cache_root() / "kafka" / version
 
 
 def java_executable() -> str:
@@ -74,64 +69,20 @@ def java_executable() -> str:
     return found
 
 
-def _fetched(target: Path) -> bool:
-    return (target / _MARKER).is_file() and any((target / "lib").glob("kafka_2.13-*.jar"))
-
-
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:
-    """The directory of Kafka `version`'s jars (its whole runtime class path).
-
-    The first call fetches them with `mvn dependency:copy-dependencies`; a marker
-    written after a complete copy makes later calls return at once. A file lock
-    makes a concurrent call (another process or thread) wait for that fetch
-    instead of running `mvn` into the same directory.
-    """
+    """The directory of Kafka `version`'s jars (its whole runtime class path), fetched on first use."""
     target = cache_dir(version)
-    lib = target / "lib"
-    if _fetched(target):
-        return lib
-    target.mkdir(parents=True, exist_ok=True)
-    with (target / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _fetched(target):  # another process may have fetched them while we waited
-            _fetch(version, target)
-    return lib
 
+    def fill(staging: Path) -> str:
+        pom = target / "pom.xml"
+        pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
+        maven.copy_dependencies(pom, staging, what=f"Kafka {version}")
+        if not any(staging.glob("kafka_2.13-*.jar")):
+            msg = f"mvn fetched no kafka_2.13 jar for Kafka {version}"
+            raise RuntimeError(msg)
+        return f"{sum(1 for _ in staging.glob('*.jar'))} jars of Kafka {version}"
 
-def _fetch(version: str, target: Path) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        msg = "mvn not found: Apache Maven fetches Kafka's jars from Maven Central on first use"
-        raise RuntimeError(msg)
-    (target / _MARKER).unlink(missing_ok=True)
-    pom = target / "pom.xml"
-    pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
-    staging = target / "lib.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    result = subprocess.run(  # noqa: S603 - our pom, fixed arguments
-        [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-        shutil.rmtree(staging, ignore_errors=True)
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
-        msg = f"mvn failed (exit code {result.returncode}) to fetch Kafka {version}: {output or '(no output)'}"
-        raise RuntimeError(msg)
-    lib = target / "lib"
-    shutil.rmtree(lib, ignore_errors=True)
-    staging.rename(lib)
-    (target / _MARKER).write_text(f"{sum(1 for _ in lib.glob('*.jar'))} jars of Kafka {version}\n")
+    return maven.cached(target, fill)
 
 
 def new_cluster_id() -> str:

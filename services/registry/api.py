@@ -13,8 +13,8 @@ from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
-from services.registry.commands import Nominate, RegisterOrgUnit, RegistryCommands, Retire
-from services.registry.queries import CadrePage, CadreView, OrgUnitView, RegistryQueries
+from services.registry.commands import GrantAccess, Nominate, RegisterOrgUnit, RegistryCommands, Retire
+from services.registry.queries import CadrePage, CadreView, GrantView, Me, OrgUnitView, RegistryQueries, StatusCounts
 from services.registry.rules import EntryRules
 
 router = APIRouter()
@@ -129,6 +129,16 @@ async def list_cadres(
     )
 
 
+@router.get("/cadres/counts", tags=["cadres"])
+async def count_cadres(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+) -> StatusCounts:
+    """How many cadres of a subtree are in the pool and how many left it."""
+    return await reads.counts(actor, under)
+
+
 @router.get("/cadres/{cadre_id}", tags=["cadres"])
 async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, response: Response) -> CadreView:
     """One cadre of your subtree."""
@@ -141,3 +151,33 @@ async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, respons
 async def cadre_history(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[Envelope]:
     """Every registry event about a cadre, with envelopes (actor, times, hashes)."""
     return await reads.history(actor, cadre_id)
+
+
+@router.get("/access/me", tags=["access"])
+async def me(actor: CurrentActor, reads: Queries) -> Me:
+    """Who you act as: your user, role and unit (from your grant, or from a service token)."""
+    return await reads.me(actor)
+
+
+@router.get("/access", tags=["access"])
+async def list_grants(
+    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
+) -> list[GrantView]:
+    """Who may act in a subtree (default: yours), and with which role."""
+    return await reads.grants(actor, under)
+
+
+@router.put("/access/{user_id}", tags=["access"])
+async def grant_access(
+    user_id: str, body: GrantAccess, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Let a person act at a unit of your subtree with a role (replaces what they had)."""
+    return _etag(response, await cmd.grant_access(ctx, user_id, body, expected))
+
+
+@router.delete("/access/{user_id}", tags=["access"])
+async def revoke_access(
+    user_id: str, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Take a person's access away (a grant inside your subtree)."""
+    return _etag(response, await cmd.revoke_access(ctx, user_id, expected))

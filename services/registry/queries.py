@@ -88,6 +88,36 @@ def _decode_cursor(cursor: str) -> tuple[str, UUID]:
         raise CommandError(msg) from error
 
 
+class StatusCounts(BaseModel):
+    """How many cadres of a subtree are in the pool, and how many left it."""
+
+    in_pool: int
+    retired: int
+
+
+class GrantView(BaseModel):
+    """Who may act where, with which role."""
+
+    user_id: str
+    subject: str
+    name: str
+    org_code: str
+    org_path: str
+    role: str
+    version: int
+
+
+class Me(BaseModel):
+    """The actor a token stands for, with the names a screen shows."""
+
+    user: str
+    name: str
+    role: str
+    org_path: str
+    org_code: str
+    org_name: str
+
+
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
@@ -210,3 +240,38 @@ class RegistryQueries:
         """Every registry event about a cadre, with its full envelope."""
         await self.cadre(actor, cadre_id)
         return await self._store.read_cadre(cadre_id)
+
+    async def grants(self, actor: Actor, under: str | None) -> list[GrantView]:
+        """The grants of a subtree (default: the actor's), unit by unit."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        rows = await self._pool.fetch(
+            f"SELECT * FROM access_grants WHERE {in_subtree_sql('org_path', '$1')} ORDER BY org_path, user_id",  # noqa: S608 - fixed SQL
+            root,
+        )
+        return [GrantView(**dict(row)) for row in rows]
+
+    async def me(self, actor: Actor) -> Me:
+        """The actor, its name (from its grant, if it has one) and its unit."""
+        name = await self._pool.fetchval("SELECT name FROM access_grants WHERE user_id = $1", actor.user)
+        unit = await self._pool.fetchrow("SELECT code, name FROM org_units WHERE path = $1", actor.org_path)
+        code = actor.org_path.rsplit(".", 1)[-1]
+        return Me(
+            user=actor.user,
+            name=name or actor.user,
+            role=actor.role.value,
+            org_path=actor.org_path,
+            org_code=unit["code"] if unit else code,
+            org_name=unit["name"] if unit else code,
+        )
+
+    async def counts(self, actor: Actor, under: str | None) -> StatusCounts:
+        """Cadres of a subtree by status."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        row = await self._pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE status = 'in_pool') AS in_pool,"  # noqa: S608 - fixed SQL
+            " count(*) FILTER (WHERE status = 'retired') AS retired"
+            f" FROM cadres WHERE {in_subtree_sql('org_path', '$1')}",
+            root,
+        )
+        assert row is not None  # an aggregate always answers one row
+        return StatusCounts(in_pool=row["in_pool"], retired=row["retired"])

@@ -12,8 +12,11 @@ from datetime import date
 from typing import Literal
 from uuid import UUID
 
+from contracts.envelope import Role
 from contracts.event import Event
 from contracts.registry import (
+    AccessGranted,
+    AccessRevoked,
     CadreNominated,
     CadreProfileUpdated,
     CadreRetired,
@@ -231,3 +234,42 @@ def retire(
             appointed_to=appointed_to,
         )
     ]
+
+
+@dataclass(frozen=True)
+class Access:
+    """A person's grant as its own stream knows it (`None` grant: none now)."""
+
+    grant: AccessGranted | None
+    org_path: str | None
+    version: int
+
+    @classmethod
+    def replay(cls, events: Sequence[Event], paths: Sequence[str]) -> Access:
+        """Fold a person's access stream (with the org path each event was recorded at)."""
+        access = Access(None, None, 0)
+        for version, (event, path) in enumerate(zip(events, paths, strict=True), start=1):
+            granted = event if isinstance(event, AccessGranted) else None
+            access = Access(granted, path if granted else None, version)
+        return access
+
+
+GRANTABLE_ROLES: tuple[Role, ...] = (Role.ORGANIZER, Role.AUDITOR, Role.VIEWER)
+"""Roles a person may be granted; `system` belongs to services acting on their own."""
+
+
+def grant(access: Access, new: AccessGranted) -> list[Event]:
+    """Grant `new`; nothing when the person already has exactly that."""
+    if new.role not in GRANTABLE_ROLES:
+        msg = f"role {new.role.value} cannot be granted to a person"
+        raise RuleViolationError(msg)
+    if access.grant == new:
+        return []
+    return [new]
+
+
+def revoke(access: Access, user_id: str) -> list[Event]:
+    """Take the person's access away; nothing when they have none."""
+    if access.grant is None:
+        return []
+    return [AccessRevoked(user_id=user_id, subject=access.grant.subject)]

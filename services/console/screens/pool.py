@@ -1,0 +1,114 @@
+"""The pool of a subtree: status tabs with counts, filters, pages of 50 over a million cadres, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from services.console.app import ConsoleDep, SessionDep
+
+router = APIRouter(include_in_schema=False)
+
+STATUSES = ("in_pool", "retired", "any")
+EDUCATION = ("secondary", "college", "bachelor", "master", "doctorate")
+EXPORT_LIMIT = 10_000
+"""Rows an export holds at most (a CSV for a spreadsheet, not a dump: the audit export is for that)."""
+COLUMNS = ("full_name", "gender", "age", "education", "current_position", "org_code", "mentor", "status")
+
+
+def _filters(
+    under: str | None, status: str, name: str | None, education: str | None, has_mentor: str | None, max_age: int | None
+) -> dict[str, Any]:
+    return {
+        "under": under or None,
+        "status": status if status in STATUSES else "in_pool",
+        "name": name or None,
+        "education": education if education in EDUCATION else None,
+        "has_mentor": has_mentor if has_mentor in {"true", "false"} else None,
+        "max_age": max_age,
+    }
+
+
+Text = Annotated[str | None, Query(max_length=100)]
+Age = Annotated[int | None, Query(ge=18, le=100)]
+
+
+@router.get("/")
+async def home(request: Request, console: ConsoleDep) -> Response:
+    """The pool for a signed-in person; the sign-in page for anyone else."""
+    if console.sealer.session(request.cookies.get("cadre_session")) is not None:
+        return RedirectResponse("/pool", status_code=303)
+    return console.render(request, "home.html")
+
+
+@router.get("/pool")
+async def pool(
+    request: Request,
+    console: ConsoleDep,
+    session: SessionDep,
+    under: Text = None,
+    status: str = "in_pool",
+    name: Text = None,
+    education: str | None = None,
+    has_mentor: str | None = None,
+    max_age: Age = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """One page of 50 cadres of the chosen subtree, with the filters applied."""
+    filters = _filters(under, status, name, education, has_mentor, max_age)
+    page = await console.apis.get("registry", "/cadres", session.access_token, limit=50, cursor=cursor, **filters)
+    units = await console.apis.get("registry", "/org-units", session.access_token)
+
+    def url(**changes: Any) -> str:
+        return urlencode({k: v for k, v in {**filters, **changes}.items() if v not in (None, "")})
+
+    return console.render(
+        request, "pool.html", page=page, units=units, filters=filters, cursor=cursor, statuses=STATUSES,
+        educations=EDUCATION, url=url,
+    )  # fmt: skip
+
+
+@router.get("/pool/counts")
+async def counts(request: Request, console: ConsoleDep, session: SessionDep, under: Text = None) -> Response:
+    """The status tabs' counts (loaded after the list: counting a province takes longer than a page)."""
+    found = await console.apis.get("registry", "/cadres/counts", session.access_token, under=under or None)
+    return console.render(request, "pool_counts.html", counts={**found, "any": found["in_pool"] + found["retired"]})
+
+
+@router.get("/pool/export.csv")
+async def export(
+    console: ConsoleDep,
+    session: SessionDep,
+    under: Text = None,
+    status: str = "in_pool",
+    name: Text = None,
+    education: str | None = None,
+    has_mentor: str | None = None,
+    max_age: Age = None,
+) -> Response:
+    """What the list shows (every page of it, up to 10,000 rows) as CSV for a spreadsheet."""
+    filters = _filters(under, status, name, education, has_mentor, max_age)
+    out = io.StringIO()
+    out.write("\ufeff")  # a byte order mark: spreadsheets then read the Chinese names as UTF-8
+    writer = csv.writer(out)
+    writer.writerow(["cadre_id", *COLUMNS])
+    cursor, rows = None, 0
+    while rows < EXPORT_LIMIT:
+        page = await console.apis.get("registry", "/cadres", session.access_token, limit=500, cursor=cursor, **filters)
+        for item in page["items"]:
+            mentor = (item.get("mentor") or {}).get("name", "")
+            writer.writerow([item["cadre_id"], *(mentor if c == "mentor" else item.get(c, "") for c in COLUMNS)])
+            rows += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    return Response(
+        out.getvalue().encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="reserve-pool.csv"'},
+    )

@@ -1,0 +1,129 @@
+"""The console against real services and a real Keycloak: sign-in, scope, CSRF, sign-out, the front door."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from services.console.app import ConsoleSettings
+from services.console.app import create_app as console_app
+from services.registry import demo
+from services.registry.app import RegistrySettings
+from services.registry.app import create_app as registry_app
+from tests.conftest import Launch
+from tests.oidc import Browserish, console_sign_in
+from tests.support import SECRET, auth, eventually
+
+
+@dataclass
+class ConsoleStack:
+    client: Browserish
+    org: demo.DemoOrg
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def console_for(
+    launch: Launch, keycloak: str, console_port: int, *, cadres: int = 60
+) -> AsyncIterator[ConsoleStack]:
+    """The registry (with the demo) and the console in this process; the console's client signs in for real."""
+    registry = await launch(registry_app, RegistrySettings, "registry", oidc_issuer=keycloak)
+    org = demo.plan(cadres=cadres)
+    await demo.load(registry.client, demo.root_token(SECRET, org), org)
+    url = f"http://127.0.0.1:{console_port}"
+    settings = ConsoleSettings(public_url=url, oidc_issuer=keycloak)
+    app = console_app(settings, transports={"registry": httpx.ASGITransport(app=registry.app)})
+    client = Browserish(transport=httpx.ASGITransport(app=app), base_url=url)
+    async with app.router.lifespan_context(app):
+        await eventually(
+            lambda: registry.client.get("/access", headers=auth("demo.organizer", org.root.path)),
+            until=lambda r: len(r.json()) >= len(demo.people(org)),
+        )
+        try:
+            yield ConsoleStack(client, org, url)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def console(launch: Launch, keycloak: str, console_port: int) -> AsyncIterator[ConsoleStack]:
+    async with console_for(launch, keycloak, console_port) as stack:
+        yield stack
+
+
+async def test_a_county_organizer_signs_in_and_sees_only_the_county(console: ConsoleStack) -> None:
+    page = await console_sign_in(console.client, "organizer.county")
+    assert page.status_code == 200, page.text[:500]
+    assert str(page.url).endswith("/pool")
+    county = next(p for p in demo.people(console.org) if p.user_id == "organizer.county").unit
+    assert "Wang Fang" in page.text
+    in_county = [c for c in console.org.cadres if c.unit.path.startswith(county.path) and not c.retirement]
+    outside = [c for c in console.org.cadres if not c.unit.path.startswith(county.path)]
+    assert in_county
+    assert outside
+    for cadre in in_county:
+        assert str(cadre.cadre_id) in page.text
+    for cadre in outside:
+        assert str(cadre.cadre_id) not in page.text
+    counts = await console.client.get(f"/pool/counts?under={county.code}", headers={"HX-Request": "true"})
+    assert f'id="count-in_pool" hx-swap-oob="true">({len(in_county)})' in counts.text
+
+    exported = await console.client.get("/pool/export.csv?status=in_pool")
+    lines = exported.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + len(in_county)
+
+
+async def test_forms_without_their_csrf_token_are_refused(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    refused = await console.client.post("/csrf-probe", data={"_": "x"})
+    assert refused.status_code == 403
+    pool = await console.client.get("/pool")
+    token = pool.text.split('name="csrf_token" value="')[1].split('"')[0]
+    accepted = await console.client.post("/csrf-probe", data={"csrf_token": token})
+    assert accepted.status_code == 200
+    assert accepted.json() == {"ok": "organizer.county"}
+    assert (await console.client.post("/csrf-probe", data={"csrf_token": token[::-1]})).status_code == 403
+
+
+async def test_session_cookies_are_sealed_and_sign_out_ends_the_provider_session(console: ConsoleStack) -> None:
+    page = await console_sign_in(console.client, "viewer.city")
+    assert page.status_code == 200
+    cookie = console.client.jar["127.0.0.1:" + console.url.rsplit(":", 1)[1]]["cadre_session"]
+    assert "viewer.city" not in cookie  # sealed, not merely signed
+    signed_in = await console.client.get("/pool")
+    token = signed_in.text.split('name="csrf_token" value="')[1].split('"')[0]
+    out = await console.client.post("/signout", data={"csrf_token": token})
+    assert out.status_code == 200
+    assert "cadre_session" not in console.client.jar.get("127.0.0.1:" + console.url.rsplit(":", 1)[1], {})
+    again = await console.client.get("/pool")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/signin")
+    provider = await console.client.follow(await console.client.get(again.headers["location"]))
+    assert 'id="kc-form-login"' in provider.text  # the provider asks for the password again
+
+
+async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    host = "127.0.0.1:" + console.url.rsplit(":", 1)[1]
+    value = console.client.jar[host]["cadre_session"]
+    console.client.jar[host]["cadre_session"] = value[:-4] + ("AAAA" if value[-4:] != "AAAA" else "BBBB")
+    assert (await console.client.get("/pool")).status_code == 303
+
+
+async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> None:
+    document = (await console.client.get("/api/registry/openapi.json")).json()
+    assert document["servers"] == [{"url": "/api/registry"}]
+    assert "/cadres" in document["paths"]
+    docs = await console.client.get("/api/registry/docs")
+    assert "/vendor/swagger-ui-dist@" in docs.text
+    assert "cdn" not in docs.text.lower()
+    headers = auth("script", console.org.root.path)
+    answer = await console.client.get("/api/registry/cadres?limit=5", headers=headers)
+    assert answer.status_code == 200
+    assert len(answer.json()["items"]) == 5
+    assert (await console.client.get("/api/registry/cadres")).status_code == 401  # the session cookie is not passed on
+    assert (await console.client.get("/api/nosuch/x")).status_code == 404
