@@ -24,7 +24,10 @@ from services.assessment.queries import (
     AssessmentQueries,
     CadreFileView,
     CycleProgress,
+    CycleView,
+    ExitCase,
     LevelGrades,
+    OverdueCheckIn,
     Ranked,
     ReminderView,
     Shortfall,
@@ -154,3 +157,24 @@ async def grade_distribution(
 async def shortfalls(actor: CurrentActor, reads: Queries, under: Under = None) -> list[Shortfall]:
     """Units whose pool shrank below its target size: where new entries are needed."""
     return await reads.shortfalls(actor, under)
+
+
+@router.get("/cycles", tags=["cycles"])
+async def cycles(actor: CurrentActor, reads: Queries, under: Under = None) -> list[CycleView]:
+    """Cycles over your subtree and over the units above it, newest first."""
+    return await reads.cycles(actor, under)
+
+
+@router.get("/exit-queue", tags=["pool"])
+async def exit_queue(actor: CurrentActor, reads: Queries, under: Under = None) -> list[ExitCase]:
+    """Exit recommendations waiting for a decision (their cadres are still in the pool)."""
+    return await reads.exit_queue(actor, under)
+
+
+@router.get("/overdue-check-ins", tags=["reminders"])
+async def overdue_check_ins(
+    actor: CurrentActor, reads: Queries, request: Request, under: Under = None
+) -> list[OverdueCheckIn]:
+    """Cadres nobody has checked in with for longer than the check-in interval."""
+    every: int = request.app.state.sweep_policy.check_in_every_days
+    return await reads.overdue_check_ins(actor, under, every)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel
 
 from contracts.envelope import Envelope
 from contracts.registry import Education, Person, ProfileChanges
@@ -13,8 +14,24 @@ from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
-from services.registry.commands import GrantAccess, Nominate, RegisterOrgUnit, RegistryCommands, Retire
-from services.registry.queries import CadrePage, CadreView, GrantView, Me, OrgUnitView, RegistryQueries, StatusCounts
+from services.registry.commands import (
+    EntryCheckRequest,
+    GrantAccess,
+    Nominate,
+    RegisterOrgUnit,
+    RegistryCommands,
+    Retire,
+)
+from services.registry.queries import (
+    CadrePage,
+    CadreView,
+    GrantView,
+    Me,
+    OrgUnitView,
+    RegistryQueries,
+    StatusCounts,
+    Structure,
+)
 from services.registry.rules import EntryRules
 
 router = APIRouter()
@@ -76,6 +93,20 @@ async def nominate(body: Nominate, ctx: Context, cmd: Commands, response: Respon
     accepted = await cmd.nominate(ctx, body)
     response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
     return _etag(response, accepted)
+
+
+class EntryCheckView(BaseModel):
+    """One entry rule applied to a nominee."""
+
+    rule: str
+    passed: bool
+    detail: str
+
+
+@router.post("/entry-checks", tags=["cadres"])
+async def check_entry(body: EntryCheckRequest, ctx: Context, cmd: Commands) -> list[EntryCheckView]:
+    """Which entry rule a nominee would pass or fail, and why (records nothing)."""
+    return [EntryCheckView(rule=c.rule, passed=c.passed, detail=c.detail) for c in await cmd.check_entry(ctx, body)]
 
 
 @router.patch("/cadres/{cadre_id}", tags=["cadres"])
@@ -181,3 +212,11 @@ async def revoke_access(
 ) -> Accepted:
     """Take a person's access away (a grant inside your subtree)."""
     return _etag(response, await cmd.revoke_access(ctx, user_id, expected))
+
+
+@router.get("/structure", tags=["statistics"])
+async def structure(
+    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
+) -> Structure:
+    """The make-up of a subtree's pool (gender, education, age, level) and each unit's pool against its target."""
+    return await reads.structure(actor, under)

@@ -76,6 +76,15 @@ class Nominate(_Command):
     language: Language = Language.ZH
 
 
+class EntryCheckRequest(_Command):
+    """A nominee's facts the entry rules look at."""
+
+    org_code: OrgCode
+    birth_date: date
+    education: Education
+    years_of_service: int = Field(ge=0, le=60)
+
+
 class Retire(_Command):
     """Take a cadre out of the pool."""
 
@@ -182,6 +191,22 @@ class RegistryCommands:
             msg = f"cadre {cadre_id} is already registered"
             raise ConflictError(msg, cadre_id=str(cadre_id)) from None
         return Accepted.of(stream, 0, envelopes)
+
+    async def check_entry(self, ctx: CommandContext, cmd: EntryCheckRequest) -> list[rules.EntryCheck]:
+        """Each entry rule applied to a nominee for a unit of the actor's subtree (nothing is recorded)."""
+        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
+        if unit is None:
+            msg = f"org unit {cmd.org_code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        return rules.entry_checks(
+            self._entry_rules,
+            level=OrgLevel(unit["level"]),
+            birth_date=cmd.birth_date,
+            education=cmd.education,
+            years_of_service=cmd.years_of_service,
+            on=(ctx.occurred_at or datetime.now(UTC)).date(),
+        )
 
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
         history = await self._store.read_stream(cadre_stream(cadre_id))

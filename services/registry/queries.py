@@ -95,6 +95,32 @@ class StatusCounts(BaseModel):
     retired: int
 
 
+class UnitHealth(BaseModel):
+    """A unit's own pool against its target size."""
+
+    code: str
+    name: str
+    level: str
+    in_pool: int
+    target: int
+
+
+class Structure(BaseModel):
+    """The make-up of a subtree's pool (cadres in the pool only), and each unit's pool against its target."""
+
+    root: str
+    in_pool: int
+    average_age: float | None
+    by_gender: dict[str, int]
+    by_education: dict[str, int]
+    by_age_band: dict[str, int]
+    by_level: dict[str, int]
+    units: list[UnitHealth]
+
+
+AGE_BANDS = ((0, 30, "under 30"), (30, 35, "30-34"), (35, 40, "35-39"), (40, 45, "40-44"), (45, 200, "45 and over"))
+
+
 class GrantView(BaseModel):
     """Who may act where, with which role."""
 
@@ -240,6 +266,46 @@ class RegistryQueries:
         """Every registry event about a cadre, with its full envelope."""
         await self.cadre(actor, cadre_id)
         return await self._store.read_cadre(cadre_id)
+
+    async def structure(self, actor: Actor, under: str | None) -> Structure:
+        """Gender, education, age bands and unit levels of a subtree's pool; each unit's pool against its target."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        today = datetime.now(UTC).date()
+        subtree = in_subtree_sql("c.org_path", "$1")
+        rows = await self._pool.fetch(
+            "SELECT u.level, c.gender, c.education, date_part('year', age($2::date, c.birth_date))::int AS age,"  # noqa: S608 - fixed clauses, values bound
+            " count(*) AS n FROM cadres c JOIN org_units u ON u.code = c.org_code"
+            f" WHERE c.status = 'in_pool' AND {subtree} GROUP BY 1, 2, 3, 4",
+            root,
+            today,
+        )
+        total, ages = 0, 0
+        by: dict[str, dict[str, int]] = {"gender": {}, "education": {}, "band": {}, "level": {}}
+        for row in rows:
+            n, age = row["n"], row["age"]
+            total += n
+            ages += n * age
+            band = next(label for low, high, label in AGE_BANDS if low <= age < high)
+            for key, value in (("gender", row["gender"]), ("education", row["education"]), ("band", band),
+                               ("level", row["level"])):  # fmt: skip
+                by[key][value] = by[key].get(value, 0) + n
+        units = await self._pool.fetch(
+            "SELECT u.code, u.name, u.level, u.target_pool_size AS target,"  # noqa: S608 - fixed clauses, values bound
+            " (SELECT count(*) FROM cadres c WHERE c.org_code = u.code AND c.status = 'in_pool') AS in_pool"
+            f" FROM org_units u WHERE {in_subtree_sql('u.path', '$1')}"
+            " AND u.path NOT LIKE $1 || '.%.%' ORDER BY u.path",
+            root,
+        )
+        return Structure(
+            root=root,
+            in_pool=total,
+            average_age=round(ages / total, 1) if total else None,
+            by_gender=by["gender"],
+            by_education={e.value: by["education"].get(e.value, 0) for e in Education},
+            by_age_band={label: by["band"].get(label, 0) for _, _, label in AGE_BANDS},
+            by_level=by["level"],
+            units=[UnitHealth(**dict(row)) for row in units],
+        )
 
     async def grants(self, actor: Actor, under: str | None) -> list[GrantView]:
         """The grants of a subtree (default: the actor's), unit by unit."""

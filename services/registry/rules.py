@@ -78,6 +78,51 @@ def age_on(birth_date: date, day: date) -> int:
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
+@dataclass(frozen=True)
+class EntryCheck:
+    """One entry rule applied to a nominee: whether it passes, and why."""
+
+    rule: Literal["max_age", "min_age", "education", "years_of_service"]
+    passed: bool
+    detail: str
+
+
+def entry_checks(
+    rules: EntryRules,
+    *,
+    level: OrgLevel,
+    birth_date: date,
+    education: Education,
+    years_of_service: int,
+    on: date,
+) -> list[EntryCheck]:
+    """Every entry rule, applied to a nominee: each passing or failing, with the reason."""
+    age = age_on(birth_date, on)
+    limit = rules.max_age(level)
+    educated = EDUCATION_ORDER.index(education) >= EDUCATION_ORDER.index(rules.min_education)
+    served = years_of_service >= rules.min_years_of_service
+    return [
+        EntryCheck(
+            "max_age",
+            age <= limit,
+            f"aged {age}, {'within' if age <= limit else 'above'} the limit of {limit} for {level.value} units",
+        ),
+        EntryCheck("min_age", age >= 18, f"aged {age}, {'at least' if age >= 18 else 'below'} 18"),  # noqa: PLR2004
+        EntryCheck(
+            "education",
+            educated,
+            f"education {education.value} {'meets' if educated else 'is below'} the required"
+            f" {rules.min_education.value}",
+        ),
+        EntryCheck(
+            "years_of_service",
+            served,
+            f"{years_of_service} years of service, {'at least' if served else 'fewer than'} the required"
+            f" {rules.min_years_of_service}",
+        ),
+    ]
+
+
 def entry_violations(
     rules: EntryRules,
     *,
@@ -88,17 +133,10 @@ def entry_violations(
     on: date,
 ) -> list[str]:
     """Every entry rule a nomination breaks (empty: it may enter the pool)."""
-    problems = []
-    age = age_on(birth_date, on)
-    if age > rules.max_age(level):
-        problems.append(f"aged {age}, above the limit of {rules.max_age(level)} for {level.value} units")
-    if age < 18:  # noqa: PLR2004 - the legal working age
-        problems.append(f"aged {age}, below 18")
-    if EDUCATION_ORDER.index(education) < EDUCATION_ORDER.index(rules.min_education):
-        problems.append(f"education {education.value} is below the required {rules.min_education.value}")
-    if years_of_service < rules.min_years_of_service:
-        problems.append(f"{years_of_service} years of service, fewer than the required {rules.min_years_of_service}")
-    return problems
+    checks = entry_checks(
+        rules, level=level, birth_date=birth_date, education=education, years_of_service=years_of_service, on=on
+    )
+    return [check.detail for check in checks if not check.passed]
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from runtime.settings import settings_class
 from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.registry import demo
@@ -30,13 +32,18 @@ class ConsoleStack:
 async def console_for(
     launch: Launch, keycloak: str, console_port: int, *, cadres: int = 60
 ) -> AsyncIterator[ConsoleStack]:
-    """The registry (with the demo) and the console in this process; the console's client signs in for real."""
+    """Every service (the registry with the demo) and the console in this process; its client signs in for real."""
     registry = await launch(registry_app, RegistrySettings, "registry", oidc_issuer=keycloak)
+    transports: dict[str, httpx.AsyncBaseTransport] = {"registry": httpx.ASGITransport(app=registry.app)}
+    for name in ("training", "assessment", "notify", "audit"):
+        module = importlib.import_module(f"services.{name}.app")
+        service = await launch(module.create_app, settings_class(module), name, oidc_issuer=keycloak)
+        transports[name] = httpx.ASGITransport(app=service.app)
     org = demo.plan(cadres=cadres)
     await demo.load(registry.client, demo.root_token(SECRET, org), org)
     url = f"http://127.0.0.1:{console_port}"
     settings = ConsoleSettings(public_url=url, oidc_issuer=keycloak)
-    app = console_app(settings, transports={"registry": httpx.ASGITransport(app=registry.app)})
+    app = console_app(settings, transports=transports)
     client = Browserish(transport=httpx.ASGITransport(app=app), base_url=url)
     async with app.router.lifespan_context(app):
         await eventually(
@@ -127,3 +134,58 @@ async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> 
     assert len(answer.json()["items"]) == 5
     assert (await console.client.get("/api/registry/cadres")).status_code == 401  # the session cookie is not passed on
     assert (await console.client.get("/api/nosuch/x")).status_code == 404
+
+
+def _csrf(page: httpx.Response) -> str:
+    return page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree(console: ConsoleStack) -> None:
+    pool = await console_sign_in(console.client, "organizer.county")
+    county = next(p for p in demo.people(console.org) if p.user_id == "organizer.county").unit
+    mine = next(c for c in console.org.cadres if c.unit.path.startswith(county.path) and not c.retirement)
+    other = next(c for c in console.org.cadres if not c.unit.path.startswith(county.path))
+    page = await console.client.get(f"/cadres/{mine.cadre_id}")
+    assert page.status_code == 200, page.text[-800:]
+    assert 'id="timeline"' in page.text
+    assert 'id="actions"' in page.text
+    assert (await console.client.get(f"/cadres/{other.cadre_id}")).status_code == 404
+
+    checks = await console.client.post(
+        "/nominate/check",
+        data={"org_code": county.code, "birth_date": "1960-01-01", "education": "secondary", "years_of_service": "1",
+              "csrf_token": _csrf(pool)},
+    )  # fmt: skip
+    assert checks.text.count('class="fail"') == 3  # too old, too little education, too few years
+    assert 'data-rule="min_age"' in checks.text
+    form = {
+        "csrf_token": _csrf(pool), "org_code": county.code, "full_name": "Gao Ming", "gender": "male",
+        "birth_date": "1992-05-04", "education": "master", "current_position": "Deputy section chief",
+        "years_of_service": "8", "grassroots_months": "24", "reason": "Recommended by the county",
+    }  # fmt: skip
+    nominated = await console.client.post("/nominate", data=form)
+    assert nominated.status_code == 303
+    cadre_page = await console.client.get(nominated.headers["location"])
+    assert "Gao Ming" in cadre_page.text
+    listed = await console.client.get("/pool?name=Gao+Ming")
+    assert nominated.headers["location"].removeprefix("/cadres/") in listed.text
+    refused = await console.client.post("/nominate", data={**form, "birth_date": "1950-01-01"})
+    assert refused.status_code == 422
+    assert "entry rules" in refused.text
+    for screen in ("/assessment", "/statistics", "/due", "/audit"):
+        assert (await console.client.get(screen)).status_code == 200, screen
+
+
+async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:
+    async with console_for(launch, keycloak, console_port, cadres=30) as stack:
+        pool = await console_sign_in(stack.client, "viewer.city")
+        assert pool.status_code == 200
+        assert 'href="/nominate"' not in pool.text
+        assert 'href="/audit"' not in pool.text
+        cadre = next(c for c in stack.org.cadres if c.unit.path.startswith("qs.bh") and not c.retirement)
+        page = await stack.client.get(f"/cadres/{cadre.cadre_id}")
+        assert page.status_code == 200
+        assert 'id="actions"' not in page.text
+        assert (await stack.client.get("/nominate")).status_code == 403
+        form = {"csrf_token": _csrf(pool), "user_id": "x", "name": "X"}
+        assert (await stack.client.post(f"/cadres/{cadre.cadre_id}/mentor", data=form)).status_code == 403

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from services.console.screens import pool
+from services.console.screens import assessment, audit, cadre, due, nominate, pool, statistics
 
-routers = [pool.router]
+routers = [pool.router, cadre.router, audit.router, assessment.router, nominate.router, statistics.router, due.router]
