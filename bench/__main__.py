@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import append, e2e, footprint, projection, queries, relay
+from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -32,8 +33,8 @@ HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
     only: Annotated[
-        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint")
-    ] = "append,relay,projection,queries,e2e,footprint",
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries,console,e2e,footprint")
+    ] = "append,relay,projection,queries,console,e2e,footprint",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -73,6 +74,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)
+    if "console" in chosen:
+        console.rule("console: pool page")
+        await console_bench.run(running, report, cadres=cadres)
 
 
 def _table(report: Report) -> None:

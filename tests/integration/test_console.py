@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from runtime.settings import settings_class
 from services.console.app import ConsoleSettings
@@ -26,6 +27,7 @@ class ConsoleStack:
     client: Browserish
     org: demo.DemoOrg
     url: str
+    app: FastAPI
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +53,7 @@ async def console_for(
             until=lambda r: len(r.json()) >= len(demo.people(org)),
         )
         try:
-            yield ConsoleStack(client, org, url)
+            yield ConsoleStack(client, org, url, app)
         finally:
             await client.aclose()
 
