@@ -75,10 +75,13 @@ async def designate_leader(
 
 @router.get("/org-units", tags=["org units"])
 async def list_org_units(
-    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root code")] = None
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root code")] = None,
+    depth: Annotated[int | None, Query(ge=0, le=10, description="Levels below the root at most")] = None,
 ) -> list[OrgUnitView]:
     """The units of a subtree (default: yours)."""
-    return await reads.org_units(actor, under)
+    return await reads.org_units(actor, under, depth)
 
 
 @router.get("/org-units/{code}", tags=["org units"])

@@ -151,12 +151,15 @@ class RegistryQueries:
         self._pool = pool
         self._store = store
 
-    async def org_units(self, actor: Actor, under: str | None) -> list[OrgUnitView]:
-        """The units of a subtree (default: the actor's), parents before children."""
+    async def org_units(self, actor: Actor, under: str | None, depth: int | None = None) -> list[OrgUnitView]:
+        """The units of a subtree (default: the actor's), parents before children; `depth` levels below it at most."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
+        deepest = root.count(".") + (depth if depth is not None else 1000)
         rows = await self._pool.fetch(
-            f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')} ORDER BY path",  # noqa: S608 - fixed SQL
+            f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')}"  # noqa: S608 - fixed SQL
+            " AND length(path) - length(replace(path, '.', '')) <= $2 ORDER BY path",
             root,
+            deepest,
         )
         return [self._unit(row) for row in rows]
 
@@ -334,9 +337,8 @@ class RegistryQueries:
         """Cadres of a subtree by status."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
         row = await self._pool.fetchrow(
-            "SELECT count(*) FILTER (WHERE status = 'in_pool') AS in_pool,"  # noqa: S608 - fixed SQL
-            " count(*) FILTER (WHERE status = 'retired') AS retired"
-            f" FROM cadres WHERE {in_subtree_sql('org_path', '$1')}",
+            "SELECT coalesce(sum(in_pool), 0)::int AS in_pool, coalesce(sum(retired), 0)::int AS retired"  # noqa: S608 - fixed SQL
+            f" FROM cadre_counts WHERE {in_subtree_sql('org_path', '$1')}",
             root,
         )
         assert row is not None  # an aggregate always answers one row

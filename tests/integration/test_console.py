@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from runtime.settings import settings_class
-from services.console.app import ConsoleSettings
+from services.console.app import DEV_SESSION_KEY, ConsoleSettings
 from services.console.app import create_app as console_app
+from services.console.session import Sealer
 from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
@@ -191,3 +193,25 @@ async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str
         assert (await stack.client.get("/nominate")).status_code == 403
         form = {"csrf_token": _csrf(pool), "user_id": "x", "name": "X"}
         assert (await stack.client.post(f"/cadres/{cadre.cadre_id}/mentor", data=form)).status_code == 403
+
+
+async def test_an_expiring_access_token_is_refreshed_and_a_session_signed_out_stays_out(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    host = console.url.removeprefix("http://")
+    sealer = Sealer(DEV_SESSION_KEY)
+    session = sealer.session(console.client.jar[host]["cadre_session"])
+    assert session is not None
+    stale = replace(session, access_expires=time.time() - 1)
+    console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)
+    page = await console.client.get("/pool")
+    assert page.status_code == 200
+    fresh = sealer.session(console.client.jar[host]["cadre_session"])
+    assert fresh is not None
+    assert fresh.access_token != stale.access_token
+    assert fresh.access_expires > time.time() + 60
+    assert fresh.csrf == stale.csrf  # the forms already on screen stay valid
+    await console.client.post("/signout", data={"csrf_token": _csrf(page)})
+    console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)  # a copy of the cookie someone kept
+    again = await console.client.get("/pool")
+    assert again.status_code == 303  # its refresh token died with the provider's session
+    assert again.headers["location"].startswith("/signin")

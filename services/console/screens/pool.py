@@ -38,6 +38,21 @@ Text = Annotated[str | None, Query(max_length=100)]
 Age = Annotated[int | None, Query(ge=18, le=100)]
 
 
+async def unit_choices(console: ConsoleDep, session: SessionDep, chosen: str | None) -> list[dict[str, Any]]:
+    """The units a screen offers to narrow to: two levels below the person's unit, and those below the chosen one.
+
+    Not the whole subtree: a province has hundreds of units, and the page must stay light.
+    """
+    token = session.access_token
+    units = await console.apis.get("registry", "/org-units", token, depth=2)
+    if chosen:
+        known = {unit["code"] for unit in units}
+        units += [u for u in await console.apis.get("registry", "/org-units", token, under=chosen, depth=1)
+                  if u["code"] not in known]  # fmt: skip
+        units.sort(key=lambda unit: unit["path"])
+    return units
+
+
 @router.get("/")
 async def home(request: Request, console: ConsoleDep) -> Response:
     """The pool for a signed-in person; the sign-in page for anyone else."""
@@ -62,7 +77,7 @@ async def pool(
     """One page of 50 cadres of the chosen subtree, with the filters applied."""
     filters = _filters(under, status, name, education, has_mentor, max_age)
     page = await console.apis.get("registry", "/cadres", session.access_token, limit=50, cursor=cursor, **filters)
-    units = await console.apis.get("registry", "/org-units", session.access_token)
+    units = await unit_choices(console, session, filters["under"])
 
     def url(**changes: Any) -> str:
         return urlencode({k: v for k, v in {**filters, **changes}.items() if v not in (None, "")})

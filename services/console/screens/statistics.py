@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from services.console.app import ConsoleDep, SessionDep
+from services.console.screens.pool import unit_choices
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,5 +21,5 @@ async def statistics(
 ) -> Response:
     """Charts, each with its numbers as a table."""
     structure = await console.apis.get("registry", "/structure", session.access_token, under=under)
-    units = await console.apis.get("registry", "/org-units", session.access_token)
+    units = await unit_choices(console, session, under)
     return console.render(request, "statistics.html", s=structure, units=units, under=under or "")
