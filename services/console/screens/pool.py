@@ -44,7 +44,7 @@ async def unit_choices(console: ConsoleDep, session: SessionDep, chosen: str | N
     Not the whole subtree: a province has hundreds of units, and the page must stay light.
     """
     token = session.access_token
-    units = await console.apis.get("registry", "/org-units", token, depth=2)
+    units: list[dict[str, Any]] = await console.apis.get("registry", "/org-units", token, depth=2)
     if chosen:
         known = {unit["code"] for unit in units}
         units += [u for u in await console.apis.get("registry", "/org-units", token, under=chosen, depth=1)
