@@ -21,6 +21,7 @@ from bench import datagen
 from bench.harness import Clock, Figure, Report, Stack, percentile
 from contracts.envelope import Actor, Role
 from deploy.local.ports import free_port
+from runtime import clock
 from runtime.auth import issue_token
 from runtime.settings import DEV_AUTH_SECRET
 from services.console.app import ConsoleSettings
@@ -36,7 +37,7 @@ def _session_cookie(settings: ConsoleSettings) -> str:
     token = issue_token(
         DEV_AUTH_SECRET, Actor(user="bench", org_path="qs", role=Role.ORGANIZER), ttl=timedelta(hours=2)
     )
-    far = time.time() + 7200
+    far = clock.now().timestamp() + 7200
     session = Session("bench", "Bench", "organizer", "qs", "qs", "Province", token, "", far, far)
     return Sealer(settings.session_key.get_secret_value()).seal_session(session)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from bench.workload import NAMESPACE, org_paths
-from runtime import db
+from runtime import clock, db
 from services.registry.demo import GIVEN, POSITIONS, SURNAMES
 from services.registry.projection import SCHEMA as REGISTRY_SCHEMA
 
@@ -37,7 +37,7 @@ async def load_registry_tables(dsn: str, *, cadres: int, seed: int = 5, batch: i
         await db.apply_schema(pool, REGISTRY_SCHEMA)
         rng = random.Random(seed)
         tree = units()
-        now = datetime.now(UTC)
+        now = clock.now()
         async with pool.acquire() as conn:
             await conn.copy_records_to_table(
                 "org_units",

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from bench.harness import Figure, Report, Series, percentile
 from bench.workload import nomination_body
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
+from runtime import clock
 from runtime.auth import issue_token
 from runtime.settings import DEV_AUTH_SECRET
 from services.registry import demo
@@ -133,7 +134,7 @@ async def _seen(dsn: str, ids: list[UUID], deadline: float) -> dict[UUID, float]
     try:
         while True:
             rows = await conn.fetch("SELECT event_id, handled_at FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
-            if len(rows) >= len(ids) or time.time() > deadline:
+            if len(rows) >= len(ids) or time.monotonic() > deadline:
                 return {row["event_id"]: row["handled_at"].timestamp() for row in rows}
             await asyncio.sleep(0.5)
     finally:
@@ -157,15 +158,15 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
     saved = {name: os.environ.pop(name) for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") if name in os.environ}
     try:
         with _stack(workdir, ["registry", target]) as running:
-            org = demo.plan(seed=31, cadres=0, today=date(2026, 11, 24))
+            org = demo.plan(seed=31, cadres=0, today=clock.today())
             asyncio.run(register_units(running.services["registry"].url, org))
-            dsn = local_stack.database_dsn(running.postgres_dsn, f"cadre_{target}")
+            dsn = local_stack.database_dsn(running.postgres_dsn, local_stack.database_name(running.namespace, target))
             held = 0
             for rate in rates:
                 url = running.services["registry"].url
                 attack = nominate_open_loop(url, rate, seconds, org, f"end to end at {rate}/s")
                 sent = attack.accepted
-                seen = asyncio.run(_seen(dsn, [i for _, i in sent], time.time() + 60))
+                seen = asyncio.run(_seen(dsn, [i for _, i in sent], time.monotonic() + 60))
                 latencies = [(seen[i] - at) * 1000 for at, i in sent if i in seen]
                 tail = latencies[-max(1, len(latencies) // 10) :]
                 head = latencies[: max(1, len(latencies) // 10)]
@@ -194,7 +195,7 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
                     name=f"highest offered rate held for {seconds:.0f} s without a growing lag",
                     value=held,
                     unit="commands/s",
-                    notes=f"rates tried: {', '.join(map(str, rates))}; measured {datetime.now(UTC):%H:%M} UTC",
+                    notes=f"rates tried: {', '.join(map(str, rates))}; measured {clock.now():%H:%M} UTC",
                 )
             )
     finally:

@@ -14,12 +14,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 from bench import e2e
 from bench.harness import Clock, Figure, Report
 from deploy.local import stack as local_stack
+from runtime import clock
 from services.registry import demo
 
 
@@ -66,7 +66,7 @@ def memory(stack: local_stack.Stack, workdir: Path) -> dict[str, float]:
 
 async def _load(url: str, seconds: float, rate: float) -> int:
     """Nominate cadres at a fixed rate for `seconds`; return how many were accepted."""
-    org = demo.plan(seed=21, cadres=0, today=date(2026, 11, 24))
+    org = demo.plan(seed=21, cadres=0, today=clock.today())
     await e2e.register_units(url, org)
     return len(e2e.nominate_open_loop(url, int(rate), seconds, org, "footprint load").accepted)
 

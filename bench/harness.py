@@ -11,7 +11,6 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -19,6 +18,7 @@ import asyncpg
 
 from deploy.local.kafka import LocalKafka
 from deploy.local.postgres import LocalPostgres
+from runtime import clock
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,7 +59,7 @@ class Series:
 class Report:
     """All figures and series of one run."""
 
-    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    started: str = field(default_factory=lambda: clock.now().isoformat(timespec="seconds"))
     machine: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)

@@ -25,14 +25,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
-from runtime import db, logs, subscriber
+from runtime import clock, db, logs, subscriber
 from runtime.kafka import read_range, topic_ends
 from runtime.projection import Projection
 from runtime.service import ServiceSpec
@@ -91,7 +90,7 @@ async def rebuild(
     """Rebuild `projection_name` of the service from its topics and switch to it (see the module)."""
     projection, logical = rebuildable(spec, projection_name)
     topics = [settings.topic(t) for t in logical]
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
+    stamp = clock.now().strftime("%Y%m%d%H%M%S%f")
     schema, replaced = f"rebuild_{stamp}", f"replaced_{stamp}"
     started = time.monotonic()
     admin = await asyncpg.connect(settings.database_url)

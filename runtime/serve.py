@@ -12,7 +12,7 @@ from typing import Protocol
 import uvicorn
 from fastapi import FastAPI
 
-from runtime import logs
+from runtime import clock, logs
 
 
 def tune_gc() -> None:
@@ -52,11 +52,16 @@ class Served(Protocol):
     def http_port(self) -> int: ...  # noqa: D102
     @property
     def shutdown_grace_seconds(self) -> float: ...  # noqa: D102
+    @property
+    def timezone(self) -> str: ...  # noqa: D102
+    @property
+    def clock_offset_seconds(self) -> float: ...  # noqa: D102
 
 
 def serve(create_app: Callable[[], FastAPI], settings: Served) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight work within `SHUTDOWN_GRACE_SECONDS`."""
     logs.configure(level=settings.log_level, json=settings.log_json)
+    clock.use(clock.Clock.from_settings(settings))
     tune_gc()
     config = uvicorn.Config(
         create_app(),

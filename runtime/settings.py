@@ -5,16 +5,17 @@ from __future__ import annotations
 from types import ModuleType
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from contracts import topics
+from runtime.clock import ClockSettings
 
 DEV_AUTH_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
 DEV_CHECKPOINT_SEED = "0K/ZhtYTvTJBixwAyMODkddwmVAIw9zCUuV4U3204pk="  # sha256("cadre-pool development checkpoint key")
 """Development checkpoint key (public, documented): production sets CHECKPOINT_SIGNING_KEY."""
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(ClockSettings):
     """What every service reads from its environment (see docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)

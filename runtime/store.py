@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -23,7 +23,7 @@ from pydantic import TypeAdapter
 
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, uuid7
 from contracts.event import Event
-from runtime import logs, metrics
+from runtime import clock, logs, metrics
 from runtime.db import Conn, Pool
 from runtime.errors import ConcurrencyError, RuleViolationError
 from runtime.projection import Projection, Recorded
@@ -60,6 +60,9 @@ SCHEMA: Final = (
     )
     """,
     f"INSERT INTO chain_head VALUES (1, 0, '{GENESIS_HASH}') ON CONFLICT DO NOTHING",  # noqa: S608 - constant
+    # The last event's recorded_at: recorded_at never goes backwards along the chain, even when
+    # writers on several hosts read slightly different clocks.
+    "ALTER TABLE chain_head ADD COLUMN IF NOT EXISTS recorded_at timestamptz",
     # Event rows are never changed or removed: refuse it in the database itself.
     """
     CREATE OR REPLACE FUNCTION events_are_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -116,6 +119,18 @@ class CommandContext:
     causation_id: UUID | None = None
     occurred_at: datetime | None = None
     """When it happened in the world, if earlier than now (records entered late)."""
+    decided_at: datetime = field(default_factory=clock.now)
+    """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
+
+    @property
+    def occurred(self) -> datetime:
+        """When the command's events happened."""
+        return self.occurred_at or self.decided_at
+
+    @property
+    def day(self) -> date:
+        """The organization's date on which the command's events happened: the rules' "today"."""
+        return clock.date_of(self.occurred)
 
     @classmethod
     def reacting_to(cls, envelope: Envelope, service: str) -> CommandContext:
@@ -219,7 +234,7 @@ class EventStore:
         """
         if not events:
             return []
-        if ctx.occurred_at is not None and ctx.occurred_at > datetime.now(UTC) + _MAX_CLOCK_SKEW:
+        if ctx.occurred_at is not None and ctx.occurred_at > clock.now() + _MAX_CLOCK_SKEW:
             msg = "occurred_at lies in the future"
             raise RuleViolationError(msg)
         request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
@@ -278,14 +293,7 @@ class EventStore:
         # Refusals are told only after the commit: a caller that retries at once must see the winner.
         conflicts: list[tuple[_Append, ConcurrencyError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            head = await conn.fetchrow(
-                "SELECT position, hash, clock_timestamp() AS now FROM chain_head WHERE id = 1 FOR UPDATE"
-            )
-            if head is None:
-                msg = "chain_head row missing: schema not set up"
-                raise RuntimeError(msg)
-            chain = _ChainTip(position=head["position"], hash=head["hash"])
-            now: datetime = head["now"]
+            chain, now = await self._lock_chain(conn)
             versions = await self._current_versions(conn, {r.stream_id for r in batch})
             plan: list[tuple[_Append, int]] = []
             for request in batch:
@@ -312,7 +320,10 @@ class EventStore:
                 if recorded:
                     await self._inline.apply(conn, recorded)
             await conn.execute(
-                "UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1", chain.position, chain.hash
+                "UPDATE chain_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1",
+                chain.position,
+                chain.hash,
+                now,
             )
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(chain.position))
         metrics.EVENTS_APPENDED.labels(self.source).inc(len(rows))
@@ -321,6 +332,19 @@ class EventStore:
             request.succeed(envelopes)
         for request, error in conflicts:
             request.fail(error)
+
+    @staticmethod
+    async def _lock_chain(conn: Conn) -> tuple[_ChainTip, datetime]:
+        """Lock the chain's head; its tip, and the time its next events are recorded at."""
+        head = await conn.fetchrow("SELECT position, hash, recorded_at FROM chain_head WHERE id = 1 FOR UPDATE")
+        if head is None:
+            msg = "chain_head row missing: schema not set up"
+            raise RuntimeError(msg)
+        # Read under the lock, never before the last event's: recorded_at follows the order of positions.
+        now = clock.now()
+        if head["recorded_at"] is not None:
+            now = max(now, head["recorded_at"])
+        return _ChainTip(position=head["position"], hash=head["hash"]), now
 
     @staticmethod
     async def _current_versions(conn: Conn, stream_ids: set[str]) -> dict[str, int]:
@@ -369,7 +393,7 @@ class EventStore:
         now: datetime,
     ) -> tuple[Envelope, tuple[Any, ...]]:
         event_id = uuid7()
-        occurred_at = request.ctx.occurred_at or now
+        occurred_at = request.ctx.occurred
         payload = event.model_dump(mode="json")
         fields: dict[str, Any] = {
             **request.common_fields(self.source, self.deployment, occurred_at, now),

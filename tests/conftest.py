@@ -15,7 +15,7 @@ from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
 from tests.support import Running, create_database, running
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.timetravel"]
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,15 @@ def infra() -> Iterator[infra_module.Infra]:
 
 
 @pytest.fixture
-def namespace() -> str:
-    """A fresh prefix for topic names and databases, so tests never see each other's data."""
-    return f"t{uuid.uuid4().hex[:12]}"
+async def namespace(infra: infra_module.Infra) -> AsyncIterator[str]:
+    """A fresh prefix for topic names and databases, so tests never see each other's data.
+
+    What the test made under it is removed afterwards: the broker and the server stay
+    small however long the suite (thousands of partitions slowed the whole run down).
+    """
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    await infra_module.remove_namespace(infra, name)
 
 
 DatabaseFactory = Callable[[str], Awaitable[str]]

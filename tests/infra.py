@@ -13,6 +13,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
 
 @dataclass(frozen=True)
 class Infra:
@@ -70,3 +73,22 @@ def provide() -> Iterator[Infra]:
                 local = stack.enter_context(LocalPostgres(fsync=False))
                 postgres = local.dsn("postgres")
         yield Infra(kafka_bootstrap=kafka, postgres_dsn=postgres)
+
+
+async def remove_namespace(infra: Infra, namespace: str) -> None:
+    """Delete the topics and drop the databases whose names begin with `namespace`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        mine = [topic for topic in await admin.list_topics() if topic.startswith(f"{namespace}.")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(infra.postgres_dsn)
+    try:
+        names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", f"{namespace}%")
+        for row in names:
+            await conn.execute(f'DROP DATABASE "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from contracts.envelope import Actor, Role
+from runtime import clock
 from runtime.auth import issue_token
 from runtime.service import Service
 from runtime.settings import DEV_AUTH_SECRET
@@ -23,10 +25,38 @@ T = TypeVar("T")
 SECRET = DEV_AUTH_SECRET
 
 
-def auth(user: str, org_path: str, role: Role = Role.ORGANIZER) -> dict[str, str]:
+class ActorHeaders(Mapping[str, str]):
+    """The `Authorization` header of an actor, with a token issued on the platform's clock when it is read.
+
+    Tests define these once per module, but the clock is set per test (tests travel in
+    time): a token issued at import could be expired, or not yet valid, by the test's time.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self._issued: tuple[datetime, str] | None = None
+
+    def __getitem__(self, key: str) -> str:
+        if key != "Authorization":
+            raise KeyError(key)
+        now = clock.now()
+        if self._issued is None or not self._issued[0] <= now < self._issued[0] + _REISSUE_AFTER:
+            self._issued = (now, issue_token(SECRET, self.actor))
+        return f"Bearer {self._issued[1]}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
+
+
+_REISSUE_AFTER = timedelta(hours=1)
+
+
+def auth(user: str, org_path: str, role: Role = Role.ORGANIZER) -> ActorHeaders:
     """Headers carrying a token for this actor."""
-    token = issue_token(SECRET, Actor(user=user, org_path=org_path, role=role))
-    return {"Authorization": f"Bearer {token}"}
+    return ActorHeaders(Actor(user=user, org_path=org_path, role=role))
 
 
 @dataclass

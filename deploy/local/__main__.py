@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +18,7 @@ from rich.table import Table
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
 from deploy.local.ports import accepts
+from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
@@ -28,6 +29,7 @@ console = Console()
 
 @app.command()
 def up(
+    *,
     workdir: Annotated[Path, typer.Option(help="Where Kafka, PostgreSQL and logs keep their files")] = Path(
         "var/stack"
     ),
@@ -37,11 +39,26 @@ def up(
     port: Annotated[
         int, typer.Option(envvar="CONSOLE_PORT", help="Port of the platform's one address (the console)")
     ] = local_stack.CONSOLE_PORT,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Run the platform as if it were this instant (ISO 8601 with its zone); its clock runs on from there",
+            formats=["%Y-%m-%dT%H:%M:%S%z"],
+        ),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option(help="Prefix of topic and database names (beside other stacks on the same servers)")
+    ] = "",
 ) -> None:
     """Start Kafka, PostgreSQL, the identity provider, the services and the console; load the demo; run till Ctrl-C."""
     if accepts(port):
         console.print(f"[red]port {port} is taken: stop what listens there, or choose another with --port[/red]")
         raise typer.Exit(2)
+    if at is not None:
+        clock.use(clock.current().at(at))
+        console.print(
+            f"The platform's clock reads {clock.now():%Y-%m-%d %H:%M:%S} UTC ({clock.today()} in the organization)"
+        )
     workdir = workdir.resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -51,7 +68,7 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with console.status("starting Kafka, PostgreSQL, the identity provider, the services and the console..."):
-        running = local_stack.run_stack(workdir, secret=secret, console_port=port)
+        running = local_stack.run_stack(workdir, secret=secret, namespace=namespace, console_port=port)
         stack = running.__enter__()
     try:
         if demo:

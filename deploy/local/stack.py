@@ -25,6 +25,7 @@ import asyncpg
 import httpx
 
 from deploy.local.ports import free_port
+from runtime import clock
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
 
@@ -57,6 +58,12 @@ async def create_databases(server_dsn: str, names: list[str]) -> None:
                 await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+def database_name(namespace: str, service: str) -> str:
+    """The database of `service` in a stack whose topics are prefixed with `namespace` (`t1.` → `t1_cadre_registry`)."""
+    prefix = namespace.rstrip(".").replace(".", "_").replace("-", "_")
+    return f"{prefix}_cadre_{service}" if prefix else f"cadre_{service}"
 
 
 @dataclass
@@ -106,7 +113,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
     env.update(
         {
             "SERVICE_NAME": name,
-            "DATABASE_URL": database_dsn(stack.postgres_dsn, f"cadre_{name}"),
+            "DATABASE_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
             "TOPIC_NAMESPACE": stack.namespace,
             "AUTH_SECRET": stack.secret,
@@ -114,6 +121,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
             "PYTHONPATH": str(REPO),
+            **clock.current().environment(),  # the same clock in every process of the stack
         }
     )
     env.update(extra or {})
@@ -266,7 +274,7 @@ def run_stack(
         stack = Stack(
             kafka_bootstrap=kafka, postgres_dsn=postgres, secret=secret, namespace=namespace, mail=mail, issuer=issuer
         )
-        asyncio.run(create_databases(postgres, [f"cadre_{name}" for name in names]))
+        asyncio.run(create_databases(postgres, [database_name(namespace, name) for name in names]))
         asyncio.run(ensure_topics(kafka, platform_topics(namespace)))
         try:
             for name in names:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from contracts.assessment import (
 from contracts.envelope import OrgCode, in_subtree, uuid7
 from contracts.event import Event
 from contracts.registry import Name, Text
+from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import Pool, in_subtree_sql
@@ -93,10 +94,6 @@ class ResolveReminder(_Command):
     resolution: Text = Field(min_length=1)
 
 
-def _today(ctx: CommandContext) -> date:
-    return (ctx.occurred_at or datetime.now(UTC)).date()
-
-
 class AssessmentCommands:
     """Handles assessment's commands against its store and its own tables."""
 
@@ -133,7 +130,7 @@ class AssessmentCommands:
             cadre_id,
             [r.event for r in history],
             {row["cycle_id"]: row["starts_on"] for row in starts},
-            [r.envelope.occurred_at.date() for r in history],
+            [clock.date_of(r.envelope.occurred_at) for r in history],
         )
 
     async def open_cycle(self, ctx: CommandContext, cmd: OpenCycle) -> Accepted:
@@ -162,7 +159,7 @@ class AssessmentCommands:
         check_expected(cycle_stream(cycle_id), expected, cycle.version)
         stream = cycle_stream(cycle_id)
         envelopes = await self._store.append(
-            stream, cycle.version, rules.close_cycle(cycle, _today(ctx)), ctx=ctx, org_path=cycle.org_path
+            stream, cycle.version, rules.close_cycle(cycle, ctx.day), ctx=ctx, org_path=cycle.org_path
         )
         return Accepted.of(stream, cycle.version, envelopes)
 
@@ -180,7 +177,7 @@ class AssessmentCommands:
             evaluator_id=ctx.actor.user,
             **cmd.model_dump(exclude={"evaluation_id"}),
         )
-        follow_up = _today(ctx) + timedelta(days=self._policy.follow_up_days)
+        follow_up = ctx.day + timedelta(days=self._policy.follow_up_days)
 
         async def attempt() -> Accepted:
             file = await self.file(cadre_id)
@@ -206,7 +203,7 @@ class AssessmentCommands:
 
         async def attempt() -> Accepted:
             file = await self.file(cadre_id)
-            return await self._append(ctx, file, rules.check_in(file, event, _today(ctx)), cadre["org_path"])
+            return await self._append(ctx, file, rules.check_in(file, event, ctx.day), cadre["org_path"])
 
         return await retrying(attempt, expected=None)
 
@@ -220,7 +217,7 @@ class AssessmentCommands:
 
         async def attempt() -> Accepted:
             file = await self.file(cadre_id)
-            return await self._append(ctx, file, rules.issue_reminder(file, reminder, _today(ctx)), cadre["org_path"])
+            return await self._append(ctx, file, rules.issue_reminder(file, reminder, ctx.day), cadre["org_path"])
 
         return await retrying(attempt, expected=None)
 
@@ -233,14 +230,14 @@ class AssessmentCommands:
 
         async def attempt() -> Accepted:
             file = await self.file(cadre_id)
-            events = rules.resolve_reminder(file, reminder_id, cmd.resolution, _today(ctx))
+            events = rules.resolve_reminder(file, reminder_id, cmd.resolution, ctx.day)
             return await self._append(ctx, file, events, cadre["org_path"])
 
         return await retrying(attempt, expected=None)
 
     async def sweep(self, ctx: CommandContext, root_path: str) -> int:
         """Run the periodic reminder rules over the pool of a subtree; return the reminders raised."""
-        today = _today(ctx)
+        today = ctx.day
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.org_path, c.nominated_on,"  # noqa: S608 - fixed clauses, values bound
             " coalesce(h.organized, 0) + coalesce(h.self_study, 0) AS hours"

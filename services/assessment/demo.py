@@ -7,14 +7,14 @@ Ids come from the seed: loading again answers 409 for everything and changes not
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, timedelta
 
 import httpx
 
+from runtime import clock
+from runtime.demo import DemoLoader
 from services.registry.demo import DemoCadre, DemoOrg
 
 NAMESPACE = uuid.UUID("9d1e3c2a-5f40-4b8e-8a52-6e0f5b7c4d13")
@@ -22,53 +22,21 @@ GRADES = ("excellent", "competent", "basically_competent", "incompetent")
 WEIGHTS = (2, 6, 1.5, 0.3)
 
 
-def _at(day: date) -> dict[str, str]:
-    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 10, tzinfo=UTC).isoformat()}
-
-
-class _Loader:
-    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
-        self.client = client
-        self.auth = {"Authorization": f"Bearer {token}"}
-        self.sent = 0
-        self.skipped = 0
-
-    async def send(self, url: str, body: dict[str, Any] | None, day: date) -> None:
-        response = await self.client.post(url, json=body, headers={**self.auth, **_at(day)})
-        if response.status_code == httpx.codes.CONFLICT:
-            self.skipped += 1
-        elif response.is_error:
-            msg = f"demo command POST {url} failed: {response.status_code} {response.text}"
-            raise RuntimeError(msg)
-        else:
-            self.sent += 1
-
-
-async def _wait_for_pool(loader: _Loader, cadres: list[DemoCadre]) -> None:
-    """Assessment learns of cadres from registry.events: wait (bounded) for the last one."""
-    if not cadres:
-        return
-    async with asyncio.timeout(120):
-        while True:
-            response = await loader.client.get(f"/cadres/{cadres[-1].cadre_id}/file", headers=loader.auth)
-            if response.status_code == httpx.codes.OK:
-                return
-            await asyncio.sleep(0.5)
-
-
 async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
     """Send assessment's demo commands; return (sent, already there)."""
-    loader = _Loader(client, token)
+    loader = DemoLoader(client, token, hour=10)
     rng = random.Random(23)
     active = [c for c in org.cadres if c.retirement is None]
-    await _wait_for_pool(loader, active)
-    today = datetime.now(UTC).date()
+    if active:  # assessment learns of cadres from registry.events
+        await loader.wait_until_found(f"/cadres/{active[-1].cadre_id}/file")
+    today = clock.today()
     cycles = []
     for years_back in (1, 0):
-        starts = date(today.year - years_back, 1, 5)
+        starts = min(date(today.year - years_back, 1, 5), today)  # in the first days of a year: today
         cycle_id = uuid.uuid5(NAMESPACE, f"cycle:{starts.year}")
         ends = starts + timedelta(days=60)
         await loader.send(
+            "POST",
             "/cycles",
             {
                 "cycle_id": str(cycle_id),
@@ -84,12 +52,12 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
     for cadre in active:
         await _assess(loader, rng, cadre, cycles, today)
     last_year, _, ended = cycles[0]
-    await loader.send(f"/cycles/{last_year}/close", None, ended)
+    await loader.send("POST", f"/cycles/{last_year}/close", None, ended)
     return loader.sent, loader.skipped
 
 
 async def _assess(
-    loader: _Loader, rng: random.Random, cadre: DemoCadre, cycles: list[tuple[uuid.UUID, date, date]], today: date
+    loader: DemoLoader, rng: random.Random, cadre: DemoCadre, cycles: list[tuple[uuid.UUID, date, date]], today: date
 ) -> None:
     cadre_id = str(cadre.cadre_id)
     for cycle_id, starts, ends in cycles:
@@ -98,6 +66,7 @@ async def _assess(
         grade = rng.choices(GRADES, WEIGHTS)[0]
         base = {"excellent": 92, "competent": 82, "basically_competent": 68, "incompetent": 52}[grade]
         await loader.send(
+            "POST",
             f"/cadres/{cadre_id}/evaluations",
             {
                 "evaluation_id": str(uuid.uuid5(NAMESPACE, f"evaluation:{cycle_id}:{cadre_id}")),
@@ -115,6 +84,7 @@ async def _assess(
     if rng.random() < 0.6:
         held = max(cadre.nominated_on, today - timedelta(days=rng.randint(5, 150)))
         await loader.send(
+            "POST",
             f"/cadres/{cadre_id}/check-ins",
             {
                 "check_in_id": str(uuid.uuid5(NAMESPACE, f"check-in:{cadre_id}")),
@@ -128,6 +98,7 @@ async def _assess(
         )
     if rng.random() < 0.05:
         await loader.send(
+            "POST",
             f"/cadres/{cadre_id}/reminders",
             {
                 "reminder_id": str(uuid.uuid5(NAMESPACE, f"reminder:{cadre_id}")),

@@ -21,6 +21,7 @@ from contracts.assessment import (
 )
 from contracts.registry import CadreNominated, CadreProfileUpdated, CadreRetired, OrgUnitRegistered
 from contracts.training import PostingCompleted, PostingOutcome, SelfStudyLogged, TrainingCompleted
+from runtime import clock
 from runtime.db import Conn
 from runtime.projection import Recorded
 
@@ -334,7 +335,7 @@ class PoolView:
                     units.append((event.code, event.name, event.level.value, event.path, event.target_pool_size))
                 case CadreNominated():
                     nominated.append(
-                        (event.cadre_id, event.org_code, env.org_path, event.full_name, env.occurred_at.date())
+                        (event.cadre_id, event.org_code, env.org_path, event.full_name, clock.date_of(env.occurred_at))
                     )
                 case CadreProfileUpdated() if event.changes.full_name:
                     renamed.append((event.cadre_id, event.changes.full_name))

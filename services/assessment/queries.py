@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from contracts.assessment import Grade
 from contracts.envelope import Actor
+from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
@@ -241,7 +242,7 @@ class AssessmentQueries:
             f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')}"
             " GROUP BY c.cadre_id, c.full_name, c.org_path",
             root,
-            datetime.now(UTC).year,
+            clock.today().year,
         )
         scored = []
         for row in rows:
@@ -331,7 +332,7 @@ class AssessmentQueries:
     async def overdue_check_ins(self, actor: Actor, under: str | None, every_days: int) -> list[OverdueCheckIn]:
         """Cadres in the pool of a subtree whose last check-in (or nomination) is older than `every_days`."""
         root = await subtree_root(self._pool, actor, under)
-        today = datetime.now(UTC).date()
+        today = clock.today()
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.full_name, c.org_path, max(k.held_on) AS last_check_in,"  # noqa: S608 - fixed clauses, values bound
             " coalesce(max(k.held_on), c.nominated_on) + $3::int AS due_since"

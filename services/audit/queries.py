@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from contracts.audit import AuditQueryMade
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, uuid7
-from runtime import checkpoint
+from runtime import checkpoint, clock
 from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
@@ -132,7 +132,7 @@ class AuditQueries:
         """The pool of a subtree as it stood at `at` (default: now), replayed from the events."""
         self._may_audit(ctx.actor)
         root = await subtree_root(self._pool, ctx.actor, under)
-        moment = at or datetime.now(UTC)
+        moment = at or clock.now()
         entries = await self._pool_at(root, moment)
         await self._record(ctx, "pool", {"under": root, "at": moment.isoformat()}, len(entries))
         return entries
@@ -185,7 +185,7 @@ class AuditQueries:
         public = self._key.public_key()
         manifest = {
             "format": FORMAT,
-            "created_at": datetime.now(UTC).isoformat(),
+            "created_at": clock.now().isoformat(),
             "created_by": ctx.actor.user,
             "subtree": root,
             "from": since.astimezone(UTC).isoformat(),

@@ -9,7 +9,6 @@ adds no second path to it. The services stay independent processes.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Annotated, Any
@@ -22,10 +21,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from starlette.middleware.gzip import GZipMiddleware
 
-from runtime import logs
+from runtime import clock, logs
+from runtime.clock import ClockSettings
 from runtime.errors import UnauthorizedError
 from services.console import i18n
 from services.console.apis import SERVICES, ApiError, Apis
@@ -46,7 +46,7 @@ DEV_SESSION_KEY = "dev-only-console-session-key-change-me-0123456789"
 HERE = i18n.HERE
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(ClockSettings):
     """The console's environment (see docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -162,7 +162,7 @@ async def signed_in(request: Request, console: ConsoleDep) -> Session:
     session = console.sealer.session(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise SignInRequiredError
-    if session.access_expires - 30 < time.time():
+    if session.access_expires - 30 < clock.now().timestamp():
         if console.provider is None:
             raise SignInRequiredError
         try:
@@ -301,7 +301,7 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
             tokens = await console.provider.exchange(code, attempt, console.redirect_uri(request))
         except UnauthorizedError as refused:
             raise ScreenError(401, refused.detail) from refused
-        ends = time.time() + settings.session_hours * 3600
+        ends = clock.now().timestamp() + settings.session_hours * 3600
         try:
             session = await console.actor_session(tokens.access_token, tokens.refresh_token, tokens.expires_at, ends)
         except ApiError as refused:
@@ -365,4 +365,4 @@ def vendor_url(package: str) -> str:
 
 
 def _max_age(session: Session) -> int:
-    return max(int(session.ends - time.time()), 0)
+    return max(int(session.ends - clock.now().timestamp()), 0)

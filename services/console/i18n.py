@@ -19,6 +19,8 @@ from babel.numbers import format_decimal
 from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from runtime import clock
+
 HERE: Final = Path(__file__).resolve().parent
 LOCALES: Final = HERE / "locale"
 LANGUAGES: Final = {"zh-CN": "zh_CN", "en": "en"}
@@ -83,4 +85,4 @@ def _moment(value: Any, locale: Locale) -> str:
     if not value:
         return ""
     moment = datetime.fromisoformat(str(value)) if not isinstance(value, datetime) else value
-    return format_datetime(moment, format="medium", locale=locale, tzinfo=None)
+    return format_datetime(moment, format="medium", locale=locale, tzinfo=clock.current().zone)

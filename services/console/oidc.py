@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
+from runtime import clock
 from runtime.auth import ProviderKeys
 from runtime.errors import UnauthorizedError
 
@@ -97,7 +97,7 @@ class Provider:
             access_token=body["access_token"],
             refresh_token=body.get("refresh_token", ""),
             id_token=body.get("id_token"),
-            expires_at=time.time() + float(body.get("expires_in", 60)),
+            expires_at=clock.now().timestamp() + float(body.get("expires_in", 60)),
         )
 
     async def exchange(self, code: str, signin: SignIn, redirect_uri: str) -> Tokens:

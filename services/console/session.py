@@ -13,13 +13,14 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from runtime import clock
 
 SESSION_COOKIE = "cadre_session"
 SIGNIN_COOKIE = "cadre_signin"
@@ -89,7 +90,7 @@ class Sealer:
             session = Session(**document)
         except TypeError:
             return None
-        return session if session.ends > time.time() else None
+        return session if session.ends > clock.now().timestamp() else None
 
     def seal_session(self, session: Session) -> str:
         """The cookie value of `session`."""

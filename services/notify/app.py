@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
@@ -11,7 +10,7 @@ from pydantic import Field, SecretStr
 from contracts import topics
 from contracts.notify import Channel
 from contracts.registry import Language
-from runtime import logs
+from runtime import clock, logs
 from runtime.projection import Projection
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
@@ -31,7 +30,6 @@ class NotifySettings(ServiceSettings):
     channels: str = Field(default="email,inbox,webhook", description="Channels notifications go out on")
     disabled_rules: str = Field(default="", description="Comma-separated rules not to apply (see docs/notify.md)")
     default_language: Language = Field(default=Language.ZH, description="Language when the recipient has none")
-    timezone: str = Field(default="Asia/Shanghai", description="Time zone in which days begin, for reminders")
     enrolment_reminder_lead: timedelta = Field(
         default=timedelta(days=3), description="How long before a programme starts its reminder goes out (ISO 8601)"
     )
@@ -69,7 +67,7 @@ class NotifySettings(ServiceSettings):
             enrolment_reminder_lead=self.enrolment_reminder_lead,
             posting_end_reminder_lead=self.posting_end_reminder_lead,
             check_in_every_days=self.check_in_every_days,
-            timezone=ZoneInfo(self.timezone),
+            timezone=clock.current().zone,
             disabled=frozenset(name.strip() for name in self.disabled_rules.split(",") if name.strip()),
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -22,6 +21,8 @@ from uuid import UUID
 import aiosmtplib
 import httpx
 import orjson
+
+from runtime import clock
 
 SIGNATURE_HEADER: Final = "X-Cadre-Signature"
 TIMESTAMP_HEADER: Final = "X-Cadre-Timestamp"
@@ -76,7 +77,7 @@ class EmailChannel:
         email["From"] = config.sender
         email["To"] = formataddr((message.recipient_name, address))
         email["Subject"] = message.subject
-        email["Date"] = formatdate(localtime=False)
+        email["Date"] = formatdate(clock.now().timestamp(), localtime=False)
         email["Message-ID"] = f"<{message.notification_id}@cadre-pool>"
         email["Content-Language"] = message.language
         email.set_content(message.body)
@@ -112,7 +113,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def verify(secret: str, timestamp: str, body: bytes, signature: str, *, tolerance: float = 300.0) -> bool:
     """What a webhook receiver checks: the signature matches and the timestamp is recent."""
     try:
-        fresh = abs(time.time() - float(timestamp)) <= tolerance
+        fresh = abs(clock.now().timestamp() - float(timestamp)) <= tolerance
     except ValueError:
         return False
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
@@ -136,7 +137,7 @@ class WebhookChannel:
                 **extra,
             }
         )
-        timestamp = str(int(time.time()))
+        timestamp = str(int(clock.now().timestamp()))
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),

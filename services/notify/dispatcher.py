@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -29,7 +28,7 @@ from contracts.envelope import Actor, Role
 from contracts.event import Event
 from contracts.notify import Channel, NotificationFailed, NotificationSent
 from contracts.registry import Language
-from runtime import logs, metrics
+from runtime import clock, logs, metrics
 from runtime.db import Pool
 from runtime.errors import ConcurrencyError
 from runtime.store import CommandContext, EventStore
@@ -40,11 +39,11 @@ from services.notify.templates import render
 log = logs.get(__name__)
 
 _CLAIM: Final = """
-    UPDATE deliveries SET lease_until = clock_timestamp() + make_interval(secs => $2)
+    UPDATE deliveries SET lease_until = $3::timestamptz + make_interval(secs => $2)
     WHERE notification_id IN (
         SELECT notification_id FROM deliveries
-        WHERE status IN ('pending', 'retrying') AND due_at <= clock_timestamp()
-          AND (lease_until IS NULL OR lease_until < clock_timestamp())
+        WHERE status IN ('pending', 'retrying') AND due_at <= $3
+          AND (lease_until IS NULL OR lease_until < $3)
         ORDER BY due_at
         LIMIT $1
         FOR UPDATE SKIP LOCKED
@@ -106,7 +105,7 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """One round: claim what is due and deliver it; the number of deliveries handled."""
-        rows = await self._pool.fetch(_CLAIM, self._policy.batch_size, self._policy.lease_seconds)
+        rows = await self._pool.fetch(_CLAIM, self._policy.batch_size, self._policy.lease_seconds, clock.now())
         if rows:
             await asyncio.gather(*(self._deliver_one(row) for row in rows))
         return len(rows)
@@ -231,7 +230,7 @@ class Dispatcher:
         retry_at = None
         if not dead:
             delay = rules.backoff(attempt, self._policy.retry_base_seconds, self._policy.retry_max_seconds)
-            retry_at = datetime.now(UTC) + delay
+            retry_at = clock.now() + delay
         event = NotificationFailed(
             notification_id=row["notification_id"],
             source_event_id=row["source_event_id"],

@@ -16,7 +16,7 @@ message; read marks and preferences are recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -31,6 +31,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
+from runtime import clock
 from runtime.db import Conn
 from runtime.projection import Recorded
 from services.notify import rules
@@ -95,7 +96,7 @@ SCHEMA: Final = (
         version          int NOT NULL DEFAULT 0,
         lease_until      timestamptz,
         last_error       text,
-        planned_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+        planned_at       timestamptz NOT NULL,
         sent_at          timestamptz
     )
     """,
@@ -160,7 +161,7 @@ class Planner:
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Directory first, then the plan, one event at a time in topic order."""
-        now = datetime.now(UTC)
+        now = clock.now()
         for recorded in events:
             await _directory(conn, recorded)
             if recorded.envelope.event_type not in rules.PLANNED:
@@ -182,12 +183,12 @@ class Planner:
                 rows.append(
                     (nid, env.event_id, env.correlation_id, intent.rule, intent.template, channel.value,
                      intent.recipient.kind.value, intent.recipient.key, env.org_path, env.cadre_id, context,
-                     intent.subject_ref, intent.due_at or now)
+                     intent.subject_ref, intent.due_at or now, now)
                 )  # fmt: skip
         await conn.executemany(
             "INSERT INTO deliveries (notification_id, source_event_id, correlation_id, rule, template, channel,"
-            " recipient_kind, recipient_key, org_path, cadre_id, context, subject_ref, due_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)"
+            " recipient_kind, recipient_key, org_path, cadre_id, context, subject_ref, due_at, planned_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14)"
             " ON CONFLICT (notification_id) DO NOTHING",
             rows,
         )

@@ -33,6 +33,7 @@ from contracts.training import (
     TrainingEnrolled,
     TrainingProgramCancelled,
 )
+from runtime.clock import ORGANIZATION_ZONE
 from runtime.projection import Recorded
 
 RULES: Final = (
@@ -96,7 +97,7 @@ class Policy:
     enrolment_reminder_lead: timedelta = timedelta(days=3)
     posting_end_reminder_lead: timedelta = timedelta(days=14)
     check_in_every_days: int = 90
-    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(ORGANIZATION_ZONE))
     disabled: frozenset[str] = frozenset()
     stale_after: timedelta = timedelta(days=1)
     """A past-due reminder of an event recorded longer ago than this is history being replayed: not sent."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ from contracts.registry import (
     Text,
     UserId,
 )
+from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
@@ -170,7 +171,7 @@ class RegistryCommands:
             msg = f"org unit {cmd.org_code} not found"
             raise NotFoundError(msg)
         require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
-        on = (ctx.occurred_at or datetime.now(UTC)).date()
+        on = ctx.day
         problems = rules.entry_violations(
             self._entry_rules,
             level=OrgLevel(unit["level"]),
@@ -205,14 +206,14 @@ class RegistryCommands:
             birth_date=cmd.birth_date,
             education=cmd.education,
             years_of_service=cmd.years_of_service,
-            on=(ctx.occurred_at or datetime.now(UTC)).date(),
+            on=ctx.day,
         )
 
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
         history = await self._store.read_stream(cadre_stream(cadre_id))
         org_path = history[0].envelope.org_path if history else ""
         cadre = rules.Cadre.replay(
-            [r.event for r in history], [r.envelope.occurred_at.date() for r in history], org_path
+            [r.event for r in history], [clock.date_of(r.envelope.occurred_at) for r in history], org_path
         )
         if cadre is None:
             msg = f"cadre {cadre_id} not found"
@@ -243,7 +244,7 @@ class RegistryCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
-        today = (ctx.occurred_at or datetime.now(UTC)).date()
+        today = ctx.day
         events = rules.retire(
             cadre,
             reason=cmd.reason,

@@ -11,14 +11,15 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, timedelta
 
 import httpx
 
 from contracts.envelope import Actor, Role
 from contracts.registry import OrgLevel
+from runtime import clock
 from runtime.auth import issue_token
+from runtime.demo import DemoLoader
 
 NAMESPACE = uuid.UUID("6f1c1f0e-5b7a-4c55-9d55-2f8f3c1a0d11")
 ROOT_CODE = "qs"
@@ -189,7 +190,7 @@ def _units(rng: random.Random) -> list[Unit]:
 def plan(seed: int = 7, *, cadres: int = 300, today: date | None = None) -> DemoOrg:
     """The demo organization for `seed`: a province, 4 cities, 12 counties, 24 townships, `cadres` people."""
     rng = random.Random(seed)
-    today = today or datetime.now(UTC).date()
+    today = today or clock.today()
     org = DemoOrg(units=_units(rng))
     max_age = {OrgLevel.TOWNSHIP: 35, OrgLevel.COUNTY: 40, OrgLevel.MUNICIPAL: 45, OrgLevel.PROVINCIAL: 50}
     for index in range(cadres):
@@ -269,31 +270,9 @@ def root_token(secret: str, org: DemoOrg) -> str:
     return issue_token(secret, Actor(user="demo.organizer", org_path=org.root.path, role=Role.ORGANIZER))
 
 
-def _at(day: date) -> dict[str, str]:
-    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC).isoformat()}
-
-
-class _Loader:
-    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
-        self.client = client
-        self.auth = {"Authorization": f"Bearer {token}"}
-        self.sent = 0
-        self.skipped = 0
-
-    async def send(self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
-        response = await self.client.request(method, url, json=body, headers={**self.auth, **headers})
-        if response.status_code == httpx.codes.CONFLICT:
-            self.skipped += 1
-            return
-        if response.is_error:
-            msg = f"demo command {method} {url} failed: {response.status_code} {response.text}"
-            raise RuntimeError(msg)
-        self.sent += 1
-
-
 async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
     """Send the demo's commands to the registry at `client`; return (sent, already there)."""
-    loader = _Loader(client, token)
+    loader = DemoLoader(client, token, hour=9)
     founded = date(2015, 1, 1)
     for unit in org.units:
         body = {
@@ -303,24 +282,22 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
             "parent_code": unit.parent,
             "target_pool_size": unit.target_pool_size,
         }
-        await loader.send("POST", "/org-units", body, _at(founded))
+        await loader.send("POST", "/org-units", body, founded)
         leader = {
             "user_id": unit.leader,
             "name": f"Leader of {unit.name}",
             "email": f"{unit.leader}@qingshan.example.org",
         }
-        await loader.send(
-            "PUT", f"/org-units/{unit.code}/responsible-leader", leader, {**_at(founded), "If-Match": "1"}
-        )
+        await loader.send("PUT", f"/org-units/{unit.code}/responsible-leader", leader, founded, if_match=1)
     for person in people(org):
         body = {"subject": person.subject, "name": person.name, "org_code": person.unit.code, "role": person.role}
-        await loader.send("PUT", f"/access/{person.user_id}", body, {"If-Match": "0"})
+        await loader.send("PUT", f"/access/{person.user_id}", body, founded, if_match=0)
     for cadre in org.cadres:
         await _load_cadre(loader, cadre)
     return loader.sent, loader.skipped
 
 
-async def _load_cadre(loader: _Loader, cadre: DemoCadre) -> None:
+async def _load_cadre(loader: DemoLoader, cadre: DemoCadre) -> None:
     url = f"/cadres/{cadre.cadre_id}"
     await loader.send(
         "POST",
@@ -339,21 +316,20 @@ async def _load_cadre(loader: _Loader, cadre: DemoCadre) -> None:
             "user_id": cadre.user_id,
             "email": f"{cadre.user_id}@qingshan.example.org",
         },
-        _at(cadre.nominated_on),
+        cadre.nominated_on,
     )
     version = 1
     if cadre.mentor:
         mentor = {"user_id": cadre.mentor, "name": cadre.mentor.replace(".", " ").title()}
-        await loader.send(
-            "PUT", f"{url}/mentor", mentor, {**_at(cadre.nominated_on + timedelta(days=7)), "If-Match": str(version)}
-        )
+        await loader.send("PUT", f"{url}/mentor", mentor, cadre.nominated_on + timedelta(days=7), if_match=version)
         version += 1
     if cadre.promoted_to:
         await loader.send(
             "PATCH",
             url,
             {"current_position": cadre.promoted_to},
-            {**_at(cadre.nominated_on + timedelta(days=20)), "If-Match": str(version)},
+            cadre.nominated_on + timedelta(days=20),
+            if_match=version,
         )
         version += 1
     if cadre.retirement:
@@ -362,5 +338,6 @@ async def _load_cadre(loader: _Loader, cadre: DemoCadre) -> None:
             "POST",
             f"{url}/retirement",
             {"reason": reason, "effective_on": on.isoformat(), "appointed_to": post},
-            {**_at(on), "If-Match": str(version)},
+            on,
+            if_match=version,
         )

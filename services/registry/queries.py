@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -12,10 +12,12 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor, Envelope
 from contracts.registry import Education, Person, RetirementReason
+from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.store import EventStore
+from services.registry import rules
 
 
 class OrgUnitView(BaseModel):
@@ -63,10 +65,6 @@ class CadrePage(BaseModel):
 
     items: list[CadreView]
     next_cursor: str | None
-
-
-def _age(birth: date, today: date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 def _person(user_id: Any, name: Any, email: Any, language: Any = "zh") -> Person | None:
@@ -188,7 +186,7 @@ class RegistryQueries:
         if row is None or not actor.covers(row["org_path"]):
             msg = f"cadre {cadre_id} not found"
             raise NotFoundError(msg)
-        return self._cadre(row, datetime.now(UTC).date())
+        return self._cadre(row, clock.today())
 
     async def cadres(
         self,
@@ -221,9 +219,9 @@ class RegistryQueries:
             where.append(f"education = {arg(education.value)}")
         if has_mentor is not None:
             where.append("mentor_user_id IS NOT NULL" if has_mentor else "mentor_user_id IS NULL")
-        today = datetime.now(UTC).date()
+        today = clock.today()
         if max_age is not None:
-            oldest = date(today.year - max_age - 1, today.month, min(today.day, 28))
+            oldest = rules.last_birth_date_older_than(max_age, today)
             where.append(f"birth_date > {arg(oldest)}")
         if cursor:
             after_path, after_id = _decode_cursor(cursor)
@@ -248,7 +246,7 @@ class RegistryQueries:
             gender=row["gender"],
             birth_date=row["birth_date"],
             birth_date_precision=row["birth_date_precision"],
-            age=_age(row["birth_date"], today),
+            age=rules.age_on(row["birth_date"], today),
             education=row["education"],
             current_position=row["current_position"],
             years_of_service=row["years_of_service"],
@@ -273,7 +271,7 @@ class RegistryQueries:
     async def structure(self, actor: Actor, under: str | None) -> Structure:
         """Gender, education, age bands and unit levels of a subtree's pool; each unit's pool against its target."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
-        today = datetime.now(UTC).date()
+        today = clock.today()
         subtree = in_subtree_sql("c.org_path", "$1")
         rows = await self._pool.fetch(
             "SELECT u.level, c.gender, c.education, date_part('year', age($2::date, c.birth_date))::int AS age,"  # noqa: S608 - fixed clauses, values bound

@@ -6,6 +6,7 @@ happen to a cadre once in it.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -74,7 +75,7 @@ class EntryRules:
 
 
 def age_on(birth_date: date, day: date) -> int:
-    """Full years of age on `day`."""
+    """Full years of age on `day` (born on 29 February: a year older on 1 March of other years)."""
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
@@ -121,6 +122,14 @@ def entry_checks(
             f" {rules.min_years_of_service}",
         ),
     ]
+
+
+def last_birth_date_older_than(age: int, day: date) -> date:
+    """The latest birth date of someone older than `age` on `day`: whoever is born later is at most `age`."""
+    year = day.year - age - 1
+    if (day.month, day.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return date(year, day.month, day.day)
 
 
 def entry_violations(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -118,10 +118,6 @@ class EndPosting(_Command):
     summary: Text = ""
 
 
-def _today(ctx: CommandContext) -> date:
-    return (ctx.occurred_at or datetime.now(UTC)).date()
-
-
 def program_visible(actor: Actor, org_path: str) -> bool:
     """An actor uses programmes organized above it (a party school) or inside its subtree."""
     return actor.covers(org_path) or in_subtree(actor.org_path, org_path)
@@ -205,7 +201,7 @@ class TrainingCommands:
         async def attempt() -> Accepted:
             program = await self._visible_program(ctx, program_id)
             check_expected(program_stream(program_id), expected, program.version)
-            events = rules.enrol(program, cmd.cadre_id, _today(ctx))
+            events = rules.enrol(program, cmd.cadre_id, ctx.day)
             return await self._append_program(ctx, program, events, cmd.cadre_id, cadre["org_path"])
 
         return await retrying(attempt, expected=expected)
@@ -263,7 +259,7 @@ class TrainingCommands:
         """Log a cadre's autonomous study."""
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
-        if cmd.studied_on > _today(ctx):
+        if cmd.studied_on > ctx.day:
             msg = "study cannot be logged for a day that has not come"
             raise RuleViolationError(msg)
         entry_id = cmd.entry_id or uuid7()

@@ -7,14 +7,14 @@ seed, so loading again answers 409 for everything already there and changes noth
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, timedelta
 
 import httpx
 
+from runtime import clock
+from runtime.demo import DemoLoader
 from services.registry.demo import DemoCadre, DemoOrg
 
 NAMESPACE = uuid.UUID("0b6c6f0d-1f9e-4f61-9d0a-2a7b3b5c9e42")
@@ -29,48 +29,14 @@ TOPICS = [
 ]
 
 
-def _at(day: date) -> dict[str, str]:
-    return {"X-Occurred-At": datetime(day.year, day.month, day.day, 9, tzinfo=UTC).isoformat()}
-
-
-class _Loader:
-    def __init__(self, client: httpx.AsyncClient, token: str) -> None:
-        self.client = client
-        self.auth = {"Authorization": f"Bearer {token}"}
-        self.sent = 0
-        self.skipped = 0
-
-    async def send(self, url: str, body: dict[str, Any], day: date, *, tolerate: int = 0) -> httpx.Response:
-        response = await self.client.post(url, json=body, headers={**self.auth, **_at(day)})
-        if response.status_code in {httpx.codes.CONFLICT, tolerate}:
-            self.skipped += 1
-        elif response.is_error:
-            msg = f"demo command POST {url} failed: {response.status_code} {response.text}"
-            raise RuntimeError(msg)
-        else:
-            self.sent += 1
-        return response
-
-
-async def _wait_for_pool(loader: _Loader, cadres: list[DemoCadre]) -> None:
-    """Training learns of cadres from registry.events: wait (bounded) until the last one arrived."""
-    if not cadres:
-        return
-    async with asyncio.timeout(120):
-        while True:
-            response = await loader.client.get(f"/cadres/{cadres[-1].cadre_id}/training-record", headers=loader.auth)
-            if response.status_code == httpx.codes.OK:
-                return
-            await asyncio.sleep(0.5)
-
-
 async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
     """Send training's demo commands; return (sent, already there)."""
-    loader = _Loader(client, token)
+    loader = DemoLoader(client, token, hour=9)
     rng = random.Random(17)
     active = [c for c in org.cadres if c.retirement is None]
-    await _wait_for_pool(loader, active)
-    today = datetime.now(UTC).date()
+    if active:  # training learns of cadres from registry.events
+        await loader.wait_until_found(f"/cadres/{active[-1].cadre_id}/training-record")
+    today = clock.today()
     organizers = [org.root.code, *(u.code for u in org.units if u.level.value == "municipal")]
     programs: list[tuple[uuid.UUID, date, date, int]] = []
     for index, organizer in enumerate(organizers):
@@ -79,6 +45,7 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
             program_id = uuid.uuid5(NAMESPACE, f"program:{organizer}:{term}")
             hours = rng.choice((40, 60, 80))
             await loader.send(
+                "POST",
                 "/programs",
                 {
                     "program_id": str(program_id),
@@ -100,7 +67,7 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
 
 
 async def _train(
-    loader: _Loader,
+    loader: DemoLoader,
     rng: random.Random,
     cadre: DemoCadre,
     programs: list[tuple[uuid.UUID, date, date, int]],
@@ -111,13 +78,15 @@ async def _train(
     if eligible and rng.random() < 0.6:
         program_id, starts, ends, hours = rng.choice(eligible)
         enrolled = await loader.send(
+            "POST",
             f"/programs/{program_id}/enrolments",
             {"cadre_id": cadre_id},
             starts - timedelta(days=20),
-            tolerate=httpx.codes.UNPROCESSABLE_ENTITY,  # a full programme is part of life
+            tolerate={httpx.codes.UNPROCESSABLE_ENTITY},  # a full programme is part of life
         )
         if enrolled.status_code != httpx.codes.UNPROCESSABLE_ENTITY:
             await loader.send(
+                "POST",
                 f"/programs/{program_id}/enrolments/{cadre_id}/completion",
                 {
                     "completed_on": ends.isoformat(),
@@ -129,6 +98,7 @@ async def _train(
     if rng.random() < 0.5:
         studied = max(cadre.nominated_on, today - timedelta(days=rng.randint(5, 300)))
         await loader.send(
+            "POST",
             f"/cadres/{cadre_id}/self-study",
             {
                 "entry_id": str(uuid.uuid5(NAMESPACE, f"study:{cadre_id}")),
@@ -144,15 +114,16 @@ async def _train(
         await _post(loader, rng, cadre, today)
 
 
-async def _post(loader: _Loader, rng: random.Random, cadre: DemoCadre, today: date) -> None:
+async def _post(loader: DemoLoader, rng: random.Random, cadre: DemoCadre, today: date) -> None:
     cadre_id = str(cadre.cadre_id)
-    advice = await loader.client.get(f"/cadres/{cadre_id}/recommendation", headers=loader.auth)
+    advice = await loader.get(f"/cadres/{cadre_id}/recommendation")
     kind = advice.json().get("kind") if advice.status_code == httpx.codes.OK else None
     if kind is None:
         return
     host = {"downward": cadre.unit.code, "upward": "qs", "cold_hot_exchange": cadre.unit.code, "urgent_task": "qs"}
     starts = max(cadre.nominated_on + timedelta(days=10), today - timedelta(days=rng.randint(30, 240)))
     await loader.send(
+        "POST",
         f"/cadres/{cadre_id}/postings",
         {
             "posting_id": str(uuid.uuid5(NAMESPACE, f"posting:{cadre_id}")),

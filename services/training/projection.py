@@ -20,6 +20,7 @@ from contracts.training import (
     TrainingProgramCancelled,
     TrainingProgramScheduled,
 )
+from runtime import clock
 from runtime.db import Conn
 from runtime.projection import Recorded
 
@@ -178,7 +179,13 @@ def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0
                     " UPDATE enrolments SET status = 'withdrawn', ended_on = $4, reason = $5"
                     " WHERE program_id = $1 AND cadre_id = $2"
                 ),
-                (event.program_id, event.cadre_id, env.stream_version, env.occurred_at.date(), event.reason.value),
+                (
+                    event.program_id,
+                    event.cadre_id,
+                    env.stream_version,
+                    clock.date_of(env.occurred_at),
+                    event.reason.value,
+                ),
             )
         case TrainingCompleted():
             return (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor
 from contracts.training import PostingKind
+from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
@@ -178,7 +179,7 @@ class TrainingQueries:
     async def current_postings(self, actor: Actor, under: str | None, on: date | None = None) -> list[PostingView]:
         """Who of a subtree is posted where on a day (default today)."""
         root = await subtree_root(self._pool, actor, under)
-        day = on or datetime.now(UTC).date()
+        day = on or clock.today()
         rows = await self._pool.fetch(
             "SELECT p.*, c.full_name FROM postings p LEFT JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
             f" WHERE {in_subtree_sql('p.org_path', '$1')} AND p.starts_on <= $2"
@@ -230,14 +231,14 @@ class TrainingQueries:
             actor.org_path,
             with_free_places,
             upcoming_only,
-            datetime.now(UTC).date(),
+            clock.today(),
         )
         return [ProgramView(**{k: row[k] for k in ProgramView.model_fields}) for row in rows]
 
     async def behind_quota(self, actor: Actor, under: str | None, limit: int) -> list[BehindQuota]:
         """Cadres in the pool of a subtree with fewer hours this year than the quota, furthest behind first."""
         root = await subtree_root(self._pool, actor, under)
-        year = datetime.now(UTC).year
+        year = clock.today().year
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.full_name, c.org_path, coalesce(h.hours, 0)::int AS hours FROM pool_cadres c"  # noqa: S608 - fixed clauses, values bound
             " LEFT JOIN (SELECT cadre_id, sum(hours) AS hours FROM ("

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright
 
 from deploy.local.keycloak import DEMO_PASSWORD
+from runtime import clock
 from services.registry import demo
 from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
@@ -90,7 +91,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
     base = f"http://127.0.0.1:{console_port}"
     screens = Screens()
     async with console_for(launch, keycloak, console_port, cadres=80) as stack, serving(stack, console_port):
-        before = datetime.now(UTC) - timedelta(seconds=1)
+        before = clock.now() - timedelta(seconds=1)
         people = {p.user_id: p for p in demo.people(stack.org)}
         county = people["organizer.county"].unit
         async with async_playwright() as playwright:
@@ -148,7 +149,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
 
                 # An auditor: the pool as of a past moment, and the difference to now.
                 page = await sign_in(browser, base, "auditor.province")
-                moment = before.strftime("%Y-%m-%dT%H:%M:%S")
+                moment = before.astimezone(clock.current().zone).strftime("%Y-%m-%dT%H:%M:%S")
                 for _ in range(60):  # the archive hears of the nomination through Kafka
                     await page.goto(f"{base}/audit?at={moment}&since={moment}")
                     if await page.locator("#joined li", has_text="Gao Ming").count():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import pytest
 
 from services.assessment import demo as assessment_demo
 from services.assessment.app import AssessmentSettings
@@ -11,10 +11,12 @@ from services.registry import demo as registry_demo
 from tests.conftest import Launch
 from tests.support import SECRET, Running
 
+pytestmark = pytest.mark.dates
+
 
 async def test_assessment_demo_loads_idempotently(registry: Running, launch: Launch) -> None:
     assessment = await launch(assessment_app, AssessmentSettings, "assessment")
-    org = registry_demo.plan(seed=5, cadres=50, today=datetime.now(UTC).date())
+    org = registry_demo.plan(seed=5, cadres=50)
     token = registry_demo.root_token(SECRET, org)
     await registry_demo.load(registry.client, token, org)
 

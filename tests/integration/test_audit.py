@@ -7,14 +7,14 @@ import io
 import subprocess
 import sys
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contracts.envelope import Role
-from runtime import checkpoint
+from runtime import checkpoint, clock
 from runtime.settings import DEV_CHECKPOINT_SEED
 from services.audit import verify_bundle
 from services.audit.app import AuditSettings
@@ -25,6 +25,8 @@ from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.integration.test_training import posting, visible_in_training
 from tests.support import Running, auth, eventually
+
+pytestmark = pytest.mark.dates
 
 AUDITOR = auth("auditor.zhou", "cn.qs.bh", Role.AUDITOR)
 OUTSIDER = auth("auditor.wu", "cn.qs.hx", Role.AUDITOR)
@@ -74,14 +76,14 @@ async def test_the_pool_at_a_past_moment_is_what_the_query_api_showed_then(
     assert posted.status_code == 201, posted.text
 
     shown = await registry_view(registry)  # what the query API showed at T
-    moment = datetime.now(UTC)
+    moment = clock.now()
     await asyncio.sleep(0.05)
 
     # Keep writing after T: two join, one leaves, one is renamed, one more posting.
     later = [await nominate(registry, name) for name in ("Wang Fang", "Zhao Lei")]
     retired = await registry.client.post(
         f"/cadres/{ids[1]}/retirement",
-        json={"reason": "withdrew", "effective_on": datetime.now(UTC).date().isoformat()},
+        json={"reason": "withdrew", "effective_on": clock.today().isoformat()},
         headers=CITY,
     )
     assert retired.status_code == 200, retired.text
@@ -102,7 +104,7 @@ async def test_the_pool_at_a_past_moment_is_what_the_query_api_showed_then(
 
     diff = await audit.client.get(
         "/pool/changes",
-        params={"under": "bh", "since": moment.isoformat(), "until": datetime.now(UTC).isoformat()},
+        params={"under": "bh", "since": moment.isoformat(), "until": clock.now().isoformat()},
         headers=AUDITOR,
     )
     assert diff.status_code == 200, diff.text
@@ -162,8 +164,8 @@ async def test_an_export_verifies_offline_and_an_edited_line_fails(
     for name in ("Li Wei", "Zhang Min"):
         await nominate(registry, name)
     await archived_everything(audit, registry, training)
-    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    until = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    since = (clock.now() - timedelta(hours=1)).isoformat()
+    until = (clock.now() + timedelta(seconds=1)).isoformat()
     response = await audit.client.get(
         "/export", params={"under": "bh", "since": since, "until": until}, headers=AUDITOR
     )

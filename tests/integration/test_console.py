@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from runtime import clock
 from runtime.settings import settings_class
 from services.console.app import DEV_SESSION_KEY, ConsoleSettings
 from services.console.app import create_app as console_app
@@ -201,14 +201,14 @@ async def test_an_expiring_access_token_is_refreshed_and_a_session_signed_out_st
     sealer = Sealer(DEV_SESSION_KEY)
     session = sealer.session(console.client.jar[host]["cadre_session"])
     assert session is not None
-    stale = replace(session, access_expires=time.time() - 1)
+    stale = replace(session, access_expires=clock.now().timestamp() - 1)
     console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)
     page = await console.client.get("/pool")
     assert page.status_code == 200
     fresh = sealer.session(console.client.jar[host]["cadre_session"])
     assert fresh is not None
     assert fresh.access_token != stale.access_token
-    assert fresh.access_expires > time.time() + 60
+    assert fresh.access_expires > clock.now().timestamp() + 60
     assert fresh.csrf == stale.csrf  # the forms already on screen stay valid
     await console.client.post("/signout", data={"csrf_token": _csrf(page)})
     console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)  # a copy of the cookie someone kept

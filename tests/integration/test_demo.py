@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+import pytest
 
 from services.registry import demo
 from tests.support import SECRET, Running
 
+pytestmark = pytest.mark.dates
+
 
 async def test_demo_loads_idempotently(registry: Running) -> None:
-    org = demo.plan(seed=3, cadres=40, today=date(2026, 11, 24))
+    org = demo.plan(seed=3, cadres=40)
     token = demo.root_token(SECRET, org)
     sent, skipped = await demo.load(registry.client, token, org)
     assert skipped == 0

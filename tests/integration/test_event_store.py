@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 
 import asyncpg
 import orjson
@@ -13,7 +13,7 @@ import pytest
 
 from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from contracts.registry import CadreNominated, CadreNominatedV1, CadreRetired, Education, Gender, RetirementReason
-from runtime import db, store
+from runtime import clock, db, store
 from runtime.errors import ConcurrencyError
 from tests.conftest import DatabaseFactory
 
@@ -40,7 +40,7 @@ def nominated(cadre_id: uuid.UUID) -> CadreNominated:
 
 
 def retired(cadre_id: uuid.UUID) -> CadreRetired:
-    return CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1))
+    return CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=clock.today())
 
 
 @pytest.fixture
@@ -156,3 +156,31 @@ def test_canonical_json_is_stable_across_key_order() -> None:
     two = {"a": {"x": "é", "y": [1, 2]}, "b": 1}
     assert canonical_json(one) == canonical_json(two) == '{"a":{"x":"é","y":[1,2]},"b":1}'.encode()
     assert chain_hash(one) == chain_hash(two)
+
+
+@pytest.mark.dates
+async def test_events_are_recorded_on_the_platforms_clock_and_never_before_the_last(pool: db.Pool) -> None:
+    es = store.EventStore(pool, source="registry", deployment="a")
+    first_id, second_id = uuid7(), uuid7()
+    before = clock.now()
+    [first] = await es.append(
+        f"cadre-{first_id}", 0, [nominated(first_id)], ctx=ctx(), org_path="cn.qs", cadre_id=first_id
+    )
+    assert before <= first.recorded_at <= clock.now()
+    assert first.occurred_at <= first.recorded_at  # decided, then recorded
+
+    # A writer whose clock runs an hour behind (another host) records no earlier than the chain's last event.
+    test_clock = clock.current()
+    clock.use(test_clock.at(clock.now() - timedelta(hours=1)))
+    try:
+        [second] = await es.append(
+            f"cadre-{second_id}", 0, [nominated(second_id)], ctx=ctx(), org_path="cn.qs", cadre_id=second_id
+        )
+    finally:
+        clock.use(test_clock)
+    assert second.recorded_at == first.recorded_at
+    assert second.occurred_at < first.occurred_at  # what happened when stays the writer's own account
+    rows = await pool.fetch("SELECT recorded_at FROM events ORDER BY position")
+    assert [row["recorded_at"] for row in rows] == [first.recorded_at, second.recorded_at]
+    assert await es.verify_chain() is None
+    await es.close()

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from deploy.local.stack import REPO
-from runtime import rebuild
+from runtime import clock, rebuild
 from services.assessment.app import SPEC as ASSESSMENT
 from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
@@ -21,6 +21,8 @@ from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.support import Running, eventually
+
+pytestmark = pytest.mark.dates
 
 TABLES = ("units", "pool_cadres")
 
@@ -143,7 +145,7 @@ async def test_assessments_view_of_the_registry_rebuilds_to_the_same_rows(launch
         await nominate(registry, f"Cadre {n}")
     retired = await registry.client.post(
         f"/cadres/{await first_cadre(registry)}/retirement",
-        json={"reason": "withdrew", "effective_on": "2026-11-26"},
+        json={"reason": "withdrew", "effective_on": clock.today().isoformat()},  # read after the nominations
         headers=CITY,
     )
     assert retired.status_code == 200, retired.text

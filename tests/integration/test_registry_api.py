@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import date
 from typing import Any
 
 import httpx
 import orjson
 
 from contracts.envelope import Envelope, Role
+from runtime import clock
 from tests.infra import Infra
 from tests.support import Running, auth, eventually, read_topic
 
@@ -37,7 +39,7 @@ def nomination(**overrides: Any) -> dict[str, Any]:
         "org_code": "bh_ly",
         "full_name": "Li Wei",
         "gender": "female",
-        "birth_date": "1992-05-17",
+        "birth_date": date(clock.today().year - 34, 5, 17).isoformat(),  # 33 or 34: within every age limit
         "education": "master",
         "current_position": "Deputy head, county poverty alleviation office",
         "years_of_service": 8,

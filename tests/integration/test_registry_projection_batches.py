@@ -21,7 +21,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
     RetirementReason,
 )
-from runtime import db, store
+from runtime import clock, db, store
 from runtime.projection import Recorded
 from services.registry.projection import SCHEMA, RegistryProjection
 from tests.conftest import DatabaseFactory
@@ -51,7 +51,7 @@ def cadre_history(cadre_id: UUID, n: int) -> list[Event]:
         CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(current_position="Deputy director")),
     ]
     if n % 2:
-        events.append(CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1)))
+        events.append(CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=clock.today()))
     return events
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.envelope import Envelope, Role
-from runtime import relay
+from runtime import clock, relay
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from services.training.commands import TrainingCommands
@@ -22,7 +22,7 @@ from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.support import Running, auth, eventually, read_topic
 
-TODAY = datetime.now(UTC).date()
+pytestmark = pytest.mark.dates
 
 
 @pytest.fixture
@@ -49,8 +49,8 @@ async def schedule(training: Running, *, capacity: int = 30, starts_in: int = 10
     body = {
         "title": "Spring class for young cadres",
         "organizer_code": organizer,
-        "starts_on": (TODAY + timedelta(days=starts_in)).isoformat(),
-        "ends_on": (TODAY + timedelta(days=starts_in + 14)).isoformat(),
+        "starts_on": (clock.today() + timedelta(days=starts_in)).isoformat(),
+        "ends_on": (clock.today() + timedelta(days=starts_in + 14)).isoformat(),
         "hours": 80,
         "capacity": capacity,
         "curriculum": ["Party theory", "Rural revitalization", "Emergency management"],
@@ -66,8 +66,8 @@ def posting(kind: str = "downward", start: int = 1, end: int = 180, host: str = 
         "kind": kind,
         "host_org_code": host,
         "position": "Deputy township head",
-        "starts_on": (TODAY + timedelta(days=start)).isoformat(),
-        "planned_end_on": (TODAY + timedelta(days=end)).isoformat(),
+        "starts_on": (clock.today() + timedelta(days=start)).isoformat(),
+        "planned_end_on": (clock.today() + timedelta(days=end)).isoformat(),
         "purpose": "Get to know the grass roots",
     }
 
@@ -118,7 +118,7 @@ async def test_enrol_and_post_through_the_api(
             assert envelope.org_path == "cn.qs.bh.bh_ly"
     assert await training.service.store.verify_chain() is None
 
-    on_posting = (TODAY + timedelta(days=5)).isoformat()
+    on_posting = (clock.today() + timedelta(days=5)).isoformat()
     current = (await training.client.get("/postings/current", params={"on": on_posting}, headers=CITY)).json()
     assert [p["cadre_id"] for p in current] == [cadre_id]
     assert current[0]["full_name"] == "Li Wei"
@@ -228,7 +228,7 @@ async def test_postings_with_bad_dates_are_refused_and_change_nothing(registry: 
     [current] = (await training.client.get(f"/cadres/{cadre_id}/postings", headers=CITY)).json()
     ended = await training.client.post(
         f"/cadres/{cadre_id}/postings/{current['posting_id']}/end",
-        json={"ended_on": (TODAY + timedelta(days=90)).isoformat(), "outcome": "completed", "summary": "good"},
+        json={"ended_on": (clock.today() + timedelta(days=90)).isoformat(), "outcome": "completed", "summary": "good"},
         headers=CITY,
     )
     assert ended.status_code == 200
@@ -281,13 +281,14 @@ async def test_training_record_counts_hours_by_kind_and_year(registry: Running, 
     assert (
         await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadre_id}, headers=CITY)
     ).status_code == 201
+    today = clock.today()
     done = await training.client.post(
         f"/programs/{program_id}/enrolments/{cadre_id}/completion",
-        json={"completed_on": TODAY.isoformat(), "hours": 76, "score": 91},
+        json={"completed_on": today.isoformat(), "hours": 76, "score": 91},
         headers=PROVINCE,
     )
     assert done.status_code == 200, done.text
-    for studied_on, hours in ((TODAY, 6), (date(TODAY.year - 1, 5, 1), 10)):
+    for studied_on, hours in ((today, 6), (date(today.year - 1, 5, 1), 10)):
         logged = await training.client.post(
             f"/cadres/{cadre_id}/self-study",
             json={
@@ -302,8 +303,8 @@ async def test_training_record_counts_hours_by_kind_and_year(registry: Running, 
         assert logged.status_code == 201
     record = (await training.client.get(f"/cadres/{cadre_id}/training-record", headers=CITY)).json()
     assert record["hours_by_year"] == [
-        {"year": TODAY.year - 1, "organized": 0, "self_study": 10},
-        {"year": TODAY.year, "organized": 76, "self_study": 6},
+        {"year": today.year - 1, "organized": 0, "self_study": 10},
+        {"year": today.year, "organized": 76, "self_study": 6},
     ]
     assert record["programs"][0]["status"] == "completed"
     assert (await training.client.get(f"/cadres/{cadre_id}/training-record", headers=OTHER_CITY)).status_code == 404

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import pytest
 
 from services.registry import demo as registry_demo
 from services.training import demo as training_demo
@@ -11,10 +11,12 @@ from services.training.app import create_app as training_app
 from tests.conftest import Launch
 from tests.support import SECRET, Running
 
+pytestmark = pytest.mark.dates
+
 
 async def test_training_demo_loads_idempotently(registry: Running, launch: Launch) -> None:
     training = await launch(training_app, TrainingSettings, "training")
-    org = registry_demo.plan(seed=4, cadres=40, today=datetime.now(UTC).date())
+    org = registry_demo.plan(seed=4, cadres=40)
     token = registry_demo.root_token(SECRET, org)
     await registry_demo.load(registry.client, token, org)
 

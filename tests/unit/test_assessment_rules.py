@@ -19,13 +19,22 @@ from contracts.assessment import (
 )
 from contracts.envelope import uuid7
 from contracts.event import Event
+from runtime import clock
 from runtime.errors import ConflictError, RuleViolationError
 from services.assessment import rules
 
 CADRE = uuid7()
 SCORES = DimensionScores(political_integrity=80, ability=75, diligence=82, performance=70, probity=90)
-TODAY = date(2026, 11, 24)
 POLICY = rules.SweepPolicy(check_in_every_days=90, training_due_after=(7, 1), follow_up_days=30)
+
+
+pytestmark = pytest.mark.dates
+
+
+@pytest.fixture
+def today() -> date:
+    """The organization's date on the platform's clock (the tests run at awkward instants too)."""
+    return clock.today()
 
 
 def cycle(starts: date, *, closed: bool = False) -> rules.Cycle:
@@ -45,18 +54,21 @@ def evaluation(c: rules.Cycle, grade: Grade, supersedes: UUID | None = None) -> 
     )
 
 
-def fold(events: list[Event], cycles: list[rules.Cycle]) -> rules.CadreFile:
-    return rules.CadreFile.replay(CADRE, events, {c.cycle_id: c.starts_on for c in cycles}, [TODAY] * len(events))
+def fold(events: list[Event], cycles: list[rules.Cycle], on: date | None = None) -> rules.CadreFile:
+    """The cadre's file after `events`, all recorded on `on` (today)."""
+    day = on or clock.today()
+    return rules.CadreFile.replay(CADRE, events, {c.cycle_id: c.starts_on for c in cycles}, [day] * len(events))
 
 
 def run(grades: list[Grade]) -> tuple[list[Event], list[rules.Cycle]]:
     """Evaluate one grade per yearly cycle, keeping everything the rules decide."""
     events: list[Event] = []
     cycles: list[rules.Cycle] = []
+    today = clock.today()
     for year, grade in enumerate(grades):
-        c = cycle(date(2022 + year, 12, 1))
+        c = cycle(today - timedelta(days=365 * (len(grades) - year)))  # one a year, the last one a year ago
         cycles.append(c)
-        events += rules.evaluate(fold(events, cycles), c, evaluation(c, grade), follow_up_on=TODAY)
+        events += rules.evaluate(fold(events, cycles), c, evaluation(c, grade), follow_up_on=today)
     return events, cycles
 
 
@@ -64,17 +76,17 @@ def of_type(events: list[Event], kind: type[Event]) -> list[Event]:
     return [e for e in events if isinstance(e, kind)]
 
 
-def test_one_evaluation_per_cycle_and_corrections_supersede() -> None:
-    c = cycle(date(2025, 12, 1))
+def test_one_evaluation_per_cycle_and_corrections_supersede(today: date) -> None:
+    c = cycle(today - timedelta(days=60))
     first = evaluation(c, Grade.COMPETENT)
-    events = rules.evaluate(fold([], [c]), c, first, follow_up_on=TODAY)
+    events = rules.evaluate(fold([], [c]), c, first, follow_up_on=today)
     file = fold(events, [c])
     with pytest.raises(ConflictError, match="already evaluated"):
-        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT), follow_up_on=TODAY)
+        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT), follow_up_on=today)
     with pytest.raises(RuleViolationError, match="supersedes the evaluation that stands"):
-        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT, supersedes=uuid7()), follow_up_on=TODAY)
+        rules.evaluate(file, c, evaluation(c, Grade.EXCELLENT, supersedes=uuid7()), follow_up_on=today)
     correction = evaluation(c, Grade.EXCELLENT, supersedes=first.evaluation_id)
-    corrected = fold([*events, *rules.evaluate(file, c, correction, follow_up_on=TODAY)], [c])
+    corrected = fold([*events, *rules.evaluate(file, c, correction, follow_up_on=today)], [c])
     assert [e.grade for e in corrected.current()] == [Grade.EXCELLENT]
     assert len(corrected.evaluations) == 2  # the history keeps both
     with pytest.raises(RuleViolationError, match="closed"):
@@ -82,7 +94,7 @@ def test_one_evaluation_per_cycle_and_corrections_supersede() -> None:
             fold([], [c]),
             rules.Cycle(c.cycle_id, "qs", c.starts_on, c.ends_on, closed=True, version=2),
             first,
-            follow_up_on=TODAY,
+            follow_up_on=today,
         )
 
 
@@ -116,47 +128,54 @@ def test_a_falling_grade_raises_a_reminder_while_none_is_open() -> None:
     assert of_type(steady, ReminderIssued) == []
 
 
-def test_overdue_check_in_is_raised_once_while_open() -> None:
+def test_overdue_check_in_is_raised_once_while_open(today: date) -> None:
     file = fold([], [])
     [overdue] = rules.sweep(
-        file, in_pool_since=TODAY - timedelta(days=200), training_hours_this_year=10, today=TODAY, policy=POLICY
+        file, in_pool_since=today - timedelta(days=200), training_hours_this_year=10, today=today, policy=POLICY
     )
     assert isinstance(overdue, ReminderIssued)
     assert overdue.rule is ReminderRule.OVERDUE_CHECK_IN
     assert (
         rules.sweep(
             fold([overdue], []),
-            in_pool_since=TODAY - timedelta(days=200),
+            in_pool_since=today - timedelta(days=200),
             training_hours_this_year=10,
-            today=TODAY,
+            today=today,
             policy=POLICY,
         )
         == []
     )
-    talked = CheckInRecorded(check_in_id=uuid7(), cadre_id=CADRE, held_on=TODAY - timedelta(days=10), held_by="m")
+    talked = CheckInRecorded(check_in_id=uuid7(), cadre_id=CADRE, held_on=today - timedelta(days=10), held_by="m")
     assert (
         rules.sweep(
             fold([talked], []),
-            in_pool_since=TODAY - timedelta(days=200),
+            in_pool_since=today - timedelta(days=200),
             training_hours_this_year=10,
-            today=TODAY,
+            today=today,
             policy=POLICY,
         )
         == []
     )
 
 
-def test_no_training_hours_is_raised_once_a_year_after_its_date() -> None:
+def test_no_training_hours_is_raised_once_a_year_after_its_date(today: date) -> None:
+    due = date(today.year, 7, 1)  # POLICY.training_due_after, in the organization's current year
     file = fold([], [])
-    before = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=0, today=date(2026, 6, 30), policy=POLICY)
-    assert before == []
-    [missing] = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=0, today=TODAY, policy=POLICY)
+
+    def sweep(f: rules.CadreFile, day: date, hours: int = 0) -> list[Event]:
+        return rules.sweep(f, in_pool_since=day, training_hours_this_year=hours, today=day, policy=POLICY)
+
+    assert sweep(file, due - timedelta(days=1)) == []
+    [missing] = sweep(file, due)
     assert isinstance(missing, ReminderIssued)
     assert missing.rule is ReminderRule.NO_TRAINING_HOURS
-    raised = rules.CadreFile.replay(CADRE, [missing], {}, [TODAY])
-    assert rules.sweep(raised, in_pool_since=TODAY, training_hours_this_year=0, today=TODAY, policy=POLICY) == []
-    trained = rules.sweep(file, in_pool_since=TODAY, training_hours_this_year=8, today=TODAY, policy=POLICY)
-    assert trained == []
+    raised = rules.CadreFile.replay(CADRE, [missing], {}, [due])
+    assert sweep(raised, date(today.year, 12, 31)) == []  # once a year
+    assert [e.rule for e in sweep(raised, date(today.year + 1, 7, 1)) if isinstance(e, ReminderIssued)] == [
+        ReminderRule.NO_TRAINING_HOURS
+    ]  # and again the next year
+    assert sweep(file, due, hours=8) == []
+    assert bool(sweep(file, today)) == (today >= due)  # and whatever today is
 
 
 def test_the_ranking_score() -> None:

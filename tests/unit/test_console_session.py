@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
+from runtime import clock
 from services.console.session import SESSION_COOKIE, SIGNIN_COOKIE, Sealer, Session, csrf_ok
 
 
 def _session(**changes: object) -> Session:
-    far = time.time() + 3600
+    far = clock.now().timestamp() + 3600
     session = Session("u.1", "U One", "viewer", "qs.bh", "bh", "Baihe", "access", "refresh", far, far)
     return replace(session, **changes)  # type: ignore[arg-type]
 
@@ -32,7 +32,7 @@ def test_a_sealed_session_opens_only_whole_and_with_its_key() -> None:
 
 def test_a_session_ends_when_its_time_is_up() -> None:
     sealer = Sealer("k" * 40)
-    assert sealer.session(sealer.seal_session(_session(ends=time.time() - 1))) is None
+    assert sealer.session(sealer.seal_session(_session(ends=clock.now().timestamp() - 1))) is None
 
 
 def test_csrf_tokens_are_per_session() -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,15 +14,33 @@ from contracts.event import Event
 from contracts.notify import Channel
 from contracts.registry import CadreNominated, CadreRetired, Education, Gender, Language, RetirementReason
 from contracts.training import TrainingEnrolled, TrainingProgramCancelled
+from runtime import clock
 from runtime.projection import Recorded
 from services.notify import channels, rules, templates
 
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+pytestmark = pytest.mark.dates
 UTC_POLICY = rules.Policy(timezone=ZoneInfo("UTC"))
 CADRE = uuid.uuid4()
 
 
-def recorded(event: Event, org_path: str = "cn.qs.bh.bh_ly", at: datetime = NOW) -> Recorded:
+@pytest.fixture
+def now() -> datetime:
+    """The platform's clock (the tests run at awkward instants too)."""
+    return clock.now()
+
+
+@pytest.fixture
+def today() -> date:
+    """The organization's date on the platform's clock."""
+    return clock.today()
+
+
+def midnight_utc(day: date) -> datetime:
+    return datetime.combine(day, time(0), UTC)
+
+
+def recorded(event: Event, org_path: str = "cn.qs.bh.bh_ly", at: datetime | None = None) -> Recorded:
+    at = at or clock.now()
     envelope = Envelope(
         event_id=uuid7(),
         event_type=event.event_type,
@@ -62,72 +79,79 @@ def nominated() -> CadreNominated:
     )
 
 
-def test_a_nomination_tells_the_units_responsible_leader_now() -> None:
-    plan = rules.plan(recorded(nominated()), rules.Facts(unit_name="Liuyang County"), UTC_POLICY, NOW)
+def test_a_nomination_tells_the_units_responsible_leader_now(now: datetime) -> None:
+    plan = rules.plan(recorded(nominated()), rules.Facts(unit_name="Liuyang County"), UTC_POLICY, now)
     assert [(i.rule, i.recipient, i.due_at) for i in plan.intents] == [
         ("nomination", rules.Recipient(rules.RecipientKind.LEADER, "bh_ly"), None)
     ]
     assert plan.intents[0].context["cadre_name"] == "Li Wei"
 
 
-def test_an_enrolment_is_announced_now_and_reminded_before_the_start() -> None:
+def test_an_enrolment_is_announced_now_and_reminded_before_the_start(now: datetime, today: date) -> None:
     program = uuid.uuid4()
-    facts = rules.Facts(program_title="Spring class", program_starts_on=date(2026, 12, 10))
-    plan = rules.plan(recorded(TrainingEnrolled(program_id=program, cadre_id=CADRE)), facts, UTC_POLICY, NOW)
-    now, later = plan.intents
-    assert (now.rule, now.due_at) == ("enrolment", None)
+    starts = today + timedelta(days=14)
+    facts = rules.Facts(program_title="Spring class", program_starts_on=starts)
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=program, cadre_id=CADRE)), facts, UTC_POLICY, now)
+    at_once, later = plan.intents
+    assert (at_once.rule, at_once.due_at) == ("enrolment", None)
     assert later.rule == "enrolment_reminder"
-    assert later.due_at == datetime(2026, 12, 7, tzinfo=UTC)  # three days before the day begins
+    assert later.due_at == midnight_utc(starts - timedelta(days=3))  # three days before the day begins
     assert later.subject_ref == f"enrolment:{program}:{CADRE}"
 
 
-def test_reminders_follow_the_organizations_time_zone() -> None:
-    facts = rules.Facts(program_starts_on=date(2026, 12, 10))
+def test_reminders_follow_the_organizations_time_zone(now: datetime, today: date) -> None:
+    starts = today + timedelta(days=14)
+    facts = rules.Facts(program_starts_on=starts)
     shanghai = rules.Policy(timezone=ZoneInfo("Asia/Shanghai"))
-    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), facts, shanghai, NOW)
-    assert plan.intents[1].due_at == datetime(2026, 12, 6, 16, tzinfo=UTC)  # 7 Dec 00:00 in UTC+8
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), facts, shanghai, now)
+    due = plan.intents[1].due_at
+    assert due is not None
+    # 00:00 in UTC+8 three days before the start is 16:00 UTC on the day before that.
+    assert (due.astimezone(UTC).date(), due.astimezone(UTC).hour) == (starts - timedelta(days=4), 16)
 
 
-def test_a_reminder_already_due_goes_out_now_and_history_is_not_replayed() -> None:
-    soon = rules.Facts(program_starts_on=date(2026, 11, 28))  # within the three days' lead
-    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), soon, UTC_POLICY, NOW)
-    assert plan.intents[1].due_at == NOW
-    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=date(2025, 1, 1), held_by="m")
-    replayed = rules.plan(recorded(check_in, at=datetime(2025, 1, 1, tzinfo=UTC)), rules.Facts(), UTC_POLICY, NOW)
-    assert replayed.intents == []  # recorded long ago, its reminder due in April 2025: history, not news
+def test_a_reminder_already_due_goes_out_now_and_history_is_not_replayed(now: datetime, today: date) -> None:
+    soon = rules.Facts(program_starts_on=today + timedelta(days=1))  # within the three days' lead
+    plan = rules.plan(recorded(TrainingEnrolled(program_id=uuid.uuid4(), cadre_id=CADRE)), soon, UTC_POLICY, now)
+    assert plan.intents[1].due_at == now
+    long_ago = now - timedelta(days=700)
+    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=long_ago.date(), held_by="m")
+    replayed = rules.plan(recorded(check_in, at=long_ago), rules.Facts(), UTC_POLICY, now)
+    assert replayed.intents == []  # recorded long ago, its reminder due long ago: history, not news
     assert replayed.cancels == [rules.Cancel(prefix=f"checkin:{CADRE}")]
-    late_entry = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, NOW)
-    assert {i.due_at for i in late_entry.intents} == {NOW}  # entered today, long overdue: remind now
+    late_entry = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, now)
+    assert {i.due_at for i in late_entry.intents} == {now}  # entered today, long overdue: remind now
 
 
-def test_a_check_in_reschedules_the_overdue_reminder_for_mentor_and_leader() -> None:
-    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=date(2026, 11, 20), held_by="m")
-    plan = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, NOW)
+def test_a_check_in_reschedules_the_overdue_reminder_for_mentor_and_leader(now: datetime, today: date) -> None:
+    held_on = today - timedelta(days=7)
+    check_in = CheckInRecorded(check_in_id=uuid.uuid4(), cadre_id=CADRE, held_on=held_on, held_by="m")
+    plan = rules.plan(recorded(check_in), rules.Facts(), UTC_POLICY, now)
     assert plan.cancels == [rules.Cancel(prefix=f"checkin:{CADRE}")]
     assert {i.recipient.kind for i in plan.intents} == {rules.RecipientKind.MENTOR, rules.RecipientKind.LEADER}
-    assert {i.due_at for i in plan.intents} == {datetime(2027, 2, 18, tzinfo=UTC)}
+    assert {i.due_at for i in plan.intents} == {midnight_utc(held_on + timedelta(days=90))}
 
 
-def test_retirement_cancels_the_cadres_reminders_and_tells_cadre_and_mentor() -> None:
-    retired = CadreRetired(cadre_id=CADRE, reason=RetirementReason.APPOINTED, effective_on=date(2026, 11, 26))
-    plan = rules.plan(recorded(retired), rules.Facts(), UTC_POLICY, NOW)
+def test_retirement_cancels_the_cadres_reminders_and_tells_cadre_and_mentor(now: datetime, today: date) -> None:
+    retired = CadreRetired(cadre_id=CADRE, reason=RetirementReason.APPOINTED, effective_on=today)
+    plan = rules.plan(recorded(retired), rules.Facts(), UTC_POLICY, now)
     assert plan.cancels == [rules.Cancel(cadre_id=CADRE)]
     assert [i.recipient.kind for i in plan.intents] == [rules.RecipientKind.CADRE, rules.RecipientKind.MENTOR]
     cancelled = TrainingProgramCancelled(program_id=CADRE, reason="no teacher")
-    assert rules.plan(recorded(cancelled), rules.Facts(), UTC_POLICY, NOW).cancels == [
+    assert rules.plan(recorded(cancelled), rules.Facts(), UTC_POLICY, now).cancels == [
         rules.Cancel(prefix=f"enrolment:{CADRE}:")
     ]
 
 
-def test_a_reminder_goes_to_cadre_mentor_and_leader_unless_the_rule_is_off() -> None:
+def test_a_reminder_goes_to_cadre_mentor_and_leader_unless_the_rule_is_off(now: datetime, today: date) -> None:
     issued = ReminderIssued(
         reminder_id=uuid.uuid4(), cadre_id=CADRE, concern="Late reports", severity=Severity.HIGH,
-        follow_up_on=date(2026, 12, 26),
+        follow_up_on=today + timedelta(days=30),
     )  # fmt: skip
-    plan = rules.plan(recorded(issued, org_path="cn.qs.bh"), rules.Facts(), UTC_POLICY, NOW)
+    plan = rules.plan(recorded(issued, org_path="cn.qs.bh"), rules.Facts(), UTC_POLICY, now)
     assert [i.recipient.key for i in plan.intents] == [str(CADRE), str(CADRE), "bh"]
     off = rules.Policy(timezone=ZoneInfo("UTC"), disabled=frozenset({"reminder"}))
-    assert rules.plan(recorded(issued), rules.Facts(), off, NOW).intents == []
+    assert rules.plan(recorded(issued), rules.Facts(), off, now).intents == []
 
 
 def test_notification_ids_are_deterministic_and_distinct_per_channel() -> None:
@@ -159,11 +183,11 @@ def test_backoff_doubles_up_to_its_ceiling() -> None:
 
 
 def test_webhook_signatures_detect_tampering_and_staleness() -> None:
-    now = str(int(time.time()))
+    now = str(int(clock.now().timestamp()))
     body = b'{"subject": "hello"}'
     signature = channels.sign("secret", now, body)
     assert channels.verify("secret", now, body, signature)
     assert not channels.verify("secret", now, body + b" ", signature)
     assert not channels.verify("other", now, body, signature)
-    old = str(int(time.time()) - 3600)
+    old = str(int(clock.now().timestamp()) - 3600)
     assert not channels.verify("secret", old, body, channels.sign("secret", old, body))

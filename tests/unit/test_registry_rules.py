@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -19,6 +19,7 @@ from contracts.registry import (
     ProfileChanges,
     RetirementReason,
 )
+from runtime import clock
 from runtime.errors import ConflictError, RuleViolationError
 from services.registry import rules
 
@@ -28,7 +29,18 @@ RULES = rules.EntryRules(
     min_education=Education.COLLEGE,
     min_years_of_service=2,
 )
-TODAY = date(2026, 11, 24)
+pytestmark = pytest.mark.dates
+
+
+@pytest.fixture
+def today() -> date:
+    """The organization's date on the platform's clock (the tests run at awkward instants too)."""
+    return clock.today()
+
+
+def aged(years: int, today: date) -> date:
+    """The birth date of someone who is `years` old today and turns `years + 1` tomorrow."""
+    return rules.last_birth_date_older_than(years, today) + timedelta(days=1)
 
 
 @pytest.mark.parametrize(
@@ -54,29 +66,40 @@ def test_placement_in_the_tree(level: OrgLevel, parent: OrgLevel | None, ok: boo
             rules.check_placement(level, parent)
 
 
-def test_age_counts_full_years() -> None:
-    assert rules.age_on(date(1990, 11, 25), TODAY) == 35
-    assert rules.age_on(date(1990, 11, 24), TODAY) == 36
+def test_age_counts_full_years(today: date) -> None:
+    oldest = rules.last_birth_date_older_than(35, today)
+    assert rules.age_on(oldest, today) == 36
+    assert rules.age_on(oldest + timedelta(days=1), today) == 35
+    assert rules.age_on(aged(35, today), today + timedelta(days=1)) == 36
 
 
-def test_entry_rules_by_level() -> None:
+def test_born_on_29_february_one_is_a_year_older_on_1_march() -> None:
+    born = date(1996, 2, 29)  # a fact, not a day time overtakes
+    assert rules.age_on(born, date(2001, 2, 28)) == 4
+    assert rules.age_on(born, date(2001, 3, 1)) == 5
+    assert rules.age_on(born, date(2000, 2, 29)) == 4
+    assert rules.last_birth_date_older_than(4, date(2000, 2, 29)) == date(1995, 2, 28)
+    assert rules.last_birth_date_older_than(3, date(2000, 2, 29)) == date(1996, 2, 29)
+
+
+def test_entry_rules_by_level(today: date) -> None:
     def violations(
         level: OrgLevel, birth: date, education: Education = Education.BACHELOR, years: int = 5
     ) -> list[str]:
         return rules.entry_violations(
-            RULES, level=level, birth_date=birth, education=education, years_of_service=years, on=TODAY
+            RULES, level=level, birth_date=birth, education=education, years_of_service=years, on=today
         )
 
-    assert violations(OrgLevel.TOWNSHIP, date(1991, 11, 25)) == []
-    assert "above the limit of 35" in violations(OrgLevel.TOWNSHIP, date(1990, 1, 1))[0]
-    assert violations(OrgLevel.COUNTY, date(1990, 1, 1)) == []
-    assert violations(OrgLevel.MUNICIPAL, date(1982, 1, 1)) == []  # the default limit: 45
-    assert "below the required college" in violations(OrgLevel.COUNTY, date(1995, 1, 1), Education.SECONDARY)[0]
-    assert "fewer than the required 2" in violations(OrgLevel.COUNTY, date(1995, 1, 1), years=1)[0]
-    assert "below 18" in violations(OrgLevel.COUNTY, date(2010, 1, 1))[0]
+    assert violations(OrgLevel.TOWNSHIP, aged(35, today)) == []
+    assert "above the limit of 35" in violations(OrgLevel.TOWNSHIP, aged(36, today))[0]
+    assert violations(OrgLevel.COUNTY, aged(36, today)) == []
+    assert violations(OrgLevel.MUNICIPAL, aged(44, today)) == []  # the default limit: 45
+    assert "below the required college" in violations(OrgLevel.COUNTY, aged(31, today), Education.SECONDARY)[0]
+    assert "fewer than the required 2" in violations(OrgLevel.COUNTY, aged(31, today), years=1)[0]
+    assert "below 18" in violations(OrgLevel.COUNTY, aged(16, today))[0]
 
 
-def make_cadre() -> rules.Cadre:
+def make_cadre(nominated_on: date | None = None) -> rules.Cadre:
     cadre_id = uuid7()
     nominated = CadreNominated(
         cadre_id=cadre_id,
@@ -91,21 +114,21 @@ def make_cadre() -> rules.Cadre:
         reason="r",
         user_id="li.wei",
     )
-    cadre = rules.Cadre.replay([nominated], [date(2025, 3, 1)], "cn.qs.ly")
+    cadre = rules.Cadre.replay([nominated], [nominated_on or clock.today()], "cn.qs.ly")
     assert cadre is not None
     return cadre
 
 
-def test_replay_folds_the_stream() -> None:
+def test_replay_folds_the_stream(today: date) -> None:
     cadre = make_cadre()
     mentor = Person(user_id="m", name="M")
     events = [
         CadreNominated(**{**_nomination_fields(cadre), "cadre_id": cadre.cadre_id}),
         CadreProfileUpdated(cadre_id=cadre.cadre_id, changes=ProfileChanges(current_position="Head")),
         MentorAssigned(cadre_id=cadre.cadre_id, mentor=mentor),
-        CadreRetired(cadre_id=cadre.cadre_id, reason=RetirementReason.WITHDREW, effective_on=date(2026, 1, 1)),
+        CadreRetired(cadre_id=cadre.cadre_id, reason=RetirementReason.WITHDREW, effective_on=today),
     ]
-    folded = rules.Cadre.replay(events, [date(2025, 3, 1)] * 4, "cn.qs.ly")
+    folded = rules.Cadre.replay(events, [today] * 4, "cn.qs.ly")
     assert folded is not None
     assert folded.version == 4
     assert folded.status == "retired"
@@ -143,25 +166,27 @@ def test_mentor_rules() -> None:
     assert isinstance(event, MentorAssigned)
 
 
-def test_retirement_rules() -> None:
-    cadre = make_cadre()
+def test_retirement_rules(today: date) -> None:
+    nominated_on = today - timedelta(days=600)
+    cadre = make_cadre(nominated_on)
 
     def retire(reason: RetirementReason, on: date, appointed_to: str | None = None) -> list[object]:
         return list(
-            rules.retire(cadre, reason=reason, effective_on=on, note="", appointed_to=appointed_to, today=TODAY)
+            rules.retire(cadre, reason=reason, effective_on=on, note="", appointed_to=appointed_to, today=today)
         )
 
     with pytest.raises(RuleViolationError, match="names the post"):
-        retire(RetirementReason.APPOINTED, TODAY)
+        retire(RetirementReason.APPOINTED, today)
     with pytest.raises(RuleViolationError, match="only for the reason"):
-        retire(RetirementReason.WITHDREW, TODAY, "Head")
+        retire(RetirementReason.WITHDREW, today, "Head")
     with pytest.raises(RuleViolationError, match="precedes the nomination"):
-        retire(RetirementReason.WITHDREW, date(2024, 1, 1))
+        retire(RetirementReason.WITHDREW, nominated_on - timedelta(days=1))
     with pytest.raises(RuleViolationError, match="future"):
-        retire(RetirementReason.AGED_OUT, date(2027, 1, 1))
-    [event] = retire(RetirementReason.APPOINTED, TODAY, "Deputy county head")
+        retire(RetirementReason.AGED_OUT, today + timedelta(days=1))
+    assert retire(RetirementReason.WITHDREW, nominated_on)  # on the day of the nomination itself
+    [event] = retire(RetirementReason.APPOINTED, today, "Deputy county head")
     assert isinstance(event, CadreRetired)
-    gone = rules.Cadre.replay([_nominated(cadre), event], [date(2025, 3, 1), TODAY], cadre.org_path)
+    gone = rules.Cadre.replay([_nominated(cadre), event], [nominated_on, today], cadre.org_path)
     assert gone is not None
     with pytest.raises(ConflictError):
         rules.assign_mentor(gone, Person(user_id="m", name="M"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -16,10 +16,24 @@ from contracts.training import (
     TrainingEnrolled,
     TrainingProgramScheduled,
 )
+from runtime import clock
 from runtime.errors import ConflictError, RuleViolationError
 from services.training import rules
 
 LONG = 36
+pytestmark = pytest.mark.dates
+_anchor: list[date] = []
+
+
+@pytest.fixture(autouse=True)
+def _anchored() -> None:
+    """Scenario days count from the organization's today on the platform's clock, read once per test."""
+    _anchor[:] = [clock.today()]
+
+
+def on(days: int) -> date:
+    """The scenario's day `days` after its anchor (today: the tests run at awkward instants too)."""
+    return _anchor[0] + timedelta(days=days)
 
 
 def posting(kind: PostingKind, start: date, end: date, *, ended: date | None = None) -> list[object]:
@@ -61,7 +75,7 @@ def test_no_grassroots_time_recommends_a_downward_posting() -> None:
 
 
 def test_a_served_downward_posting_counts_as_grassroots_time() -> None:
-    served = state(posting(PostingKind.DOWNWARD, date(2024, 1, 1), date(2024, 7, 1), ended=date(2024, 7, 1)))
+    served = state(posting(PostingKind.DOWNWARD, on(-731), on(-549), ended=on(-549)))
     assert recommend(served, grassroots=0).kind is PostingKind.COLD_HOT_EXCHANGE
 
 
@@ -69,7 +83,7 @@ def test_long_grassroots_service_without_higher_authority_time_recommends_upward
     advice = recommend(state(), grassroots=48)
     assert advice.kind is PostingKind.UPWARD
     assert "48 months" in advice.reason
-    been_up = state(posting(PostingKind.UPWARD, date(2024, 1, 1), date(2024, 12, 1), ended=date(2024, 12, 1)))
+    been_up = state(posting(PostingKind.UPWARD, on(-731), on(-396), ended=on(-396)))
     assert recommend(been_up, grassroots=48).kind is PostingKind.COLD_HOT_EXCHANGE
 
 
@@ -78,44 +92,44 @@ def test_short_grassroots_service_skips_upward() -> None:
 
 
 def test_after_an_exchange_an_urgent_task_then_nothing() -> None:
-    exchanged = posting(PostingKind.COLD_HOT_EXCHANGE, date(2023, 1, 1), date(2023, 6, 1), ended=date(2023, 6, 1))
+    exchanged = posting(PostingKind.COLD_HOT_EXCHANGE, on(-1096), on(-945), ended=on(-945))
     assert recommend(state(exchanged), grassroots=12).kind is PostingKind.URGENT_TASK
-    urgent = posting(PostingKind.URGENT_TASK, date(2024, 1, 1), date(2024, 3, 1), ended=date(2024, 3, 1))
+    urgent = posting(PostingKind.URGENT_TASK, on(-731), on(-671), ended=on(-671))
     done = recommend(state(exchanged, urgent), grassroots=12)
     assert done.kind is None
     assert "no posting is due" in done.reason
 
 
 def test_one_posting_at_a_time_and_no_overlap() -> None:
-    open_one = state(posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31)))
-    new = PostingAssigned(**posting(PostingKind.URGENT_TASK, date(2026, 2, 1), date(2026, 3, 1))[0].model_dump())  # type: ignore[attr-defined]
+    open_one = state(posting(PostingKind.DOWNWARD, on(-365), on(-1)))
+    new = PostingAssigned(**posting(PostingKind.URGENT_TASK, on(31), on(59))[0].model_dump())  # type: ignore[attr-defined]
     with pytest.raises(RuleViolationError, match="already holds"):
         rules.assign_posting(open_one, new)
-    closed = state(posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31), ended=date(2025, 12, 31)))
-    overlapping = new.model_copy(update={"starts_on": date(2025, 12, 1)})
+    closed = state(posting(PostingKind.DOWNWARD, on(-365), on(-1), ended=on(-1)))
+    overlapping = new.model_copy(update={"starts_on": on(-31)})
     with pytest.raises(RuleViolationError, match="overlaps"):
         rules.assign_posting(closed, overlapping)
-    reversed_dates = new.model_copy(update={"starts_on": date(2026, 3, 1), "planned_end_on": date(2026, 2, 1)})
+    reversed_dates = new.model_copy(update={"starts_on": on(59), "planned_end_on": on(31)})
     with pytest.raises(RuleViolationError, match="ends"):
         rules.assign_posting(closed, reversed_dates)
     assert rules.assign_posting(closed, new) == [new]
 
 
 def test_ending_a_posting() -> None:
-    events = posting(PostingKind.DOWNWARD, date(2025, 1, 1), date(2025, 12, 31))
+    events = posting(PostingKind.DOWNWARD, on(-365), on(-1))
     training = state(events)
     posting_id = events[0].posting_id  # type: ignore[attr-defined]
     with pytest.raises(RuleViolationError, match="before it started"):
-        rules.end_posting(training, posting_id, ended_on=date(2024, 1, 1), outcome=PostingOutcome.COMPLETED, summary="")
+        rules.end_posting(training, posting_id, ended_on=on(-731), outcome=PostingOutcome.COMPLETED, summary="")
     [done] = rules.end_posting(
-        training, posting_id, ended_on=date(2025, 6, 1), outcome=PostingOutcome.CUT_SHORT, summary="flood relief"
+        training, posting_id, ended_on=on(-214), outcome=PostingOutcome.CUT_SHORT, summary="flood relief"
     )
     ended = state(events, [done])
     assert ended.open_posting is None
     with pytest.raises(ConflictError):
-        rules.end_posting(ended, posting_id, ended_on=date(2025, 7, 1), outcome=PostingOutcome.COMPLETED, summary="")
-    assert rules.cut_short_on_retirement(ended, date(2025, 8, 1)) == []
-    [cut] = rules.cut_short_on_retirement(training, date(2025, 8, 1))
+        rules.end_posting(ended, posting_id, ended_on=on(-184), outcome=PostingOutcome.COMPLETED, summary="")
+    assert rules.cut_short_on_retirement(ended, on(-153)) == []
+    [cut] = rules.cut_short_on_retirement(training, on(-153))
     assert isinstance(cut, PostingCompleted)
     assert cut.outcome is PostingOutcome.CUT_SHORT
 
@@ -127,8 +141,8 @@ def program(capacity: int, *enrolled: object) -> rules.Program:
             program_id=program_id,
             title="Party school spring class",
             organizer_code="qs",
-            starts_on=date(2026, 3, 1),
-            ends_on=date(2026, 3, 20),
+            starts_on=on(59),
+            ends_on=on(78),
             hours=80,
             capacity=capacity,
             curriculum=["Theory", "Governance"],
@@ -144,12 +158,12 @@ def test_programme_capacity_and_dates() -> None:
     first, second = uuid7(), uuid7()
     full = program(1, first)
     with pytest.raises(RuleViolationError, match="full"):
-        rules.enrol(full, second, date(2026, 2, 1))
+        rules.enrol(full, second, on(31))
     with pytest.raises(ConflictError):
-        rules.enrol(full, first, date(2026, 2, 1))
+        rules.enrol(full, first, on(31))
     with pytest.raises(RuleViolationError, match="closed"):
-        rules.enrol(program(5), second, date(2026, 3, 2))
-    [enrolled] = rules.enrol(program(5), second, date(2026, 3, 1))
+        rules.enrol(program(5), second, on(60))
+    [enrolled] = rules.enrol(program(5), second, on(59))
     assert isinstance(enrolled, TrainingEnrolled)
 
 
@@ -157,20 +171,20 @@ def test_completion_rules() -> None:
     cadre = uuid7()
     running = program(3, cadre)
     with pytest.raises(RuleViolationError, match="not enrolled"):
-        rules.complete(running, uuid7(), completed_on=date(2026, 3, 20), hours=80, score=90, passed=True)
+        rules.complete(running, uuid7(), completed_on=on(78), hours=80, score=90, passed=True)
     with pytest.raises(RuleViolationError, match="more than"):
-        rules.complete(running, cadre, completed_on=date(2026, 3, 20), hours=81, score=90, passed=True)
+        rules.complete(running, cadre, completed_on=on(78), hours=81, score=90, passed=True)
     with pytest.raises(RuleViolationError, match="precedes"):
-        rules.complete(running, cadre, completed_on=date(2026, 2, 1), hours=80, score=90, passed=True)
-    [done] = rules.complete(running, cadre, completed_on=date(2026, 3, 20), hours=76, score=88, passed=True)
+        rules.complete(running, cadre, completed_on=on(31), hours=80, score=90, passed=True)
+    [done] = rules.complete(running, cadre, completed_on=on(78), hours=76, score=88, passed=True)
     assert isinstance(done, TrainingCompleted)
     assert rules.schedule(
         TrainingProgramScheduled(
             program_id=uuid7(),
             title="t",
             organizer_code="qs",
-            starts_on=date(2026, 1, 2),
-            ends_on=date(2026, 1, 2),
+            starts_on=on(1),
+            ends_on=on(1),
             hours=8,
             capacity=1,
             curriculum=["x"],
@@ -182,8 +196,8 @@ def test_completion_rules() -> None:
                 program_id=uuid7(),
                 title="t",
                 organizer_code="qs",
-                starts_on=date(2026, 1, 2),
-                ends_on=date(2026, 1, 1),
+                starts_on=on(1),
+                ends_on=on(0),
                 hours=8,
                 capacity=1,
                 curriculum=["x"],

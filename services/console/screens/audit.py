@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
+from runtime import clock
 from services.console.app import ConsoleDep, ScreenError, SessionDep
 from services.console.session import Session
 
@@ -17,14 +18,14 @@ Moment = Annotated[str | None, Query(max_length=40)]
 
 
 def _moment(value: str | None, default: datetime) -> datetime:
-    """A moment from a `datetime-local` field (read as UTC) or ISO 8601 with a zone."""
+    """A moment from a `datetime-local` field (the organization's time) or ISO 8601 with a zone."""
     if not value:
         return default
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise ScreenError(422, f"{value!r} is not a date and time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=clock.current().zone)
 
 
 def _auditor(session: Session) -> None:
@@ -44,7 +45,7 @@ async def audit(
 ) -> Response:
     """The pool as of `at`; with `since`, what changed from `since` to `until` (now by default)."""
     _auditor(session)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock.now().replace(microsecond=0)
     token = session.access_token
     pool = diff = None
     moment = _moment(at, now)
@@ -55,8 +56,10 @@ async def audit(
         diff = await console.apis.get(
             "audit", "/pool/changes", token, since=start.isoformat(), until=end.isoformat(), under=under
         )
+    zone = clock.current().zone
     return console.render(
-        request, "audit.html", pool=pool, diff=diff, at=moment, since=start, until=end, now=now, under=under or "",
+        request, "audit.html", pool=pool, diff=diff, at=moment.astimezone(zone), since=start.astimezone(zone),
+        until=end.astimezone(zone), now=now, under=under or "", zone=str(zone),
     )  # fmt: skip
 
 
@@ -83,7 +86,7 @@ async def export(
 ) -> Response:  # fmt: skip
     """The audit service's signed bundle of the subtree's events in a period (verify it offline)."""
     _auditor(session)
-    now = datetime.now(UTC)
+    now = clock.now()
     answer = await console.apis.call(
         "audit", "GET", "/export", session.access_token,
         params={"since": _moment(since, now - timedelta(days=30)).isoformat(),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
+from runtime import clock
 from services.console.apis import ApiError
 from services.console.app import ConsoleDep, ScreenError, SessionDep
 
@@ -54,7 +54,7 @@ async def cadre(cadre_id: UUID, request: Request, console: ConsoleDep, session: 
     postings = await _optional(apis.get("training", f"/cadres/{cadre_id}/postings", token))
     advice = await _optional(apis.get("training", f"/cadres/{cadre_id}/recommendation", token))
     file = await _optional(apis.get("assessment", f"/cadres/{cadre_id}/file", token))
-    year = datetime.now(UTC).year
+    year = clock.today().year
     this_year = next((h for h in (training or {}).get("hours_by_year", []) if h["year"] == year), None)
     hours = (this_year["organized"] + this_year["self_study"]) if this_year else 0
     standing = [e for e in (file or {}).get("evaluations", []) if e["superseded_by"] is None]
