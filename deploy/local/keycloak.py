@@ -14,6 +14,7 @@ SIGTERM to it: `stop` signals the process `kc.sh` runs as.
 
     python -m deploy.local.keycloak            # the demo realm in the foreground until Ctrl-C
     python -m deploy.local.keycloak fetch      # only fetch and unpack the distribution
+    python -m deploy.local.keycloak realm --redirect http://localhost:8080/*   # the demo realm's JSON
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ class RealmUser:
 
 
 def realm(
-    users: Sequence[RealmUser], *, redirect_uris: Sequence[str] = ("http://127.0.0.1:*/*",), name: str = REALM
+    users: Sequence[RealmUser],
+    *,
+    redirect_uris: Sequence[str] = ("http://127.0.0.1:8080/*", "http://localhost:8080/*"),
+    name: str = REALM,
 ) -> dict[str, Any]:
     """A realm document: the console's public PKCE client, an audience for the APIs, and `users`.
 
@@ -371,10 +375,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deploy.local.keycloak",
         description="Run the local OpenID Connect provider with the demo realm until SIGINT/SIGTERM, or only fetch it.",
     )
-    parser.add_argument("action", nargs="?", choices=["run", "fetch"], default="run")
+    parser.add_argument("action", nargs="?", choices=["run", "fetch", "realm"], default="run")
+    parser.add_argument(
+        "--redirect", action="append", help="a redirect URI the console may use (realm; default: port 8080 on loopback)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the server's home here (default: a temporary directory)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness (default: 240)")
     args = parser.parse_args(argv)
+    if args.action == "realm":  # the demo realm's JSON, for a Keycloak run elsewhere (a container)
+        document = realm(
+            demo_users(), redirect_uris=args.redirect or ["http://127.0.0.1:8080/*", "http://localhost:8080/*"]
+        )
+        sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+        return 0
     if args.action == "fetch":
         try:
             sys.stdout.write(f"{ensure_distribution()}\n")

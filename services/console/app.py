@@ -63,6 +63,11 @@ class ConsoleSettings(ClockSettings):
     audit_url: str = Field(default="http://127.0.0.1:8005", description="Base URL of the audit service")
     oidc_issuer: str = Field(default="", description="Issuer URL of the identity provider people sign in with")
     oidc_client_id: str = Field(default="cadre-console", description="The console's client id at the provider")
+    oidc_discovery_url: str = Field(
+        default="",
+        description="Where the console reads the provider's discovery document, when not under the issuer URL"
+        " (a container network)",
+    )
     session_key: SecretStr = Field(
         default=SecretStr(DEV_SESSION_KEY), description="Key that seals session cookies (AES-GCM)"
     )
@@ -97,7 +102,11 @@ class Console:
         self.settings = settings
         self.http = http
         self.apis = apis
-        self.provider = Provider(settings.oidc_issuer, settings.oidc_client_id, http) if settings.oidc_issuer else None
+        self.provider = (
+            Provider(settings.oidc_issuer, settings.oidc_client_id, http, discovery=settings.oidc_discovery_url)
+            if settings.oidc_issuer
+            else None
+        )
         self.sealer = Sealer(settings.session_key.get_secret_value())
         self.templates: dict[str, Environment] = i18n.environments()
         for env in self.templates.values():

@@ -55,19 +55,21 @@ class Tokens:
 class Provider:
     """The identity provider, as the console talks to it."""
 
-    def __init__(self, issuer: str, client_id: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, issuer: str, client_id: str, http: httpx.AsyncClient, *, discovery: str = "") -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._http = http
+        self._discovery = discovery or f"{self.issuer}/.well-known/openid-configuration"
         self._config: dict[str, Any] | None = None
         self.keys = ProviderKeys(self.issuer)
 
     async def config(self) -> dict[str, Any]:
         """The provider's discovery document (read once)."""
         if self._config is None:
-            answer = await self._http.get(f"{self.issuer}/.well-known/openid-configuration")
+            answer = await self._http.get(self._discovery)
             answer.raise_for_status()
             self._config = answer.json()
+            self.keys = ProviderKeys(self.issuer, jwks_url=str(self._config["jwks_uri"]))
         return self._config
 
     async def authorization_url(self, signin: SignIn, redirect_uri: str, language: str) -> str:
@@ -113,6 +115,7 @@ class Provider:
         if tokens.id_token is None:
             msg = "the identity provider sent no ID token"
             raise UnauthorizedError(msg)
+        await self.config()
         claims = await self.keys.verify(tokens.id_token, audience=self.client_id)
         if claims.get("nonce") != signin.nonce:
             msg = "the ID token answers another sign-in (nonce)"
