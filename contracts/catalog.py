@@ -32,6 +32,7 @@ CURRENT: tuple[type[Event], ...] = (
     assessment.ReminderIssued,
     assessment.ReminderResolved,
     assessment.ExitRecommended,
+    assessment.ExitRecommendationRejected,
     notify.NotificationSent,
     notify.NotificationFailed,
     notify.NotificationRead,

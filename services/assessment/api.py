@@ -18,6 +18,7 @@ from services.assessment.commands import (
     Evaluate,
     IssueReminder,
     OpenCycle,
+    RejectExit,
     ResolveReminder,
 )
 from services.assessment.queries import (
@@ -105,6 +106,14 @@ async def resolve_reminder(
 ) -> Accepted:
     """Resolve a reminder after its follow-up."""
     return _etag(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
+
+
+@router.post("/cadres/{cadre_id}/exit-recommendations/{recommendation_id}/rejection", tags=["pool"])
+async def reject_exit(
+    cadre_id: UUID, recommendation_id: UUID, body: RejectExit, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Decide against an exit recommendation, with the reason (confirming one is the registry's retirement)."""
+    return _etag(response, await cmd.reject_exit(ctx, cadre_id, recommendation_id, body))
 
 
 class SweepResult(BaseModel):

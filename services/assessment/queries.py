@@ -201,7 +201,9 @@ class AssessmentQueries:
             evaluations=[_view(EvaluationView, row) for row in evaluations],
             check_ins=[_view(CheckInView, row) for row in check_ins],
             reminders=[_view(ReminderView, row) for row in reminders],
-            exit_recommendations=[_view(ExitView, row, status="open" if cadre["in_pool"] else case) for row in exits],
+            exit_recommendations=[
+                _view(ExitView, row, status=_exit_status(row, cadre["in_pool"], case)) for row in exits
+            ],
         )
 
     async def cycle_progress(self, actor: Actor, cycle_id: UUID) -> CycleProgress:
@@ -324,7 +326,8 @@ class AssessmentQueries:
         root = await subtree_root(self._pool, actor, under)
         rows = await self._pool.fetch(
             "SELECT x.*, c.full_name FROM exit_recommendations x JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
-            f" WHERE c.in_pool AND {in_subtree_sql('x.org_path', '$1')} ORDER BY x.recommended_at, x.recommendation_id",
+            f" WHERE c.in_pool AND x.rejection IS NULL AND {in_subtree_sql('x.org_path', '$1')}"
+            " ORDER BY x.recommended_at, x.recommendation_id",
             root,
         )
         return [_view(ExitCase, row) for row in rows]
@@ -345,6 +348,13 @@ class AssessmentQueries:
             every_days,
         )
         return [_view(OverdueCheckIn, row) for row in rows]
+
+
+def _exit_status(row: Any, in_pool: bool, case: str) -> str:
+    """`open`, `rejected: <reason>`, or the closed case."""
+    if row["rejection"] is not None:
+        return f"rejected: {row['rejection']}"
+    return "open" if in_pool else case
 
 
 def _view(model: type[Any], row: Any, **extra: Any) -> Any:

@@ -58,6 +58,22 @@ async def evaluate(
     return RedirectResponse(f"/assessment?cycle={cycle_id}", status_code=303)
 
 
+@router.post("/assessment/exits/{cadre_id}/{recommendation_id}/rejection")
+async def reject_exit(
+    cadre_id: UUID,
+    recommendation_id: UUID,
+    console: ConsoleDep,
+    session: SessionDep,
+    reason: Annotated[str, Form(min_length=1, max_length=2000)],
+) -> Response:
+    """Decide against an exit recommendation through assessment's API: the cadre stays in the pool."""
+    if not session.may_write:
+        raise ScreenError(403, "your role may not decide exits")
+    path = f"/cadres/{cadre_id}/exit-recommendations/{recommendation_id}/rejection"
+    await console.apis.send("assessment", "POST", path, session.access_token, body={"reason": reason})
+    return RedirectResponse("/assessment", status_code=303)
+
+
 @router.post("/assessment/exits/{cadre_id}")
 async def confirm_exit(
     cadre_id: UUID, console: ConsoleDep, session: SessionDep, note: Annotated[str, Form(max_length=2000)] = ""
