@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, projection, queries, relay
+from bench import append, e2e, footprint, imports, projection, queries, relay
 from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
@@ -33,8 +33,8 @@ HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
     only: Annotated[
-        str, typer.Option(help="Comma-separated: append,relay,projection,queries,console,e2e,footprint")
-    ] = "append,relay,projection,queries,console,e2e,footprint",
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries,console,e2e,footprint,import")
+    ] = "append,relay,projection,queries,console,e2e,footprint,import",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -48,6 +48,9 @@ def run(
     if "e2e" in chosen:
         console.rule("end to end")
         e2e.run(report, seconds=HOLD_SECONDS[scale])
+    if "import" in chosen:
+        console.rule("import")
+        imports.run(report, rows=events)
     if "footprint" in chosen:
         console.rule("footprint")
         footprint.run(report)

@@ -18,6 +18,7 @@ from contracts.registry import (
     Person,
     ProfileChanges,
 )
+from runtime import clock
 from services.registry.demo import GIVEN, POSITIONS, SURNAMES
 
 ACTOR = Actor(user="bench.organizer", org_path="qs", role=Role.ORGANIZER)
@@ -110,7 +111,7 @@ def nomination_body(n: int, org_code: str, reason: str) -> dict[str, object]:
         "org_code": org_code,
         "full_name": f"{SURNAMES[n % len(SURNAMES)]} {GIVEN[n % len(GIVEN)]}",
         "gender": "female" if n % 2 else "male",
-        "birth_date": "1994-03-01",
+        "birth_date": date(clock.today().year - 30, 3, 1).isoformat(),  # 29 or 30: within every age limit
         "education": "master",
         "current_position": POSITIONS[n % len(POSITIONS)],
         "years_of_service": 6,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import assessment, audit, notify, registry, training
+from contracts import assessment, audit, notify, registry, sync, training
 from contracts.event import Event
 from contracts.upcasters import upcast
 
@@ -15,6 +15,9 @@ CURRENT: tuple[type[Event], ...] = (
     registry.CadreProfileUpdated,
     registry.MentorAssigned,
     registry.CadreRetired,
+    registry.PersonalDataRecorded,
+    registry.PersonalDataErased,
+    registry.PersonalDataKeyGranted,
     registry.AccessGranted,
     registry.AccessRevoked,
     training.TrainingProgramScheduled,
@@ -39,6 +42,11 @@ CURRENT: tuple[type[Event], ...] = (
     notify.NotificationPreferencesSet,
     audit.ChainCheckpointed,
     audit.AuditQueryMade,
+    sync.StreamHandedOver,
+    sync.DeploymentLinked,
+    sync.DirectiveIssued,
+    sync.DirectiveApplied,
+    sync.DirectiveRefused,
 )
 """The current version of every event type."""
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from contracts import topics
 from contracts.envelope import OrgCode, OrgPath, Role
 from contracts.event import Event
+from contracts.personal import Sealed
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -232,3 +233,48 @@ class AccessRevoked(Event):
 
     user_id: UserId
     subject: Subject
+
+
+class PersonalDataRecorded(Event):
+    """A cadre's personal file was recorded (replacing any earlier one), sealed with the cadre's key.
+
+    The payload holds only ciphertext: `Sealed` opens to a `contracts.personal.PersonalFile`
+    where the cadre's key is held, and to nothing once the cadre's data was erased.
+    """
+
+    event_type: ClassVar[str] = "PersonalDataRecorded"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    sealed: Sealed
+
+
+class PersonalDataErased(Event):
+    """A cadre's personal data was erased: the key that sealed it was destroyed.
+
+    Every `PersonalDataRecorded` of the cadre stays where it is, chained and verifiable,
+    and can no longer be opened. Deployments that were granted the key destroy theirs
+    when this event reaches them.
+    """
+
+    event_type: ClassVar[str] = "PersonalDataErased"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    key_id: UUID | None
+    """The key destroyed (none when no personal data was ever recorded)."""
+    reason: Text = Field(min_length=1)
+    """The request or legal basis (no personal data)."""
+
+
+class PersonalDataKeyGranted(Event):
+    """Another deployment was given the cadre's key (sealed to that deployment's public key)."""
+
+    event_type: ClassVar[str] = "PersonalDataKeyGranted"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    key_id: UUID
+    deployment: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    recipient_key_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """Fingerprint of the public key the grant was sealed to."""

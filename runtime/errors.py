@@ -45,6 +45,13 @@ class ConflictError(CommandError):
     title = "Conflict"
 
 
+class GoneError(CommandError):
+    """The target existed and was erased for good."""
+
+    status = 410
+    title = "Gone"
+
+
 class RuleViolationError(CommandError):
     """The command breaks a domain rule (entry rules, dates, capacity, ...)."""
 
@@ -67,3 +74,19 @@ class ConcurrencyError(ConflictError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class OwnedElsewhereError(CommandError):
+    """The stream is written by another deployment (multi-level sync): this one may not append to it."""
+
+    status = 409
+    title = "Owned by another deployment"
+
+    def __init__(self, stream_id: str, owner: str) -> None:
+        super().__init__(
+            f"{stream_id} is owned by deployment {owner}: change it there (or send it a directive)",
+            stream_id=stream_id,
+            owner=owner,
+        )
+        self.stream_id = stream_id
+        self.owner = owner

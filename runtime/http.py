@@ -27,6 +27,8 @@ log = logs.get(__name__)
 PROBLEM_JSON = "application/problem+json"
 CORRELATION_HEADER = "X-Correlation-ID"
 CORRELATION_HEADER_BYTES = CORRELATION_HEADER.lower().encode()
+DRY_RUN_STATE = "dry_run"
+"""Set in a request's ASGI state by the batch endpoint only (runtime.batch): no header can set it."""
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -137,7 +139,8 @@ async def command_context(
     if occurred_at is not None and occurred_at.tzinfo is None:
         msg = "X-Occurred-At needs a time zone"
         raise CommandError(msg)
-    return CommandContext(actor=actor, correlation_id=correlation, occurred_at=occurred_at)
+    dry_run = bool(request.scope.get("state", {}).get(DRY_RUN_STATE))
+    return CommandContext(actor=actor, correlation_id=correlation, occurred_at=occurred_at, dry_run=dry_run)
 
 
 Context = Annotated[CommandContext, Depends(command_context)]

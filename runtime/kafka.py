@@ -32,7 +32,7 @@ class TopicSpec:
 def platform_topics(
     namespace: str = "", *, partitions: int = 3, replication_factor: int = 1, min_insync_replicas: int = 1
 ) -> list[TopicSpec]:
-    """Every service's event topic and its dead-letter topic, retained forever."""
+    """Every topic of the platform, retained forever: each service's events, what it received, their DLQs."""
     config = {
         "retention.ms": FOREVER,
         "retention.bytes": "-1",
@@ -46,7 +46,7 @@ def platform_topics(
             replication_factor=replication_factor,
             config=dict(config),
         )
-        for logical in topics.ALL
+        for logical in (*topics.ALL, *topics.RECEIVED)
         for name in (logical, topics.dlq(logical))
     ]
 

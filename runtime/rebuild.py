@@ -3,12 +3,12 @@
 1. **Build** a fresh copy in a new schema (`rebuild_<time>`): the service's tables are
    created there, and the topics are read from their beginning up to their current end
    through the same `ProjectionSubscriber.process` the live consumer runs (with its own
-   inbox in the new schema). The live projection keeps serving and consuming meanwhile.
-2. **Switch**, in one transaction: lock the inbox, then the projection's tables (the live
-   consumer waits for a moment; readers too), catch up on what arrived during the build,
-   move the live tables into `replaced_<time>` and the rebuilt ones into `public`, and hand
-   the consumer's inbox rows over. The live consumer then goes on from its committed
-   offsets: what the rebuild already applied it finds in the inbox and skips.
+   watermarks in the new schema). The live projection keeps serving and consuming meanwhile.
+2. **Switch**, in one transaction: lock the watermarks, then the projection's tables (the
+   live consumer waits for a moment; readers too), catch up on what arrived during the
+   build, move the live tables into `replaced_<time>` and the rebuilt ones into `public`,
+   and hand the consumer's watermarks over. The live consumer then goes on from its
+   committed offsets: what the rebuild already applied lies below the watermarks it reads.
 
 A projection can be rebuilt when it names the tables it alone writes (`tables`). Progress
 is shown as a bar (events/s, ETA) by the command and exported as metrics
@@ -144,12 +144,13 @@ async def _switch(
     replaced: str,
     built_to: dict[TopicPartition, int],
 ) -> int:
-    """Lock, catch up, swap the tables and hand the inbox over, in one transaction."""
+    """Lock, catch up, swap the tables and hand the watermarks over, in one transaction."""
     conn = await asyncpg.connect(settings.database_url, server_settings={"timezone": "UTC"})
     try:
         async with conn.transaction():
-            # The inbox first, then the tables: the order the live consumer takes them in.
-            await conn.execute("LOCK TABLE public.inbox IN SHARE ROW EXCLUSIVE MODE")
+            # The watermarks first, then the tables: the order the live consumer takes them in. EXCLUSIVE
+            # makes its SELECT ... FOR UPDATE wait, so it reads the watermarks handed over below.
+            await conn.execute("LOCK TABLE public.consumed IN EXCLUSIVE MODE")
             for table in projection.tables:
                 await conn.execute(f'LOCK TABLE public."{table}" IN ACCESS EXCLUSIVE MODE')
             ends = await topic_ends(settings.kafka_bootstrap_servers, consumer.topics)
@@ -162,9 +163,9 @@ async def _switch(
             for table in projection.tables:
                 await conn.execute(f'ALTER TABLE public."{table}" SET SCHEMA "{replaced}"')
                 await conn.execute(f'ALTER TABLE "{schema}"."{table}" SET SCHEMA public')
-            await conn.execute("DELETE FROM public.inbox WHERE consumer = $1", consumer.consumer_name)
+            await conn.execute("DELETE FROM public.consumed WHERE consumer = $1", consumer.consumer_name)
             await conn.execute(
-                f'INSERT INTO public.inbox SELECT * FROM "{schema}".inbox WHERE consumer = $1',  # noqa: S608
+                f'INSERT INTO public.consumed SELECT * FROM "{schema}".consumed WHERE consumer = $1',  # noqa: S608
                 consumer.consumer_name,
             )
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

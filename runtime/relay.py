@@ -3,17 +3,28 @@
 The `events` table is the outbox. The relay reads rows after its cursor, sends
 them with `acks=all` (idempotent producer, keyed by cadre id), waits for every
 acknowledgement, and only then moves the cursor. A crash anywhere in between
-re-sends a tail of events on restart, never skips one; consumers drop the
-repeats by event id. One relay per topic is active at a time (advisory lock).
+re-sends a tail of events on restart, never skips one. One relay per topic is
+active at a time (advisory lock); a failed round is retried, never abandoned.
+
+Every record says where it stands (ADR 0009): header `position` is its position in
+the outbox, header `prev` the position of the record before it *in the same
+partition* (0 for the first). The relay picks partitions itself (Kafka's own
+murmur2 of the key) so that it knows them, and keeps the last position of each
+partition with its cursor. A consumer then keeps one watermark per partition: a
+position at or below it is a repeat, and a `prev` above it is a gap (something
+not yet seen), told apart exactly, whatever the path the record came by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Final
 
+import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from runtime import logs, metrics
 from runtime.db import Pool
@@ -28,7 +39,27 @@ SCHEMA: Final = (
         position  bigint NOT NULL
     )
     """,
+    # The last position sent to each partition, as of the cursor: the `prev` of the next record there.
+    "ALTER TABLE relay_cursor ADD COLUMN IF NOT EXISTS heads jsonb NOT NULL DEFAULT '{}'",
 )
+
+POSITION_HEADER: Final = "position"
+PREV_HEADER: Final = "prev"
+
+EVENTS: Final = "SELECT position, coalesce(cadre_id::text, stream_id) AS key, event_id, event_type, body FROM events"
+"""The rows of the event table as the relay sends them (an outbox's query names the same columns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """What a relay publishes: rows of `rows_sql` (position, key, event_id, event_type, body) in position order.
+
+    Positions grow in commit order: whoever writes the rows assigns them under a lock.
+    """
+
+    rows_sql: str = EVENTS
+    head_sql: str = "SELECT position FROM chain_head WHERE id = 1"
+    channel: str = NOTIFY_CHANNEL
 
 
 def make_producer(bootstrap: str, *, client_id: str) -> AIOKafkaProducer:
@@ -45,7 +76,7 @@ def make_producer(bootstrap: str, *, client_id: str) -> AIOKafkaProducer:
 
 
 class OutboxRelay:
-    """Moves one service's committed events to its topic."""
+    """Moves one outbox's committed rows to its topic."""
 
     def __init__(
         self,
@@ -56,6 +87,7 @@ class OutboxRelay:
         topic: str,
         batch_size: int = 2000,
         idle_wait: float = 1.0,
+        outbox: Outbox = Outbox(),
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -63,13 +95,16 @@ class OutboxRelay:
         self.topic = topic
         self._batch_size = batch_size
         self._idle_wait = idle_wait
+        self._outbox = outbox
+        self._rows_sql = f"{outbox.rows_sql} WHERE position > $1 ORDER BY position LIMIT $2"
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self.is_leader = False
-        self._published: int | None = None
-        """While leading: the cursor, kept here too (no other process moves it meanwhile)."""
+        self._published: tuple[int, dict[int, int]] | None = None
+        """While leading: the cursor and the partitions' heads, kept here too (nobody else moves them)."""
         self._head = 0
         """The newest position a commit notification named (for the lag metric)."""
+        self._partitions: list[int] = []
 
     def stop(self) -> None:
         """Ask the relay to publish what is committed and then return (the leader) or return (a standby)."""
@@ -79,11 +114,27 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until stopped: leader election, then publish on every commit notification.
 
+        A round that fails (the broker away, the database restarting) is tried again from
+        the saved cursor after a pause; the relay never gives up while the service runs.
         On `stop()` the leader publishes everything committed before it returns; being the
         only publisher, nothing goes out twice.
         """
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self._lead()
+            except Exception as error:  # noqa: BLE001 - logged, then tried again
+                failures += 1
+                log.warning("relay round failed", topic=self.topic, error=repr(error), failures=failures)
+                metrics.RELAY_FAILURES.labels(self._service, self.topic).inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(30.0, 0.5 * 2 ** min(failures, 6)))
+            else:
+                return
+
+    async def _lead(self) -> None:
         async with self._pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            await conn.add_listener(self._outbox.channel, self._on_notify)
             try:
                 # Another process may hold the lock: poll it (it lives in the database, not in this process).
                 while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext('relay:' || $1))", self.topic):
@@ -92,8 +143,8 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self._idle_wait)
                 self.is_leader = True
-                self._published = await self.cursor()
-                self._head = int(await conn.fetchval("SELECT position FROM chain_head WHERE id = 1") or 0)
+                self._published = await self.saved()
+                self._head = int(await conn.fetchval(self._outbox.head_sql) or 0)
                 log.info("relay leading", topic=self.topic)
                 while not self._stop.is_set():
                     self._wakeup.clear()
@@ -108,7 +159,7 @@ class OutboxRelay:
                 self.is_leader = False
                 self._published = None
                 with contextlib.suppress(Exception):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                    await conn.remove_listener(self._outbox.channel, self._on_notify)
                     await conn.execute("SELECT pg_advisory_unlock(hashtext('relay:' || $1))", self.topic)
 
     def _on_notify(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
@@ -118,47 +169,60 @@ class OutboxRelay:
 
     async def cursor(self) -> int:
         """The position of the last event known to be on the topic."""
-        value = await self._pool.fetchval("SELECT position FROM relay_cursor WHERE topic = $1", self.topic)
-        return int(value or 0)
+        return (await self.saved())[0]
+
+    async def saved(self) -> tuple[int, dict[int, int]]:
+        """The cursor and the last position sent to each partition, as saved."""
+        row = await self._pool.fetchrow("SELECT position, heads FROM relay_cursor WHERE topic = $1", self.topic)
+        if row is None:
+            return 0, {}
+        return int(row["position"]), {int(k): int(v) for k, v in orjson.loads(row["heads"]).items()}
 
     async def publish_pending(self) -> int:
         """Publish one batch after the cursor; return how many events were sent."""
-        cursor = self._published if self._published is not None else await self.cursor()
-        rows = await self._pool.fetch(
-            "SELECT position, coalesce(cadre_id::text, stream_id) AS key, event_id, event_type, body"
-            " FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            cursor,
-            self._batch_size,
-        )
+        cursor, heads = self._published if self._published is not None else await self.saved()
+        rows = await self._pool.fetch(self._rows_sql, cursor, self._batch_size)
         if rows:
-            acks = [
-                await self._producer.send(
-                    self.topic,
-                    value=row["body"].encode(),
-                    key=row["key"].encode(),
-                    headers=[
-                        ("content-type", b"application/json"),
-                        ("event_type", row["event_type"].encode()),
-                        ("event_id", str(row["event_id"]).encode()),
-                    ],
+            if not self._partitions:
+                self._partitions = sorted(await self._producer.partitions_for(self.topic))
+            heads = dict(heads)  # the saved heads stay as they are until every record is acknowledged
+            acks = []
+            for row in rows:
+                key = row["key"].encode()
+                partition = _PARTITIONER(key, self._partitions, self._partitions)
+                headers = [
+                    ("content-type", b"application/json"),
+                    ("event_type", row["event_type"].encode()),
+                    ("event_id", str(row["event_id"]).encode()),
+                    (POSITION_HEADER, str(row["position"]).encode()),
+                    (PREV_HEADER, str(heads.get(partition, 0)).encode()),
+                ]
+                heads[partition] = row["position"]
+                body = row["body"]
+                value = body if isinstance(body, bytes) else body.encode()
+                acks.append(
+                    await self._producer.send(self.topic, value=value, key=key, partition=partition, headers=headers)
                 )
-                for row in rows
-            ]
             await asyncio.gather(*acks)
             last = rows[-1]["position"]
-            await self._save_cursor(last)
+            await self._save(last, heads)
             if self._published is not None:
-                self._published = last
+                self._published = (last, heads)
             metrics.RELAY_PUBLISHED.labels(self._service, self.topic).inc(len(rows))
         done = rows[-1]["position"] if rows else cursor
         metrics.RELAY_LAG.labels(self._service, self.topic).set(max(0, self._head - done))
         return len(rows)
 
-    async def _save_cursor(self, position: int) -> None:
+    async def _save(self, position: int, heads: dict[int, int]) -> None:
         await self._pool.execute(
-            "INSERT INTO relay_cursor (topic, position) VALUES ($1, $2)"
-            " ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position"
+            "INSERT INTO relay_cursor (topic, position, heads) VALUES ($1, $2, $3::jsonb)"
+            " ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position, heads = EXCLUDED.heads"
             " WHERE relay_cursor.position < EXCLUDED.position",
             self.topic,
             position,
+            orjson.dumps({str(k): v for k, v in heads.items()}).decode(),
         )
+
+
+_PARTITIONER: Final = DefaultPartitioner()
+"""Kafka's default partitioner (murmur2 of the key): the partition a plain producer would pick."""

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request
@@ -19,9 +19,11 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import auth, checkpoint, db, http, logs, relay, store, subscriber
-from runtime.kafka import ensure_topics, platform_topics
+from runtime import auth, batch, checkpoint, db, http, logs, relay, store, subscriber
+from runtime.kafka import TopicSpec, ensure_topics, platform_topics
+from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
+from runtime.received import HandoverReaction, Received
 from runtime.settings import ServiceSettings
 
 log = logs.get(__name__)
@@ -40,6 +42,14 @@ class Subscription:
     topics: Sequence[str]
     projection: Projection | None = None
     factory: Callable[[Service], Projection] | None = None
+    with_received: bool = False
+    """Also read what other deployments recorded on these topics (`<service>.received`, ADR 0010): views
+    of the tree below this deployment want it; reactions, which act on this deployment's streams, do not."""
+
+    def topic_names(self, multi_level: bool) -> list[str]:
+        """The logical topics this subscription reads."""
+        received = [topics.received(t) for t in self.topics] if self.with_received and multi_level else []
+        return [*self.topics, *received]
 
     def build(self, service: Service) -> Projection:
         """The projection this subscription feeds."""
@@ -52,6 +62,20 @@ class Subscription:
 
 
 BackgroundTask = Callable[["Service"], Coroutine[Any, Any, None]]
+
+
+class Consumer(Protocol):
+    """A Kafka consumer of a service besides its projection subscribers (the sync service's ingest)."""
+
+    def attach(self, broker: KafkaBroker) -> None:
+        """Register with the broker before it starts."""
+
+    def bind(self, pool: db.Pool) -> None:
+        """Get the database once the service has started it."""
+
+    @property
+    def assigned(self) -> bool:
+        """Whether it holds partitions (ready to work)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,18 @@ class ServiceSpec:
     subscriptions: Sequence[Subscription] = ()
     background: Sequence[BackgroundTask] = ()
     """Long-running tasks started after the subscribers (schedulers, ...)."""
+    follows_handovers: bool = True
+    """Hand over this service's stream of a cadre when the registry hands the cadre over (multi-level sync)."""
+    consumers: Sequence[Callable[[Service], Consumer]] = ()
+    """Consumers of other kinds than projection subscribers, built once the service exists."""
+    outboxes: Sequence[tuple[str, relay.Outbox]] = ()
+    """Further outboxes this service relays, each to a (logical) topic of its own."""
+    extra_topics: Callable[[ServiceSettings], Sequence[str]] | None = None
+    """Further topics (full names) to create before the consumers start, like the platform's own."""
+    keystore: bool = False
+    """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
+    batchable: Sequence[str] = ()
+    """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +128,7 @@ class Service:
         self.settings = settings
         self._pool: db.Pool | None = None
         self._store: store.EventStore | None = None
+        self._keystore: KeyStore | None = None
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"{spec.name}-{settings.deployment_id}",
@@ -99,20 +136,28 @@ class Service:
             acks="all",
             enable_idempotence=True,
         )
+        multi_level = not settings.topology.single
+        subscriptions = list(spec.projections)
+        if multi_level:
+            own = topics.service_topic(spec.name)
+            subscriptions.append(Subscription(topics=[topics.received(own)], projection=Received(spec.inline)))
+            if spec.follows_handovers:
+                subscriptions.append(Subscription(topics=[topics.REGISTRY], factory=HandoverReaction))
         self.subscribers = [
             subscriber.ProjectionSubscriber(
                 service=spec.name,
                 projection=sub.build(self),
-                topics=[settings.topic(t) for t in sub.topics],
+                topics=[settings.topic(t) for t in sub.topic_names(multi_level)],
                 dead_letter=subscriber.broker_dead_letter(self.broker, spec.name),
                 batch_size=settings.consumer_batch_size,
             )
-            for sub in spec.projections
+            for sub in subscriptions
         ]
-        for sub in self.subscribers:
+        self.consumers = [make(self) for make in spec.consumers]
+        for sub in [*self.subscribers, *self.consumers]:
             sub.attach(self.broker)
-        self._relay: relay.OutboxRelay | None = None
-        self._relay_task: asyncio.Task[None] | None = None
+        self._relays: list[relay.OutboxRelay] = []
+        self._relay_tasks: list[asyncio.Task[None]] = []
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
@@ -134,6 +179,14 @@ class Service:
             raise RuntimeError(msg)
         return self._store
 
+    @property
+    def keystore(self) -> KeyStore:
+        """The cadres' keys (after start, in a service whose spec asks for them)."""
+        if self._keystore is None:
+            msg = f"{self.spec.name} has no key store"
+            raise RuntimeError(msg)
+        return self._keystore
+
     async def start(self) -> None:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
@@ -145,7 +198,17 @@ class Service:
             deployment=settings.deployment_id,
             inline=self.spec.inline,
             batch_size=settings.append_batch_size,
+            topology=settings.topology,
         )
+        if self.spec.keystore:
+            if not isinstance(settings, PersonalDataSettings):
+                msg = f"{self.spec.name} seals personal data: its settings need PersonalDataSettings"
+                raise TypeError(msg)
+            self._keystore = await KeyStore.connect(
+                settings.keystore_dsn(settings.database_url),
+                master_key_b64=settings.personal_data_master_key.get_secret_value(),
+                deployment=settings.deployment_id,
+            )
         mismatches = await ensure_topics(
             settings.kafka_bootstrap_servers,
             platform_topics(
@@ -155,18 +218,41 @@ class Service:
                 min_insync_replicas=settings.topic_min_insync_replicas,
             ),
         )
+        if self.spec.extra_topics is not None:
+            mismatches += await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                [
+                    TopicSpec(
+                        name=name,
+                        partitions=settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                    )
+                    for name in self.spec.extra_topics(settings)
+                ],
+            )
         for mismatch in mismatches:
             log.warning("topic differs from its spec", topic=mismatch.topic, problem=mismatch.problem)
         producer = relay.make_producer(settings.kafka_bootstrap_servers, client_id=f"{self.spec.name}-relay")
         self._producer = producer
         await producer.start()
-        self._relay = relay.OutboxRelay(
-            self._pool, producer, service=self.spec.name, topic=settings.own_topic, batch_size=settings.relay_batch_size
-        )
-        for sub in self.subscribers:
+        outboxes = [(settings.own_topic, relay.Outbox()), *((settings.topic(t), o) for t, o in self.spec.outboxes)]
+        self._relays = [
+            relay.OutboxRelay(
+                self._pool,
+                producer,
+                service=self.spec.name,
+                topic=topic,
+                batch_size=settings.relay_batch_size,
+                outbox=outbox,
+            )
+            for topic, outbox in outboxes
+        ]
+        for sub in [*self.subscribers, *self.consumers]:
             sub.bind(self._pool)
         await self.broker.start()
-        self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.spec.name}-relay")
+        self._relay_tasks = [
+            asyncio.create_task(r.run(), name=f"{self.spec.name}-relay-{r.topic}") for r in self._relays
+        ]
         self._tasks.append(asyncio.create_task(self._checkpoint_forever(), name=f"{self.spec.name}-checkpoints"))
         for task in self.spec.background:
             self._tasks.append(asyncio.create_task(task(self), name=f"{self.spec.name}-{task.__name__}"))
@@ -176,8 +262,11 @@ class Service:
         """Sign the chain head at every interval (and once more when stopping)."""
         key = checkpoint.private_key(self.settings.checkpoint_signing_key.get_secret_value())
         signer = checkpoint.Checkpointer(self.pool, self.store, key)
+        interval = self.settings.checkpoint_interval_seconds
+        if self.settings.parent_deployment:  # the level above releases only what a checkpoint signs
+            interval = min(interval, self.settings.sync_checkpoint_interval_seconds)
         while True:
-            stopping = await self.pause(self.settings.checkpoint_interval_seconds)
+            stopping = await self.pause(interval)
             try:
                 await signer.checkpoint()
             except Exception:  # the next round tries again
@@ -210,16 +299,19 @@ class Service:
             self._tasks.clear()
         if self._store is not None:
             await self._step("event store", self._store.close(), 10)
-        if self._relay is not None and self._relay_task is not None:
+        for outbox_relay, task in zip(self._relays, self._relay_tasks, strict=True):
             # The relay publishes what was just committed, then returns: the topic has it all before we go.
-            self._relay.stop()
-            if not await self._step("relay", asyncio.shield(self._relay_task), 10):
-                self._relay_task.cancel()
-                await asyncio.gather(self._relay_task, return_exceptions=True)
-            self._relay_task = None
+            outbox_relay.stop()
+            if not await self._step(f"relay {outbox_relay.topic}", asyncio.shield(task), 10):
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._relay_tasks = []
         if self._producer is not None:
             await self._step("producer", self._producer.stop(), 5)
             self._producer = None
+        if self._keystore is not None:
+            keys, self._keystore = self._keystore, None
+            await self._step("key store", keys.close(), 10)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             if not await self._step("database pool", pool.close(), 10):
@@ -249,8 +341,8 @@ class Service:
             checks["broker"] = await asyncio.wait_for(self.broker.ping(timeout=2.0), timeout=3.0)
         except Exception:  # noqa: BLE001
             checks["broker"] = False
-        checks["consumers"] = all(s.assigned for s in self.subscribers)
-        checks["relay"] = self._relay_task is not None and not self._relay_task.done()
+        checks["consumers"] = all(s.assigned for s in [*self.subscribers, *self.consumers])
+        checks["relay"] = bool(self._relay_tasks) and not any(task.done() for task in self._relay_tasks)
         return checks
 
 
@@ -296,6 +388,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     for router in spec.routers:
         app.include_router(router)
+    if spec.batchable:
+        app.include_router(batch.router(spec.batchable))
     return app
 
 

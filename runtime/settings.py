@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from contracts import topics
 from runtime.clock import ClockSettings
+from runtime.topology import Child, Topology
 
 DEV_AUTH_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
 DEV_CHECKPOINT_SEED = "0K/ZhtYTvTJBixwAyMODkddwmVAIw9zCUuV4U3204pk="  # sha256("cadre-pool development checkpoint key")
@@ -32,7 +33,23 @@ class ServiceSettings(ClockSettings):
     topic_min_insync_replicas: int = Field(
         default=1, ge=1, description="min.insync.replicas of topics this service creates (acks=all waits for them)"
     )
-    deployment_id: str = Field(default="local", description="Deployment that records events (multi-site sync)")
+    deployment_id: str = Field(
+        default="local",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="This deployment's name (multi-level sync: the alias of its topics at the level above)",
+    )
+    deployment_root: str = Field(
+        default="",
+        description="Org path of the unit at this deployment's root (empty: the whole organization)",
+    )
+    parent_deployment: str = Field(default="", description="The deployment one level up, if any")
+    parent_public_key: str = Field(
+        default="", description="The parent's Ed25519 public key (base64): verifies what comes from above"
+    )
+    child_deployments: dict[str, Child] = Field(
+        default_factory=dict,
+        description='The deployments one level down (JSON): {"<name>": {"root": "<org path>", "public_key": "<b64>"}}',
+    )
     auth_secret: SecretStr = Field(default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of service tokens")
     oidc_issuer: str = Field(
         default="",
@@ -55,6 +72,12 @@ class ServiceSettings(ClockSettings):
     checkpoint_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often the chain head is signed (when events came since)"
     )
+    sync_checkpoint_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the chain head is signed when a parent deployment receives this one's events"
+        " (the parent releases only what a checkpoint signs)",
+    )
     shutdown_grace_seconds: float = Field(
         default=20.0,
         gt=0,
@@ -64,6 +87,16 @@ class ServiceSettings(ClockSettings):
     def topic(self, name: str) -> str:
         """The full name of a logical topic in this deployment's namespace."""
         return topics.namespaced(self.topic_namespace, name)
+
+    @property
+    def topology(self) -> Topology:
+        """This deployment's place among the levels (who owns which part of the tree)."""
+        return Topology(
+            deployment=self.deployment_id,
+            root=self.deployment_root,
+            parent=self.parent_deployment,
+            children=self.child_deployments,
+        )
 
     @property
     def own_topic(self) -> str:

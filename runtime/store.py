@@ -23,10 +23,12 @@ from pydantic import TypeAdapter
 
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, uuid7
 from contracts.event import Event
+from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
 from runtime.db import Conn, Pool
-from runtime.errors import ConcurrencyError, RuleViolationError
+from runtime.errors import ConcurrencyError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
+from runtime.topology import Topology
 
 log = logs.get(__name__)
 
@@ -80,6 +82,31 @@ SCHEMA: Final = (
         END IF;
     END $$
     """,
+    # Streams whose owner was named explicitly (StreamHandedOver, ADR 0010); others are owned by the tree.
+    """
+    CREATE TABLE IF NOT EXISTS stream_owners (
+        stream_id   text PRIMARY KEY,
+        owner       text NOT NULL,
+        version     int NOT NULL,
+        changed_at  timestamptz NOT NULL
+    )
+    """,
+    # This service's kind of events recorded by other deployments, as received and verified (ADR 0010):
+    # the history of streams handed over to this deployment continues from them.
+    """
+    CREATE TABLE IF NOT EXISTS received_events (
+        deployment      text NOT NULL,
+        source          text NOT NULL,
+        position        bigint NOT NULL,
+        event_id        uuid NOT NULL UNIQUE,
+        stream_id       text NOT NULL,
+        stream_version  int NOT NULL,
+        cadre_id        uuid,
+        body            text NOT NULL,
+        PRIMARY KEY (deployment, source, position)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS received_events_stream ON received_events (stream_id, stream_version)",
 )
 
 NOTIFY_CHANNEL: Final = "events_appended"
@@ -121,6 +148,8 @@ class CommandContext:
     """When it happened in the world, if earlier than now (records entered late)."""
     decided_at: datetime = field(default_factory=clock.now)
     """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
+    dry_run: bool = False
+    """Decide and check, write nothing (a batch's dry run): `append` answers what it would record."""
 
     @property
     def occurred(self) -> datetime:
@@ -184,6 +213,12 @@ class _Append:
             self.done.set_result(envelopes)
 
 
+@dataclass(frozen=True, slots=True)
+class _StreamState:
+    version: int
+    owner: str | None
+
+
 @dataclass(slots=True)
 class _ChainTip:
     position: int
@@ -209,10 +244,12 @@ class EventStore:
         deployment: str,
         inline: Projection | None = None,
         batch_size: int = 500,
+        topology: Topology | None = None,
     ) -> None:
         self._pool = pool
         self.source = source
         self.deployment = deployment
+        self.topology = topology or Topology(deployment=deployment)
         self._inline = inline
         self._batch_size = batch_size
         self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
@@ -230,7 +267,8 @@ class EventStore:
     ) -> list[Envelope]:
         """Append `events` to a stream that is at `expected_version` (0: a new stream).
 
-        Raises `ConcurrencyError` when the stream has moved on; nothing is written then.
+        Raises `ConcurrencyError` when the stream has moved on, `OwnedElsewhereError` when another
+        deployment writes the stream (ADR 0010); nothing is written then.
         """
         if not events:
             return []
@@ -238,9 +276,28 @@ class EventStore:
             msg = "occurred_at lies in the future"
             raise RuleViolationError(msg)
         request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
+        if ctx.dry_run:
+            return await self._dry_run(request)
         self._ensure_writer()
         self._queue.put_nowait(request)
         return await request.done
+
+    async def _dry_run(self, request: _Append) -> list[Envelope]:
+        """What `request` would record now (no position, no chain link), after the same version check."""
+        async with self._pool.acquire() as conn:
+            streams = await self._streams(conn, {request.stream_id})
+        state = streams.get(request.stream_id)
+        owner = self._owner(request, state)
+        if owner is not None:
+            raise OwnedElsewhereError(request.stream_id, owner)
+        current = state.version if state is not None else 0
+        if current != request.expected_version:
+            raise ConcurrencyError(request.stream_id, request.expected_version, current)
+        now = clock.now()
+        return [
+            self._record(request, event=event, stream_version=current + n, position=0, prev_hash="", now=now)[0]
+            for n, event in enumerate(request.events, start=1)
+        ]
 
     async def close(self) -> None:
         """Stop the writer after the appends already queued."""
@@ -294,9 +351,14 @@ class EventStore:
         conflicts: list[tuple[_Append, ConcurrencyError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             chain, now = await self._lock_chain(conn)
-            versions = await self._current_versions(conn, {r.stream_id for r in batch})
+            streams = await self._streams(conn, {r.stream_id for r in batch})
+            versions = {stream_id: state.version for stream_id, state in streams.items()}
             plan: list[tuple[_Append, int]] = []
             for request in batch:
+                owner = self._owner(request, streams.get(request.stream_id))
+                if owner is not None:
+                    request.fail(OwnedElsewhereError(request.stream_id, owner))
+                    continue
                 current = versions.get(request.stream_id, 0)
                 if current != request.expected_version:
                     conflicts.append((request, ConcurrencyError(request.stream_id, request.expected_version, current)))
@@ -310,6 +372,7 @@ class EventStore:
 
             rows = [row for request, current in plan for row in self._records(request, current, accepted, now, chain)]
             await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+            await self._record_handovers(conn, accepted, now)
             if self._inline is not None:
                 recorded = [
                     Recorded(envelope=e, event=event)
@@ -347,13 +410,46 @@ class EventStore:
         return _ChainTip(position=head["position"], hash=head["hash"]), now
 
     @staticmethod
-    async def _current_versions(conn: Conn, stream_ids: set[str]) -> dict[str, int]:
+    async def _streams(conn: Conn, stream_ids: set[str]) -> dict[str, _StreamState]:
+        """Each stream's current version here and its explicitly named owner, if any."""
         rows = await conn.fetch(
-            "SELECT stream_id, max(stream_version) AS version FROM events"
-            " WHERE stream_id = ANY($1::text[]) GROUP BY stream_id",
+            "SELECT s.stream_id, (SELECT max(stream_version) FROM events e WHERE e.stream_id = s.stream_id) AS version,"
+            " o.owner, o.version AS owned_from FROM unnest($1::text[]) AS s(stream_id)"
+            " LEFT JOIN stream_owners o USING (stream_id)",
             list(stream_ids),
         )
-        return {row["stream_id"]: row["version"] for row in rows}
+        return {
+            row["stream_id"]: _StreamState(
+                # A stream handed over to this deployment goes on from the version it was handed over at.
+                version=max(row["version"] or 0, row["owned_from"] or 0),
+                owner=row["owner"],
+            )
+            for row in rows
+        }
+
+    def _owner(self, request: _Append, state: _StreamState | None) -> str | None:
+        """The deployment that writes `request`'s stream when it is not this one (None: this one)."""
+        if state is not None and state.owner is not None:
+            return None if state.owner == self.deployment else state.owner
+        return self.topology.owner_of(request.org_path)
+
+    async def _record_handovers(
+        self, conn: Conn, accepted: list[tuple[_Append, list[Envelope]]], now: datetime
+    ) -> None:
+        """A `StreamHandedOver` among the appended events names the stream's new writer (in the same transaction)."""
+        rows = [
+            (envelope.stream_id, event.to_deployment, envelope.stream_version, now)
+            for request, envelopes in accepted
+            for envelope, event in zip(envelopes, request.events, strict=True)
+            if isinstance(event, StreamHandedOver)
+        ]
+        if rows:
+            await conn.executemany(
+                "INSERT INTO stream_owners (stream_id, owner, version, changed_at) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (stream_id) DO UPDATE SET owner = EXCLUDED.owner, version = EXCLUDED.version,"
+                " changed_at = EXCLUDED.changed_at",
+                rows,
+            )
 
     def _records(
         self,
@@ -447,8 +543,16 @@ class EventStore:
         return envelope, row
 
     async def read_stream(self, stream_id: str) -> list[Recorded]:
-        """Every event of one stream, oldest first, upcast to the current versions."""
-        rows = await self._pool.fetch("SELECT body FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+        """Every event of one stream, oldest first, upcast to the current versions.
+
+        A stream handed over to this deployment begins with what its earlier owner recorded
+        (received and verified) and goes on with this deployment's own events.
+        """
+        rows = await self._pool.fetch(
+            "SELECT body FROM (SELECT stream_version, body FROM received_events WHERE stream_id = $1"
+            " UNION ALL SELECT stream_version, body FROM events WHERE stream_id = $1) s ORDER BY stream_version",
+            stream_id,
+        )
         return [Recorded.from_envelope(Envelope.from_bytes(row["body"])) for row in rows]
 
     async def read_cadre(self, cadre_id: UUID) -> list[Envelope]:

@@ -1,21 +1,24 @@
 """Subscribers: fold another service's topic into this service's projection, exactly once.
 
-Each batch from Kafka is handled in one database transaction that both updates
-the projection and records every event id in the `inbox`; the offset is
-committed to Kafka only afterwards. A redelivered event (after a crash, a
-rebalance, or the same event reaching us by a second path) finds its id in the
-inbox and has no second effect. A message that cannot be parsed, names an
-unknown event type, or makes the projection raise goes to `<topic>.dlq` with
-the error, is recorded as dead in the inbox, and the subscriber moves on.
+Each batch from Kafka is handled in one database transaction that both updates the
+projection and moves the subscriber's watermark of each partition it read (ADR 0009);
+the offset is committed to Kafka only afterwards. Every record carries its position in
+the outbox it came from and the position of the record before it in its partition
+(`runtime.relay`): a record at or below the watermark (a redelivery after a crash or a
+rebalance, a second path) has no second effect, and one that arrives before an earlier
+record of its partition is applied and the gap before it is awaited. A message that
+cannot be parsed, names an unknown event type, or makes the projection raise goes to
+`<topic>.dlq` with the error, and the subscriber moves on.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
-from uuid import UUID
 
+import orjson
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -29,24 +32,55 @@ from contracts.topics import dlq as dead_letter_topic
 from runtime import logs, metrics
 from runtime.db import Conn, Pool
 from runtime.projection import Projection, Recorded
+from runtime.relay import POSITION_HEADER, PREV_HEADER
 
 log = logs.get(__name__)
 
 SCHEMA: Final = (
     """
-    CREATE TABLE IF NOT EXISTS inbox (
-        consumer      text NOT NULL,
-        event_id      uuid NOT NULL,
-        topic         text NOT NULL,
-        partition     int NOT NULL,
-        kafka_offset  bigint NOT NULL,
-        outcome       text NOT NULL CHECK (outcome IN ('applied', 'skipped', 'dead')),
-        error         text,
-        handled_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-        PRIMARY KEY (consumer, event_id)
+    CREATE TABLE IF NOT EXISTS consumed (
+        consumer    text NOT NULL,
+        topic       text NOT NULL,
+        partition   int NOT NULL,
+        low         bigint NOT NULL,
+        ahead       jsonb NOT NULL DEFAULT '{}',
+        updated_at  timestamptz NOT NULL,
+        PRIMARY KEY (consumer, topic, partition)
     )
     """,
 )
+"""`low`: every record of the partition up to this position is handled; `ahead`: records handled
+before a gap, position → the position before it (normally empty)."""
+
+
+@dataclass(slots=True)
+class Watermark:
+    """What one consumer has handled of one partition."""
+
+    low: int = 0
+    ahead: dict[int, int] = field(default_factory=dict)
+
+    def admit(self, position: int, prev: int | None) -> str:
+        """`repeat` (handled before), `next` (in order) or `early` (an earlier record is still missing).
+
+        Moves the watermark as if the record is handled (the caller handles it in the same
+        transaction). Without `prev` (a record published by hand), positions are taken as
+        they come: anything above the watermark is new.
+        """
+        if position <= self.low or position in self.ahead:
+            return "repeat"
+        if prev is not None and prev > self.low:
+            self.ahead[position] = prev
+            return "early"
+        self.low = position
+        while self.ahead:  # the gap is closed: take up what came early
+            follower = next((p for p, before in self.ahead.items() if before == self.low), None)
+            if follower is None:
+                break
+            self.low = follower
+            del self.ahead[follower]
+        return "next"
+
 
 DeadLetter = Callable[["ConsumerRecord[bytes, bytes]", str, str], Awaitable[None]]
 """Sends (record, consumer name, error) to the record's dead-letter topic."""
@@ -56,7 +90,8 @@ DeadLetter = Callable[["ConsumerRecord[bytes, bytes]", str, str], Awaitable[None
 class _Item:
     record: ConsumerRecord[bytes, bytes]
     recorded: Recorded | None = None
-    event_id: UUID | None = None
+    position: int | None = None
+    prev: int | None = None
     outcome: str = "applied"
     error: str | None = None
 
@@ -151,36 +186,37 @@ class ProjectionSubscriber:
                 )
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """Handle one batch: parse, drop repeats, project, dead-letter, record, in one transaction."""
+        """Handle one batch: parse, drop repeats, project, dead-letter, move the watermarks, in one transaction."""
         items = [self._parse(record) for record in records]
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await self._claim(conn, items)
+            fresh = await self._admit(conn, items)
             todo = [item for item in fresh if item.outcome == "applied"]
             if todo:
                 await self._apply(conn, todo)
             dead = [item for item in fresh if item.outcome == "dead"]
             for item in dead:
                 await self._dead_letter(item.record, self.consumer_name, item.error or "")
-            if dead:
-                await conn.executemany(
-                    "UPDATE inbox SET outcome = 'dead', error = $3 WHERE consumer = $1 AND event_id = $2",
-                    [(self.consumer_name, item.event_id, item.error) for item in dead],
-                )
         for outcome in ("applied", "skipped", "dead"):
             count = sum(1 for item in fresh if item.outcome == outcome)
             if count:
                 metrics.CONSUMED.labels(self._service, self.consumer_name, outcome).inc(count)
+        repeats = len(items) - len(fresh)
+        if repeats:
+            metrics.CONSUMED.labels(self._service, self.consumer_name, "repeat").inc(repeats)
         if dead:
             metrics.HANDLER_ERRORS.labels(self._service, self.consumer_name).inc(len(dead))
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> _Item:
         item = _Item(record=record)
+        headers = dict(record.headers or ())
+        with contextlib.suppress(KeyError, ValueError):
+            item.position = int(headers[POSITION_HEADER])
+            item.prev = int(headers[PREV_HEADER])
         try:
             envelope = Envelope.from_bytes(record.value or b"")
         except ValueError as error:
             item.outcome, item.error = "dead", f"unparseable envelope: {error}"
             return item
-        item.event_id = envelope.event_id
         if not self.projection.handles(envelope.event_type):
             try:
                 catalog.model_for(envelope.event_type)
@@ -195,31 +231,67 @@ class ProjectionSubscriber:
             item.outcome, item.error = "dead", f"invalid {envelope.event_type}: {error}"
         return item
 
-    async def _claim(self, conn: Conn, items: list[_Item]) -> list[_Item]:
-        """Record every new event id in the inbox; return the items seen for the first time.
+    async def _admit(self, conn: Conn, items: list[_Item]) -> list[_Item]:
+        """Move the watermarks of the batch's partitions (locked till commit); return the records seen first now.
 
-        Messages without a readable event id get a synthetic one from their
-        position on the topic, so even those are dead-lettered only once.
+        A record without a position header did not come from a relay (published by hand, or
+        junk): it cannot be told apart from a repeat, claims no place in its partition and
+        moves no watermark; it is handled each time it is read.
         """
-        unique: dict[UUID, _Item] = {}
-        for item in items:
-            if item.event_id is None:
-                item.event_id = _position_id(item.record)
-            unique.setdefault(item.event_id, item)
+        partitions = sorted({(i.record.topic, i.record.partition) for i in items})
         rows = await conn.fetch(
-            "INSERT INTO inbox (consumer, event_id, topic, partition, kafka_offset, outcome, error)"
-            " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::text[], $7::text[])"
-            " ON CONFLICT DO NOTHING RETURNING event_id",
+            "SELECT topic, partition, low, ahead FROM consumed WHERE consumer = $1"
+            " AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[])) FOR UPDATE",
             self.consumer_name,
-            [i.event_id for i in unique.values()],
-            [i.record.topic for i in unique.values()],
-            [i.record.partition for i in unique.values()],
-            [i.record.offset for i in unique.values()],
-            [i.outcome for i in unique.values()],
-            [i.error for i in unique.values()],
+            [t for t, _ in partitions],
+            [p for _, p in partitions],
         )
-        claimed = {row["event_id"] for row in rows}
-        return [item for event_id, item in unique.items() if event_id in claimed]
+        marks = {
+            (row["topic"], row["partition"]): Watermark(
+                row["low"], {int(k): int(v) for k, v in orjson.loads(row["ahead"]).items()}
+            )
+            for row in rows
+        }
+        fresh = []
+        for item in items:
+            if item.position is None:
+                fresh.append(item)
+                continue
+            where = (item.record.topic, item.record.partition)
+            mark = marks.get(where)
+            if mark is None:  # first sight: what came before this record was handled before the offset we start at
+                mark = marks[where] = Watermark(low=item.prev or 0)
+            admitted = mark.admit(item.position, item.prev)
+            if admitted == "repeat":
+                continue
+            if admitted == "early":
+                metrics.CONSUMER_OUT_OF_ORDER.labels(self._service, self.consumer_name, item.record.topic).inc()
+                log.warning(
+                    "record arrived before an earlier one of its partition",
+                    consumer=self.consumer_name,
+                    topic=item.record.topic,
+                    partition=item.record.partition,
+                    position=item.position,
+                    awaiting=item.prev,
+                )
+            fresh.append(item)
+        await conn.executemany(
+            "INSERT INTO consumed (consumer, topic, partition, low, ahead, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, clock_timestamp())"
+            " ON CONFLICT (consumer, topic, partition)"
+            " DO UPDATE SET low = EXCLUDED.low, ahead = EXCLUDED.ahead, updated_at = EXCLUDED.updated_at",
+            [
+                (
+                    self.consumer_name,
+                    topic,
+                    partition,
+                    mark.low,
+                    orjson.dumps({str(k): v for k, v in mark.ahead.items()}).decode(),
+                )
+                for (topic, partition), mark in marks.items()
+            ],
+        )
+        return fresh
 
     async def _apply(self, conn: Conn, todo: list[_Item]) -> None:
         batch = [item.recorded for item in todo if item.recorded is not None]
@@ -237,16 +309,14 @@ class ProjectionSubscriber:
                     log.warning(
                         "projection refused event",
                         consumer=self.consumer_name,
-                        event_id=str(item.event_id),
+                        event_id=str(item.recorded.envelope.event_id),
                         error=repr(error),
                     )
                     item.outcome, item.error = "dead", f"{type(error).__name__}: {error}"
 
 
-def _position_id(record: ConsumerRecord[bytes, bytes]) -> UUID:
-    import uuid  # noqa: PLC0415
-
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{record.topic}/{record.partition}/{record.offset}")
+def _json(ahead: dict[int, int]) -> str:
+    return orjson.dumps({str(k): v for k, v in ahead.items()}).decode()
 
 
 def broker_dead_letter(broker: KafkaBroker, service: str) -> DeadLetter:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
@@ -145,3 +146,51 @@ async def read_topic(bootstrap: str, topic: str, *, count: int, timeout: float =
     finally:
         await consumer.stop()
     return records
+
+
+Queryable = asyncpg.Pool | str
+"""A service's pool (in-process) or its database's DSN (a service running as a process)."""
+
+
+async def _fetch(where: Queryable, sql: str, *args: Any) -> list[Any]:
+    if isinstance(where, str):
+        conn = await asyncpg.connect(where)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+    return list(await where.fetch(sql, *args))
+
+
+async def watermarks(consumer_db: Queryable, consumer: str, topic: str) -> dict[int, int]:
+    """Partition → the position up to which `consumer` has handled `topic` (nothing pending ahead of it)."""
+    rows = await _fetch(
+        consumer_db, "SELECT partition, low, ahead FROM consumed WHERE consumer = $1 AND topic = $2", consumer, topic
+    )
+    assert all(row["ahead"] == "{}" for row in rows), rows
+    return {row["partition"]: row["low"] for row in rows if row["low"]}
+
+
+async def relay_heads(producer_db: Queryable, topic: str) -> dict[int, int]:
+    """Partition → the position of the last record published to `topic`, once the relay has sent all committed.
+
+    Empty while the relay is behind the chain's head.
+    """
+    rows = await _fetch(
+        producer_db,
+        "SELECT r.heads FROM relay_cursor r, chain_head h WHERE r.topic = $1 AND r.position = h.position",
+        topic,
+    )
+    if not rows:
+        return {}
+    heads: dict[str, int] = orjson.loads(rows[0]["heads"])
+    return {int(partition): position for partition, position in heads.items()}
+
+
+async def caught_up(consumer_db: Queryable, consumer: str, producer_db: Queryable, topic: str) -> None:
+    """Wait until `consumer` has handled every record the relay published to `topic`."""
+
+    async def both() -> tuple[dict[int, int], dict[int, int]]:
+        return await watermarks(consumer_db, consumer, topic), await relay_heads(producer_db, topic)
+
+    await eventually(both, until=lambda pair: bool(pair[1]) and pair[0] == pair[1])

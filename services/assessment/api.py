@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from runtime.auth import CurrentActor, can_write, require_scope
 from runtime.commands import Accepted
+from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
 from services.assessment.commands import (
@@ -140,32 +141,44 @@ async def cadre_file(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> Cad
     return await reads.file(actor, cadre_id)
 
 
-@router.get("/ranking", tags=["pool"])
+@router.get("/ranking", tags=["pool"], response_model=list[Ranked])
 async def ranking(
-    actor: CurrentActor, reads: Queries, under: Under = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[Ranked]:
+    actor: CurrentActor,
+    reads: Queries,
+    table: Table,
+    under: Under = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Ranked] | Response:
     """The pool of a subtree, best first (scoring in docs/assessment.md)."""
-    return await reads.ranking(actor, under, limit)
+    items = await reads.ranking(actor, under, limit)
+    return table_response(table, items, filename="ranking") if table else items
 
 
-@router.get("/reminders", tags=["reminders"])
-async def open_reminders(actor: CurrentActor, reads: Queries, under: Under = None) -> list[ReminderView]:
+@router.get("/reminders", tags=["reminders"], response_model=list[ReminderView])
+async def open_reminders(
+    actor: CurrentActor, reads: Queries, table: Table, under: Under = None
+) -> list[ReminderView] | Response:
     """Open reminders of a subtree."""
-    return await reads.open_reminders(actor, under)
+    items = await reads.open_reminders(actor, under)
+    return table_response(table, items, filename="reminders") if table else items
 
 
-@router.get("/grade-distribution", tags=["pool"])
+@router.get("/grade-distribution", tags=["pool"], response_model=list[LevelGrades])
 async def grade_distribution(
-    actor: CurrentActor, reads: Queries, under: Under = None, cycle_id: UUID | None = None
-) -> list[LevelGrades]:
+    actor: CurrentActor, reads: Queries, table: Table, under: Under = None, cycle_id: UUID | None = None
+) -> list[LevelGrades] | Response:
     """Standing grades by level of the organization."""
-    return await reads.grade_distribution(actor, under, cycle_id)
+    items = await reads.grade_distribution(actor, under, cycle_id)
+    return table_response(table, items, filename="grade-distribution") if table else items
 
 
-@router.get("/pool-shortfalls", tags=["pool"])
-async def shortfalls(actor: CurrentActor, reads: Queries, under: Under = None) -> list[Shortfall]:
+@router.get("/pool-shortfalls", tags=["pool"], response_model=list[Shortfall])
+async def shortfalls(
+    actor: CurrentActor, reads: Queries, table: Table, under: Under = None
+) -> list[Shortfall] | Response:
     """Units whose pool shrank below its target size: where new entries are needed."""
-    return await reads.shortfalls(actor, under)
+    items = await reads.shortfalls(actor, under)
+    return table_response(table, items, filename="pool-shortfalls") if table else items
 
 
 @router.get("/cycles", tags=["cycles"])

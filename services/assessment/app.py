@@ -9,6 +9,7 @@ from pydantic import Field
 
 from contracts import topics
 from contracts.envelope import Actor, Role, uuid7
+from exchange.templates import download_router
 from runtime import logs
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
@@ -85,14 +86,15 @@ SPEC = ServiceSpec(
     title="Reserve cadre assessment",
     description="Assessment cycles, evaluations (one per cycle, corrections supersede), check-ins, care and "
     "reminders, exit recommendations by survival of the fittest, the ranking and the pool's gaps.",
-    routers=[api.router],
+    routers=[api.router, download_router("assessment")],
     schema=projection.SCHEMA,
     inline=projection.AssessmentProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView()),
-        Subscription(topics=[topics.TRAINING], projection=projection.TrainingView()),
+        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
+        Subscription(topics=[topics.TRAINING], projection=projection.TrainingView(), with_received=True),
     ],
     background=[sweep_periodically],
+    batchable=["/cadres/{cadre_id}/evaluations"],
 )
 
 

@@ -26,6 +26,7 @@ from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.received import cadre_stream
 from runtime.store import CommandContext, EventStore
 from services.assessment import rules
 
@@ -33,11 +34,6 @@ from services.assessment import rules
 def cycle_stream(cycle_id: UUID) -> str:
     """Stream id of an assessment cycle."""
     return f"cycle-{cycle_id}"
-
-
-def cadre_stream(cadre_id: UUID) -> str:
-    """Stream id of a cadre's assessment file."""
-    return f"cadre-{cadre_id}"
 
 
 class _Command(BaseModel):

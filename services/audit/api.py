@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from runtime.auth import CurrentActor
+from runtime.export import Table, table_response
 from runtime.http import Context
 from runtime.service import service_of
 from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
@@ -33,15 +34,17 @@ async def timeline(cadre_id: UUID, ctx: Context, reads: Queries) -> list[Timelin
     return await reads.timeline(ctx, cadre_id)
 
 
-@router.get("/pool", tags=["audit"])
+@router.get("/pool", tags=["audit"], response_model=list[PoolEntry])
 async def pool(
     ctx: Context,
     reads: Queries,
+    table: Table,
     under: Under = None,
     at: Annotated[datetime | None, Query(description="The moment (ISO 8601 with zone); default now")] = None,
-) -> list[PoolEntry]:
+) -> list[PoolEntry] | Response:
     """The pool of a subtree as it stood at a moment: who, where posted, latest grade (replayed from events)."""
-    return await reads.pool(ctx, under, at)
+    entries = await reads.pool(ctx, under, at)
+    return table_response(table, entries, filename="pool") if table else entries
 
 
 @router.get("/pool/changes", tags=["audit"])

@@ -27,8 +27,9 @@ SPEC = ServiceSpec(
     inline=projection.AuditLog(),
     subscriptions=[
         Subscription(
-            topics=[topics.REGISTRY, topics.TRAINING, topics.ASSESSMENT, topics.NOTIFY],
+            topics=[topics.REGISTRY, topics.TRAINING, topics.ASSESSMENT, topics.NOTIFY, topics.SYNC],
             projection=projection.Archive(),
+            with_received=True,
         )
     ],
 )

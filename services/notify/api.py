@@ -16,6 +16,7 @@ from runtime.auth import CurrentActor, require_role
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
+from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
 from runtime.store import EventStore
@@ -158,16 +159,17 @@ async def set_preferences(
     return _etag(response, await retrying(attempt, expected=expected))
 
 
-@router.get("/deliveries", tags=["delivery log"])
+@router.get("/deliveries", tags=["delivery log"], response_model=list[DeliveryView])
 async def deliveries(
     actor: CurrentActor,
     pool: DB,
+    table: Table,
     status: Literal["pending", "retrying", "sent", "dead", "skipped", "cancelled"] | None = None,
     cadre_id: UUID | None = None,
     rule: str | None = None,
     channel: Channel | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[DeliveryView]:
+) -> list[DeliveryView] | Response:
     """The delivery log of your subtree, newest first (organizers and auditors)."""
     require_role(actor, Role.ORGANIZER, Role.AUDITOR)
     filters: list[Any] = [status, cadre_id, rule, channel.value if channel else None]
@@ -180,4 +182,5 @@ async def deliveries(
         *filters,
         limit,
     )
-    return [DeliveryView.model_validate(dict(row)) for row in rows]
+    items = [DeliveryView.model_validate(dict(row)) for row in rows]
+    return table_response(table, items, filename="deliveries") if table else items

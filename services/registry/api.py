@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel
 
 from contracts.envelope import Envelope
+from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
-from runtime.auth import CurrentActor
+from runtime.auth import CurrentActor, can_write
 from runtime.commands import Accepted
+from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
+from runtime.keystore import GrantKey, KeyGrant
 from runtime.service import service_of
 from services.registry.commands import (
     EntryCheckRequest,
+    Erase,
     GrantAccess,
+    HandOver,
     Nominate,
     RegisterOrgUnit,
     RegistryCommands,
@@ -41,13 +46,13 @@ async def commands(request: Request) -> RegistryCommands:
     """FastAPI dependency: the command handlers."""
     service = service_of(request)
     entry_rules: EntryRules = request.app.state.entry_rules
-    return RegistryCommands(service.store, service.pool, entry_rules)
+    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore)
 
 
 async def queries(request: Request) -> RegistryQueries:
     """FastAPI dependency: the queries."""
     service = service_of(request)
-    return RegistryQueries(service.pool, service.store)
+    return RegistryQueries(service.pool, service.store, service.keystore)
 
 
 Commands = Annotated[RegistryCommands, Depends(commands)]
@@ -73,15 +78,17 @@ async def designate_leader(
     return _etag(response, await cmd.designate_leader(ctx, code, body, expected))
 
 
-@router.get("/org-units", tags=["org units"])
+@router.get("/org-units", tags=["org units"], response_model=list[OrgUnitView])
 async def list_org_units(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     under: Annotated[str | None, Query(description="Root code")] = None,
     depth: Annotated[int | None, Query(ge=0, le=10, description="Levels below the root at most")] = None,
-) -> list[OrgUnitView]:
-    """The units of a subtree (default: yours)."""
-    return await reads.org_units(actor, under, depth)
+) -> list[OrgUnitView] | Response:
+    """The units of a subtree (default: yours), `depth` levels below its root at most."""
+    units = await reads.org_units(actor, under, depth)
+    return table_response(table, units, filename="org-units") if table else units
 
 
 @router.get("/org-units/{code}", tags=["org units"])
@@ -136,10 +143,19 @@ async def retire(
     return _etag(response, await cmd.retire(ctx, cadre_id, body, expected))
 
 
-@router.get("/cadres", tags=["cadres"])
+@router.post("/cadres/{cadre_id}/handover", tags=["cadres"])
+async def hand_over(
+    cadre_id: UUID, body: HandOver, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Hand the cadre over to a deployment above this one (multi-level sync): from then on it writes the cadre."""
+    return _etag(response, await cmd.hand_over(ctx, cadre_id, body, expected))
+
+
+@router.get("/cadres", tags=["cadres"], response_model=CadrePage)
 async def list_cadres(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
     status: Literal["in_pool", "retired", "any"] = "in_pool",
     name: Annotated[str | None, Query(max_length=100)] = None,
@@ -148,19 +164,19 @@ async def list_cadres(
     max_age: Annotated[int | None, Query(ge=18, le=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> CadrePage:
-    """Cadres of a subtree, unit by unit, with filters and cursor pagination."""
-    return await reads.cadres(
-        actor,
-        under=under,
-        status=None if status == "any" else status,
-        name=name,
-        education=education,
-        has_mentor=has_mentor,
-        max_age=max_age,
-        limit=limit,
-        cursor=cursor,
-    )
+) -> CadrePage | Response:
+    """Cadres of a subtree, unit by unit, with filters and cursor pagination; with `format`, all of them as a file."""
+    filters: dict[str, Any] = {
+        "under": under,
+        "status": None if status == "any" else status,
+        "name": name,
+        "education": education,
+        "has_mentor": has_mentor,
+        "max_age": max_age,
+    }
+    if table is not None:
+        return table_response(table, await reads.all_cadres(actor, **filters), filename="cadres")
+    return await reads.cadres(actor, limit=limit, cursor=cursor, **filters)
 
 
 @router.get("/cadres/counts", tags=["cadres"])
@@ -223,3 +239,45 @@ async def structure(
 ) -> Structure:
     """The make-up of a subtree's pool (gender, education, age, level) and each unit's pool against its target."""
     return await reads.structure(actor, under)
+
+
+@router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"])
+async def record_personal_data(
+    cadre_id: UUID, body: PersonalFile, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Record a cadre's personal file (ID number, family, photo, health, ...), sealed with the cadre's own key."""
+    return _etag(response, await cmd.record_personal_data(ctx, cadre_id, body, expected))
+
+
+@router.get("/cadres/{cadre_id}/personal-data", tags=["personal data"])
+async def read_personal_data(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> PersonalFile:
+    """A cadre's personal file (organizers of its subtree); 410 once erased."""
+    return await reads.personal_data(actor, cadre_id)
+
+
+@router.post("/cadres/{cadre_id}/erasure", tags=["personal data"])
+async def erase_personal_data(
+    cadre_id: UUID, body: Erase, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Erase a cadre's personal data: the key is destroyed, every sealed copy stays unreadable, the chain intact."""
+    return _etag(response, await cmd.erase_personal_data(ctx, cadre_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/personal-data/grants", status_code=status.HTTP_201_CREATED, tags=["personal data"])
+async def grant_personal_data(cadre_id: UUID, body: GrantKey, ctx: Context, cmd: Commands) -> KeyGrant:
+    """Seal the cadre's key to another deployment (its `/personal-data/grant-key`); recorded as an event."""
+    return await cmd.grant_personal_data(ctx, cadre_id, body)
+
+
+@router.get("/personal-data/grant-key", tags=["personal data"])
+async def grant_key(request: Request, actor: CurrentActor) -> GrantKey:
+    """This deployment's public key, for another deployment to grant it a cadre's key."""
+    del actor
+    return service_of(request).keystore.grant_public_key()
+
+
+@router.post("/personal-data/keys", status_code=status.HTTP_204_NO_CONTENT, tags=["personal data"])
+async def accept_key(body: KeyGrant, request: Request, ctx: Context) -> None:
+    """Keep a cadre's key another deployment granted to this one (refused once the cadre was erased)."""
+    can_write(ctx.actor)
+    await service_of(request).keystore.accept(body)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.registry import Education, OrgLevel
-from runtime.service import ServiceSpec, build_app
+from exchange.templates import download_router
+from runtime.keystore import KeyEraser, PersonalDataSettings
+from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection
 from services.registry.rules import EntryRules
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(ServiceSettings, PersonalDataSettings):
     """The registry's environment (entry rules are per deployment)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -43,19 +47,38 @@ class RegistrySettings(ServiceSettings):
         )
 
 
+async def destroy_erased_keys(service: Service) -> None:
+    """At start: destroy the keys of cadres erased while the process stopped between event and key."""
+    erased = await service.pool.fetch("SELECT cadre_id FROM cadres WHERE personal_erased_at IS NOT NULL")
+    if erased:
+        await service.keystore.destroy(dict.fromkeys(row["cadre_id"] for row in erased))
+
+
 SPEC = ServiceSpec(
     name="registry",
     title="Reserve cadre registry",
     description="Org units, nominations into the reserve pool, mentors, responsible leaders, retirements.",
-    routers=[api.router],
+    routers=[api.router, download_router("registry")],
     schema=projection.SCHEMA,
     inline=projection.RegistryProjection(),
+    follows_handovers=False,  # the registry is where a cadre's handover begins
+    background=[destroy_erased_keys],
+    keystore=True,
+    batchable=["/cadres"],
 )
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     """The registry's ASGI app."""
     settings = settings or RegistrySettings()
-    app = build_app(SPEC, settings)
+    spec = SPEC
+    if settings.personal_data_follow_topics:
+        # Erasures in deployments that granted us keys: destroy our copies when they arrive.
+        follow = Subscription(
+            topics=settings.personal_data_follow_topics,
+            factory=lambda service: KeyEraser(lambda: service.keystore),
+        )
+        spec = dataclasses.replace(SPEC, subscriptions=[*SPEC.subscriptions, follow])
+    app = build_app(spec, settings)
     app.state.entry_rules = settings.entry_rules()
     return app

@@ -7,8 +7,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import OrgCode, Role, uuid7
+from contracts.envelope import OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
+from contracts.personal import PersonalFile
 from contracts.registry import (
     AccessGranted,
     CadreNominated,
@@ -20,17 +21,22 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataKeyGranted,
+    PersonalDataRecorded,
     ProfileChanges,
     RetirementReason,
     Subject,
     Text,
     UserId,
 )
+from contracts.sync import DeploymentId, StreamHandedOver
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.keystore import GrantKey, KeyGrant, KeyStore
+from runtime.received import cadre_stream
 from runtime.store import CommandContext, EventStore
 from services.registry import rules
 
@@ -38,11 +44,6 @@ from services.registry import rules
 def org_stream(code: str) -> str:
     """Stream id of an org unit."""
     return f"orgunit-{code}"
-
-
-def cadre_stream(cadre_id: UUID) -> str:
-    """Stream id of a cadre."""
-    return f"cadre-{cadre_id}"
 
 
 class _Command(BaseModel):
@@ -109,13 +110,27 @@ class GrantAccess(_Command):
     role: Role
 
 
-class RegistryCommands:
-    """Handles the registry's commands against its store and its own tables."""
+class HandOver(_Command):
+    """Move a cadre's streams to another deployment (multi-level sync): this deployment's last word on them."""
 
-    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules) -> None:
+    to_deployment: DeploymentId
+    reason: Text = ""
+
+
+class Erase(_Command):
+    """Erase a cadre's personal data for good."""
+
+    reason: Text = Field(min_length=1, description="The request or legal basis (no personal data)")
+
+
+class RegistryCommands:
+    """Handles the registry's commands against its store, its own tables and the cadres' keys."""
+
+    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore) -> None:
         self._store = store
         self._pool = pool
         self._entry_rules = entry_rules
+        self._keystore = keystore
 
     async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
         """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
@@ -125,6 +140,10 @@ class RegistryCommands:
                 msg = "only an actor of the root unit itself may register the root"
                 raise NotFoundError(msg)
             path, parent_level = cmd.code, None
+        elif self._is_deployment_root(cmd):
+            # The root of this deployment's subtree: its parent unit lives in the deployment above.
+            path, parent_level = self._store.topology.root, None
+            require_scope(ctx.actor, path, f"org unit {cmd.code}")
         else:
             parent = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.parent_code)
             if parent is None:
@@ -144,6 +163,27 @@ class RegistryCommands:
         stream = org_stream(cmd.code)
         envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=path)
         return Accepted.of(stream, 0, envelopes)
+
+    def _is_deployment_root(self, cmd: RegisterOrgUnit) -> bool:
+        root = self._store.topology.root
+        return bool(root) and root.endswith(f"{cmd.parent_code}.{cmd.code}")
+
+    async def hand_over(self, ctx: CommandContext, cadre_id: UUID, cmd: HandOver, expected: int | None) -> Accepted:
+        """Hand the cadre over to a deployment above this one; its other services follow with their streams."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        topology = self._store.topology
+        if cmd.to_deployment == topology.deployment or cmd.to_deployment in topology.children:
+            msg = (
+                f"a cadre is handed over upwards: deployment {cmd.to_deployment} does not receive this deployment's"
+                " events"
+            )
+            raise RuleViolationError(msg)
+        if cadre.status != "in_pool":
+            msg = "a cadre who left the pool is not handed over"
+            raise RuleViolationError(msg)
+        return await self._append(ctx, cadre, [StreamHandedOver(to_deployment=cmd.to_deployment, reason=cmd.reason)])
 
     async def _org_unit(self, ctx: CommandContext, code: str) -> rules.OrgUnit:
         history = await self._store.read_stream(org_stream(code))
@@ -254,6 +294,55 @@ class RegistryCommands:
             today=today,
         )
         return await self._append(ctx, cadre, events)
+
+    async def record_personal_data(
+        self,
+        ctx: CommandContext,
+        cadre_id: UUID,
+        personal: PersonalFile,
+        expected: int | None,
+        changes: ProfileChanges | None = None,
+    ) -> Accepted:
+        """Seal a cadre's personal file with the cadre's key and record it (with profile changes, if any)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        rules.may_record_personal_data(cadre)
+        events = rules.update_profile(cadre, changes) if changes is not None else []
+        sealed = await self._keystore.seal(cadre_id, canonical_json(personal.model_dump(mode="json")))
+        events.append(PersonalDataRecorded(cadre_id=cadre_id, sealed=sealed))
+        return await self._append(ctx, cadre, events)
+
+    async def erase_personal_data(
+        self, ctx: CommandContext, cadre_id: UUID, cmd: Erase, expected: int | None
+    ) -> Accepted:
+        """Record the erasure, then destroy the cadre's key (ADR 0013).
+
+        In this order: the event is the record that the right was exercised. Should the process
+        stop between the two, the registry destroys the key when it starts again.
+        """
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        accepted = await self._append(ctx, cadre, rules.erase_personal_data(cadre, cmd.reason))
+        if not ctx.dry_run:
+            await self._keystore.destroy({cadre_id: cadre.personal_key_id})
+        return accepted
+
+    async def grant_personal_data(self, ctx: CommandContext, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
+        """Seal the cadre's key to another deployment's public key; the grant is recorded."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        rules.may_grant_personal_data(cadre)
+        grant = await self._keystore.grant(cadre_id, recipient)
+        event = PersonalDataKeyGranted(
+            cadre_id=cadre_id,
+            key_id=grant.key_id,
+            deployment=recipient.deployment,
+            recipient_key_id=grant.recipient_key_id,
+        )
+        await self._append(ctx, cadre, [event])
+        return grant
 
     async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
         stream = cadre_stream(cadre.cadre_id)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from contracts.envelope import canonical_json
 from contracts.registry import (
     CadreNominated,
     CadreProfileUpdated,
     CadreRetired,
     MentorAssigned,
     OrgUnitRegistered,
+    PersonalDataErased,
+    PersonalDataKeyGranted,
+    PersonalDataRecorded,
     ResponsibleLeaderDesignated,
 )
 from runtime.db import Conn
@@ -70,6 +74,10 @@ SCHEMA: Final = (
         retired   int NOT NULL
     )
     """,
+    # Personal data: the latest sealed file only (ciphertext); opened on read with the cadre's key.
+    "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
+    "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",
+    "CREATE INDEX IF NOT EXISTS cadres_erased ON cadres (cadre_id) WHERE personal_erased_at IS NOT NULL",
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""
@@ -216,10 +224,37 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
         ),
         _fold_last,
     ),
+    PersonalDataRecorded.event_type: (
+        (
+            "UPDATE cadres c SET personal_sealed = u.sealed, version = greatest(c.version, u.version),"
+            " updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[])"
+            " AS u(cadre_id, sealed, version, updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_last,
+    ),
+    PersonalDataKeyGranted.event_type: (
+        (
+            "UPDATE cadres c SET version = greatest(c.version, u.version),"
+            " updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::int[], $3::timestamptz[])"
+            " AS u(cadre_id, version, updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_last,
+    ),
+    PersonalDataErased.event_type: (
+        (
+            "UPDATE cadres c SET personal_sealed = NULL, personal_erased_at = u.erased_at,"
+            " version = greatest(c.version, u.version), updated_at = greatest(c.updated_at, u.updated_at)"
+            " FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::timestamptz[])"
+            " AS u(cadre_id, erased_at, version, updated_at) WHERE c.cadre_id = u.cadre_id"
+        ),
+        _fold_last,
+    ),
 }
 
 
-def _row(recorded: Recorded) -> tuple[Any, ...]:
+def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per event type
     """The statement arguments of one event."""
     env, event = recorded.envelope, recorded.event
     match event:
@@ -292,6 +327,13 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:
                 env.stream_version,
                 env.recorded_at,
             )
+        case PersonalDataRecorded():
+            sealed = canonical_json(event.sealed.model_dump(mode="json")).decode()
+            return (event.cadre_id, sealed, env.stream_version, env.recorded_at)
+        case PersonalDataKeyGranted():
+            return (event.cadre_id, env.stream_version, env.recorded_at)
+        case PersonalDataErased():
+            return (event.cadre_id, env.recorded_at, env.stream_version, env.recorded_at)
         case _:
             msg = f"the registry projection does not read {env.event_type}"
             raise ValueError(msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -10,12 +11,14 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel
 
-from contracts.envelope import Actor, Envelope
+from contracts.envelope import Actor, Envelope, Role
+from contracts.personal import PersonalFile, Sealed
 from contracts.registry import Education, Person, RetirementReason
 from runtime import clock
-from runtime.auth import subtree_root
+from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
-from runtime.errors import CommandError, NotFoundError
+from runtime.errors import CommandError, GoneError, NotFoundError
+from runtime.keystore import KeyStore
 from runtime.store import EventStore
 from services.registry import rules
 
@@ -57,6 +60,8 @@ class CadreView(BaseModel):
     retired_reason: RetirementReason | None
     retired_on: date | None
     appointed_to: str | None
+    personal_data: Literal["none", "recorded", "erased"] = "none"
+    """Whether a personal file is recorded (sealed; read it at `/cadres/{id}/personal-data`)."""
     version: int
 
 
@@ -142,12 +147,43 @@ class Me(BaseModel):
     org_name: str
 
 
+def _personal_status(row: Any) -> Literal["none", "recorded", "erased"]:
+    if row["personal_erased_at"] is not None:
+        return "erased"
+    return "none" if row["personal_sealed"] is None else "recorded"
+
+
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
-    def __init__(self, pool: Pool, store: EventStore) -> None:
+    def __init__(self, pool: Pool, store: EventStore, keystore: KeyStore | None = None) -> None:
         self._pool = pool
         self._store = store
+        self._keystore = keystore
+
+    async def personal_data(self, actor: Actor, cadre_id: UUID) -> PersonalFile:
+        """A cadre's personal file, opened with the cadre's key (organizers of the cadre's subtree)."""
+        require_role(actor, Role.ORGANIZER)
+        row = await self._pool.fetchrow(
+            "SELECT org_path, personal_sealed, personal_erased_at FROM cadres WHERE cadre_id = $1", cadre_id
+        )
+        if row is None or not actor.covers(row["org_path"]):
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        if row["personal_erased_at"] is not None:
+            msg = f"the personal data of cadre {cadre_id} was erased"
+            raise GoneError(msg)
+        if row["personal_sealed"] is None:
+            msg = f"no personal data is recorded for cadre {cadre_id}"
+            raise NotFoundError(msg)
+        if self._keystore is None:  # pragma: no cover - wiring
+            msg = "the registry runs without its key store"
+            raise RuntimeError(msg)
+        plaintext = await self._keystore.open(cadre_id, Sealed.model_validate_json(row["personal_sealed"]))
+        if plaintext is None:
+            msg = f"the key of cadre {cadre_id} is no longer held here"
+            raise GoneError(msg)
+        return PersonalFile.model_validate_json(plaintext)
 
     async def org_units(self, actor: Actor, under: str | None, depth: int | None = None) -> list[OrgUnitView]:
         """The units of a subtree (default: the actor's), parents before children; `depth` levels below it at most."""
@@ -188,20 +224,19 @@ class RegistryQueries:
             raise NotFoundError(msg)
         return self._cadre(row, clock.today())
 
-    async def cadres(
+    async def _selection(
         self,
         actor: Actor,
         *,
-        under: str | None = None,
-        status: Literal["in_pool", "retired"] | None = "in_pool",
-        name: str | None = None,
-        education: Education | None = None,
-        has_mentor: bool | None = None,
-        max_age: int | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> CadrePage:
-        """Cadres of a subtree, unit by unit, filtered, one page at a time."""
+        under: str | None,
+        status: Literal["in_pool", "retired"] | None,
+        name: str | None,
+        education: Education | None,
+        has_mentor: bool | None,
+        max_age: int | None,
+        cursor: str | None,
+    ) -> tuple[list[str], list[Any], date]:
+        """The WHERE clauses and their arguments of a filtered subtree, and the day ages are computed on."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
         where = [in_subtree_sql("org_path", "$1")]
         args: list[Any] = [root]
@@ -226,15 +261,74 @@ class RegistryQueries:
         if cursor:
             after_path, after_id = _decode_cursor(cursor)
             where.append(f"(org_path, cadre_id) > ({arg(after_path)}, {arg(after_id)})")
+        return where, args, today
+
+    async def cadres(
+        self,
+        actor: Actor,
+        *,
+        under: str | None = None,
+        status: Literal["in_pool", "retired"] | None = "in_pool",
+        name: str | None = None,
+        education: Education | None = None,
+        has_mentor: bool | None = None,
+        max_age: int | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> CadrePage:
+        """Cadres of a subtree, unit by unit, filtered, one page at a time."""
+        where, args, today = await self._selection(
+            actor,
+            under=under,
+            status=status,
+            name=name,
+            education=education,
+            has_mentor=has_mentor,
+            max_age=max_age,
+            cursor=cursor,
+        )
         sql = (
             f"SELECT * FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
-            f" ORDER BY org_path, cadre_id LIMIT {arg(limit + 1)}"
+            f" ORDER BY org_path, cadre_id LIMIT ${len(args) + 1}"
         )
-        rows = await self._pool.fetch(sql, *args)
+        rows = await self._pool.fetch(sql, *args, limit + 1)
         items = [self._cadre(row, today) for row in rows[:limit]]
         more = len(rows) > limit
         next_cursor = _encode_cursor(items[-1].org_path, items[-1].cadre_id) if more and items else None
         return CadrePage(items=items, next_cursor=next_cursor)
+
+    async def all_cadres(
+        self,
+        actor: Actor,
+        *,
+        under: str | None = None,
+        status: Literal["in_pool", "retired"] | None = "in_pool",
+        name: str | None = None,
+        education: Education | None = None,
+        has_mentor: bool | None = None,
+        max_age: int | None = None,
+    ) -> AsyncIterator[CadreView]:
+        """Every cadre of a filtered subtree, streamed from a server-side cursor (for exports).
+
+        The filter is checked now (an unknown unit answers 404 before any byte is sent).
+        """
+        where, args, today = await self._selection(
+            actor,
+            under=under,
+            status=status,
+            name=name,
+            education=education,
+            has_mentor=has_mentor,
+            max_age=max_age,
+            cursor=None,
+        )
+        sql = f"SELECT * FROM cadres WHERE {' AND '.join(where)} ORDER BY org_path, cadre_id"  # noqa: S608 - as above
+        return self._stream(sql, args, today)
+
+    async def _stream(self, sql: str, args: list[Any], today: date) -> AsyncIterator[CadreView]:
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            async for row in conn.cursor(sql, *args, prefetch=2000):
+                yield self._cadre(row, today)
 
     @staticmethod
     def _cadre(row: Any, today: date) -> CadreView:
@@ -260,6 +354,7 @@ class RegistryQueries:
             retired_reason=row["retired_reason"],
             retired_on=row["retired_on"],
             appointed_to=row["appointed_to"],
+            personal_data=_personal_status(row),
             version=row["version"],
         )
 

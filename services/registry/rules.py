@@ -26,11 +26,13 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataErased,
+    PersonalDataRecorded,
     ProfileChanges,
     ResponsibleLeaderDesignated,
     RetirementReason,
 )
-from runtime.errors import ConflictError, RuleViolationError
+from runtime.errors import ConflictError, GoneError, RuleViolationError
 
 TREE_ORDER: tuple[OrgLevel, ...] = (
     OrgLevel.CENTRAL,
@@ -190,6 +192,8 @@ class Cadre:
     profile: ProfileChanges
     mentor_user_id: str | None
     version: int
+    personal_data: Literal["none", "recorded", "erased"] = "none"
+    personal_key_id: UUID | None = None
 
     @classmethod
     def replay(cls, events: Sequence[Event], dates: Sequence[date], org_path: str) -> Cadre | None:
@@ -217,6 +221,11 @@ class Cadre:
                 cadre = replace(cadre, mentor_user_id=event.mentor.user_id, version=version)
             elif isinstance(event, CadreRetired):
                 cadre = replace(cadre, status="retired", version=version)
+            elif isinstance(event, PersonalDataRecorded):
+                key_id = event.sealed.key_id
+                cadre = replace(cadre, personal_data="recorded", personal_key_id=key_id, version=version)
+            elif isinstance(event, PersonalDataErased):
+                cadre = replace(cadre, personal_data="erased", version=version)
             else:
                 cadre = replace(cadre, version=version)
         return cadre
@@ -320,3 +329,29 @@ def revoke(access: Access, user_id: str) -> list[Event]:
     if access.grant is None:
         return []
     return [AccessRevoked(user_id=user_id, subject=access.grant.subject)]
+
+
+def may_record_personal_data(cadre: Cadre) -> None:
+    """A cadre in the pool whose personal data was never erased (sealing comes next)."""
+    if cadre.personal_data == "erased":
+        msg = f"the personal data of cadre {cadre.cadre_id} was erased"
+        raise GoneError(msg)
+    _still_in_pool(cadre)
+
+
+def may_grant_personal_data(cadre: Cadre) -> None:
+    """Only recorded, not erased, personal data can be shared."""
+    if cadre.personal_data == "erased":
+        msg = f"the personal data of cadre {cadre.cadre_id} was erased"
+        raise GoneError(msg)
+    if cadre.personal_data == "none":
+        msg = f"cadre {cadre.cadre_id} has no personal data to share"
+        raise ConflictError(msg)
+
+
+def erase_personal_data(cadre: Cadre, reason: str) -> list[Event]:
+    """Erase a cadre's personal data (in the pool or not): once, and for good."""
+    if cadre.personal_data == "erased":
+        msg = f"the personal data of cadre {cadre.cadre_id} is already erased"
+        raise ConflictError(msg)
+    return [PersonalDataErased(cadre_id=cadre.cadre_id, key_id=cadre.personal_key_id, reason=reason)]

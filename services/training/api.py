@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
+from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.service import service_of
 from services.training.commands import (
@@ -108,15 +109,17 @@ async def complete(
     return _etag(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
 
 
-@router.get("/programs", tags=["programmes"])
+@router.get("/programs", tags=["programmes"], response_model=list[ProgramView])
 async def list_programs(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     with_free_places: bool = False,
     upcoming_only: bool = False,
-) -> list[ProgramView]:
+) -> list[ProgramView] | Response:
     """Programmes you may use (organized above you or in your subtree)."""
-    return await reads.programs(actor, with_free_places=with_free_places, upcoming_only=upcoming_only)
+    items = await reads.programs(actor, with_free_places=with_free_places, upcoming_only=upcoming_only)
+    return table_response(table, items, filename="programmes") if table else items
 
 
 @router.post("/cadres/{cadre_id}/self-study", status_code=status.HTTP_201_CREATED, tags=["cadres"])
@@ -167,25 +170,29 @@ async def recommendation(cadre_id: UUID, actor: CurrentActor, reads: Queries) ->
     return await reads.recommendation(actor, cadre_id)
 
 
-@router.get("/postings/current", tags=["postings"])
+@router.get("/postings/current", tags=["postings"], response_model=list[PostingView])
 async def current_postings(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
     on: date | None = None,
-) -> list[PostingView]:
+) -> list[PostingView] | Response:
     """Who of a subtree is posted where (today, or on a given day)."""
-    return await reads.current_postings(actor, under, on)
+    items = await reads.current_postings(actor, under, on)
+    return table_response(table, items, filename="current-postings") if table else items
 
 
-@router.get("/cadres-without-grassroots", tags=["cadres"])
+@router.get("/cadres-without-grassroots", tags=["cadres"], response_model=list[CadreBrief])
 async def without_grassroots(
     actor: CurrentActor,
     reads: Queries,
+    table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
-) -> list[CadreBrief]:
+) -> list[CadreBrief] | Response:
     """Cadres in the pool with no grass-roots experience (candidates for a downward posting)."""
-    return await reads.without_grassroots(actor, under)
+    items = await reads.without_grassroots(actor, under)
+    return table_response(table, items, filename="without-grassroots") if table else items
 
 
 @router.get("/behind-quota", tags=["cadres"])

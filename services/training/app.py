@@ -10,6 +10,7 @@ from pydantic import Field
 
 from contracts import topics
 from contracts.registry import CadreRetired
+from exchange.templates import download_router
 from runtime.db import Conn
 from runtime.projection import Recorded
 from runtime.service import Service, ServiceSpec, Subscription, build_app
@@ -55,12 +56,17 @@ SPEC = ServiceSpec(
     title="Reserve cadre training",
     description="Organized programmes, enrolments and completions, self-study, and practical postings "
     "(upward, downward, cold-hot exchange, urgent tasks), with the next posting recommended.",
-    routers=[api.router],
+    routers=[api.router, download_router("training")],
     schema=projection.SCHEMA,
     inline=projection.TrainingProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView()),
+        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
         Subscription(topics=[topics.REGISTRY], factory=RetirementReaction),
+    ],
+    batchable=[
+        "/cadres/{cadre_id}/self-study",
+        "/cadres/{cadre_id}/postings",
+        "/cadres/{cadre_id}/postings/{posting_id}/end",
     ],
 )
 

@@ -27,6 +27,7 @@ from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.received import cadre_stream
 from runtime.store import CommandContext, EventStore
 from services.training import rules
 
@@ -34,11 +35,6 @@ from services.training import rules
 def program_stream(program_id: UUID) -> str:
     """Stream id of a programme."""
     return f"program-{program_id}"
-
-
-def cadre_stream(cadre_id: UUID) -> str:
-    """Stream id of a cadre's practical training and self-study."""
-    return f"cadre-{cadre_id}"
 
 
 class _Command(BaseModel):

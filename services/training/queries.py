@@ -14,9 +14,9 @@ from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError
+from runtime.received import cadre_stream
 from runtime.store import EventStore
 from services.training import rules
-from services.training.commands import cadre_stream
 
 
 class YearHours(BaseModel):

@@ -83,9 +83,12 @@ async def test_a_county_organizer_signs_in_and_sees_only_the_county(console: Con
     counts = await console.client.get(f"/pool/counts?under={county.code}", headers={"HX-Request": "true"})
     assert f'id="count-in_pool" hx-swap-oob="true">({len(in_county)})' in counts.text
 
-    exported = await console.client.get("/pool/export.csv?status=in_pool")
+    exported = await console.client.get("/pool/export?status=in_pool&format=csv")
+    assert exported.status_code == 200
     lines = exported.content.decode("utf-8-sig").splitlines()
-    assert len(lines) == 1 + len(in_county)
+    assert len(lines) == 1 + len(in_county)  # a header, then every cadre the list shows (all its pages)
+    workbook = await console.client.get("/pool/export?status=in_pool")
+    assert workbook.content[:2] == b"PK"  # an XLSX (a zip), for Excel
 
 
 async def test_forms_without_their_csrf_token_are_refused(console: ConsoleStack) -> None:

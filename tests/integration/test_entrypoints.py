@@ -32,7 +32,7 @@ from runtime.settings import DEV_CHECKPOINT_SEED
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.integration.test_training import committed_offset
-from tests.support import SECRET, create_database, eventually, read_topic
+from tests.support import SECRET, create_database, eventually, read_topic, watermarks
 
 GRACE_SECONDS = 30
 CONSUMERS = {
@@ -88,8 +88,15 @@ async def topic_size(infra: Infra, topic: str) -> int:
     return sum((await topic_ends(infra.kafka_bootstrap, [topic])).values())
 
 
-async def handled_by(dsn: str, consumer: str) -> int:
-    return await count(dsn, "SELECT count(*) FROM inbox WHERE consumer = $1", consumer)
+def positions(records: list[Any]) -> dict[tuple[int, int], int]:
+    """(partition, offset) → the position the relay gave that record."""
+    return {(r.partition, r.offset): int(dict(r.headers)["position"]) for r in records}
+
+
+async def handled(dsn: str, consumer: str, topic: str, at: dict[tuple[int, int], int]) -> int:
+    """How many of the topic's records the consumer has handled (records up to its watermark in each partition)."""
+    marks = await watermarks(dsn, consumer, topic)
+    return sum(1 for (partition, _), position in at.items() if position <= marks.get(partition, 0))
 
 
 async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothing(
@@ -136,15 +143,16 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
     accepted = stored  # what the consumers must see
 
     # The consumers stop while (or after) they work: what they committed is exactly what they handled.
+    at = positions(published)
     for name, consumers in CONSUMERS.items():
         dsn = infra.database_dsn(f"{namespace}_{name}")
-        await eventually(functools.partial(handled_by, dsn, consumers[0]), until=lambda n: n >= accepted // 2)
+        await eventually(functools.partial(handled, dsn, consumers[0], topic, at), until=lambda n: n >= accepted // 2)
         code, took = terminate(processes.services[name])
         assert code == 0, processes.services[name].log_path.read_text()[-3000:]
         for consumer in consumers:
-            handled = await handled_by(dsn, consumer)
+            done = await handled(dsn, consumer, topic, at)
             offsets = [await committed_offset(infra, consumer, topic, p) for p in range(3)]
-            assert sum(max(0, o) for o in offsets) == handled, (name, consumer, offsets, handled)
+            assert sum(max(0, o) for o in offsets) == done, (name, consumer, offsets, done)
 
     # Started again with the same command, each catches up to every message exactly once.
     for name in CONSUMERS:
@@ -158,6 +166,6 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
     for name, consumers in CONSUMERS.items():
         dsn = infra.database_dsn(f"{namespace}_{name}")
         for consumer in consumers:
-            await eventually(functools.partial(handled_by, dsn, consumer), until=lambda n: n == accepted)
+            await eventually(functools.partial(handled, dsn, consumer, topic, at), until=lambda n: n == accepted)
         code, _ = terminate(processes.services[name])
         assert code == 0

@@ -39,7 +39,7 @@ async def test_the_topic_command_creates_then_agrees_then_reports_mismatches(inf
     prefix = f"{namespace}."
     first = run_topics(infra, prefix, "--partitions", "2")
     assert first.returncode == 0, first.stdout + first.stderr
-    expected = [f"{prefix}{t}" for logical in topics.ALL for t in (logical, topics.dlq(logical))]
+    expected = [f"{prefix}{t}" for logical in (*topics.ALL, *topics.RECEIVED) for t in (logical, topics.dlq(logical))]
     assert await describe(infra, expected) == dict.fromkeys(expected, 2)
 
     again = run_topics(infra, prefix, "--partitions", "2")

@@ -4,3 +4,4 @@ CREATE DATABASE cadre_training;
 CREATE DATABASE cadre_assessment;
 CREATE DATABASE cadre_notify;
 CREATE DATABASE cadre_audit;
+CREATE DATABASE cadre_sync;

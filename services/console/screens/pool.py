@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
+from services.console.apis import ApiError
 from services.console.app import ConsoleDep, SessionDep
 
 router = APIRouter(include_in_schema=False)
 
 STATUSES = ("in_pool", "retired", "any")
 EDUCATION = ("secondary", "college", "bachelor", "master", "doctorate")
-EXPORT_LIMIT = 10_000
-"""Rows an export holds at most (a CSV for a spreadsheet, not a dump: the audit export is for that)."""
-COLUMNS = ("full_name", "gender", "age", "education", "current_position", "org_code", "mentor", "status")
 
 
 def _filters(
@@ -95,7 +92,7 @@ async def counts(request: Request, console: ConsoleDep, session: SessionDep, und
     return console.render(request, "pool_counts.html", counts={**found, "any": found["in_pool"] + found["retired"]})
 
 
-@router.get("/pool/export.csv")
+@router.get("/pool/export")
 async def export(
     console: ConsoleDep,
     session: SessionDep,
@@ -105,25 +102,23 @@ async def export(
     education: str | None = None,
     has_mentor: str | None = None,
     max_age: Age = None,
+    format: Literal["csv", "xlsx"] = "xlsx",  # noqa: A002 - the query's name
 ) -> Response:
-    """What the list shows (every page of it, up to 10,000 rows) as CSV for a spreadsheet."""
+    """What the list shows (every page of it) as a spreadsheet: the registry's own export, streamed through."""
     filters = _filters(under, status, name, education, has_mentor, max_age)
-    out = io.StringIO()
-    out.write("\ufeff")  # a byte order mark: spreadsheets then read the Chinese names as UTF-8
-    writer = csv.writer(out)
-    writer.writerow(["cadre_id", *COLUMNS])
-    cursor, rows = None, 0
-    while rows < EXPORT_LIMIT:
-        page = await console.apis.get("registry", "/cadres", session.access_token, limit=500, cursor=cursor, **filters)
-        for item in page["items"]:
-            mentor = (item.get("mentor") or {}).get("name", "")
-            writer.writerow([item["cadre_id"], *(mentor if c == "mentor" else item.get(c, "") for c in COLUMNS)])
-            rows += 1
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    return Response(
-        out.getvalue().encode(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="reserve-pool.csv"'},
+    client = console.apis.clients["registry"]
+    params = {k: v for k, v in {**filters, "format": format}.items() if v is not None}
+    outgoing = client.build_request(
+        "GET", "/cadres", params=params, headers={"Authorization": f"Bearer {session.access_token}"}
+    )
+    answer = await client.send(outgoing, stream=True)
+    if answer.is_error:
+        await answer.aread()
+        await answer.aclose()
+        raise ApiError(answer.status_code, answer.text[:200])
+    return StreamingResponse(
+        answer.aiter_raw(),
+        media_type=answer.headers.get("content-type"),
+        headers={"Content-Disposition": answer.headers.get("content-disposition", "attachment")},
+        background=BackgroundTask(answer.aclose),
     )

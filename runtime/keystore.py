@@ -1,0 +1,373 @@
+"""One key per cadre, kept outside the event store: sealing personal data, erasing it, granting it.
+
+Personal fields are sealed with the cadre's data key (AES-256-GCM, the cadre id bound in as
+associated data) before they enter an event, so the store, the topics, every archive and every
+bundle hold only ciphertext. The keys live in a database of their own (`cadre_keys`), which is
+never part of the service's database, its dumps, its topics or its replicas; each key is stored
+wrapped by the deployment's master key, so a copy of that database alone opens nothing.
+
+Erasure deletes the key and leaves a tombstone: the ciphertext everywhere stays as recorded
+(the hash chain holds) and can no longer be opened, and no stale grant can bring the key back.
+
+Another deployment may be granted a cadre's key explicitly: the key is sealed to that
+deployment's X25519 public key (ECDH, HKDF-SHA256, AES-256-GCM) in a grant document it
+imports; it destroys its copy when the cadre's `PersonalDataErased` reaches it (`KeyEraser`).
+See ADR 0013.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Literal
+from uuid import UUID
+
+import asyncpg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.envelope import canonical_json, uuid7
+from contracts.personal import Sealed
+from contracts.registry import PersonalDataErased
+from runtime import clock, db, logs
+from runtime.db import Conn
+from runtime.errors import CommandError, ConflictError, GoneError
+from runtime.projection import Recorded
+
+log = logs.get(__name__)
+
+DEV_MASTER_KEY = "ZGV2ZWxvcG1lbnQgb25seTogcGVyc29uYWwgZGF0YSE="  # base64("development only: personal data!")
+"""Development master key (public, documented): production sets PERSONAL_DATA_MASTER_KEY."""
+
+GRANT_FORMAT: Final = "cadre-pool-key-grant/1"
+
+SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS cadre_keys (
+        cadre_id    uuid PRIMARY KEY,
+        key_id      uuid NOT NULL UNIQUE,
+        wrapped     bytea NOT NULL,
+        origin      text NOT NULL,
+        created_at  timestamptz NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS erased_keys (
+        cadre_id   uuid PRIMARY KEY,
+        key_id     uuid,
+        erased_at  timestamptz NOT NULL
+    )
+    """,
+)
+
+
+class PersonalDataSettings(BaseSettings):
+    """Where a service keeps the cadres' keys (mixed into the settings of services that seal)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    personal_data_keystore_url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL DSN of the key store, a database apart from the service's own"
+            " (default: the service's database name + `_keys` on the same server, created if missing)"
+        ),
+    )
+    personal_data_master_key: SecretStr = Field(
+        default=SecretStr(DEV_MASTER_KEY),
+        description="32 bytes, base64: wraps every cadre key at rest and derives this deployment's grant key pair",
+    )
+    personal_data_follow_topics: list[str] = Field(
+        default=[],
+        description="Topics of other deployments whose erasures destroy the keys they granted here (JSON list)",
+    )
+
+    def keystore_dsn(self, service_dsn: str) -> str:
+        """The key store's DSN: the one set, or the service's database name + `_keys`."""
+        if self.personal_data_keystore_url:
+            return self.personal_data_keystore_url
+        base, _, query = service_dsn.partition("?")
+        server, _, name = base.rpartition("/")
+        return f"{server}/{name}_keys" + (f"?{query}" if query else "")
+
+
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cadre-pool keystore: " + purpose).derive(master)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+def _aad(cadre_id: UUID, key_id: UUID) -> bytes:
+    return f"cadre-pool personal data|{cadre_id}|{key_id}".encode()
+
+
+def key_fingerprint(public: X25519PublicKey) -> str:
+    """A short, stable name of a grant public key."""
+    return hashlib.sha256(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+
+class KeyGrant(BaseModel):
+    """A cadre's key sealed to one recipient deployment: safe to send over any channel."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["cadre-pool-key-grant/1"] = "cadre-pool-key-grant/1"
+    cadre_id: UUID
+    key_id: UUID
+    from_deployment: str
+    to_deployment: str
+    recipient_key_id: str
+    ephemeral_public_key: str
+    nonce: str
+    wrapped_key: str
+
+    def associated_data(self) -> bytes:
+        """What the wrapped key is bound to: every field but the ciphertext."""
+        return canonical_json(self.model_dump(mode="json", exclude={"wrapped_key"}))
+
+
+class GrantKey(BaseModel):
+    """A deployment's public key for receiving grants."""
+
+    deployment: str
+    key_id: str
+    public_key: str
+    """X25519, raw 32 bytes, base64."""
+
+
+class KeyStore:
+    """The cadres' data keys of one deployment, in a database of their own."""
+
+    def __init__(self, pool: db.Pool, *, master_key: bytes, deployment: str) -> None:
+        if len(master_key) != 32:  # noqa: PLR2004 - AES-256
+            msg = "the personal data master key must be 32 bytes"
+            raise ValueError(msg)
+        self._pool = pool
+        self._wrap = AESGCM(_derive(master_key, b"wrap cadre keys"))
+        self._grant_key = X25519PrivateKey.from_private_bytes(_derive(master_key, b"receive grants"))
+        self.deployment = deployment
+
+    @classmethod
+    async def connect(cls, dsn: str, *, master_key_b64: str, deployment: str) -> KeyStore:
+        """Open (creating it if missing) the key store database and its tables."""
+        await ensure_database(dsn)
+        pool = await db.create_pool(dsn, max_size=4)
+        await db.apply_schema(pool, SCHEMA)
+        return cls(pool, master_key=_unb64(master_key_b64), deployment=deployment)
+
+    async def close(self) -> None:
+        """Close the key store's connections."""
+        await self._pool.close()
+
+    # -- the keys -------------------------------------------------------------------------
+
+    def _wrapped(self, cadre_id: UUID, key_id: UUID, key: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._wrap.encrypt(nonce, key, _aad(cadre_id, key_id))
+
+    def _unwrapped(self, cadre_id: UUID, key_id: UUID, wrapped: bytes) -> bytes:
+        return self._wrap.decrypt(wrapped[:12], wrapped[12:], _aad(cadre_id, key_id))
+
+    async def _refuse_erased(self, conn: Conn, cadre_id: UUID) -> None:
+        if await conn.fetchval("SELECT 1 FROM erased_keys WHERE cadre_id = $1", cadre_id):
+            msg = f"the personal data of cadre {cadre_id} was erased"
+            raise GoneError(msg)
+
+    async def sealing_key(self, cadre_id: UUID) -> tuple[UUID, bytes]:
+        """The cadre's key (made on first use); `GoneError` once the cadre's data was erased."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._refuse_erased(conn, cadre_id)
+            row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+            if row is None:
+                key_id, key = uuid7(), AESGCM.generate_key(bit_length=256)
+                inserted = await conn.fetchrow(
+                    "INSERT INTO cadre_keys (cadre_id, key_id, wrapped, origin, created_at) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (cadre_id) DO NOTHING RETURNING key_id",
+                    cadre_id,
+                    key_id,
+                    self._wrapped(cadre_id, key_id, key),
+                    self.deployment,
+                    clock.now(),
+                )
+                if inserted is not None:
+                    return key_id, key
+                row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+            assert row is not None
+            return row["key_id"], self._unwrapped(cadre_id, row["key_id"], row["wrapped"])
+
+    async def key(self, cadre_id: UUID, key_id: UUID) -> bytes | None:
+        """The key `key_id` of a cadre, if this deployment holds it."""
+        row = await self._pool.fetchrow(
+            "SELECT wrapped FROM cadre_keys WHERE cadre_id = $1 AND key_id = $2", cadre_id, key_id
+        )
+        return None if row is None else self._unwrapped(cadre_id, key_id, row["wrapped"])
+
+    async def is_erased(self, cadre_id: UUID) -> bool:
+        """Whether this deployment destroyed the cadre's key."""
+        return bool(await self._pool.fetchval("SELECT 1 FROM erased_keys WHERE cadre_id = $1", cadre_id))
+
+    async def destroy(self, erasures: Mapping[UUID, UUID | None]) -> int:
+        """Destroy cadres' keys (cadre id → key id, if known) and remember them erased; how many were held.
+
+        Idempotent. An erasure is remembered even where the key was never held, so that a
+        grant sent earlier can no longer be accepted and no new key is made.
+        """
+        now = clock.now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            gone = await conn.fetch(
+                "DELETE FROM cadre_keys WHERE cadre_id = ANY($1::uuid[]) RETURNING cadre_id, key_id", list(erasures)
+            )
+            tombstones = {**erasures, **{row["cadre_id"]: row["key_id"] for row in gone}}
+            await conn.executemany(
+                "INSERT INTO erased_keys (cadre_id, key_id, erased_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                [(cadre_id, key_id, now) for cadre_id, key_id in tombstones.items()],
+            )
+        if gone:
+            log.info("cadre keys destroyed", count=len(gone))
+        return len(gone)
+
+    # -- sealing ------------------------------------------------------------------------
+
+    async def seal(self, cadre_id: UUID, plaintext: bytes) -> Sealed:
+        """Encrypt `plaintext` with the cadre's key."""
+        key_id, key = await self.sealing_key(cadre_id)
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(key).encrypt(nonce, plaintext, _aad(cadre_id, key_id))
+        return Sealed(key_id=key_id, nonce=_b64(nonce), ciphertext=_b64(ciphertext))
+
+    async def open(self, cadre_id: UUID, sealed: Sealed) -> bytes | None:
+        """The plaintext, or None when this deployment does not (or no longer) hold the key."""
+        key = await self.key(cadre_id, sealed.key_id)
+        if key is None:
+            return None
+        try:
+            return AESGCM(key).decrypt(_unb64(sealed.nonce), _unb64(sealed.ciphertext), _aad(cadre_id, sealed.key_id))
+        except InvalidTag:
+            msg = "sealed personal data does not open with the cadre's key: altered, or sealed for another cadre"
+            raise CommandError(msg) from None
+
+    # -- grants to other deployments ------------------------------------------------------
+
+    def grant_public_key(self) -> GrantKey:
+        """This deployment's public key for receiving grants."""
+        public = self._grant_key.public_key()
+        return GrantKey(
+            deployment=self.deployment,
+            key_id=key_fingerprint(public),
+            public_key=_b64(public.public_bytes(Encoding.Raw, PublicFormat.Raw)),
+        )
+
+    async def grant(self, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
+        """Seal the cadre's key to `recipient`'s public key (the cadre must have one)."""
+        try:
+            public = X25519PublicKey.from_public_bytes(_unb64(recipient.public_key))
+        except ValueError as error:
+            msg = f"not an X25519 public key: {error}"
+            raise CommandError(msg) from None
+        async with self._pool.acquire() as conn:
+            await self._refuse_erased(conn, cadre_id)
+            row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+        if row is None:
+            msg = f"cadre {cadre_id} has no personal data to grant"
+            raise ConflictError(msg)
+        key = self._unwrapped(cadre_id, row["key_id"], row["wrapped"])
+        ephemeral = X25519PrivateKey.generate()
+        nonce = os.urandom(12)
+        unsealed = KeyGrant(
+            cadre_id=cadre_id,
+            key_id=row["key_id"],
+            from_deployment=self.deployment,
+            to_deployment=recipient.deployment,
+            recipient_key_id=key_fingerprint(public),
+            ephemeral_public_key=_b64(ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
+            nonce=_b64(nonce),
+            wrapped_key="",
+        )
+        wrapping = _grant_wrapping_key(ephemeral.exchange(public), unsealed)
+        wrapped = AESGCM(wrapping).encrypt(nonce, key, unsealed.associated_data())
+        return unsealed.model_copy(update={"wrapped_key": _b64(wrapped)})
+
+    async def accept(self, grant: KeyGrant) -> None:
+        """Keep a key another deployment granted to this one (refused once that key was erased)."""
+        if grant.to_deployment != self.deployment or grant.recipient_key_id != self.grant_public_key().key_id:
+            msg = f"the grant is for {grant.to_deployment} (key {grant.recipient_key_id}), not this deployment"
+            raise CommandError(msg)
+        try:
+            ephemeral = X25519PublicKey.from_public_bytes(_unb64(grant.ephemeral_public_key))
+            wrapping = _grant_wrapping_key(self._grant_key.exchange(ephemeral), grant)
+            key = AESGCM(wrapping).decrypt(_unb64(grant.nonce), _unb64(grant.wrapped_key), grant.associated_data())
+        except (ValueError, InvalidTag):
+            msg = "the grant does not open with this deployment's key: altered or not meant for it"
+            raise CommandError(msg) from None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._refuse_erased(conn, grant.cadre_id)
+            await conn.execute(
+                "INSERT INTO cadre_keys (cadre_id, key_id, wrapped, origin, created_at) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (cadre_id) DO UPDATE SET key_id = EXCLUDED.key_id, wrapped = EXCLUDED.wrapped,"
+                " origin = EXCLUDED.origin",
+                grant.cadre_id,
+                grant.key_id,
+                self._wrapped(grant.cadre_id, grant.key_id, key),
+                grant.from_deployment,
+                clock.now(),
+            )
+        log.info("cadre key accepted", cadre_id=str(grant.cadre_id), origin=grant.from_deployment)
+
+
+def _grant_wrapping_key(shared: bytes, grant: KeyGrant) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"cadre-pool key grant|" + grant.associated_data()
+    ).derive(shared)
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database `dsn` names if it does not exist (needs CREATEDB on its server)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        base, _, query = dsn.partition("?")
+        server, _, name = base.rpartition("/")
+        admin = await asyncpg.connect(f"{server}/postgres" + (f"?{query}" if query else ""))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another process made it meanwhile
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+class KeyEraser:
+    """Destroys the keys of cadres whose erasure arrives (from this or another deployment's topic)."""
+
+    name = "key-eraser"
+
+    def __init__(self, keystore: Callable[[], KeyStore]) -> None:
+        self._keystore = keystore
+        """The key store, once the service has started."""
+
+    def handles(self, event_type: str) -> bool:
+        """`PersonalDataErased` only."""
+        return event_type == PersonalDataErased.event_type
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Destroy the keys (in the key store's own database: a repeat finds nothing to destroy)."""
+        del conn
+        erased = {r.event.cadre_id: r.event.key_id for r in events if isinstance(r.event, PersonalDataErased)}
+        if erased:
+            await self._keystore().destroy(erased)

@@ -1,0 +1,1 @@
+"""The sync service: multi-level sync between deployments (ADR 0010)."""
