@@ -1,4 +1,9 @@
-"""The local identity provider: fetched once through the shared Maven code, started, stopped with nothing left."""
+"""The local identity provider: fetched once through the shared Maven code; its realm.
+
+A real server starts in the session's `keycloak` fixture (the sign-in, console and browser
+tests use it) and under `./dev up` (tests/integration/test_up_console.py, which also checks
+that nothing of it is left once the command stops).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,9 @@ import threading
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
 from deploy.local import keycloak
-from tests.integration.test_local_deploy import _gone, _live_pids
 
 FAKE_MVN = """\
 #!/bin/sh
@@ -73,23 +76,3 @@ def test_the_realm_keeps_roles_out_of_the_provider() -> None:
     assert client["protocolMappers"][0]["config"]["included.custom.audience"] == keycloak.AUDIENCE
     assert realm["users"][0]["id"] == user.subject
     assert "roles" not in realm
-
-
-def test_a_server_starts_with_its_realm_and_stops_with_nothing_left(tmp_path: Path) -> None:
-    user = keycloak.RealmUser("solo", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "Solo")
-    server = keycloak.LocalKeycloak(keycloak.realm([user], name="probe"), tmp_path / "kc")
-    try:
-        issuer = server.start()
-        assert issuer == f"http://127.0.0.1:{server.port}/realms/probe"
-        discovery = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
-        assert discovery["issuer"] == issuer
-        assert "S256" in discovery["code_challenge_methods_supported"]
-        pid = server.pid
-        assert pid is not None
-        assert _live_pids(group=pid)  # kc.sh (or the JVM it became) leads its own process group
-        assert (tmp_path / "kc" / "home" / "lib").is_symlink()  # the build lives in the shared cache
-    finally:
-        server.stop()
-    assert not server.running
-    assert _gone(group=pid)
-    server.stop()  # idempotent
