@@ -1,8 +1,8 @@
 """Apache Kafka 4.x in KRaft mode (one combined broker and controller), without Docker.
 
-The broker's jars come from Maven Central through `mvn` once, into a git-ignored
-cache (`.cache/kafka/<version>/lib`, or `$CADRE_CACHE_DIR/kafka/<version>/lib`);
-later starts download nothing. Storage is formatted, the JVM started on free
+The broker's jars come from Maven Central through `mvn` once (deploy/local/jvm.py),
+into a git-ignored cache (`.cache/kafka/<version>/lib`, or
+`$CADRE_CACHE_DIR/kafka/<version>/lib`); later starts download nothing. Storage is formatted, the JVM started on free
 loopback ports in its own session, and `start` returns only after a real produce
 and consume round trip. The broker logs INFO to `kafka.log` in its work directory.
 
@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -30,12 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
-from deploy.local import death_signal_prefix, maven, serve, stop_process_group, tail
+from deploy.local import death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
 from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
@@ -46,43 +44,25 @@ _HERE = Path(__file__).resolve().parent
 _START_ATTEMPTS = 3
 """Starts tried when a port picked as free was taken by someone else before the broker bound it."""
 
-T = TypeVar("T")
 
-
-def cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where the jars of Kafka `version` are kept: `<repo>/.cache/kafka/<version>/`.
-
-    The environment variable `CADRE_CACHE_DIR` replaces `<repo>/.cache`.
-    """
-    return maven.cache_root() / "kafka" / version
-
-
-def java_executable() -> str:
-    """The `java` to run Kafka with: `$JAVA_HOME/bin/java`, else `java` on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        msg = "java not found: Kafka needs Java 17 or newer on PATH (or in $JAVA_HOME/bin)"
-        raise RuntimeError(msg)
-    return found
+def broker_classpath(version: str = KAFKA_VERSION) -> jvm.Classpath:
+    """The broker's class path: `kafka_2.13` and its logging binding, cached in `.cache/kafka/<version>/`."""
+    return jvm.Classpath(
+        name="kafka",
+        version=version,
+        # kafka-tools: the admin commands (the containers' health check runs one)
+        artifacts=(
+            f"org.apache.kafka:kafka_2.13:{version}",
+            f"org.apache.kafka:kafka-tools:{version}",
+            *jvm.SLF4J_TO_LOG4J,
+        ),
+        marker="kafka_2.13-",
+    )
 
 
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     """The directory of Kafka `version`'s jars (its whole runtime class path), fetched on first use."""
-    target = cache_dir(version)
-
-    def fill(staging: Path) -> str:
-        pom = target / "pom.xml"
-        pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
-        maven.copy_dependencies(pom, staging, what=f"Kafka {version}")
-        if not any(staging.glob("kafka_2.13-*.jar")):
-            msg = f"mvn fetched no kafka_2.13 jar for Kafka {version}"
-            raise RuntimeError(msg)
-        return f"{sum(1 for _ in staging.glob('*.jar'))} jars of Kafka {version}"
-
-    return maven.cached(target, fill)
+    return jvm.ensure_classpath(broker_classpath(version))
 
 
 def new_cluster_id() -> str:
@@ -171,7 +151,7 @@ class LocalKafka:
             raise RuntimeError(msg)
         deadline = time.monotonic() + timeout
         lib = ensure_jars()
-        java = java_executable()
+        java = jvm.java_executable()
         self._workdir = self._given or Path(tempfile.mkdtemp(prefix="cadre-kafka-"))
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +234,7 @@ class LocalKafka:
             return self.running
 
         try:
-            _run_sync(lambda: _round_trip_until(self.bootstrap_servers, deadline, alive))
+            run_sync(lambda: _round_trip_until(self.bootstrap_servers, deadline, alive))
         except TimeoutError as error:
             msg = f"Kafka did not become ready in {timeout:.0f} s ({error})"
             raise self._failure(msg) from None
@@ -301,16 +281,6 @@ class LocalKafka:
 
 class _BrokerDiedError(Exception):
     """The broker process exited during the readiness probe."""
-
-
-def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 async def _round_trip_until(bootstrap: str, deadline: float, alive: Callable[[], bool]) -> None:

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any, Self
 
 import httpx
 
-from deploy.local import death_signal_prefix, maven, serve, stop_process_group, tail
+from deploy.local import death_signal_prefix, jvm, serve, stop_process_group, tail
 from deploy.local.ports import accepts, free_ports
 
 KEYCLOAK_VERSION = "26.7.3"
@@ -55,36 +54,10 @@ DEMO_PASSWORD = "cadre-demo"  # noqa: S105 - the demo users' password, local dev
 _DIRECTORIES = ("lib", "conf", "themes", "providers")
 
 
-def cache_dir(version: str = KEYCLOAK_VERSION) -> Path:
-    """Where Keycloak `version` is kept: `<repo>/.cache/keycloak/<version>/` (or under `$CADRE_CACHE_DIR`)."""
-    return maven.cache_root() / "keycloak" / version
-
-
 def ensure_distribution(version: str = KEYCLOAK_VERSION) -> Path:
     """The unpacked server distribution of Keycloak `version` (its `bin/kc.sh` and `lib/`), fetched on first use."""
-    target = cache_dir(version)
-
-    def fill(staging: Path) -> str:
-        downloads = target / "download"
-        shutil.rmtree(downloads, ignore_errors=True)
-        downloads.mkdir()
-        archive = maven.copy_artifact(
-            f"org.keycloak:keycloak-quarkus-dist:{version}:zip", downloads, what=f"Keycloak {version}"
-        )
-        with zipfile.ZipFile(archive) as bundle:
-            bundle.extractall(staging)
-            modes = {info.filename: info.external_attr >> 16 for info in bundle.infolist()}
-        top = staging / f"keycloak-{version}"
-        for name, mode in modes.items():  # zipfile drops the executable bits kc.sh needs
-            if mode & 0o111:
-                (staging / name).chmod(mode & 0o777)
-        for entry in top.iterdir():
-            entry.rename(staging / entry.name)
-        top.rmdir()
-        shutil.rmtree(downloads, ignore_errors=True)
-        return f"Keycloak {version}"
-
-    return maven.cached(target, fill, content="dist")
+    coordinates = f"org.keycloak:keycloak-quarkus-dist:{version}:zip"
+    return jvm.ensure_distribution("keycloak", version, coordinates, top=f"keycloak-{version}")
 
 
 def java_home() -> str | None:
