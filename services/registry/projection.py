@@ -127,8 +127,9 @@ Fold = Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]
 _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
     OrgUnitRegistered.event_type: (
         (
+            # The root unit of a deployment below another names a parent that lives in the deployment above.
             "INSERT INTO org_units (code, name, level, parent_code, path, target_pool_size, registered_at, version)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " VALUES ($1, $2, $3, (SELECT code FROM org_units WHERE code = $4), $5, $6, $7, $8)"
         ),
         None,  # parents before children: row by row, in order
     ),
