@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, imports, projection, queries, relay
+from bench import append, bundles, e2e, footprint, imports, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -32,8 +32,8 @@ HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
     only: Annotated[
-        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint,import")
-    ] = "append,relay,projection,queries,e2e,footprint,import",
+        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint,import,bundles")
+    ] = "append,relay,projection,queries,e2e,footprint,import,bundles",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -76,6 +76,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)
+    if "bundles" in chosen:
+        console.rule("signed bundles (offline links)")
+        await bundles.run(running, report, events=events)
 
 
 def _table(report: Report) -> None:

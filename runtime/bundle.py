@@ -185,8 +185,16 @@ def signature_problem(manifest: Mapping[str, Any], key: Ed25519PublicKey) -> str
     return None
 
 
-def problems(bundle: Bundle, key: Ed25519PublicKey) -> list[str]:
-    """Everything wrong with `bundle` as signed by `key` (empty: it verifies)."""
+Reader = Callable[[bytes], "Link | str"]
+"""Reads one line of a sync bundle: the event's place in its chain if its hash covers it, else why not."""
+
+
+def problems(bundle: Bundle, key: Ed25519PublicKey, *, read: Reader | None = None) -> list[str]:
+    """Everything wrong with `bundle` as signed by `key` (empty: it verifies).
+
+    `read` reads a sync bundle's lines (default `read_link`): the platform passes its own
+    parser, so that each event is parsed once on the way in.
+    """
     problem = signature_problem(bundle.manifest, key)
     if problem is not None:
         return [problem]
@@ -195,7 +203,7 @@ def problems(bundle: Bundle, key: Ed25519PublicKey) -> list[str]:
     if kind == AUDIT_FORMAT:
         return found + audit_problems(bundle)
     if kind == SYNC_FORMAT:
-        return found + sync_problems(bundle)
+        return found + sync_problems(bundle, read=read or read_link)
     return [*found, f"unknown format {kind!r}"]
 
 
@@ -257,7 +265,7 @@ def read_link(line: bytes) -> Link | str:
         return "not an event"
 
 
-def sync_problems(bundle: Bundle) -> list[str]:
+def sync_problems(bundle: Bundle, *, read: Reader) -> list[str]:
     """A sync bundle's chains: each file continuous from its `prev_hash` to its `last_hash`, as counted."""
     chains = bundle.manifest.get("chains")
     if not isinstance(chains, list):
@@ -269,7 +277,7 @@ def sync_problems(bundle: Bundle) -> list[str]:
         if problem is not None:
             found.append(problem)
             continue
-        found += chain_problems(entry, bundle.lines(entry["file"]))
+        found += chain_problems(entry, bundle.lines(entry["file"]), read=read)
     if not found and named != set(bundle.files):
         found.append("a file of the bundle belongs to no chain")
     return found
@@ -296,7 +304,7 @@ def _entry_problem(entry: Any, named: set[str]) -> str | None:
     return None
 
 
-def chain_problems(entry: Mapping[str, Any], lines: list[bytes]) -> list[str]:
+def chain_problems(entry: Mapping[str, Any], lines: list[bytes], *, read: Reader) -> list[str]:
     """One chain of a sync bundle: its events, in order, link `prev_hash` to `last_hash` over `first`..`last`."""
     name = f"{entry['deployment']}/{entry['source']}"
     found: list[str] = []
@@ -306,7 +314,7 @@ def chain_problems(entry: Mapping[str, Any], lines: list[bytes]) -> list[str]:
         return found
     before = entry["prev_hash"]
     for number, line in enumerate(lines, start=1):
-        event = read_link(line)
+        event = read(line)
         where = f"chain {name}, line {number}"
         if isinstance(event, str):
             found.append(f"{where}: {event}")

@@ -39,7 +39,7 @@ from runtime.errors import CommandError, NotFoundError
 from runtime.kafka import read_range, topic_ends
 from runtime.settings import ServiceSettings
 from runtime.topology import Topology
-from services.sync.ingest import Ingest, speaks_for
+from services.sync.ingest import Arrival, Ingest, Refusal, parse, speaks_for
 
 log = logs.get(__name__)
 
@@ -331,7 +331,8 @@ class Verified:
 
     exporter: str
     chains: list[dict[str, Any]]
-    lines: dict[str, list[bytes]]
+    arrivals: list[Arrival]
+    """Every event of the bundle, read, in the manifest's order of chains and each chain's order."""
 
 
 def verify(ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | None = None) -> Verified:
@@ -349,15 +350,28 @@ def verify(ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | 
     if pinned is None or exporter == topology.deployment:
         msg = f"the bundle comes from {exporter}, which is not linked to {topology.deployment} with a pinned key"
         raise BundleRefusedError(msg, exporter=exporter)
-    problems = bundle.problems(read, bundle.load_public_key(pinned[0]))
+    arrivals: list[Arrival] = []
+    problems = bundle.problems(read, bundle.load_public_key(pinned[0]), read=_reader(arrivals))
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise BundleRefusedError(problems[0] + more, exporter=exporter, problems=problems)
     if manifest.get("receiver") != topology.deployment:
         msg = f"the bundle was made for {manifest.get('receiver')}, not for {topology.deployment}"
         raise BundleRefusedError(msg, exporter=exporter)
-    chains = list(manifest["chains"])
-    return Verified(exporter, chains, {c["file"]: read.lines(c["file"]) for c in chains})
+    return Verified(exporter, list(manifest["chains"]), arrivals)
+
+
+def _reader(kept: list[Arrival]) -> bundle.Reader:
+    """Read each line with the ingest's own parser (hash included), keeping what it read for `Ingest.take`."""
+
+    def read(line: bytes) -> bundle.Link | str:
+        parsed = parse(line)
+        if isinstance(parsed, Refusal):
+            return parsed.reason
+        kept.append(parsed)
+        return bundle.Link(parsed.deployment, parsed.source, parsed.position, parsed.prev_hash, parsed.hash)
+
+    return read
 
 
 async def _apply(
@@ -366,12 +380,7 @@ async def _apply(
     await _check_here(conn, topology, verified)
     await ingest.trust_pinned(conn)
     imported = Imported(exporter=verified.exporter, chains=len(verified.chains))
-    pairs = [
-        (verified.exporter, line)
-        for chain in verified.chains
-        if chain["deployment"] != topology.deployment
-        for line in verified.lines[chain["file"]]
-    ]
+    pairs = [(verified.exporter, a) for a in verified.arrivals if a.deployment != topology.deployment]
     imported.events = len(pairs)
     for start in range(0, len(pairs), CHUNK):
         taken = await ingest.take(conn, pairs[start : start + CHUNK], via="bundle")
