@@ -45,7 +45,7 @@ from services.sync.app import create_app as sync_app
 from services.sync.ingest import Ingest
 from tests.conftest import Launch
 from tests.integration.test_registry_api import nomination
-from tests.support import ActorHeaders, Queryable, Running, auth, eventually
+from tests.support import ActorHeaders, Queryable, Running, auth, carry_bundle, eventually
 
 CITY = auth("bh-organizer", "cn.qs.bh")
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")
@@ -481,7 +481,8 @@ async def test_a_directive_goes_down_by_bundle_is_applied_once_and_its_outcome_c
         assert cadre_there.json()["status"] == "retired"
 
         await signed_and_published(levels.county.registry, levels.county.sync)
-        await carry(levels.county, levels.city)
+        up = await carry_bundle(levels.county.sync.service.settings, levels.city.sync.service.settings)
+        assert up.released == 3  # the checkpoint held back before, the retirement, the directive's outcome
 
         async def city_directive() -> Any:
             response = await levels.city.sync.client.get("/directives", headers=CITY)
