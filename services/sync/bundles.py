@@ -180,7 +180,7 @@ async def export(
         "complete": complete,
         "chains": chains,
     }
-    packed = bundle.pack(manifest, files, key)
+    packed = await asyncio.to_thread(bundle.pack, manifest, files, key)
     BUNDLES.labels("export", "made").inc()
     log.info(
         "bundle exported",
@@ -309,7 +309,8 @@ async def take(
 ) -> Imported:
     """Verify `data` whole, then apply it in one transaction (raises `BundleRefusedError`, changing nothing)."""
     try:
-        verified = verify(ingest, topology, data, max_bytes=max_bytes)
+        # Verifying is CPU work: in a thread, so that the service goes on answering meanwhile.
+        verified = await asyncio.to_thread(verify, ingest, topology, data, max_bytes=max_bytes)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with pool.acquire() as conn, conn.transaction():
@@ -377,8 +378,8 @@ def _reader(kept: list[Arrival]) -> bundle.Reader:
 async def _apply(
     conn: Conn, ingest: Ingest, topology: Topology, verified: Verified, progress: Progress | None
 ) -> Imported:
+    await ingest.trust_pinned(conn)  # first: a chain of another child is then known not to be this one's to bring
     await _check_here(conn, topology, verified)
-    await ingest.trust_pinned(conn)
     imported = Imported(exporter=verified.exporter, chains=len(verified.chains))
     pairs = [(verified.exporter, a) for a in verified.arrivals if a.deployment != topology.deployment]
     imported.events = len(pairs)
