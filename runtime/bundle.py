@@ -278,8 +278,9 @@ def sync_problems(bundle: Bundle, *, read: Reader) -> list[str]:
             found.append(problem)
             continue
         found += chain_problems(entry, bundle.lines(entry["file"]), read=read)
-    if not found and named != set(bundle.files):
-        found.append("a file of the bundle belongs to no chain")
+    described = bundle.manifest.get("files")
+    unnamed = sorted(set(described) - named) if isinstance(described, dict) else []
+    found += [f"{name} belongs to no chain" for name in unnamed]
     return found
 
 
@@ -312,7 +313,7 @@ def chain_problems(entry: Mapping[str, Any], lines: list[bytes], *, read: Reader
     if not 1 <= first <= last or count != last - first + 1 or len(lines) != count:
         found.append(f"chain {name}: positions {first}..{last} and count {count} do not match {len(lines)} events")
         return found
-    before = entry["prev_hash"]
+    before: str | None = entry["prev_hash"]
     for number, line in enumerate(lines, start=1):
         event = read(line)
         where = f"chain {name}, line {number}"
@@ -322,11 +323,11 @@ def chain_problems(entry: Mapping[str, Any], lines: list[bytes], *, read: Reader
             found.append(f"{where}: an event of {event.deployment}/{event.source}")
         elif event.position != first + number - 1:
             found.append(f"{where}: position {event.position}, expected {first + number - 1}")
-        elif event.prev_hash != before:
+        elif before is not None and event.prev_hash != before:
             found.append(f"{where}: position {event.position} does not follow the event before it")
         if len(found) >= MAX_PROBLEMS:
             return found
-        before = event.hash if isinstance(event, Link) else ""
+        before = event.hash if isinstance(event, Link) else None  # after an unreadable line: the next one's link
     if not found and before != entry["last_hash"]:
         found.append(f"chain {name}: the last event's hash is not the manifest's last_hash")
     return found
