@@ -490,5 +490,9 @@ async def test_a_directive_goes_down_by_bundle_is_applied_once_and_its_outcome_c
 
         outcome = await eventually(city_directive, until=lambda d: d["status"] != "issued")
         assert outcome["status"] == "applied"
-        seen = await levels.city.registry.client.get(f"/cadres/{cadre}", headers=CITY)
-        assert seen.json()["status"] == "retired"
+
+        async def seen_at_the_city() -> str:
+            response = await levels.city.registry.client.get(f"/cadres/{cadre}", headers=CITY)
+            return str(response.json()["status"])
+
+        await eventually(seen_at_the_city, until=lambda status: status == "retired")
