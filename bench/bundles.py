@@ -95,7 +95,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> None:
         with clock:
             imported = await bundles.take(pool, ingest, city, data, progress=sample)
         assert imported.arrived == total, imported
-        assert imported.released == total - 1, imported  # all but the last checkpoint, which waits for the next
+        assert imported.released >= total - 1, imported  # all the last checkpoint signs
         with Clock() as again:
             repeated = await bundles.take(pool, ingest, city, data)
         assert repeated.repeats == total, repeated

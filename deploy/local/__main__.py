@@ -100,13 +100,10 @@ def _up_levels(
     try:
         for level in running.levels:
             stack = running.stacks[level.name]
-            root, below = running.part_of(level)
             if demo:
                 with console.status(f"loading {level.name}'s part of the demo organization..."):
                     loaded = asyncio.run(
-                        local_stack.load_demo(
-                            stack, seed=seed, cadres=cadres, part=lambda org, r=root, b=below: org.part(r, without=b)
-                        )
+                        local_stack.load_demo(stack, seed=seed, cadres=cadres, part=running.demo_part(level))
                     )
                 for name, (sent, skipped) in loaded.items():
                     console.print(f"demo: {level.name}: {name}: {sent} commands sent, {skipped} already there")

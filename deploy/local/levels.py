@@ -16,18 +16,18 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from contracts import topics
 from deploy.local import stack as local_stack
 from deploy.local.kafka import LocalKafka
 from deploy.local.mirrormaker import LocalMirrorMaker
 from deploy.local.postgres import LocalPostgres
-from deploy.mirroring import Link, Topology
+from deploy.mirroring import Topology
 from runtime import checkpoint
+from services.registry.demo import DemoOrg
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,6 @@ def environment(level: Level, levels: Sequence[Level]) -> dict[str, str]:
     return env
 
 
-def links(levels: Sequence[Level], namespace: str = "") -> tuple[Link, ...]:
-    """Each child's own and received topics up to its parent; the parent's sync events down to the child."""
-    up = tuple(topics.namespaced(namespace, t) for t in (*topics.ALL, *topics.RECEIVED))
-    down = (topics.namespaced(namespace, topics.SYNC),)
-    found: list[Link] = []
-    for level in levels:
-        if level.parent is not None:
-            found += [Link(level.name, level.parent, up), Link(level.parent, level.name, down)]
-    return tuple(found)
-
-
 @dataclass
 class Running:
     """The levels up, and their link."""
@@ -92,9 +81,14 @@ class Running:
     stacks: dict[str, local_stack.Stack] = field(default_factory=dict)
     mirror: LocalMirrorMaker | None = None
 
-    def part_of(self, level: Level) -> tuple[str, list[str]]:
-        """The org path a level owns, and the roots of its children (owned below it)."""
-        return level.root, [child.root for child in self.levels if child.parent == level.name]
+    def demo_part(self, level: Level) -> Callable[[DemoOrg], DemoOrg]:
+        """The part of the demo organization a level loads: its subtree, less its children's."""
+        below = [child.root for child in self.levels if child.parent == level.name]
+
+        def part(org: DemoOrg) -> DemoOrg:
+            return org.part(level.root, without=below)
+
+        return part
 
 
 @contextlib.contextmanager
@@ -124,7 +118,8 @@ def run_levels(
             )
         if len(levels) > 1:
             clusters = {name: stack.kafka_bootstrap for name, stack in running.stacks.items()}
-            mirror = LocalMirrorMaker(Topology(clusters=clusters, links=links(levels, namespace)), workdir / "mirror")
+            parents = {level.name: level.parent for level in levels if level.parent is not None}
+            mirror = LocalMirrorMaker(Topology.tree(clusters, parents, namespace=namespace), workdir / "mirror")
             exits.callback(mirror.stop)
             mirror.start()
             running.mirror = mirror

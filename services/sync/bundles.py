@@ -1,4 +1,4 @@
-"""Offline links: signed bundles of events, carried where no network link exists (ADR 0014).
+"""Offline links: signed bundles of events, carried where no network link exists (ADR 0015).
 
 - **Acknowledge** (at the receiver): per chain `(deployment, source)`, the last position this
   deployment holds verified and its hash: the watermark the next bundle begins after.

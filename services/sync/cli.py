@@ -2,7 +2,7 @@
 
 Reads the sync service's own environment (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, TOPIC_NAMESPACE,
 DEPLOYMENT_ID, PARENT_DEPLOYMENT, PARENT_PUBLIC_KEY, CHILD_DEPLOYMENTS, CHECKPOINT_SIGNING_KEY).
-An offline link, one round (ADR 0014):
+An offline link, one round (ADR 0015):
 
     receiver$ ./dev sync ack --out ack.json                          # what it holds
     sender$   ./dev sync export --to <receiver> --since ack.json --out bundle.zip

@@ -9,6 +9,7 @@ rewrites the county's history comes last, as nothing is trusted from the county 
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -44,15 +45,8 @@ def levels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_levels.Ru
     workdir: Path = tmp_path_factory.mktemp("levels")
     with local_levels.run_levels(workdir, 3) as running:
         for level in running.levels:
-            root, below = running.part_of(level)
-            asyncio.run(
-                local_stack.load_demo(
-                    running.stacks[level.name],
-                    seed=11,
-                    cadres=30,
-                    part=lambda org, r=root, b=below: org.part(r, without=b),
-                )
-            )
+            stack = running.stacks[level.name]
+            asyncio.run(local_stack.load_demo(stack, seed=11, cadres=30, part=running.demo_part(level)))
         yield running
 
 
@@ -90,6 +84,10 @@ async def nominate(registry: httpx.AsyncClient, name: str) -> str:
     response = await registry.post("/cadres", json=body, headers=AT_COUNTY)
     assert response.status_code == 201, response.text
     return str(body["cadre_id"])
+
+
+def ok(code: int) -> bool:
+    return code == 200
 
 
 async def listed(registry: httpx.AsyncClient, at: dict[str, str], cadre_id: str) -> int:
@@ -148,9 +146,7 @@ async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
     finally:
         levels.mirror.start()
     for cadre_id in ids:
-        await settle(
-            lambda c=cadre_id: listed(clients[PROVINCE]["registry"], AT_PROVINCE, c), until=lambda code: code == 200
-        )
+        await settle(functools.partial(listed, clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=ok)
     # What the county recorded is what the province holds: the same ids and hashes, each once.
     county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
     released = await settle(
