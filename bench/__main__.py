@@ -45,7 +45,7 @@ def run(
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "queries"}:
+    if chosen & {"append", "relay", "projection", "queries", "bundles"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))

@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -185,7 +185,7 @@ def signature_problem(manifest: Mapping[str, Any], key: Ed25519PublicKey) -> str
     return None
 
 
-Reader = Callable[[bytes], "Link | str"]
+Reader = Callable[[bytes], "Place | str"]
 """Reads one line of a sync bundle: the event's place in its chain if its hash covers it, else why not."""
 
 
@@ -224,9 +224,33 @@ def file_problems(bundle: Bundle) -> list[str]:
     return found
 
 
+class Place(Protocol):
+    """What the chain checks read of one event (a `Link`, or the platform's own parsed arrival)."""
+
+    @property
+    def deployment(self) -> str:
+        """The deployment whose chain it is."""
+
+    @property
+    def source(self) -> str:
+        """The service whose chain it is."""
+
+    @property
+    def position(self) -> int:
+        """Its place in the chain."""
+
+    @property
+    def prev_hash(self) -> str:
+        """The hash of the event before it."""
+
+    @property
+    def hash(self) -> str:
+        """Its own hash (checked against its content)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
-    """What the chain checks read of one event."""
+    """An event's place in its chain, as this verifier reads it."""
 
     deployment: str
     source: str
@@ -327,7 +351,7 @@ def chain_problems(entry: Mapping[str, Any], lines: list[bytes], *, read: Reader
             found.append(f"{where}: position {event.position} does not follow the event before it")
         if len(found) >= MAX_PROBLEMS:
             return found
-        before = event.hash if isinstance(event, Link) else None  # after an unreadable line: the next one's link
+        before = None if isinstance(event, str) else event.hash  # after an unreadable line: the next one's link
     if not found and before != entry["last_hash"]:
         found.append(f"chain {name}: the last event's hash is not the manifest's last_hash")
     return found

@@ -365,12 +365,12 @@ def verify(ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | 
 def _reader(kept: list[Arrival]) -> bundle.Reader:
     """Read each line with the ingest's own parser (hash included), keeping what it read for `Ingest.take`."""
 
-    def read(line: bytes) -> bundle.Link | str:
+    def read(line: bytes) -> Arrival | str:
         parsed = parse(line)
         if isinstance(parsed, Refusal):
             return parsed.reason
         kept.append(parsed)
-        return bundle.Link(parsed.deployment, parsed.source, parsed.position, parsed.prev_hash, parsed.hash)
+        return parsed
 
     return read
 
