@@ -77,13 +77,21 @@ class Checkpointer:
     key: Ed25519PrivateKey
 
     async def checkpoint(self) -> ChainCheckpointed | None:
-        """Sign and append the current head; None when nothing but the last checkpoint came since."""
+        """Sign and append the current head; None when nothing but the last checkpoint came since.
+
+        An event committed between reading the head and appending lands before the checkpoint,
+        unsigned: the last checkpoint then signs less than everything before it, and the next
+        round signs again (else that event would wait, unsigned, for the next one).
+        """
         head = await self.pool.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
         last = await self.pool.fetchrow(
-            "SELECT position, stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+            "SELECT position, stream_version, (body::jsonb -> 'payload' ->> 'position')::bigint AS signed"
+            " FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
             STREAM,
         )
-        if head is None or head["position"] == 0 or (last is not None and head["position"] <= last["position"]):
+        if head is None or head["position"] == 0:
+            return None
+        if last is not None and head["position"] <= last["position"] and last["signed"] >= last["position"] - 1:
             return None
         version = last["stream_version"] if last is not None else 0
         event = sign(self.key, self.store.source, self.store.deployment, head["position"], head["hash"])
