@@ -11,6 +11,7 @@ from contracts.envelope import Envelope
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from runtime.auth import CurrentActor, can_write
+from runtime.batch import memo_of
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
@@ -27,7 +28,7 @@ async def commands(request: Request) -> RegistryCommands:
     """FastAPI dependency: the command handlers."""
     service = service_of(request)
     entry_rules: EntryRules = request.app.state.entry_rules
-    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore)
+    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore, memo_of(request))
 
 
 async def queries(request: Request) -> RegistryQueries:

@@ -30,6 +30,7 @@ from contracts.registry import (
 from contracts.sync import DeploymentId, StreamHandedOver
 from runtime import clock
 from runtime.auth import can_write, require_scope
+from runtime.batch import Memo
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -101,11 +102,23 @@ class Erase(_Command):
 class RegistryCommands:
     """Handles the registry's commands against its store, its own tables and the cadres' keys."""
 
-    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore) -> None:
+    def __init__(
+        self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore, memo: Memo | None = None
+    ) -> None:
         self._store = store
         self._pool = pool
         self._entry_rules = entry_rules
         self._keystore = keystore
+        self._memo = memo or Memo()
+
+    async def _unit_row(self, code: str) -> tuple[str, OrgLevel] | None:
+        """An org unit's path and level (they never change: looked up once per request or batch)."""
+
+        async def load() -> tuple[str, OrgLevel] | None:
+            row = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", code)
+            return None if row is None else (str(row["path"]), OrgLevel(row["level"]))
+
+        return await self._memo.get(("org_unit", code), load)
 
     async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
         """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
@@ -120,12 +133,12 @@ class RegistryCommands:
             path, parent_level = self._store.topology.root, None
             require_scope(ctx.actor, path, f"org unit {cmd.code}")
         else:
-            parent = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.parent_code)
+            parent = await self._unit_row(cmd.parent_code)
             if parent is None:
                 msg = f"org unit {cmd.parent_code} not found"
                 raise NotFoundError(msg)
-            require_scope(ctx.actor, parent["path"], f"org unit {cmd.parent_code}")
-            path, parent_level = f"{parent['path']}.{cmd.code}", OrgLevel(parent["level"])
+            require_scope(ctx.actor, parent[0], f"org unit {cmd.parent_code}")
+            path, parent_level = f"{parent[0]}.{cmd.code}", parent[1]
         rules.check_placement(cmd.level, parent_level)
         event = OrgUnitRegistered(
             code=cmd.code,
@@ -181,15 +194,16 @@ class RegistryCommands:
     async def nominate(self, ctx: CommandContext, cmd: Nominate) -> Accepted:
         """Nominate a person into the pool of a unit in the actor's subtree."""
         can_write(ctx.actor)
-        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
+        unit = await self._unit_row(cmd.org_code)
         if unit is None:
             msg = f"org unit {cmd.org_code} not found"
             raise NotFoundError(msg)
-        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        unit_path, unit_level = unit
+        require_scope(ctx.actor, unit_path, f"org unit {cmd.org_code}")
         on = ctx.day
         problems = rules.entry_violations(
             self._entry_rules,
-            level=OrgLevel(unit["level"]),
+            level=unit_level,
             birth_date=cmd.birth_date,
             education=cmd.education,
             years_of_service=cmd.years_of_service,
@@ -202,7 +216,7 @@ class RegistryCommands:
         event = CadreNominated(cadre_id=cadre_id, **cmd.model_dump(exclude={"cadre_id"}))
         stream = cadre_stream(cadre_id)
         try:
-            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=unit["path"], cadre_id=cadre_id)
+            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=unit_path, cadre_id=cadre_id)
         except ConflictError:
             msg = f"cadre {cadre_id} is already registered"
             raise ConflictError(msg, cadre_id=str(cadre_id)) from None
