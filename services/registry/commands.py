@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import OrgCode, canonical_json, uuid7
 from contracts.event import Event
-from contracts.personal import PersonalFile
+from contracts.personal import PersonalFile, Sealed
 from contracts.registry import (
     CadreNominated,
     Education,
@@ -28,6 +28,7 @@ from contracts.registry import (
     UserId,
 )
 from contracts.sync import DeploymentId, StreamHandedOver
+from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.batch import Memo
@@ -269,22 +270,49 @@ class RegistryCommands:
         return await self._append(ctx, cadre, events)
 
     async def record_personal_data(
-        self,
-        ctx: CommandContext,
-        cadre_id: UUID,
-        personal: PersonalFile,
-        expected: int | None,
-        changes: ProfileChanges | None = None,
+        self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None
     ) -> Accepted:
-        """Seal a cadre's personal file with the cadre's key and record it (with profile changes, if any)."""
+        """Seal a cadre's personal file with the cadre's key and record it."""
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         rules.may_record_personal_data(cadre)
-        events = rules.update_profile(cadre, changes) if changes is not None else []
-        sealed = await self._keystore.seal(cadre_id, canonical_json(personal.model_dump(mode="json")))
-        events.append(PersonalDataRecorded(cadre_id=cadre_id, sealed=sealed))
-        return await self._append(ctx, cadre, events)
+        return await self._record_personal(ctx, cadre, personal, [])
+
+    async def import_appointment_form(
+        self, ctx: CommandContext, cadre_id: UUID, form: lrmx.Form, expected: int | None
+    ) -> Accepted:
+        """Take an appointment form into the cadre's profile (name, post, education) and personal file.
+
+        The form must be of this cadre (gender, month of birth); what it does not carry (address,
+        phone) stays as recorded. One command: the profile's changes and the sealed file in one append.
+        """
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        rules.may_record_personal_data(cadre)
+        rules.check_form_identity(cadre, gender=form.gender, birth=form.birth)
+        before = await self._personal_file(cadre) if cadre.personal_data == "recorded" else None
+        changes = ProfileChanges(
+            full_name=form.full_name,
+            current_position=form.current_position or None,
+            education=lrmx.level_of(form.personal),
+        )
+        events = rules.update_profile(cadre, changes)
+        return await self._record_personal(ctx, cadre, lrmx.merged(form.personal, before), events)
+
+    async def _personal_file(self, cadre: rules.Cadre) -> PersonalFile | None:
+        sealed = await self._pool.fetchval("SELECT personal_sealed FROM cadres WHERE cadre_id = $1", cadre.cadre_id)
+        if sealed is None:
+            return None
+        plaintext = await self._keystore.open(cadre.cadre_id, Sealed.model_validate_json(sealed))
+        return None if plaintext is None else PersonalFile.model_validate_json(plaintext)
+
+    async def _record_personal(
+        self, ctx: CommandContext, cadre: rules.Cadre, personal: PersonalFile, events: list[Event]
+    ) -> Accepted:
+        sealed = await self._keystore.seal(cadre.cadre_id, canonical_json(personal.model_dump(mode="json")))
+        return await self._append(ctx, cadre, [*events, PersonalDataRecorded(cadre_id=cadre.cadre_id, sealed=sealed)])
 
     async def erase_personal_data(
         self, ctx: CommandContext, cadre_id: UUID, cmd: Erase, expected: int | None
