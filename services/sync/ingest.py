@@ -272,6 +272,13 @@ class Ingest:
                 await self._refuse(conn, parsed, link, via, now)
                 continue
             fresh.append((link, parsed))
+        unique: dict[tuple[str, str, int], tuple[str, Arrival]] = {}
+        later: list[tuple[str, Arrival]] = []  # a second copy in the same batch: compared once the first is in
+        for link, arrival in fresh:
+            unique.setdefault((arrival.deployment, arrival.source, arrival.position), (link, arrival))
+            if unique[(arrival.deployment, arrival.source, arrival.position)][1] is not arrival:
+                later.append((link, arrival))
+        fresh = list(unique.values())
         if fresh:
             inserted = await conn.fetch(
                 "INSERT INTO arrivals (deployment, source, position, event_id, event_type, prev_hash, hash, key, body,"
@@ -283,7 +290,7 @@ class Ingest:
             )
             new = {(r["deployment"], r["source"], r["position"]) for r in inserted}
             taken.arrived = len(new)
-            others = [(link, a) for link, a in fresh if (a.deployment, a.source, a.position) not in new]
+            others = [(link, a) for link, a in fresh if (a.deployment, a.source, a.position) not in new] + later
             if others:
                 await self._compare(conn, others, via, now, taken)
             touched = {(a.deployment, a.source) for _, a in fresh}
