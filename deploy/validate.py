@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,15 +113,40 @@ def dockerfile_rules(dockerfile: Path = DOCKERFILE) -> Result:
 
 
 def compose(path: Path = COMPOSE_FILE, services: Iterable[str] | None = None) -> Result:
-    """`docker compose config` where it runs, else the structural check (`services`: those it must hold)."""
-    docker = shutil.which("docker")
-    if docker and _run([docker, "compose", "version"])[0] == 0:
-        code, output = _run([docker, "compose", "-f", str(path), "config", "--quiet"])
-        return Result("docker compose config", ok=code == 0, output=output or "ok")
+    """`docker compose config` of the file, alone and with the stand-ins, where Compose v2 is here; else by structure.
+
+    Compose v2 is the docker client's plugin, or the binary `./dev containers` built into `.cache/bin`.
+    The secrets the file requires get placeholders: only the structure is checked here. `services`: those the
+    file must hold (default: every service).
+    """
+    command = _compose_command()
+    if command:
+        placeholders = dict.fromkeys(re.findall(r"\$\{(\w+):\?", path.read_text()), "placeholder")
+        standins = path.with_name("standins.yaml")
+        outputs = []
+        for files in ([path], [path, standins]) if path == COMPOSE_FILE else ([path],):
+            args = [*command, *(arg for file in files for arg in ("-f", str(file))), "config", "--quiet"]
+            code, output = _run(args, env=placeholders)
+            if code != 0:
+                return Result("docker compose config", ok=False, output=output)
+            outputs.append(output)
+        return Result("docker compose config", ok=True, output="\n".join(filter(None, outputs)) or "ok")
     problems = compose_problems(yaml.safe_load(path.read_text()), services)
     return Result(
         f"{path.name} structure (no compose plugin here)", ok=not problems, output="; ".join(problems) or "ok"
     )
+
+
+def _compose_command() -> list[str]:
+    from deploy.containers.engine import COMPOSE_VERSION  # noqa: PLC0415 - the CLI needs it only here
+
+    built = cache_root() / "bin" / f"docker-compose-{COMPOSE_VERSION}"
+    if built.exists():
+        return [str(built)]
+    docker = shutil.which("docker")
+    if docker and _run([docker, "compose", "version"])[0] == 0:
+        return [docker, "compose"]
+    return []
 
 
 def compose_problems(document: Any, services: Iterable[str] | None = None) -> list[str]:  # noqa: C901, PLR0912

@@ -241,7 +241,7 @@ for arg in "$@"; do
     case "$arg" in -DoutputDirectory=*) out="${arg#-DoutputDirectory=}" ;; esac
 done
 sleep 0.5
-mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.jar"
+mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.jar" "$out/kafka-tools-9.9.9.jar"
 """
 
 
