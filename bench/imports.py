@@ -5,13 +5,16 @@ PostgreSQL (fsync on). The import is `exchange.importer.run` over real HTTP: cel
 sent in `POST /batch` requests of 1,000 nominations, each decided by the registry's own route.
 Baseline from the same run: nominations sent one per HTTP request, 64 in flight.
 Also measured: a second import of the same file (every row answers 409), with and without the
-progress record, which is what a resumed import pays for the rows it already sent.
+progress record, which is what a resumed import pays for the rows it already sent; and the
+registry process's own CPU time per row and the time its threads waited for a CPU (Linux's
+/proc/<pid>/schedstat), which tell the work from the machine's load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import shutil
 import tempfile
 import time
@@ -59,6 +62,15 @@ async def raw_rate(url: str, token: str, org: demo.DemoOrg, count: int) -> float
         return count / (time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """A process's time on a CPU and its time runnable but waiting for one, in seconds (all its threads)."""
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        ran, waited, _ = (task / "schedstat").read_text().split()
+        on_cpu, waiting = on_cpu + int(ran), waiting + int(waited)
+    return on_cpu / 1e9, waiting / 1e9
+
+
 async def timed_import(
     url: str, token: str, path: Path, *, keep_progress: bool = True
 ) -> tuple[float, importer.Report]:
@@ -81,7 +93,11 @@ def run(report: Report, *, rows: int = 100_000, baseline_rows: int = 5_000) -> N
             baseline = asyncio.run(raw_rate(url, token, org, baseline_rows))
             path = workdir / "cadres.csv"
             write_file(path, org, rows)
+            pid = running.services["registry"].process.pid
+            cpu_before, waited_before = cpu_seconds(pid)
             seconds, first = asyncio.run(timed_import(url, token, path))
+            cpu_after, waited_after = cpu_seconds(pid)
+            cpu, waited = cpu_after - cpu_before, waited_after - waited_before
             again, second = asyncio.run(timed_import(url, token, path, keep_progress=False))
             report.add(
                 Figure(
@@ -91,7 +107,15 @@ def run(report: Report, *, rows: int = 100_000, baseline_rows: int = 5_000) -> N
                     baseline_name="one nomination per HTTP request, 64 in flight",
                     baseline=baseline,
                     target=f"{rows:,} rows < 60 s",
-                    notes=f"{seconds:.1f} s in all; {first.accepted:,} accepted, {len(first.problems)} problems",
+                    notes=f"{seconds:.1f} s in all; {first.accepted:,} accepted, {len(first.problems)} problems;"
+                    f" load average {os.getloadavg()[0]:.1f} at the end",
+                ),
+                Figure(
+                    name="the registry's CPU time per imported row",
+                    value=1000 * cpu / rows,
+                    unit="ms/row",
+                    notes=f"{cpu:.1f} s on a CPU, {waited:.1f} s runnable but waiting for one (the machine's load),"
+                    f" in {seconds:.1f} s",
                 ),
                 Figure(
                     name=f"the same {rows:,} rows again (all answer 409: nothing added)",

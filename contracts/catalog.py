@@ -25,6 +25,7 @@ CURRENT: tuple[type[Event], ...] = (
     training.TrainingEnrolled,
     training.EnrolmentWithdrawn,
     training.TrainingCompleted,
+    training.TrainingAttendanceRecorded,
     training.SelfStudyLogged,
     training.PostingAssigned,
     training.PostingCompleted,

@@ -99,6 +99,27 @@ class TrainingCompleted(Event):
     passed: bool = True
 
 
+class TrainingAttendanceRecorded(Event):
+    """A cadre's completion of a programme that already ran, recorded after the fact.
+
+    For records kept before the platform (an import of past training, a sign-in sheet found
+    late): no enrolment preceded it, so nobody is told of an enrolment, and `evidence` says
+    what the record rests on. It counts like a `TrainingCompleted`.
+    """
+
+    event_type: ClassVar[str] = "TrainingAttendanceRecorded"
+    topic: ClassVar[str] = topics.TRAINING
+
+    program_id: UUID
+    cadre_id: UUID
+    completed_on: date
+    hours: Hours
+    score: int | None = Field(default=None, ge=0, le=100)
+    passed: bool = True
+    evidence: Text
+    """What shows the cadre attended: a certificate number, the class register."""
+
+
 class SelfStudyKind(StrEnum):
     """Forms of autonomous learning (the supplement to organized training)."""
 

@@ -17,6 +17,7 @@ the k-th command of every chain goes out in the k-th wave.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from exchange import sheets
 from exchange.templates import Column, Ids, Request, Template
@@ -237,7 +239,89 @@ def _problems_of(sent: _Sent, template: Template, status: int, body: Any) -> lis
     return [Problem(row, None, f"HTTP {status}: {detail}")]
 
 
-async def run(  # noqa: C901 - check, plan, send, account: one story
+class _BatchRefusedError(Exception):
+    """The service refused a whole batch (not one of its commands)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+Plan = list[tuple[int, list[_Sent]]]
+"""Requests in the order sent: each with its wave and its commands."""
+
+
+@dataclass
+class _Sender:
+    """Sends the requests of a plan, up to `in_flight` of a wave at once, and accounts for the answers."""
+
+    client: httpx.AsyncClient
+    template: Template
+    plan: Plan
+    report: Report
+    dry_run: bool
+    progress: Progress | None
+    on_progress: Callable[[int, int], None] | None
+    failed: set[str] = field(default_factory=set)
+    """Chains (or rows) with a refused command: their later commands are not sent."""
+    answered: set[int] = field(default_factory=set)
+    saved: int = 0
+    done: int = 0
+
+    async def send_all(self, start: int, in_flight: int) -> None:
+        """Send requests `start`… one wave after the other; `_BatchRefusedError`s when the service refuses any."""
+        self.saved = start
+        self.done = sum(len(part) for _, part in self.plan[:start])
+        slots = asyncio.Semaphore(max(1, in_flight))
+
+        async def limited(index: int) -> None:
+            async with slots:
+                await self.send(index)
+
+        index = start
+        while index < len(self.plan):
+            # One wave at a time: the k-th command of a chain goes out after its (k-1)-th was answered.
+            end = index
+            while end < len(self.plan) and self.plan[end][0] == self.plan[index][0]:
+                end += 1
+            async with asyncio.TaskGroup() as group:
+                for n in range(index, end):
+                    group.create_task(limited(n))
+            index = end
+
+    async def send(self, index: int) -> None:
+        """Send one request and account for each of its commands' answers."""
+        part = [sent for sent in self.plan[index][1] if _chain(sent.row) not in self.failed]
+        if part:
+            body = orjson.dumps({"dry_run": self.dry_run, "commands": [sent.request for sent in part]})
+            response = await self.client.post(
+                "/batch", content=body, headers={"content-type": "application/json"}, timeout=600
+            )
+            if response.status_code != 200:  # noqa: PLR2004 - the batch itself was refused
+                raise _BatchRefusedError(Problem(part[0].row.number, None, f"batch refused: {response.text}"))
+            for sent, outcome in zip(part, orjson.loads(response.content)["outcomes"], strict=True):
+                self.account(sent, outcome["status"], outcome["body"])
+        self.done += len(self.plan[index][1])
+        self.answered.add(index)
+        while self.saved in self.answered:  # a stopped run resumes after the requests answered in order
+            self.saved += 1
+        if self.progress is not None:
+            self.progress.save(self.saved)
+        if self.on_progress is not None:
+            self.on_progress(self.done, sum(len(part) for _, part in self.plan))
+
+    def account(self, sent: _Sent, status: int, body: Any) -> None:
+        """Count one command's answer."""
+        if status < 300:  # noqa: PLR2004
+            self.report.accepted += 1
+        elif status == 409:  # noqa: PLR2004
+            self.report.skipped += 1
+        else:
+            self.failed.add(_chain(sent.row))
+            self.report.problems.extend(_problems_of(sent, self.template, status, body))
+
+
+async def run(
     client: httpx.AsyncClient,
     template: Template,
     path: Path,
@@ -245,13 +329,15 @@ async def run(  # noqa: C901 - check, plan, send, account: one story
     source: str,
     dry_run: bool = False,
     batch: int = 1000,
+    in_flight: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
     keep_progress: bool = True,
 ) -> Report:
     """Check `path` and, when every cell is good, send its rows (see the module's description).
 
-    `client` talks to the template's service (base URL and token set). `on_progress(done, total)`
-    is called after each answered request, in commands.
+    `client` talks to the template's service (base URL and token set). Up to `in_flight` requests
+    of one wave are sent at once (while the service decides one, the next is on its way).
+    `on_progress(done, total)` is called after each answered request, in commands.
     """
     header, rows = sheets.read(path)
     good, report = check(template, header, rows, Ids(source))
@@ -261,39 +347,20 @@ async def run(  # noqa: C901 - check, plan, send, account: one story
     if dry_run:
         ordered = ordered[:1]  # later waves depend on what the first would have written
         report.unchecked = sum(len(r.requests) for r in good) - sum(len(w) for w in ordered)
-    plan = [wave[i : i + batch] for wave in ordered for i in range(0, len(wave), batch)]
-    total = sum(len(part) for part in plan)
-    report.commands = total
+    plan = [(k, wave[i : i + batch]) for k, wave in enumerate(ordered) for i in range(0, len(wave), batch)]
+    report.commands = sum(len(part) for _, part in plan)
     progress = Progress(path.with_name(path.name + ".import-progress"), file_identity(path, template, source, batch))
-    start = 0 if dry_run or not keep_progress else progress.load()
+    keep = keep_progress and not dry_run
+    start = progress.load() if keep else 0
     report.resumed_at = start
-    failed: set[str] = set()
-    """Chains (or rows) with a refused command: their later commands are not sent."""
-    done = sum(len(part) for part in plan[:start])
-    for index in range(start, len(plan)):
-        part = [sent for sent in plan[index] if _chain(sent.row) not in failed]
-        if part:
-            response = await client.post(
-                "/batch", json={"dry_run": dry_run, "commands": [sent.request for sent in part]}, timeout=600
-            )
-            if response.status_code != 200:  # noqa: PLR2004 - the batch itself was refused
-                report.problems.append(Problem(part[0].row.number, None, f"batch refused: {response.text}"))
-                return report
-            for sent, outcome in zip(part, response.json()["outcomes"], strict=True):
-                status = outcome["status"]
-                if status < 300:  # noqa: PLR2004
-                    report.accepted += 1
-                elif status == 409:  # noqa: PLR2004
-                    report.skipped += 1
-                else:
-                    failed.add(_chain(sent.row))
-                    report.problems += _problems_of(sent, template, status, outcome["body"])
-        done += len(plan[index])
-        if not dry_run and keep_progress:
-            progress.save(index + 1)
-        if on_progress is not None:
-            on_progress(done, total)
-    if not dry_run:
+    sender = _Sender(client, template, plan, report, dry_run, progress if keep else None, on_progress)
+    refusals: list[Problem] = []
+    try:
+        await sender.send_all(start, in_flight)
+    except* _BatchRefusedError as refused:
+        refusals = [error.problem for error in refused.exceptions if isinstance(error, _BatchRefusedError)]
+    report.problems.extend(refusals)
+    if keep and not refusals:
         progress.clear()
     report.problems.sort()
     return report

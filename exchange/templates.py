@@ -179,6 +179,18 @@ def _posting(row: dict[str, Any], ids: Ids) -> list[Request]:
     return requests
 
 
+PASSED = _choices(("true", "合格", "passed"), ("false", "不合格", "not passed"))
+
+
+def _attendance(row: dict[str, Any], ids: Ids) -> list[Request]:
+    body = {"cadre_id": str(ids.cadre(row["cadre"]))} | _present(
+        row, "completed_on", "hours", "score", "passed", "evidence"
+    )
+    if "passed" in body:
+        body["passed"] = body["passed"] == "true"
+    return [{"method": "POST", "path": f"/programs/{row['program_id']}/attendance", "body": body}]
+
+
 SCORES = ("political_integrity", "ability", "diligence", "performance", "probity")
 
 
@@ -230,6 +242,23 @@ TEMPLATES: Final[dict[str, Template]] = {
                 Column("evidence", "证明材料", "evidence", example="读书笔记 12 页"),
             ),
             _self_study,
+        ),
+        Template(
+            "training",
+            "training",
+            "组织培训（补录）",
+            "Organized training attended",
+            (
+                REF,
+                CADRE,
+                Column("program_id", "培训班编号", "programme id", example="(UUID of a programme that has started)"),
+                Column("completed_on", "结业日期", "completed on", "date", example="2024-06-28"),
+                Column("hours", "学时", "hours", "int", example="40"),
+                Column("score", "成绩", "score", "int", required=False, example="88"),
+                Column("passed", "是否合格", "passed", "choice", required=False, choices=PASSED, example="合格"),
+                Column("evidence", "证明材料", "evidence", example="结业证书 2024-017"),
+            ),
+            _attendance,
         ),
         Template(
             "postings",
@@ -296,18 +325,7 @@ def workbook(template: Template, lang: Language) -> bytes:
             rule.add(f"{letter}2:{letter}100000")
             sheet.add_data_validation(rule)
     rules = book.create_sheet("说明" if lang == "zh" else "Rules")
-    rules.append(
-        ["列", "必填", "类型", "允许的值"] if lang == "zh" else ["column", "required", "type", "allowed values"]
-    )
-    for column in template.columns:
-        allowed = " / ".join(getattr(choice, lang) for choice in column.choices)
-        required = ("是" if column.required else "否") if lang == "zh" else ("yes" if column.required else "no")
-        kind = (
-            column.kind
-            if lang == "en"
-            else {"text": "文本", "date": "日期", "int": "整数", "choice": "选项"}[column.kind]
-        )
-        zh = lang == "zh"
+    zh = lang == "zh"
     rules.append(["列", "必填", "类型", "允许的值"] if zh else ["column", "required", "type", "allowed values"])
     for column in template.columns:
         allowed = " / ".join(getattr(choice, lang) for choice in column.choices)
@@ -340,7 +358,7 @@ def download_router(service: str) -> APIRouter:
 
     @routes.get("/import-templates/{kind}", tags=["import"], response_class=Response)
     async def import_template(
-        kind: Annotated[str, Path(description="The template: cadres, self-study, postings, evaluations")],
+        kind: Annotated[str, Path(description="The template: cadres, training, self-study, postings, evaluations")],
         lang: Language = "zh",
         format: Annotated[Literal["xlsx", "csv"], Query()] = "xlsx",  # noqa: A002 - the parameter's public name
     ) -> Response:

@@ -21,7 +21,13 @@ from contracts.assessment import (
     ReminderResolved,
 )
 from contracts.registry import CadreNominated, CadreProfileUpdated, CadreRetired, OrgUnitRegistered
-from contracts.training import PostingCompleted, PostingOutcome, SelfStudyLogged, TrainingCompleted
+from contracts.training import (
+    PostingCompleted,
+    PostingOutcome,
+    SelfStudyLogged,
+    TrainingAttendanceRecorded,
+    TrainingCompleted,
+)
 from runtime import clock
 from runtime.db import Conn
 from runtime.projection import Recorded
@@ -384,7 +390,14 @@ class TrainingView:
     tables = ("training_hours", "postings_served")
     """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    _TYPES: Final = frozenset({TrainingCompleted.event_type, SelfStudyLogged.event_type, PostingCompleted.event_type})
+    _TYPES: Final = frozenset(
+        {
+            TrainingCompleted.event_type,
+            TrainingAttendanceRecorded.event_type,
+            SelfStudyLogged.event_type,
+            PostingCompleted.event_type,
+        }
+    )
 
     def handles(self, event_type: str) -> bool:
         """Completions, self-study, ended postings."""
@@ -395,7 +408,7 @@ class TrainingView:
         for recorded in events:
             event = recorded.event
             match event:
-                case TrainingCompleted():
+                case TrainingCompleted() | TrainingAttendanceRecorded():
                     await conn.execute(
                         "INSERT INTO training_hours (cadre_id, year, organized) VALUES ($1, $2, $3)"
                         " ON CONFLICT (cadre_id, year) DO UPDATE SET organized = training_hours.organized + $3",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -11,8 +12,11 @@ from pydantic import BaseModel
 from contracts.envelope import Envelope
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
+from exchange import lrmx
 from runtime.auth import CurrentActor, can_write
+from runtime.batch import memo_of
 from runtime.commands import Accepted
+from runtime.errors import RuleViolationError
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.keystore import GrantKey, KeyGrant
@@ -46,7 +50,7 @@ async def commands(request: Request) -> RegistryCommands:
     """FastAPI dependency: the command handlers."""
     service = service_of(request)
     entry_rules: EntryRules = request.app.state.entry_rules
-    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore)
+    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore, memo_of(request))
 
 
 async def queries(request: Request) -> RegistryQueries:
@@ -253,6 +257,51 @@ async def record_personal_data(
 async def read_personal_data(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> PersonalFile:
     """A cadre's personal file (organizers of its subtree); 410 once erased."""
     return await reads.personal_data(actor, cadre_id)
+
+
+LRMX_MEDIA = "application/xml"
+
+
+@router.get(
+    "/cadres/{cadre_id}/appointment-form",
+    tags=["personal data"],
+    response_class=Response,
+    responses={200: {"content": {LRMX_MEDIA: {}, "text/html": {}}}},
+)
+async def appointment_form(
+    cadre_id: UUID,
+    actor: CurrentActor,
+    reads: Queries,
+    format: Annotated[Literal["lrmx", "html"], Query()] = "lrmx",  # noqa: A002 - the parameter's public name
+) -> Response:
+    """The cadre's appointment and removal approval form (任免审批表) as `.lrmx`, or as a page to print.
+
+    Filled from the profile, the personal file, the last annual grades and the postings; organizers
+    and auditors of the cadre's subtree. After erasure the personal boxes are empty.
+    """
+    form = await reads.appointment_form(actor, cadre_id)
+    if format == "html":
+        return Response(lrmx.printable(form), media_type="text/html; charset=utf-8")
+    ascii_name = f"appointment-form-{cadre_id}.lrmx"
+    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(form.full_name)}.lrmx"
+    return Response(lrmx.write(form), media_type=LRMX_MEDIA, headers={"Content-Disposition": disposition})
+
+
+@router.put(
+    "/cadres/{cadre_id}/appointment-form",
+    tags=["personal data"],
+    openapi_extra={"requestBody": {"required": True, "content": {LRMX_MEDIA: {"schema": {"type": "string"}}}}},
+)
+async def import_appointment_form(
+    cadre_id: UUID, request: Request, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Take an `.lrmx` form into the cadre's profile (name, post, education) and sealed personal file."""
+    data = await request.body()
+    try:
+        form = lrmx.read(data)
+    except lrmx.FormError as error:
+        raise RuleViolationError(str(error), violations=error.problems) from None
+    return _etag(response, await cmd.import_appointment_form(ctx, cadre_id, form, expected))
 
 
 @router.post("/cadres/{cadre_id}/erasure", tags=["personal data"])

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from contracts import topics
 from contracts.registry import Education, OrgLevel
 from exchange.templates import download_router
 from runtime.keystore import KeyEraser, PersonalDataSettings
@@ -61,6 +62,11 @@ SPEC = ServiceSpec(
     routers=[api.router, download_router("registry")],
     schema=projection.SCHEMA,
     inline=projection.RegistryProjection(),
+    subscriptions=[
+        # What the appointment form shows of the other services' records (grades, postings).
+        Subscription(topics=[topics.ASSESSMENT], projection=projection.GradesView(), with_received=True),
+        Subscription(topics=[topics.TRAINING], projection=projection.PostingsView(), with_received=True),
+    ],
     follows_handovers=False,  # the registry is where a cadre's handover begins
     background=[destroy_erased_keys],
     keystore=True,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
-from contracts.personal import PersonalFile
+from contracts.personal import PersonalFile, Sealed
 from contracts.registry import (
     AccessGranted,
     CadreNominated,
@@ -30,8 +30,10 @@ from contracts.registry import (
     UserId,
 )
 from contracts.sync import DeploymentId, StreamHandedOver
+from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_scope
+from runtime.batch import Memo
 from runtime.commands import Accepted, check_expected
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -126,11 +128,23 @@ class Erase(_Command):
 class RegistryCommands:
     """Handles the registry's commands against its store, its own tables and the cadres' keys."""
 
-    def __init__(self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore) -> None:
+    def __init__(
+        self, store: EventStore, pool: Pool, entry_rules: rules.EntryRules, keystore: KeyStore, memo: Memo | None = None
+    ) -> None:
         self._store = store
         self._pool = pool
         self._entry_rules = entry_rules
         self._keystore = keystore
+        self._memo = memo or Memo()
+
+    async def _unit_row(self, code: str) -> tuple[str, OrgLevel] | None:
+        """An org unit's path and level (they never change: looked up once per request or batch)."""
+
+        async def load() -> tuple[str, OrgLevel] | None:
+            row = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", code)
+            return None if row is None else (str(row["path"]), OrgLevel(row["level"]))
+
+        return await self._memo.get(("org_unit", code), load)
 
     async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
         """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
@@ -145,12 +159,12 @@ class RegistryCommands:
             path, parent_level = self._store.topology.root, None
             require_scope(ctx.actor, path, f"org unit {cmd.code}")
         else:
-            parent = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.parent_code)
+            parent = await self._unit_row(cmd.parent_code)
             if parent is None:
                 msg = f"org unit {cmd.parent_code} not found"
                 raise NotFoundError(msg)
-            require_scope(ctx.actor, parent["path"], f"org unit {cmd.parent_code}")
-            path, parent_level = f"{parent['path']}.{cmd.code}", OrgLevel(parent["level"])
+            require_scope(ctx.actor, parent[0], f"org unit {cmd.parent_code}")
+            path, parent_level = f"{parent[0]}.{cmd.code}", parent[1]
         rules.check_placement(cmd.level, parent_level)
         event = OrgUnitRegistered(
             code=cmd.code,
@@ -206,15 +220,16 @@ class RegistryCommands:
     async def nominate(self, ctx: CommandContext, cmd: Nominate) -> Accepted:
         """Nominate a person into the pool of a unit in the actor's subtree."""
         can_write(ctx.actor)
-        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
+        unit = await self._unit_row(cmd.org_code)
         if unit is None:
             msg = f"org unit {cmd.org_code} not found"
             raise NotFoundError(msg)
-        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        unit_path, unit_level = unit
+        require_scope(ctx.actor, unit_path, f"org unit {cmd.org_code}")
         on = ctx.day
         problems = rules.entry_violations(
             self._entry_rules,
-            level=OrgLevel(unit["level"]),
+            level=unit_level,
             birth_date=cmd.birth_date,
             education=cmd.education,
             years_of_service=cmd.years_of_service,
@@ -227,7 +242,7 @@ class RegistryCommands:
         event = CadreNominated(cadre_id=cadre_id, **cmd.model_dump(exclude={"cadre_id"}))
         stream = cadre_stream(cadre_id)
         try:
-            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=unit["path"], cadre_id=cadre_id)
+            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=unit_path, cadre_id=cadre_id)
         except ConflictError:
             msg = f"cadre {cadre_id} is already registered"
             raise ConflictError(msg, cadre_id=str(cadre_id)) from None
@@ -296,22 +311,49 @@ class RegistryCommands:
         return await self._append(ctx, cadre, events)
 
     async def record_personal_data(
-        self,
-        ctx: CommandContext,
-        cadre_id: UUID,
-        personal: PersonalFile,
-        expected: int | None,
-        changes: ProfileChanges | None = None,
+        self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None
     ) -> Accepted:
-        """Seal a cadre's personal file with the cadre's key and record it (with profile changes, if any)."""
+        """Seal a cadre's personal file with the cadre's key and record it."""
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         rules.may_record_personal_data(cadre)
-        events = rules.update_profile(cadre, changes) if changes is not None else []
-        sealed = await self._keystore.seal(cadre_id, canonical_json(personal.model_dump(mode="json")))
-        events.append(PersonalDataRecorded(cadre_id=cadre_id, sealed=sealed))
-        return await self._append(ctx, cadre, events)
+        return await self._record_personal(ctx, cadre, personal, [])
+
+    async def import_appointment_form(
+        self, ctx: CommandContext, cadre_id: UUID, form: lrmx.Form, expected: int | None
+    ) -> Accepted:
+        """Take an appointment form into the cadre's profile (name, post, education) and personal file.
+
+        The form must be of this cadre (gender, month of birth); what it does not carry (address,
+        phone) stays as recorded. One command: the profile's changes and the sealed file in one append.
+        """
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        rules.may_record_personal_data(cadre)
+        rules.check_form_identity(cadre, gender=form.gender, birth=form.birth)
+        before = await self._personal_file(cadre) if cadre.personal_data == "recorded" else None
+        changes = ProfileChanges(
+            full_name=form.full_name,
+            current_position=form.current_position or None,
+            education=lrmx.level_of(form.personal),
+        )
+        events = rules.update_profile(cadre, changes)
+        return await self._record_personal(ctx, cadre, lrmx.merged(form.personal, before), events)
+
+    async def _personal_file(self, cadre: rules.Cadre) -> PersonalFile | None:
+        sealed = await self._pool.fetchval("SELECT personal_sealed FROM cadres WHERE cadre_id = $1", cadre.cadre_id)
+        if sealed is None:
+            return None
+        plaintext = await self._keystore.open(cadre.cadre_id, Sealed.model_validate_json(sealed))
+        return None if plaintext is None else PersonalFile.model_validate_json(plaintext)
+
+    async def _record_personal(
+        self, ctx: CommandContext, cadre: rules.Cadre, personal: PersonalFile, events: list[Event]
+    ) -> Accepted:
+        sealed = await self._keystore.seal(cadre.cadre_id, canonical_json(personal.model_dump(mode="json")))
+        return await self._append(ctx, cadre, [*events, PersonalDataRecorded(cadre_id=cadre.cadre_id, sealed=sealed)])
 
     async def erase_personal_data(
         self, ctx: CommandContext, cadre_id: UUID, cmd: Erase, expected: int | None

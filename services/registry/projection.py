@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from contracts.assessment import AssessmentCycleOpened, EvaluationRecorded
 from contracts.envelope import canonical_json
 from contracts.registry import (
     CadreNominated,
@@ -17,6 +18,7 @@ from contracts.registry import (
     PersonalDataRecorded,
     ResponsibleLeaderDesignated,
 )
+from contracts.training import PostingAssigned, PostingCompleted
 from runtime.db import Conn
 from runtime.projection import Recorded
 
@@ -81,6 +83,36 @@ SCHEMA: Final = (
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",
     "CREATE INDEX IF NOT EXISTS cadres_erased ON cadres (cadre_id) WHERE personal_erased_at IS NOT NULL",
+    # What the appointment form shows from other services: annual grades (assessment), postings (training).
+    """
+    CREATE TABLE IF NOT EXISTS form_cycles (
+        cycle_id  uuid PRIMARY KEY,
+        period    text NOT NULL,
+        ends_on   date NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS form_grades (
+        evaluation_id  uuid PRIMARY KEY,
+        cadre_id       uuid NOT NULL,
+        cycle_id       uuid NOT NULL,
+        grade          text NOT NULL,
+        superseded     boolean NOT NULL DEFAULT false
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS form_grades_cadre ON form_grades (cadre_id)",
+    """
+    CREATE TABLE IF NOT EXISTS form_postings (
+        posting_id  uuid PRIMARY KEY,
+        cadre_id    uuid NOT NULL,
+        kind        text NOT NULL,
+        host_unit   text NOT NULL,
+        position    text NOT NULL,
+        starts_on   date NOT NULL,
+        ended_on    date
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS form_postings_cadre ON form_postings (cadre_id)",
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""
@@ -340,3 +372,73 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per e
         case _:
             msg = f"the registry projection does not read {env.event_type}"
             raise ValueError(msg)
+
+
+class GradesView:
+    """The registry's view of assessment for the appointment form: cycles and each cadre's grades."""
+
+    name = "form-grades"
+    tables = ("form_cycles", "form_grades")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
+
+    def handles(self, event_type: str) -> bool:
+        """Cycles opened and evaluations."""
+        return event_type in (AssessmentCycleOpened.event_type, EvaluationRecorded.event_type)
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Keep cycles and grades; a correction marks the evaluation it supersedes."""
+        for recorded in events:
+            event = recorded.event
+            if isinstance(event, AssessmentCycleOpened):
+                await conn.execute(
+                    "INSERT INTO form_cycles (cycle_id, period, ends_on) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (cycle_id) DO NOTHING",
+                    event.cycle_id,
+                    event.period.value,
+                    event.ends_on,
+                )
+            elif isinstance(event, EvaluationRecorded):
+                await conn.execute(
+                    "INSERT INTO form_grades (evaluation_id, cadre_id, cycle_id, grade) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (evaluation_id) DO NOTHING",
+                    event.evaluation_id,
+                    event.cadre_id,
+                    event.cycle_id,
+                    event.grade.value,
+                )
+                if event.supersedes is not None:
+                    await conn.execute(
+                        "UPDATE form_grades SET superseded = true WHERE evaluation_id = $1", event.supersedes
+                    )
+
+
+class PostingsView:
+    """The registry's view of training for the appointment form's résumé: each cadre's postings."""
+
+    name = "form-postings"
+    tables = ("form_postings",)
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
+
+    def handles(self, event_type: str) -> bool:
+        """Postings assigned and ended."""
+        return event_type in (PostingAssigned.event_type, PostingCompleted.event_type)
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Keep each posting and when it ended."""
+        for recorded in events:
+            event = recorded.event
+            if isinstance(event, PostingAssigned):
+                await conn.execute(
+                    "INSERT INTO form_postings (posting_id, cadre_id, kind, host_unit, position, starts_on)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (posting_id) DO NOTHING",
+                    event.posting_id,
+                    event.cadre_id,
+                    event.kind.value,
+                    event.host_unit_name,
+                    event.position,
+                    event.starts_on,
+                )
+            elif isinstance(event, PostingCompleted):
+                await conn.execute(
+                    "UPDATE form_postings SET ended_on = $2 WHERE posting_id = $1", event.posting_id, event.ended_on
+                )

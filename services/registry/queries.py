@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from uuid import UUID
 
 import orjson
@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor, Envelope, Role
 from contracts.personal import PersonalFile, Sealed
-from contracts.registry import Education, Person, RetirementReason
+from contracts.registry import Education, Gender, Person, RetirementReason
+from exchange import lrmx
 from runtime import clock
 from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
@@ -153,6 +154,10 @@ def _personal_status(row: Any) -> Literal["none", "recorded", "erased"]:
     return "none" if row["personal_sealed"] is None else "recorded"
 
 
+PERSONAL_DATA_READERS: Final = (Role.ORGANIZER, Role.AUDITOR)
+"""Who reads personal files and appointment forms (of their subtree): not viewers (ADR 0013)."""
+
+
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
@@ -162,8 +167,8 @@ class RegistryQueries:
         self._keystore = keystore
 
     async def personal_data(self, actor: Actor, cadre_id: UUID) -> PersonalFile:
-        """A cadre's personal file, opened with the cadre's key (organizers of the cadre's subtree)."""
-        require_role(actor, Role.ORGANIZER)
+        """A cadre's personal file, opened with the cadre's key (organizers and auditors of the cadre's subtree)."""
+        require_role(actor, *PERSONAL_DATA_READERS)
         row = await self._pool.fetchrow(
             "SELECT org_path, personal_sealed, personal_erased_at FROM cadres WHERE cadre_id = $1", cadre_id
         )
@@ -184,6 +189,47 @@ class RegistryQueries:
             msg = f"the key of cadre {cadre_id} is no longer held here"
             raise GoneError(msg)
         return PersonalFile.model_validate_json(plaintext)
+
+    async def appointment_form(self, actor: Actor, cadre_id: UUID) -> lrmx.Form:
+        """A cadre's appointment form filled from the records (organizers and auditors of its subtree).
+
+        After erasure (or where the key is not held) the personal boxes stay empty: the form shows
+        what the records still say (name, post, education, grades, postings).
+        """
+        require_role(actor, *PERSONAL_DATA_READERS)
+        row = await self._pool.fetchrow("SELECT * FROM cadres WHERE cadre_id = $1", cadre_id)
+        if row is None or not actor.covers(row["org_path"]):
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        personal = None
+        if row["personal_sealed"] is not None and row["personal_erased_at"] is None and self._keystore is not None:
+            plaintext = await self._keystore.open(cadre_id, Sealed.model_validate_json(row["personal_sealed"]))
+            personal = None if plaintext is None else PersonalFile.model_validate_json(plaintext)
+        grades = await self._pool.fetch(
+            "SELECT DISTINCT ON (c.ends_on) extract(year FROM c.ends_on)::int AS year, g.grade"
+            " FROM form_grades g JOIN form_cycles c USING (cycle_id)"
+            " WHERE g.cadre_id = $1 AND NOT g.superseded AND c.period = 'annual'"
+            " ORDER BY c.ends_on",
+            cadre_id,
+        )
+        postings = await self._pool.fetch(
+            "SELECT kind, host_unit, position, starts_on, ended_on FROM form_postings WHERE cadre_id = $1"
+            " ORDER BY starts_on",
+            cadre_id,
+        )
+        return lrmx.fill(
+            full_name=row["full_name"],
+            gender=Gender(row["gender"]),
+            birth_date=row["birth_date"],
+            current_position=row["current_position"],
+            education=Education(row["education"]),
+            personal=personal,
+            grades=[lrmx.AnnualGrade(r["year"], r["grade"]) for r in grades],
+            postings=[
+                lrmx.PostingLine(r["starts_on"], r["ended_on"], r["kind"], r["host_unit"], r["position"])
+                for r in postings
+            ],
+        )
 
     async def org_units(self, actor: Actor, under: str | None, depth: int | None = None) -> list[OrgUnitView]:
         """The units of a subtree (default: the actor's), parents before children; `depth` levels below it at most."""

@@ -22,6 +22,7 @@ from contracts.registry import (
     CadreProfileUpdated,
     CadreRetired,
     Education,
+    Gender,
     MentorAssigned,
     OrgLevel,
     OrgUnitRegistered,
@@ -194,6 +195,8 @@ class Cadre:
     version: int
     personal_data: Literal["none", "recorded", "erased"] = "none"
     personal_key_id: UUID | None = None
+    gender: Gender | None = None
+    birth_date: date | None = None
 
     @classmethod
     def replay(cls, events: Sequence[Event], dates: Sequence[date], org_path: str) -> Cadre | None:
@@ -211,7 +214,17 @@ class Cadre:
                     email=event.email,
                     language=event.language,
                 )
-                cadre = Cadre(event.cadre_id, org_path, "in_pool", day, profile, None, version)
+                cadre = Cadre(
+                    event.cadre_id,
+                    org_path,
+                    "in_pool",
+                    day,
+                    profile,
+                    None,
+                    version,
+                    gender=event.gender,
+                    birth_date=event.birth_date,
+                )
             elif cadre is None:
                 continue
             elif isinstance(event, CadreProfileUpdated):
@@ -355,3 +368,19 @@ def erase_personal_data(cadre: Cadre, reason: str) -> list[Event]:
         msg = f"the personal data of cadre {cadre.cadre_id} is already erased"
         raise ConflictError(msg)
     return [PersonalDataErased(cadre_id=cadre.cadre_id, key_id=cadre.personal_key_id, reason=reason)]
+
+
+def check_form_identity(cadre: Cadre, *, gender: Gender | None, birth: str) -> None:
+    """An appointment form is of this cadre: its gender and month of birth (where given) are the record's.
+
+    Both are fixed at nomination; a form that says otherwise is of someone else, or the record
+    needs correcting first.
+    """
+    problems = []
+    if gender is not None and cadre.gender is not None and gender is not cadre.gender:
+        problems.append(f"XingBie: the form says {gender.value}, the record {cadre.gender.value}")
+    if birth and cadre.birth_date is not None and birth != f"{cadre.birth_date:%Y%m}":
+        problems.append(f"ChuShengNianYue: the form says {birth}, the record {cadre.birth_date:%Y%m}")
+    if problems:
+        msg = f"the form is not of cadre {cadre.cadre_id}"
+        raise RuleViolationError(msg, violations=problems)

@@ -20,6 +20,7 @@ from services.training.commands import (
     EndPosting,
     Enrol,
     LogSelfStudy,
+    RecordAttendance,
     ScheduleProgram,
     TrainingCommands,
     Withdraw,
@@ -107,6 +108,19 @@ async def complete(
 ) -> Accepted:
     """Record a completion with hours and score."""
     return _etag(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
+
+
+@router.post("/programs/{program_id}/attendance", status_code=status.HTTP_201_CREATED, tags=["programmes"])
+async def record_attendance(
+    program_id: UUID,
+    body: RecordAttendance,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Record after the fact that a cadre completed a programme that already ran (past records, imports)."""
+    return _etag(response, await cmd.record_attendance(ctx, program_id, body, expected))
 
 
 @router.get("/programs", tags=["programmes"], response_model=list[ProgramView])

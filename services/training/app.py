@@ -64,6 +64,7 @@ SPEC = ServiceSpec(
         Subscription(topics=[topics.REGISTRY], factory=RetirementReaction),
     ],
     batchable=[
+        "/programs/{program_id}/attendance",
         "/cadres/{cadre_id}/self-study",
         "/cadres/{cadre_id}/postings",
         "/cadres/{cadre_id}/postings/{posting_id}/end",

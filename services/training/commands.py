@@ -83,6 +83,17 @@ class Complete(_Command):
     passed: bool = True
 
 
+class RecordAttendance(_Command):
+    """Record after the fact that a cadre completed a programme that already ran."""
+
+    cadre_id: UUID
+    completed_on: date
+    hours: Hours
+    score: int | None = Field(default=None, ge=0, le=100)
+    passed: bool = True
+    evidence: Text = Field(min_length=1, description="What shows the cadre attended (certificate, register)")
+
+
 class LogSelfStudy(_Command):
     """Log autonomous study."""
 
@@ -235,6 +246,30 @@ class TrainingCommands:
             )
             path = await self._pool.fetchval("SELECT org_path FROM pool_cadres WHERE cadre_id = $1", cadre_id)
             return await self._append_program(ctx, program, events, cadre_id, str(path or program.org_path))
+
+        return await retrying(attempt, expected=expected)
+
+    async def record_attendance(
+        self, ctx: CommandContext, program_id: UUID, cmd: RecordAttendance, expected: int | None
+    ) -> Accepted:
+        """Record a past completion of a cadre of the actor's subtree, in a programme it may use (as enrolment)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cmd.cadre_id)
+
+        async def attempt() -> Accepted:
+            program = await self._visible_program(ctx, program_id)
+            check_expected(program_stream(program_id), expected, program.version)
+            events = rules.record_attendance(
+                program,
+                cmd.cadre_id,
+                completed_on=cmd.completed_on,
+                hours=cmd.hours,
+                score=cmd.score,
+                passed=cmd.passed,
+                evidence=cmd.evidence,
+                today=ctx.day,
+            )
+            return await self._append_program(ctx, program, events, cmd.cadre_id, cadre["org_path"])
 
         return await retrying(attempt, expected=expected)
 

@@ -15,6 +15,7 @@ from contracts.training import (
     PostingAssigned,
     PostingCompleted,
     SelfStudyLogged,
+    TrainingAttendanceRecorded,
     TrainingCompleted,
     TrainingEnrolled,
     TrainingProgramCancelled,
@@ -127,6 +128,7 @@ class TrainingProjection:
             TrainingEnrolled.event_type,
             EnrolmentWithdrawn.event_type,
             TrainingCompleted.event_type,
+            TrainingAttendanceRecorded.event_type,
             SelfStudyLogged.event_type,
             PostingAssigned.event_type,
             PostingCompleted.event_type,
@@ -195,6 +197,16 @@ def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0
                 (
                     event.program_id, event.cadre_id, env.stream_version, event.completed_on, event.hours,
                     event.score, event.passed,
+                ),
+            )  # fmt: skip
+        case TrainingAttendanceRecorded():
+            return (
+                ("WITH taken AS (UPDATE programs SET taken = taken + 1, version = $4 WHERE program_id = $1)"
+                " INSERT INTO enrolments (program_id, cadre_id, org_path, status, enrolled_at, ended_on, hours, score,"
+                " passed) VALUES ($1, $2, $3, 'completed', $5, $6, $7, $8, $9)"),
+                (
+                    event.program_id, event.cadre_id, env.org_path, env.stream_version, env.occurred_at,
+                    event.completed_on, event.hours, event.score, event.passed,
                 ),
             )  # fmt: skip
         case SelfStudyLogged():

@@ -19,6 +19,7 @@ from contracts.training import (
     PostingKind,
     PostingOutcome,
     SelfStudyLogged,
+    TrainingAttendanceRecorded,
     TrainingCompleted,
     TrainingEnrolled,
     TrainingProgramCancelled,
@@ -77,7 +78,7 @@ class Program:
                     program = replace(program, enrolled=program.enrolled | {event.cadre_id})
                 case EnrolmentWithdrawn():
                     program = replace(program, enrolled=program.enrolled - {event.cadre_id})
-                case TrainingCompleted():
+                case TrainingCompleted() | TrainingAttendanceRecorded():
                     program = replace(
                         program,
                         enrolled=program.enrolled - {event.cadre_id},
@@ -155,6 +156,57 @@ def complete(
             hours=hours,
             score=score,
             passed=passed,
+        )
+    ]
+
+
+def record_attendance(
+    program: Program,
+    cadre_id: UUID,
+    *,
+    completed_on: date,
+    hours: int,
+    score: int | None,
+    passed: bool,
+    evidence: str,
+    today: date,
+) -> list[Event]:
+    """Record after the fact that a cadre completed a programme that has started (enrolment closed then).
+
+    Not for a programme still open to enrolment (enrol, then complete), nor for an enrolled cadre
+    (record the completion); the day lies between the programme's start and today, the hours
+    within its hours, and the programme had a place for the cadre.
+    """
+    if program.cancelled:
+        msg = "the programme was cancelled"
+        raise RuleViolationError(msg)
+    if cadre_id in program.completed:
+        msg = "the cadre's completion is already recorded"
+        raise ConflictError(msg)
+    if today <= program.starts_on:
+        msg = f"the programme starts on {program.starts_on}: enrol the cadre, then record the completion"
+        raise RuleViolationError(msg)
+    if cadre_id in program.enrolled:
+        msg = "the cadre is enrolled in this programme: record the completion"
+        raise RuleViolationError(msg)
+    if not program.starts_on <= completed_on <= today:
+        msg = f"the day attended ({completed_on}) lies outside {program.starts_on} to today ({today})"
+        raise RuleViolationError(msg)
+    if hours > program.hours:
+        msg = f"{hours} hours credited, more than the programme's {program.hours}"
+        raise RuleViolationError(msg)
+    if program.free_places == 0:
+        msg = f"the programme had {program.capacity} places, all taken"
+        raise RuleViolationError(msg)
+    return [
+        TrainingAttendanceRecorded(
+            program_id=program.program_id,
+            cadre_id=cadre_id,
+            completed_on=completed_on,
+            hours=hours,
+            score=score,
+            passed=passed,
+            evidence=evidence,
         )
     ]
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import openpyxl
+import pytest
 
 from exchange import importer
 from exchange.templates import TEMPLATES
 from runtime import clock
-from tests.integration.test_registry_api import CITY, build_tree
+from services.training.app import TrainingSettings
+from services.training.app import create_app as training_app
+from tests.conftest import Launch
+from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_training import schedule, visible_in_training
 from tests.support import Running
 
 SOURCE = "cn.qs.bh"
@@ -133,3 +139,55 @@ async def test_an_import_goes_through_the_commands_once_and_resumes_where_it_sto
         "SELECT DISTINCT body::jsonb #>> '{actor,user}' AS u FROM events WHERE event_type = 'CadreNominated'"
     )
     assert [row["u"] for row in actors] == ["bh-organizer"]
+
+
+@pytest.fixture
+async def training(launch: Launch, registry: Running) -> Running:
+    return await launch(training_app, TrainingSettings, "training")
+
+
+async def test_completed_organized_training_is_imported_after_the_fact(
+    registry: Running, training: Running, tmp_path: Path
+) -> None:
+    """Past training comes in through `TrainingAttendanceRecorded`: enrolment closed when the programme started."""
+    await build_tree(registry.client)
+    cadres = []
+    for name in ("李伟", "王芳"):
+        response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
+        assert response.status_code == 201, response.text
+        cadres.append(str(response.json()["stream_id"]).removeprefix("cadre-"))
+        await visible_in_training(training, cadres[-1])
+    program_id = await schedule(training, starts_in=-60, capacity=2)  # ran two months ago, 80 hours
+    finished = (clock.today() - timedelta(days=46)).isoformat()
+    header: list[object] = ["编号", "干部编号", "培训班编号", "结业日期", "学时", "成绩", "是否合格", "证明材料"]
+    path = tmp_path / "training.xlsx"
+    write_sheet(
+        path,
+        [
+            header,
+            ["T-1", cadres[0], program_id, finished, 80, 91, "合格", "结业证书 2024-017"],
+            ["T-2", cadres[1], program_id, finished, 120, None, None, "结业证书 2024-018"],  # more than 80 hours
+        ],
+    )
+    template = TEMPLATES["training"]
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=training.app), base_url="http://training")
+    async with http:
+        http.headers.update(dict(CITY))
+        first = await importer.run(http, template, path, source=SOURCE)
+        assert first.accepted == 1
+        assert [(p.row, "more than the programme's 80" in p.message) for p in first.problems] == [(3, True)]
+        write_sheet(path, [header, ["T-1", cadres[0], program_id, finished, 80, 91, "合格", "结业证书 2024-017"]])
+        again = await importer.run(http, template, path, source=SOURCE)
+        assert (again.accepted, again.skipped, again.problems) == (0, 1, [])
+    row = await training.service.pool.fetchrow(
+        "SELECT status, hours, score, passed FROM enrolments WHERE program_id = $1", uuid.UUID(program_id)
+    )
+    assert row is not None
+    assert dict(row) == {"status": "completed", "hours": 80, "score": 91, "passed": True}
+    events = await training.service.pool.fetch(
+        "SELECT event_type FROM events WHERE stream_id = $1", f"program-{program_id}"
+    )
+    assert [e["event_type"] for e in events] == ["TrainingProgramScheduled", "TrainingAttendanceRecorded"]
+    # Enrolment itself stays closed: a started programme takes no enrolment.
+    late = await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadres[1]}, headers=CITY)
+    assert late.status_code == 422

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from uuid import UUID
 
 import pytest
 
 from contracts.envelope import uuid7
+from contracts.event import Event
 from contracts.training import (
     PostingAssigned,
     PostingCompleted,
     PostingKind,
     PostingOutcome,
+    TrainingAttendanceRecorded,
     TrainingCompleted,
     TrainingEnrolled,
     TrainingProgramScheduled,
@@ -203,3 +206,49 @@ def test_completion_rules() -> None:
                 curriculum=["x"],
             )
         )
+
+
+def test_attendance_recorded_after_the_fact() -> None:
+    cadre, enrolled = uuid7(), uuid7()
+    started = program(2, enrolled)  # starts on day 59, ends on day 78, 80 hours
+
+    def record(prog: rules.Program, who: UUID, day: int, today: int, hours: int = 40) -> list[Event]:
+        return rules.record_attendance(
+            prog, who, completed_on=on(day), hours=hours, score=90, passed=True, evidence="certificate 17",
+            today=on(today),
+        )  # fmt: skip
+
+    with pytest.raises(RuleViolationError, match="enrol the cadre"):
+        record(started, cadre, 59, 59)  # still open to enrolment
+    with pytest.raises(RuleViolationError, match="record the completion"):
+        record(started, enrolled, 78, 90)
+    with pytest.raises(RuleViolationError, match="outside"):
+        record(started, cadre, 58, 90)
+    with pytest.raises(RuleViolationError, match="outside"):
+        record(started, cadre, 91, 90)
+    with pytest.raises(RuleViolationError, match="more than"):
+        record(started, cadre, 78, 90, hours=81)
+    [attended] = record(started, cadre, 78, 90)
+    assert isinstance(attended, TrainingAttendanceRecorded)
+    history: list[Event] = [
+        TrainingProgramScheduled(
+            program_id=started.program_id,
+            title="Party school spring class",
+            organizer_code="qs",
+            starts_on=started.starts_on,
+            ends_on=started.ends_on,
+            hours=started.hours,
+            capacity=started.capacity,
+            curriculum=["Theory"],
+        ),
+        TrainingEnrolled(program_id=started.program_id, cadre_id=enrolled),
+        attended,
+    ]
+    after = rules.Program.replay(history, "qs")
+    assert after is not None
+    assert cadre in after.completed
+    assert after.free_places == 0
+    with pytest.raises(ConflictError):
+        record(after, cadre, 78, 90)
+    with pytest.raises(RuleViolationError, match="all taken"):
+        record(after, uuid7(), 78, 90)
