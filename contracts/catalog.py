@@ -6,7 +6,7 @@ from typing import Any
 
 from contracts import assessment, audit, notify, registry, sync, training
 from contracts.event import Event
-from contracts.upcasters import upcast
+from contracts.upcasters import reaches, upcast
 
 CURRENT: tuple[type[Event], ...] = (
     registry.OrgUnitRegistered,
@@ -64,6 +64,14 @@ def model_for(event_type: str) -> type[Event]:
     except KeyError:
         msg = f"unknown event type {event_type!r}"
         raise UnknownEventError(msg) from None
+
+
+def check_readable(event_type: str, schema_version: int) -> None:
+    """Raise `UnknownEventError` unless a payload of this type and version upcasts to the current model."""
+    model = model_for(event_type)
+    if reaches(event_type, schema_version) != model.schema_version:
+        msg = f"{event_type} v{schema_version} cannot be read as v{model.schema_version}"
+        raise UnknownEventError(msg)
 
 
 def decode(event_type: str, schema_version: int, payload: dict[str, Any]) -> Event:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
-from contracts.envelope import Actor, Role, uuid7
+from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
+from contracts.personal import Sealed
 from contracts.registry import (
     CadreNominated,
     CadreProfileUpdated,
@@ -17,6 +18,7 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataRecorded,
     ProfileChanges,
     ResponsibleLeaderDesignated,
     RetirementReason,
@@ -49,6 +51,7 @@ def cadre_history(cadre_id: UUID, n: int) -> list[Event]:
         CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(years_of_service=6, email=None)),
         MentorAssigned(cadre_id=cadre_id, mentor=Person(user_id="m2", name="Second")),
         CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(current_position="Deputy director")),
+        PersonalDataRecorded(cadre_id=cadre_id, sealed=Sealed(key_id=cadre_id, nonce="A" * 16, ciphertext=f"c{n}")),
     ]
     if n % 2:
         events.append(CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=clock.today()))
@@ -89,17 +92,25 @@ async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> Non
     events = await recorded_history(source)
     await source.close()
 
+    # As a consumer reads them: the envelope only, the payload never decoded into its model.
+    as_consumed = [Recorded(Envelope.from_bytes(r.envelope.to_bytes())) for r in events]
+
     projection = RegistryProjection()
     results = []
-    for batch_size in (1, 3, len(events)):
-        pool = await db.create_pool(await database(f"fold{batch_size}"), max_size=2)
+    for name, batch_size, batch in (
+        ("one", 1, events),
+        ("three", 3, events),
+        ("all", len(events), events),
+        ("consumed", len(events), as_consumed),
+    ):
+        pool = await db.create_pool(await database(f"fold{name}"), max_size=2)
         await db.apply_schema(pool, SCHEMA)
         async with pool.acquire() as conn, conn.transaction():
-            for start in range(0, len(events), batch_size):
-                await projection.apply(conn, events[start : start + batch_size])
+            for start in range(0, len(batch), batch_size):
+                await projection.apply(conn, batch[start : start + batch_size])
         results.append(await tables(pool))
         await pool.close()
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1] == results[2] == results[3]
     cadres = results[0][1]
     assert {row[8] for row in cadres} == {"Deputy director"}  # the last position wins
     assert all(row[17] == "m2" for row in cadres)  # the last mentor wins
