@@ -15,10 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, imports, projection, queries, relay
+from bench import append, e2e, footprint, imports, peer, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
+from services.registry.projection import SCHEMA as REGISTRY_SCHEMA
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console()
@@ -32,8 +33,8 @@ HOLD_SECONDS = {"quick": 10.0, "standard": 60.0, "full": 60.0}
 def run(
     scale: Annotated[str, typer.Option(help="quick (20k events), standard (100k) or full (1M)")] = "standard",
     only: Annotated[
-        str, typer.Option(help="Comma-separated: append,relay,projection,queries,e2e,footprint,import")
-    ] = "append,relay,projection,queries,e2e,footprint,import",
+        str, typer.Option(help="Comma-separated: append,relay,projection,peer,queries,e2e,footprint,import")
+    ] = "append,relay,projection,peer,queries,e2e,footprint,import",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -63,16 +64,23 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
 
     assert isinstance(running, Stack)
     source = ""
-    if chosen & {"append", "relay", "projection"}:
+    appended: dict[int, float] = {}
+    projected = 0.0
+    if chosen & {"append", "relay", "projection", "peer"}:
         console.rule("append")
-        source = await append.run(running, report, events=events)
-    if chosen & {"relay", "projection"}:
+        source, appended = await append.run(running, report, events=events)
+    if chosen & {"relay", "projection", "peer"}:
         console.rule("relay")
         topic = f"bench.{uuid7().hex[-10:]}.registry.events"
         total = await relay.run(running, report, source_dsn=source, topic=topic)
-        if "projection" in chosen:
+        if chosen & {"projection", "peer"}:
             console.rule("projection")
-            await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+            projected = await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+    if "peer" in chosen:
+        # The library is synchronous (threads): it runs outside the event loop's thread.
+        console.rule(f"peer: eventsourcing {peer.VERSION}")
+        peer_source = await asyncio.to_thread(peer.run_append, running, report, ours=appended)
+        await asyncio.to_thread(peer.run_projection, report, source=peer_source, ours=projected, schema=REGISTRY_SCHEMA)
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)

@@ -53,9 +53,10 @@ async def _drive(es: store.EventStore, work: list[Command], concurrency: int, sa
     return conflicts
 
 
-async def run(stack: Stack, report: Report, *, events: int) -> str:
-    """Measure appends of single-event and ten-event commands; return the batched database's DSN."""
+async def run(stack: Stack, report: Report, *, events: int) -> tuple[str, dict[int, float]]:
+    """Measure appends of single-event and ten-event commands; the batched database's DSN, and events/s by size."""
     dsn = ""
+    rates: dict[int, float] = {}
     for per_command in (1, 10):
         dsn = await stack.fresh_database(f"bench_append_{per_command}")
         pool = await db.create_pool(dsn, max_size=4)
@@ -72,6 +73,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> str:
         baseline = await _plain_copy(pool, batches=int(transactions))
         await pool.close()
         report.series.append(samples)
+        rates[per_command] = appended / clock.seconds
         report.add(
             Figure(
                 name=f"append, {per_command} event(s) per command ({CONCURRENCY} commands in flight)",
@@ -83,7 +85,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> str:
                 notes=f"{appended:,} of {total:,} events in {transactions:,} group commits; {conflicts} conflicts",
             )
         )
-    return dsn
+    return dsn, rates
 
 
 async def _plain_copy(pool: db.Pool, *, batches: int) -> float:

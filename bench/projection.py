@@ -39,8 +39,8 @@ async def _dead_letter(_record: ConsumerRecord[bytes, bytes], _consumer: str, er
     raise RuntimeError(msg)
 
 
-async def run(stack: Stack, report: Report, *, topic: str, total: int, label: str) -> None:
-    """Project `total` events of `topic` into a fresh database and compare with the baselines."""
+async def run(stack: Stack, report: Report, *, topic: str, total: int, label: str) -> float:
+    """Project `total` events of `topic` into a fresh database, compare with the baselines; events/s."""
     dsn = await stack.fresh_database(f"bench_projection_{label}")
     pool = await db.create_pool(dsn, max_size=4)
     await db.apply_schema(pool, [*subscriber.SCHEMA, *REGISTRY_SCHEMA])
@@ -95,6 +95,7 @@ async def run(stack: Stack, report: Report, *, topic: str, total: int, label: st
             ),
         )
     )
+    return projected
 
 
 async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:

@@ -271,6 +271,20 @@ def canonical_json(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+def seal(fields_without_hash: dict[str, Any]) -> tuple[str, bytes]:
+    """The hash of an envelope's fields and the canonical JSON of the envelope with it, serialized once.
+
+    The same as `chain_hash(fields)` and `canonical_json(fields | {"hash": ...})`: the hash's
+    key sorts between `event_type` and `occurred_at`, and the text before `occurred_at` holds
+    no unescaped quote that could be mistaken for its key (ids, names and the actor's fixed
+    keys come first), so the hash is written in at that place.
+    """
+    unhashed = canonical_json(fields_without_hash)
+    digest = hashlib.sha256(unhashed).hexdigest()
+    at = unhashed.index(b',"occurred_at":')
+    return digest, b"".join((unhashed[:at], b',"hash":"', digest.encode(), b'"', unhashed[at:]))
+
+
 def chain_hash(fields_without_hash: dict[str, Any]) -> str:
     """SHA-256 over the canonical JSON of an envelope's fields (`prev_hash` included)."""
     return hashlib.sha256(canonical_json(fields_without_hash)).hexdigest()

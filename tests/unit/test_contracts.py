@@ -5,13 +5,25 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC
+from typing import Any
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from contracts import catalog, schema
-from contracts.envelope import Actor, Envelope, Role, in_subtree, is_org_path, uuid7, uuid7s
+from contracts.envelope import (
+    Actor,
+    Envelope,
+    Role,
+    canonical_json,
+    chain_hash,
+    in_subtree,
+    is_org_path,
+    seal,
+    uuid7,
+    uuid7s,
+)
 from contracts.registry import CadreNominated
 from contracts.upcasters import upcast
 
@@ -138,3 +150,14 @@ def test_event_ids_are_version_7_and_increase_within_a_process() -> None:
     assert all(a < b for a, b in itertools.pairwise(ids))
     assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
     assert all(uuid.UUID(str(i)) == i and hash(uuid.UUID(str(i))) == hash(i) for i in ids[:100])
+
+
+@pytest.mark.parametrize("user", ["u", 'a","occurred_at":"x', "名字 \\ \n"])
+def test_seal_hashes_and_serializes_as_the_two_separate_steps_do(user: str) -> None:
+    fields: dict[str, Any] = {k: v for k, v in ENVELOPE.items() if k != "hash"}
+    fields["actor"] = {"org_path": "qs", "role": "organizer", "user": user}
+    fields["payload"] = {"z": [1, {"b": 2, "a": '","occurred_at":'}], "a": None}
+    digest, body = seal(fields)
+    assert digest == chain_hash(fields)
+    assert body == canonical_json({**fields, "hash": digest})
+    assert seal({**fields, "payload": orjson.Fragment(canonical_json(fields["payload"]))}) == (digest, body)
