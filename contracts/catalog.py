@@ -51,6 +51,7 @@ HISTORIC: tuple[type[Event], ...] = (registry.CadreNominatedV1,)
 """Earlier versions still found in stores and topics (read through upcasters)."""
 
 _BY_TYPE: dict[str, type[Event]] = {model.event_type: model for model in CURRENT}
+_VERSIONS: dict[str, int] = {model.event_type: model.schema_version for model in CURRENT}
 
 
 class UnknownEventError(ValueError):
@@ -68,6 +69,8 @@ def model_for(event_type: str) -> type[Event]:
 
 def check_readable(event_type: str, schema_version: int) -> None:
     """Raise `UnknownEventError` unless a payload of this type and version upcasts to the current model."""
+    if _VERSIONS.get(event_type) == schema_version:  # the usual case, first
+        return
     model = model_for(event_type)
     if reaches(event_type, schema_version) != model.schema_version:
         msg = f"{event_type} v{schema_version} cannot be read as v{model.schema_version}"

@@ -133,28 +133,15 @@ class Envelope(BaseModel):
             wire = _WIRE.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return cls.model_validate_json(data)
-        if wire.occurred_at.tzinfo is None or wire.recorded_at.tzinfo is None:
-            return cls.model_validate_json(data)  # pydantic names the error
-        return cls.trusted(
-            event_id=wire.event_id,
-            event_type=wire.event_type,
-            schema_version=wire.schema_version,
-            source=wire.source,
-            deployment=wire.deployment,
-            stream_id=wire.stream_id,
-            stream_version=wire.stream_version,
-            position=wire.position,
-            cadre_id=wire.cadre_id,
-            org_path=wire.org_path,
-            occurred_at=wire.occurred_at.astimezone(UTC),
-            recorded_at=wire.recorded_at.astimezone(UTC),
-            actor=_trusted(Actor, {"user": wire.actor.user, "org_path": wire.actor.org_path, "role": wire.actor.role}),
-            correlation_id=wire.correlation_id,
-            causation_id=wire.causation_id,
-            payload=wire.payload,
-            prev_hash=wire.prev_hash,
-            hash=wire.hash,
-        )
+        fields = msgspec.structs.asdict(wire)
+        for name in ("occurred_at", "recorded_at"):
+            at = fields[name]
+            if at.tzinfo is not UTC:
+                if at.tzinfo is None:
+                    return cls.model_validate_json(data)  # pydantic names the error
+                fields[name] = at.astimezone(UTC)
+        fields["actor"] = _actor(wire.actor)
+        return _trusted(cls, fields, _ENVELOPE_FIELDS)
 
     @classmethod
     def trusted(cls, **fields: Any) -> Envelope:
@@ -163,7 +150,7 @@ class Envelope(BaseModel):
         For the hot paths that built or checked every value themselves (the store's append,
         `from_bytes`); `model_construct` does the same at about ten times the cost.
         """
-        return _trusted(cls, fields)
+        return _trusted(cls, fields, _ENVELOPE_FIELDS)
 
     def computed_hash(self) -> str:
         """The hash this envelope should carry, given its contents and `prev_hash`."""
@@ -177,12 +164,13 @@ _new_object = object.__new__
 _set_attribute = object.__setattr__
 
 
-def _trusted(model: type[_M], fields: dict[str, Any]) -> _M:
-    # What pydantic's model_construct leaves behind for a model without defaults left unset or
-    # private attributes, without its loops over the fields.
+def _trusted(model: type[_M], fields: dict[str, Any], fields_set: set[str]) -> _M:
+    # What pydantic's model_construct leaves behind for a model given every field and without
+    # private attributes, without its loops over the fields. `fields_set` (all of the model's
+    # fields) is shared: a frozen model never changes it, and model_copy copies it first.
     instance = _new_object(model)
     _set_attribute(instance, "__dict__", fields)
-    _set_attribute(instance, "__pydantic_fields_set__", set(fields))
+    _set_attribute(instance, "__pydantic_fields_set__", fields_set)
     _set_attribute(instance, "__pydantic_extra__", None)
     _set_attribute(instance, "__pydantic_private__", None)
     return instance
@@ -223,6 +211,23 @@ class _WireEnvelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _WIRE: Final = msgspec.json.Decoder(_WireEnvelope)
+_ENVELOPE_FIELDS: Final = set(Envelope.model_fields)
+_ACTOR_FIELDS: Final = set(Actor.model_fields)
+_ACTORS: dict[tuple[str, str, Role], Actor] = {}
+"""Actors read lately: a batch of events mostly names a few (actors are immutable, so shared)."""
+
+
+def _actor(wire: _WireActor) -> Actor:
+    key = (wire.user, wire.org_path, wire.role)
+    actor = _ACTORS.get(key)
+    if actor is None:
+        if len(_ACTORS) >= 4096:  # noqa: PLR2004 - a bound, not a tuning knob
+            _ACTORS.clear()
+        actor = _ACTORS[key] = _trusted(
+            Actor, {"user": wire.user, "org_path": wire.org_path, "role": wire.role}, _ACTOR_FIELDS
+        )
+    return actor
+
 
 _UUID_FROM_INT = UUID.__new__
 _COUNTER_MAX: Final = 0xFFF

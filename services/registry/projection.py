@@ -72,6 +72,10 @@ SCHEMA: Final = (
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",
     "CREATE INDEX IF NOT EXISTS cadres_erased ON cadres (cadre_id) WHERE personal_erased_at IS NOT NULL",
+    # Most events update a cadre's row in place: room on its page lets PostgreSQL keep the new version
+    # there without touching the indexes (a HOT update: about a third less of the database's work per
+    # event in bench/). Pages written from now on keep it.
+    "ALTER TABLE cadres SET (fillfactor = 60)",
 )
 
 

@@ -1,4 +1,4 @@
-"""The registry projection applied a batch at a time equals it applied one event at a time."""
+"""The registry projection and the services' view of the registry: batches fold as one event at a time."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
     RetirementReason,
 )
-from runtime import clock, db, store
+from runtime import clock, db, registry_view, store
 from runtime.projection import Recorded
+from runtime.registry_view import RegistryView
 from services.registry.projection import SCHEMA, RegistryProjection
 from tests.conftest import DatabaseFactory
 
@@ -115,3 +116,43 @@ async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> Non
     assert {row[8] for row in cadres} == {"Deputy director"}  # the last position wins
     assert all(row[17] == "m2" for row in cadres)  # the last mentor wins
     assert [row[6] for row in results[0][0] if row[0] == "bh"] == ["l2"]  # the last leader wins
+
+
+async def test_the_view_of_the_registry_folds_batches_as_one_event_at_a_time(
+    database: DatabaseFactory,
+) -> None:
+    source = await db.create_pool(await database("history"), max_size=2)
+    await db.apply_schema(source, store.SCHEMA)
+    events = await recorded_history(source)
+    await source.close()
+    as_consumed = [Recorded(Envelope.from_bytes(r.envelope.to_bytes())) for r in events]
+
+    results = []
+    for name, view, batch_size, batch in (
+        ("one", RegistryView(), 1, events),
+        ("three", RegistryView(), 3, events),
+        ("all", RegistryView(), len(events), as_consumed),
+        ("units", RegistryView(cadres=False), len(events), as_consumed),
+    ):
+        pool = await db.create_pool(await database(f"view{name}"), max_size=2)
+        await db.apply_schema(pool, registry_view.SCHEMA)
+        async with pool.acquire() as conn, conn.transaction():
+            for start in range(0, len(batch), batch_size):
+                await view.apply(conn, batch[start : start + batch_size])
+        results.append(
+            [
+                [tuple(r) for r in await pool.fetch("SELECT * FROM units ORDER BY code")],
+                [tuple(r) for r in await pool.fetch("SELECT * FROM pool_cadres ORDER BY cadre_id")],
+            ]
+        )
+        await pool.close()
+    assert results[0] == results[1] == results[2]
+    assert results[3] == [results[0][0], []]  # units alone
+    units, cadres = results[0]
+    assert [(u[0], u[6]) for u in units] == [("bh", "l2"), ("qs", None)]  # the last leader wins
+    assert len(cadres) == 4
+    assert {c[4] for c in cadres} == {"Deputy director"}  # the last position wins
+    assert {c[13] for c in cadres} == {"m2"}  # the last mentor wins
+    assert sorted(c[10] for c in cadres) == [False, False, True, True]  # two retired
+    assert {c[11] for c in cadres if not c[10]} == {"withdrew"}
+    assert {(c[10], c[17]) for c in cadres} == {(True, 6), (False, 8)}  # the version of the last event it reads
