@@ -10,6 +10,9 @@ tests/integration/test_deploy_files.py call the same functions.
   kubeconform (`go install`) validates every object against the JSON Schemas of Kubernetes
   `KUBERNETES_VERSION`, generated here from that release's OpenAPI document (fetched as the
   Go module `k8s.io/kubernetes`), because the usual schema download site is out of reach.
+  Strimzi's resources (the `KafkaMirrorMaker2`) are validated the same way against the schema
+  of Strimzi's own CRD, which Strimzi's CRD generator (`io.strimzi:crd-generator`, Maven
+  Central) writes here from Strimzi's API classes (`io.strimzi:api`) of `STRIMZI_VERSION`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,9 +34,16 @@ import yaml
 REPO: Final = Path(__file__).resolve().parents[1]
 DOCKERFILE: Final = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "compose.yaml"
+MIRROR_COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "mirror.yaml"
+"""MirrorMaker 2 between two compose projects: no service of the platform in it."""
 K8S_DIRS: Final = (REPO / "deploy" / "k8s" / "base", REPO / "deploy" / "k8s" / "overlays" / "example")
 KUBERNETES_VERSION: Final = "1.32.4"
 KUBECONFORM: Final = "github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0"
+STRIMZI_VERSION: Final = "0.45.0"
+"""The newest Strimzi whose CRD generator is on Maven Central (its v1beta2 resources are served by later ones)."""
+STRIMZI_KINDS: Final = {
+    ("kafka.strimzi.io/v1beta2", "KafkaMirrorMaker2"): "io.strimzi.api.kafka.model.mirrormaker2.KafkaMirrorMaker2"
+}
 _DEPENDS_CONDITIONS: Final = frozenset({"service_started", "service_healthy", "service_completed_successfully"})
 _SERVICE_KEYS: Final = frozenset(
     {
@@ -101,21 +112,48 @@ def dockerfile_rules(dockerfile: Path = DOCKERFILE) -> Result:
 # --- Compose ----------------------------------------------------------------------------------
 
 
-def compose(path: Path = COMPOSE_FILE) -> Result:
-    """`docker compose config` where it runs, else the structural check."""
+def compose(path: Path = COMPOSE_FILE, services: Iterable[str] | None = None) -> Result:
+    """`docker compose config` of the file, alone and with the stand-ins, where Compose v2 is here; else by structure.
+
+    Compose v2 is the docker client's plugin, or the binary `./dev containers` built into `.cache/bin`.
+    The secrets the file requires get placeholders: only the structure is checked here. `services`: those the
+    file must hold (default: every service).
+    """
+    command = _compose_command()
+    if command:
+        placeholders = dict.fromkeys(re.findall(r"\$\{(\w+):\?", path.read_text()), "placeholder")
+        standins = path.with_name("standins.yaml")
+        outputs = []
+        for files in ([path], [path, standins]) if path == COMPOSE_FILE else ([path],):
+            args = [*command, *(arg for file in files for arg in ("-f", str(file))), "config", "--quiet"]
+            code, output = _run(args, env=placeholders)
+            if code != 0:
+                return Result("docker compose config", ok=False, output=output)
+            outputs.append(output)
+        return Result("docker compose config", ok=True, output="\n".join(filter(None, outputs)) or "ok")
+    problems = compose_problems(yaml.safe_load(path.read_text()), services)
+    return Result(
+        f"{path.name} structure (no compose plugin here)", ok=not problems, output="; ".join(problems) or "ok"
+    )
+
+
+def _compose_command() -> list[str]:
+    from deploy.containers.engine import COMPOSE_VERSION  # noqa: PLC0415 - the CLI needs it only here
+
+    built = cache_root() / "bin" / f"docker-compose-{COMPOSE_VERSION}"
+    if built.exists():
+        return [str(built)]
     docker = shutil.which("docker")
     if docker and _run([docker, "compose", "version"])[0] == 0:
-        code, output = _run([docker, "compose", "-f", str(path), "config", "--quiet"])
-        return Result("docker compose config", ok=code == 0, output=output or "ok")
-    problems = compose_problems(yaml.safe_load(path.read_text()))
-    return Result("compose structure (no compose plugin here)", ok=not problems, output="; ".join(problems) or "ok")
+        return [docker, "compose"]
+    return []
 
 
 def compose_problems(document: Any, services: Iterable[str] | None = None) -> list[str]:  # noqa: C901, PLR0912
     """What is wrong with a parsed compose file, for compose and for this project."""
     from deploy.local.stack import SERVICES  # noqa: PLC0415 - keeps the module light for the CLI
 
-    wanted = list(services or SERVICES)
+    wanted = list(SERVICES if services is None else services)
     problems: list[str] = []
     if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
         return ["no services"]
@@ -273,22 +311,88 @@ def _resolve(definitions: Mapping[str, Any], node: Any, seen: frozenset[str]) ->
     return out
 
 
+def strimzi_schema_dir(kinds: Iterable[tuple[str, str]]) -> Path:
+    """Standalone, strict JSON Schemas of Strimzi's `kinds`, from the CRDs its generator writes from its API classes."""
+    from deploy.local import jvm  # noqa: PLC0415 - only for Strimzi's kinds
+
+    target = cache_root() / "k8s-schemas" / f"strimzi-{STRIMZI_VERSION}-standalone-strict"
+    missing = [(api, kind) for api, kind in kinds if not (target / _schema_file(api, kind)).exists()]
+    for api, kind in missing:
+        model = STRIMZI_KINDS.get((api, kind))
+        if model is None:
+            msg = f"no schema for {kind} ({api}): validate.STRIMZI_KINDS names the Strimzi kinds checked"
+            raise RuntimeError(msg)
+        classpath = jvm.Classpath(
+            name="strimzi-crd-generator",
+            version=STRIMZI_VERSION,
+            artifacts=(f"io.strimzi:crd-generator:{STRIMZI_VERSION}", f"io.strimzi:api:{STRIMZI_VERSION}"),
+            marker="crd-generator-",
+        )
+        lib = jvm.ensure_classpath(classpath)
+        target.mkdir(parents=True, exist_ok=True)
+        crd_file = target / f"{kind.lower()}-crd.yaml"
+        group, _, version = api.rpartition("/")
+        code, output = _run(
+            [
+                jvm.java_executable(), "-cp", f"{lib}/*", "io.strimzi.crdgenerator.CrdGenerator",
+                "--crd-api-version", "v1", "--api-versions", version, "--storage-version", version, "--yaml",
+                f"{model}={crd_file}",
+            ]
+        )  # fmt: skip
+        if code != 0 or not crd_file.exists() or crd_file.stat().st_size == 0:
+            msg = f"Strimzi's CRD generator failed for {kind}: {output}"
+            raise RuntimeError(msg)
+        crd = yaml.safe_load(crd_file.read_text())
+        if crd["spec"]["group"] != group:
+            msg = f"the generated CRD is for group {crd['spec']['group']}, not {group}"
+            raise RuntimeError(msg)
+        (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+        schema = _closed(served["schema"]["openAPIV3Schema"])
+        (target / _schema_file(api, kind)).write_text(json.dumps(schema))
+    return target
+
+
+def _closed(node: Any) -> Any:
+    """A CRD's OpenAPI v3 schema as kubeconform's strict JSON Schema: objects closed unless they keep unknown fields."""
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("x-kubernetes-int-or-string"):
+        return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    out = {key: _closed(value) for key, value in node.items() if not key.startswith("x-")}
+    if "properties" in out and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("additionalProperties", False)
+    return out
+
+
 def kubeconform(directory: Path) -> Result:
     """Run kubeconform over what `directory` renders to, strict, against the generated schemas."""
     rendered = kustomize(directory)
     objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
-    schemas = schema_dir({(doc["apiVersion"], doc["kind"]) for doc in objects})
-    location = f"{schemas}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
-    code, output = _run(
-        [str(kubeconform_binary()), "-strict", "-summary", "-schema-location", location, "-"], stdin=rendered
-    )
+    kinds = {(doc["apiVersion"], doc["kind"]) for doc in objects}
+    strimzi = {kind for kind in kinds if kind[0].startswith("kafka.strimzi.io/")}
+    locations = [schema_dir(kinds - strimzi)]
+    if strimzi:
+        locations.append(strimzi_schema_dir(strimzi))
+    flags = [arg for location in locations for arg in ("-schema-location", f"{location}/{_KIND_TEMPLATE}")]
+    code, output = _run([str(kubeconform_binary()), "-strict", "-summary", *flags, "-"], stdin=rendered)
     name = directory.relative_to(REPO) if directory.is_relative_to(REPO) else directory
     return Result(f"kubeconform {name}", ok=code == 0, output=output)
 
 
+_KIND_TEMPLATE: Final = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+
+
 def all_checks() -> list[Result]:
     """Every check, in order."""
-    return [hadolint(), dockerfile_rules(), compose(), *(kubeconform(directory) for directory in K8S_DIRS)]
+    return [
+        hadolint(),
+        dockerfile_rules(),
+        compose(),
+        compose(MIRROR_COMPOSE_FILE, services=()),
+        *(kubeconform(directory) for directory in K8S_DIRS),
+    ]
 
 
 def main() -> int:

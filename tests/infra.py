@@ -1,9 +1,11 @@
 """Where the tests' Kafka and PostgreSQL come from.
 
 In order: the servers named by KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL; else
-testcontainers, when a Docker engine answers; else the project's own local
-Kafka and PostgreSQL (deploy/local). Nothing is ever skipped: if none of these
-works, the tests that need them fail.
+testcontainers, when a Docker engine answers and already holds the images they
+start (nothing is pulled: a registry may be out of reach); else the project's own
+local Kafka and PostgreSQL (deploy/local). CADRE_TEST_INFRA=local or =containers
+decides instead. Nothing is ever skipped: if none of these works, the tests that
+need them fail.
 """
 
 from __future__ import annotations
@@ -31,14 +33,29 @@ class Infra:
         return f"{base}/{name}"
 
 
-def _docker_answers() -> bool:
-    if os.environ.get("CADRE_TEST_INFRA", "auto") == "local":
-        return False
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+POSTGRES_IMAGE = "postgres:15"
+
+
+def testcontainers_images() -> list[str]:
+    """The images testcontainers would start (Kafka, PostgreSQL, and its reaper unless disabled)."""
+    from testcontainers.core.config import testcontainers_config  # noqa: PLC0415
+
+    reaper = [] if testcontainers_config.ryuk_disabled else [testcontainers_config.ryuk_image]
+    return [KAFKA_IMAGE, POSTGRES_IMAGE, *reaper]
+
+
+def _use_testcontainers() -> bool:
+    """CADRE_TEST_INFRA=containers or =local; else (auto) whether an engine answers with the images at hand."""
+    mode = os.environ.get("CADRE_TEST_INFRA", "auto")
+    if mode in {"local", "containers"}:
+        return mode == "containers"
     try:
         import docker  # noqa: PLC0415 - only where testcontainers may be used
 
         client = docker.from_env(timeout=3)
-        client.ping()
+        for image in testcontainers_images():
+            client.images.get(image)  # raises when the engine lacks it
     except Exception:
         return False
     return True
@@ -50,12 +67,12 @@ def provide() -> Iterator[Infra]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     postgres = os.environ.get("DATABASE_URL")
     with contextlib.ExitStack() as stack:
-        use_containers = (kafka is None or postgres is None) and _docker_answers()
+        use_containers = (kafka is None or postgres is None) and _use_testcontainers()
         if kafka is None:
             if use_containers:
                 from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
 
-                container = stack.enter_context(KafkaContainer().with_kraft())
+                container = stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
                 kafka = container.get_bootstrap_server()
             else:
                 from deploy.local.kafka import LocalKafka  # noqa: PLC0415
@@ -65,7 +82,7 @@ def provide() -> Iterator[Infra]:
             if use_containers:
                 from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
 
-                pg = stack.enter_context(PostgresContainer("postgres:15", driver=None))
+                pg = stack.enter_context(PostgresContainer(POSTGRES_IMAGE, driver=None))
                 postgres = pg.get_connection_url()
             else:
                 from deploy.local.postgres import LocalPostgres  # noqa: PLC0415

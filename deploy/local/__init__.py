@@ -1,11 +1,14 @@
 """Kafka and PostgreSQL without Docker, and the whole platform on one machine.
 
-This package's own module holds what the Kafka and PostgreSQL runners share: how
-a server process is tied to its owner, stopped, diagnosed and run in the foreground.
+This package's own module holds what the local servers (Kafka, PostgreSQL, MirrorMaker 2)
+share: how a server process is tied to its owner, stopped, diagnosed and run in the
+foreground; `jvm` fetches the Java ones' class paths.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -14,10 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Server(Protocol):
@@ -86,6 +91,16 @@ def stop_process_group(
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-probe") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def tail(path: Path, lines: int = 40) -> str:

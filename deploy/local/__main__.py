@@ -45,6 +45,15 @@ def up(
     namespace: Annotated[
         str, typer.Option(help="Prefix of topic and database names (beside other stacks on the same servers)")
     ] = "",
+    levels: Annotated[
+        int,
+        typer.Option(
+            help="Run a province, a city and a county (3), each its own stack linked by MirrorMaker 2, with the"
+            " demo split across them",
+            min=1,
+            max=3,
+        ),
+    ] = 1,
 ) -> None:
     """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
     if at is not None:
@@ -60,6 +69,9 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if levels > 1:
+        _up_levels(workdir, levels, stop=stop, demo=demo, cadres=cadres, seed=seed, secret=secret)
+        return
     with console.status("starting Kafka, PostgreSQL and the services..."):
         running = local_stack.run_stack(workdir, secret=secret, namespace=namespace)
         stack = running.__enter__()
@@ -76,8 +88,37 @@ def up(
         running.__exit__(None, None, None)
 
 
-def _print_stack(stack: local_stack.Stack, secret: str) -> None:
-    table = Table(title="Reserve cadre platform: running")
+def _up_levels(
+    workdir: Path, count: int, *, stop: threading.Event, demo: bool, cadres: int, seed: int, secret: str
+) -> None:
+    """`up --levels N`: each level its own stack, linked; the demo split; until Ctrl-C."""
+    from deploy.local import levels as local_levels  # noqa: PLC0415 - MirrorMaker only when asked for
+
+    with console.status(f"starting {count} levels: Kafka, PostgreSQL and the services each, then MirrorMaker..."):
+        context = local_levels.run_levels(workdir, count)
+        running = context.__enter__()
+    try:
+        for level in running.levels:
+            stack = running.stacks[level.name]
+            if demo:
+                with console.status(f"loading {level.name}'s part of the demo organization..."):
+                    loaded = asyncio.run(
+                        local_stack.load_demo(stack, seed=seed, cadres=cadres, part=running.demo_part(level))
+                    )
+                for name, (sent, skipped) in loaded.items():
+                    console.print(f"demo: {level.name}: {name}: {sent} commands sent, {skipped} already there")
+            _print_stack(stack, secret, title=f"Level {level.name} (root {level.root}): running", root=level.root)
+        if running.mirror is not None:
+            console.print(f"MirrorMaker 2 links every level: {running.mirror.workdir / 'mm2.properties'}")
+        console.print("Press Ctrl-C to stop.")
+        stop.wait()
+    finally:
+        console.print("stopping...")
+        context.__exit__(None, None, None)
+
+
+def _print_stack(stack: local_stack.Stack, secret: str, *, title: str = "", root: str = "qs") -> None:
+    table = Table(title=title or "Reserve cadre platform: running")
     table.add_column("service")
     table.add_column("API docs (OpenAPI)")
     table.add_column("log")
@@ -87,10 +128,11 @@ def _print_stack(stack: local_stack.Stack, secret: str) -> None:
     console.print(f"Kafka: {stack.kafka_bootstrap}    PostgreSQL: {stack.postgres_dsn}")
     if "MAILDIR" in stack.mail:
         console.print(f"Email goes to a local SMTP server on port {stack.mail['SMTP_PORT']}: {stack.mail['MAILDIR']}")
-    token = issue_token(secret, Actor(user="demo.organizer", org_path="qs", role=Role.ORGANIZER))
-    console.print("Token of the demo province's organizer (paste into 'Authorize' in the docs):")
+    token = issue_token(secret, Actor(user="demo.organizer", org_path=root, role=Role.ORGANIZER))
+    console.print(f"Token of the organizer at {root} (paste into 'Authorize' in the docs):")
     console.print(token, soft_wrap=True)
-    console.print("Press Ctrl-C to stop.")
+    if not title:
+        console.print("Press Ctrl-C to stop.")
 
 
 @app.command()

@@ -1,8 +1,8 @@
 """Apache Kafka 4.x in KRaft mode (one combined broker and controller), without Docker.
 
-The broker's jars come from Maven Central through `mvn` once, into a git-ignored
-cache (`.cache/kafka/<version>/lib`, or `$CADRE_CACHE_DIR/kafka/<version>/lib`);
-later starts download nothing. Storage is formatted, the JVM started on free
+The broker's jars come from Maven Central through `mvn` once (deploy/local/jvm.py),
+into a git-ignored cache (`.cache/kafka/<version>/lib`, or
+`$CADRE_CACHE_DIR/kafka/<version>/lib`); later starts download nothing. Storage is formatted, the JVM started on free
 loopback ports in its own session, and `start` returns only after a real produce
 and consume round trip. The broker logs INFO to `kafka.log` in its work directory.
 
@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
-import fcntl
-import os
 import shutil
 import signal
 import subprocess
@@ -31,12 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
-from deploy.local import death_signal_prefix, serve, stop_process_group, tail
+from deploy.local import death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
 from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
@@ -44,94 +41,24 @@ PROBE_TOPIC = "_local_probe"
 """The topic `start` creates (one partition) for its produce/consume round trip."""
 
 _HERE = Path(__file__).resolve().parent
-_REPO = Path(__file__).resolve().parents[2]
-_MARKER = "complete"
 _START_ATTEMPTS = 3
 """Starts tried when a port picked as free was taken by someone else before the broker bound it."""
 
-T = TypeVar("T")
 
-
-def cache_dir(version: str = KAFKA_VERSION) -> Path:
-    """Where the jars of Kafka `version` are kept: `<repo>/.cache/kafka/<version>/`.
-
-    The environment variable `CADRE_CACHE_DIR` replaces `<repo>/.cache`.
-    """
-    override = os.environ.get("CADRE_CACHE_DIR")
-    root = Path(override) if override else _REPO / ".cache"
-    return root / "kafka" / version
-
-
-def java_executable() -> str:
-    """The `java` to run Kafka with: `$JAVA_HOME/bin/java`, else `java` on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        msg = "java not found: Kafka needs Java 17 or newer on PATH (or in $JAVA_HOME/bin)"
-        raise RuntimeError(msg)
-    return found
-
-
-def _fetched(target: Path) -> bool:
-    return (target / _MARKER).is_file() and any((target / "lib").glob("kafka_2.13-*.jar"))
+def broker_classpath(version: str = KAFKA_VERSION) -> jvm.Classpath:
+    """The broker's class path: `kafka_2.13` and its logging binding, cached in `.cache/kafka/<version>/`."""
+    return jvm.Classpath(
+        name="kafka",
+        version=version,
+        # kafka-tools: the admin commands (the containers' health check runs one)
+        artifacts=(f"org.apache.kafka:kafka_2.13:{version}", f"org.apache.kafka:kafka-tools:{version}", *jvm.SLF4J_TO_LOG4J),
+        marker="kafka_2.13-",
+    )
 
 
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:
-    """The directory of Kafka `version`'s jars (its whole runtime class path).
-
-    The first call fetches them with `mvn dependency:copy-dependencies`; a marker
-    written after a complete copy makes later calls return at once. A file lock
-    makes a concurrent call (another process or thread) wait for that fetch
-    instead of running `mvn` into the same directory.
-    """
-    target = cache_dir(version)
-    lib = target / "lib"
-    if _fetched(target):
-        return lib
-    target.mkdir(parents=True, exist_ok=True)
-    with (target / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _fetched(target):  # another process may have fetched them while we waited
-            _fetch(version, target)
-    return lib
-
-
-def _fetch(version: str, target: Path) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        msg = "mvn not found: Apache Maven fetches Kafka's jars from Maven Central on first use"
-        raise RuntimeError(msg)
-    (target / _MARKER).unlink(missing_ok=True)
-    pom = target / "pom.xml"
-    pom.write_text((_HERE / "kafka-pom.xml").read_text().replace("@KAFKA_VERSION@", version))
-    staging = target / "lib.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    result = subprocess.run(  # noqa: S603 - our pom, fixed arguments
-        [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-        shutil.rmtree(staging, ignore_errors=True)
-        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
-        msg = f"mvn failed (exit code {result.returncode}) to fetch Kafka {version}: {output or '(no output)'}"
-        raise RuntimeError(msg)
-    lib = target / "lib"
-    shutil.rmtree(lib, ignore_errors=True)
-    staging.rename(lib)
-    (target / _MARKER).write_text(f"{sum(1 for _ in lib.glob('*.jar'))} jars of Kafka {version}\n")
+    """The directory of Kafka `version`'s jars (its whole runtime class path), fetched on first use."""
+    return jvm.ensure_classpath(broker_classpath(version))
 
 
 def new_cluster_id() -> str:
@@ -220,7 +147,7 @@ class LocalKafka:
             raise RuntimeError(msg)
         deadline = time.monotonic() + timeout
         lib = ensure_jars()
-        java = java_executable()
+        java = jvm.java_executable()
         self._workdir = self._given or Path(tempfile.mkdtemp(prefix="cadre-kafka-"))
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +230,7 @@ class LocalKafka:
             return self.running
 
         try:
-            _run_sync(lambda: _round_trip_until(self.bootstrap_servers, deadline, alive))
+            run_sync(lambda: _round_trip_until(self.bootstrap_servers, deadline, alive))
         except TimeoutError as error:
             msg = f"Kafka did not become ready in {timeout:.0f} s ({error})"
             raise self._failure(msg) from None
@@ -350,16 +277,6 @@ class LocalKafka:
 
 class _BrokerDiedError(Exception):
     """The broker process exited during the readiness probe."""
-
-
-def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 async def _round_trip_until(bootstrap: str, deadline: float, alive: Callable[[], bool]) -> None:

@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -29,6 +30,9 @@ from deploy.local.ports import free_port
 from runtime import clock
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
+
+if TYPE_CHECKING:
+    from services.registry.demo import DemoOrg
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("registry", "training", "assessment", "notify", "audit", "sync")
@@ -96,6 +100,8 @@ class Stack:
     namespace: str
     mail: dict[str, str] = field(default_factory=dict)
     """Notify's SMTP settings (SMTP_HOST, SMTP_PORT) and, for the local sink, MAILDIR."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Given to every service of the stack (a deployment's topology and key)."""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def urls(self) -> dict[str, str]:
@@ -117,6 +123,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
             "HTTP_PORT": str(port),
             "PYTHONPATH": str(REPO),
             **clock.current().environment(),  # the same clock in every process of the stack
+            **stack.env,
         }
     )
     env.update(extra or {})
@@ -164,11 +171,13 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def infrastructure(workdir: Path) -> Iterator[tuple[str, str]]:
-    """Kafka bootstrap and PostgreSQL server DSN: from the environment, or started here."""
+def infrastructure(
+    workdir: Path, *, kafka: str | None = None, postgres: str | None = None
+) -> Iterator[tuple[str, str]]:
+    """Kafka bootstrap and PostgreSQL server DSN: as given, else from the environment, else started here."""
     with contextlib.ExitStack() as stack:
-        kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        postgres = os.environ.get("DATABASE_URL")
+        kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        postgres = postgres or os.environ.get("DATABASE_URL")
         if kafka is None:
             from deploy.local.kafka import LocalKafka  # noqa: PLC0415 - not needed with an external Kafka
 
@@ -239,13 +248,28 @@ def run_stack(
     services: list[str] | None = None,
     secret: str = DEV_AUTH_SECRET,
     namespace: str = "",
+    kafka: str | None = None,
+    postgres: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Bring the platform up; take it down (services first) when the block ends."""
+    """Bring the platform up; take it down (services first) when the block ends.
+
+    `kafka` and `postgres` name servers to use (else the environment's, else started here);
+    `env` is given to every service (a deployment's topology, its signing key).
+    """
     names = services or available_services()
-    with infrastructure(workdir) as (kafka, postgres), mail_sink(workdir) as mail:
-        stack = Stack(kafka_bootstrap=kafka, postgres_dsn=postgres, secret=secret, namespace=namespace, mail=mail)
-        asyncio.run(create_databases(postgres, [database_name(namespace, name) for name in names]))
-        asyncio.run(ensure_topics(kafka, platform_topics(namespace)))
+    servers = infrastructure(workdir, kafka=kafka, postgres=postgres)
+    with servers as (bootstrap, server_dsn), mail_sink(workdir) as mail:
+        stack = Stack(
+            kafka_bootstrap=bootstrap,
+            postgres_dsn=server_dsn,
+            secret=secret,
+            namespace=namespace,
+            mail=mail,
+            env=dict(env or {}),
+        )
+        asyncio.run(create_databases(server_dsn, [database_name(namespace, name) for name in names]))
+        asyncio.run(ensure_topics(bootstrap, platform_topics(namespace)))
         try:
             for name in names:
                 start_service(stack, name, workdir / "logs", _own_env(stack, name))
@@ -257,18 +281,27 @@ def run_stack(
                 service.stop()
 
 
-async def load_demo(stack: Stack, *, seed: int = 7, cadres: int = 300) -> dict[str, tuple[int, int]]:
-    """Load the demo organization through each running service's API, in service order."""
-    return await load_demo_at(stack.urls(), stack.secret, seed=seed, cadres=cadres)
+async def load_demo(
+    stack: Stack, *, seed: int = 7, cadres: int = 300, part: Callable[[DemoOrg], DemoOrg] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Load the demo organization (or `part` of it) through each running service's API, in service order."""
+    return await load_demo_at(stack.urls(), stack.secret, seed=seed, cadres=cadres, part=part)
 
 
 async def load_demo_at(
-    urls: Mapping[str, str], secret: str, *, seed: int = 7, cadres: int = 300
+    urls: Mapping[str, str],
+    secret: str,
+    *,
+    seed: int = 7,
+    cadres: int = 300,
+    part: Callable[[DemoOrg], DemoOrg] | None = None,
 ) -> dict[str, tuple[int, int]]:
     """Load the demo organization through the services at `urls` (name → base URL), in service order."""
     from services.registry import demo  # noqa: PLC0415 - the plan every service's demo builds on
 
     org = demo.plan(seed, cadres=cadres)
+    if part is not None:
+        org = part(org)
     token = demo.root_token(secret, org)
     results: dict[str, tuple[int, int]] = {}
     for name in sorted(urls, key=lambda n: SERVICES.index(n) if n in SERVICES else len(SERVICES)):

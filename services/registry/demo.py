@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import httpx
 
-from contracts.envelope import Actor, Role
+from contracts.envelope import Actor, Role, in_subtree
 from contracts.registry import OrgLevel
 from runtime import clock
 from runtime.auth import issue_token
@@ -129,8 +130,20 @@ class DemoOrg:
 
     @property
     def root(self) -> Unit:
-        """The province at the top."""
+        """The unit at the top (the province; of a part, the part's root)."""
         return self.units[0]
+
+    def part(self, root: str, *, without: Sequence[str] = ()) -> DemoOrg:
+        """The units under `root` (an org path), except those under `without`, and their cadres.
+
+        A deployment of a level loads its part of the demo: its subtree, less its children's.
+        """
+
+        def mine(path: str) -> bool:
+            return in_subtree(path, root) and not any(in_subtree(path, other) for other in without)
+
+        units = [unit for unit in self.units if mine(unit.path)]
+        return DemoOrg(units=units, cadres=[cadre for cadre in self.cadres if mine(cadre.unit.path)])
 
 
 def _pinyin_user(name: str, rng: random.Random) -> str:

@@ -27,7 +27,7 @@ SCHEMA: Final = (
         code              text PRIMARY KEY,
         name              text NOT NULL,
         level             text NOT NULL,
-        parent_code       text REFERENCES org_units (code),
+        parent_code       text,
         path              text COLLATE "C" NOT NULL UNIQUE,
         target_pool_size  int NOT NULL,
         leader_user_id    text,
@@ -68,6 +68,9 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS cadres_subtree ON cadres (org_path, cadre_id)",
+    # A deployment's root unit names a parent that lives in the deployment above (ADR 0010): the tree's
+    # shape is kept by the commands' rules, not by a key to a row that may be elsewhere.
+    "ALTER TABLE org_units DROP CONSTRAINT IF EXISTS org_units_parent_code_fkey",
     # Personal data: the latest sealed file only (ciphertext); opened on read with the cadre's key.
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",

@@ -47,6 +47,7 @@ class ChainStatus(BaseModel):
     signed: int
     released: int
     lag_events: int
+    """Events arrived and not yet released (waiting for a gap to fill or a checkpoint to sign them)."""
     lag_seconds: float
     last_heard: datetime | None
     last_released_recorded_at: datetime | None
@@ -89,8 +90,11 @@ async def status(pool: Pool, deployment: str, parent: str, children: list[str]) 
                a.received, a.oldest_waiting, a.link, r.refused, l.recorded_at AS last_released_recorded_at
         FROM chains c
         LEFT JOIN LATERAL (
-            SELECT max(position) AS received, min(arrived_at) FILTER (WHERE position > c.released) AS oldest_waiting,
-                   max(link) AS link
+            SELECT max(position) AS received, max(link) AS link,
+                   -- a chain's last checkpoint waits for the next one to sign it: it holds nothing back
+                   count(*) FILTER (WHERE position > c.released AND event_type <> 'ChainCheckpointed') AS waiting,
+                   min(arrived_at) FILTER (WHERE position > c.released AND event_type <> 'ChainCheckpointed')
+                       AS oldest_waiting
             FROM arrivals WHERE deployment = c.deployment AND source = c.source) a ON true
         LEFT JOIN LATERAL (
             SELECT count(*) AS refused FROM refusals WHERE deployment = c.deployment AND source = c.source) r ON true
@@ -112,7 +116,7 @@ async def status(pool: Pool, deployment: str, parent: str, children: list[str]) 
             verified=row["verified"],
             signed=row["signed"],
             released=row["released"],
-            lag_events=max(0, received - row["released"]),
+            lag_events=int(row["waiting"] or 0),
             lag_seconds=max(0.0, (now - waiting).total_seconds()) if waiting else 0.0,
             last_heard=row["last_heard"],
             last_released_recorded_at=row["last_released_recorded_at"],

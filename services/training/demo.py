@@ -62,7 +62,7 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
             )
             programs.append((program_id, starts, starts + timedelta(days=14), hours))
     for cadre in active:
-        await _train(loader, rng, cadre, programs, today)
+        await _train(loader, rng, cadre, programs, today=today, top=org.root.code)
     return loader.sent, loader.skipped
 
 
@@ -71,7 +71,9 @@ async def _train(
     rng: random.Random,
     cadre: DemoCadre,
     programs: list[tuple[uuid.UUID, date, date, int]],
+    *,
     today: date,
+    top: str,
 ) -> None:
     cadre_id = str(cadre.cadre_id)
     eligible = [p for p in programs if p[1] - timedelta(days=20) > cadre.nominated_on]
@@ -111,16 +113,17 @@ async def _train(
             studied,
         )
     if rng.random() < 0.35:
-        await _post(loader, rng, cadre, today)
+        await _post(loader, rng, cadre, today, top)
 
 
-async def _post(loader: DemoLoader, rng: random.Random, cadre: DemoCadre, today: date) -> None:
+async def _post(loader: DemoLoader, rng: random.Random, cadre: DemoCadre, today: date, top: str) -> None:
     cadre_id = str(cadre.cadre_id)
     advice = await loader.get(f"/cadres/{cadre_id}/recommendation")
     kind = advice.json().get("kind") if advice.status_code == httpx.codes.OK else None
     if kind is None:
         return
-    host = {"downward": cadre.unit.code, "upward": "qs", "cold_hot_exchange": cadre.unit.code, "urgent_task": "qs"}
+    # Up: the highest unit the loading deployment holds (the province's, or a level's own root).
+    host = {"downward": cadre.unit.code, "upward": top, "cold_hot_exchange": cadre.unit.code, "urgent_task": top}
     starts = max(cadre.nominated_on + timedelta(days=10), today - timedelta(days=rng.randint(30, 240)))
     await loader.send(
         "POST",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy import validate
+from deploy import mirroring, validate
 from deploy.local.stack import SERVICES
 
 REPO = validate.REPO
@@ -107,6 +107,47 @@ def test_kubeconform_catches_a_broken_manifest(tmp_path: Path) -> None:
     result = validate.kubeconform(broken)
     assert not result.ok
     assert "replica" in result.output
+
+
+def test_kubeconform_checks_mirrormaker2_against_strimzis_crd(tmp_path: Path) -> None:
+    shutil.copytree(validate.K8S_DIRS[0], tmp_path / "base")
+    overlay = tmp_path / "overlays" / "example"
+    shutil.copytree(validate.K8S_DIRS[1], overlay)
+    manifest = (overlay / "mirrormaker2.yaml").read_text()
+    (overlay / "mirrormaker2.yaml").write_text(
+        manifest.replace("topicsPattern", "topicsPatern").replace("tasksMax: 1", "tasksMax: one")
+    )
+    result = validate.kubeconform(overlay)
+    assert not result.ok
+    assert "KafkaMirrorMaker2 cadre-mirror is invalid" in result.output
+    assert "'topicsPatern' not allowed" in result.output
+    assert "tasksMax': got string, want integer" in result.output
+
+
+def test_the_mirrormaker_examples_are_rendered_by_the_code_the_launcher_uses() -> None:
+    assert mirroring.main(["--check"]) == 0, "run `python -m deploy.mirroring`"
+    objects = rendered(validate.K8S_DIRS[1])
+    (mirror,) = [obj for obj in objects if obj["kind"] == "KafkaMirrorMaker2"]
+    assert mirror["metadata"]["namespace"] == "cadre-pool"
+    assert mirror["spec"] == yaml.safe_load(mirroring.K8S_MANIFEST.read_text())["spec"]
+    (shared,) = [obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "cadre-shared"]
+    assert mirror["spec"]["connectCluster"] == shared["data"]["DEPLOYMENT_ID"]  # next to this deployment's Kafka
+
+
+def test_the_mirror_compose_file_links_two_compose_projects() -> None:
+    assert validate.compose(validate.MIRROR_COMPOSE_FILE, services=()).ok
+    document = yaml.safe_load(validate.MIRROR_COMPOSE_FILE.read_text())
+    service = document["services"]["mirrormaker"]
+    assert service["image"] == compose_document()["services"]["kafka"]["image"]  # the same Kafka distribution
+    assert "./mirrormaker/mm2.properties:/etc/mirrormaker/mm2.properties:ro" in service["volumes"]
+    assert service["command"][-1] == "/etc/mirrormaker/mm2.properties"
+    projects = set(mirroring.COMPOSE_TOPOLOGY.clusters)
+    assert {network["name"] for network in document["networks"].values()} == {f"{p}_default" for p in projects}
+    kafka = compose_document()["services"]["kafka"]
+    # each project's Kafka advertises <DEPLOYMENT_ID>-kafka, the name the properties use
+    assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://${DEPLOYMENT_ID:-compose}-kafka:9092"
+    assert kafka["networks"]["default"]["aliases"] == ["${DEPLOYMENT_ID:-compose}-kafka"]
+    assert mirroring.COMPOSE_TOPOLOGY.clusters == {p: f"{p}-kafka:9092" for p in projects}
 
 
 def rendered(directory: Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from deploy.local import jvm
 from deploy.local import kafka as local_kafka
 from deploy.local.kafka import LocalKafka
 from deploy.local.ports import accepts, free_ports
@@ -240,7 +241,7 @@ for arg in "$@"; do
     case "$arg" in -DoutputDirectory=*) out="${arg#-DoutputDirectory=}" ;; esac
 done
 sleep 0.5
-mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.jar"
+mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.jar" "$out/kafka-tools-9.9.9.jar"
 """
 
 
@@ -289,16 +290,17 @@ def test_missing_java_and_maven_are_named(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="java not found"):
-        local_kafka.java_executable()
+        jvm.java_executable()
     with pytest.raises(RuntimeError, match="mvn not found"):
         local_kafka.ensure_jars("9.9.9")
 
 
 def test_cache_dir_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CADRE_CACHE_DIR", raising=False)
-    assert local_kafka.cache_dir() == REPO / ".cache" / "kafka" / local_kafka.KAFKA_VERSION
+    broker = local_kafka.broker_classpath()
+    assert jvm.cache_dir(broker) == REPO / ".cache" / "kafka" / local_kafka.KAFKA_VERSION
     monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path))
-    assert local_kafka.cache_dir() == tmp_path / "kafka" / local_kafka.KAFKA_VERSION
+    assert jvm.cache_dir(broker) == tmp_path / "kafka" / local_kafka.KAFKA_VERSION
 
 
 def test_cluster_ids_look_like_kafkas() -> None:

@@ -1,0 +1,335 @@
+"""Three levels, three stacks, one record: a province, a city and a county, linked by MirrorMaker 2.
+
+Each level runs its own Kafka, PostgreSQL and every service as processes (deploy/local/levels.py,
+the same launcher as `./dev up --levels 3`), one MirrorMaker 2 process links them. The tests share
+the topology (starting it takes a minute) and each works on cadres of its own; the test that
+rewrites the county's history comes last, as nothing is trusted from the county after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from contracts import topics
+from contracts.envelope import Actor, Role, canonical_json, chain_hash
+from deploy.local import levels as local_levels
+from deploy.local import stack as local_stack
+from runtime import clock
+from runtime.auth import issue_token
+from runtime.kafka import topic_ends
+from runtime.settings import DEV_AUTH_SECRET
+from tests.integration.test_registry_api import nomination
+from tests.support import eventually, read_topic
+
+T = TypeVar("T")
+
+PROVINCE, CITY, COUNTY = "qs", "bh", "bh_c1"
+COUNTY_UNIT = "bh_c1_t1"  # a township of the county: the county's own part of the tree
+
+
+@pytest.fixture(scope="module")
+def levels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_levels.Running]:
+    """The three levels, their demo parts loaded (a few cadres each), and MirrorMaker running."""
+    workdir: Path = tmp_path_factory.mktemp("levels")
+    with local_levels.run_levels(workdir, 3) as running:
+        for level in running.levels:
+            stack = running.stacks[level.name]
+            asyncio.run(local_stack.load_demo(stack, seed=11, cadres=30, part=running.demo_part(level)))
+        yield running
+
+
+def headers(path: str, role: Role = Role.ORGANIZER, user: str = "tester") -> dict[str, str]:
+    token = issue_token(DEV_AUTH_SECRET, Actor(user=user, org_path=path, role=role))
+    return {"Authorization": f"Bearer {token}"}
+
+
+AT_PROVINCE = headers("qs")
+AT_CITY = headers("qs.bh")
+AT_COUNTY = headers("qs.bh.bh_c1")
+
+
+@pytest.fixture
+async def clients(levels: local_levels.Running) -> AsyncIterator[dict[str, dict[str, httpx.AsyncClient]]]:
+    """level → service → an HTTP client to it."""
+    opened: dict[str, dict[str, httpx.AsyncClient]] = {}
+    for level, stack in levels.stacks.items():
+        opened[level] = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls().items()}
+    try:
+        yield opened
+    finally:
+        for services in opened.values():
+            for client in services.values():
+                await client.aclose()
+
+
+async def settle(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool]) -> T:
+    """Wait for something to cross the levels (a hop is MirrorMaker, a checkpoint and the ingest)."""
+    return await eventually(probe, until=until, timeout=90)
+
+
+async def nominate(registry: httpx.AsyncClient, name: str) -> str:
+    body = nomination(org_code=COUNTY_UNIT, full_name=name, cadre_id=str(uuid.uuid4()))
+    response = await registry.post("/cadres", json=body, headers=AT_COUNTY)
+    assert response.status_code == 201, response.text
+    return str(body["cadre_id"])
+
+
+def ok(code: int) -> bool:
+    return code == 200
+
+
+async def listed(registry: httpx.AsyncClient, at: dict[str, str], cadre_id: str) -> int:
+    return (await registry.get(f"/cadres/{cadre_id}", headers=at)).status_code
+
+
+async def sql(levels: local_levels.Running, level: str, service: str, query: str, *args: Any) -> list[Any]:
+    stack = levels.stacks[level]
+    dsn = local_stack.database_dsn(stack.postgres_dsn, local_stack.database_name(stack.namespace, service))
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+async def test_a_county_nomination_reaches_the_city_and_the_province(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    cadre_id = await nominate(clients[COUNTY]["registry"], "Lin Qiao")
+    # One hop: the city's registry lists the county's cadre; two hops: the province's does too.
+    await settle(lambda: listed(clients[CITY]["registry"], AT_CITY, cadre_id), until=lambda code: code == 200)
+    await settle(lambda: listed(clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=lambda code: code == 200)
+    page = (await clients[PROVINCE]["registry"].get("/cadres", params={"under": COUNTY}, headers=AT_PROVINCE)).json()
+    assert cadre_id in {c["cadre_id"] for c in page["items"]}
+    # The province's audit timeline shows the event as the county recorded it.
+    auditor = headers("qs", Role.AUDITOR, "auditor.zhou")
+    timeline = await settle(
+        lambda: clients[PROVINCE]["audit"].get(f"/cadres/{cadre_id}/timeline", headers=auditor),
+        until=lambda r: r.status_code == 200 and bool(r.json()),
+    )
+    [entry] = [e for e in timeline.json() if e["event_type"] == "CadreNominated"]
+    assert entry["deployment"] == COUNTY
+    # The city cannot change what the county owns: it is told who does.
+    refused = await clients[CITY]["registry"].patch(
+        f"/cadres/{cadre_id}", json={"current_position": "Head"}, headers=AT_CITY
+    )
+    assert refused.status_code == 409
+    assert refused.json()["owner"] == COUNTY
+
+
+async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    assert levels.mirror is not None
+    levels.mirror.stop()
+    try:
+        # Both sides keep working while the link is cut.
+        ids = [await nominate(clients[COUNTY]["registry"], f"Cut {n}") for n in range(15)]
+        city_unit = await clients[CITY]["registry"].post(
+            "/cadres", json=nomination(org_code="bh_c2", full_name="City Side"), headers=AT_CITY
+        )
+        assert city_unit.status_code == 201, city_unit.text
+        await asyncio.sleep(3)
+        assert await listed(clients[CITY]["registry"], AT_CITY, ids[-1]) == 404
+    finally:
+        levels.mirror.start()
+    for cadre_id in ids:
+        await settle(functools.partial(listed, clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=ok)
+    # What the county recorded is what the province holds: the same ids and hashes, each once.
+    county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
+    released = await settle(
+        lambda: sql(
+            levels,
+            PROVINCE,
+            "sync",
+            "SELECT position, event_id, hash FROM released WHERE deployment = $1 AND source = 'registry'"
+            " ORDER BY position",
+            COUNTY,
+        ),
+        until=lambda rows: len(rows) >= len(county) - 1,  # the county's last checkpoint waits for the next
+    )
+    assert [tuple(r) for r in released] == [tuple(r) for r in county[: len(released)]]
+    archived = await sql(
+        levels,
+        PROVINCE,
+        "audit",
+        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1 AND source = 'registry'",
+        COUNTY,
+    )
+    assert archived[0][0] == archived[0][1] == len(released)
+
+
+async def test_a_directive_is_applied_once_and_its_outcome_comes_back(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    cadre_id = await nominate(clients[COUNTY]["registry"], "Posted Up")
+    await settle(lambda: listed(clients[CITY]["registry"], AT_CITY, cadre_id), until=lambda code: code == 200)
+    directive_id = str(uuid.uuid4())
+    posting = {
+        "kind": "upward",
+        "host_org_code": COUNTY,
+        "position": "Section member, city development and reform commission",
+        "starts_on": (clock.today() - timedelta(days=10)).isoformat(),
+        "planned_end_on": (clock.today() + timedelta(days=180)).isoformat(),
+        "purpose": "A year at a higher authority",
+    }
+    issued = await clients[CITY]["sync"].post(
+        "/directives",
+        json={
+            "directive_id": directive_id,
+            "target_deployment": COUNTY,
+            "cadre_id": cadre_id,
+            "kind": "assign_posting",
+            "body": posting,
+            "note": "decided by the city's standing committee",
+        },
+        headers=AT_CITY,
+    )
+    assert issued.status_code == 201, issued.text
+
+    async def status_at_city() -> str | None:
+        rows = (await clients[CITY]["sync"].get("/directives", headers=AT_CITY)).json()
+        return next((d["status"] for d in rows if d["directive_id"] == directive_id), None)
+
+    assert await settle(status_at_city, until=lambda s: s == "applied") == "applied"
+    postings = (await clients[COUNTY]["training"].get(f"/cadres/{cadre_id}/postings", headers=AT_COUNTY)).json()
+    assert [p["kind"] for p in postings] == ["upward"]
+
+    # The directive delivered a second time (the mirror copies it again): no second effect.
+    mirrored = f"{CITY}.{topics.SYNC}"
+    county_kafka = levels.stacks[COUNTY].kafka_bootstrap
+    held = sum((await topic_ends(county_kafka, [mirrored])).values())
+    copy = next(r for r in await read_topic(county_kafka, mirrored, count=held) if directive_id.encode() in r.value)
+    producer = AIOKafkaProducer(bootstrap_servers=county_kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            mirrored, copy.value, key=copy.key, partition=copy.partition, headers=list(copy.headers)
+        )
+    finally:
+        await producer.stop()
+    await asyncio.sleep(5)
+    outcomes = await sql(
+        levels, COUNTY, "sync", "SELECT count(*) FROM events WHERE stream_id = $1", f"directive-{directive_id}"
+    )
+    assert outcomes[0][0] == 1
+    postings = (await clients[COUNTY]["training"].get(f"/cadres/{cadre_id}/postings", headers=AT_COUNTY)).json()
+    assert len(postings) == 1
+
+
+async def test_a_handover_moves_the_single_writer(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    cadre_id = await nominate(clients[COUNTY]["registry"], "Moving Up")
+    await settle(lambda: listed(clients[CITY]["registry"], AT_CITY, cadre_id), until=lambda code: code == 200)
+    change = {"current_position": "Deputy director"}
+    before = await clients[CITY]["registry"].patch(f"/cadres/{cadre_id}", json=change, headers=AT_CITY)
+    assert before.status_code == 409  # the new owner's write before the handover: refused
+    assert before.json()["owner"] == COUNTY
+    handed = await clients[COUNTY]["registry"].post(
+        f"/cadres/{cadre_id}/handover", json={"to_deployment": CITY, "reason": "posted to the city"}, headers=AT_COUNTY
+    )
+    assert handed.status_code == 200, handed.text
+
+    async def city_write() -> httpx.Response:
+        return await clients[CITY]["registry"].patch(f"/cadres/{cadre_id}", json=change, headers=AT_CITY)
+
+    after = await settle(city_write, until=lambda r: r.status_code != 409)
+    assert after.status_code == 200, after.text  # after the handover arrived: the city writes
+    late = await clients[COUNTY]["registry"].patch(f"/cadres/{cadre_id}", json=change, headers=AT_COUNTY)
+    assert late.status_code == 409  # the old owner's later write: refused, naming the new owner
+    assert late.json()["owner"] == CITY
+    # The county's training handed its stream of the cadre over too.
+    handovers = await settle(
+        lambda: sql(
+            levels,
+            COUNTY,
+            "training",
+            "SELECT count(*) FROM events WHERE cadre_id = $1 AND event_type = 'StreamHandedOver'",
+            uuid.UUID(cadre_id),
+        ),
+        until=lambda rows: rows[0][0] == 1,
+    )
+    assert handovers[0][0] == 1
+
+    # A directive about a cadre the county no longer owns is refused there, with the reason.
+    directive_id = str(uuid.uuid4())
+    issued = await clients[CITY]["sync"].post(
+        "/directives",
+        json={
+            "directive_id": directive_id,
+            "target_deployment": COUNTY,
+            "cadre_id": cadre_id,
+            "kind": "confirm_exit",
+            "body": {"reason": "withdrew"},
+        },
+        headers=AT_CITY,
+    )
+    assert issued.status_code == 201, issued.text
+
+    async def outcome() -> dict[str, Any] | None:
+        rows = (await clients[CITY]["sync"].get("/directives", headers=AT_CITY)).json()
+        return next((d for d in rows if d["directive_id"] == directive_id and d["status"] != "issued"), None)
+
+    decided = await settle(outcome, until=lambda d: d is not None)
+    assert decided is not None
+    assert decided["status"] == "refused"
+    assert "owned by deployment bh" in decided["outcome"]["reason"]
+
+
+async def test_a_county_that_rewrites_its_history_is_refused_at_the_city(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    # Last in this module: after it nothing more is trusted from the county's registry.
+    await nominate(clients[COUNTY]["registry"], "Before The Rewrite")
+    stack = levels.stacks[COUNTY]
+    dsn = local_stack.database_dsn(stack.postgres_dsn, local_stack.database_name(stack.namespace, "registry"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT position, body FROM events WHERE position >= 3 ORDER BY position")
+        previous = await conn.fetchval("SELECT hash FROM events WHERE position = 2")
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+            for row in rows:
+                fields = orjson.loads(row["body"])
+                fields.pop("hash")
+                if row["position"] == 3:
+                    fields["payload"]["full_name"] = "Someone Else"
+                fields["prev_hash"] = previous
+                previous = chain_hash(fields)
+                fields["hash"] = previous
+                await conn.execute(
+                    "UPDATE events SET body = $2, hash = $3 WHERE position = $1",
+                    row["position"],
+                    canonical_json(fields).decode(),
+                    previous,
+                )
+            await conn.execute("UPDATE chain_head SET hash = $1", previous)
+            await conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    finally:
+        await conn.close()
+    # The county goes on writing on its rewritten chain (and signs it with its own key).
+    after = await nominate(clients[COUNTY]["registry"], "After The Rewrite")
+    status = await settle(
+        lambda: clients[CITY]["sync"].get("/status", headers=AT_CITY),
+        until=lambda r: any(
+            c["deployment"] == COUNTY and c["source"] == "registry" and c["broken"] for c in r.json()["chains"]
+        ),
+    )
+    chain = next(c for c in status.json()["chains"] if c["deployment"] == COUNTY and c["source"] == "registry")
+    assert "does not follow" in chain["broken"] or "rewritten" in chain["broken"]
+    assert any(r["deployment"] == COUNTY for r in status.json()["refusals"])
+    await asyncio.sleep(3)
+    assert await listed(clients[CITY]["registry"], AT_CITY, after) == 404  # never projected
