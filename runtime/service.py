@@ -275,6 +275,8 @@ class Service:
         never keep the process from exiting.
         """
         await self._step("consumers", self.broker.stop(), 15)
+        for sub in self.subscribers:  # the batch each was writing when its consumer stopped
+            await self._step(f"subscriber {sub.consumer_name}", sub.close(), 10)
         self.stopping.set()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
