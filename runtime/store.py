@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -236,16 +236,15 @@ class _Append:
             self.done.set_result(envelopes)
 
 
-@dataclass(frozen=True, slots=True)
-class _Recorded:
+class _Recorded(NamedTuple):
     """The time a group of events is recorded at, and its JSON text (formatted once per group)."""
 
     at: datetime
     json: str
 
-    def __init__(self, at: datetime) -> None:
-        object.__setattr__(self, "at", at)
-        object.__setattr__(self, "json", _json_time(at))
+    @classmethod
+    def at_time(cls, at: datetime) -> _Recorded:
+        return cls(at, _json_time(at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +329,7 @@ class EventStore:
         current = state.version if state is not None else 0
         if current != request.expected_version:
             raise ConcurrencyError(request.stream_id, request.expected_version, current)
-        recorded_at = _Recorded(clock.now())
+        recorded_at = _Recorded.at_time(clock.now())
         ids = uuid7s(len(request.events))
         return [
             self._record(
@@ -410,7 +409,7 @@ class EventStore:
                     request.fail(error)
                 return
 
-            recorded_at = _Recorded(now)
+            recorded_at = _Recorded.at_time(now)
             ids = iter(uuid7s(sum(len(request.events) for request, _ in plan)))
             rows = [
                 row
