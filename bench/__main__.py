@@ -75,11 +75,10 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
 
     assert isinstance(running, Stack)
     source = ""
-    appended: dict[int, float] = {}
     projected = 0.0
     if chosen & {"append", "relay", "projection", "peer"}:
         console.rule("append")
-        source, appended = await append.run(running, report, events=events)
+        source = await append.run(running, report, events=events)
     if chosen & {"relay", "projection", "peer"}:
         console.rule("relay")
         topic = f"bench.{uuid7().hex[-10:]}.registry.events"
@@ -90,7 +89,7 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "peer" in chosen:
         # The library is synchronous (threads): it runs outside the event loop's thread.
         console.rule(f"peer: eventsourcing {peer.VERSION}")
-        peer_source = await asyncio.to_thread(peer.run_append, running, report, ours=appended)
+        peer_source = await asyncio.to_thread(peer.run_append, running, report)
         await asyncio.to_thread(peer.run_projection, report, source=peer_source, ours=projected, schema=REGISTRY_SCHEMA)
     if "queries" in chosen:
         console.rule("subtree queries")

@@ -15,7 +15,7 @@ from runtime.errors import ConcurrencyError
 CONCURRENCY = 512
 
 
-async def _drive(es: store.EventStore, work: list[Command], concurrency: int, samples: Series) -> int:
+async def drive(es: store.EventStore, work: list[Command], concurrency: int, samples: Series) -> int:
     """Send the commands, `concurrency` in flight, one version after another; return conflicts."""
     ctx = store.CommandContext(actor=ACTOR, correlation_id=uuid7())
     semaphore = asyncio.Semaphore(concurrency)
@@ -53,10 +53,9 @@ async def _drive(es: store.EventStore, work: list[Command], concurrency: int, sa
     return conflicts
 
 
-async def run(stack: Stack, report: Report, *, events: int) -> tuple[str, dict[int, float]]:
-    """Measure appends of single-event and ten-event commands; the batched database's DSN, and events/s by size."""
+async def run(stack: Stack, report: Report, *, events: int) -> str:
+    """Measure appends of single-event and ten-event commands; return the batched database's DSN."""
     dsn = ""
-    rates: dict[int, float] = {}
     for per_command in (1, 10):
         dsn = await stack.fresh_database(f"bench_append_{per_command}")
         pool = await db.create_pool(dsn, max_size=4)
@@ -66,14 +65,13 @@ async def run(stack: Stack, report: Report, *, events: int) -> tuple[str, dict[i
         total = sum(len(c.events) for c in work)
         samples = Series(f"append throughput, {per_command} event(s) per command", xlabel="s", ylabel="events")
         with Clock() as clock:
-            conflicts = await _drive(es, work, CONCURRENCY, samples)
+            conflicts = await drive(es, work, CONCURRENCY, samples)
         await es.close()
         appended = await pool.fetchval("SELECT count(*) FROM events")
         transactions = await pool.fetchval("SELECT count(DISTINCT recorded_at) FROM events")
         baseline = await _plain_copy(pool, batches=int(transactions))
         await pool.close()
         report.series.append(samples)
-        rates[per_command] = appended / clock.seconds
         report.add(
             Figure(
                 name=f"append, {per_command} event(s) per command ({CONCURRENCY} commands in flight)",
@@ -85,7 +83,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> tuple[str, dict[i
                 notes=f"{appended:,} of {total:,} events in {transactions:,} group commits; {conflicts} conflicts",
             )
         )
-    return dsn, rates
+    return dsn
 
 
 async def _plain_copy(pool: db.Pool, *, batches: int) -> float:

@@ -18,6 +18,8 @@ the length of the run at these sizes: each save and each projected event is a tr
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +35,10 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 from psycopg.sql import SQL
 
-from bench.harness import Clock, Figure, Report, Stack
+from bench import append
+from bench.harness import Clock, Figure, Report, Series, Stack
 from bench.workload import Command, commands, org_paths
+from runtime import db, store
 
 THREADS = 16
 PEER_EVENTS = 10_000
@@ -125,11 +129,31 @@ def _append(app: PeerApp, work: list[Command]) -> float:
     return total / clock.seconds
 
 
-def run_append(stack: Stack, report: Report, *, ours: dict[int, float]) -> str:
-    """The peer's appends in both modes; return the DSN of the single-event, default-mode database."""
+async def _ours(stack: Stack, name: str, work: list[Command]) -> float:
+    """Our store on the same commands, just before the peer: a baseline of the same moment and size."""
+    dsn = _fresh(stack, name)
+    pool = await db.create_pool(dsn, max_size=4)
+    try:
+        await db.apply_schema(pool, store.SCHEMA)
+        es = store.EventStore(pool, source="registry", deployment="bench", batch_size=1000)
+        with Clock() as clock:
+            await append.drive(es, work, append.CONCURRENCY, Series("ours beside the peer"))
+        await es.close()
+    finally:
+        await pool.close()
+    return sum(len(c.events) for c in work) / clock.seconds
+
+
+def run_append(stack: Stack, report: Report) -> str:
+    """The peer's appends in both modes beside ours; return the DSN of the single-event, default-mode database.
+
+    The machine is shared: each pair (ours, then the peer's two modes) runs back to back on
+    the same commands, so the ratio compares like with like.
+    """
     source = ""
     for per_command in (1, 10):
         work = commands(PEER_EVENTS, per_command=per_command, per_cadre=10 if per_command == 10 else 5)
+        ours = asyncio.run(_ours(stack, f"bench_peer_{per_command}_ours", work))
         for db_functions in (False, True):
             mode = "database functions" if db_functions else "default mode"
             name = f"bench_peer_{per_command}_{'fn' if db_functions else 'default'}"
@@ -146,11 +170,11 @@ def run_append(stack: Stack, report: Report, *, ours: dict[int, float]) -> str:
                     name=f"peer: eventsourcing {VERSION} append ({mode}), {per_command} event(s) per save",
                     value=rate,
                     unit="events/s",
-                    baseline_name=f"ours, {per_command} event(s) per command, same run",
-                    baseline=ours[per_command],
+                    baseline_name=f"ours, the same {PEER_EVENTS:,} events just before ({append.CONCURRENCY} in flight)",
+                    baseline=ours,
                     notes=(
-                        f"ours is {ours[per_command] / rate:.1f}x the peer; {THREADS} saves in flight (threads);"
-                        f" first {PEER_EVENTS:,} events of the workload"
+                        f"ours is {ours / rate:.1f}x the peer; {THREADS} saves in flight (threads);"
+                        f" first {PEER_EVENTS:,} events of the workload; load {os.getloadavg()[0]:.1f}"
                     ),
                 )
             )
@@ -250,7 +274,10 @@ def run_projection(report: Report, *, source: str, ours: float, schema: tuple[st
             unit="events/s",
             baseline_name="ours, same run",
             baseline=ours,
-            notes=f"ours is {ours / rate:.1f}x the peer; {head:,} events into the registry's cadres table",
+            notes=(
+                f"ours is {ours / rate:.1f}x the peer (ours: the projection figure of this run, from Kafka);"
+                f" {head:,} events into the registry's cadres table; load {os.getloadavg()[0]:.1f}"
+            ),
         )
     )
 

@@ -51,11 +51,8 @@ class Recorded:
         """
         if self._payload is None:
             env = self.envelope
-            if self._event is not None:
-                self._payload = self._event.model_dump(mode="json")
-            else:
-                catalog.check_readable(env.event_type, env.schema_version)
-                self._payload = upcast(env.event_type, env.schema_version, env.payload)[1]
+            catalog.check_readable(env.event_type, env.schema_version)
+            self._payload = upcast(env.event_type, env.schema_version, env.payload)[1]
         return self._payload
 
     def __repr__(self) -> str:
