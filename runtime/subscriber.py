@@ -22,7 +22,6 @@ from typing import Any, Final
 
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -164,7 +163,15 @@ class ProjectionSubscriber:
 
         async def handle(message: KafkaMessage) -> None:
             raw = message.raw_message
-            await self._pipelined(raw if isinstance(raw, tuple) else (raw,))
+            records = raw if isinstance(raw, tuple) else (raw,)
+            try:
+                await self._pipelined(records)
+            except Exception:
+                # Nothing of this batch was written: read it again (as faststream's NACK did), so that
+                # no later batch's offsets pass over it.
+                log.exception("batch not taken, reading it again", consumer=self.consumer_name)
+                self._rewind(records)
+                raise
 
         subscriber(handle)
 
@@ -217,9 +224,18 @@ class ProjectionSubscriber:
             }
             try:
                 await consumer.commit(ends)
-            except KafkaError as error:  # a rebalance took the partitions: their new owner drops the repeats
+            except Exception as error:  # noqa: BLE001 - a later commit covers them, or a new owner drops the repeats
                 log.info("offsets not committed", consumer=self.consumer_name, error=repr(error))
         self._record_lag(records)
+
+    def _rewind(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        consumer = self._subscriber.consumer if self._subscriber else None
+        firsts: dict[TopicPartition, int] = {}
+        for record in records:
+            firsts.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for partition, offset in firsts.items():
+            if consumer is not None and partition in consumer.assignment():
+                consumer.seek(partition, offset)
 
     @property
     def assigned(self) -> bool:
@@ -379,10 +395,10 @@ class ProjectionSubscriber:
                     item.outcome, item.error = "dead", f"{type(error).__name__}: {error}"
 
 
-def _header_int(value: bytes) -> int | None:
+def _header_int(value: bytes | None) -> int | None:
     try:
-        return int(value)
-    except ValueError:
+        return int(value)  # type: ignore[arg-type]  # None is refused like junk
+    except (TypeError, ValueError):
         return None
 
 
