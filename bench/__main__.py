@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, imports, mirror, peer, projection, queries, relay
+from bench import append, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -35,10 +35,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,peer,queries,e2e,footprint,import,mirror "
+            help="Comma-separated: append,relay,projection,peer,cpu,queries,e2e,footprint,import,mirror "
             "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
-    ] = "append,relay,projection,peer,queries,e2e,footprint,import,mirror",
+    ] = "append,relay,projection,peer,cpu,queries,e2e,footprint,import,mirror",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -46,7 +46,7 @@ def run(
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "queries"}:
+    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -91,6 +91,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
         console.rule(f"peer: eventsourcing {peer.VERSION}")
         peer_source = await asyncio.to_thread(peer.run_append, running, report)
         await asyncio.to_thread(peer.run_projection, report, source=peer_source, ours=projected, schema=REGISTRY_SCHEMA)
+    if "cpu" in chosen:
+        console.rule("CPU per event")
+        await cpu.run(running, report, events=min(events, 20_000))
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)
