@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import append, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay
+from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -35,10 +36,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,peer,cpu,queries,e2e,footprint,import,mirror "
+            help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror "
             "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
-    ] = "append,relay,projection,peer,cpu,queries,e2e,footprint,import,mirror",
+    ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -46,7 +47,7 @@ def run(
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries"}:
+    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -97,6 +98,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)
+    if "console" in chosen:
+        console.rule("console: pool page")
+        await console_bench.run(running, report, cadres=cadres)
 
 
 def _table(report: Report) -> None:

@@ -61,6 +61,10 @@ async def load_registry_tables(dsn: str, *, cadres: int, seed: int = 5, batch: i
                     for i in range(min(batch, cadres - start))
                 ]
                 await conn.copy_records_to_table("cadres", records=rows, columns=_CADRE_COLUMNS)
+            await conn.execute(
+                "INSERT INTO cadre_counts SELECT org_path, count(*) FILTER (WHERE status = 'in_pool'),"
+                " count(*) FILTER (WHERE status = 'retired') FROM cadres GROUP BY org_path"
+            )
             await conn.execute("ANALYZE cadres")
         return len(tree)
     finally:

@@ -165,3 +165,14 @@ class ExitRecommended(Event):
     evidence: list[UUID] = Field(min_length=1)
     """The evaluations that triggered the rule."""
     summary: Text = ""
+
+
+class ExitRecommendationRejected(Event):
+    """The organizer decided against an exit recommendation: the cadre stays in the pool."""
+
+    event_type: ClassVar[str] = "ExitRecommendationRejected"
+    topic: ClassVar[str] = topics.ASSESSMENT
+
+    recommendation_id: UUID
+    cadre_id: UUID
+    reason: Text = Field(min_length=1)

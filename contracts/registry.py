@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import OrgCode, OrgPath
+from contracts.envelope import OrgCode, OrgPath, Role
 from contracts.event import Event
 from contracts.personal import Sealed
 
@@ -200,6 +200,39 @@ class CadreRetired(Event):
     note: Text = ""
     appointed_to: Name | None = None
     """The post, when the reason is `appointed`."""
+
+
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+"""The identity provider's stable id of a person: the `sub` of its access tokens."""
+
+
+class AccessGranted(Event):
+    """A person may act at an org unit with a role (replacing whatever they had).
+
+    Which unit and role a person acts with is the platform's to decide, not a claim the
+    identity provider makes: every service maps an access token's subject to the actor
+    through these grants.
+    """
+
+    event_type: ClassVar[str] = "AccessGranted"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    user_id: UserId
+    """The platform's name for the person: the actor recorded on everything they do."""
+    subject: Subject
+    name: Name
+    org_code: OrgCode
+    role: Role
+
+
+class AccessRevoked(Event):
+    """A person may no longer act anywhere (until granted again)."""
+
+    event_type: ClassVar[str] = "AccessRevoked"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    user_id: UserId
+    subject: Subject
 
 
 class PersonalDataRecorded(Event):

@@ -25,7 +25,7 @@ Every service reads its configuration from the environment only (pydantic-settin
 case-insensitive). This file is generated from the settings classes by
 `python -m deploy.configuration`; a test fails when it is stale.
 
-Secrets (`AUTH_SECRET`, `WEBHOOK_SECRET`, `SMTP_PASSWORD`, the password inside `DATABASE_URL`)
+Secrets (`AUTH_SECRET`, `SESSION_KEY`, `WEBHOOK_SECRET`, `SMTP_PASSWORD`, the password inside `DATABASE_URL`)
 have development defaults so that `./dev up` works out of the box; **set them in production**
 (the Kubernetes manifests read them from the Secret `cadre-<service>`).
 """
@@ -65,6 +65,10 @@ def render() -> str:
         lines += [f"## {service}", ""]
         lines += [f"`SERVICE_NAME` defaults to `{service}`.", ""]
         lines += [*_table(own), ""] if own else ["No settings of its own.", ""]
+    from services.console.app import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
+
+    lines += ["## console", "", "The platform's one address: it reads only these (no database, no Kafka).", ""]
+    lines += [*_table(dict(ConsoleSettings.model_fields)), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,24 +1,45 @@
-"""Actor tokens: a signed JWT naming the user, the org unit they act at, and their role."""
+"""Who is asking: the one place every service learns the actor of a request.
+
+Two kinds of bearer token are accepted:
+
+- **Service tokens** (HS256, `AUTH_SECRET`) name the user, the org unit they act at and
+  their role; scripts and services use them (`./dev token`).
+- **Access tokens of the identity provider** (RS256, verified against the keys it
+  publishes, issuer and audience checked) when `OIDC_ISSUER` is set. They only say who
+  the person is (`sub`); where the person acts and with which role is the platform's
+  decision: a grant (`AccessGranted` / `AccessRevoked` in the registry), which every
+  service projects from `registry.events` into its own `access_grants` table.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any, Final
 
+import httpx
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.envelope import Actor, Role
+from contracts.registry import AccessGranted, AccessRevoked
 from runtime import clock
-from runtime.db import Pool
+from runtime.db import Conn, Pool
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from runtime.projection import Recorded
 
 ALGORITHM = "HS256"
 ISSUER = "cadre-pool"
+PROVIDER_ALGORITHMS: Final = ("RS256",)
 
-_bearer = HTTPBearer(auto_error=False, description="Actor token (`./dev token --help`)")
+_bearer = HTTPBearer(
+    auto_error=False, description="A service token (`./dev token --help`) or the identity provider's access token"
+)
 
 
 def issue_token(secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=12)) -> str:
@@ -85,6 +106,201 @@ _VERIFIED_MAX = 10_000
 _verified: dict[tuple[str, str], tuple[Actor, float]] = {}
 
 
+class ProviderKeys:
+    """The identity provider's signing keys, read from its JWKS (found through its discovery document).
+
+    Fetched on first use and again when a token names a key id not seen yet (the
+    provider rotated its keys), at most once every `refresh_seconds`.
+    """
+
+    def __init__(self, issuer: str, *, jwks_url: str = "", refresh_seconds: float = 30.0) -> None:
+        self.issuer = issuer.rstrip("/")
+        self._jwks_url = jwks_url
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._refresh_seconds = refresh_seconds
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        """The key `kid`; `UnauthorizedError` when the provider does not publish it."""
+        if kid not in self._keys and time.monotonic() - self._fetched_at > self._refresh_seconds:
+            async with self._lock:
+                if kid not in self._keys:
+                    await self._fetch()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            msg = f"the identity provider publishes no key {kid!r}"
+            raise UnauthorizedError(msg) from None
+
+    async def _fetch(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                if not self._jwks_url:
+                    discovery = await client.get(f"{self.issuer}/.well-known/openid-configuration")
+                    discovery.raise_for_status()
+                    self._jwks_url = str(discovery.json()["jwks_uri"])
+                answer = await client.get(self._jwks_url)
+                answer.raise_for_status()
+                document = answer.json()
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            msg = f"the identity provider's keys cannot be read: {error!r}"
+            raise UnauthorizedError(msg) from error
+        keys = {}
+        for entry in document.get("keys", []):
+            if (
+                entry.get("use", "sig") == "sig"
+                and entry.get("kid")
+                and entry.get("alg", "RS256") in PROVIDER_ALGORITHMS
+            ):
+                keys[str(entry["kid"])] = jwt.PyJWK(entry)
+        self._keys = keys
+
+    async def verify(self, token: str, *, audience: str) -> dict[str, Any]:
+        """The claims of a provider token: signature, expiry, issuer and audience checked."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            msg = f"invalid access token: {error}"
+            raise UnauthorizedError(msg) from error
+        if header.get("alg") not in PROVIDER_ALGORITHMS:
+            msg = f"access tokens must be signed with {', '.join(PROVIDER_ALGORITHMS)}"
+            raise UnauthorizedError(msg)
+        key = await self.key(str(header.get("kid", "")))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(PROVIDER_ALGORITHMS),
+                audience=audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as error:
+            msg = f"invalid access token: {error}"
+            raise UnauthorizedError(msg) from error
+        return claims
+
+
+GRANTS_SCHEMA: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS access_grants (
+        user_id   text PRIMARY KEY,
+        subject   text NOT NULL,
+        name      text NOT NULL,
+        org_code  text NOT NULL,
+        org_path  text COLLATE "C" NOT NULL,
+        role      text NOT NULL,
+        version   int NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS access_grants_subject ON access_grants (subject)",
+    "CREATE INDEX IF NOT EXISTS access_grants_subtree ON access_grants (org_path)",
+)
+"""Every service's table of grants (projected from `registry.events`)."""
+
+
+class AccessGrants:
+    """Projection: who may act where, with which role (`AccessGranted`, `AccessRevoked`)."""
+
+    name = "access_grants"
+    tables = ("access_grants",)
+    """The table only this projection writes: it can be rebuilt (runtime.rebuild)."""
+
+    def handles(self, event_type: str) -> bool:
+        """Grants and their revocations."""
+        return event_type in {AccessGranted.event_type, AccessRevoked.event_type}
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Upsert each grant; a revocation removes it. A stale version never overwrites a newer one."""
+        for recorded in events:
+            event, env = recorded.event, recorded.envelope
+            if isinstance(event, AccessGranted):
+                await conn.execute(
+                    "INSERT INTO access_grants (user_id, subject, name, org_code, org_path, role, version)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id) DO UPDATE SET"
+                    " subject = excluded.subject, name = excluded.name, org_code = excluded.org_code,"
+                    " org_path = excluded.org_path, role = excluded.role, version = excluded.version"
+                    " WHERE access_grants.version < excluded.version",
+                    event.user_id,
+                    event.subject,
+                    event.name,
+                    event.org_code,
+                    env.org_path,
+                    event.role.value,
+                    env.stream_version,
+                )
+            elif isinstance(event, AccessRevoked):
+                await conn.execute(
+                    "DELETE FROM access_grants WHERE user_id = $1 AND version < $2", event.user_id, env.stream_version
+                )
+
+
+@dataclass
+class Authenticator:
+    """Turns a bearer token into the actor: a service token, or a provider token through the grants."""
+
+    secret: str
+    provider: ProviderKeys | None = None
+    audience: str = "cadre-pool"
+    pool: Callable[[], Pool] | None = None
+    """The service's database, where the grants are (a provider token needs it)."""
+    grant_ttl_seconds: float = 5.0
+    """How long a looked-up grant is remembered: a revocation takes effect within this (plus the topic's lag)."""
+    _grants: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
+    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    async def actor(self, token: str) -> Actor:
+        """The actor `token` stands for; 401 when it is not valid, 403 when its person has no grant."""
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as error:
+            msg = f"invalid bearer token: {error}"
+            raise UnauthorizedError(msg) from error
+        if algorithm == ALGORITHM:
+            return read_token(self.secret, token)
+        if self.provider is None:
+            msg = "this service accepts only service tokens (OIDC_ISSUER is not set)"
+            raise UnauthorizedError(msg)
+        subject = await self._subject(token)
+        return await self.granted(subject)
+
+    async def _subject(self, token: str) -> str:
+        now = time.time()  # the provider's tokens carry its (real) time, not the platform's clock
+        known = self._tokens.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
+        assert self.provider is not None
+        claims = await self.provider.verify(token, audience=self.audience)
+        if len(self._tokens) >= _VERIFIED_MAX:
+            self._tokens.clear()
+        self._tokens[token] = (str(claims["sub"]), float(claims["exp"]))
+        return str(claims["sub"])
+
+    async def granted(self, subject: str) -> Actor:
+        """The actor the grant of `subject` makes; 403 when it has none."""
+        now = time.monotonic()
+        known = self._grants.get(subject)
+        if known is None or now - known[1] > self.grant_ttl_seconds:
+            if self.pool is None:
+                msg = "no grants to look the person up in"
+                raise ForbiddenError(msg)
+            row = await self.pool().fetchrow(
+                "SELECT user_id, org_path, role FROM access_grants WHERE subject = $1 ORDER BY version DESC LIMIT 1",
+                subject,
+            )
+            actor = Actor(user=row["user_id"], org_path=row["org_path"], role=Role(row["role"])) if row else None
+            if len(self._grants) >= _VERIFIED_MAX:
+                self._grants.clear()
+            self._grants[subject] = known = (actor, now)
+        if known[0] is None:
+            msg = "you have no access to this platform yet: an organizer of your unit grants it"
+            raise ForbiddenError(msg)
+        return known[0]
+
+
 async def current_actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -93,8 +309,8 @@ async def current_actor(
     if credentials is None:
         msg = "missing bearer token"
         raise UnauthorizedError(msg)
-    secret: str = request.app.state.auth_secret
-    return read_token(secret, credentials.credentials)
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.actor(credentials.credentials)
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -49,6 +50,15 @@ class ClockSettings(BaseSettings):
         return value
 
 
+class ClockSource(Protocol):
+    """Settings that name a clock: `ClockSettings`, or any settings class built on it."""
+
+    @property
+    def timezone(self) -> str: ...  # noqa: D102
+    @property
+    def clock_offset_seconds(self) -> float: ...  # noqa: D102
+
+
 @dataclass(frozen=True, slots=True)
 class Clock:
     """The system clock shifted by `offset`, read in the organization's `zone`."""
@@ -57,7 +67,7 @@ class Clock:
     offset: timedelta = timedelta(0)
 
     @classmethod
-    def from_settings(cls, settings: ClockSettings) -> Clock:
+    def from_settings(cls, settings: ClockSource) -> Clock:
         """The clock a process's settings describe."""
         return cls(zone=ZoneInfo(settings.timezone), offset=timedelta(seconds=settings.clock_offset_seconds))
 

@@ -67,14 +67,14 @@ class Rebuilt:
 
 def rebuildable(spec: ServiceSpec, name: str) -> tuple[Rebuildable, list[str]]:
     """The projection `name` of `spec` and its logical topics; ValueError when it cannot be rebuilt."""
-    for subscription in spec.subscriptions:
+    for subscription in spec.projections:
         if subscription.projection is not None and subscription.projection.name == name:
             projection = subscription.projection
             if not getattr(projection, "tables", None):
                 msg = f"{spec.name}.{name} names no tables of its own: it cannot be rebuilt"
                 raise ValueError(msg)
             return projection, list(subscription.topics)  # type: ignore[return-value]
-    known = [s.projection.name for s in spec.subscriptions if s.projection is not None]
+    known = [s.projection.name for s in spec.projections if s.projection is not None]
     msg = f"{spec.name} has no projection {name!r} fed from topics (it has: {', '.join(known)})"
     raise ValueError(msg)
 
@@ -107,7 +107,7 @@ async def rebuild(
     )
     labels = (spec.name, projection_name)
     try:
-        await db.apply_schema(pool, [*subscriber.SCHEMA, *spec.schema])
+        await db.apply_schema(pool, [*subscriber.SCHEMA, *spec.tables])
         ends = await topic_ends(settings.kafka_bootstrap_servers, topics)
         total = sum(ends.values())
         read = 0

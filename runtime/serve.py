@@ -7,12 +7,12 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
 
 from runtime import clock, logs
-from runtime.settings import ServiceSettings
 
 
 def tune_gc() -> None:
@@ -39,7 +39,26 @@ class _Server(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def serve(create_app: Callable[[], FastAPI], settings: ServiceSettings) -> None:
+class Served(Protocol):
+    """The settings `serve` reads (every service's, and the console's)."""
+
+    @property
+    def log_level(self) -> str: ...  # noqa: D102
+    @property
+    def log_json(self) -> bool: ...  # noqa: D102
+    @property
+    def http_host(self) -> str: ...  # noqa: D102
+    @property
+    def http_port(self) -> int: ...  # noqa: D102
+    @property
+    def shutdown_grace_seconds(self) -> float: ...  # noqa: D102
+    @property
+    def timezone(self) -> str: ...  # noqa: D102
+    @property
+    def clock_offset_seconds(self) -> float: ...  # noqa: D102
+
+
+def serve(create_app: Callable[[], FastAPI], settings: Served) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight work within `SHUTDOWN_GRACE_SECONDS`."""
     logs.configure(level=settings.log_level, json=settings.log_json)
     clock.use(clock.Clock.from_settings(settings))

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import batch, checkpoint, db, http, logs, relay, store, subscriber
+from runtime import auth, batch, checkpoint, db, http, logs, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
@@ -105,6 +105,20 @@ class ServiceSpec:
     """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def projections(self) -> tuple[Subscription, ...]:
+        """Its subscriptions, and the grants every service projects (who may act where)."""
+        return (*self.subscriptions, GRANTS)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Its schema, and the grants' table."""
+        return (*self.schema, *auth.GRANTS_SCHEMA)
+
+
+GRANTS = Subscription(topics=[topics.REGISTRY], projection=auth.AccessGrants())
+"""Every service (the registry too) reads the grants from the registry's topic."""
+
 
 class Service:
     """The running parts of one service process."""
@@ -123,7 +137,7 @@ class Service:
             enable_idempotence=True,
         )
         multi_level = not settings.topology.single
-        subscriptions = list(spec.subscriptions)
+        subscriptions = list(spec.projections)
         if multi_level:
             own = topics.service_topic(spec.name)
             subscriptions.append(Subscription(topics=[topics.received(own)], projection=Received(spec.inline)))
@@ -177,7 +191,7 @@ class Service:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
         self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
-        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.schema])
+        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables])
         self._store = store.EventStore(
             self._pool,
             source=self.spec.name,
@@ -354,7 +368,14 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
     app.state.service = service
-    app.state.auth_secret = settings.auth_secret.get_secret_value()
+    app.state.authenticator = auth.Authenticator(
+        secret=settings.auth_secret.get_secret_value(),
+        provider=auth.ProviderKeys(settings.oidc_issuer, jwks_url=settings.oidc_jwks_url)
+        if settings.oidc_issuer
+        else None,
+        audience=settings.oidc_audience,
+        pool=lambda: service.pool,
+    )
     http.install(app, service=spec.name)
 
     @app.get("/health/live", tags=["health"])

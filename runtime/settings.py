@@ -50,7 +50,13 @@ class ServiceSettings(ClockSettings):
         default_factory=dict,
         description='The deployments one level down (JSON): {"<name>": {"root": "<org path>", "public_key": "<b64>"}}',
     )
-    auth_secret: SecretStr = Field(default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of actor tokens")
+    auth_secret: SecretStr = Field(default=SecretStr(DEV_AUTH_SECRET), description="HS256 key of service tokens")
+    oidc_issuer: str = Field(
+        default="",
+        description="Issuer URL of the identity provider whose access tokens are accepted (empty: service tokens only)",
+    )
+    oidc_audience: str = Field(default="cadre-pool", description="Audience the provider's access tokens must name")
+    oidc_jwks_url: str = Field(default="", description="The provider's JWKS URL (empty: from its discovery document)")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on")
     http_port: int = Field(default=8000, description="Port the HTTP API listens on")
     log_level: str = Field(default="INFO", description="Log level")

@@ -98,3 +98,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if reporter:
             reporter.write_line(f"FAILED: {skipped} test(s) skipped; this suite allows no skips", red=True)
+
+
+@pytest.fixture(scope="session")
+def console_port() -> int:
+    """The port the console listens on in the browser tests (the provider's realm lets it sign people in)."""
+    from deploy.local.ports import free_port  # noqa: PLC0415
+
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def keycloak(console_port: int) -> Iterator[str]:
+    """A real Keycloak with the demo organization's people, for the whole session; its issuer URL.
+
+    Started on first use only (the tests of sign-in and of the console), stopped when the
+    session ends, even after a failure; it fails, never skips, when it cannot start.
+    """
+    from deploy.local import keycloak as local_keycloak  # noqa: PLC0415
+
+    realm = local_keycloak.realm(
+        local_keycloak.demo_users(),
+        redirect_uris=["http://127.0.0.1:1/*", f"http://127.0.0.1:{console_port}/*"],
+    )
+    with local_keycloak.LocalKeycloak(realm) as server:
+        yield server.issuer

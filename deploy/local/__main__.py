@@ -17,6 +17,7 @@ from rich.table import Table
 
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
+from deploy.local.ports import accepts
 from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
@@ -35,6 +36,9 @@ def up(
     demo: Annotated[bool, typer.Option(help="Load the demo organization")] = True,
     cadres: Annotated[int, typer.Option(help="Cadres in the demo organization")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the demo organization")] = 7,
+    port: Annotated[
+        int, typer.Option(envvar="CONSOLE_PORT", help="Port of the platform's one address (the console)")
+    ] = local_stack.CONSOLE_PORT,
     at: Annotated[
         datetime | None,
         typer.Option(
@@ -55,7 +59,10 @@ def up(
         ),
     ] = 1,
 ) -> None:
-    """Start Kafka, PostgreSQL and every service, load the demo, and run until Ctrl-C."""
+    """Start Kafka, PostgreSQL, the identity provider, the services and the console; load the demo; run till Ctrl-C."""
+    if accepts(port):
+        console.print(f"[red]port {port} is taken: stop what listens there, or choose another with --port[/red]")
+        raise typer.Exit(2)
     if at is not None:
         clock.use(clock.current().at(at))
         console.print(
@@ -72,8 +79,8 @@ def up(
     if levels > 1:
         _up_levels(workdir, levels, stop=stop, demo=demo, cadres=cadres, seed=seed, secret=secret)
         return
-    with console.status("starting Kafka, PostgreSQL and the services..."):
-        running = local_stack.run_stack(workdir, secret=secret, namespace=namespace)
+    with console.status("starting Kafka, PostgreSQL, the identity provider, the services and the console..."):
+        running = local_stack.run_stack(workdir, secret=secret, namespace=namespace, console_port=port)
         stack = running.__enter__()
     try:
         if demo:
@@ -117,19 +124,39 @@ def _up_levels(
         context.__exit__(None, None, None)
 
 
-def _print_stack(stack: local_stack.Stack, secret: str, *, title: str = "", root: str = "qs") -> None:
-    table = Table(title=title or "Reserve cadre platform: running")
-    table.add_column("service")
-    table.add_column("API docs (OpenAPI)")
-    table.add_column("log")
-    for name, service in stack.services.items():
-        table.add_row(name, f"{service.url}/docs", str(service.log_path))
+def _print_front_door(stack: local_stack.Stack) -> None:
+    from deploy.local.keycloak import DEMO_PASSWORD  # noqa: PLC0415
+    from services.registry import demo as registry_demo  # noqa: PLC0415
+
+    assert stack.console is not None
+    address = stack.console.url
+    console.print(f"\n[bold]The reserve cadre platform: {address}[/bold]\n")
+    table = Table(title=f"Sign in as (local development only; every password: {DEMO_PASSWORD})")
+    for column in ("user", "role", "acts at"):
+        table.add_column(column)
+    for person in registry_demo.people(registry_demo.plan()):
+        table.add_row(person.user_id, person.role.value, f"{person.unit.name} ({person.unit.path})")
     console.print(table)
+    console.print(f"APIs: {address}/api/<service>/ (docs: {address}/api/registry/docs, ...); provider: {stack.issuer}")
+    console.print(f"Logs: {stack.console.log_path.parent}")
+
+
+def _print_stack(stack: local_stack.Stack, secret: str, *, title: str = "", root: str = "qs") -> None:
+    if stack.console is not None:
+        _print_front_door(stack)
+    else:
+        table = Table(title=title or "Reserve cadre platform: running")
+        table.add_column("service")
+        table.add_column("API docs (OpenAPI)")
+        table.add_column("log")
+        for name, service in stack.services.items():
+            table.add_row(name, f"{service.url}/docs", str(service.log_path))
+        console.print(table)
     console.print(f"Kafka: {stack.kafka_bootstrap}    PostgreSQL: {stack.postgres_dsn}")
     if "MAILDIR" in stack.mail:
         console.print(f"Email goes to a local SMTP server on port {stack.mail['SMTP_PORT']}: {stack.mail['MAILDIR']}")
     token = issue_token(secret, Actor(user="demo.organizer", org_path=root, role=Role.ORGANIZER))
-    console.print(f"Token of the organizer at {root} (paste into 'Authorize' in the docs):")
+    console.print(f"Token of the organizer at {root} (for scripts; `./dev token` makes others):")
     console.print(token, soft_wrap=True)
     if not title:
         console.print("Press Ctrl-C to stop.")

@@ -1,6 +1,7 @@
 """Java programs from Maven Central: their class paths, fetched once, and the `java` that runs them.
 
-The Kafka broker, MirrorMaker 2 and Strimzi's CRD generator all come this way: a
+The Kafka broker, MirrorMaker 2 and Strimzi's CRD generator all come this way (and
+Keycloak's server distribution, one archive unpacked: `ensure_distribution`): a
 small pom naming the program's artifacts is written into a git-ignored cache
 (`.cache/<name>/<version>/`, or `$CADRE_CACHE_DIR/<name>/<version>/`), and
 `mvn dependency:copy-dependencies` copies the whole runtime class path into its
@@ -14,6 +15,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -144,3 +146,74 @@ def _fetch(classpath: Classpath, target: Path) -> None:
     staging.rename(lib)
     jars = sum(1 for _ in lib.glob("*.jar"))
     (target / _MARKER).write_text(f"{jars} jars of {classpath.name} {classpath.version}\n")
+
+
+def ensure_distribution(name: str, version: str, coordinates: str, *, top: str) -> Path:
+    """A program's distribution archive (`group:artifact:version:zip`), unpacked once into `.../<name>/<version>/dist`.
+
+    `top` is the archive's one top folder (its contents become `dist/`). Fetched with
+    `mvn dependency:copy` under the same lock and marker as a class path; executable
+    bits survive the unpacking.
+    """
+    target = cache_root() / name / version
+    dist = target / "dist"
+
+    def done() -> bool:
+        return (target / _MARKER).is_file() and dist.is_dir()
+
+    if done():
+        return dist
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done():
+            _fetch_distribution(name, version, coordinates, top, target)
+    return dist
+
+
+def _fetch_distribution(name: str, version: str, coordinates: str, top: str, target: Path) -> None:
+    (target / _MARKER).unlink(missing_ok=True)
+    downloads, staging = target / "download", target / "dist.partial"
+    for folder in (downloads, staging):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    try:
+        _mvn(["dependency:copy", f"-Dartifact={coordinates}", f"-DoutputDirectory={downloads}"], f"{name} {version}")
+        _unpack(list(downloads.iterdir()), staging)
+        (staging / top).rename(target / "dist.unpacked")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(downloads, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    dist = target / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    (target / "dist.unpacked").rename(dist)
+    (target / _MARKER).write_text(f"{name} {version}\n")
+
+
+def _unpack(archives: list[Path], into: Path) -> None:
+    """Unpack the one archive Maven copied, keeping the executable bits (zipfile drops them)."""
+    if len(archives) != 1:
+        msg = f"mvn copied {len(archives)} files, expected one archive"
+        raise RuntimeError(msg)
+    with zipfile.ZipFile(archives[0]) as bundle:
+        bundle.extractall(into)
+        for info in bundle.infolist():
+            mode = info.external_attr >> 16
+            if mode & 0o111:
+                (into / info.filename).chmod(mode & 0o777)
+
+
+def _mvn(arguments: list[str], what: str) -> None:
+    """Run `mvn -q -B <arguments>`; `RuntimeError` naming `what` and the end of its output when it fails."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        msg = f"mvn not found: Apache Maven fetches {what} from Maven Central on first use"
+        raise RuntimeError(msg)
+    result = subprocess.run([mvn, "-q", "-B", *arguments], capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        msg = f"mvn failed (exit code {result.returncode}) to fetch {what}: {output or '(no output)'}"
+        raise RuntimeError(msg)

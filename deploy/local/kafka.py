@@ -51,7 +51,11 @@ def broker_classpath(version: str = KAFKA_VERSION) -> jvm.Classpath:
         name="kafka",
         version=version,
         # kafka-tools: the admin commands (the containers' health check runs one)
-        artifacts=(f"org.apache.kafka:kafka_2.13:{version}", f"org.apache.kafka:kafka-tools:{version}", *jvm.SLF4J_TO_LOG4J),
+        artifacts=(
+            f"org.apache.kafka:kafka_2.13:{version}",
+            f"org.apache.kafka:kafka-tools:{version}",
+            *jvm.SLF4J_TO_LOG4J,
+        ),
         marker="kafka_2.13-",
     )
 

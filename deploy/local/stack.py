@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("registry", "training", "assessment", "notify", "audit", "sync")
 """Every service, in the order they start (and their demos load)."""
+CONSOLE_PORT = 8080
+"""The console's port under `./dev up` unless CONSOLE_PORT says otherwise: the one address people use."""
 
 
 def available_services() -> list[str]:
@@ -103,6 +105,9 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     """Given to every service of the stack (a deployment's topology and key)."""
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    issuer: str = ""
+    """The identity provider people sign in with (empty: service tokens only)."""
+    console: ServiceProcess | None = None
 
     def urls(self) -> dict[str, str]:
         """Service name → base URL."""
@@ -119,6 +124,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
             "TOPIC_NAMESPACE": stack.namespace,
             "AUTH_SECRET": stack.secret,
+            "OIDC_ISSUER": stack.issuer,
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
             "PYTHONPATH": str(REPO),
@@ -130,9 +136,11 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
     return env
 
 
-def start_service(stack: Stack, name: str, logdir: Path, extra_env: Mapping[str, str] | None = None) -> ServiceProcess:
+def start_service(
+    stack: Stack, name: str, logdir: Path, extra_env: Mapping[str, str] | None = None, port: int | None = None
+) -> ServiceProcess:
     """Start `python -m services.<name>` (the container's entrypoint) as a child process."""
-    port = free_port()
+    port = port or free_port()
     logdir.mkdir(parents=True, exist_ok=True)
     log_path = logdir / f"{name}.log"
     with log_path.open("ab") as log_file:
@@ -145,7 +153,10 @@ def start_service(stack: Stack, name: str, logdir: Path, extra_env: Mapping[str,
             start_new_session=True,
         )
     running = ServiceProcess(name=name, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    stack.services[name] = running
+    if name == "console":
+        stack.console = running
+    else:
+        stack.services[name] = running
     return running
 
 
@@ -193,6 +204,25 @@ def infrastructure(
             stack.callback(local_pg.stop)
             postgres = local_pg.start()
         yield kafka, postgres
+
+
+@contextlib.contextmanager
+def identity_provider(workdir: Path, console_port: int) -> Iterator[str]:
+    """The issuer people sign in with: OIDC_ISSUER's, or a local Keycloak with the demo organization's people."""
+    named = os.environ.get("OIDC_ISSUER")
+    if named:
+        yield named
+        return
+    from deploy.local import keycloak  # noqa: PLC0415 - not needed with another provider
+
+    server = keycloak.LocalKeycloak(
+        keycloak.realm(keycloak.demo_users(), redirect_uris=[f"http://127.0.0.1:{console_port}/*"]),
+        workdir / "keycloak",
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -251,15 +281,20 @@ def run_stack(
     kafka: str | None = None,
     postgres: str | None = None,
     env: Mapping[str, str] | None = None,
+    console_port: int | None = None,
 ) -> Iterator[Stack]:
-    """Bring the platform up; take it down (services first) when the block ends.
+    """Bring the platform up; take it down (console first, then the services) when the block ends.
 
     `kafka` and `postgres` name servers to use (else the environment's, else started here);
-    `env` is given to every service (a deployment's topology, its signing key).
+    `env` is given to every service (a deployment's topology, its signing key). With
+    `console_port`, people's front door too: the identity provider (a local Keycloak unless
+    OIDC_ISSUER names one) and the console on that port.
     """
     names = services or available_services()
-    servers = infrastructure(workdir, kafka=kafka, postgres=postgres)
-    with servers as (bootstrap, server_dsn), mail_sink(workdir) as mail:
+    with contextlib.ExitStack() as parts:
+        bootstrap, server_dsn = parts.enter_context(infrastructure(workdir, kafka=kafka, postgres=postgres))
+        mail = parts.enter_context(mail_sink(workdir))
+        issuer = parts.enter_context(identity_provider(workdir, console_port)) if console_port else ""
         stack = Stack(
             kafka_bootstrap=bootstrap,
             postgres_dsn=server_dsn,
@@ -267,6 +302,7 @@ def run_stack(
             namespace=namespace,
             mail=mail,
             env=dict(env or {}),
+            issuer=issuer,
         )
         asyncio.run(create_databases(server_dsn, [database_name(namespace, name) for name in names]))
         asyncio.run(ensure_topics(bootstrap, platform_topics(namespace)))
@@ -275,8 +311,13 @@ def run_stack(
                 start_service(stack, name, workdir / "logs", _own_env(stack, name))
             for service in stack.services.values():
                 wait_ready(service)
+            if console_port:
+                urls = {f"{name.upper()}_URL": service.url for name, service in stack.services.items()}
+                wait_ready(start_service(stack, "console", workdir / "logs", urls, port=console_port))
             yield stack
         finally:
+            if stack.console is not None:
+                stack.console.stop()
             for service in reversed(stack.services.values()):
                 service.stop()
 

@@ -19,13 +19,17 @@ from services.assessment.commands import (
     Evaluate,
     IssueReminder,
     OpenCycle,
+    RejectExit,
     ResolveReminder,
 )
 from services.assessment.queries import (
     AssessmentQueries,
     CadreFileView,
     CycleProgress,
+    CycleView,
+    ExitCase,
     LevelGrades,
+    OverdueCheckIn,
     Ranked,
     ReminderView,
     Shortfall,
@@ -105,6 +109,14 @@ async def resolve_reminder(
     return _etag(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
 
 
+@router.post("/cadres/{cadre_id}/exit-recommendations/{recommendation_id}/rejection", tags=["pool"])
+async def reject_exit(
+    cadre_id: UUID, recommendation_id: UUID, body: RejectExit, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Decide against an exit recommendation, with the reason (confirming one is the registry's retirement)."""
+    return _etag(response, await cmd.reject_exit(ctx, cadre_id, recommendation_id, body))
+
+
 class SweepResult(BaseModel):
     """What a sweep of the reminder rules raised."""
 
@@ -167,3 +179,24 @@ async def shortfalls(
     """Units whose pool shrank below its target size: where new entries are needed."""
     items = await reads.shortfalls(actor, under)
     return table_response(table, items, filename="pool-shortfalls") if table else items
+
+
+@router.get("/cycles", tags=["cycles"])
+async def cycles(actor: CurrentActor, reads: Queries, under: Under = None) -> list[CycleView]:
+    """Cycles over your subtree and over the units above it, newest first."""
+    return await reads.cycles(actor, under)
+
+
+@router.get("/exit-queue", tags=["pool"])
+async def exit_queue(actor: CurrentActor, reads: Queries, under: Under = None) -> list[ExitCase]:
+    """Exit recommendations waiting for a decision (their cadres are still in the pool)."""
+    return await reads.exit_queue(actor, under)
+
+
+@router.get("/overdue-check-ins", tags=["reminders"])
+async def overdue_check_ins(
+    actor: CurrentActor, reads: Queries, request: Request, under: Under = None
+) -> list[OverdueCheckIn]:
+    """Cadres nobody has checked in with for longer than the check-in interval."""
+    every: int = request.app.state.sweep_policy.check_in_every_days
+    return await reads.overdue_check_ins(actor, under, every)

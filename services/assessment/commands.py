@@ -90,6 +90,12 @@ class ResolveReminder(_Command):
     resolution: Text = Field(min_length=1)
 
 
+class RejectExit(_Command):
+    """Decide against an exit recommendation: the cadre stays in the pool."""
+
+    reason: Text = Field(min_length=1)
+
+
 class AssessmentCommands:
     """Handles assessment's commands against its store and its own tables."""
 
@@ -227,6 +233,20 @@ class AssessmentCommands:
         async def attempt() -> Accepted:
             file = await self.file(cadre_id)
             events = rules.resolve_reminder(file, reminder_id, cmd.resolution, ctx.day)
+            return await self._append(ctx, file, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def reject_exit(
+        self, ctx: CommandContext, cadre_id: UUID, recommendation_id: UUID, cmd: RejectExit
+    ) -> Accepted:
+        """Decide against an exit recommendation (the organizer's other answer to it is the registry's retirement)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+
+        async def attempt() -> Accepted:
+            file = await self.file(cadre_id)
+            events = rules.reject_exit(file, recommendation_id, cmd.reason)
             return await self._append(ctx, file, events, cadre["org_path"])
 
         return await retrying(attempt, expected=None)

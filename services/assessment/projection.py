@@ -16,6 +16,7 @@ from contracts.assessment import (
     AssessmentCycleOpened,
     CheckInRecorded,
     EvaluationRecorded,
+    ExitRecommendationRejected,
     ExitRecommended,
     ReminderIssued,
     ReminderResolved,
@@ -119,6 +120,7 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS exit_recommendations_cadre ON exit_recommendations (cadre_id)",
+    "ALTER TABLE exit_recommendations ADD COLUMN IF NOT EXISTS rejection text",
 )
 
 
@@ -136,6 +138,7 @@ class AssessmentProjection:
             ReminderIssued.event_type,
             ReminderResolved.event_type,
             ExitRecommended.event_type,
+            ExitRecommendationRejected.event_type,
         }
     )
 
@@ -276,6 +279,13 @@ def _statements(recorded: Recorded) -> list[tuple[str, tuple[Any, ...]]]:  # noq
                         event.summary,
                         env.occurred_at,
                     ),
+                )
+            ]
+        case ExitRecommendationRejected():
+            return [
+                (
+                    "UPDATE exit_recommendations SET rejection = $2 WHERE recommendation_id = $1",
+                    (event.recommendation_id, event.reason),
                 )
             ]
         case _:

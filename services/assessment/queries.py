@@ -133,6 +133,42 @@ class Shortfall(BaseModel):
     in_pool: int
 
 
+class CycleView(BaseModel):
+    """An assessment cycle."""
+
+    cycle_id: UUID
+    org_code: str
+    org_path: str
+    period: str
+    name: str
+    starts_on: date
+    ends_on: date
+    closed_on: date | None
+    version: int
+
+
+class ExitCase(BaseModel):
+    """An exit recommendation waiting for the organizer's decision (the cadre is still in the pool)."""
+
+    recommendation_id: UUID
+    cadre_id: UUID
+    full_name: str
+    org_path: str
+    rule: str
+    summary: str
+    recommended_at: datetime
+
+
+class OverdueCheckIn(BaseModel):
+    """A cadre nobody has talked with for longer than the check-in interval."""
+
+    cadre_id: UUID
+    full_name: str
+    org_path: str
+    last_check_in: date | None
+    due_since: date
+
+
 class AssessmentQueries:
     """Reads over assessment's own tables."""
 
@@ -165,7 +201,9 @@ class AssessmentQueries:
             evaluations=[_view(EvaluationView, row) for row in evaluations],
             check_ins=[_view(CheckInView, row) for row in check_ins],
             reminders=[_view(ReminderView, row) for row in reminders],
-            exit_recommendations=[_view(ExitView, row, status="open" if cadre["in_pool"] else case) for row in exits],
+            exit_recommendations=[
+                _view(ExitView, row, status=_exit_status(row, cadre["in_pool"], case)) for row in exits
+            ],
         )
 
     async def cycle_progress(self, actor: Actor, cycle_id: UUID) -> CycleProgress:
@@ -272,6 +310,51 @@ class AssessmentQueries:
             root,
         )
         return [Shortfall(**dict(row)) for row in rows]
+
+    async def cycles(self, actor: Actor, under: str | None) -> list[CycleView]:
+        """Cycles over a subtree (default: the actor's) and those over units above it, newest first."""
+        root = await subtree_root(self._pool, actor, under)
+        rows = await self._pool.fetch(
+            f"SELECT * FROM cycles WHERE {in_subtree_sql('org_path', '$1')} OR {in_subtree_sql('$1', 'org_path')}"  # noqa: S608 - fixed clauses
+            " ORDER BY starts_on DESC, cycle_id",
+            root,
+        )
+        return [_view(CycleView, row) for row in rows]
+
+    async def exit_queue(self, actor: Actor, under: str | None) -> list[ExitCase]:
+        """Exit recommendations of cadres still in the pool of a subtree, oldest first."""
+        root = await subtree_root(self._pool, actor, under)
+        rows = await self._pool.fetch(
+            "SELECT x.*, c.full_name FROM exit_recommendations x JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
+            f" WHERE c.in_pool AND x.rejection IS NULL AND {in_subtree_sql('x.org_path', '$1')}"
+            " ORDER BY x.recommended_at, x.recommendation_id",
+            root,
+        )
+        return [_view(ExitCase, row) for row in rows]
+
+    async def overdue_check_ins(self, actor: Actor, under: str | None, every_days: int) -> list[OverdueCheckIn]:
+        """Cadres in the pool of a subtree whose last check-in (or nomination) is older than `every_days`."""
+        root = await subtree_root(self._pool, actor, under)
+        today = clock.today()
+        rows = await self._pool.fetch(
+            "SELECT c.cadre_id, c.full_name, c.org_path, max(k.held_on) AS last_check_in,"  # noqa: S608 - fixed clauses, values bound
+            " coalesce(max(k.held_on), c.nominated_on) + $3::int AS due_since"
+            " FROM pool_cadres c LEFT JOIN check_ins k USING (cadre_id)"
+            f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')}"
+            " GROUP BY c.cadre_id HAVING coalesce(max(k.held_on), c.nominated_on) + $3::int < $2"
+            " ORDER BY due_since, c.cadre_id LIMIT 500",
+            root,
+            today,
+            every_days,
+        )
+        return [_view(OverdueCheckIn, row) for row in rows]
+
+
+def _exit_status(row: Any, in_pool: bool, case: str) -> str:
+    """`open`, `rejected: <reason>`, or the closed case."""
+    if row["rejection"] is not None:
+        return f"rejected: {row['rejection']}"
+    return "open" if in_pool else case
 
 
 def _view(model: type[Any], row: Any, **extra: Any) -> Any:

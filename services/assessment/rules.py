@@ -17,6 +17,7 @@ from contracts.assessment import (
     CheckInRecorded,
     DimensionScores,
     EvaluationRecorded,
+    ExitRecommendationRejected,
     ExitRecommended,
     ExitRule,
     Grade,
@@ -27,7 +28,7 @@ from contracts.assessment import (
 )
 from contracts.envelope import uuid7
 from contracts.event import Event
-from runtime.errors import ConflictError, RuleViolationError
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 
 GRADE_POINTS: Mapping[Grade, int] = {
     Grade.EXCELLENT: 4,
@@ -108,6 +109,8 @@ class CadreFile:
     check_in_ids: frozenset[UUID] = field(default_factory=frozenset)
     reminders: tuple[Reminder, ...] = ()
     exits: frozenset[ExitRule] = field(default_factory=frozenset)
+    recommendations: tuple[UUID, ...] = ()
+    rejected: frozenset[UUID] = field(default_factory=frozenset)
     version: int = 0
 
     def current(self) -> list[Evaluation]:
@@ -153,7 +156,13 @@ class CadreFile:
                     )
                     file = replace(file, reminders=reminders)
                 case ExitRecommended():
-                    file = replace(file, exits=file.exits | {event.rule})
+                    file = replace(
+                        file,
+                        exits=file.exits | {event.rule},
+                        recommendations=(*file.recommendations, event.recommendation_id),
+                    )
+                case ExitRecommendationRejected():
+                    file = replace(file, rejected=file.rejected | {event.recommendation_id})
             file = replace(file, version=version)
         return file
 
@@ -354,3 +363,14 @@ def score(standing: Standing, weights: RankingWeights) -> float:
         + weights.training * training
     )
     return round(100 * weighted / total, 2) if total else 0.0
+
+
+def reject_exit(file: CadreFile, recommendation_id: UUID, reason: str) -> list[Event]:
+    """Decide against an exit recommendation of this cadre (once)."""
+    if recommendation_id not in file.recommendations:
+        msg = f"exit recommendation {recommendation_id} not found"
+        raise NotFoundError(msg)
+    if recommendation_id in file.rejected:
+        msg = "the exit recommendation is already rejected"
+        raise ConflictError(msg)
+    return [ExitRecommendationRejected(recommendation_id=recommendation_id, cadre_id=file.cadre_id, reason=reason)]

@@ -12,7 +12,7 @@ from runtime.auth import CurrentActor
 from runtime.export import Table, table_response
 from runtime.http import Context
 from runtime.service import service_of
-from services.audit.queries import AuditQueries, QueryView, TimelineEntry
+from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
 from services.audit.replay import PoolDiff, PoolEntry
 
 router = APIRouter()
@@ -67,3 +67,9 @@ async def audit_queries(
 ) -> list[QueryView]:
     """The audit questions asked in your subtree (each is an `AuditQueryMade` event)."""
     return await reads.queries(actor, limit)
+
+
+@router.get("/events/{event_id}", tags=["audit"])
+async def event(event_id: UUID, ctx: Context, reads: Queries) -> EventDetail:
+    """One event whole, its position in its service's chain, and whether its hash and link hold."""
+    return await reads.event(ctx, event_id)

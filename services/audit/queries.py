@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from contracts.audit import AuditQueryMade
-from contracts.envelope import Actor, Envelope, Role, canonical_json, uuid7
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, uuid7
 from runtime import checkpoint, clock
 from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
@@ -32,6 +32,8 @@ class TimelineEntry(BaseModel):
     event_id: UUID
     event_type: str
     service: str
+    deployment: str
+    """The deployment (level) that recorded it: this one, or one below it (multi-level sync)."""
     position: int
     occurred_at: datetime
     recorded_at: datetime
@@ -41,6 +43,19 @@ class TimelineEntry(BaseModel):
     org_level: str | None
     payload: dict[str, Any]
     hash: str
+
+
+class EventDetail(BaseModel):
+    """One archived event whole, where it sits in its service's chain, and whether its hashes hold."""
+
+    envelope: dict[str, Any]
+    hash_matches: bool
+    """The hash recomputed over the event's own fields equals the hash it carries."""
+    previous_position: int | None
+    previous_hash: str | None
+    links_to_previous: bool | None
+    """`prev_hash` equals the hash of the service's event before it (None: that one is not archived here)."""
+    next_position: int | None
 
 
 class QueryView(BaseModel):
@@ -89,6 +104,7 @@ class AuditQueries:
                 event_id=r["event_id"],
                 event_type=r["event_type"],
                 service=r["source"],
+                deployment=r["deployment"],
                 position=r["position"],
                 occurred_at=r["occurred_at"],
                 recorded_at=r["recorded_at"],
@@ -191,3 +207,36 @@ class AuditQueries:
             bundle.writestr("manifest.sig", signature + "\n")
         await self._record(ctx, "export", {k: manifest[k] for k in ("subtree", "from", "to")}, len(rows))
         return buffer.getvalue()
+
+    async def event(self, ctx: CommandContext, event_id: UUID) -> EventDetail:
+        """An event with its chain position and the check of both its hashes (its subtree only)."""
+        self._may_audit(ctx.actor)
+        row = await self._pool.fetchrow("SELECT * FROM archive WHERE event_id = $1", event_id)
+        if row is None or not ctx.actor.covers(row["org_path"]):
+            msg = "event not found"
+            raise NotFoundError(msg)
+        envelope = Envelope.model_validate(orjson.loads(row["body"]))
+        around = {
+            r["position"]: r["hash"]
+            for r in await self._pool.fetch(
+                "SELECT position, hash FROM archive"
+                " WHERE source = $1 AND deployment = $2 AND position = ANY($3::bigint[])",
+                row["source"],
+                row["deployment"],
+                [row["position"] - 1, row["position"] + 1],
+            )
+        }
+        previous = around.get(row["position"] - 1)
+        first = row["position"] == 1
+        detail = EventDetail(
+            envelope=envelope.model_dump(mode="json"),
+            hash_matches=envelope.computed_hash() == envelope.hash == row["hash"],
+            previous_position=None if first else row["position"] - 1,
+            previous_hash=previous,
+            links_to_previous=(envelope.prev_hash == GENESIS_HASH)
+            if first
+            else (None if previous is None else envelope.prev_hash == previous),
+            next_position=row["position"] + 1 if row["position"] + 1 in around else None,
+        )
+        await self._record(ctx, "event", {"event_id": str(event_id)}, 1)
+        return detail

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel
 
 from contracts.envelope import Envelope
 from contracts.personal import PersonalFile
@@ -16,8 +17,26 @@ from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.service import service_of
-from services.registry.commands import Erase, HandOver, Nominate, RegisterOrgUnit, RegistryCommands, Retire
-from services.registry.queries import CadrePage, CadreView, OrgUnitView, RegistryQueries
+from services.registry.commands import (
+    EntryCheckRequest,
+    Erase,
+    GrantAccess,
+    HandOver,
+    Nominate,
+    RegisterOrgUnit,
+    RegistryCommands,
+    Retire,
+)
+from services.registry.queries import (
+    CadrePage,
+    CadreView,
+    GrantView,
+    Me,
+    OrgUnitView,
+    RegistryQueries,
+    StatusCounts,
+    Structure,
+)
 from services.registry.rules import EntryRules
 
 router = APIRouter()
@@ -65,9 +84,10 @@ async def list_org_units(
     reads: Queries,
     table: Table,
     under: Annotated[str | None, Query(description="Root code")] = None,
+    depth: Annotated[int | None, Query(ge=0, le=10, description="Levels below the root at most")] = None,
 ) -> list[OrgUnitView] | Response:
-    """The units of a subtree (default: yours)."""
-    units = await reads.org_units(actor, under)
+    """The units of a subtree (default: yours), `depth` levels below its root at most."""
+    units = await reads.org_units(actor, under, depth)
     return table_response(table, units, filename="org-units") if table else units
 
 
@@ -83,6 +103,20 @@ async def nominate(body: Nominate, ctx: Context, cmd: Commands, response: Respon
     accepted = await cmd.nominate(ctx, body)
     response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
     return _etag(response, accepted)
+
+
+class EntryCheckView(BaseModel):
+    """One entry rule applied to a nominee."""
+
+    rule: str
+    passed: bool
+    detail: str
+
+
+@router.post("/entry-checks", tags=["cadres"])
+async def check_entry(body: EntryCheckRequest, ctx: Context, cmd: Commands) -> list[EntryCheckView]:
+    """Which entry rule a nominee would pass or fail, and why (records nothing)."""
+    return [EntryCheckView(rule=c.rule, passed=c.passed, detail=c.detail) for c in await cmd.check_entry(ctx, body)]
 
 
 @router.patch("/cadres/{cadre_id}", tags=["cadres"])
@@ -145,6 +179,16 @@ async def list_cadres(
     return await reads.cadres(actor, limit=limit, cursor=cursor, **filters)
 
 
+@router.get("/cadres/counts", tags=["cadres"])
+async def count_cadres(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+) -> StatusCounts:
+    """How many cadres of a subtree are in the pool and how many left it."""
+    return await reads.counts(actor, under)
+
+
 @router.get("/cadres/{cadre_id}", tags=["cadres"])
 async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, response: Response) -> CadreView:
     """One cadre of your subtree."""
@@ -157,6 +201,44 @@ async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, respons
 async def cadre_history(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[Envelope]:
     """Every registry event about a cadre, with envelopes (actor, times, hashes)."""
     return await reads.history(actor, cadre_id)
+
+
+@router.get("/access/me", tags=["access"])
+async def me(actor: CurrentActor, reads: Queries) -> Me:
+    """Who you act as: your user, role and unit (from your grant, or from a service token)."""
+    return await reads.me(actor)
+
+
+@router.get("/access", tags=["access"])
+async def list_grants(
+    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
+) -> list[GrantView]:
+    """Who may act in a subtree (default: yours), and with which role."""
+    return await reads.grants(actor, under)
+
+
+@router.put("/access/{user_id}", tags=["access"])
+async def grant_access(
+    user_id: str, body: GrantAccess, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Let a person act at a unit of your subtree with a role (replaces what they had)."""
+    return _etag(response, await cmd.grant_access(ctx, user_id, body, expected))
+
+
+@router.delete("/access/{user_id}", tags=["access"])
+async def revoke_access(
+    user_id: str, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Take a person's access away (a grant inside your subtree)."""
+    return _etag(response, await cmd.revoke_access(ctx, user_id, expected))
+
+
+@router.get("/structure", tags=["statistics"])
+async def structure(
+    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
+) -> Structure:
+    """The make-up of a subtree's pool (gender, education, age, level) and each unit's pool against its target."""
+    return await reads.structure(actor, under)
 
 
 @router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"])

@@ -7,10 +7,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import OrgCode, canonical_json, uuid7
+from contracts.envelope import OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
 from contracts.personal import PersonalFile
 from contracts.registry import (
+    AccessGranted,
     CadreNominated,
     Education,
     Email,
@@ -24,6 +25,7 @@ from contracts.registry import (
     PersonalDataRecorded,
     ProfileChanges,
     RetirementReason,
+    Subject,
     Text,
     UserId,
 )
@@ -76,6 +78,15 @@ class Nominate(_Command):
     language: Language = Language.ZH
 
 
+class EntryCheckRequest(_Command):
+    """A nominee's facts the entry rules look at."""
+
+    org_code: OrgCode
+    birth_date: date
+    education: Education
+    years_of_service: int = Field(ge=0, le=60)
+
+
 class Retire(_Command):
     """Take a cadre out of the pool."""
 
@@ -83,6 +94,20 @@ class Retire(_Command):
     effective_on: date | None = Field(default=None, description="Defaults to today")
     note: Text = ""
     appointed_to: Name | None = None
+
+
+def access_stream(user_id: str) -> str:
+    """Stream id of a person's access."""
+    return f"access-{user_id}"
+
+
+class GrantAccess(_Command):
+    """Let a person act at a unit of your subtree with a role."""
+
+    subject: Subject = Field(description="The identity provider's id of the person (the `sub` of its tokens)")
+    name: Name
+    org_code: OrgCode
+    role: Role
 
 
 class HandOver(_Command):
@@ -208,6 +233,22 @@ class RegistryCommands:
             raise ConflictError(msg, cadre_id=str(cadre_id)) from None
         return Accepted.of(stream, 0, envelopes)
 
+    async def check_entry(self, ctx: CommandContext, cmd: EntryCheckRequest) -> list[rules.EntryCheck]:
+        """Each entry rule applied to a nominee for a unit of the actor's subtree (nothing is recorded)."""
+        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
+        if unit is None:
+            msg = f"org unit {cmd.org_code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        return rules.entry_checks(
+            self._entry_rules,
+            level=OrgLevel(unit["level"]),
+            birth_date=cmd.birth_date,
+            education=cmd.education,
+            years_of_service=cmd.years_of_service,
+            on=ctx.day,
+        )
+
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
         history = await self._store.read_stream(cadre_stream(cadre_id))
         org_path = history[0].envelope.org_path if history else ""
@@ -309,3 +350,45 @@ class RegistryCommands:
             stream, cadre.version, events, ctx=ctx, org_path=cadre.org_path, cadre_id=cadre.cadre_id
         )
         return Accepted.of(stream, cadre.version, envelopes)
+
+    async def _access(self, ctx: CommandContext, user_id: str) -> rules.Access:
+        history = await self._store.read_stream(access_stream(user_id))
+        access = rules.Access.replay([r.event for r in history], [r.envelope.org_path for r in history])
+        if access.org_path is not None:
+            require_scope(ctx.actor, access.org_path, f"user {user_id}")  # granted elsewhere: not yours to change
+        return access
+
+    async def grant_access(self, ctx: CommandContext, user_id: str, cmd: GrantAccess, expected: int | None) -> Accepted:
+        """Let a person act at a unit of the actor's subtree (replacing a grant the actor could also change)."""
+        can_write(ctx.actor)
+        unit = await self._pool.fetchrow("SELECT path FROM org_units WHERE code = $1", cmd.org_code)
+        if unit is None:
+            msg = f"org unit {cmd.org_code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        access = await self._access(ctx, user_id)
+        check_expected(access_stream(user_id), expected, access.version)
+        holder = await self._pool.fetchval(
+            "SELECT user_id FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
+        )
+        if holder is not None:
+            msg = "this identity already acts as another user"
+            raise ConflictError(msg)
+        events = rules.grant(access, AccessGranted(user_id=user_id, **cmd.model_dump()))
+        stream = access_stream(user_id)
+        envelopes = await self._store.append(stream, access.version, events, ctx=ctx, org_path=unit["path"])
+        return Accepted.of(stream, access.version, envelopes)
+
+    async def revoke_access(self, ctx: CommandContext, user_id: str, expected: int | None) -> Accepted:
+        """Take a person's access away (a grant in the actor's subtree)."""
+        can_write(ctx.actor)
+        access = await self._access(ctx, user_id)
+        if access.org_path is None:
+            msg = f"user {user_id} has no access"
+            raise NotFoundError(msg)
+        check_expected(access_stream(user_id), expected, access.version)
+        stream = access_stream(user_id)
+        envelopes = await self._store.append(
+            stream, access.version, rules.revoke(access, user_id), ctx=ctx, org_path=access.org_path
+        )
+        return Accepted.of(stream, access.version, envelopes)

@@ -244,6 +244,40 @@ def plan(seed: int = 7, *, cadres: int = 300, today: date | None = None) -> Demo
     return org
 
 
+@dataclass(frozen=True)
+class DemoPerson:
+    """Someone of the demo organization who signs in to the console (local development only)."""
+
+    user_id: str
+    subject: str
+    """The id the local identity provider gives them (the `sub` of their tokens)."""
+    name: str
+    role: Role
+    unit: Unit
+
+
+def people(org: DemoOrg) -> list[DemoPerson]:
+    """Who signs in: an organizer per level, an auditor, a viewer, a mentor and a leader."""
+    by_code = {unit.code: unit for unit in org.units}
+    city = next(u for u in org.units if u.level is OrgLevel.MUNICIPAL)
+    county = next(u for u in org.units if u.level is OrgLevel.COUNTY and u.parent == city.code)
+    township = next(u for u in org.units if u.level is OrgLevel.TOWNSHIP and u.parent == county.code)
+    chosen = [
+        ("organizer.province", "Zhang Ming", Role.ORGANIZER, org.root),
+        ("organizer.city", "Li Hua", Role.ORGANIZER, city),
+        ("organizer.county", "Wang Fang", Role.ORGANIZER, county),
+        ("organizer.township", "Zhao Lei", Role.ORGANIZER, township),
+        ("auditor.province", "Chen Jing", Role.AUDITOR, org.root),
+        ("viewer.city", "Liu Yang", Role.VIEWER, city),
+        (f"mentor.{county.code}.1", f"Mentor {county.code.title()} 1", Role.VIEWER, county),
+        (county.leader, f"Leader of {county.name}", Role.VIEWER, by_code[county.code]),
+    ]
+    return [
+        DemoPerson(user_id, str(uuid.uuid5(NAMESPACE, f"person:{user_id}")), name, role, unit)
+        for user_id, name, role, unit in chosen
+    ]
+
+
 def root_token(secret: str, org: DemoOrg) -> str:
     """A token for the organizer of the demo province."""
     return issue_token(secret, Actor(user="demo.organizer", org_path=org.root.path, role=Role.ORGANIZER))
@@ -268,6 +302,9 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
             "email": f"{unit.leader}@qingshan.example.org",
         }
         await loader.send("PUT", f"/org-units/{unit.code}/responsible-leader", leader, founded, if_match=1)
+    for person in people(org):
+        body = {"subject": person.subject, "name": person.name, "org_code": person.unit.code, "role": person.role}
+        await loader.send("PUT", f"/access/{person.user_id}", body, founded, if_match=0)
     for cadre in org.cadres:
         await _load_cadre(loader, cadre)
     return loader.sent, loader.skipped

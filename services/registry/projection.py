@@ -68,6 +68,13 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS cadres_subtree ON cadres (org_path, cadre_id)",
+    """
+    CREATE TABLE IF NOT EXISTS cadre_counts (
+        org_path  text COLLATE "C" PRIMARY KEY,
+        in_pool   int NOT NULL,
+        retired   int NOT NULL
+    )
+    """,
     # A deployment's root unit names a parent that lives in the deployment above (ADR 0010): the tree's
     # shape is kept by the commands' rules, not by a key to a row that may be elsewhere.
     "ALTER TABLE org_units DROP CONSTRAINT IF EXISTS org_units_parent_code_fkey",
@@ -80,6 +87,8 @@ SCHEMA: Final = (
     # event in bench/). Pages written from now on keep it.
     "ALTER TABLE cadres SET (fillfactor = 60)",
 )
+"""`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
+instead of counting a million (the pool screen's status tabs)."""
 
 
 class RegistryProjection:
@@ -110,6 +119,31 @@ class RegistryProjection:
                 await conn.executemany(statement, batch)
             else:
                 await conn.execute(statement, *zip(*fold(batch), strict=True))
+        await _count(conn, events)
+
+
+async def _count(conn: Conn, events: Sequence[Recorded]) -> None:
+    """Move each unit's counts by the batch's nominations and retirements, in one statement."""
+    deltas: dict[str, list[int]] = {}
+    for recorded in events:
+        kind = recorded.envelope.event_type
+        if kind == CadreNominated.event_type:
+            deltas.setdefault(recorded.envelope.org_path, [0, 0])[0] += 1
+        elif kind == CadreRetired.event_type:
+            delta = deltas.setdefault(recorded.envelope.org_path, [0, 0])
+            delta[0] -= 1
+            delta[1] += 1
+    if deltas:
+        paths = list(deltas)
+        await conn.execute(
+            "INSERT INTO cadre_counts AS c (org_path, in_pool, retired)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::int[])"
+            " ON CONFLICT (org_path) DO UPDATE SET in_pool = c.in_pool + excluded.in_pool,"
+            " retired = c.retired + excluded.retired",
+            paths,
+            [deltas[p][0] for p in paths],
+            [deltas[p][1] for p in paths],
+        )
 
 
 def _fold_last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

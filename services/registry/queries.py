@@ -91,6 +91,62 @@ def _decode_cursor(cursor: str) -> tuple[str, UUID]:
         raise CommandError(msg) from error
 
 
+class StatusCounts(BaseModel):
+    """How many cadres of a subtree are in the pool, and how many left it."""
+
+    in_pool: int
+    retired: int
+
+
+class UnitHealth(BaseModel):
+    """A unit's own pool against its target size."""
+
+    code: str
+    name: str
+    level: str
+    in_pool: int
+    target: int
+
+
+class Structure(BaseModel):
+    """The make-up of a subtree's pool (cadres in the pool only), and each unit's pool against its target."""
+
+    root: str
+    in_pool: int
+    average_age: float | None
+    by_gender: dict[str, int]
+    by_education: dict[str, int]
+    by_age_band: dict[str, int]
+    by_level: dict[str, int]
+    units: list[UnitHealth]
+
+
+AGE_BANDS = ((0, 30, "under 30"), (30, 35, "30-34"), (35, 40, "35-39"), (40, 45, "40-44"), (45, 200, "45 and over"))
+
+
+class GrantView(BaseModel):
+    """Who may act where, with which role."""
+
+    user_id: str
+    subject: str
+    name: str
+    org_code: str
+    org_path: str
+    role: str
+    version: int
+
+
+class Me(BaseModel):
+    """The actor a token stands for, with the names a screen shows."""
+
+    user: str
+    name: str
+    role: str
+    org_path: str
+    org_code: str
+    org_name: str
+
+
 def _personal_status(row: Any) -> Literal["none", "recorded", "erased"]:
     if row["personal_erased_at"] is not None:
         return "erased"
@@ -129,12 +185,15 @@ class RegistryQueries:
             raise GoneError(msg)
         return PersonalFile.model_validate_json(plaintext)
 
-    async def org_units(self, actor: Actor, under: str | None) -> list[OrgUnitView]:
-        """The units of a subtree (default: the actor's), parents before children."""
+    async def org_units(self, actor: Actor, under: str | None, depth: int | None = None) -> list[OrgUnitView]:
+        """The units of a subtree (default: the actor's), parents before children; `depth` levels below it at most."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
+        deepest = root.count(".") + (depth if depth is not None else 1000)
         rows = await self._pool.fetch(
-            f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')} ORDER BY path",  # noqa: S608 - fixed SQL
+            f"SELECT * FROM org_units WHERE {in_subtree_sql('path', '$1')}"  # noqa: S608 - fixed SQL
+            " AND length(path) - length(replace(path, '.', '')) <= $2 ORDER BY path",
             root,
+            deepest,
         )
         return [self._unit(row) for row in rows]
 
@@ -303,3 +362,77 @@ class RegistryQueries:
         """Every registry event about a cadre, with its full envelope."""
         await self.cadre(actor, cadre_id)
         return await self._store.read_cadre(cadre_id)
+
+    async def structure(self, actor: Actor, under: str | None) -> Structure:
+        """Gender, education, age bands and unit levels of a subtree's pool; each unit's pool against its target."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        today = clock.today()
+        subtree = in_subtree_sql("c.org_path", "$1")
+        rows = await self._pool.fetch(
+            "SELECT u.level, c.gender, c.education, date_part('year', age($2::date, c.birth_date))::int AS age,"  # noqa: S608 - fixed clauses, values bound
+            " count(*) AS n FROM cadres c JOIN org_units u ON u.code = c.org_code"
+            f" WHERE c.status = 'in_pool' AND {subtree} GROUP BY 1, 2, 3, 4",
+            root,
+            today,
+        )
+        total, ages = 0, 0
+        by: dict[str, dict[str, int]] = {"gender": {}, "education": {}, "band": {}, "level": {}}
+        for row in rows:
+            n, age = row["n"], row["age"]
+            total += n
+            ages += n * age
+            band = next(label for low, high, label in AGE_BANDS if low <= age < high)
+            for key, value in (("gender", row["gender"]), ("education", row["education"]), ("band", band),
+                               ("level", row["level"])):  # fmt: skip
+                by[key][value] = by[key].get(value, 0) + n
+        units = await self._pool.fetch(
+            "SELECT u.code, u.name, u.level, u.target_pool_size AS target,"  # noqa: S608 - fixed clauses, values bound
+            " (SELECT count(*) FROM cadres c WHERE c.org_code = u.code AND c.status = 'in_pool') AS in_pool"
+            f" FROM org_units u WHERE {in_subtree_sql('u.path', '$1')}"
+            " AND u.path NOT LIKE $1 || '.%.%' ORDER BY u.path",
+            root,
+        )
+        return Structure(
+            root=root,
+            in_pool=total,
+            average_age=round(ages / total, 1) if total else None,
+            by_gender=by["gender"],
+            by_education={e.value: by["education"].get(e.value, 0) for e in Education},
+            by_age_band={label: by["band"].get(label, 0) for _, _, label in AGE_BANDS},
+            by_level=by["level"],
+            units=[UnitHealth(**dict(row)) for row in units],
+        )
+
+    async def grants(self, actor: Actor, under: str | None) -> list[GrantView]:
+        """The grants of a subtree (default: the actor's), unit by unit."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        rows = await self._pool.fetch(
+            f"SELECT * FROM access_grants WHERE {in_subtree_sql('org_path', '$1')} ORDER BY org_path, user_id",  # noqa: S608 - fixed SQL
+            root,
+        )
+        return [GrantView(**dict(row)) for row in rows]
+
+    async def me(self, actor: Actor) -> Me:
+        """The actor, its name (from its grant, if it has one) and its unit."""
+        name = await self._pool.fetchval("SELECT name FROM access_grants WHERE user_id = $1", actor.user)
+        unit = await self._pool.fetchrow("SELECT code, name FROM org_units WHERE path = $1", actor.org_path)
+        code = actor.org_path.rsplit(".", 1)[-1]
+        return Me(
+            user=actor.user,
+            name=name or actor.user,
+            role=actor.role.value,
+            org_path=actor.org_path,
+            org_code=unit["code"] if unit else code,
+            org_name=unit["name"] if unit else code,
+        )
+
+    async def counts(self, actor: Actor, under: str | None) -> StatusCounts:
+        """Cadres of a subtree by status."""
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        row = await self._pool.fetchrow(
+            "SELECT coalesce(sum(in_pool), 0)::int AS in_pool, coalesce(sum(retired), 0)::int AS retired"  # noqa: S608 - fixed SQL
+            f" FROM cadre_counts WHERE {in_subtree_sql('org_path', '$1')}",
+            root,
+        )
+        assert row is not None  # an aggregate always answers one row
+        return StatusCounts(in_pool=row["in_pool"], retired=row["retired"])

@@ -13,8 +13,11 @@ from datetime import date
 from typing import Literal
 from uuid import UUID
 
+from contracts.envelope import Role
 from contracts.event import Event
 from contracts.registry import (
+    AccessGranted,
+    AccessRevoked,
     CadreNominated,
     CadreProfileUpdated,
     CadreRetired,
@@ -78,6 +81,51 @@ def age_on(birth_date: date, day: date) -> int:
     return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
 
 
+@dataclass(frozen=True)
+class EntryCheck:
+    """One entry rule applied to a nominee: whether it passes, and why."""
+
+    rule: Literal["max_age", "min_age", "education", "years_of_service"]
+    passed: bool
+    detail: str
+
+
+def entry_checks(
+    rules: EntryRules,
+    *,
+    level: OrgLevel,
+    birth_date: date,
+    education: Education,
+    years_of_service: int,
+    on: date,
+) -> list[EntryCheck]:
+    """Every entry rule, applied to a nominee: each passing or failing, with the reason."""
+    age = age_on(birth_date, on)
+    limit = rules.max_age(level)
+    educated = EDUCATION_ORDER.index(education) >= EDUCATION_ORDER.index(rules.min_education)
+    served = years_of_service >= rules.min_years_of_service
+    return [
+        EntryCheck(
+            "max_age",
+            age <= limit,
+            f"aged {age}, {'within' if age <= limit else 'above'} the limit of {limit} for {level.value} units",
+        ),
+        EntryCheck("min_age", age >= 18, f"aged {age}, {'at least' if age >= 18 else 'below'} 18"),  # noqa: PLR2004
+        EntryCheck(
+            "education",
+            educated,
+            f"education {education.value} {'meets' if educated else 'is below'} the required"
+            f" {rules.min_education.value}",
+        ),
+        EntryCheck(
+            "years_of_service",
+            served,
+            f"{years_of_service} years of service, {'at least' if served else 'fewer than'} the required"
+            f" {rules.min_years_of_service}",
+        ),
+    ]
+
+
 def last_birth_date_older_than(age: int, day: date) -> date:
     """The latest birth date of someone older than `age` on `day`: whoever is born later is at most `age`."""
     year = day.year - age - 1
@@ -96,17 +144,10 @@ def entry_violations(
     on: date,
 ) -> list[str]:
     """Every entry rule a nomination breaks (empty: it may enter the pool)."""
-    problems = []
-    age = age_on(birth_date, on)
-    if age > rules.max_age(level):
-        problems.append(f"aged {age}, above the limit of {rules.max_age(level)} for {level.value} units")
-    if age < 18:  # noqa: PLR2004 - the legal working age
-        problems.append(f"aged {age}, below 18")
-    if EDUCATION_ORDER.index(education) < EDUCATION_ORDER.index(rules.min_education):
-        problems.append(f"education {education.value} is below the required {rules.min_education.value}")
-    if years_of_service < rules.min_years_of_service:
-        problems.append(f"{years_of_service} years of service, fewer than the required {rules.min_years_of_service}")
-    return problems
+    checks = entry_checks(
+        rules, level=level, birth_date=birth_date, education=education, years_of_service=years_of_service, on=on
+    )
+    return [check.detail for check in checks if not check.passed]
 
 
 @dataclass(frozen=True)
@@ -249,6 +290,45 @@ def retire(
             appointed_to=appointed_to,
         )
     ]
+
+
+@dataclass(frozen=True)
+class Access:
+    """A person's grant as its own stream knows it (`None` grant: none now)."""
+
+    grant: AccessGranted | None
+    org_path: str | None
+    version: int
+
+    @classmethod
+    def replay(cls, events: Sequence[Event], paths: Sequence[str]) -> Access:
+        """Fold a person's access stream (with the org path each event was recorded at)."""
+        access = Access(None, None, 0)
+        for version, (event, path) in enumerate(zip(events, paths, strict=True), start=1):
+            granted = event if isinstance(event, AccessGranted) else None
+            access = Access(granted, path if granted else None, version)
+        return access
+
+
+GRANTABLE_ROLES: tuple[Role, ...] = (Role.ORGANIZER, Role.AUDITOR, Role.VIEWER)
+"""Roles a person may be granted; `system` belongs to services acting on their own."""
+
+
+def grant(access: Access, new: AccessGranted) -> list[Event]:
+    """Grant `new`; nothing when the person already has exactly that."""
+    if new.role not in GRANTABLE_ROLES:
+        msg = f"role {new.role.value} cannot be granted to a person"
+        raise RuleViolationError(msg)
+    if access.grant == new:
+        return []
+    return [new]
+
+
+def revoke(access: Access, user_id: str) -> list[Event]:
+    """Take the person's access away; nothing when they have none."""
+    if access.grant is None:
+        return []
+    return [AccessRevoked(user_id=user_id, subject=access.grant.subject)]
 
 
 def may_record_personal_data(cadre: Cadre) -> None:

@@ -87,14 +87,12 @@ async def status(pool: Pool, deployment: str, parent: str, children: list[str]) 
     rows = await pool.fetch(
         """
         SELECT c.deployment, c.source, c.verified, c.signed, c.released, c.broken, c.last_heard,
-               a.received, a.oldest_waiting, a.link, r.refused, l.recorded_at AS last_released_recorded_at
+               a.received, a.waiting, a.oldest_waiting, a.link, r.refused, l.recorded_at AS last_released_recorded_at
         FROM chains c
         LEFT JOIN LATERAL (
             SELECT max(position) AS received, max(link) AS link,
-                   -- a chain's last checkpoint waits for the next one to sign it: it holds nothing back
-                   count(*) FILTER (WHERE position > c.released AND event_type <> 'ChainCheckpointed') AS waiting,
-                   min(arrived_at) FILTER (WHERE position > c.released AND event_type <> 'ChainCheckpointed')
-                       AS oldest_waiting
+                   count(*) FILTER (WHERE position > c.released) AS waiting,
+                   min(arrived_at) FILTER (WHERE position > c.released) AS oldest_waiting
             FROM arrivals WHERE deployment = c.deployment AND source = c.source) a ON true
         LEFT JOIN LATERAL (
             SELECT count(*) AS refused FROM refusals WHERE deployment = c.deployment AND source = c.source) r ON true

@@ -25,6 +25,7 @@ from services.training.commands import (
     Withdraw,
 )
 from services.training.queries import (
+    BehindQuota,
     CadreBrief,
     PostingView,
     ProgramView,
@@ -46,7 +47,7 @@ async def queries(request: Request) -> TrainingQueries:
     """FastAPI dependency: the queries."""
     service = service_of(request)
     long_grassroots: int = request.app.state.long_grassroots_months
-    return TrainingQueries(service.pool, service.store, long_grassroots)
+    return TrainingQueries(service.pool, service.store, long_grassroots, request.app.state.yearly_hours_quota)
 
 
 Commands = Annotated[TrainingCommands, Depends(commands)]
@@ -192,3 +193,14 @@ async def without_grassroots(
     """Cadres in the pool with no grass-roots experience (candidates for a downward posting)."""
     items = await reads.without_grassroots(actor, under)
     return table_response(table, items, filename="without-grassroots") if table else items
+
+
+@router.get("/behind-quota", tags=["cadres"])
+async def behind_quota(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[BehindQuota]:
+    """Cadres in the pool whose training hours this year are below the yearly quota, furthest behind first."""
+    return await reads.behind_quota(actor, under, limit)

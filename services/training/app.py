@@ -27,6 +27,7 @@ class TrainingSettings(ServiceSettings):
     long_grassroots_months: int = Field(
         default=36, ge=1, description="Grass-roots months from which an upward posting is recommended"
     )
+    yearly_hours_quota: int = Field(default=60, ge=0, description="Training hours each cadre owes per year")
 
 
 class RetirementReaction:
@@ -76,4 +77,5 @@ def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     settings = settings or TrainingSettings()
     app = build_app(SPEC, settings)
     app.state.long_grassroots_months = settings.long_grassroots_months
+    app.state.yearly_hours_quota = settings.yearly_hours_quota
     return app

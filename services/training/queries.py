@@ -55,6 +55,8 @@ class TrainingRecord(BaseModel):
     """A cadre's theoretical training."""
 
     cadre_id: UUID
+    yearly_hours_quota: int
+    """Hours each cadre owes per year (organized and self-study together)."""
     hours_by_year: list[YearHours]
     programs: list[EnrolmentView]
     self_study: list[SelfStudyView]
@@ -85,6 +87,16 @@ class RecommendationView(BaseModel):
     kind: PostingKind | None
     reason: str
     currently_posted: PostingView | None
+
+
+class BehindQuota(BaseModel):
+    """A cadre in the pool with fewer training hours this year than the yearly quota."""
+
+    cadre_id: UUID
+    full_name: str
+    org_path: str
+    hours: int
+    quota: int
 
 
 class CadreBrief(BaseModel):
@@ -118,10 +130,13 @@ class ProgramView(BaseModel):
 class TrainingQueries:
     """Reads over training's own tables and store."""
 
-    def __init__(self, pool: Pool, store: EventStore, long_grassroots_months: int) -> None:
+    def __init__(
+        self, pool: Pool, store: EventStore, long_grassroots_months: int, yearly_hours_quota: int = 60
+    ) -> None:
         self._pool = pool
         self._store = store
         self._long_grassroots_months = long_grassroots_months
+        self._quota = yearly_hours_quota
 
     async def _cadre(self, actor: Actor, cadre_id: UUID) -> Any:
         row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
@@ -149,6 +164,7 @@ class TrainingQueries:
         study = await self._pool.fetch("SELECT * FROM self_study WHERE cadre_id = $1 ORDER BY studied_on", cadre_id)
         return TrainingRecord(
             cadre_id=cadre_id,
+            yearly_hours_quota=self._quota,
             hours_by_year=[YearHours(**dict(row)) for row in hours],
             programs=[EnrolmentView(**{k: row[k] for k in EnrolmentView.model_fields}) for row in programs],
             self_study=[SelfStudyView(**{k: row[k] for k in SelfStudyView.model_fields}) for row in study],
@@ -218,6 +234,25 @@ class TrainingQueries:
             clock.today(),
         )
         return [ProgramView(**{k: row[k] for k in ProgramView.model_fields}) for row in rows]
+
+    async def behind_quota(self, actor: Actor, under: str | None, limit: int) -> list[BehindQuota]:
+        """Cadres in the pool of a subtree with fewer hours this year than the quota, furthest behind first."""
+        root = await subtree_root(self._pool, actor, under)
+        year = clock.today().year
+        rows = await self._pool.fetch(
+            "SELECT c.cadre_id, c.full_name, c.org_path, coalesce(h.hours, 0)::int AS hours FROM pool_cadres c"  # noqa: S608 - fixed clauses, values bound
+            " LEFT JOIN (SELECT cadre_id, sum(hours) AS hours FROM ("
+            " SELECT cadre_id, hours FROM enrolments WHERE status = 'completed' AND extract(year FROM ended_on) = $2"
+            " UNION ALL SELECT cadre_id, hours FROM self_study WHERE extract(year FROM studied_on) = $2) y"
+            " GROUP BY cadre_id) h USING (cadre_id)"
+            f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')} AND coalesce(h.hours, 0) < $3"
+            " ORDER BY hours, c.org_path, c.cadre_id LIMIT $4",
+            root,
+            year,
+            self._quota,
+            limit,
+        )
+        return [BehindQuota(quota=self._quota, **dict(row)) for row in rows]
 
 
 def _posting(row: Any, full_name: str | None) -> PostingView:

@@ -202,6 +202,17 @@ async def test_each_reminder_rule_and_each_exit_rule_from_real_events(
     failed = await evaluate(assessment, failing, second, "incompetent")
     assert [e["event_type"] for e in failed.json()["events"]] == ["EvaluationRecorded", "ExitRecommended"]
     assert (await file(assessment, failing))["exit_recommendations"][0]["rule"] == "incompetent_grade"
+    # The organizer may decide against it, once and with a reason: the cadre leaves the exit queue.
+    [queued] = (await assessment.client.get("/exit-queue", headers=CITY)).json()
+    assert queued["cadre_id"] == failing
+    rejection = f"/cadres/{failing}/exit-recommendations/{queued['recommendation_id']}/rejection"
+    reason = {"reason": "a one-off; the unit vouches for the cadre"}
+    assert (await assessment.client.post(rejection, json=reason, headers=CITY)).status_code == 200
+    assert (await assessment.client.post(rejection, json=reason, headers=CITY)).status_code == 409
+    unknown = f"/cadres/{failing}/exit-recommendations/{uuid.uuid4()}/rejection"
+    assert (await assessment.client.post(unknown, json=reason, headers=CITY)).status_code == 404
+    assert (await assessment.client.get("/exit-queue", headers=CITY)).json() == []
+    assert (await file(assessment, failing))["exit_recommendations"][0]["status"] == f"rejected: {reason['reason']}"
 
     # The periodic rules: overdue check-in, no training hours this year (the trained one has some).
     await visible_in_training(training, trained)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.ports import free_port
 from deploy.local.stack import REPO
 from runtime import clock
 from tests.infra import Infra
@@ -44,35 +45,47 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> 
     return "".join(lines)
 
 
-def test_up_is_running_with_its_demo_at_any_hour(infra: Infra, namespace: str, tmp_path: Path) -> None:
-    # The command itself, on the suite's Kafka and PostgreSQL (its own topics and databases), at the
-    # test's instant: the awkward ones too (00:30 in the organization, the year's last seconds, ...).
-    at = clock.now().strftime("%Y-%m-%dT%H:%M:%S%z")
+def up(infra: Infra, namespace: str, workdir: Path, port: int, *extra: str, **env_extra: str) -> subprocess.Popen[str]:
+    """`./dev up` on the suite's Kafka and PostgreSQL (its own topics and databases), the console on `port`."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "DATABASE_URL": infra.postgres_dsn,
         "PYTHONPATH": str(REPO),
         "COLUMNS": "200",
+        **env_extra,
     }
     env.pop("SMTP_HOST", None)
-    command = [sys.executable, "-m", "deploy.local", "up", "--workdir", str(tmp_path / "stack"), "--cadres", "40"]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [*command, "--namespace", f"{namespace}.", "--at", at],
+    command = [sys.executable, "-m", "deploy.local", "up", "--workdir", str(workdir), "--cadres", "40"]
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [*command, "--namespace", f"{namespace}.", "--port", str(port), *extra],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
+
+
+def stop(process: subprocess.Popen[str]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
+
+
+def test_up_is_running_with_its_demo_at_any_hour(infra: Infra, namespace: str, tmp_path: Path, keycloak: str) -> None:
+    # At the test's instant: the awkward ones too (00:30 in the organization, the year's last seconds, ...).
+    # The session's Keycloak stands in for the one ./dev up would start (that one: the test below).
+    at = clock.now().strftime("%Y-%m-%dT%H:%M:%S%z")
+    port = free_port()
+    process = up(infra, namespace, tmp_path / "stack", port, "--at", at, OIDC_ISSUER=keycloak)
     try:
         output = _read_until(process, READY, timeout=240)
         assert READY in output, output[-5000:]
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            code = process.wait()
+        code = stop(process)
     assert code == 0
+    assert f"The reserve cadre platform: http://127.0.0.1:{port}" in output
     assert f"The platform's clock reads {at[:10]}" in output
     loaded = dict(re.findall(r"demo: (\w+): (\d+) commands sent, 0 already there", output))
     assert set(loaded) == {"registry", "training", "assessment"}

@@ -121,16 +121,16 @@ async def test_only_what_a_signed_checkpoint_covers_is_released_in_order_once(si
     assert (taken.arrived, taken.repeats, taken.released) == (2, 1, 0)
     assert await released(side) == []
     taken = await take(side, [unsigned[4], bodies[0], bodies[1], bodies[0]])
-    assert taken.released == 3
-    assert await released(side) == [1, 2, 3]  # the checkpoint itself and event 5 wait for the next signature
+    assert taken.released == 4  # 1-3 and the checkpoint that signs them (its signature is its content)
+    assert await released(side) == [1, 2, 3, 4]  # event 5 waits for the next signature
     later = await record(side, "E")  # 6, signed at 7
     await take(side, later[5:])
-    assert await released(side) == [1, 2, 3, 4, 5, 6]
+    assert await released(side) == [1, 2, 3, 4, 5, 6, 7]
     state = await chain(side)
-    assert (state["verified"], state["signed"], state["released"], state["broken"]) == (7, 6, 6, None)
+    assert (state["verified"], state["signed"], state["released"], state["broken"]) == (7, 7, 7, None)
     # The released events are the county's bytes, unchanged.
     rows = await side.city.fetch("SELECT body FROM released ORDER BY seq")
-    assert [r["body"].encode() for r in rows] == later[:6]
+    assert [r["body"].encode() for r in rows] == later
 
 
 async def test_a_changed_body_a_fork_and_a_foreign_link_are_refused(side: Side) -> None:
@@ -226,5 +226,5 @@ async def test_a_child_vouches_for_the_deployment_below_it(side: Side, database:
     taken = await take(side, linked)
     # The county's sync chain is released (the link), then the township's chain it unlocked.
     rows = await side.city.fetch("SELECT deployment, source, position FROM released ORDER BY seq")
-    assert [(r["deployment"], r["position"]) for r in rows] == [("county", 1), ("town", 1)]
+    assert [(r["deployment"], r["position"]) for r in rows] == [("county", 1), ("county", 2), ("town", 1), ("town", 2)]
     assert await side.city.fetchval("SELECT vouched_by FROM trusted WHERE deployment = 'town'") == "county"

@@ -84,6 +84,7 @@ async def tables(pool: db.Pool) -> list[list[tuple[object, ...]]]:
     return [
         [tuple(r) for r in await pool.fetch("SELECT * FROM org_units ORDER BY code")],
         [tuple(r) for r in await pool.fetch("SELECT * FROM cadres ORDER BY cadre_id")],
+        [tuple(r) for r in await pool.fetch("SELECT * FROM cadre_counts ORDER BY org_path")],
     ]
 
 
@@ -113,6 +114,12 @@ async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> Non
         await pool.close()
     assert results[0] == results[1] == results[2] == results[3]
     cadres = results[0][1]
+    paths = sorted({str(row[2]) for row in cadres})
+    by_status = [
+        (p, sum(r[15] == "in_pool" for r in cadres if r[2] == p), sum(r[15] == "retired" for r in cadres if r[2] == p))
+        for p in paths
+    ]
+    assert results[0][2] == by_status  # the counts agree with the rows they count
     assert {row[8] for row in cadres} == {"Deputy director"}  # the last position wins
     assert all(row[17] == "m2" for row in cadres)  # the last mentor wins
     assert [row[6] for row in results[0][0] if row[0] == "bh"] == ["l2"]  # the last leader wins

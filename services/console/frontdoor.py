@@ -1,0 +1,84 @@
+"""`/api/<service>/...`: every service's API at the one address, with its OpenAPI document and docs page.
+
+A plain reverse proxy: the caller's own `Authorization` header goes through (a service
+token, or the provider's access token); the console's session cookie never does, so a
+page cannot be made to call the APIs behind a person's back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from services.console.apis import SERVICES
+from services.console.app import ConsoleDep, ScreenError, vendor_url
+
+router = APIRouter(include_in_schema=False)
+
+_FORWARDED_REQUEST = ("authorization", "content-type", "accept", "if-match", "x-occurred-at", "x-correlation-id")
+_FORWARDED_RESPONSE = ("content-type", "etag", "location", "content-disposition", "x-correlation-id")
+
+
+def _client(console: ConsoleDep, service: str) -> httpx.AsyncClient:
+    if service not in SERVICES:
+        raise ScreenError(404, f"no service {service!r}")
+    return console.apis.clients[service]
+
+
+@router.get("/api")
+async def index() -> dict[str, Any]:
+    """The services behind this address, and where their documents are."""
+    return {
+        "services": {
+            name: {"base": f"/api/{name}", "openapi": f"/api/{name}/openapi.json", "docs": f"/api/{name}/docs"}
+            for name in SERVICES
+        }
+    }
+
+
+@router.get("/api/{service}/openapi.json")
+async def openapi(service: str, console: ConsoleDep) -> Response:
+    """The service's OpenAPI document, its server set to this address."""
+    answer = await _client(console, service).get("/openapi.json")
+    document = answer.json()
+    document["servers"] = [{"url": f"/api/{service}"}]
+    return JSONResponse(document, status_code=answer.status_code)
+
+
+@router.get("/api/{service}/docs")
+async def docs(service: str, console: ConsoleDep) -> HTMLResponse:
+    """Swagger UI for the service, from files this address serves itself."""
+    _client(console, service)
+    base = vendor_url("swagger-ui-dist")
+    return get_swagger_ui_html(
+        openapi_url=f"/api/{service}/openapi.json",
+        title=f"{service}: API",
+        swagger_js_url=f"{base}/swagger-ui-bundle.js",
+        swagger_css_url=f"{base}/swagger-ui.css",
+        swagger_favicon_url="/static/favicon.svg",
+    )
+
+
+@router.api_route("/api/{service}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def proxy(service: str, path: str, request: Request, console: ConsoleDep) -> Response:
+    """Forward the request to the service and its answer back, streamed."""
+    client = _client(console, service)
+    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_REQUEST}
+    outgoing = client.build_request(
+        request.method, f"/{path}", params=request.query_params, headers=headers, content=await request.body()
+    )
+    try:
+        answer = await client.send(outgoing, stream=True)
+    except httpx.HTTPError as error:
+        raise ScreenError(502, f"the {service} service does not answer") from error
+    return StreamingResponse(
+        answer.aiter_raw(),
+        status_code=answer.status_code,
+        headers={k: v for k, v in answer.headers.items() if k.lower() in _FORWARDED_RESPONSE},
+        background=BackgroundTask(answer.aclose),
+    )

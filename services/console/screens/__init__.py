@@ -1,0 +1,7 @@
+"""The console's screens, one module each, in the order people need them."""
+
+from __future__ import annotations
+
+from services.console.screens import assessment, audit, cadre, due, nominate, pool, statistics
+
+routers = [pool.router, cadre.router, audit.router, assessment.router, nominate.router, statistics.router, due.router]

@@ -1,0 +1,220 @@
+"""The console against real services and a real Keycloak: sign-in, scope, CSRF, sign-out, the front door."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from runtime import clock
+from runtime.settings import settings_class
+from services.console.app import DEV_SESSION_KEY, ConsoleSettings
+from services.console.app import create_app as console_app
+from services.console.session import Sealer
+from services.registry import demo
+from services.registry.app import RegistrySettings
+from services.registry.app import create_app as registry_app
+from tests.conftest import Launch
+from tests.oidc import Browserish, console_sign_in
+from tests.support import SECRET, auth, eventually
+
+
+@dataclass
+class ConsoleStack:
+    client: Browserish
+    org: demo.DemoOrg
+    url: str
+    app: FastAPI
+
+
+@contextlib.asynccontextmanager
+async def console_for(
+    launch: Launch, keycloak: str, console_port: int, *, cadres: int = 60
+) -> AsyncIterator[ConsoleStack]:
+    """Every service (the registry with the demo) and the console in this process; its client signs in for real."""
+    registry = await launch(registry_app, RegistrySettings, "registry", oidc_issuer=keycloak)
+    transports: dict[str, httpx.AsyncBaseTransport] = {"registry": httpx.ASGITransport(app=registry.app)}
+    for name in ("training", "assessment", "notify", "audit"):
+        module = importlib.import_module(f"services.{name}.app")
+        service = await launch(module.create_app, settings_class(module), name, oidc_issuer=keycloak)
+        transports[name] = httpx.ASGITransport(app=service.app)
+    org = demo.plan(cadres=cadres)
+    await demo.load(registry.client, demo.root_token(SECRET, org), org)
+    url = f"http://127.0.0.1:{console_port}"
+    settings = ConsoleSettings(public_url=url, oidc_issuer=keycloak)
+    app = console_app(settings, transports=transports)
+    client = Browserish(transport=httpx.ASGITransport(app=app), base_url=url)
+    async with app.router.lifespan_context(app):
+        await eventually(
+            lambda: registry.client.get("/access", headers=auth("demo.organizer", org.root.path)),
+            until=lambda r: len(r.json()) >= len(demo.people(org)),
+        )
+        try:
+            yield ConsoleStack(client, org, url, app)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def console(launch: Launch, keycloak: str, console_port: int) -> AsyncIterator[ConsoleStack]:
+    async with console_for(launch, keycloak, console_port) as stack:
+        yield stack
+
+
+async def test_a_county_organizer_signs_in_and_sees_only_the_county(console: ConsoleStack) -> None:
+    page = await console_sign_in(console.client, "organizer.county")
+    assert page.status_code == 200, page.text[:500]
+    assert str(page.url).endswith("/pool")
+    county = next(p for p in demo.people(console.org) if p.user_id == "organizer.county").unit
+    assert "Wang Fang" in page.text
+    in_county = [c for c in console.org.cadres if c.unit.path.startswith(county.path) and not c.retirement]
+    outside = [c for c in console.org.cadres if not c.unit.path.startswith(county.path)]
+    assert in_county
+    assert outside
+    for cadre in in_county:
+        assert str(cadre.cadre_id) in page.text
+    for cadre in outside:
+        assert str(cadre.cadre_id) not in page.text
+    counts = await console.client.get(f"/pool/counts?under={county.code}", headers={"HX-Request": "true"})
+    assert f'id="count-in_pool" hx-swap-oob="true">({len(in_county)})' in counts.text
+
+    exported = await console.client.get("/pool/export?status=in_pool&format=csv")
+    assert exported.status_code == 200
+    lines = exported.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + len(in_county)  # a header, then every cadre the list shows (all its pages)
+    workbook = await console.client.get("/pool/export?status=in_pool")
+    assert workbook.content[:2] == b"PK"  # an XLSX (a zip), for Excel
+
+
+async def test_forms_without_their_csrf_token_are_refused(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    refused = await console.client.post("/csrf-probe", data={"_": "x"})
+    assert refused.status_code == 403
+    pool = await console.client.get("/pool")
+    token = pool.text.split('name="csrf_token" value="')[1].split('"')[0]
+    accepted = await console.client.post("/csrf-probe", data={"csrf_token": token})
+    assert accepted.status_code == 200
+    assert accepted.json() == {"ok": "organizer.county"}
+    assert (await console.client.post("/csrf-probe", data={"csrf_token": token[::-1]})).status_code == 403
+
+
+async def test_session_cookies_are_sealed_and_sign_out_ends_the_provider_session(console: ConsoleStack) -> None:
+    page = await console_sign_in(console.client, "viewer.city")
+    assert page.status_code == 200
+    cookie = console.client.jar["127.0.0.1:" + console.url.rsplit(":", 1)[1]]["cadre_session"]
+    assert "viewer.city" not in cookie  # sealed, not merely signed
+    signed_in = await console.client.get("/pool")
+    token = signed_in.text.split('name="csrf_token" value="')[1].split('"')[0]
+    out = await console.client.post("/signout", data={"csrf_token": token})
+    assert out.status_code == 200
+    assert "cadre_session" not in console.client.jar.get("127.0.0.1:" + console.url.rsplit(":", 1)[1], {})
+    again = await console.client.get("/pool")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/signin")
+    provider = await console.client.follow(await console.client.get(again.headers["location"]))
+    assert 'id="kc-form-login"' in provider.text  # the provider asks for the password again
+
+
+async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    host = "127.0.0.1:" + console.url.rsplit(":", 1)[1]
+    value = console.client.jar[host]["cadre_session"]
+    console.client.jar[host]["cadre_session"] = value[:-4] + ("AAAA" if value[-4:] != "AAAA" else "BBBB")
+    assert (await console.client.get("/pool")).status_code == 303
+
+
+async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> None:
+    document = (await console.client.get("/api/registry/openapi.json")).json()
+    assert document["servers"] == [{"url": "/api/registry"}]
+    assert "/cadres" in document["paths"]
+    docs = await console.client.get("/api/registry/docs")
+    assert "/vendor/swagger-ui-dist@" in docs.text
+    assert "cdn" not in docs.text.lower()
+    headers = auth("script", console.org.root.path)
+    answer = await console.client.get("/api/registry/cadres?limit=5", headers=headers)
+    assert answer.status_code == 200
+    assert len(answer.json()["items"]) == 5
+    assert (await console.client.get("/api/registry/cadres")).status_code == 401  # the session cookie is not passed on
+    assert (await console.client.get("/api/nosuch/x")).status_code == 404
+
+
+def _csrf(page: httpx.Response) -> str:
+    return page.text.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree(console: ConsoleStack) -> None:
+    pool = await console_sign_in(console.client, "organizer.county")
+    county = next(p for p in demo.people(console.org) if p.user_id == "organizer.county").unit
+    mine = next(c for c in console.org.cadres if c.unit.path.startswith(county.path) and not c.retirement)
+    other = next(c for c in console.org.cadres if not c.unit.path.startswith(county.path))
+    page = await console.client.get(f"/cadres/{mine.cadre_id}")
+    assert page.status_code == 200, page.text[-800:]
+    assert 'id="timeline"' in page.text
+    assert 'id="actions"' in page.text
+    assert (await console.client.get(f"/cadres/{other.cadre_id}")).status_code == 404
+
+    checks = await console.client.post(
+        "/nominate/check",
+        data={"org_code": county.code, "birth_date": "1960-01-01", "education": "secondary", "years_of_service": "1",
+              "csrf_token": _csrf(pool)},
+    )  # fmt: skip
+    assert checks.text.count('class="fail"') == 3  # too old, too little education, too few years
+    assert 'data-rule="min_age"' in checks.text
+    form = {
+        "csrf_token": _csrf(pool), "org_code": county.code, "full_name": "Gao Ming", "gender": "male",
+        "birth_date": "1992-05-04", "education": "master", "current_position": "Deputy section chief",
+        "years_of_service": "8", "grassroots_months": "24", "reason": "Recommended by the county",
+    }  # fmt: skip
+    nominated = await console.client.post("/nominate", data=form)
+    assert nominated.status_code == 303
+    cadre_page = await console.client.get(nominated.headers["location"])
+    assert "Gao Ming" in cadre_page.text
+    listed = await console.client.get("/pool?name=Gao+Ming")
+    assert nominated.headers["location"].removeprefix("/cadres/") in listed.text
+    refused = await console.client.post("/nominate", data={**form, "birth_date": "1950-01-01"})
+    assert refused.status_code == 422
+    assert "entry rules" in refused.text
+    for screen in ("/assessment", "/statistics", "/due", "/audit"):
+        assert (await console.client.get(screen)).status_code == 200, screen
+
+
+async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:
+    async with console_for(launch, keycloak, console_port, cadres=30) as stack:
+        pool = await console_sign_in(stack.client, "viewer.city")
+        assert pool.status_code == 200
+        assert 'href="/nominate"' not in pool.text
+        assert 'href="/audit"' not in pool.text
+        cadre = next(c for c in stack.org.cadres if c.unit.path.startswith("qs.bh") and not c.retirement)
+        page = await stack.client.get(f"/cadres/{cadre.cadre_id}")
+        assert page.status_code == 200
+        assert 'id="actions"' not in page.text
+        assert (await stack.client.get("/nominate")).status_code == 403
+        form = {"csrf_token": _csrf(pool), "user_id": "x", "name": "X"}
+        assert (await stack.client.post(f"/cadres/{cadre.cadre_id}/mentor", data=form)).status_code == 403
+
+
+async def test_an_expiring_access_token_is_refreshed_and_a_session_signed_out_stays_out(console: ConsoleStack) -> None:
+    await console_sign_in(console.client, "organizer.county")
+    host = console.url.removeprefix("http://")
+    sealer = Sealer(DEV_SESSION_KEY)
+    session = sealer.session(console.client.jar[host]["cadre_session"])
+    assert session is not None
+    stale = replace(session, access_expires=clock.now().timestamp() - 1)
+    console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)
+    page = await console.client.get("/pool")
+    assert page.status_code == 200
+    fresh = sealer.session(console.client.jar[host]["cadre_session"])
+    assert fresh is not None
+    assert fresh.access_token != stale.access_token
+    assert fresh.access_expires > clock.now().timestamp() + 60
+    assert fresh.csrf == stale.csrf  # the forms already on screen stay valid
+    await console.client.post("/signout", data={"csrf_token": _csrf(page)})
+    console.client.jar[host]["cadre_session"] = sealer.seal_session(stale)  # a copy of the cookie someone kept
+    again = await console.client.get("/pool")
+    assert again.status_code == 303  # its refresh token died with the provider's session
+    assert again.headers["location"].startswith("/signin")
