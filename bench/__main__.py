@@ -15,11 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, bundles, e2e, footprint, imports, mirror, projection, queries, relay
+from bench import append, bundles, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay
 from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
+from services.registry.projection import SCHEMA as REGISTRY_SCHEMA
 
 app = typer.Typer(add_completion=False, help=__doc__)
 console = Console()
@@ -35,10 +36,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,queries,console,e2e,footprint,import,mirror,bundles "
+            help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles "
             "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
-    ] = "append,relay,projection,queries,console,e2e,footprint,import,mirror,bundles",
+    ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -46,7 +47,7 @@ def run(
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "queries", "bundles"}:
+    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console", "bundles"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -75,16 +76,25 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
 
     assert isinstance(running, Stack)
     source = ""
-    if chosen & {"append", "relay", "projection"}:
+    projected = 0.0
+    if chosen & {"append", "relay", "projection", "peer"}:
         console.rule("append")
         source = await append.run(running, report, events=events)
-    if chosen & {"relay", "projection"}:
+    if chosen & {"relay", "projection", "peer"}:
         console.rule("relay")
         topic = f"bench.{uuid7().hex[-10:]}.registry.events"
         total = await relay.run(running, report, source_dsn=source, topic=topic)
-        if "projection" in chosen:
+        if chosen & {"projection", "peer"}:
             console.rule("projection")
-            await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+            projected = await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+    if "peer" in chosen:
+        # The library is synchronous (threads): it runs outside the event loop's thread.
+        console.rule(f"peer: eventsourcing {peer.VERSION}")
+        peer_source = await asyncio.to_thread(peer.run_append, running, report)
+        await asyncio.to_thread(peer.run_projection, report, source=peer_source, ours=projected, schema=REGISTRY_SCHEMA)
+    if "cpu" in chosen:
+        console.rule("CPU per event")
+        await cpu.run(running, report, events=min(events, 20_000))
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)

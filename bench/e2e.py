@@ -31,10 +31,12 @@ import httpx
 
 from bench.harness import Figure, Report, Series, percentile
 from bench.workload import nomination_body
+from contracts import topics
 from contracts.envelope import Actor, Role
 from deploy.local import stack as local_stack
 from runtime import clock
 from runtime.auth import issue_token
+from runtime.kafka import read_range, topic_ends
 from runtime.settings import DEV_AUTH_SECRET
 from services.registry import demo
 
@@ -77,6 +79,8 @@ class Attack:
 
     accepted: list[tuple[float, UUID]]
     """(wall time the request left, cadre id) of every 201."""
+    answered: dict[UUID, float]
+    """Wall time the 201 came back, by cadre id."""
     latencies_ms: list[float]
     statuses: dict[int, int]
 
@@ -122,6 +126,7 @@ def nominate_open_loop(url: str, rate: int, seconds: float, org: demo.DemoOrg, r
             [vegeta(), "encode", "--to", "json"], input=attack.stdout, check=True, capture_output=True
         )
     accepted: list[tuple[float, UUID]] = []
+    answered: dict[UUID, float] = {}
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     for line in encoded.stdout.splitlines():
@@ -131,8 +136,61 @@ def nominate_open_loop(url: str, rate: int, seconds: float, org: demo.DemoOrg, r
         if result["code"] == httpx.codes.CREATED:
             sent_at = datetime.fromisoformat(result["timestamp"]).timestamp()
             answer = json.loads(base64.b64decode(result["body"]))
-            accepted.append((sent_at, UUID(answer["stream_id"].removeprefix("cadre-"))))
-    return Attack(accepted=accepted, latencies_ms=latencies, statuses=statuses)
+            cadre_id = UUID(answer["stream_id"].removeprefix("cadre-"))
+            accepted.append((sent_at, cadre_id))
+            answered[cadre_id] = sent_at + result["latency"] / 1e9
+    return Attack(accepted=accepted, answered=answered, latencies_ms=latencies, statuses=statuses)
+
+
+STAGES = ("HTTP in → recorded", "recorded → 201", "recorded → relay sent", "relay sent → visible")
+
+
+async def stages(running: local_stack.Stack, attack: Attack, seen: dict[UUID, float]) -> dict[UUID, tuple[float, ...]]:
+    """Where each command's time went (ms per stage of STAGES), from the times each step left behind.
+
+    Recorded: the store's `recorded_at` (read under the chain lock, just before the COPY and the
+    commit). Relay sent: the Kafka record's timestamp (set by the producer when the relay sends).
+    Visible: when the watcher first saw the row.
+    """
+    registry = local_stack.database_dsn(running.postgres_dsn, local_stack.database_name(running.namespace, "registry"))
+    conn = await asyncpg.connect(registry)
+    try:
+        rows = await conn.fetch(
+            "SELECT cadre_id, recorded_at FROM events WHERE cadre_id = ANY($1::uuid[])",
+            [cadre_id for _, cadre_id in attack.accepted],
+        )
+    finally:
+        await conn.close()
+    recorded = {row["cadre_id"]: row["recorded_at"].timestamp() for row in rows}
+    topic = topics.namespaced(running.namespace, topics.REGISTRY)
+    sent: dict[UUID, float] = {}
+    async for records in read_range(
+        running.kafka_bootstrap, {}, await topic_ends(running.kafka_bootstrap, [topic]), 5000
+    ):
+        for record in records:
+            with contextlib.suppress(ValueError, TypeError):
+                sent[UUID((record.key or b"").decode())] = record.timestamp / 1000
+    out: dict[UUID, tuple[float, ...]] = {}
+    for at, cadre_id in attack.accepted:
+        if cadre_id in recorded and cadre_id in sent and cadre_id in seen:
+            r, k = recorded[cadre_id], sent[cadre_id]
+            out[cadre_id] = tuple(1000 * d for d in (r - at, attack.answered[cadre_id] - r, k - r, seen[cadre_id] - k))
+    return out
+
+
+def breakdown(parts: dict[UUID, tuple[float, ...]], totals: dict[UUID, float]) -> str:
+    """Each stage's p50 and p99, and its mean among the slowest 1% of commands (where the p99 goes)."""
+    if not parts:
+        return "no breakdown"
+    slowest = sorted(parts, key=lambda i: totals.get(i, 0.0))[-max(1, len(parts) // 100) :]
+    lines = []
+    for n, name in enumerate(STAGES):
+        values = [p[n] for p in parts.values()]
+        tail = sum(parts[i][n] for i in slowest) / len(slowest)
+        lines.append(
+            f"{name}: p50 {percentile(values, 50):.1f}, p99 {percentile(values, 99):.1f}, slowest 1% {tail:.1f}"
+        )
+    return "; ".join(lines) + " (ms)"
 
 
 VISIBLE_IN: dict[str, str] = {
@@ -215,6 +273,11 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
                     watcher.wait(time.monotonic() + 60)
                 seen = watcher.seen
                 latencies = [(seen[i] - at) * 1000 for at, i in sent if i in seen]
+                split = breakdown(
+                    asyncio.run(stages(running, attack, seen)),
+                    {i: (seen[i] - at) * 1000 for at, i in sent if i in seen},
+                )
+                print(f"  {rate}/s: {split}", flush=True)
                 tail = latencies[-max(1, len(latencies) // 10) :]
                 head = latencies[: max(1, len(latencies) // 10)]
                 growing = len(seen) < len(sent) or percentile(tail, 50) > 3 * max(percentile(head, 50), 20)
@@ -233,7 +296,7 @@ def run(report: Report, *, rates: tuple[int, ...] = (100, 250, 500), seconds: fl
                             f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms;"
                             f" {len(sent)} accepted of {int(rate * seconds)} offered (HTTP {attack.statuses},"
                             f" command p99 {percentile(attack.latencies_ms, 99):.0f} ms), {len(seen)} seen;"
-                            f" lag {'grew' if growing else 'steady'}"
+                            f" lag {'grew' if growing else 'steady'}; {split}"
                         ),
                     )
                 )

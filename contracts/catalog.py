@@ -6,7 +6,7 @@ from typing import Any
 
 from contracts import assessment, audit, notify, registry, sync, training
 from contracts.event import Event
-from contracts.upcasters import upcast
+from contracts.upcasters import reaches, upcast
 
 CURRENT: tuple[type[Event], ...] = (
     registry.OrgUnitRegistered,
@@ -55,6 +55,7 @@ HISTORIC: tuple[type[Event], ...] = (registry.CadreNominatedV1,)
 """Earlier versions still found in stores and topics (read through upcasters)."""
 
 _BY_TYPE: dict[str, type[Event]] = {model.event_type: model for model in CURRENT}
+_VERSIONS: dict[str, int] = {model.event_type: model.schema_version for model in CURRENT}
 
 
 class UnknownEventError(ValueError):
@@ -68,6 +69,16 @@ def model_for(event_type: str) -> type[Event]:
     except KeyError:
         msg = f"unknown event type {event_type!r}"
         raise UnknownEventError(msg) from None
+
+
+def check_readable(event_type: str, schema_version: int) -> None:
+    """Raise `UnknownEventError` unless a payload of this type and version upcasts to the current model."""
+    if _VERSIONS.get(event_type) == schema_version:  # the usual case, first
+        return
+    model = model_for(event_type)
+    if reaches(event_type, schema_version) != model.schema_version:
+        msg = f"{event_type} v{schema_version} cannot be read as v{model.schema_version}"
+        raise UnknownEventError(msg)
 
 
 def decode(event_type: str, schema_version: int, payload: dict[str, Any]) -> Event:

@@ -32,3 +32,10 @@ def upcast(event_type: str, schema_version: int, payload: Payload) -> tuple[int,
         payload = step(payload)
         schema_version += 1
     return schema_version, payload
+
+
+def reaches(event_type: str, schema_version: int) -> int:
+    """The version a payload of `schema_version` is upcast to (without touching a payload)."""
+    while (event_type, schema_version) in UPCASTERS:
+        schema_version += 1
+    return schema_version

@@ -3,27 +3,60 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from contracts import catalog
 from contracts.envelope import Envelope
 from contracts.event import Event
+from contracts.upcasters import upcast
 from runtime.db import Conn
 
 
-@dataclass(frozen=True, slots=True)
 class Recorded:
-    """An event as read back: its envelope and its payload upcast to the current version."""
+    """An event as read back: its envelope, and its payload upcast to the current version.
 
-    envelope: Envelope
-    event: Event
+    The payload is decoded into its pydantic model (`event`) the first time someone asks for
+    it: a projection that reads only `payload`, the plain upcast dict, never pays for the
+    model's validation. Either raises `UnknownEventError`, and `event` pydantic's
+    `ValidationError`, when the payload cannot be read.
+    """
+
+    __slots__ = ("_event", "_payload", "envelope")
+
+    def __init__(self, envelope: Envelope, event: Event | None = None) -> None:
+        self.envelope = envelope
+        self._event = event
+        self._payload: dict[str, Any] | None = None
 
     @classmethod
     def from_envelope(cls, envelope: Envelope) -> Recorded:
-        """Decode the envelope's payload (raises `UnknownEventError`, `ValidationError`)."""
-        event = catalog.decode(envelope.event_type, envelope.schema_version, envelope.payload)
-        return cls(envelope=envelope, event=event)
+        """Decode the envelope's payload now (raises `UnknownEventError`, `ValidationError`)."""
+        recorded = cls(envelope)
+        _ = recorded.event
+        return recorded
+
+    @property
+    def event(self) -> Event:
+        """The payload as its event's current model (validated on first use)."""
+        if self._event is None:
+            env = self.envelope
+            self._event = catalog.decode(env.event_type, env.schema_version, env.payload)
+        return self._event
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload upcast to the current version, as JSON values, not validated again.
+
+        For projections on the hot path: the store appended it from a validated model.
+        """
+        if self._payload is None:
+            env = self.envelope
+            catalog.check_readable(env.event_type, env.schema_version)
+            self._payload = upcast(env.event_type, env.schema_version, env.payload)[1]
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"Recorded({self.envelope.event_type} {self.envelope.event_id})"
 
 
 class Projection(Protocol):

@@ -214,14 +214,20 @@ class OutboxRelay:
         return len(rows)
 
     async def _save(self, position: int, heads: dict[int, int]) -> None:
-        await self._pool.execute(
-            "INSERT INTO relay_cursor (topic, position, heads) VALUES ($1, $2, $3::jsonb)"
-            " ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position, heads = EXCLUDED.heads"
-            " WHERE relay_cursor.position < EXCLUDED.position",
-            self.topic,
-            position,
-            orjson.dumps({str(k): v for k, v in heads.items()}).decode(),
-        )
+        # Without waiting for the disk (asynchronous commit): a cursor lost in a crash of the database
+        # is an older one, saved with its own heads, and re-sending from it repeats records with the
+        # very same headers, which consumers drop (ADR 0009). Waiting for the flush held up every
+        # next round by an fsync: end-to-end latency (bench/e2e.py).
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute(
+                "INSERT INTO relay_cursor (topic, position, heads) VALUES ($1, $2, $3::jsonb)"
+                " ON CONFLICT (topic) DO UPDATE SET position = EXCLUDED.position, heads = EXCLUDED.heads"
+                " WHERE relay_cursor.position < EXCLUDED.position",
+                self.topic,
+                position,
+                orjson.dumps({str(k): v for k, v in heads.items()}).decode(),
+            )
 
 
 _PARTITIONER: Final = DefaultPartitioner()

@@ -288,7 +288,7 @@ class Service:
         deadline: a step that overruns is logged and cut short, so a stuck client can
         never keep the process from exiting.
         """
-        await self._step("consumers", self.broker.stop(), 15)
+        await self._step("consumers", self._stop_consumers(), 25)
         self.stopping.set()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
@@ -317,6 +317,12 @@ class Service:
             if not await self._step("database pool", pool.close(), 10):
                 pool.terminate()
         log.info("service stopped", service=self.spec.name)
+
+    async def _stop_consumers(self) -> None:
+        """Stop consuming, then finish the batch each subscriber was writing (its offsets are committed after)."""
+        await self.broker.stop()
+        for sub in self.subscribers:
+            await sub.close()
 
     async def _step(self, what: str, work: Awaitable[Any], seconds: float) -> bool:
         """Await one shutdown step within `seconds`; False (logged) when it failed or overran."""

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import orjson
 from pydantic import TypeAdapter
 
-from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, uuid7
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, seal, uuid7s
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
@@ -177,32 +177,55 @@ class CommandContext:
 
 @dataclass(slots=True)
 class _Append:
+    """One command's events, prepared as far as they can be before the writer takes them.
+
+    What does not depend on the chain (each payload's canonical JSON, the fields the events
+    share) is prepared by the caller's task when it appends, so that it happens while the
+    writer waits for the previous group's commit; the writer only adds what does (event ids,
+    positions, versions, the time recorded, the links of the chain).
+    """
+
     stream_id: str
     expected_version: int
     events: Sequence[Event]
     ctx: CommandContext
     org_path: str
     cadre_id: UUID | None
+    common: dict[str, Any]
+    """The envelope fields shared by every event of this append, as JSON values."""
+    payloads: list[dict[str, Any]]
+    """Each event's payload as JSON values (what the envelope carries)."""
+    fragments: list[orjson.Fragment]
+    """Each payload's canonical JSON, serialized once: the body and the hash embed these bytes."""
     done: asyncio.Future[list[Envelope]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
-    _common: dict[str, Any] | None = None
-
-    def common_fields(self, source: str, deployment: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
-        """The envelope fields shared by every event of this append (computed once)."""
-        if self._common is None:
-            self._common = {
-                "source": source,
-                "deployment": deployment,
-                "stream_id": self.stream_id,
-                "cadre_id": str(self.cadre_id) if self.cadre_id else None,
-                "org_path": self.org_path,
-                "occurred_at": _json_time(occurred_at),
-                "recorded_at": _json_time(now),
-                "actor": self.ctx.actor.model_dump(mode="json"),
-                "correlation_id": str(self.ctx.correlation_id),
-                "causation_id": str(self.ctx.causation_id) if self.ctx.causation_id else None,
-            }
-        return self._common
+    @classmethod
+    def prepare(
+        cls,
+        store: EventStore,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        *,
+        ctx: CommandContext,
+        org_path: str,
+        cadre_id: UUID | None,
+    ) -> _Append:
+        """Serialize what can be serialized before the chain is known."""
+        payloads = [event.model_dump(mode="json") for event in events]
+        common = {
+            "source": store.source,
+            "deployment": store.deployment,
+            "stream_id": stream_id,
+            "cadre_id": str(cadre_id) if cadre_id else None,
+            "org_path": org_path,
+            "occurred_at": _json_time(ctx.occurred),
+            "actor": ctx.actor.model_dump(mode="json"),
+            "correlation_id": str(ctx.correlation_id),
+            "causation_id": str(ctx.causation_id) if ctx.causation_id else None,
+        }
+        fragments = [orjson.Fragment(canonical_json(payload)) for payload in payloads]
+        return cls(stream_id, expected_version, events, ctx, org_path, cadre_id, common, payloads, fragments)
 
     def fail(self, error: BaseException) -> None:
         if not self.done.done():
@@ -211,6 +234,17 @@ class _Append:
     def succeed(self, envelopes: list[Envelope]) -> None:
         if not self.done.done():
             self.done.set_result(envelopes)
+
+
+class _Recorded(NamedTuple):
+    """The time a group of events is recorded at, and its JSON text (formatted once per group)."""
+
+    at: datetime
+    json: str
+
+    @classmethod
+    def at_time(cls, at: datetime) -> _Recorded:
+        return cls(at, _json_time(at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +309,9 @@ class EventStore:
         if ctx.occurred_at is not None and ctx.occurred_at > clock.now() + _MAX_CLOCK_SKEW:
             msg = "occurred_at lies in the future"
             raise RuleViolationError(msg)
-        request = _Append(stream_id, expected_version, events, ctx, org_path, cadre_id)
+        request = _Append.prepare(
+            self, stream_id, expected_version, events, ctx=ctx, org_path=org_path, cadre_id=cadre_id
+        )
         if ctx.dry_run:
             return await self._dry_run(request)
         self._ensure_writer()
@@ -293,10 +329,13 @@ class EventStore:
         current = state.version if state is not None else 0
         if current != request.expected_version:
             raise ConcurrencyError(request.stream_id, request.expected_version, current)
-        now = clock.now()
+        recorded_at = _Recorded.at_time(clock.now())
+        ids = uuid7s(len(request.events))
         return [
-            self._record(request, event=event, stream_version=current + n, position=0, prev_hash="", now=now)[0]
-            for n, event in enumerate(request.events, start=1)
+            self._record(
+                request, n, event_id=ids[n], stream_version=current + n + 1, position=0, prev_hash="", now=recorded_at
+            )[0]
+            for n in range(len(request.events))
         ]
 
     async def close(self) -> None:
@@ -370,7 +409,13 @@ class EventStore:
                     request.fail(error)
                 return
 
-            rows = [row for request, current in plan for row in self._records(request, current, accepted, now, chain)]
+            recorded_at = _Recorded.at_time(now)
+            ids = iter(uuid7s(sum(len(request.events) for request, _ in plan)))
+            rows = [
+                row
+                for request, current in plan
+                for row in self._records(request, current, accepted, now=recorded_at, chain=chain, ids=ids)
+            ]
             await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
             await self._record_handovers(conn, accepted, now)
             if self._inline is not None:
@@ -456,18 +501,21 @@ class EventStore:
         request: _Append,
         current: int,
         accepted: list[tuple[_Append, list[Envelope]]],
-        now: datetime,
+        *,
+        now: _Recorded,
         chain: _ChainTip,
+        ids: Iterator[UUID],
     ) -> list[tuple[Any, ...]]:
         """The rows of one accepted request, chained onto `chain` (which moves to their end)."""
         envelopes = []
         rows = []
-        for offset, event in enumerate(request.events, start=1):
+        for n in range(len(request.events)):
             chain.position += 1
             envelope, row = self._record(
                 request,
-                event=event,
-                stream_version=current + offset,
+                n,
+                event_id=next(ids),
+                stream_version=current + n + 1,
                 position=chain.position,
                 prev_hash=chain.hash,
                 now=now,
@@ -481,31 +529,33 @@ class EventStore:
     def _record(
         self,
         request: _Append,
+        n: int,
         *,
-        event: Event,
+        event_id: UUID,
         stream_version: int,
         position: int,
         prev_hash: str,
-        now: datetime,
+        now: _Recorded,
     ) -> tuple[Envelope, tuple[Any, ...]]:
-        event_id = uuid7()
+        """The envelope and the row of the `n`-th event of `request`: serialized and hashed once."""
+        event = request.events[n]
+        event_key = str(event_id)
+        common = request.common
+        digest, body = seal(
+            {
+                **common,
+                "recorded_at": now.json,
+                "event_id": event_key,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "stream_version": stream_version,
+                "position": position,
+                "payload": request.fragments[n],
+                "prev_hash": prev_hash,
+            }
+        )
         occurred_at = request.ctx.occurred
-        payload = event.model_dump(mode="json")
-        fields: dict[str, Any] = {
-            **request.common_fields(self.source, self.deployment, occurred_at, now),
-            "event_id": str(event_id),
-            "event_type": event.event_type,
-            "schema_version": event.schema_version,
-            "stream_version": stream_version,
-            "position": position,
-            "payload": payload,
-            "prev_hash": prev_hash,
-        }
-        digest = chain_hash(fields)
-        fields["hash"] = digest
-        body = canonical_json(fields).decode()
-        # Every value is already of its field's type: skip validation on this hot path.
-        envelope = Envelope.model_construct(
+        envelope = Envelope.trusted(
             event_id=event_id,
             event_type=event.event_type,
             schema_version=event.schema_version,
@@ -517,27 +567,27 @@ class EventStore:
             cadre_id=request.cadre_id,
             org_path=request.org_path,
             occurred_at=occurred_at.astimezone(UTC),
-            recorded_at=now,
+            recorded_at=now.at,
             actor=request.ctx.actor,
             correlation_id=request.ctx.correlation_id,
             causation_id=request.ctx.causation_id,
-            payload=payload,
+            payload=request.payloads[n],
             prev_hash=prev_hash,
             hash=digest,
         )
         row = (
             position,
-            event_id,
+            event_key,  # asyncpg encodes a uuid column's text in C, a UUID object through Python
             event.event_type,
             event.schema_version,
             request.stream_id,
             stream_version,
-            request.cadre_id,
+            common["cadre_id"],
             request.org_path,
             occurred_at,
-            now,
-            request.ctx.correlation_id,
-            body,
+            now.at,
+            common["correlation_id"],
+            body.decode(),
             digest,
         )
         return envelope, row

@@ -13,13 +13,16 @@ cannot be parsed, names an unknown event type, or makes the projection raise goe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -128,6 +131,8 @@ class ProjectionSubscriber:
             metrics.DEAD_LETTERED.labels(service, dead_letter_topic(topic))
         self.group_id = group_id or self.consumer_name
         self._subscriber: BatchSubscriber | None = None
+        self._writing: asyncio.Task[None] | None = None
+        self._closing = False
 
     def bind(self, pool: Pool) -> None:
         """Give the subscriber its database (the pool exists only once the service starts)."""
@@ -150,7 +155,8 @@ class ProjectionSubscriber:
             max_records=self._batch_size,
             batch_timeout_ms=50,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            # Offsets are committed by `_write_then_commit`, each batch's own, after its transaction.
+            ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
         )
         self._subscriber = subscriber
@@ -158,10 +164,78 @@ class ProjectionSubscriber:
         async def handle(message: KafkaMessage) -> None:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
-            await self.process(records)
-            self._record_lag(records)
+            try:
+                await self._pipelined(records)
+            except Exception:
+                # Nothing of this batch was written: read it again (as faststream's NACK did), so that
+                # no later batch's offsets pass over it.
+                log.exception("batch not taken, reading it again", consumer=self.consumer_name)
+                self._rewind(records)
+                raise
 
         subscriber(handle)
+
+    async def _pipelined(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Parse this batch while the one before it is written, then write it in the background.
+
+        Python parses on one core while PostgreSQL applies the previous batch on another; one
+        batch is written at a time, in order. A batch's offsets are committed once its
+        transaction is (`_write_then_commit`): a crash re-reads what was not committed yet,
+        and the watermarks drop what was applied already (ADR 0009).
+        """
+        items = [self._parse(record) for record in records]
+        await self.drain()
+        self._writing = asyncio.create_task(self._write_then_commit(records, items))
+
+    async def drain(self) -> None:
+        """Wait until the batch being written is committed (or given up, when closing)."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            # Shielded: a stop that cancels the consumer's loop lets the transaction finish or roll back whole.
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Finish the batch being written; a write that fails now is given up (its batch is read again later)."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.drain()
+
+    async def _write_then_commit(self, records: Sequence[ConsumerRecord[bytes, bytes]], items: list[_Item]) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._write(items)
+                break
+            except Exception as error:
+                # As the relay does: tried again (the database restarting, say), never skipped. Its
+                # offsets stay uncommitted meanwhile, so a stop or a crash reads the batch again.
+                if self._closing:
+                    raise
+                failures += 1
+                log.warning("batch not applied, trying again", consumer=self.consumer_name, error=repr(error))
+                metrics.HANDLER_ERRORS.labels(self._service, self.consumer_name).inc()
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                items = [self._parse(record) for record in records]  # outcomes of the failed try are void
+        consumer = self._subscriber.consumer if self._subscriber else None
+        if consumer is not None:
+            ends = {
+                TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "")
+                for record in records
+            }
+            try:
+                await consumer.commit(ends)
+            except Exception as error:  # noqa: BLE001 - a later commit covers them, or a new owner drops the repeats
+                log.info("offsets not committed", consumer=self.consumer_name, error=repr(error))
+        self._record_lag(records)
+
+    def _rewind(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        consumer = self._subscriber.consumer if self._subscriber else None
+        firsts: dict[TopicPartition, int] = {}
+        for record in records:
+            firsts.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+        for partition, offset in firsts.items():
+            if consumer is not None and partition in consumer.assignment():
+                consumer.seek(partition, offset)
 
     @property
     def assigned(self) -> bool:
@@ -177,8 +251,6 @@ class ProjectionSubscriber:
         for record in records:
             last[(record.topic, record.partition)] = record.offset
         for (topic, partition), offset in last.items():
-            from aiokafka import TopicPartition  # noqa: PLC0415 - keeps the hot import list short
-
             highwater = consumer.highwater(TopicPartition(topic, partition))
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(self._service, self.consumer_name, topic, str(partition)).set(
@@ -187,7 +259,10 @@ class ProjectionSubscriber:
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Handle one batch: parse, drop repeats, project, dead-letter, move the watermarks, in one transaction."""
-        items = [self._parse(record) for record in records]
+        await self._write([self._parse(record) for record in records])
+
+    async def _write(self, items: list[_Item]) -> None:
+        """The transaction of one parsed batch (see `process`)."""
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self._admit(conn, items)
             todo = [item for item in fresh if item.outcome == "applied"]
@@ -196,10 +271,9 @@ class ProjectionSubscriber:
             dead = [item for item in fresh if item.outcome == "dead"]
             for item in dead:
                 await self._dead_letter(item.record, self.consumer_name, item.error or "")
-        for outcome in ("applied", "skipped", "dead"):
-            count = sum(1 for item in fresh if item.outcome == outcome)
-            if count:
-                metrics.CONSUMED.labels(self._service, self.consumer_name, outcome).inc(count)
+        counts = Counter(item.outcome for item in fresh)
+        for outcome, count in counts.items():
+            metrics.CONSUMED.labels(self._service, self.consumer_name, outcome).inc(count)
         repeats = len(items) - len(fresh)
         if repeats:
             metrics.CONSUMED.labels(self._service, self.consumer_name, "repeat").inc(repeats)
@@ -208,27 +282,33 @@ class ProjectionSubscriber:
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> _Item:
         item = _Item(record=record)
-        headers = dict(record.headers or ())
-        with contextlib.suppress(KeyError, ValueError):
-            item.position = int(headers[POSITION_HEADER])
-            item.prev = int(headers[PREV_HEADER])
+        for name, value in record.headers or ():
+            if name == POSITION_HEADER:
+                item.position = _header_int(value)
+            elif name == PREV_HEADER:
+                item.prev = _header_int(value)
+        if item.position is None:
+            item.prev = None
         try:
             envelope = Envelope.from_bytes(record.value or b"")
         except ValueError as error:
             item.outcome, item.error = "dead", f"unparseable envelope: {error}"
             return item
-        if not self.projection.handles(envelope.event_type):
-            try:
-                catalog.model_for(envelope.event_type)
-            except catalog.UnknownEventError as error:
-                item.outcome, item.error = "dead", str(error)
-            else:
-                item.outcome = "skipped"
-            return item
+        handled = self.projection.handles(envelope.event_type)
         try:
-            item.recorded = Recorded.from_envelope(envelope)
-        except ValueError as error:  # UnknownEventError and pydantic's ValidationError
-            item.outcome, item.error = "dead", f"invalid {envelope.event_type}: {error}"
+            if handled:
+                catalog.check_readable(envelope.event_type, envelope.schema_version)
+            else:
+                catalog.model_for(envelope.event_type)
+        except catalog.UnknownEventError as error:
+            item.outcome, item.error = "dead", str(error)
+            return item
+        if not handled:
+            item.outcome = "skipped"
+            return item
+        # The payload is validated when the projection first reads `event` (a refusal then dead-letters
+        # the event like any other); projections that read the plain `payload` skip that work.
+        item.recorded = Recorded(envelope)
         return item
 
     async def _admit(self, conn: Conn, items: list[_Item]) -> list[_Item]:
@@ -315,8 +395,11 @@ class ProjectionSubscriber:
                     item.outcome, item.error = "dead", f"{type(error).__name__}: {error}"
 
 
-def _json(ahead: dict[int, int]) -> str:
-    return orjson.dumps({str(k): v for k, v in ahead.items()}).decode()
+def _header_int(value: bytes | None) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]  # None is refused like junk
+    except (TypeError, ValueError):
+        return None
 
 
 def broker_dead_letter(broker: KafkaBroker, service: str) -> DeadLetter:

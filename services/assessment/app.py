@@ -11,6 +11,7 @@ from contracts import topics
 from contracts.envelope import Actor, Role, uuid7
 from exchange.templates import download_router
 from runtime import logs
+from runtime.registry_view import RegistryView
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from runtime.store import CommandContext
@@ -90,7 +91,7 @@ SPEC = ServiceSpec(
     schema=projection.SCHEMA,
     inline=projection.AssessmentProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
+        Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True),
         Subscription(topics=[topics.TRAINING], projection=projection.TrainingView(), with_received=True),
     ],
     background=[sweep_periodically],

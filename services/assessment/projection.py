@@ -1,8 +1,9 @@
 """Assessment's tables.
 
 Its own cycles, evaluations, check-ins, reminders and exit recommendations (folded
-inline), its view of the registry (units with their pool targets; cadres, and the
-case closing when one leaves the pool), and its view of training (hours, postings).
+inline), the runtime's view of the registry (`runtime.registry_view`: units with their
+pool targets; cadres, and the case closing when one leaves the pool), and its view of
+training (hours, postings).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from contracts.assessment import (
     ReminderIssued,
     ReminderResolved,
 )
-from contracts.registry import CadreNominated, CadreProfileUpdated, CadreRetired, OrgUnitRegistered
 from contracts.training import (
     PostingCompleted,
     PostingOutcome,
@@ -28,34 +28,12 @@ from contracts.training import (
     TrainingAttendanceRecorded,
     TrainingCompleted,
 )
-from runtime import clock
+from runtime import registry_view
 from runtime.db import Conn
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
-    """
-    CREATE TABLE IF NOT EXISTS units (
-        code              text PRIMARY KEY,
-        name              text NOT NULL,
-        level             text NOT NULL,
-        path              text COLLATE "C" NOT NULL,
-        target_pool_size  int NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS units_path ON units (path)",
-    """
-    CREATE TABLE IF NOT EXISTS pool_cadres (
-        cadre_id        uuid PRIMARY KEY,
-        org_code        text NOT NULL,
-        org_path        text COLLATE "C" NOT NULL,
-        full_name       text NOT NULL,
-        nominated_on    date NOT NULL,
-        in_pool         boolean NOT NULL,
-        retired_reason  text,
-        retired_on      date
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS pool_cadres_subtree ON pool_cadres (org_path, cadre_id)",
+    *registry_view.SCHEMA,
     """
     CREATE TABLE IF NOT EXISTS training_hours (
         cadre_id    uuid NOT NULL,
@@ -319,68 +297,6 @@ def _statements(recorded: Recorded) -> list[tuple[str, tuple[Any, ...]]]:  # noq
         case _:
             msg = f"the assessment projection does not read {env.event_type}"
             raise ValueError(msg)
-
-
-class PoolView:
-    """Assessment's view of the registry: units with their targets, cadres, and closed cases."""
-
-    name = "pool"
-    tables = ("units", "pool_cadres")
-    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
-
-    _TYPES: Final = frozenset(
-        {
-            OrgUnitRegistered.event_type,
-            CadreNominated.event_type,
-            CadreProfileUpdated.event_type,
-            CadreRetired.event_type,
-        }
-    )
-
-    def handles(self, event_type: str) -> bool:
-        """Units, nominations, name changes, retirements."""
-        return event_type in self._TYPES
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
-        """Units, then nominations, then changes, then retirements: each writes its own columns."""
-        units, nominated, renamed, retired = [], [], [], []
-        for recorded in events:
-            env, event = recorded.envelope, recorded.event
-            match event:
-                case OrgUnitRegistered():
-                    units.append((event.code, event.name, event.level.value, event.path, event.target_pool_size))
-                case CadreNominated():
-                    nominated.append(
-                        (event.cadre_id, event.org_code, env.org_path, event.full_name, clock.date_of(env.occurred_at))
-                    )
-                case CadreProfileUpdated() if event.changes.full_name:
-                    renamed.append((event.cadre_id, event.changes.full_name))
-                case CadreRetired():
-                    retired.append((event.cadre_id, event.reason.value, event.effective_on))
-        statements = (
-            (
-                (
-                    "INSERT INTO units (code, name, level, path, target_pool_size) VALUES ($1, $2, $3, $4, $5)"
-                    " ON CONFLICT (code) DO NOTHING"
-                ),
-                units,
-            ),
-            (
-                (
-                    "INSERT INTO pool_cadres (cadre_id, org_code, org_path, full_name, nominated_on, in_pool)"
-                    " VALUES ($1, $2, $3, $4, $5, true) ON CONFLICT (cadre_id) DO NOTHING"
-                ),
-                nominated,
-            ),
-            ("UPDATE pool_cadres SET full_name = $2 WHERE cadre_id = $1", renamed),
-            (
-                "UPDATE pool_cadres SET in_pool = false, retired_reason = $2, retired_on = $3 WHERE cadre_id = $1",
-                retired,
-            ),
-        )
-        for sql, rows in statements:
-            if rows:
-                await conn.executemany(sql, rows)
 
 
 class TrainingView:

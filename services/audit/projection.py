@@ -13,9 +13,10 @@ from typing import Final
 
 from contracts.audit import AuditQueryMade
 from contracts.envelope import canonical_json
-from contracts.registry import OrgUnitRegistered
+from runtime import registry_view
 from runtime.db import Conn
 from runtime.projection import Recorded
+from runtime.registry_view import RegistryView
 
 SCHEMA: Final = (
     """
@@ -41,14 +42,7 @@ SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS archive_cadre ON archive (cadre_id, recorded_at, source, position)",
     "CREATE INDEX IF NOT EXISTS archive_subtree ON archive (org_path, recorded_at)",
     "CREATE INDEX IF NOT EXISTS archive_time ON archive (recorded_at, source, position)",
-    """
-    CREATE TABLE IF NOT EXISTS units (
-        code   text PRIMARY KEY,
-        name   text NOT NULL,
-        level  text NOT NULL,
-        path   text COLLATE "C" NOT NULL UNIQUE
-    )
-    """,
+    *registry_view.UNITS_SCHEMA,
     """
     CREATE TABLE IF NOT EXISTS audit_queries (
         event_id     uuid PRIMARY KEY,
@@ -62,6 +56,10 @@ SCHEMA: Final = (
     )
     """,
 )
+
+
+_UNITS: Final = RegistryView(cadres=False)
+"""The org units (their levels), from the runtime's view of the registry."""
 
 
 class Archive:
@@ -79,7 +77,6 @@ class Archive:
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """One row per event (a repeat changes nothing); units also name the org levels."""
         rows = []
-        units = []
         for recorded in events:
             env = recorded.envelope
             fields = env.model_dump(mode="json")
@@ -88,19 +85,13 @@ class Archive:
                  env.event_type, env.cadre_id, env.org_path, env.occurred_at, env.recorded_at, env.actor.user,
                  env.actor.role.value, canonical_json(fields).decode(), env.hash)
             )  # fmt: skip
-            if isinstance(recorded.event, OrgUnitRegistered):
-                event = recorded.event
-                units.append((event.code, event.name, event.level.value, event.path))
         await conn.executemany(
             "INSERT INTO archive (event_id, source, deployment, position, stream_id, stream_version, event_type,"
             " cadre_id, org_path, occurred_at, recorded_at, actor_user, actor_role, body, hash)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
             rows,
         )
-        if units:
-            await conn.executemany(
-                "INSERT INTO units (code, name, level, path) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", units
-            )
+        await _UNITS.apply(conn, events)
 
 
 class AuditLog:

@@ -196,7 +196,7 @@ class Dispatcher:
                 unit["leader_language"],
                 has_account=True,
             )
-        cadre = await self._pool.fetchrow("SELECT * FROM cadres WHERE cadre_id = $1::uuid", key)
+        cadre = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1::uuid", key)
         if cadre is None:
             return None
         if kind is rules.RecipientKind.MENTOR:

@@ -1,12 +1,13 @@
 """Notify's tables: its directory of the registry, the planned deliveries, the inbox, preferences.
 
 `Planner` reads the registry, training and assessment topics through one consumer
-group: registry events keep the directory (units and their leaders, cadres and
-their mentors, addresses and languages), and every event is matched against the
+group: registry events keep the directory (the runtime's view of the registry,
+`runtime.registry_view`: units and their leaders, cadres and their mentors, addresses
+and languages; and training's programmes), and every event is matched against the
 rules in `rules.plan`. Each intent becomes one delivery row per channel, keyed by a
 notification id derived from the event, rule, recipient and channel, so an event
 delivered twice plans nothing new. The planning happens in the same transaction as
-the consumer's inbox record.
+the consumer's watermark.
 
 `NotifyProjection` folds notify's own events (inline, in the append's transaction):
 an attempt's outcome updates its delivery row; a sent inbox notification becomes a
@@ -22,49 +23,15 @@ from typing import Any, Final
 import orjson
 
 from contracts.notify import Channel, NotificationFailed, NotificationPreferencesSet, NotificationRead, NotificationSent
-from contracts.registry import (
-    CadreNominated,
-    CadreProfileUpdated,
-    CadreRetired,
-    MentorAssigned,
-    OrgUnitRegistered,
-    ResponsibleLeaderDesignated,
-)
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
-from runtime import clock
+from runtime import clock, registry_view
 from runtime.db import Conn
 from runtime.projection import Recorded
+from runtime.registry_view import RegistryView
 from services.notify import rules
 
 SCHEMA: Final = (
-    """
-    CREATE TABLE IF NOT EXISTS units (
-        code            text PRIMARY KEY,
-        name            text NOT NULL,
-        path            text COLLATE "C" NOT NULL,
-        leader_user     text,
-        leader_name     text,
-        leader_email    text,
-        leader_language text
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS cadres (
-        cadre_id         uuid PRIMARY KEY,
-        org_code         text NOT NULL,
-        org_path         text COLLATE "C" NOT NULL,
-        full_name        text NOT NULL,
-        position         text NOT NULL DEFAULT '',
-        user_id          text,
-        email            text,
-        language         text NOT NULL DEFAULT 'zh',
-        in_pool          boolean NOT NULL DEFAULT true,
-        mentor_user      text,
-        mentor_name      text,
-        mentor_email     text,
-        mentor_language  text
-    )
-    """,
+    *registry_view.SCHEMA,
     """
     CREATE TABLE IF NOT EXISTS programs (
         program_id  uuid PRIMARY KEY,
@@ -132,18 +99,8 @@ SCHEMA: Final = (
     """,
 )
 
-_DIRECTORY: Final = frozenset(
-    {
-        OrgUnitRegistered.event_type,
-        ResponsibleLeaderDesignated.event_type,
-        CadreNominated.event_type,
-        CadreProfileUpdated.event_type,
-        MentorAssigned.event_type,
-        CadreRetired.event_type,
-        TrainingProgramScheduled.event_type,
-    }
-)
-"""The events notify's directory folds."""
+_VIEW: Final = RegistryView()
+"""The directory: the runtime's view of the registry (units and their leaders, cadres and their mentors)."""
 
 
 class Planner:
@@ -157,7 +114,11 @@ class Planner:
 
     def handles(self, event_type: str) -> bool:
         """What the directory keeps and what the rules plan from (others are skipped unparsed)."""
-        return event_type in _DIRECTORY or event_type in rules.PLANNED
+        return (
+            _VIEW.handles(event_type)
+            or event_type == TrainingProgramScheduled.event_type
+            or event_type in rules.PLANNED
+        )
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Directory first, then the plan, one event at a time in topic order."""
@@ -195,65 +156,12 @@ class Planner:
 
 
 async def _directory(conn: Conn, recorded: Recorded) -> None:
-    env, event = recorded.envelope, recorded.event
-    if isinstance(event, OrgUnitRegistered):
-        await conn.execute(
-            "INSERT INTO units (code, name, path) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING",
-            event.code,
-            event.name,
-            event.path,
-        )
-    elif isinstance(event, ResponsibleLeaderDesignated):
-        leader = event.leader
-        await conn.execute(
-            "UPDATE units SET leader_user = $2, leader_name = $3, leader_email = $4, leader_language = $5"
-            " WHERE code = $1",
-            event.org_code,
-            leader.user_id,
-            leader.name,
-            leader.email,
-            leader.language.value,
-        )
-    elif isinstance(event, CadreNominated):
-        await conn.execute(
-            "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, position, user_id, email, language)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (cadre_id) DO NOTHING",
-            event.cadre_id,
-            event.org_code,
-            env.org_path,
-            event.full_name,
-            event.current_position,
-            event.user_id,
-            event.email,
-            event.language.value,
-        )
-    elif isinstance(event, CadreProfileUpdated):
-        changes = event.changes
-        await conn.execute(
-            "UPDATE cadres SET full_name = coalesce($2, full_name), position = coalesce($3, position),"
-            " user_id = coalesce($4, user_id), email = coalesce($5, email), language = coalesce($6, language)"
-            " WHERE cadre_id = $1",
-            event.cadre_id,
-            changes.full_name,
-            changes.current_position,
-            changes.user_id,
-            changes.email,
-            changes.language.value if changes.language else None,
-        )
-    elif isinstance(event, MentorAssigned):
-        mentor = event.mentor
-        await conn.execute(
-            "UPDATE cadres SET mentor_user = $2, mentor_name = $3, mentor_email = $4, mentor_language = $5"
-            " WHERE cadre_id = $1",
-            event.cadre_id,
-            mentor.user_id,
-            mentor.name,
-            mentor.email,
-            mentor.language.value,
-        )
-    elif isinstance(event, CadreRetired):
-        await conn.execute("UPDATE cadres SET in_pool = false WHERE cadre_id = $1", event.cadre_id)
-    elif isinstance(event, TrainingProgramScheduled):
+    # One event at a time: each plan reads the directory as it stood at its event.
+    if _VIEW.handles(recorded.envelope.event_type):
+        await _VIEW.apply(conn, [recorded])
+        return
+    event = recorded.event
+    if isinstance(event, TrainingProgramScheduled):
         await conn.execute(
             "INSERT INTO programs (program_id, title, starts_on, ends_on, location) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (program_id) DO NOTHING",
@@ -269,7 +177,9 @@ async def _facts(conn: Conn, recorded: Recorded) -> rules.Facts:
     env, event = recorded.envelope, recorded.event
     unit = await conn.fetchrow("SELECT name FROM units WHERE code = $1", rules.unit_of(env.org_path))
     cadre = (
-        await conn.fetchrow("SELECT full_name, position, mentor_name FROM cadres WHERE cadre_id = $1", env.cadre_id)
+        await conn.fetchrow(
+            "SELECT full_name, position, mentor_name FROM pool_cadres WHERE cadre_id = $1", env.cadre_id
+        )
         if env.cadre_id is not None
         else None
     )

@@ -11,6 +11,7 @@ from contracts.registry import (
     CadreNominated,
     CadreProfileUpdated,
     CadreRetired,
+    Language,
     MentorAssigned,
     OrgUnitRegistered,
     PersonalDataErased,
@@ -113,6 +114,10 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS form_postings_cadre ON form_postings (cadre_id)",
+    # Most events update a cadre's row in place: room on its page lets PostgreSQL keep the new version
+    # there without touching the indexes (a HOT update: about a third less of the database's work per
+    # event in bench/). Pages written from now on keep it.
+    "ALTER TABLE cadres SET (fillfactor = 60)",
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""
@@ -213,10 +218,10 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date, birth_date_precision,"
             " education, current_position, years_of_service, grassroots_months, user_id, email, language, reason,"
             " status, nominated_at, version, updated_at)"
-            " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.gender, n.birth_date, n.precision,"
+            " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.gender, n.birth_date::date, n.precision,"
             " n.education, n.position, n.years, n.grassroots, n.user_id, n.email, n.language, n.reason,"
             " 'in_pool', n.nominated_at, n.version, n.updated_at"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
             " $8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[],"
             " $16::timestamptz[], $17::int[], $18::timestamptz[])"
             " AS n(cadre_id, org_code, org_path, full_name, gender, birth_date, precision, education, position,"
@@ -251,10 +256,10 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
     ),
     CadreRetired.event_type: (
         (
-            "UPDATE cadres c SET status = 'retired', retired_reason = u.reason, retired_on = u.retired_on,"
+            "UPDATE cadres c SET status = 'retired', retired_reason = u.reason, retired_on = u.retired_on::date,"
             " appointed_to = u.appointed_to, version = greatest(c.version, u.version),"
             " updated_at = greatest(c.updated_at, u.updated_at)"
-            " FROM unnest($1::uuid[], $2::text[], $3::date[], $4::text[], $5::int[], $6::timestamptz[])"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])"
             " AS u(cadre_id, reason, retired_on, appointed_to, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
         _fold_last,
@@ -290,85 +295,91 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
 
 
 def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per event type
-    """The statement arguments of one event."""
-    env, event = recorded.envelope, recorded.event
-    match event:
-        case OrgUnitRegistered():
+    """The statement arguments of one event, read from its plain payload (ids, dates and enums as text)."""
+    env, event = recorded.envelope, recorded.payload
+    match env.event_type:
+        case OrgUnitRegistered.event_type:
             return (
-                event.code,
-                event.name,
-                event.level.value,
-                event.parent_code,
-                event.path,
-                event.target_pool_size,
+                event["code"],
+                event["name"],
+                event["level"],
+                event["parent_code"],
+                event["path"],
+                event.get("target_pool_size", 0),
                 env.occurred_at,
                 env.stream_version,
             )
-        case ResponsibleLeaderDesignated():
-            leader = event.leader
+        case ResponsibleLeaderDesignated.event_type:
+            leader = event["leader"]
             return (
-                event.org_code,
-                leader.user_id,
-                leader.name,
-                leader.email,
-                leader.language.value,
+                event["org_code"],
+                leader["user_id"],
+                leader["name"],
+                leader.get("email"),
+                leader.get("language", Language.ZH.value),
                 env.stream_version,
             )
-        case CadreNominated():
+        case CadreNominated.event_type:
             return (
-                event.cadre_id,
-                event.org_code,
+                event["cadre_id"],
+                event["org_code"],
                 env.org_path,
-                event.full_name,
-                event.gender.value,
-                event.birth_date,
-                event.birth_date_precision,
-                event.education.value,
-                event.current_position,
-                event.years_of_service,
-                event.grassroots_months,
-                event.user_id,
-                event.email,
-                event.language.value,
-                event.reason,
+                event["full_name"],
+                event["gender"],
+                event["birth_date"],
+                event.get("birth_date_precision", "day"),
+                event["education"],
+                event["current_position"],
+                event["years_of_service"],
+                event["grassroots_months"],
+                event.get("user_id"),
+                event.get("email"),
+                event.get("language", Language.ZH.value),
+                event["reason"],
                 env.occurred_at,
                 env.stream_version,
                 env.recorded_at,
             )
-        case CadreProfileUpdated():
-            changes = event.changes
+        case CadreProfileUpdated.event_type:
+            changes = event["changes"]
             return (
-                event.cadre_id,
-                changes.full_name,
-                changes.current_position,
-                changes.education.value if changes.education else None,
-                changes.years_of_service,
-                changes.grassroots_months,
-                changes.user_id,
-                changes.email,
-                changes.language.value if changes.language else None,
+                event["cadre_id"],
+                changes.get("full_name"),
+                changes.get("current_position"),
+                changes.get("education"),
+                changes.get("years_of_service"),
+                changes.get("grassroots_months"),
+                changes.get("user_id"),
+                changes.get("email"),
+                changes.get("language"),
                 env.stream_version,
                 env.recorded_at,
             )
-        case MentorAssigned():
-            mentor = event.mentor
-            return (event.cadre_id, mentor.user_id, mentor.name, mentor.email, env.stream_version, env.recorded_at)
-        case CadreRetired():
+        case MentorAssigned.event_type:
+            mentor = event["mentor"]
             return (
-                event.cadre_id,
-                event.reason.value,
-                event.effective_on,
-                event.appointed_to,
+                event["cadre_id"],
+                mentor["user_id"],
+                mentor["name"],
+                mentor.get("email"),
                 env.stream_version,
                 env.recorded_at,
             )
-        case PersonalDataRecorded():
-            sealed = canonical_json(event.sealed.model_dump(mode="json")).decode()
-            return (event.cadre_id, sealed, env.stream_version, env.recorded_at)
-        case PersonalDataKeyGranted():
-            return (event.cadre_id, env.stream_version, env.recorded_at)
-        case PersonalDataErased():
-            return (event.cadre_id, env.recorded_at, env.stream_version, env.recorded_at)
+        case CadreRetired.event_type:
+            return (
+                event["cadre_id"],
+                event["reason"],
+                event["effective_on"],
+                event.get("appointed_to"),
+                env.stream_version,
+                env.recorded_at,
+            )
+        case PersonalDataRecorded.event_type:
+            return (event["cadre_id"], canonical_json(event["sealed"]).decode(), env.stream_version, env.recorded_at)
+        case PersonalDataKeyGranted.event_type:
+            return (event["cadre_id"], env.stream_version, env.recorded_at)
+        case PersonalDataErased.event_type:
+            return (event["cadre_id"], env.recorded_at, env.stream_version, env.recorded_at)
         case _:
             msg = f"the registry projection does not read {env.event_type}"
             raise ValueError(msg)

@@ -13,6 +13,7 @@ from contracts.registry import CadreRetired
 from exchange.templates import download_router
 from runtime.db import Conn
 from runtime.projection import Recorded
+from runtime.registry_view import RegistryView
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.training import api, projection
@@ -60,7 +61,7 @@ SPEC = ServiceSpec(
     schema=projection.SCHEMA,
     inline=projection.TrainingProjection(),
     subscriptions=[
-        Subscription(topics=[topics.REGISTRY], projection=projection.PoolView(), with_received=True),
+        Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True),
         Subscription(topics=[topics.REGISTRY], factory=RetirementReaction),
     ],
     batchable=[

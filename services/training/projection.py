@@ -1,7 +1,8 @@
 """Training's tables.
 
-Its own programmes, enrolments, self-study and postings (folded inline), and its
-view of the registry: org units and who is in the pool (fed from registry.events).
+Its own programmes, enrolments, self-study and postings (folded inline), and the
+runtime's view of the registry (`runtime.registry_view`: org units and who is in the
+pool, fed from registry.events).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from contracts.registry import CadreNominated, CadreProfileUpdated, CadreRetired, OrgUnitRegistered
 from contracts.training import (
     EnrolmentWithdrawn,
     PostingAssigned,
@@ -21,31 +21,12 @@ from contracts.training import (
     TrainingProgramCancelled,
     TrainingProgramScheduled,
 )
-from runtime import clock
+from runtime import clock, registry_view
 from runtime.db import Conn
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
-    """
-    CREATE TABLE IF NOT EXISTS units (
-        code   text PRIMARY KEY,
-        name   text NOT NULL,
-        level  text NOT NULL,
-        path   text COLLATE "C" NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS pool_cadres (
-        cadre_id           uuid PRIMARY KEY,
-        org_code           text NOT NULL,
-        org_path           text COLLATE "C" NOT NULL,
-        full_name          text NOT NULL,
-        grassroots_months  int NOT NULL,
-        in_pool            boolean NOT NULL,
-        version            int NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS pool_cadres_subtree ON pool_cadres (org_path, cadre_id)",
+    *registry_view.SCHEMA,
     """
     CREATE TABLE IF NOT EXISTS programs (
         program_id      uuid PRIMARY KEY,
@@ -235,65 +216,3 @@ def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0
         case _:
             msg = f"the training projection does not read {env.event_type}"
             raise ValueError(msg)
-
-
-class PoolView:
-    """Training's view of the registry: the org units, and who is in the pool where."""
-
-    name = "pool"
-    tables = ("units", "pool_cadres")
-    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
-
-    _TYPES: Final = frozenset(
-        {
-            OrgUnitRegistered.event_type,
-            CadreNominated.event_type,
-            CadreProfileUpdated.event_type,
-            CadreRetired.event_type,
-        }
-    )
-
-    def handles(self, event_type: str) -> bool:
-        """Units, nominations, profile changes, retirements."""
-        return event_type in self._TYPES
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
-        """Units, then nominations, then changes, then retirements: each writes its own columns."""
-        units, nominated, changed, retired = [], [], [], []
-        for recorded in events:
-            env, event = recorded.envelope, recorded.event
-            if isinstance(event, OrgUnitRegistered):
-                units.append((event.code, event.name, event.level.value, event.path))
-            elif isinstance(event, CadreNominated):
-                nominated.append(
-                    (event.cadre_id, event.org_code, env.org_path, event.full_name, event.grassroots_months,
-                     env.stream_version)
-                )  # fmt: skip
-            elif isinstance(event, CadreProfileUpdated):
-                changes = event.changes
-                changed.append((event.cadre_id, changes.full_name, changes.grassroots_months, env.stream_version))
-            elif isinstance(event, CadreRetired):
-                retired.append((event.cadre_id, env.stream_version))
-        if units:
-            await conn.executemany(
-                "INSERT INTO units (code, name, level, path) VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING",
-                units,
-            )
-        if nominated:
-            await conn.executemany(
-                "INSERT INTO pool_cadres (cadre_id, org_code, org_path, full_name, grassroots_months, in_pool,"
-                " version) VALUES ($1, $2, $3, $4, $5, true, $6) ON CONFLICT (cadre_id) DO NOTHING",
-                nominated,
-            )
-        if changed:
-            await conn.executemany(
-                "UPDATE pool_cadres SET full_name = coalesce($2, full_name),"
-                " grassroots_months = coalesce($3, grassroots_months), version = greatest(version, $4)"
-                " WHERE cadre_id = $1",
-                changed,
-            )
-        if retired:
-            await conn.executemany(
-                "UPDATE pool_cadres SET in_pool = false, version = greatest(version, $2) WHERE cadre_id = $1",
-                retired,
-            )

@@ -1,12 +1,13 @@
-"""The registry projection applied a batch at a time equals it applied one event at a time."""
+"""The registry projection and the services' view of the registry: batches fold as one event at a time."""
 
 from __future__ import annotations
 
 from datetime import date
 from uuid import UUID
 
-from contracts.envelope import Actor, Role, uuid7
+from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
+from contracts.personal import Sealed
 from contracts.registry import (
     CadreNominated,
     CadreProfileUpdated,
@@ -17,12 +18,14 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataRecorded,
     ProfileChanges,
     ResponsibleLeaderDesignated,
     RetirementReason,
 )
-from runtime import clock, db, store
+from runtime import clock, db, registry_view, store
 from runtime.projection import Recorded
+from runtime.registry_view import RegistryView
 from services.registry.projection import SCHEMA, RegistryProjection
 from tests.conftest import DatabaseFactory
 
@@ -49,6 +52,7 @@ def cadre_history(cadre_id: UUID, n: int) -> list[Event]:
         CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(years_of_service=6, email=None)),
         MentorAssigned(cadre_id=cadre_id, mentor=Person(user_id="m2", name="Second")),
         CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(current_position="Deputy director")),
+        PersonalDataRecorded(cadre_id=cadre_id, sealed=Sealed(key_id=cadre_id, nonce="A" * 16, ciphertext=f"c{n}")),
     ]
     if n % 2:
         events.append(CadreRetired(cadre_id=cadre_id, reason=RetirementReason.WITHDREW, effective_on=clock.today()))
@@ -90,17 +94,25 @@ async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> Non
     events = await recorded_history(source)
     await source.close()
 
+    # As a consumer reads them: the envelope only, the payload never decoded into its model.
+    as_consumed = [Recorded(Envelope.from_bytes(r.envelope.to_bytes())) for r in events]
+
     projection = RegistryProjection()
     results = []
-    for batch_size in (1, 3, len(events)):
-        pool = await db.create_pool(await database(f"fold{batch_size}"), max_size=2)
+    for name, batch_size, batch in (
+        ("one", 1, events),
+        ("three", 3, events),
+        ("all", len(events), events),
+        ("consumed", len(events), as_consumed),
+    ):
+        pool = await db.create_pool(await database(f"fold{name}"), max_size=2)
         await db.apply_schema(pool, SCHEMA)
         async with pool.acquire() as conn, conn.transaction():
-            for start in range(0, len(events), batch_size):
-                await projection.apply(conn, events[start : start + batch_size])
+            for start in range(0, len(batch), batch_size):
+                await projection.apply(conn, batch[start : start + batch_size])
         results.append(await tables(pool))
         await pool.close()
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1] == results[2] == results[3]
     cadres = results[0][1]
     paths = sorted({str(row[2]) for row in cadres})
     by_status = [
@@ -111,3 +123,43 @@ async def test_batches_fold_to_the_same_tables(database: DatabaseFactory) -> Non
     assert {row[8] for row in cadres} == {"Deputy director"}  # the last position wins
     assert all(row[17] == "m2" for row in cadres)  # the last mentor wins
     assert [row[6] for row in results[0][0] if row[0] == "bh"] == ["l2"]  # the last leader wins
+
+
+async def test_the_view_of_the_registry_folds_batches_as_one_event_at_a_time(
+    database: DatabaseFactory,
+) -> None:
+    source = await db.create_pool(await database("history"), max_size=2)
+    await db.apply_schema(source, store.SCHEMA)
+    events = await recorded_history(source)
+    await source.close()
+    as_consumed = [Recorded(Envelope.from_bytes(r.envelope.to_bytes())) for r in events]
+
+    results = []
+    for name, view, batch_size, batch in (
+        ("one", RegistryView(), 1, events),
+        ("three", RegistryView(), 3, events),
+        ("all", RegistryView(), len(events), as_consumed),
+        ("units", RegistryView(cadres=False), len(events), as_consumed),
+    ):
+        pool = await db.create_pool(await database(f"view{name}"), max_size=2)
+        await db.apply_schema(pool, registry_view.SCHEMA)
+        async with pool.acquire() as conn, conn.transaction():
+            for start in range(0, len(batch), batch_size):
+                await view.apply(conn, batch[start : start + batch_size])
+        results.append(
+            [
+                [tuple(r) for r in await pool.fetch("SELECT * FROM units ORDER BY code")],
+                [tuple(r) for r in await pool.fetch("SELECT * FROM pool_cadres ORDER BY cadre_id")],
+            ]
+        )
+        await pool.close()
+    assert results[0] == results[1] == results[2]
+    assert results[3] == [results[0][0], []]  # units alone
+    units, cadres = results[0]
+    assert [(u[0], u[6]) for u in units] == [("bh", "l2"), ("qs", None)]  # the last leader wins
+    assert len(cadres) == 4
+    assert {c[4] for c in cadres} == {"Deputy director"}  # the last position wins
+    assert {c[13] for c in cadres} == {"m2"}  # the last mentor wins
+    assert sorted(c[10] for c in cadres) == [False, False, True, True]  # two retired
+    assert {c[11] for c in cadres if not c[10]} == {"withdrew"}
+    assert {(c[10], c[17]) for c in cadres} == {(True, 6), (False, 8)}  # the version of the last event it reads

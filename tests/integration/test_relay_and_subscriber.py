@@ -284,3 +284,53 @@ def test_a_watermark_tells_repeats_next_and_early_records_apart() -> None:
     assert mark.admit(3, 1) == "repeat"  # below the watermark
     assert mark.admit(12, None) == "next"  # no predecessor named (published by hand): taken as it comes
     assert mark.low == 12
+
+
+async def test_a_batch_that_cannot_be_written_is_tried_again_in_place_and_its_offsets_committed_after(
+    infra: Infra, pool: db.Pool, topic: str
+) -> None:
+    es = store.EventStore(pool, source="registry", deployment="local")
+    await commit_history(es, cadres=4, updates=2)  # 12 events
+    async with producer(infra) as real:
+        await real.send_and_wait(topic, value=b"{not an envelope", key=b"poison")
+        await relay.OutboxRelay(pool, real, service="registry", topic=topic).publish_pending()
+    attempts: list[str] = []
+
+    async def flaky_dead_letter(record: Any, consumer: str, error: str) -> None:
+        # The dead-letter topic unreachable twice: the whole batch's transaction fails and is tried again.
+        attempts.append(error)
+        if len(attempts) <= 2:
+            msg = "dead-letter topic unreachable"
+            raise ConnectionError(msg)
+        del record, consumer
+
+    broker = KafkaBroker(infra.kafka_bootstrap, logger=None)
+    sub = subscriber.ProjectionSubscriber(
+        service="test", projection=CountingProjection(), topics=[topic], dead_letter=flaky_dead_letter, pool=pool
+    )
+    sub.attach(broker)
+    await broker.start()
+    try:
+        await caught_up(pool, "test.counter", pool, topic)
+        await eventually(lambda: _committed(infra, sub.group_id, topic), until=lambda done: done == 13)
+    finally:
+        await broker.stop()
+        await sub.close()
+    assert len(attempts) == 3
+    assert all(a.startswith("unparseable envelope") for a in attempts)
+    assert await pool.fetchval("SELECT count(*) FROM applied") == 12
+    assert await pool.fetchval("SELECT count(DISTINCT event_id) FROM applied") == 12
+    await es.close()
+
+
+async def _committed(infra: Infra, group: str, topic: str) -> int:
+    """How many records of `topic` the consumer group `group` has committed."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)

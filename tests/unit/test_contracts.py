@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from datetime import UTC
+from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from contracts import catalog, schema
-from contracts.envelope import Actor, Role, in_subtree, is_org_path
+from contracts.envelope import (
+    Actor,
+    Envelope,
+    Role,
+    canonical_json,
+    chain_hash,
+    in_subtree,
+    is_org_path,
+    seal,
+    uuid7,
+    uuid7s,
+)
 from contracts.registry import CadreNominated
 from contracts.upcasters import upcast
 
@@ -67,3 +82,82 @@ def test_subtree_membership() -> None:
     assert is_org_path("cn.qs_1.b2")
     assert not is_org_path("cn..qs")
     assert not is_org_path("Cn")
+
+
+ENVELOPE = {
+    "actor": {"org_path": "qs", "role": "organizer", "user": "u"},
+    "cadre_id": None,
+    "causation_id": None,
+    "correlation_id": "01a21bb9-e025-7216-bcfa-486535b4e583",
+    "deployment": "d",
+    "event_id": "01a21bb9-e025-7216-bcfa-486535b4e584",
+    "event_type": "CadreNominated",
+    "hash": "h",
+    "occurred_at": "2026-11-27T06:31:26.123456Z",
+    "org_path": "qs.a",
+    "payload": {"a": 1},
+    "position": 3,
+    "prev_hash": "p",
+    "recorded_at": "2026-11-27T06:31:26+08:00",
+    "schema_version": 1,
+    "source": "s",
+    "stream_id": "x",
+    "stream_version": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"org_path": "qs\n"},  # `$` of Python's re would let the newline through
+        {"org_path": "Qs"},
+        {"actor": {"org_path": "qs\n", "role": "organizer", "user": "u"}},
+        {"actor": {"org_path": "qs", "role": "boss", "user": "u"}},
+        {"actor": {"org_path": "qs", "role": "organizer", "user": "u", "x": 1}},
+        {"occurred_at": "2026-11-27T06:31:26"},  # no time zone
+        {"recorded_at": 1700000000},
+        {"schema_version": "1"},
+        {"schema_version": True},
+        {"schema_version": 1.0},
+        {"extra": 1},
+        {"hash": None},
+        {"cadre_id": "01A21BB9E0257216BCFA486535B4E583"},
+        {"payload": []},
+        {"event_type": 5},
+    ],
+)
+def test_the_fast_envelope_reader_accepts_and_refuses_exactly_what_pydantic_does(change: dict[str, object]) -> None:
+    data = orjson.dumps({k: v for k, v in {**ENVELOPE, **change}.items() if v is not None or k != "hash"})
+    try:
+        strict: Envelope | None = Envelope.model_validate_json(data)
+    except ValidationError:
+        strict = None
+    try:
+        fast: Envelope | None = Envelope.from_bytes(data)
+    except ValidationError:
+        fast = None
+    assert fast == strict
+    if strict is not None and fast is not None:
+        assert fast.__dict__ == strict.__dict__
+        assert fast.occurred_at.tzinfo is UTC
+        assert fast.recorded_at.tzinfo is UTC
+        assert fast.to_bytes() == strict.to_bytes()
+
+
+def test_event_ids_are_version_7_and_increase_within_a_process() -> None:
+    ids = [uuid7() for _ in range(3000)] + uuid7s(10_000) + [uuid7()]
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
+    assert all(uuid.UUID(str(i)) == i and hash(uuid.UUID(str(i))) == hash(i) for i in ids[:100])
+
+
+@pytest.mark.parametrize("user", ["u", 'a","occurred_at":"x', "名字 \\ \n"])
+def test_seal_hashes_and_serializes_as_the_two_separate_steps_do(user: str) -> None:
+    fields: dict[str, Any] = {k: v for k, v in ENVELOPE.items() if k != "hash"}
+    fields["actor"] = {"org_path": "qs", "role": "organizer", "user": user}
+    fields["payload"] = {"z": [1, {"b": 2, "a": '","occurred_at":'}], "a": None}
+    digest, body = seal(fields)
+    assert digest == chain_hash(fields)
+    assert body == canonical_json({**fields, "hash": digest})
+    assert seal({**fields, "payload": orjson.Fragment(canonical_json(fields["payload"]))}) == (digest, body)
