@@ -36,8 +36,8 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles "
-            "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
+            help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,"
+            "bundles (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
     ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles",
 ) -> None:
