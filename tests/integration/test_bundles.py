@@ -156,17 +156,30 @@ async def nominate(county: Level, name: str) -> str:
 
 
 async def signed_and_published(*services: Running) -> None:
-    """Wait until each service's chain ends with a signed checkpoint that its relay has published."""
+    """Wait until each service's chain ends with a checkpoint signing all before it, published by its relay.
+
+    A checkpoint may sign less than all before it (an event committed while it was being signed):
+    the next round signs again, so wait for that one.
+    """
     for service in services:
         pool, topic = service.service.pool, service.service.settings.own_topic
 
         async def head(pool: Any = pool, topic: str = topic) -> tuple[Any, Any]:
-            last = await pool.fetchrow("SELECT position, event_type FROM events ORDER BY position DESC LIMIT 1")
+            last = await pool.fetchrow(
+                "SELECT position, event_type, (body::jsonb -> 'payload' ->> 'position')::bigint AS signs"
+                " FROM events ORDER BY position DESC LIMIT 1"
+            )
             sent = await pool.fetchval("SELECT position FROM relay_cursor WHERE topic = $1", topic)
             return last, sent
 
         await eventually(
-            head, until=lambda h: h[0] is not None and h[0]["event_type"] == "ChainCheckpointed" and h[1] == h[0][0]
+            head,
+            until=lambda h: (
+                h[0] is not None
+                and h[0]["event_type"] == "ChainCheckpointed"
+                and h[0]["signs"] == h[0]["position"] - 1
+                and h[1] == h[0]["position"]
+            ),
         )
 
 
