@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Match, Route
 from starlette.types import Message, Scope
 
+from runtime import limits
 from runtime.auth import CurrentActor
 from runtime.errors import CommandError
 from runtime.http import CORRELATION_HEADER, DRY_RUN_STATE
@@ -127,7 +128,7 @@ async def _run(request: Request, command: Command, *, dry_run: bool) -> Outcome:
         "client": request.scope.get("client"),
         "server": request.scope.get("server"),
         "app": request.app,
-        "state": {DRY_RUN_STATE: dry_run},
+        "state": {DRY_RUN_STATE: dry_run, limits.BATCHED: True},
     }
     sent = False
     status = 500

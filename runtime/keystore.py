@@ -41,11 +41,9 @@ from runtime import clock, db, logs
 from runtime.db import Conn
 from runtime.errors import CommandError, ConflictError, GoneError
 from runtime.projection import Recorded
+from runtime.settings import DEV_MASTER_KEY
 
 log = logs.get(__name__)
-
-DEV_MASTER_KEY = "ZGV2ZWxvcG1lbnQgb25seTogcGVyc29uYWwgZGF0YSE="  # base64("development only: personal data!")
-"""Development master key (public, documented): production sets PERSONAL_DATA_MASTER_KEY."""
 
 GRANT_FORMAT: Final = "cadre-pool-key-grant/1"
 

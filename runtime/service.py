@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import auth, batch, checkpoint, db, http, logs, relay, store, subscriber
+from runtime import auth, batch, checkpoint, db, http, limits, logs, openapi, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
@@ -364,7 +365,15 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None,  # served below, to signed-in callers only
+        docs_url=None,  # the console shows the docs to people signed in there
+        redoc_url=None,
+    )
     app.state.service = service
     app.state.authenticator = auth.Authenticator(
         secret=settings.auth_secret.get_secret_value(),
@@ -373,23 +382,39 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         else None,
         audience=settings.oidc_audience,
         pool=lambda: service.pool,
+        max_lifetime=float(settings.max_token_lifetime_seconds),
     )
-    http.install(app, service=spec.name)
+    app.state.limits = limits.RateLimits(
+        writes=limits.Buckets(settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst),
+        expensive=limits.Buckets(settings.rate_limit_expensive_per_minute / 60, settings.rate_limit_expensive_burst),
+    )
+    app.state.backdating_window = timedelta(days=settings.backdating_window_days)
+    http.install(app, service=spec.name, max_body=settings.max_request_bytes)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        responses={503: {"description": "Not ready: the checks that failed", "content": {"application/json": {}}}},
+    )
     async def ready() -> JSONResponse:
         checks = await service.readiness()
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)  # noqa: PLR2004
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(actor: auth.CurrentActor) -> JSONResponse:
+        del actor  # any signed-in caller may read what the API offers; nobody else
+        return JSONResponse(app.openapi())
+
     for router in spec.routers:
         app.include_router(router)
     if spec.batchable:
         app.include_router(batch.router(spec.batchable))
+    openapi.declare_problems(app)
     return app
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
@@ -21,6 +21,7 @@ from uuid import UUID
 import orjson
 from pydantic import TypeAdapter
 
+from contracts.audit import LateEntryDeclared
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, uuid7
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
@@ -138,6 +139,15 @@ def _json_time(value: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LateEntry:
+    """Why a command's events are entered beyond the backdating window, and on which permission (runtime.http)."""
+
+    reason: str
+    permission: str
+    window_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandContext:
     """Who asked for a change, and which conversation it belongs to."""
 
@@ -150,6 +160,8 @@ class CommandContext:
     """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
     dry_run: bool = False
     """Decide and check, write nothing (a batch's dry run): `append` answers what it would record."""
+    late_entry: LateEntry | None = None
+    """Set when `occurred_at` lies beyond the backdating window: the store records a `LateEntryDeclared` too."""
 
     @property
     def occurred(self) -> datetime:
@@ -363,6 +375,7 @@ class EventStore:
                 if current != request.expected_version:
                     conflicts.append((request, ConcurrencyError(request.stream_id, request.expected_version, current)))
                     continue
+                plan.extend(_declaration(request, current))
                 plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
             if not plan:
@@ -596,6 +609,25 @@ class EventStore:
         if head is None or head["position"] != expected - 1 or head["hash"] != prev_hash:
             return ChainBreak(position=expected, problem="chain head does not name the last event")
         return None
+
+
+def _declaration(request: _Append, current: int) -> list[tuple[_Append, int]]:
+    """The `LateEntryDeclared` a late request is recorded with (a stream of its own, just before it), if any."""
+    late, occurred_at = request.ctx.late_entry, request.ctx.occurred_at
+    if late is None or occurred_at is None:
+        return []
+    event = LateEntryDeclared(
+        stream_id=request.stream_id,
+        first_version=current + 1,
+        last_version=current + len(request.events),
+        occurred_at=occurred_at,
+        window_days=late.window_days,
+        permission=late.permission,
+        reason=late.reason,
+    )
+    ctx = replace(request.ctx, occurred_at=None, late_entry=None)
+    declaration = _Append(f"late-entry-{uuid7()}", 0, [event], ctx, request.org_path, request.cadre_id)
+    return [(declaration, 0)]
 
 
 def _check_row(row: Any, expected_position: int, prev_hash: str) -> str | None:

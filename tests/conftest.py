@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -16,6 +17,10 @@ from tests import infra as infra_module
 from tests.support import Running, create_database, running
 
 pytest_plugins: list[str] = ["tests.timetravel"]
+
+# The tests are local development: the published development secrets are allowed (runtime.settings).
+# Services the tests start as processes inherit it; a test of production settings removes it.
+os.environ.setdefault("ENVIRONMENT", "development")
 
 
 @pytest.fixture(scope="session")

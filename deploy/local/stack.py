@@ -29,7 +29,7 @@ import httpx
 from deploy.local.ports import free_port
 from runtime import clock
 from runtime.kafka import ensure_topics, platform_topics
-from runtime.settings import DEV_AUTH_SECRET
+from runtime.settings import DEV_AUTH_SECRET, DEVELOPMENT
 
 if TYPE_CHECKING:
     from services.registry.demo import DemoOrg
@@ -79,6 +79,8 @@ class ServiceProcess:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_url: str = ""
+    """Where its Prometheus metrics are served (a port of their own), if anywhere."""
 
     def stop(self, timeout: float = 25.0) -> int:
         """SIGTERM, wait for the graceful shutdown, SIGKILL if it does not come."""
@@ -119,6 +121,7 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
     env = dict(os.environ)
     env.update(
         {
+            "ENVIRONMENT": DEVELOPMENT,  # the local stack is development: its published secrets are allowed
             "SERVICE_NAME": name,
             "DATABASE_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
@@ -141,18 +144,26 @@ def start_service(
 ) -> ServiceProcess:
     """Start `python -m services.<name>` (the container's entrypoint) as a child process."""
     port = port or free_port()
+    metrics_port = free_port() if name != "console" else 0
     logdir.mkdir(parents=True, exist_ok=True)
     log_path = logdir / f"{name}.log"
+    env = service_env(stack, name, port, {"METRICS_PORT": str(metrics_port), **(extra_env or {})})
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", f"services.{name}"],
-            env=service_env(stack, name, port, extra_env),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,
         )
-    running = ServiceProcess(name=name, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    running = ServiceProcess(
+        name=name,
+        url=f"http://127.0.0.1:{port}",
+        process=process,
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "",
+    )
     if name == "console":
         stack.console = running
     else:

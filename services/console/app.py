@@ -27,6 +27,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from runtime import clock, logs
 from runtime.clock import ClockSettings
 from runtime.errors import UnauthorizedError
+from runtime.settings import DEV_SESSION_KEY, SafeSettings
 from services.console import i18n
 from services.console.apis import SERVICES, ApiError, Apis
 from services.console.oidc import Provider, SignIn
@@ -42,11 +43,10 @@ from services.console.session import (
 
 log = logs.get(__name__)
 
-DEV_SESSION_KEY = "dev-only-console-session-key-change-me-0123456789"
 HERE = i18n.HERE
 
 
-class ConsoleSettings(ClockSettings):
+class ConsoleSettings(ClockSettings, SafeSettings):
     """The console's environment (see docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)

@@ -13,14 +13,12 @@ from contracts.registry import Language
 from runtime import clock, logs
 from runtime.projection import Projection
 from runtime.service import Service, ServiceSpec, Subscription, build_app
-from runtime.settings import ServiceSettings
+from runtime.settings import DEV_WEBHOOK_SECRET, ServiceSettings
 from services.notify import api, projection, rules
 from services.notify.channels import EmailChannel, SmtpConfig, WebhookChannel
 from services.notify.dispatcher import Dispatcher, DispatchPolicy
 
 log = logs.get(__name__)
-
-DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me"  # noqa: S105 - documented dev default
 
 
 class NotifySettings(ServiceSettings):

@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from runtime import clock
-from runtime.settings import settings_class
-from services.console.app import DEV_SESSION_KEY, ConsoleSettings
+from runtime.settings import DEV_SESSION_KEY, settings_class
+from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
 from services.registry import demo

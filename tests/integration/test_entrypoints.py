@@ -114,12 +114,14 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
     accepted = 5 + len(responses)  # five units, then the nominations
 
     for name, service in processes.services.items():
-        metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
+        # Metrics on a port of their own, never on the API's: /metrics there is not found.
+        assert httpx.get(f"{service.url}/metrics", timeout=5).status_code == httpx.codes.NOT_FOUND
+        metrics = httpx.get(service.metrics_url, timeout=5).text
         assert "cadre_http_request_seconds" in metrics, name
         assert "cadre_relay_lag_events" in metrics or name != "registry", name
         for consumer in CONSUMERS.get(name, []):
             assert f'cadre_handler_errors_total{{consumer="{consumer}",service="{name}"}} 0.0' in metrics, name
-    registry_metrics = httpx.get(f"{processes.services['registry'].url}/metrics", timeout=5).text
+    registry_metrics = httpx.get(processes.services["registry"].metrics_url, timeout=5).text
     assert 'cadre_events_appended_total{service="registry"}' in registry_metrics
 
     # The registry stops right after its last command: the relay must still publish all of it.

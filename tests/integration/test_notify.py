@@ -23,8 +23,9 @@ from contracts import topics
 from contracts.envelope import Role
 from deploy.local.ports import free_port
 from runtime import clock
+from runtime.settings import DEV_WEBHOOK_SECRET
 from services.notify import channels
-from services.notify.app import DEV_WEBHOOK_SECRET, NotifySettings
+from services.notify.app import NotifySettings
 from services.notify.app import create_app as notify_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
