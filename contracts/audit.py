@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, StringConstraints
 
 from contracts import topics
+from contracts.envelope import ONE_LINE
 from contracts.event import Event
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -66,7 +67,7 @@ class LateEntryDeclared(Event):
     """The backdating window they lie beyond."""
     permission: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     """The permission the caller held for it."""
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=ONE_LINE)]
 
 
 def checkpoint_message(source: str, deployment: str, position: int, head_hash: str) -> bytes:

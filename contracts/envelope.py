@@ -24,6 +24,9 @@ GENESIS_HASH = "0" * 64
 ORG_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 ORG_PATH_PATTERN = r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31})*$"
 
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""A text on one line: no control character, no line break (names end up in mail headers, ids in keys)."""
+
 OrgCode = Annotated[str, StringConstraints(pattern=ORG_CODE_PATTERN)]
 """An org unit's code: lower-case letters, digits and `_`, unique in the organization."""
 

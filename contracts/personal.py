@@ -14,7 +14,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+from contracts.envelope import ONE_LINE
+
+Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)]
 Paragraphs = Annotated[str, StringConstraints(max_length=20_000)]
 YearMonth = Annotated[str, StringConstraints(pattern=r"^(\d{6})?$")]
 """`yyyymm` as the appointment form writes months (empty: unknown)."""

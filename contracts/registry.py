@@ -10,17 +10,17 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import OrgCode, OrgPath, Role
+from contracts.envelope import ONE_LINE, OrgCode, OrgPath, Role
 from contracts.event import Event
 from contracts.personal import Sealed
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=ONE_LINE)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
 ]
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=ONE_LINE)]
 
 
 class OrgLevel(StrEnum):
@@ -202,7 +202,7 @@ class CadreRetired(Event):
     """The post, when the reason is `appointed`."""
 
 
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=ONE_LINE)]
 """The identity provider's stable id of a person: the `sub` of its access tokens."""
 
 

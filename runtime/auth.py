@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from contracts.envelope import Actor, Role
 from contracts.registry import AccessGranted, AccessRevoked
 from runtime import clock, limits
-from runtime.db import Conn, Pool
+from runtime.db import Conn, Pool, Scoped, in_scope, own_user, row_security
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from runtime.projection import Recorded
 
@@ -255,6 +255,8 @@ GRANTS_SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS access_grants_subject ON access_grants (subject)",
     "CREATE INDEX IF NOT EXISTS access_grants_subtree ON access_grants (org_path)",
+    # An actor reads the grants of its subtree, and its own (runtime.db).
+    *row_security("access_grants", f"({in_scope('org_path')} OR {own_user('user_id')})"),
 )
 """Every service's table of grants (projected from `registry.events`)."""
 
@@ -422,7 +424,7 @@ def can_write(actor: Actor) -> None:
     require_role(actor, Role.ORGANIZER)
 
 
-async def subtree_root(pool: Pool, actor: Actor, code: str | None, *, table: str = "units") -> str:
+async def subtree_root(pool: Pool | Scoped, actor: Actor, code: str | None, *, table: str = "units") -> str:
     """The org path of unit `code` (default: the actor's own unit), refused (404) outside the actor's subtree."""
     if code is None:
         return actor.org_path

@@ -76,6 +76,14 @@ API_HEADERS: Final = (
 )
 """Sent with every API answer (one the route set itself wins): nothing is sniffed, cached, framed or referred."""
 
+PAGE_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+)
+"""Sent with every page of the console (its own Cache-Control decides what may be kept)."""
+
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""
 _CONTROL_OR_BREAK: Final = re.compile("[\x00-\x1f\x7f]")

@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
@@ -191,8 +191,15 @@ class Service:
     async def start(self) -> None:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
-        self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
-        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables])
+        owner = await db.create_pool(settings.owner_dsn, max_size=2)
+        try:
+            schema = [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables]
+            await db.apply_schema(owner, schema, secured=True)
+            self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+            await db.grant_membership(owner, str(await self._pool.fetchval("SELECT current_user")))
+        finally:
+            await owner.close()
+        await db.check_working_role(self._pool, development=settings.development)
         self._store = store.EventStore(
             self._pool,
             source=self.spec.name,
@@ -207,6 +214,7 @@ class Service:
                 raise TypeError(msg)
             self._keystore = await KeyStore.connect(
                 settings.keystore_dsn(settings.database_url),
+                owner_dsn=settings.keystore_dsn(settings.owner_dsn),
                 master_key_b64=settings.personal_data_master_key.get_secret_value(),
                 deployment=settings.deployment_id,
             )
@@ -422,3 +430,12 @@ def service_of(request: Request) -> Service:
     """FastAPI dependency: the running service."""
     running: Service = request.app.state.service
     return running
+
+
+async def actor_db(request: Request, actor: auth.CurrentActor) -> db.Scoped:
+    """FastAPI dependency: the service's database as this request's actor sees it (row-level security)."""
+    return db.Scoped(service_of(request).pool, actor)
+
+
+ActorDB = Annotated[db.Scoped, Depends(actor_db)]
+"""What a route reads with: queries that forget their filter still see only the actor's subtree."""

@@ -26,8 +26,8 @@ from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_js
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
-from runtime.db import Conn, Pool
-from runtime.errors import ConcurrencyError, OwnedElsewhereError, RuleViolationError
+from runtime.db import Conn, Pool, in_scope, row_security, system_only
+from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
 from runtime.topology import Topology
 
@@ -108,6 +108,9 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS received_events_stream ON received_events (stream_id, stream_version)",
+    # Row-level security (runtime.db): an actor reads the events of its subtree; the rest is the store's machinery.
+    *row_security("events", in_scope("org_path")),
+    *system_only("chain_head", "stream_owners", "received_events"),
 )
 
 NOTIFY_CHANNEL: Final = "events_appended"
@@ -304,7 +307,11 @@ class EventStore:
             raise OwnedElsewhereError(request.stream_id, owner)
         current = state.version if state is not None else 0
         if current != request.expected_version:
-            raise ConcurrencyError(request.stream_id, request.expected_version, current)
+            async with self._pool.acquire() as conn:
+                hidden = await _hidden_outside_scope(
+                    conn, [(request, ConcurrencyError(request.stream_id, request.expected_version, current))]
+                )
+            raise hidden[0][1]
         now = clock.now()
         return [
             self._record(request, event=event, stream_version=current + n, position=0, prev_hash="", now=now)[0]
@@ -360,7 +367,7 @@ class EventStore:
     async def _commit(self, batch: list[_Append]) -> None:
         accepted: list[tuple[_Append, list[Envelope]]] = []
         # Refusals are told only after the commit: a caller that retries at once must see the winner.
-        conflicts: list[tuple[_Append, ConcurrencyError]] = []
+        conflicts: list[tuple[_Append, CommandError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             chain, now = await self._lock_chain(conn)
             streams = await self._streams(conn, {r.stream_id for r in batch})
@@ -378,6 +385,7 @@ class EventStore:
                 plan.extend(_declaration(request, current))
                 plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
+            conflicts = await _hidden_outside_scope(conn, conflicts)
             if not plan:
                 for request, error in conflicts:
                     request.fail(error)
@@ -609,6 +617,32 @@ class EventStore:
         if head is None or head["position"] != expected - 1 or head["hash"] != prev_hash:
             return ChainBreak(position=expected, problem="chain head does not name the last event")
         return None
+
+
+async def _hidden_outside_scope(
+    conn: Conn, conflicts: list[tuple[_Append, CommandError]]
+) -> list[tuple[_Append, CommandError]]:
+    """Conflicts over streams outside their actor's subtree, told as "not found": no version, no existence leaks.
+
+    A command that names an id of its own choosing (a nomination's cadre id, a directive's id) meets
+    a stream another subtree wrote: it is answered exactly as a missing one would be elsewhere (404).
+    """
+    foreign = [(r, e) for r, e in conflicts if r.ctx.actor.role is not Role.SYSTEM]
+    if not foreign:
+        return conflicts
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (stream_id) stream_id, org_path FROM events WHERE stream_id = ANY($1::text[])"
+        " ORDER BY stream_id, stream_version DESC",
+        list({r.stream_id for r, _ in foreign}),
+    )
+    paths = {row["stream_id"]: row["org_path"] for row in rows}
+    told: list[tuple[_Append, CommandError]] = []
+    for request, error in conflicts:
+        path = paths.get(request.stream_id)
+        if request.ctx.actor.role is not Role.SYSTEM and path is not None and not request.ctx.actor.covers(path):
+            error = NotFoundError(f"{request.stream_id.split('-', 1)[0]} not found")  # noqa: PLW2901 - told instead
+        told.append((request, error))
+    return told
 
 
 def _declaration(request: _Append, current: int) -> list[tuple[_Append, int]]:

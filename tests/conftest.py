@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from fastapi import FastAPI
 
+from deploy.local.stack import as_service_role, create_service_role
 from runtime.settings import ServiceSettings
 from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
@@ -27,6 +29,7 @@ os.environ.setdefault("ENVIRONMENT", "development")
 def infra() -> Iterator[infra_module.Infra]:
     """Kafka and PostgreSQL for the whole session (fails, never skips, when they cannot start)."""
     with infra_module.provide() as provided:
+        asyncio.run(create_service_role(provided.postgres_dsn))
         yield provided
 
 
@@ -78,8 +81,10 @@ async def launch(infra: infra_module.Infra, namespace: str, database: DatabaseFa
         async def start(
             create_app: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT], name: str, **overrides: Any
         ) -> Running:
+            owner = await database(name)
             settings = settings_class(
-                database_url=await database(name),
+                database_url=as_service_role(owner),  # the services work as a role that owns nothing
+                database_owner_url=owner,
                 kafka_bootstrap_servers=infra.kafka_bootstrap,
                 topic_namespace=f"{namespace}.",
                 **overrides,

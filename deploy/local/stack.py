@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -61,6 +62,33 @@ async def create_databases(server_dsn: str, names: list[str]) -> None:
         for name in names:
             if name not in existing:
                 await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+SERVICE_ROLE = "cadre_service"
+"""The login the local services work as: it owns nothing, row-level security binds it (the server's admin owns)."""
+
+
+def as_service_role(dsn: str) -> str:
+    """`dsn` with the service role as its user (and the same password, where the admin has one)."""
+    parts = urlsplit(dsn)
+    password = f":{parts.password}" if parts.password else ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{SERVICE_ROLE}{password}@{host}"))
+
+
+async def create_service_role(server_dsn: str) -> None:
+    """Create the services' login role on a development server (as its admin), unless it exists."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        password = urlsplit(server_dsn).password
+        clause = " PASSWORD " + "'" + password.replace("'", "''") + "'" if password else ""
+        with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE)
+            if not exists:
+                # BYPASSRLS: its system work is exempt; what it reads for an actor runs as cadre_actor (runtime.db).
+                await conn.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN BYPASSRLS{clause}")
     finally:
         await conn.close()
 
@@ -123,7 +151,9 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
         {
             "ENVIRONMENT": DEVELOPMENT,  # the local stack is development: its published secrets are allowed
             "SERVICE_NAME": name,
-            "DATABASE_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
+            # The services work as a role that owns nothing; the server's admin applies their schemas.
+            "DATABASE_URL": as_service_role(database_dsn(stack.postgres_dsn, database_name(stack.namespace, name))),
+            "DATABASE_OWNER_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
             "TOPIC_NAMESPACE": stack.namespace,
             "AUTH_SECRET": stack.secret,
@@ -316,6 +346,7 @@ def run_stack(
             issuer=issuer,
         )
         asyncio.run(create_databases(server_dsn, [database_name(namespace, name) for name in names]))
+        asyncio.run(create_service_role(server_dsn))
         asyncio.run(ensure_topics(bootstrap, platform_topics(namespace)))
         try:
             for name in names:

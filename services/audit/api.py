@@ -10,18 +10,19 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from runtime.auth import CurrentActor
 from runtime.export import Table, table_response
-from runtime.http import Context
-from runtime.service import service_of
+from runtime.http import Context, Expensive
+from runtime.service import ActorDB, service_of
 from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
 from services.audit.replay import PoolDiff, PoolEntry
 
-router = APIRouter()
+router = APIRouter(dependencies=[Expensive])
+"""Every audit question records an event: each counts against the actor's share of expensive reads."""
 
 
-async def queries(request: Request) -> AuditQueries:
-    """FastAPI dependency: the audit queries."""
+async def queries(request: Request, db: ActorDB) -> AuditQueries:
+    """FastAPI dependency: the audit queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
-    return AuditQueries(service.pool, service.store, request.app.state.signing_key)
+    return AuditQueries(db, service.store, request.app.state.signing_key, chain=service.pool)
 
 
 Queries = Annotated[AuditQueries, Depends(queries)]

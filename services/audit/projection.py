@@ -14,7 +14,7 @@ from typing import Final
 from contracts.audit import AuditQueryMade
 from contracts.envelope import canonical_json
 from contracts.registry import OrgUnitRegistered
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, row_security
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -61,6 +61,10 @@ SCHEMA: Final = (
         recorded_at  timestamptz NOT NULL
     )
     """,
+    # Who reads what (row-level security, runtime.db): an actor its subtree.
+    *row_security("archive", in_scope("org_path")),
+    *row_security("units", in_scope("path")),
+    *row_security("audit_queries", in_scope("org_path")),
 )
 
 

@@ -27,6 +27,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from runtime import clock, logs
 from runtime.clock import ClockSettings
 from runtime.errors import UnauthorizedError
+from runtime.http import PAGE_HEADERS, Guard
 from runtime.settings import DEV_SESSION_KEY, SafeSettings
 from services.console import i18n
 from services.console.apis import SERVICES, ApiError, Apis
@@ -230,6 +231,8 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
         openapi_url=None,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1000)
+    # The runtime's rules of every request: size, control characters, headers, a 500 that keeps the connection.
+    app.add_middleware(Guard, service="console", headers=PAGE_HEADERS)
 
     @app.middleware("http")
     async def renew_session(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -32,7 +32,7 @@ from contracts.registry import (
 )
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
 from runtime import clock
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, own_user, row_security, system_only
 from runtime.projection import Recorded
 from services.notify import rules
 
@@ -130,6 +130,13 @@ SCHEMA: Final = (
         version      int NOT NULL
     )
     """,
+    # Who reads what (row-level security, runtime.db): an actor its subtree; a person its own inbox and preferences.
+    *row_security("units", in_scope("path")),
+    *row_security("cadres", in_scope("org_path")),
+    *system_only("programs"),
+    *row_security("deliveries", in_scope("org_path")),
+    *row_security("messages", f"({own_user('user_id')} OR {in_scope('org_path')})"),
+    *row_security("preferences", own_user("user_id")),
 )
 
 _DIRECTORY: Final = frozenset(

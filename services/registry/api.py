@@ -8,7 +8,6 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel
 
-from contracts.envelope import Envelope
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from runtime.auth import CurrentActor, can_write
@@ -16,7 +15,7 @@ from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.keystore import GrantKey, KeyGrant
-from runtime.service import service_of
+from runtime.service import ActorDB, service_of
 from services.registry.commands import (
     EntryCheckRequest,
     Erase,
@@ -49,10 +48,10 @@ async def commands(request: Request) -> RegistryCommands:
     return RegistryCommands(service.store, service.pool, entry_rules, service.keystore)
 
 
-async def queries(request: Request) -> RegistryQueries:
-    """FastAPI dependency: the queries."""
+async def queries(request: Request, db: ActorDB) -> RegistryQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
-    return RegistryQueries(service.pool, service.store, service.keystore)
+    return RegistryQueries(db, service.store, service.keystore)
 
 
 Commands = Annotated[RegistryCommands, Depends(commands)]
@@ -195,12 +194,6 @@ async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, respons
     view = await reads.cadre(actor, cadre_id)
     response.headers["ETag"] = f'"{view.version}"'
     return view
-
-
-@router.get("/cadres/{cadre_id}/events", tags=["cadres"])
-async def cadre_history(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[Envelope]:
-    """Every registry event about a cadre, with envelopes (actor, times, hashes)."""
-    return await reads.history(actor, cadre_id)
 
 
 @router.get("/access/me", tags=["access"])

@@ -17,7 +17,7 @@ from contracts.registry import (
     PersonalDataRecorded,
     ResponsibleLeaderDesignated,
 )
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, row_security
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -81,6 +81,10 @@ SCHEMA: Final = (
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",
     "CREATE INDEX IF NOT EXISTS cadres_erased ON cadres (cadre_id) WHERE personal_erased_at IS NOT NULL",
+    # Who reads what (row-level security, runtime.db): an actor its subtree.
+    *row_security("org_units", in_scope("path")),
+    *row_security("cadres", in_scope("org_path")),
+    *row_security("cadre_counts", in_scope("org_path")),
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""

@@ -12,7 +12,7 @@ from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
-from runtime.service import service_of
+from runtime.service import ActorDB, service_of
 from services.training.commands import (
     AssignPosting,
     CancelProgram,
@@ -43,11 +43,11 @@ async def commands(request: Request) -> TrainingCommands:
     return TrainingCommands(service.store, service.pool)
 
 
-async def queries(request: Request) -> TrainingQueries:
-    """FastAPI dependency: the queries."""
+async def queries(request: Request, db: ActorDB) -> TrainingQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
     long_grassroots: int = request.app.state.long_grassroots_months
-    return TrainingQueries(service.pool, service.store, long_grassroots, request.app.state.yearly_hours_quota)
+    return TrainingQueries(db, service.store, long_grassroots, request.app.state.yearly_hours_quota)
 
 
 Commands = Annotated[TrainingCommands, Depends(commands)]

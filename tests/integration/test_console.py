@@ -129,6 +129,10 @@ async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> 
 
 
 async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> None:
+    # The API documents are for signed-in people (or programs with a token), not for anyone.
+    assert (await console.client.get("/api/registry/openapi.json")).status_code == 303  # to the sign-in
+    assert (await console.client.get("/api/registry/docs")).status_code == 303
+    await console_sign_in(console.client, "organizer.county")
     document = (await console.client.get("/api/registry/openapi.json")).json()
     assert document["servers"] == [{"url": "/api/registry"}]
     assert "/cadres" in document["paths"]

@@ -54,7 +54,7 @@ def processes(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[local_st
     asyncio.run(ensure_topics(infra.kafka_bootstrap, platform_topics(stack.namespace)))
     try:
         for name in local_stack.SERVICES:
-            env = {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}"), "SHUTDOWN_GRACE_SECONDS": "10"}
+            env = {**databases(infra, namespace, name), "SHUTDOWN_GRACE_SECONDS": "10"}
             local_stack.start_service(stack, name, tmp_path / "logs", env)
         yield stack
     finally:
@@ -62,6 +62,12 @@ def processes(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[local_st
             with contextlib.suppress(Exception):
                 service.process.kill()
                 service.process.wait(10)
+
+
+def databases(infra: Infra, namespace: str, name: str) -> dict[str, str]:
+    """A service's database, as the role it works as and as the owner that applies its schema."""
+    owner = infra.database_dsn(f"{namespace}_{name}")
+    return {"DATABASE_URL": local_stack.as_service_role(owner), "DATABASE_OWNER_URL": owner}
 
 
 def terminate(service: local_stack.ServiceProcess) -> tuple[int, float]:
@@ -162,7 +168,7 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
             processes,
             name,
             processes.services[name].log_path.parent,
-            {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}")},
+            databases(infra, namespace, name),
         )
         await asyncio.to_thread(local_stack.wait_ready, restarted)
     for name, consumers in CONSUMERS.items():

@@ -78,7 +78,14 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 async def start_notify(launch: Launch, port: int, **overrides: Any) -> Running:
-    settings = {**FAST, "smtp_host": "127.0.0.1", "smtp_port": port, **overrides}
+    # The tests' webhook receivers listen on loopback, which webhooks may not reach but where allowed.
+    settings = {
+        **FAST,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "webhook_allowed_networks": ["127.0.0.1"],
+        **overrides,
+    }
     return await launch(notify_app, NotifySettings, "notify", **settings)
 
 
@@ -323,6 +330,11 @@ async def test_webhooks_are_signed_and_preferences_are_validated(
         notify = await start_notify(launch, port)
         bad = await notify.client.put("/preferences", json={"webhook_url": "not a url"}, headers=LEADER_AUTH)
         assert bad.status_code == 422
+        for inside in ("http://10.0.0.7/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:8000/",
+                       "http://localhost:8000/hook", "http://no-such-host.invalid/hook"):  # fmt: skip
+            refused = await notify.client.put("/preferences", json={"webhook_url": inside}, headers=LEADER_AUTH)
+            assert refused.status_code == 422, (inside, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
         assert await notify.service.pool.fetchval("SELECT count(*) FROM events") == 0
         chosen = {"email": False, "inbox": True, "webhook_url": f"{url}/hook", "language": "en"}
         saved = await notify.client.put("/preferences", json=chosen, headers=LEADER_AUTH)
