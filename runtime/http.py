@@ -230,8 +230,12 @@ class Guard:
         if scope["method"] not in _BODY_METHODS:
             return receive
         content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"").lower()
-        if not (self._check_json and b"json" in content_type):
-            return self._counting(receive)
+        is_json = self._check_json and b"json" in content_type
+        declared = any(k == b"content-length" for k, _ in scope["headers"])
+        if declared and not is_json:
+            return self._counting(receive)  # its declared length was checked; the server holds the body to it
+        # JSON is read whole to be checked; a body of undeclared length (chunked) to be measured before the
+        # route reads it (a route's body parsing would turn any error into a 400).
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -247,7 +251,7 @@ class Guard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            where = _control_in(orjson.loads(body)) if body else None
+            where = _control_in(orjson.loads(body)) if body and is_json else None
         except orjson.JSONDecodeError:
             where = None  # the route's own parsing answers malformed JSON (422)
         if where is not None:
