@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Final
 from urllib.parse import unquote, unquote_to_bytes
 from uuid import UUID
@@ -15,7 +15,10 @@ from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
+from starlette.status import HTTP_405_METHOD_NOT_ALLOWED
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.envelope import uuid7
@@ -54,9 +57,22 @@ async def _validation_error(_: Request, error: Exception) -> Response:
     return problem(422, "Invalid request", "the request does not match the schema", errors=errors)
 
 
-async def _http_error(_: Request, error: Exception) -> Response:
+async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
-    return problem(error.status_code, str(error.detail), str(error.detail))
+    response = problem(error.status_code, str(error.detail), str(error.detail))
+    response.headers.update(error.headers or {})
+    if error.status_code == HTTP_405_METHOD_NOT_ALLOWED:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route allows on the request's path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def _correlation(raw: bytes | None) -> UUID:
@@ -88,6 +104,8 @@ _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""
 _CONTROL_OR_BREAK: Final = re.compile("[\x00-\x1f\x7f]")
 """Control characters, line breaks included: never in a path, a query or a header-bound field."""
+TEXT_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""What a text of a JSON body may hold, as the OpenAPI documents declare (runtime.openapi); `_CONTROL` is the rest."""
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -293,6 +311,22 @@ def install(app: FastAPI, *, service: str, max_body: int = 8 * 1024 * 1024) -> N
     app.add_middleware(Guard, service=service, max_body=max_body)
 
 
+_ISO_8601: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_8601(value: object) -> object:
+    """A text must be ISO 8601, as the documents declare (pydantic alone would take `0` for 1970-01-01)."""
+    if isinstance(value, str) and not _ISO_8601.match(value):
+        msg = "an ISO 8601 date (YYYY-MM-DD), not a number"
+        raise ValueError(msg)
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_8601)]
+"""A date parameter (query or header): ISO 8601 only."""
+Moment = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A date-time parameter (query or header): ISO 8601 only."""
+
 LATE_REASON_HEADER: Final = "X-Late-Entry-Reason"
 _LATE_REASON_MAX = 500
 DEFAULT_BACKDATING_WINDOW: Final = timedelta(days=30)
@@ -302,7 +336,7 @@ async def command_context(
     request: Request,
     actor: CurrentActor,
     occurred_at: Annotated[
-        datetime | None,
+        Moment | None,
         Header(
             alias="X-Occurred-At",
             description="When it happened, if earlier (records entered late). Further back than the service's"
@@ -340,6 +374,9 @@ async def command_context(
 
 def _late_entry(request: Request, occurred_at: datetime | None, raw_reason: str | None) -> LateEntry | None:
     """The declaration a command entered beyond the backdating window needs; None within it."""
+    if raw_reason is not None and has_control(unquote(raw_reason)):  # refused whether or not it is needed
+        msg = f"{LATE_REASON_HEADER} must be one line"
+        raise RuleViolationError(msg)
     if occurred_at is None:
         return None
     window: timedelta = getattr(request.app.state, "backdating_window", DEFAULT_BACKDATING_WINDOW)
@@ -371,20 +408,29 @@ Expensive = Depends(expensive)
 """Add to a route's (or a router's) `dependencies` to count its calls against the actor's share of expensive reads."""
 
 
+_VERSION_DIGITS: Final = 18
+"""A stream version has at most this many digits (it is a PostgreSQL bigint)."""
+IF_MATCH_PATTERN: Final = rf'^(W/)?"?[0-9]{{1,{_VERSION_DIGITS}}}"?$'
+
+
 async def expected_version(
     if_match: Annotated[
         str | None,
-        Header(alias="If-Match", description="Stream version the change is based on (optimistic concurrency)"),
+        Header(
+            alias="If-Match",
+            description="Stream version the change is based on (optimistic concurrency)",
+            json_schema_extra={"pattern": IF_MATCH_PATTERN},
+        ),
     ] = None,
 ) -> int | None:
-    """FastAPI dependency: the version in `If-Match`, if any."""
+    """FastAPI dependency: the version in `If-Match`, if any (400 unless it is one, as IF_MATCH_PATTERN declares)."""
     if if_match is None:
         return None
-    try:
-        return int(if_match.strip().strip('"').removeprefix("W/").strip('"'))
-    except ValueError:
+    digits = if_match.strip().removeprefix("W/").strip('"')
+    if not digits.isascii() or not digits.isdigit() or len(digits) > _VERSION_DIGITS:
         msg = "If-Match must be a stream version number"
-        raise CommandError(msg) from None
+        raise CommandError(msg)
+    return int(digits)
 
 
 ExpectedVersion = Annotated[int | None, Depends(expected_version)]

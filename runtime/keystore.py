@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.envelope import canonical_json, uuid7
 from contracts.personal import Sealed
 from contracts.registry import PersonalDataErased
+from contracts.sync import PublicKey
 from runtime import clock, db, logs
 from runtime.db import Conn, system_only
 from runtime.errors import CommandError, ConflictError, GoneError
@@ -130,7 +131,7 @@ class KeyGrant(BaseModel):
     from_deployment: str
     to_deployment: str
     recipient_key_id: str
-    ephemeral_public_key: str
+    ephemeral_public_key: PublicKey
     nonce: str
     wrapped_key: str
 
@@ -142,9 +143,11 @@ class KeyGrant(BaseModel):
 class GrantKey(BaseModel):
     """A deployment's public key for receiving grants."""
 
+    model_config = ConfigDict(extra="forbid")
+
     deployment: str
     key_id: str
-    public_key: str
+    public_key: PublicKey
     """X25519, raw 32 bytes, base64."""
 
 

@@ -4,6 +4,10 @@ Every route can be refused before its code runs (runtime.http's `Guard`, runtime
 rate limits) and every refusal is `application/problem+json`: those answers are added to every
 operation here, once, so that clients generated from the documents handle them. A list that can
 be had as a file (its `format` query parameter) declares CSV and XLSX beside JSON.
+
+What the `Guard` refuses is declared too: a text (or a key) of a body holds no control character
+but a line break (`TEXT_PATTERN`), a path or query parameter none at all (`ONE_LINE`); and an
+optional parameter is absent rather than `null` (a header or a query has no null).
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from contracts.envelope import ONE_LINE
 from runtime.export import CSV_TYPE, XLSX_TYPE
-from runtime.http import PROBLEM_JSON
+from runtime.http import PROBLEM_JSON, TEXT_PATTERN
 
 PROBLEM_SCHEMA: Final = {
     "title": "Problem",
@@ -43,6 +48,8 @@ EVERY_ROUTE: Final = {
 COMMANDS: Final = {
     "409": "Conflict: the stream moved on (If-Match), the target exists, or another deployment owns it",
 }
+ERASED: Final[dict[int | str, dict[str, Any]]] = {410: {"description": "The cadre's personal data was erased for good"}}
+"""`responses=` of a route that reads or uses a cadre's personal data (runtime.keystore answers 410 once erased)."""
 _WRITE_METHODS: Final = frozenset({"post", "put", "patch", "delete"})
 _UNAUTHENTICATED: Final = frozenset({"/health/live", "/health/ready"})
 
@@ -60,14 +67,80 @@ def declare_problems(app: FastAPI) -> None:
     app.openapi = document  # type: ignore[method-assign]
 
 
+_CONSTRAINED: Final = frozenset({"pattern", "format", "enum", "const"})
+JSON_REF: Final = "#/components/schemas/Json"
+
+
+def _json_schema() -> dict[str, Any]:
+    """Any JSON value whose texts and keys hold what `TEXT_PATTERN` allows (an object's free-form part)."""
+    text = {"type": "string", "pattern": TEXT_PATTERN}
+    return {
+        "title": "Json",
+        "description": "Any JSON value; no text or key holds a control character but a line break",
+        "anyOf": [
+            text,
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": {"$ref": JSON_REF}},
+            {"type": "object", "propertyNames": text, "additionalProperties": {"$ref": JSON_REF}},
+        ],
+    }
+
+
+def _texts(schema: Any, pattern: str) -> None:
+    """Declare `pattern` on every free text of `schema`, and on the keys of every open object, in place."""
+    if isinstance(schema, list):
+        for item in schema:
+            _texts(item, pattern)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not _CONSTRAINED & schema.keys():
+        schema["pattern"] = pattern
+    if schema.get("type") == "object" and schema.get("additionalProperties", True) is not False:
+        schema.setdefault("propertyNames", {"pattern": pattern})
+        if schema.get("additionalProperties", True) is True:
+            schema["additionalProperties"] = {"$ref": JSON_REF}
+    if schema.get("type") == "array" and schema.get("items", {}) == {}:
+        schema["items"] = {"$ref": JSON_REF}
+    for key, value in schema.items():
+        if key not in {"examples", "example", "default", "propertyNames"}:
+            _texts(value, pattern)
+
+
+def _parameter(parameter: dict[str, Any]) -> None:
+    """An optional parameter's schema without its `null` (absent is how it is not given); its texts on one line."""
+    schema = parameter.get("schema", {})
+    options = schema.get("anyOf")
+    if not parameter.get("required") and options and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        if len(rest) == 1:
+            del schema["anyOf"]
+            schema.update({**rest[0], **schema})
+        else:
+            schema["anyOf"] = rest
+    _texts(schema, ONE_LINE)
+
+
+def _inputs(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        _parameter(parameter)
+    for content in operation.get("requestBody", {}).get("content", {}).values():
+        _texts(content.get("schema"), TEXT_PATTERN)
+
+
 def _amend(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    _texts(components, TEXT_PATTERN)
+    components["Json"] = _json_schema()
     components["Problem"] = PROBLEM_SCHEMA
     problem = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
+            _inputs(operation)
             responses: dict[str, Any] = operation.setdefault("responses", {})
             declared = dict(EVERY_ROUTE)
             if method in _WRITE_METHODS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
-from runtime.http import Context, ExpectedVersion
+from runtime.http import Context, Day, ExpectedVersion
 from runtime.service import ActorDB, service_of
 from services.training.commands import (
     AssignPosting,
@@ -176,7 +175,7 @@ async def current_postings(
     reads: Queries,
     table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
-    on: date | None = None,
+    on: Day | None = None,
 ) -> list[PostingView] | Response:
     """Who of a subtree is posted where (today, or on a given day)."""
     items = await reads.current_postings(actor, under, on)
