@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Final
 from urllib.parse import unquote, unquote_to_bytes
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import clock, limits, logs, metrics
 from runtime.auth import CurrentActor, Permission, caller_of
-from runtime.errors import CommandError, ForbiddenError, RuleViolationError
+from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
 from runtime.store import CommandContext, LateEntry
 
 log = logs.get(__name__)
@@ -146,8 +147,9 @@ async def _send_problem(send: Send, status: int, title: str, detail: str, **extr
 class Guard:
     """The rules every request meets before any route, once for every service (docs/security.md).
 
-    - A body larger than `max_body` is refused (413) before it is read: by its Content-Length, or
-      as it streams in; so before it is parsed, and before the token is looked at.
+    - A body larger than `max_body` (on a path of `body_limits`, than the limit its route applies
+      itself with `read_body`: a signed bundle) is refused (413) before it is read: by its
+      Content-Length, or as it streams in; so before it is parsed, and before the token is looked at.
     - A control character in the path or the query, or (but for line breaks) in any string or key
       of a JSON body, is refused (400/422): nothing downstream ever meets a NUL.
     - Every answer carries the security headers and the correlation id (the caller's, if a UUID).
@@ -164,12 +166,14 @@ class Guard:
         *,
         service: str,
         max_body: int = 8 * 1024 * 1024,
+        body_limits: Mapping[str, int] | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = API_HEADERS,
         check_json: bool = True,
     ) -> None:
         self._app = app
         self._service = service
         self._max_body = max_body
+        self._body_limits = dict(body_limits or {})
         self._headers = headers
         self._check_json = check_json
 
@@ -210,7 +214,7 @@ class Guard:
             await self._app(scope, checked, send_with_headers)
         except _BodyTooLargeError:
             if not started_response:
-                await _send_problem(send_with_headers, *self._too_large())
+                await _send_problem(send_with_headers, *self._too_large(scope))
         except Exception as error:
             if started_response:
                 raise  # a half-sent answer cannot be mended: the server ends the connection
@@ -225,8 +229,12 @@ class Guard:
                 time.perf_counter() - started
             )
 
-    def _too_large(self) -> tuple[int, str, str]:
-        return 413, "Request too large", f"the body is larger than {self._max_body} bytes"
+    def _limit(self, scope: Scope) -> int:
+        """The largest body accepted on this path: the service's, or one a route bounds itself (`read_body`)."""
+        return self._body_limits.get(scope["path"], self._max_body)
+
+    def _too_large(self, scope: Scope) -> tuple[int, str, str]:
+        return 413, "Request too large", f"the body is larger than {self._limit(scope)} bytes"
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
         """A problem with the request line or its declared size, seen before anything is read."""
@@ -239,8 +247,8 @@ class Guard:
                 declared = int(length)
             except ValueError:
                 return 400, "Bad request", "Content-Length is not a number"
-            if declared > self._max_body:
-                return self._too_large()
+            if declared > self._limit(scope):
+                return self._too_large(scope)
         return None
 
     async def _checked_body(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -251,7 +259,9 @@ class Guard:
         is_json = self._check_json and b"json" in content_type
         declared = any(k == b"content-length" for k, _ in scope["headers"])
         if declared and not is_json:
-            return self._counting(receive)  # its declared length was checked; the server holds the body to it
+            return self._counting(
+                receive, self._limit(scope)
+            )  # its declared length was checked; the server holds the body to it
         # JSON is read whole to be checked; a body of undeclared length (chunked) to be measured before the
         # route reads it (a route's body parsing would turn any error into a 400).
         chunks: list[bytes] = []
@@ -263,7 +273,7 @@ class Guard:
                 return receive  # the client went away; the app sees the same
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max_body:
+            if size > self._limit(scope):
                 raise _BodyTooLargeError
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -288,7 +298,7 @@ class Guard:
 
         return replay
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, limit: int) -> Receive:
         size = 0
 
         async def counted() -> Message:
@@ -296,19 +306,21 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
-                if size > self._max_body:
+                if size > limit:
                     raise _BodyTooLargeError
             return message
 
         return counted
 
 
-def install(app: FastAPI, *, service: str, max_body: int = 8 * 1024 * 1024) -> None:
+def install(
+    app: FastAPI, *, service: str, max_body: int = 8 * 1024 * 1024, body_limits: Mapping[str, int] | None = None
+) -> None:
     """Add problem+json handlers and the `Guard` (limits, control characters, headers, correlation ids, metrics)."""
     app.add_exception_handler(CommandError, _command_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(Guard, service=service, max_body=max_body)
+    app.add_middleware(Guard, service=service, max_body=max_body, body_limits=body_limits)
 
 
 _ISO_8601: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -434,3 +446,20 @@ async def expected_version(
 
 
 ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 as soon as it exceeds `limit` bytes (declared or sent)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        msg = f"the body has {int(declared):,} bytes; at most {limit:,} are accepted"
+        raise PayloadTooLargeError(msg, limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            msg = f"the body has more than {limit:,} bytes; at most {limit:,} are accepted"
+            raise PayloadTooLargeError(msg, limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

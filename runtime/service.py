@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, Protocol
@@ -104,6 +104,8 @@ class ServiceSpec:
     """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
     batchable: Sequence[str] = ()
     """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
+    body_limits: Callable[[ServiceSettings], Mapping[str, int]] | None = None
+    """Paths whose route bounds its body itself (`http.read_body`), with that bound: above MAX_REQUEST_BYTES."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -397,7 +399,8 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         expensive=limits.Buckets(settings.rate_limit_expensive_per_minute / 60, settings.rate_limit_expensive_burst),
     )
     app.state.backdating_window = timedelta(days=settings.backdating_window_days)
-    http.install(app, service=spec.name, max_body=settings.max_request_bytes)
+    body_limits = spec.body_limits(settings) if spec.body_limits else None
+    http.install(app, service=spec.name, max_body=settings.max_request_bytes, body_limits=body_limits)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

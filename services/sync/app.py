@@ -31,6 +31,18 @@ class SyncSettings(ServiceSettings):
     )
     directive_interval_seconds: float = Field(default=1.0, gt=0, description="How often open directives are tried")
     status_interval_seconds: float = Field(default=5.0, gt=0, description="How often the sync metrics are refreshed")
+    bundle_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest signed bundle (offline link) imported or exported, in bytes unpacked: a larger upload"
+        " is refused; an export stops there and the next one goes on",
+    )
+
+
+def _bundle_limit(settings: ServiceSettings) -> dict[str, int]:
+    """`POST /bundles` takes a signed bundle up to BUNDLE_MAX_BYTES (it bounds the body itself)."""
+    assert isinstance(settings, SyncSettings)
+    return {"/bundles": settings.bundle_max_bytes}
 
 
 def _released(source: str) -> Outbox:
@@ -116,6 +128,7 @@ SPEC = ServiceSpec(
     extra_topics=lambda settings: sorted(links.mirrored(settings)),
     background=[vouch_for_children, apply_directives_forever, refresh_status_forever],
     follows_handovers=False,
+    body_limits=_bundle_limit,
 )
 
 
