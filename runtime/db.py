@@ -1,6 +1,6 @@
 """PostgreSQL access: the pool, connection types, idempotent schema set-up, and row-level security.
 
-Scope is enforced by PostgreSQL too (docs/security.md, ADR 0016). Every table of a service has
+Scope is enforced by PostgreSQL too (docs/security.md, ADR 0017). Every table of a service has
 row-level security on. The tables are owned by the role that applies the schema
 (DATABASE_OWNER_URL); the service works as a login that owns nothing (DATABASE_URL), so it cannot
 turn row-level security off, and that is a member of two roles this module creates:
