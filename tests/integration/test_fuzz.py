@@ -87,4 +87,10 @@ def test_every_operation_answers_what_its_document_says(
 def _env() -> dict[str, str]:
     # X-Occurred-At (schemathesis.toml): a day back by the platform's clock, inside the backdating window.
     occurred_at = (clock.now() - timedelta(days=1)).isoformat()
-    return {**os.environ, "COLUMNS": "200", "SCHEMATHESIS_HOOKS": "", "FUZZ_OCCURRED_AT": occurred_at}
+    return {
+        **os.environ,
+        "COLUMNS": "200",
+        "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_hooks",
+        "PYTHONPATH": str(local_stack.REPO),  # the hooks' module, from the checkout (schemathesis runs elsewhere)
+        "FUZZ_OCCURRED_AT": occurred_at,
+    }
