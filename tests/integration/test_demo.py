@@ -21,7 +21,8 @@ async def test_demo_loads_idempotently(registry: Running) -> None:
     assert sent == await registry.service.pool.fetchval(commands)
     # The demo's history is entered late, on purpose and saying so: each command beyond the window is declared.
     late = await registry.service.pool.fetch(
-        "SELECT DISTINCT body::jsonb ->> 'reason' AS reason FROM events WHERE event_type = 'LateEntryDeclared'"
+        "SELECT DISTINCT body::jsonb -> 'payload' ->> 'reason' AS reason FROM events"
+        " WHERE event_type = 'LateEntryDeclared'"
     )
     assert [row["reason"] for row in late] == [LATE_REASON]
     assert await registry.service.pool.fetchval("SELECT count(*) FROM cadres") == 40
