@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, StringConstraints
 
 from contracts import topics
+from contracts.envelope import ONE_LINE
 from contracts.event import Event
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -44,6 +45,29 @@ class AuditQueryMade(Event):
     results: int = Field(ge=0)
     """How many entries were answered."""
     as_of: datetime | None = None
+
+
+class LateEntryDeclared(Event):
+    """Events were entered further back in time than the backdating window, by a caller permitted to, for a reason.
+
+    Recorded by any service in the same transaction as the events it declares (a stream of its own,
+    `late-entry-<id>`), so the audit trail shows a late entry as such (runtime.store, runtime.http).
+    """
+
+    event_type: ClassVar[str] = "LateEntryDeclared"
+    topic: ClassVar[str] = "<service>.events"
+
+    stream_id: str
+    """The stream the late events were appended to."""
+    first_version: int = Field(ge=1)
+    last_version: int = Field(ge=1)
+    occurred_at: datetime
+    """When the caller says they happened."""
+    window_days: int = Field(ge=0)
+    """The backdating window they lie beyond."""
+    permission: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """The permission the caller held for it."""
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=ONE_LINE)]
 
 
 def checkpoint_message(source: str, deployment: str, position: int, head_hash: str) -> bytes:

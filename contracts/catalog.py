@@ -43,6 +43,7 @@ CURRENT: tuple[type[Event], ...] = (
     notify.NotificationPreferencesSet,
     audit.ChainCheckpointed,
     audit.AuditQueryMade,
+    audit.LateEntryDeclared,
     sync.StreamHandedOver,
     sync.DeploymentLinked,
     sync.DirectiveIssued,

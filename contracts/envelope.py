@@ -26,6 +26,16 @@ GENESIS_HASH = "0" * 64
 ORG_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 ORG_PATH_PATTERN = r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31})*$"
 
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""A text on one line: no control character, no line break (names end up in mail headers, ids in keys)."""
+WHITE_SPACE = r"\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Unicode's White_Space, what `strip_whitespace` strips, for a pattern's character class.
+
+Spelled out because `\\s` differs between the validator's regular expressions (Unicode) and JSON
+Schema's (ECMA 262, no U+0085) that clients and the fuzzer generate from; so does `\\d` (use 0-9)."""
+NOT_BLANK_LINE = rf"^[^\x00-\x1f\x7f]*[^{WHITE_SPACE}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+"""A text on one line with something in it besides white space (what `strip_whitespace` and `min_length=1` keep)."""
+
 OrgCode = Annotated[str, StringConstraints(pattern=ORG_CODE_PATTERN)]
 """An org unit's code: lower-case letters, digits and `_`, unique in the organization."""
 

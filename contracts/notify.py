@@ -10,10 +10,11 @@ from uuid import UUID
 from pydantic import Field, StringConstraints
 
 from contracts import topics
+from contracts.envelope import NOT_BLANK_LINE
 from contracts.event import Event
 from contracts.registry import Language, Name, UserId
 
-RuleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+RuleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NOT_BLANK_LINE)]
 Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Body = Annotated[str, StringConstraints(max_length=20_000)]
 

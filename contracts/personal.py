@@ -14,11 +14,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+from contracts.envelope import ONE_LINE
+
+Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)]
 Paragraphs = Annotated[str, StringConstraints(max_length=20_000)]
-YearMonth = Annotated[str, StringConstraints(pattern=r"^(\d{6})?$")]
+YearMonth = Annotated[str, StringConstraints(pattern=r"^([0-9]{6})?$")]
 """`yyyymm` as the appointment form writes months (empty: unknown)."""
-IdNumber = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^(\d{17}[\dXx]|\d{15})?$")]
+IdNumber = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^([0-9]{17}[0-9Xx]|[0-9]{15})?$")]
 """A resident identity card number (18 characters, the last a digit or X; 15 for old cards)."""
 
 PHOTO_MAX_BASE64 = 2_800_000

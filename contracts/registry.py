@@ -10,17 +10,21 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import OrgCode, OrgPath, Role
+from contracts.envelope import NOT_BLANK_LINE, ONE_LINE, WHITE_SPACE, OrgCode, OrgPath, Role
 from contracts.event import Event
 from contracts.personal import Sealed
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK_LINE)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(
+        strip_whitespace=True,
+        max_length=254,
+        pattern=rf"^[^@{WHITE_SPACE}\x00-\x1f\x7f]+@[^@{WHITE_SPACE}\x00-\x1f\x7f]+\.[^@{WHITE_SPACE}\x00-\x1f\x7f]+$",
+    ),
 ]
-UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+UserId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NOT_BLANK_LINE)]
 
 
 class OrgLevel(StrEnum):
@@ -202,7 +206,7 @@ class CadreRetired(Event):
     """The post, when the reason is `appointed`."""
 
 
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=ONE_LINE)]
 """The identity provider's stable id of a person: the `sub` of its access tokens."""
 
 

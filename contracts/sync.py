@@ -20,7 +20,7 @@ from contracts.event import Event
 DeploymentId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 """A deployment's name: the alias MirrorMaker puts before its topics at the level above."""
 PublicKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
-"""An Ed25519 public key: base64 of its 32 raw bytes."""
+"""An Ed25519 (or X25519) public key: base64 of its 32 raw bytes."""
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 
 

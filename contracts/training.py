@@ -10,11 +10,11 @@ from uuid import UUID
 from pydantic import Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import OrgCode
+from contracts.envelope import NOT_BLANK_LINE, OrgCode
 from contracts.event import Event
 from contracts.registry import Name, Text
 
-Topic = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Topic = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_BLANK_LINE)]
 Hours = Annotated[int, Field(ge=1, le=2000)]
 """Class hours, the unit training records are kept in."""
 

@@ -14,10 +14,12 @@ Two kinds of bearer token are accepted:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Annotated, Any, Final
 
 import httpx
@@ -28,8 +30,8 @@ from pydantic import ValidationError
 
 from contracts.envelope import Actor, Role
 from contracts.registry import AccessGranted, AccessRevoked
-from runtime import clock
-from runtime.db import Conn, Pool
+from runtime import clock, limits
+from runtime.db import Conn, Pool, Scoped, in_scope, own_user, row_security
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from runtime.projection import Recorded
 
@@ -42,10 +44,27 @@ _bearer = HTTPBearer(
 )
 
 
-def issue_token(secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=12)) -> str:
-    """Sign a token for `actor`, valid for `ttl`."""
+class Permission(StrEnum):
+    """What a token may allow beyond its role (claim `perm` of a service token)."""
+
+    LATE_ENTRY = "late_entry"
+    """Record what happened longer ago than the backdating window (with a reason; runtime.http)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a verified token names, and what it allows beyond its role."""
+
+    actor: Actor
+    permissions: frozenset[Permission] = frozenset()
+
+
+def issue_token(
+    secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=12), permissions: Sequence[Permission] = ()
+) -> str:
+    """Sign a token for `actor`, valid for `ttl` (with `permissions` beyond its role, if any)."""
     now = clock.now()
-    claims = {
+    claims: dict[str, Any] = {
         "sub": actor.user,
         "org": actor.org_path,
         "role": actor.role.value,
@@ -53,11 +72,22 @@ def issue_token(secret: str, actor: Actor, *, ttl: timedelta = timedelta(hours=1
         "iat": now,
         "exp": now + ttl,
     }
+    if permissions:
+        claims["perm"] = sorted(p.value for p in permissions)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def read_token(secret: str, token: str) -> Actor:
-    """The actor a token names; `UnauthorizedError` when it is not valid.
+DEFAULT_MAX_LIFETIME = 24 * 3600.0
+"""The longest token lifetime (exp - iat) accepted unless the service says otherwise (MAX_TOKEN_LIFETIME_SECONDS)."""
+
+
+def read_token(secret: str, token: str, *, max_lifetime: float = DEFAULT_MAX_LIFETIME) -> Actor:
+    """The actor a token names; `UnauthorizedError` when it is not valid."""
+    return verify_token(secret, token, max_lifetime=max_lifetime).actor
+
+
+def verify_token(secret: str, token: str, *, max_lifetime: float = DEFAULT_MAX_LIFETIME) -> Caller:
+    """The caller a service token names; `UnauthorizedError` when it is not valid.
 
     A client sends the same token with every request: a verified token is
     remembered until it expires (checking the signature took about 5% of a
@@ -65,7 +95,7 @@ def read_token(secret: str, token: str) -> Actor:
     """
     now = clock.now().timestamp()
     known = _verified.get((secret, token))
-    if known is not None and known[1] > now:
+    if known is not None and known[1] > now and known[2] <= max_lifetime:
         return known[0]
     try:
         # Times are checked against the platform's clock below, not PyJWT's reading of the system clock.
@@ -74,28 +104,54 @@ def read_token(secret: str, token: str) -> Actor:
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            options={"require": ["exp", "iat"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
-        _check_times(claims, now)
-        actor = Actor(user=claims["sub"], org_path=claims["org"], role=Role(claims["role"]))
-    except (jwt.PyJWTError, KeyError, ValueError, ValidationError) as error:
-        msg = f"invalid actor token: {error}"
+        _check_times(claims, now, max_lifetime)
+        user, org = _text_claim(claims, "sub"), _text_claim(claims, "org")
+        caller = Caller(
+            actor=Actor(user=user, org_path=org, role=Role(claims["role"])),
+            permissions=frozenset(Permission(p) for p in claims.get("perm", [])),
+        )
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError, ValidationError) as error:
+        msg = f"invalid actor token: {_printable(error)}"
         raise UnauthorizedError(msg) from error
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
-    _verified[(secret, token)] = (actor, float(claims["exp"]))
-    return actor
+    lifetime = float(claims["exp"]) - float(claims["iat"])
+    _verified[(secret, token)] = (caller, float(claims["exp"]), lifetime)
+    return caller
+
+
+def _text_claim(claims: dict[str, Any], name: str) -> str:
+    """A claim that names someone or somewhere: a short text without control characters."""
+    value = claims[name]
+    if not isinstance(value, str) or not 0 < len(value) <= _CLAIM_MAX or _CONTROL.search(value):
+        msg = f"claim {name!r} is not a printable name of at most {_CLAIM_MAX} characters"
+        raise ValueError(msg)
+    return value
+
+
+def _printable(error: Exception) -> str:
+    """An error's message as it may be shown: control characters a token smuggled in are dropped."""
+    return _CONTROL.sub("", str(error))[:200]
+
+
+_CLAIM_MAX = 128
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
 
 
 _ISSUER_SKEW_SECONDS = 30.0
 
 
-def _check_times(claims: dict[str, object], now: float) -> None:
-    """Expiry, not-before and issued-at on the platform's clock (an issuer's clock may run a little ahead)."""
+def _check_times(claims: dict[str, object], now: float, max_lifetime: float) -> None:
+    """Expiry, not-before, issued-at and lifetime on the platform's clock (an issuer's clock may run a little ahead)."""
     expires = float(str(claims["exp"]))
     if expires <= now:
         msg = "Signature has expired"
         raise jwt.ExpiredSignatureError(msg)
+    if "iat" in claims and expires - float(str(claims["iat"])) > max_lifetime:
+        msg = f"the token lives longer than the {max_lifetime:.0f} s this service accepts"
+        raise jwt.InvalidTokenError(msg)
     for claim in ("nbf", "iat"):
         if claim in claims and float(str(claims[claim])) > now + _ISSUER_SKEW_SECONDS:
             msg = f"The token is not yet valid ({claim})"
@@ -103,7 +159,8 @@ def _check_times(claims: dict[str, object], now: float) -> None:
 
 
 _VERIFIED_MAX = 10_000
-_verified: dict[tuple[str, str], tuple[Actor, float]] = {}
+_verified: dict[tuple[str, str], tuple[Caller, float, float]] = {}
+"""(secret, token) → the caller, when the token expires, and its lifetime."""
 
 
 class ProviderKeys:
@@ -198,6 +255,8 @@ GRANTS_SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS access_grants_subject ON access_grants (subject)",
     "CREATE INDEX IF NOT EXISTS access_grants_subtree ON access_grants (org_path)",
+    # An actor reads the grants of its subtree, and its own (runtime.db).
+    *row_security("access_grants", f"({in_scope('org_path')} OR {own_user('user_id')})"),
 )
 """Every service's table of grants (projected from `registry.events`)."""
 
@@ -249,23 +308,29 @@ class Authenticator:
     """The service's database, where the grants are (a provider token needs it)."""
     grant_ttl_seconds: float = 5.0
     """How long a looked-up grant is remembered: a revocation takes effect within this (plus the topic's lag)."""
+    max_lifetime: float = DEFAULT_MAX_LIFETIME
+    """The longest token lifetime (exp - iat) accepted, of service and provider tokens alike."""
     _grants: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     async def actor(self, token: str) -> Actor:
         """The actor `token` stands for; 401 when it is not valid, 403 when its person has no grant."""
+        return (await self.caller(token)).actor
+
+    async def caller(self, token: str) -> Caller:
+        """The caller `token` stands for (actor and permissions); 401 when it is not valid, 403 without a grant."""
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError as error:
-            msg = f"invalid bearer token: {error}"
+        except (jwt.PyJWTError, ValueError, TypeError) as error:
+            msg = f"invalid bearer token: {_printable(error)}"
             raise UnauthorizedError(msg) from error
         if algorithm == ALGORITHM:
-            return read_token(self.secret, token)
+            return verify_token(self.secret, token, max_lifetime=self.max_lifetime)
         if self.provider is None:
             msg = "this service accepts only service tokens (OIDC_ISSUER is not set)"
             raise UnauthorizedError(msg)
         subject = await self._subject(token)
-        return await self.granted(subject)
+        return Caller(await self.granted(subject))
 
     async def _subject(self, token: str) -> str:
         now = time.time()  # the provider's tokens carry its (real) time, not the platform's clock
@@ -274,10 +339,19 @@ class Authenticator:
             return known[0]
         assert self.provider is not None
         claims = await self.provider.verify(token, audience=self.audience)
+        try:
+            subject = _text_claim(claims, "sub")
+            lifetime = float(claims["exp"]) - float(claims["iat"])
+        except (KeyError, ValueError, TypeError) as error:
+            msg = f"invalid access token: {_printable(error)}"
+            raise UnauthorizedError(msg) from error
+        if lifetime > self.max_lifetime:
+            msg = f"the access token lives longer than the {self.max_lifetime:.0f} s this service accepts"
+            raise UnauthorizedError(msg)
         if len(self._tokens) >= _VERIFIED_MAX:
             self._tokens.clear()
-        self._tokens[token] = (str(claims["sub"]), float(claims["exp"]))
-        return str(claims["sub"])
+        self._tokens[token] = (subject, float(claims["exp"]))
+        return subject
 
     async def granted(self, subject: str) -> Actor:
         """The actor the grant of `subject` makes; 403 when it has none."""
@@ -305,12 +379,26 @@ async def current_actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
-    """FastAPI dependency: the actor of this request."""
+    """FastAPI dependency: the actor of this request (its caller is kept in `request.state.caller`).
+
+    A request that changes something (any method but GET and HEAD) counts against the actor's
+    share of commands (runtime.limits): 429 beyond it.
+    """
     if credentials is None:
         msg = "missing bearer token"
         raise UnauthorizedError(msg)
     authenticator: Authenticator = request.app.state.authenticator
-    return await authenticator.actor(credentials.credentials)
+    caller = await authenticator.caller(credentials.credentials)
+    request.state.caller = caller
+    if request.method not in {"GET", "HEAD"}:
+        limits.charge(request, caller.actor, limits.WRITES)
+    return caller.actor
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller `current_actor` found for this request."""
+    caller: Caller = request.state.caller
+    return caller
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]
@@ -336,7 +424,7 @@ def can_write(actor: Actor) -> None:
     require_role(actor, Role.ORGANIZER)
 
 
-async def subtree_root(pool: Pool, actor: Actor, code: str | None, *, table: str = "units") -> str:
+async def subtree_root(pool: Pool | Scoped, actor: Actor, code: str | None, *, table: str = "units") -> str:
     """The org path of unit `code` (default: the actor's own unit), refused (404) outside the actor's subtree."""
     if code is None:
         return actor.org_path

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Match, Route
 from starlette.types import Message, Scope
 
+from runtime import limits
 from runtime.auth import CurrentActor
 from runtime.errors import CommandError
 from runtime.http import CORRELATION_HEADER, DRY_RUN_STATE
@@ -177,7 +178,7 @@ def _scope(request: Request, command: Command, payload: bytes, dry_run: bool, me
         "client": request.scope.get("client"),
         "server": request.scope.get("server"),
         "app": request.app,
-        "state": {DRY_RUN_STATE: dry_run, MEMO_STATE: memo},
+        "state": {DRY_RUN_STATE: dry_run, MEMO_STATE: memo, limits.BATCHED: True},
         # The app's exception handlers, as its ExceptionMiddleware gave them to the batch request.
         "starlette.exception_handlers": request.scope["starlette.exception_handlers"],
     }

@@ -1,15 +1,166 @@
-"""PostgreSQL access: the pool, connection types, and idempotent schema set-up."""
+"""PostgreSQL access: the pool, connection types, idempotent schema set-up, and row-level security.
+
+Scope is enforced by PostgreSQL too (docs/security.md, ADR 0018). Every table of a service has
+row-level security on. The tables are owned by the role that applies the schema
+(DATABASE_OWNER_URL); the service works as a login that owns nothing (DATABASE_URL), so it cannot
+turn row-level security off, and that is a member of two roles this module creates:
+
+- `cadre_system` holds the privileges of system work (projections, the relay, reactions, sync
+  ingest, schedulers, the store's writer), which runs as the login itself. PostgreSQL exempts that
+  work explicitly: the login has the BYPASSRLS attribute (the store's COPY and the projections'
+  batches need it: PostgreSQL refuses COPY into a table whose policies bind the writer).
+- `cadre_actor`: what a request reads on an actor's behalf (`Scoped`): a read-only transaction
+  that sets `ROLE cadre_actor` (bound by every policy: it has no BYPASSRLS) and the actor's org path
+  and user (`cadre.org_path`, `cadre.user`), so that a query which forgets its filter still sees
+  nothing outside the actor's subtree, and can write nothing at all.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeAlias
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from contracts.envelope import Actor, is_org_path
+
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+SYSTEM_ROLE: Final = "cadre_system"
+ACTOR_ROLE: Final = "cadre_actor"
+SCOPE_SETTING: Final = "cadre.org_path"
+USER_SETTING: Final = "cadre.user"
+
+_SCOPE = f"current_setting('{SCOPE_SETTING}', true)"
+_USER = f"current_setting('{USER_SETTING}', true)"
+
+
+def in_scope(column: str) -> str:
+    """Policy: the row's org path lies in the actor's subtree (nothing when no actor is set)."""
+    return f"({column} >= {_SCOPE} AND {column} < {_SCOPE} || '/')"
+
+
+def in_scope_or_above(column: str) -> str:
+    """Policy: the row's org path lies in the actor's subtree or on the way up to the root (programmes, cycles)."""
+    return f"({in_scope(column)} OR ({_SCOPE} >= {column} AND {_SCOPE} < {column} || '/'))"
+
+
+def own_user(column: str) -> str:
+    """Policy: the row belongs to the acting user (an inbox, preferences)."""
+    return f"({column} = {_USER})"
+
+
+ROLES: Final = (
+    f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SYSTEM_ROLE}') THEN
+            CREATE ROLE {SYSTEM_ROLE} NOLOGIN;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ACTOR_ROLE}') THEN
+            CREATE ROLE {ACTOR_ROLE} NOLOGIN;
+        END IF;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- another database's service created them meanwhile (roles belong to the server)
+    END $$
+    """,  # noqa: S608 - our own role names
+    f"GRANT USAGE ON SCHEMA public TO {SYSTEM_ROLE}, {ACTOR_ROLE}",
+)
+"""The two roles a service's working role belongs to (server-wide, created once)."""
+
+
+def row_security(table: str, actor: str | None) -> tuple[str, ...]:
+    """Row-level security of `table`: an actor reads the rows `actor` allows; system work has every privilege.
+
+    `actor` is a policy expression (`in_scope("org_path")`, ...) or None: an actor then sees no row
+    (tables of the service's own machinery). Idempotent; a changed policy needs a new name.
+    """
+    statements = [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {table} TO {SYSTEM_ROLE}",
+        f"GRANT SELECT ON {table} TO {ACTOR_ROLE}",
+    ]
+    if actor is not None:
+        statements.append(_policy(table, "actor_reads", f"FOR SELECT TO {ACTOR_ROLE} USING {actor}"))
+    return tuple(statements)
+
+
+def _policy(table: str, name: str, rule: str) -> str:
+    return f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_policies WHERE schemaname = current_schema() AND tablename = '{table}'
+            AND policyname = '{name}'
+        ) THEN
+            CREATE POLICY {name} ON {table} {rule};
+        END IF;
+    END $$
+    """  # noqa: S608 - our own table names and policies
+
+
+def system_only(*tables: str) -> tuple[str, ...]:
+    """Row-level security for tables an actor never reads (the service's own machinery)."""
+    return tuple(statement for table in tables for statement in row_security(table, None))
+
+
+GRANTS: Final = (f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {SYSTEM_ROLE}",)
+
+
+async def unsecured_tables(conn: Conn) -> list[str]:
+    """The tables of the current schema without row-level security (each must declare its scope)."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity ORDER BY 1"
+    )
+    return [row["relname"] for row in rows]
+
+
+class UnsafeDatabaseRoleError(RuntimeError):
+    """The service would work as a role that row-level security does not bind."""
+
+
+async def check_working_role(pool: Pool, *, development: bool) -> str:
+    """The role the service works as, after checking it: a member of both roles, exempt for system work.
+
+    Outside development it must also be no superuser and own no table (it could turn the policies off).
+    """
+    row = await pool.fetchrow(
+        "SELECT current_user AS name, r.rolsuper, r.rolbypassrls,"  # noqa: S608 - our own role names
+        f" pg_has_role(current_user, '{SYSTEM_ROLE}', 'MEMBER') AS system,"
+        f" pg_has_role(current_user, '{ACTOR_ROLE}', 'MEMBER') AS actor,"
+        " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "   WHERE n.nspname = 'public' AND c.relowner = r.oid) AS owned"
+        " FROM pg_roles r WHERE r.rolname = current_user"
+    )
+    assert row is not None
+    name = str(row["name"])
+    if not (row["system"] and row["actor"]):
+        msg = f"DATABASE_URL's role {name} must be a member of {SYSTEM_ROLE} and {ACTOR_ROLE}: GRANT them to it"
+        raise UnsafeDatabaseRoleError(msg)
+    if not (row["rolsuper"] or row["rolbypassrls"]):
+        msg = f"DATABASE_URL's role {name} needs BYPASSRLS for the service's system work: ALTER ROLE {name} BYPASSRLS"
+        raise UnsafeDatabaseRoleError(msg)
+    if not development and (row["rolsuper"] or row["owned"]):
+        msg = (
+            f"DATABASE_URL's role {name} is a superuser or owns tables: the service must work as a role that"
+            " owns nothing (set DATABASE_OWNER_URL for the schema)"
+        )
+        raise UnsafeDatabaseRoleError(msg)
+    return name
+
+
+async def grant_membership(owner: Pool, role: str) -> None:
+    """Make `role` (the service's working role) a member of the system and actor roles, when the owner may."""
+    member = await owner.fetchrow(
+        f"SELECT pg_has_role($1, '{SYSTEM_ROLE}', 'MEMBER') AND pg_has_role($1, '{ACTOR_ROLE}', 'MEMBER') AS is",
+        role,
+    )
+    if member is not None and not member["is"]:
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):  # then the operator grants it (checked later)
+            await owner.execute(f'GRANT {SYSTEM_ROLE}, {ACTOR_ROLE} TO "{role}"')
+
 
 _MIGRATION_LOCK = 7_262_001  # advisory lock key: one process sets up a schema at a time
 
@@ -40,12 +191,21 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
     return pool
 
 
-async def apply_schema(pool: Pool, statements: Sequence[str]) -> None:
-    """Run idempotent DDL (CREATE ... IF NOT EXISTS) under an advisory lock, in one transaction."""
+async def apply_schema(pool: Pool, statements: Sequence[str], *, secured: bool = False) -> None:
+    """Run idempotent DDL (CREATE ... IF NOT EXISTS) under an advisory lock, in one transaction.
+
+    The roles and grants of row-level security come first and last. With `secured`, a table left
+    without it fails the whole (each table must declare who reads it: `row_security`).
+    """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        for statement in statements:
+        for statement in [*ROLES, *statements, *GRANTS]:
             await conn.execute(statement)
+        if secured:
+            unsecured = await unsecured_tables(conn)
+            if unsecured:
+                msg = f"tables without row-level security (declare their scope): {', '.join(unsecured)}"
+                raise RuntimeError(msg)
 
 
 def in_subtree_sql(column: str, param: str) -> str:
@@ -57,3 +217,72 @@ def in_subtree_sql(column: str, param: str) -> str:
     and `.` sorts before it.
     """
     return f"({column} >= {param} AND {column} < {param} || '/')"
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (standard_conforming_strings is on; control characters never reach here)."""
+    if "\x00" in text:
+        msg = "a NUL in a setting"
+        raise ValueError(msg)
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Scoped:
+    """The database as one actor sees it: read-only transactions as `cadre_actor`, with the actor's subtree set.
+
+    A query here sees only the rows the tables' policies allow the actor (its subtree; its own inbox),
+    whatever its own WHERE says. Every request's reads go through one (`runtime.service.ActorDB`).
+    """
+
+    def __init__(self, pool: Pool, actor: Actor) -> None:
+        if not is_org_path(actor.org_path):
+            msg = f"not an org path: {actor.org_path!r}"
+            raise ValueError(msg)
+        self.actor = actor
+        self._pool = pool
+        self._begin = (
+            f"BEGIN READ ONLY; SET LOCAL ROLE {ACTOR_ROLE};"
+            f" SELECT set_config('{SCOPE_SETTING}', {_literal(actor.org_path)}, true),"
+            f" set_config('{USER_SETTING}', {_literal(actor.user)}, true)"
+        )
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
+        """A connection inside the actor's transaction (for cursors and several queries)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(self._begin)
+            try:
+                yield conn
+            finally:
+                if not conn.is_closed():
+                    await conn.execute("ROLLBACK")  # read only: nothing to keep
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Rows of `query`, as the actor may see them."""
+        async with self.acquire() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        """The first row of `query`, as the actor may see it."""
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """The first value of `query`, as the actor may see it."""
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+
+Reader: TypeAlias = "Pool | Scoped"
+"""Where a query reads: the system's pool, or an actor's view of it."""
+
+
+@contextlib.asynccontextmanager
+async def reading(reader: Reader) -> AsyncIterator[Conn]:
+    """A connection in a read-only transaction of `reader` (an actor's, or the system's): for cursors."""
+    if isinstance(reader, Scoped):
+        async with reader.acquire() as conn:
+            yield conn
+    else:
+        async with reader.acquire() as conn, conn.transaction(readonly=True):
+            yield conn

@@ -10,11 +10,14 @@ class CommandError(Exception):
 
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Bad request"
+    headers: dict[str, str]
+    """Sent with the answer (Retry-After, ...)."""
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.headers = {}
 
 
 class NotFoundError(CommandError):
@@ -36,6 +39,17 @@ class UnauthorizedError(CommandError):
 
     status = 401
     title = "Unauthorized"
+
+
+class TooManyRequestsError(CommandError):
+    """The actor sent more than its share; it may try again after `retry_after` seconds."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail, retry_after=round(retry_after, 1))
+        self.headers = {"Retry-After": str(max(1, round(retry_after + 0.5)))}
 
 
 class ConflictError(CommandError):

@@ -28,6 +28,8 @@ from fastapi.responses import StreamingResponse
 from lxml import etree
 from pydantic import BaseModel
 
+from runtime import limits
+from runtime.auth import CurrentActor
 from runtime.errors import CommandError
 
 Format = Literal["csv", "xlsx"]
@@ -40,19 +42,25 @@ _ILLEGAL_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 async def table_format(
     request: Request,
+    actor: CurrentActor,
     format: Annotated[  # noqa: A002 - the parameter's public name
         Format | None, Query(description="csv or xlsx: the whole list as a file, streamed (default: JSON)")
     ] = None,
 ) -> Format | None:
-    """FastAPI dependency: the file format asked for (query parameter first, then `Accept`), or None for JSON."""
-    if format is not None:
-        return format
-    accept = request.headers.get("accept", "")
-    if XLSX_TYPE in accept:
-        return "xlsx"
-    if CSV_TYPE in accept:
-        return "csv"
-    return None
+    """FastAPI dependency: the file format asked for (query parameter first, then `Accept`), or None for JSON.
+
+    A whole list as a file is an expensive read: it counts against the actor's share (runtime.limits).
+    """
+    chosen: Format | None = format
+    if chosen is None:
+        accept = request.headers.get("accept", "")
+        if XLSX_TYPE in accept:
+            chosen = "xlsx"
+        elif CSV_TYPE in accept:
+            chosen = "csv"
+    if chosen is not None:
+        limits.charge(request, actor, limits.EXPENSIVE)
+    return chosen
 
 
 Table = Annotated[Format | None, Depends(table_format)]

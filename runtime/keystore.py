@@ -37,15 +37,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.envelope import canonical_json, uuid7
 from contracts.personal import Sealed
 from contracts.registry import PersonalDataErased
+from contracts.sync import PublicKey
 from runtime import clock, db, logs
-from runtime.db import Conn
+from runtime.db import Conn, system_only
 from runtime.errors import CommandError, ConflictError, GoneError
 from runtime.projection import Recorded
+from runtime.settings import DEV_MASTER_KEY
 
 log = logs.get(__name__)
-
-DEV_MASTER_KEY = "ZGV2ZWxvcG1lbnQgb25seTogcGVyc29uYWwgZGF0YSE="  # base64("development only: personal data!")
-"""Development master key (public, documented): production sets PERSONAL_DATA_MASTER_KEY."""
 
 GRANT_FORMAT: Final = "cadre-pool-key-grant/1"
 
@@ -66,6 +65,7 @@ SCHEMA: Final = (
         erased_at  timestamptz NOT NULL
     )
     """,
+    *system_only("cadre_keys", "erased_keys"),
 )
 
 
@@ -131,7 +131,7 @@ class KeyGrant(BaseModel):
     from_deployment: str
     to_deployment: str
     recipient_key_id: str
-    ephemeral_public_key: str
+    ephemeral_public_key: PublicKey
     nonce: str
     wrapped_key: str
 
@@ -143,9 +143,11 @@ class KeyGrant(BaseModel):
 class GrantKey(BaseModel):
     """A deployment's public key for receiving grants."""
 
+    model_config = ConfigDict(extra="forbid")
+
     deployment: str
     key_id: str
-    public_key: str
+    public_key: PublicKey
     """X25519, raw 32 bytes, base64."""
 
 
@@ -162,11 +164,17 @@ class KeyStore:
         self.deployment = deployment
 
     @classmethod
-    async def connect(cls, dsn: str, *, master_key_b64: str, deployment: str) -> KeyStore:
-        """Open (creating it if missing) the key store database and its tables."""
-        await ensure_database(dsn)
-        pool = await db.create_pool(dsn, max_size=4)
-        await db.apply_schema(pool, SCHEMA)
+    async def connect(cls, dsn: str, *, master_key_b64: str, deployment: str, owner_dsn: str | None = None) -> KeyStore:
+        """Open (creating it if missing, as `owner_dsn`'s role) the key store database and its tables."""
+        owner_dsn = owner_dsn or dsn
+        await ensure_database(owner_dsn)
+        owner = await db.create_pool(owner_dsn, max_size=1)
+        try:
+            await db.apply_schema(owner, SCHEMA, secured=True)
+            pool = await db.create_pool(dsn, max_size=4)
+            await db.grant_membership(owner, str(await pool.fetchval("SELECT current_user")))
+        finally:
+            await owner.close()
         return cls(pool, master_key=_unb64(master_key_b64), deployment=deployment)
 
     async def close(self) -> None:

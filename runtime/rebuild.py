@@ -16,7 +16,7 @@ is shown as a bar (events/s, ETA) by the command and exported as metrics
 
     python -m runtime.rebuild training pool [--keep-replaced] [--metrics-port 9109]
 
-reads the same environment as the service (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, ...).
+reads the same environment as the service (DATABASE_OWNER_URL: it makes and moves tables, KAFKA_BOOTSTRAP_SERVERS, ...).
 """
 
 from __future__ import annotations
@@ -93,13 +93,13 @@ async def rebuild(
     stamp = clock.now().strftime("%Y%m%d%H%M%S%f")
     schema, replaced = f"rebuild_{stamp}", f"replaced_{stamp}"
     started = time.monotonic()
-    admin = await asyncpg.connect(settings.database_url)
+    admin = await asyncpg.connect(settings.owner_dsn)
     try:
         await admin.execute(f'CREATE SCHEMA "{schema}"')
     finally:
         await admin.close()
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=2, server_settings={"search_path": schema, "timezone": "UTC"}
+        settings.owner_dsn, min_size=1, max_size=2, server_settings={"search_path": schema, "timezone": "UTC"}
     )
     assert pool is not None
     consumer = subscriber.ProjectionSubscriber(
@@ -107,7 +107,7 @@ async def rebuild(
     )
     labels = (spec.name, projection_name)
     try:
-        await db.apply_schema(pool, [*subscriber.SCHEMA, *spec.tables])
+        await db.apply_schema(pool, [*subscriber.SCHEMA, *spec.tables], secured=True)
         ends = await topic_ends(settings.kafka_bootstrap_servers, topics)
         total = sum(ends.values())
         read = 0
@@ -122,7 +122,7 @@ async def rebuild(
             settings, consumer=consumer, projection=projection, schema=schema, replaced=replaced, built_to=ends
         )
         if not keep_replaced:
-            live = await asyncpg.connect(settings.database_url)
+            live = await asyncpg.connect(settings.owner_dsn)
             try:
                 await live.execute(f'DROP SCHEMA "{replaced}" CASCADE')
             finally:
@@ -145,7 +145,7 @@ async def _switch(
     built_to: dict[TopicPartition, int],
 ) -> int:
     """Lock, catch up, swap the tables and hand the watermarks over, in one transaction."""
-    conn = await asyncpg.connect(settings.database_url, server_settings={"timezone": "UTC"})
+    conn = await asyncpg.connect(settings.owner_dsn, server_settings={"timezone": "UTC"})
     try:
         async with conn.transaction():
             # The watermarks first, then the tables: the order the live consumer takes them in. EXCLUSIVE

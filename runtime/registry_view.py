@@ -31,7 +31,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from runtime import clock
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, in_scope_or_above, row_security
 from runtime.projection import Recorded
 
 UNITS_SCHEMA: Final = (
@@ -50,6 +50,8 @@ UNITS_SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS units_path ON units (path)",
+    # Row-level security (runtime.db): an actor reads the units of its subtree and those above it.
+    *row_security("units", in_scope_or_above("path")),
 )
 """The org units (audit keeps only these)."""
 
@@ -81,6 +83,7 @@ SCHEMA: Final = (
     # Most registry events update a cadre's row: room on its page lets PostgreSQL keep the new
     # version there without touching the indexes (HOT updates; bench/, docs/performance.md).
     "ALTER TABLE pool_cadres SET (fillfactor = 60)",
+    *row_security("pool_cadres", in_scope("org_path")),
 )
 """The units and the cadres of the pool."""
 

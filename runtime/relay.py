@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from runtime import logs, metrics
-from runtime.db import Pool
+from runtime.db import Pool, system_only
 from runtime.store import NOTIFY_CHANNEL
 
 log = logs.get(__name__)
@@ -41,6 +41,7 @@ SCHEMA: Final = (
     """,
     # The last position sent to each partition, as of the cursor: the `prev` of the next record there.
     "ALTER TABLE relay_cursor ADD COLUMN IF NOT EXISTS heads jsonb NOT NULL DEFAULT '{}'",
+    *system_only("relay_cursor"),
 )
 
 POSITION_HEADER: Final = "position"

@@ -7,12 +7,19 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from runtime import clock, logs
+
+SettingsT = TypeVar("SettingsT", bound="Served")
+
+EXIT_BAD_SETTINGS = 2
+"""The exit status of a process whose settings are refused (a missing or development secret, a bad value)."""
 
 
 def tune_gc() -> None:
@@ -58,11 +65,32 @@ class Served(Protocol):
     def clock_offset_seconds(self) -> float: ...  # noqa: D102
 
 
+def main(settings_class: Callable[[], SettingsT], create_app: Callable[[SettingsT], FastAPI]) -> None:
+    """A process's entry point: read its settings (refused ones end it with status 2, named), then serve."""
+    try:
+        settings = settings_class()
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            print(f"refusing to start: {where + ': ' if where else ''}{message}", file=sys.stderr)  # noqa: T201
+        sys.exit(EXIT_BAD_SETTINGS)
+    serve(lambda: create_app(settings), settings)
+
+
+def serve_metrics(settings: object) -> None:
+    """Prometheus metrics on their own port (`METRICS_PORT`; 0: not served), apart from the API."""
+    port = int(getattr(settings, "metrics_port", 0) or 0)
+    if port:
+        start_http_server(port, addr=str(getattr(settings, "metrics_host", "127.0.0.1")))
+
+
 def serve(create_app: Callable[[], FastAPI], settings: Served) -> None:
     """Serve until SIGTERM/SIGINT, then finish in-flight work within `SHUTDOWN_GRACE_SECONDS`."""
     logs.configure(level=settings.log_level, json=settings.log_json)
     clock.use(clock.Clock.from_settings(settings))
     tune_gc()
+    serve_metrics(settings)
     config = uvicorn.Config(
         create_app(),
         host=settings.http_host,

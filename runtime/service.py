@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Annotated, Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import auth, batch, checkpoint, db, http, logs, relay, store, subscriber
+from runtime import auth, batch, checkpoint, db, http, limits, logs, openapi, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
@@ -103,6 +104,8 @@ class ServiceSpec:
     """Whether the service seals personal data (its settings then mix in `PersonalDataSettings`)."""
     batchable: Sequence[str] = ()
     """Route paths (templates) that `POST /batch` may run: the commands an import sends (runtime.batch)."""
+    body_limits: Callable[[ServiceSettings], Mapping[str, int]] | None = None
+    """Paths whose route bounds its body itself (`http.read_body`), with that bound: above MAX_REQUEST_BYTES."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,8 +193,15 @@ class Service:
     async def start(self) -> None:
         """Connect, set up the schema and topics, then start relay, subscribers and tasks."""
         settings = self.settings
-        self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
-        await db.apply_schema(self._pool, [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables])
+        owner = await db.create_pool(settings.owner_dsn, max_size=2)
+        try:
+            schema = [*store.SCHEMA, *relay.SCHEMA, *subscriber.SCHEMA, *self.spec.tables]
+            await db.apply_schema(owner, schema, secured=True)
+            self._pool = await db.create_pool(settings.database_url, max_size=settings.db_pool_size)
+            await db.grant_membership(owner, str(await self._pool.fetchval("SELECT current_user")))
+        finally:
+            await owner.close()
+        await db.check_working_role(self._pool, development=settings.development)
         self._store = store.EventStore(
             self._pool,
             source=self.spec.name,
@@ -206,6 +216,7 @@ class Service:
                 raise TypeError(msg)
             self._keystore = await KeyStore.connect(
                 settings.keystore_dsn(settings.database_url),
+                owner_dsn=settings.keystore_dsn(settings.owner_dsn),
                 master_key_b64=settings.personal_data_master_key.get_secret_value(),
                 deployment=settings.deployment_id,
             )
@@ -370,7 +381,15 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title=spec.title, description=spec.description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=None,  # served below, to signed-in callers only
+        docs_url=None,  # the console shows the docs to people signed in there
+        redoc_url=None,
+    )
     app.state.service = service
     app.state.authenticator = auth.Authenticator(
         secret=settings.auth_secret.get_secret_value(),
@@ -379,23 +398,40 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         else None,
         audience=settings.oidc_audience,
         pool=lambda: service.pool,
+        max_lifetime=float(settings.max_token_lifetime_seconds),
     )
-    http.install(app, service=spec.name)
+    app.state.limits = limits.RateLimits(
+        writes=limits.Buckets(settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst),
+        expensive=limits.Buckets(settings.rate_limit_expensive_per_minute / 60, settings.rate_limit_expensive_burst),
+    )
+    app.state.backdating_window = timedelta(days=settings.backdating_window_days)
+    body_limits = spec.body_limits(settings) if spec.body_limits else None
+    http.install(app, service=spec.name, max_body=settings.max_request_bytes, body_limits=body_limits)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        responses={503: {"description": "Not ready: the checks that failed", "content": {"application/json": {}}}},
+    )
     async def ready() -> JSONResponse:
         checks = await service.readiness()
         status = 200 if all(checks.values()) else 503
         return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)  # noqa: PLR2004
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(actor: auth.CurrentActor) -> JSONResponse:
+        del actor  # any signed-in caller may read what the API offers; nobody else
+        return JSONResponse(app.openapi())
+
     for router in spec.routers:
         app.include_router(router)
     if spec.batchable:
         app.include_router(batch.router(spec.batchable))
+    openapi.declare_problems(app)
     return app
 
 
@@ -403,3 +439,12 @@ def service_of(request: Request) -> Service:
     """FastAPI dependency: the running service."""
     running: Service = request.app.state.service
     return running
+
+
+async def actor_db(request: Request, actor: auth.CurrentActor) -> db.Scoped:
+    """FastAPI dependency: the service's database as this request's actor sees it (row-level security)."""
+    return db.Scoped(service_of(request).pool, actor)
+
+
+ActorDB = Annotated[db.Scoped, Depends(actor_db)]
+"""What a route reads with: queries that forget their filter still see only the actor's subtree."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NamedTuple
 from uuid import UUID
@@ -21,12 +21,13 @@ from uuid import UUID
 import orjson
 from pydantic import TypeAdapter
 
-from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, seal, uuid7s
+from contracts.audit import LateEntryDeclared
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, seal, uuid7, uuid7s
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
-from runtime.db import Conn, Pool
-from runtime.errors import ConcurrencyError, OwnedElsewhereError, RuleViolationError
+from runtime.db import Conn, Pool, in_scope, row_security, system_only
+from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
 from runtime.topology import Topology
 
@@ -107,6 +108,9 @@ SCHEMA: Final = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS received_events_stream ON received_events (stream_id, stream_version)",
+    # Row-level security (runtime.db): an actor reads the events of its subtree; the rest is the store's machinery.
+    *row_security("events", in_scope("org_path")),
+    *system_only("chain_head", "stream_owners", "received_events"),
 )
 
 NOTIFY_CHANNEL: Final = "events_appended"
@@ -138,6 +142,15 @@ def _json_time(value: datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LateEntry:
+    """Why a command's events are entered beyond the backdating window, and on which permission (runtime.http)."""
+
+    reason: str
+    permission: str
+    window_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandContext:
     """Who asked for a change, and which conversation it belongs to."""
 
@@ -150,6 +163,8 @@ class CommandContext:
     """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
     dry_run: bool = False
     """Decide and check, write nothing (a batch's dry run): `append` answers what it would record."""
+    late_entry: LateEntry | None = None
+    """Set when `occurred_at` lies beyond the backdating window: the store records a `LateEntryDeclared` too."""
 
     @property
     def occurred(self) -> datetime:
@@ -328,7 +343,11 @@ class EventStore:
             raise OwnedElsewhereError(request.stream_id, owner)
         current = state.version if state is not None else 0
         if current != request.expected_version:
-            raise ConcurrencyError(request.stream_id, request.expected_version, current)
+            async with self._pool.acquire() as conn:
+                hidden = await _hidden_outside_scope(
+                    conn, [(request, ConcurrencyError(request.stream_id, request.expected_version, current))]
+                )
+            raise hidden[0][1]
         recorded_at = _Recorded.at_time(clock.now())
         ids = uuid7s(len(request.events))
         return [
@@ -387,7 +406,7 @@ class EventStore:
     async def _commit(self, batch: list[_Append]) -> None:
         accepted: list[tuple[_Append, list[Envelope]]] = []
         # Refusals are told only after the commit: a caller that retries at once must see the winner.
-        conflicts: list[tuple[_Append, ConcurrencyError]] = []
+        conflicts: list[tuple[_Append, CommandError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             chain, now = await self._lock_chain(conn)
             streams = await self._streams(conn, {r.stream_id for r in batch})
@@ -402,8 +421,10 @@ class EventStore:
                 if current != request.expected_version:
                     conflicts.append((request, ConcurrencyError(request.stream_id, request.expected_version, current)))
                     continue
+                plan.extend(_declaration(self, request, current))
                 plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
+            conflicts = await _hidden_outside_scope(conn, conflicts)
             if not plan:
                 for request, error in conflicts:
                     request.fail(error)
@@ -646,6 +667,53 @@ class EventStore:
         if head is None or head["position"] != expected - 1 or head["hash"] != prev_hash:
             return ChainBreak(position=expected, problem="chain head does not name the last event")
         return None
+
+
+async def _hidden_outside_scope(
+    conn: Conn, conflicts: list[tuple[_Append, CommandError]]
+) -> list[tuple[_Append, CommandError]]:
+    """Conflicts over streams outside their actor's subtree, told as "not found": no version, no existence leaks.
+
+    A command that names an id of its own choosing (a nomination's cadre id, a directive's id) meets
+    a stream another subtree wrote: it is answered exactly as a missing one would be elsewhere (404).
+    """
+    foreign = [(r, e) for r, e in conflicts if r.ctx.actor.role is not Role.SYSTEM]
+    if not foreign:
+        return conflicts
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (stream_id) stream_id, org_path FROM events WHERE stream_id = ANY($1::text[])"
+        " ORDER BY stream_id, stream_version DESC",
+        list({r.stream_id for r, _ in foreign}),
+    )
+    paths = {row["stream_id"]: row["org_path"] for row in rows}
+    told: list[tuple[_Append, CommandError]] = []
+    for request, error in conflicts:
+        path = paths.get(request.stream_id)
+        if request.ctx.actor.role is not Role.SYSTEM and path is not None and not request.ctx.actor.covers(path):
+            error = NotFoundError(f"{request.stream_id.split('-', 1)[0]} not found")  # noqa: PLW2901 - told instead
+        told.append((request, error))
+    return told
+
+
+def _declaration(store: EventStore, request: _Append, current: int) -> list[tuple[_Append, int]]:
+    """The `LateEntryDeclared` a late request is recorded with (a stream of its own, just before it), if any."""
+    late, occurred_at = request.ctx.late_entry, request.ctx.occurred_at
+    if late is None or occurred_at is None:
+        return []
+    event = LateEntryDeclared(
+        stream_id=request.stream_id,
+        first_version=current + 1,
+        last_version=current + len(request.events),
+        occurred_at=occurred_at,
+        window_days=late.window_days,
+        permission=late.permission,
+        reason=late.reason,
+    )
+    ctx = replace(request.ctx, occurred_at=None, late_entry=None)
+    declaration = _Append.prepare(
+        store, f"late-entry-{uuid7()}", 0, [event], ctx=ctx, org_path=request.org_path, cadre_id=request.cadre_id
+    )
+    return [(declaration, 0)]
 
 
 def _check_row(row: Any, expected_position: int, prev_hash: str) -> str | None:

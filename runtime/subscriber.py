@@ -33,7 +33,7 @@ from contracts import catalog, topics
 from contracts.envelope import Envelope
 from contracts.topics import dlq as dead_letter_topic
 from runtime import logs, metrics
-from runtime.db import Conn, Pool
+from runtime.db import Conn, Pool, system_only
 from runtime.projection import Projection, Recorded
 from runtime.relay import POSITION_HEADER, PREV_HEADER
 
@@ -51,6 +51,7 @@ SCHEMA: Final = (
         PRIMARY KEY (consumer, topic, partition)
     )
     """,
+    *system_only("consumed"),
 )
 """`low`: every record of the partition up to this position is handled; `ahead`: records handled
 before a gap, position → the position before it (normally empty)."""

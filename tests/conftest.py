@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -10,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from fastapi import FastAPI
 
+from deploy.local.stack import as_service_role, create_service_role
 from runtime.settings import ServiceSettings
 from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
@@ -17,11 +20,16 @@ from tests.support import Running, create_database, running
 
 pytest_plugins: list[str] = ["tests.timetravel"]
 
+# The tests are local development: the published development secrets are allowed (runtime.settings).
+# Services the tests start as processes inherit it; a test of production settings removes it.
+os.environ.setdefault("ENVIRONMENT", "development")
+
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[infra_module.Infra]:
     """Kafka and PostgreSQL for the whole session (fails, never skips, when they cannot start)."""
     with infra_module.provide() as provided:
+        asyncio.run(create_service_role(provided.postgres_dsn))
         yield provided
 
 
@@ -74,8 +82,10 @@ async def launch(infra: infra_module.Infra, namespace: str, database: DatabaseFa
         async def start(
             create_app: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT], name: str, **overrides: Any
         ) -> Running:
+            owner = await database(name)
             defaults = {
-                "database_url": await database(name),
+                "database_url": as_service_role(owner),  # the services work as a role that owns nothing
+                "database_owner_url": owner,
                 "kafka_bootstrap_servers": infra.kafka_bootstrap,
                 "topic_namespace": f"{namespace}.",
             }

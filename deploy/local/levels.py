@@ -12,9 +12,7 @@ topology only (a real deployment sets CHECKPOINT_SIGNING_KEY from its secret sto
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from deploy.local.mirrormaker import LocalMirrorMaker
 from deploy.local.postgres import LocalPostgres
 from deploy.mirroring import Topology
 from runtime import checkpoint
+from runtime.settings import development_checkpoint_key
 from services.registry.demo import DemoOrg
 
 
@@ -48,10 +47,11 @@ LEVELS: Final = (
 
 
 def development_key(level: str) -> str:
-    """A level's development signing key (an Ed25519 seed, base64), derived from its name: local use only."""
-    return base64.b64encode(
-        hashlib.sha256(f"cadre-pool development key of deployment {level}".encode()).digest()
-    ).decode()
+    """A level's development signing key (an Ed25519 seed, base64), derived from its name: local use only.
+
+    Services refuse it outside ENVIRONMENT=development (runtime.settings).
+    """
+    return development_checkpoint_key(level)
 
 
 def environment(level: Level, levels: Sequence[Level]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -29,7 +30,7 @@ import httpx
 from deploy.local.ports import free_port
 from runtime import clock
 from runtime.kafka import ensure_topics, platform_topics
-from runtime.settings import DEV_AUTH_SECRET
+from runtime.settings import DEV_AUTH_SECRET, DEVELOPMENT
 
 if TYPE_CHECKING:
     from services.registry.demo import DemoOrg
@@ -65,6 +66,33 @@ async def create_databases(server_dsn: str, names: list[str]) -> None:
         await conn.close()
 
 
+SERVICE_ROLE = "cadre_service"
+"""The login the local services work as: it owns nothing, row-level security binds it (the server's admin owns)."""
+
+
+def as_service_role(dsn: str) -> str:
+    """`dsn` with the service role as its user (and the same password, where the admin has one)."""
+    parts = urlsplit(dsn)
+    password = f":{parts.password}" if parts.password else ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{SERVICE_ROLE}{password}@{host}"))
+
+
+async def create_service_role(server_dsn: str) -> None:
+    """Create the services' login role on a development server (as its admin), unless it exists."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        password = urlsplit(server_dsn).password
+        clause = " PASSWORD " + "'" + password.replace("'", "''") + "'" if password else ""
+        with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE)
+            if not exists:
+                # BYPASSRLS: its system work is exempt; what it reads for an actor runs as cadre_actor (runtime.db).
+                await conn.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN BYPASSRLS{clause}")
+    finally:
+        await conn.close()
+
+
 def database_name(namespace: str, service: str) -> str:
     """The database of `service` in a stack whose topics are prefixed with `namespace` (`t1.` → `t1_cadre_registry`)."""
     prefix = namespace.rstrip(".").replace(".", "_").replace("-", "_")
@@ -79,6 +107,8 @@ class ServiceProcess:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_url: str = ""
+    """Where its Prometheus metrics are served (a port of their own), if anywhere."""
 
     def stop(self, timeout: float = 25.0) -> int:
         """SIGTERM, wait for the graceful shutdown, SIGKILL if it does not come."""
@@ -119,8 +149,11 @@ def service_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | N
     env = dict(os.environ)
     env.update(
         {
+            "ENVIRONMENT": DEVELOPMENT,  # the local stack is development: its published secrets are allowed
             "SERVICE_NAME": name,
-            "DATABASE_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
+            # The services work as a role that owns nothing; the server's admin applies their schemas.
+            "DATABASE_URL": as_service_role(database_dsn(stack.postgres_dsn, database_name(stack.namespace, name))),
+            "DATABASE_OWNER_URL": database_dsn(stack.postgres_dsn, database_name(stack.namespace, name)),
             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap,
             "TOPIC_NAMESPACE": stack.namespace,
             "AUTH_SECRET": stack.secret,
@@ -141,18 +174,26 @@ def start_service(
 ) -> ServiceProcess:
     """Start `python -m services.<name>` (the container's entrypoint) as a child process."""
     port = port or free_port()
+    metrics_port = free_port() if name != "console" else 0
     logdir.mkdir(parents=True, exist_ok=True)
     log_path = logdir / f"{name}.log"
+    env = service_env(stack, name, port, {"METRICS_PORT": str(metrics_port), **(extra_env or {})})
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", f"services.{name}"],
-            env=service_env(stack, name, port, extra_env),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,
         )
-    running = ServiceProcess(name=name, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    running = ServiceProcess(
+        name=name,
+        url=f"http://127.0.0.1:{port}",
+        process=process,
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "",
+    )
     if name == "console":
         stack.console = running
     else:
@@ -305,6 +346,7 @@ def run_stack(
             issuer=issuer,
         )
         asyncio.run(create_databases(server_dsn, [database_name(namespace, name) for name in names]))
+        asyncio.run(create_service_role(server_dsn))
         asyncio.run(ensure_topics(bootstrap, platform_topics(namespace)))
         try:
             for name in names:

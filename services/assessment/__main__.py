@@ -1,8 +1,7 @@
 """`python -m services.assessment`: run the assessment service."""
 
-from runtime.serve import serve
+from runtime.serve import main
 from services.assessment.app import AssessmentSettings, create_app
 
 if __name__ == "__main__":
-    settings = AssessmentSettings()
-    serve(lambda: create_app(settings), settings)
+    main(AssessmentSettings, create_app)

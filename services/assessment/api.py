@@ -12,7 +12,7 @@ from runtime.auth import CurrentActor, can_write, require_scope
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
-from runtime.service import service_of
+from runtime.service import ActorDB, service_of
 from services.assessment.commands import (
     AssessmentCommands,
     CheckIn,
@@ -44,9 +44,9 @@ async def commands(request: Request) -> AssessmentCommands:
     return AssessmentCommands(service.store, service.pool, request.app.state.sweep_policy)
 
 
-async def queries(request: Request) -> AssessmentQueries:
-    """FastAPI dependency: the queries."""
-    return AssessmentQueries(service_of(request).pool, request.app.state.ranking_weights)
+async def queries(request: Request, db: ActorDB) -> AssessmentQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
+    return AssessmentQueries(db, request.app.state.ranking_weights)
 
 
 Commands = Annotated[AssessmentCommands, Depends(commands)]

@@ -115,10 +115,11 @@ class AssessmentCommands:
             raise RuleViolationError(msg)
         return row
 
-    async def _cycle(self, cycle_id: UUID) -> rules.Cycle:
+    async def _cycle(self, ctx: CommandContext, cycle_id: UUID) -> rules.Cycle:
+        """A cycle over the actor's subtree or above it (those it evaluates in); any other answers 404."""
         history = await self._store.read_stream(cycle_stream(cycle_id))
         cycle = rules.Cycle.replay([r.event for r in history], history[0].envelope.org_path if history else "")
-        if cycle is None:
+        if cycle is None or not (ctx.actor.covers(cycle.org_path) or in_subtree(ctx.actor.org_path, cycle.org_path)):
             msg = f"cycle {cycle_id} not found"
             raise NotFoundError(msg)
         return cycle
@@ -156,7 +157,7 @@ class AssessmentCommands:
     async def close_cycle(self, ctx: CommandContext, cycle_id: UUID, expected: int | None) -> Accepted:
         """Close a cycle of the actor's subtree."""
         can_write(ctx.actor)
-        cycle = await self._cycle(cycle_id)
+        cycle = await self._cycle(ctx, cycle_id)
         require_scope(ctx.actor, cycle.org_path, f"cycle {cycle_id}")
         check_expected(cycle_stream(cycle_id), expected, cycle.version)
         stream = cycle_stream(cycle_id)
@@ -169,7 +170,7 @@ class AssessmentCommands:
         """Record an evaluation; the reminders and exits it calls for are recorded with it."""
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
-        cycle = await self._cycle(cmd.cycle_id)
+        cycle = await self._cycle(ctx, cmd.cycle_id)
         if not in_subtree(cadre["org_path"], cycle.org_path):
             msg = "the cadre is not in this cycle's subtree"
             raise RuleViolationError(msg)

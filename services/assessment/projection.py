@@ -29,7 +29,7 @@ from contracts.training import (
     TrainingCompleted,
 )
 from runtime import registry_view
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, in_scope_or_above, row_security
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -127,6 +127,21 @@ SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS exit_recommendations_cadre ON exit_recommendations (cadre_id)",
     "ALTER TABLE exit_recommendations ADD COLUMN IF NOT EXISTS rejection text",
+    # The cadre's org path on the tables keyed by cadre alone: row-level security reads it.
+    'ALTER TABLE training_hours ADD COLUMN IF NOT EXISTS org_path text COLLATE "C"',
+    'ALTER TABLE postings_served ADD COLUMN IF NOT EXISTS org_path text COLLATE "C"',
+    *(
+        f"UPDATE {table} t SET org_path = c.org_path FROM pool_cadres c"  # noqa: S608 - our table names
+        " WHERE t.org_path IS NULL AND c.cadre_id = t.cadre_id"
+        for table in ("training_hours", "postings_served")
+    ),
+    *row_security("training_hours", in_scope("org_path")),
+    *row_security("postings_served", in_scope("org_path")),
+    *row_security("cycles", in_scope_or_above("org_path")),
+    *row_security("evaluations", in_scope("org_path")),
+    *row_security("check_ins", in_scope("org_path")),
+    *row_security("reminders", in_scope("org_path")),
+    *row_security("exit_recommendations", in_scope("org_path")),
 )
 
 
@@ -326,23 +341,26 @@ class TrainingView:
             match event:
                 case TrainingCompleted() | TrainingAttendanceRecorded():
                     await conn.execute(
-                        "INSERT INTO training_hours (cadre_id, year, organized) VALUES ($1, $2, $3)"
+                        "INSERT INTO training_hours (cadre_id, year, organized, org_path) VALUES ($1, $2, $3, $4)"
                         " ON CONFLICT (cadre_id, year) DO UPDATE SET organized = training_hours.organized + $3",
                         event.cadre_id,
                         event.completed_on.year,
                         event.hours,
+                        recorded.envelope.org_path,
                     )
                 case SelfStudyLogged():
                     await conn.execute(
-                        "INSERT INTO training_hours (cadre_id, year, self_study) VALUES ($1, $2, $3)"
+                        "INSERT INTO training_hours (cadre_id, year, self_study, org_path) VALUES ($1, $2, $3, $4)"
                         " ON CONFLICT (cadre_id, year) DO UPDATE SET self_study = training_hours.self_study + $3",
                         event.cadre_id,
                         event.studied_on.year,
                         event.hours,
+                        recorded.envelope.org_path,
                     )
                 case PostingCompleted() if event.outcome is PostingOutcome.COMPLETED:
                     await conn.execute(
-                        "INSERT INTO postings_served (cadre_id, served) VALUES ($1, 1)"
+                        "INSERT INTO postings_served (cadre_id, served, org_path) VALUES ($1, 1, $2)"
                         " ON CONFLICT (cadre_id) DO UPDATE SET served = postings_served.served + 1",
                         event.cadre_id,
+                        recorded.envelope.org_path,
                     )

@@ -12,7 +12,7 @@ from contracts.assessment import Grade
 from contracts.envelope import Actor
 from runtime import clock
 from runtime.auth import subtree_root
-from runtime.db import Pool, in_subtree_sql
+from runtime.db import Reader, in_subtree_sql
 from runtime.errors import NotFoundError
 from services.assessment import rules
 
@@ -172,7 +172,7 @@ class OverdueCheckIn(BaseModel):
 class AssessmentQueries:
     """Reads over assessment's own tables."""
 
-    def __init__(self, pool: Pool, weights: rules.RankingWeights) -> None:
+    def __init__(self, pool: Reader, weights: rules.RankingWeights) -> None:
         self._pool = pool
         self._weights = weights
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -10,18 +9,19 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from runtime.auth import CurrentActor
 from runtime.export import Table, table_response
-from runtime.http import Context
-from runtime.service import service_of
+from runtime.http import Context, Expensive, Moment
+from runtime.service import ActorDB, service_of
 from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
 from services.audit.replay import PoolDiff, PoolEntry
 
-router = APIRouter()
+router = APIRouter(dependencies=[Expensive])
+"""Every audit question records an event: each counts against the actor's share of expensive reads."""
 
 
-async def queries(request: Request) -> AuditQueries:
-    """FastAPI dependency: the audit queries."""
+async def queries(request: Request, db: ActorDB) -> AuditQueries:
+    """FastAPI dependency: the audit queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
-    return AuditQueries(service.pool, service.store, request.app.state.signing_key)
+    return AuditQueries(db, service.store, request.app.state.signing_key, chain=service.pool)
 
 
 Queries = Annotated[AuditQueries, Depends(queries)]
@@ -40,7 +40,7 @@ async def pool(
     reads: Queries,
     table: Table,
     under: Under = None,
-    at: Annotated[datetime | None, Query(description="The moment (ISO 8601 with zone); default now")] = None,
+    at: Annotated[Moment | None, Query(description="The moment (ISO 8601 with zone); default now")] = None,
 ) -> list[PoolEntry] | Response:
     """The pool of a subtree as it stood at a moment: who, where posted, latest grade (replayed from events)."""
     entries = await reads.pool(ctx, under, at)
@@ -48,13 +48,13 @@ async def pool(
 
 
 @router.get("/pool/changes", tags=["audit"])
-async def changes(ctx: Context, reads: Queries, since: datetime, until: datetime, under: Under = None) -> PoolDiff:
+async def changes(ctx: Context, reads: Queries, since: Moment, until: Moment, under: Under = None) -> PoolDiff:
     """Who joined, who left and what changed in a subtree's pool between two moments."""
     return await reads.changes(ctx, under, since, until)
 
 
 @router.get("/export", tags=["audit"], response_class=Response)
-async def export(ctx: Context, reads: Queries, since: datetime, until: datetime, under: Under = None) -> Response:
+async def export(ctx: Context, reads: Queries, since: Moment, until: Moment, under: Under = None) -> Response:
     """A signed bundle of a subtree's events over a period, for offline verification (runtime/bundle.py)."""
     bundle = await reads.export(ctx, under, since, until)
     headers = {"Content-Disposition": 'attachment; filename="cadre-pool-audit-export.zip"'}

@@ -14,7 +14,7 @@ from typing import Final
 from contracts.audit import AuditQueryMade
 from contracts.envelope import canonical_json
 from runtime import registry_view
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, row_security
 from runtime.projection import Recorded
 from runtime.registry_view import RegistryView
 
@@ -55,6 +55,9 @@ SCHEMA: Final = (
         recorded_at  timestamptz NOT NULL
     )
     """,
+    # Who reads what (row-level security, runtime.db): an actor its subtree.
+    *row_security("archive", in_scope("org_path")),
+    *row_security("audit_queries", in_scope("org_path")),
 )
 
 

@@ -11,15 +11,24 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
-from contracts.audit import AuditQueryMade
+from contracts.audit import AuditQueryMade, LateEntryDeclared
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, uuid7
 from runtime import bundle, clock
 from runtime.auth import require_role, subtree_root
-from runtime.db import Pool, in_subtree_sql
+from runtime.db import Pool, Reader, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.projection import Recorded
 from runtime.store import CommandContext, EventStore
 from services.audit import replay
+
+
+class LateEntryView(BaseModel):
+    """Why an event was entered beyond the backdating window, and on which permission (`LateEntryDeclared`)."""
+
+    reason: str
+    permission: str
+    window_days: int
+    declared_by: str
 
 
 class TimelineEntry(BaseModel):
@@ -39,6 +48,10 @@ class TimelineEntry(BaseModel):
     org_level: str | None
     payload: dict[str, Any]
     hash: str
+    entered_late: bool
+    """Recorded on a later day than it happened (the organization's days)."""
+    late_entry: LateEntryView | None
+    """Beyond the backdating window: the declaration recorded with it."""
 
 
 class EventDetail(BaseModel):
@@ -70,10 +83,12 @@ class QueryView(BaseModel):
 class AuditQueries:
     """Read-only questions over a subtree; every answer first records `AuditQueryMade`."""
 
-    def __init__(self, pool: Pool, store: EventStore, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(self, pool: Reader, store: EventStore, signing_key: Ed25519PrivateKey, *, chain: Pool) -> None:
         self._pool = pool
         self._store = store
         self._key = signing_key
+        self._chain = chain
+        """The system's view, for the hashes an event's chain links to (its neighbours may lie in other subtrees)."""
 
     @staticmethod
     def _may_audit(actor: Actor) -> None:
@@ -95,6 +110,23 @@ class AuditQueries:
         if nominated is None or not ctx.actor.covers(nominated["org_path"]):
             msg = "cadre not found"
             raise NotFoundError(msg)
+        declared = [
+            (r["source"], orjson.loads(r["body"])) for r in rows if r["event_type"] == LateEntryDeclared.event_type
+        ]
+
+        def declaration(r: Any) -> LateEntryView | None:
+            for source, envelope in declared:
+                p = envelope["payload"]
+                same_stream = source == r["source"] and p["stream_id"] == r["stream_id"]
+                if same_stream and p["first_version"] <= r["stream_version"] <= p["last_version"]:
+                    return LateEntryView(
+                        reason=p["reason"],
+                        permission=p["permission"],
+                        window_days=p["window_days"],
+                        declared_by=envelope["actor"]["user"],
+                    )
+            return None
+
         entries = [
             TimelineEntry(
                 event_id=r["event_id"],
@@ -110,6 +142,8 @@ class AuditQueries:
                 org_level=r["level"],
                 payload=orjson.loads(r["body"])["payload"],
                 hash=r["hash"],
+                entered_late=clock.date_of(r["occurred_at"]) < clock.date_of(r["recorded_at"]),
+                late_entry=declaration(r),
             )
             for r in rows
         ]
@@ -207,7 +241,7 @@ class AuditQueries:
         envelope = Envelope.model_validate(orjson.loads(row["body"]))
         around = {
             r["position"]: r["hash"]
-            for r in await self._pool.fetch(
+            for r in await self._chain.fetch(
                 "SELECT position, hash FROM archive"
                 " WHERE source = $1 AND deployment = $2 AND position = ANY($3::bigint[])",
                 row["source"],

@@ -27,6 +27,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from runtime import clock, logs
 from runtime.clock import ClockSettings
 from runtime.errors import UnauthorizedError
+from runtime.http import PAGE_HEADERS, Guard
+from runtime.settings import DEV_SESSION_KEY, SafeSettings
 from services.console import i18n
 from services.console.apis import SERVICES, ApiError, Apis
 from services.console.oidc import Provider, SignIn
@@ -42,11 +44,10 @@ from services.console.session import (
 
 log = logs.get(__name__)
 
-DEV_SESSION_KEY = "dev-only-console-session-key-change-me-0123456789"
 HERE = i18n.HERE
 
 
-class ConsoleSettings(ClockSettings):
+class ConsoleSettings(ClockSettings, SafeSettings):
     """The console's environment (see docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
@@ -230,6 +231,8 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
         openapi_url=None,
     )
     app.add_middleware(GZipMiddleware, minimum_size=1000)
+    # The runtime's rules of every request: size, control characters, headers, a 500 that keeps the connection.
+    app.add_middleware(Guard, service="console", headers=PAGE_HEADERS)
 
     @app.middleware("http")
     async def renew_session(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

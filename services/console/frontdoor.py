@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.console.apis import SERVICES
-from services.console.app import ConsoleDep, ScreenError, vendor_url
+from services.console.app import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,18 +41,29 @@ async def index() -> dict[str, Any]:
     }
 
 
+async def _bearer(request: Request, console: ConsoleDep) -> str:
+    """The caller's own `Authorization` (a program's), else the signed-in person's access token."""
+    given = request.headers.get("authorization")
+    if given:
+        return given
+    return f"Bearer {(await signed_in(request, console)).access_token}"
+
+
 @router.get("/api/{service}/openapi.json")
-async def openapi(service: str, console: ConsoleDep) -> Response:
-    """The service's OpenAPI document, its server set to this address."""
-    answer = await _client(console, service).get("/openapi.json")
+async def openapi(service: str, request: Request, console: ConsoleDep) -> Response:
+    """The service's OpenAPI document, its server set to this address (to signed-in callers: the services ask)."""
+    client = _client(console, service)
+    answer = await client.get("/openapi.json", headers={"Authorization": await _bearer(request, console)})
     document = answer.json()
-    document["servers"] = [{"url": f"/api/{service}"}]
-    return JSONResponse(document, status_code=answer.status_code)
+    if answer.is_success:
+        document["servers"] = [{"url": f"/api/{service}"}]
+    return JSONResponse(document, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
 
 
 @router.get("/api/{service}/docs")
-async def docs(service: str, console: ConsoleDep) -> HTMLResponse:
-    """Swagger UI for the service, from files this address serves itself."""
+async def docs(service: str, console: ConsoleDep, session: SessionDep) -> HTMLResponse:
+    """Swagger UI for the service, from files this address serves itself (to people signed in here)."""
+    del session
     _client(console, service)
     base = vendor_url("swagger-ui-dist")
     return get_swagger_ui_html(

@@ -12,13 +12,14 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 from contracts.envelope import Role
 from contracts.notify import Channel, NotificationPreferencesSet, NotificationRead
 from contracts.registry import Language
+from runtime import egress
 from runtime.auth import CurrentActor, require_role
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import Pool, in_subtree_sql
-from runtime.errors import NotFoundError
+from runtime.errors import NotFoundError, RuleViolationError
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
-from runtime.service import service_of
+from runtime.service import ActorDB, service_of
 from runtime.store import EventStore
 
 router = APIRouter()
@@ -86,7 +87,7 @@ def _etag(response: Response, accepted: Accepted) -> Accepted:
 @router.get("/inbox", tags=["inbox"])
 async def inbox(
     actor: CurrentActor,
-    pool: DB,
+    pool: ActorDB,
     unread_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[MessageView]:
@@ -128,7 +129,7 @@ async def mark_read(notification_id: UUID, ctx: Context, pool: DB, store: Store,
 
 
 @router.get("/preferences", tags=["preferences"])
-async def get_preferences(actor: CurrentActor, pool: DB) -> Preferences:
+async def get_preferences(actor: CurrentActor, pool: ActorDB) -> Preferences:
     """Your notification preferences (defaults until you set them)."""
     row = await pool.fetchrow("SELECT * FROM preferences WHERE user_id = $1", actor.user)
     if row is None:
@@ -138,10 +139,22 @@ async def get_preferences(actor: CurrentActor, pool: DB) -> Preferences:
 
 @router.put("/preferences", tags=["preferences"])
 async def set_preferences(
-    body: Preferences, ctx: Context, pool: DB, store: Store, expected: ExpectedVersion, response: Response
+    body: Preferences,
+    ctx: Context,
+    pool: DB,
+    store: Store,
+    expected: ExpectedVersion,
+    response: Response,
+    request: Request,
 ) -> Accepted:
-    """Choose your channels, a webhook that receives signed copies, and your language."""
+    """Choose your channels, a webhook that receives signed copies (a public address: 422 else), and your language."""
     stream = f"preferences-{ctx.actor.user}"
+
+    if body.webhook_url is not None:
+        try:
+            await egress.check(str(body.webhook_url), request.app.state.webhook_allow)
+        except egress.RefusedDestinationError as error:
+            raise RuleViolationError(str(error), field="webhook_url") from error
 
     async def attempt() -> Accepted:
         version = await pool.fetchval("SELECT version FROM preferences WHERE user_id = $1", ctx.actor.user) or 0
@@ -162,7 +175,7 @@ async def set_preferences(
 @router.get("/deliveries", tags=["delivery log"], response_model=list[DeliveryView])
 async def deliveries(
     actor: CurrentActor,
-    pool: DB,
+    pool: ActorDB,
     table: Table,
     status: Literal["pending", "retrying", "sent", "dead", "skipped", "cancelled"] | None = None,
     cadre_id: UUID | None = None,

@@ -10,17 +10,15 @@ from pydantic import Field, SecretStr
 from contracts import topics
 from contracts.notify import Channel
 from contracts.registry import Language
-from runtime import clock, logs
+from runtime import clock, egress, logs
 from runtime.projection import Projection
 from runtime.service import Service, ServiceSpec, Subscription, build_app
-from runtime.settings import ServiceSettings
+from runtime.settings import DEV_WEBHOOK_SECRET, ServiceSettings
 from services.notify import api, projection, rules
 from services.notify.channels import EmailChannel, SmtpConfig, WebhookChannel
 from services.notify.dispatcher import Dispatcher, DispatchPolicy
 
 log = logs.get(__name__)
-
-DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me"  # noqa: S105 - documented dev default
 
 
 class NotifySettings(ServiceSettings):
@@ -49,6 +47,16 @@ class NotifySettings(ServiceSettings):
         default=SecretStr(DEV_WEBHOOK_SECRET), description="HMAC-SHA256 key that signs webhook bodies"
     )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Webhook request timeout")
+    webhook_allowed_networks: list[str] = Field(
+        default=[],
+        description="Networks (CIDR), addresses or host names webhooks may reach although not public (JSON list;"
+        " tests and local development only: by default loopback, private, link-local and the like are refused)",
+    )
+
+    def webhook_allowlist(self) -> egress.Allowlist:
+        """Where webhooks may go beyond public addresses."""
+        return egress.Allowlist.parse(self.webhook_allowed_networks)
+
     dispatch_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often the dispatcher looks for due work"
     )
@@ -117,7 +125,11 @@ async def dispatch_forever(service: Service) -> None:
                 timeout=settings.smtp_timeout_seconds,
             )
         )
-    webhook = WebhookChannel(settings.webhook_secret.get_secret_value(), timeout=settings.webhook_timeout_seconds)
+    webhook = WebhookChannel(
+        settings.webhook_secret.get_secret_value(),
+        timeout=settings.webhook_timeout_seconds,
+        allow=settings.webhook_allowlist(),
+    )
     dispatcher = Dispatcher(
         service.pool, service.store, email=email, webhook=webhook, policy=settings.dispatch_policy()
     )
@@ -149,4 +161,7 @@ SPEC = ServiceSpec(
 
 def create_app(settings: NotifySettings | None = None) -> FastAPI:
     """Notify's ASGI app."""
-    return build_app(SPEC, settings or NotifySettings())
+    settings = settings or NotifySettings()
+    app = build_app(SPEC, settings)
+    app.state.webhook_allow = settings.webhook_allowlist()
+    return app

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from typing import Any, Final
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import aiosmtplib
 import httpx
 import orjson
 
-from runtime import clock
+from runtime import clock, egress
 
 SIGNATURE_HEADER: Final = "X-Cadre-Signature"
 TIMESTAMP_HEADER: Final = "X-Cadre-Timestamp"
@@ -74,13 +75,17 @@ class EmailChannel:
         """Hand the message to the SMTP server; `DeliveryError` when it does not take it."""
         config = self._config
         email = EmailMessage()
-        email["From"] = config.sender
-        email["To"] = formataddr((message.recipient_name, address))
-        email["Subject"] = message.subject
-        email["Date"] = formatdate(clock.now().timestamp(), localtime=False)
-        email["Message-ID"] = f"<{message.notification_id}@cadre-pool>"
-        email["Content-Language"] = message.language
-        email.set_content(message.body)
+        try:
+            email["From"] = config.sender
+            email["To"] = formataddr((message.recipient_name, address))
+            email["Subject"] = message.subject
+            email["Date"] = formatdate(clock.now().timestamp(), localtime=False)
+            email["Message-ID"] = f"<{message.notification_id}@cadre-pool>"
+            email["Content-Language"] = message.language
+            email.set_content(message.body)
+        except (ValueError, TypeError) as error:  # a line break in a header (a name recorded before it was refused)
+            msg = f"the message cannot be written as an email: {error}"
+            raise DeliveryError(msg, permanent=True) from error
         try:
             await aiosmtplib.send(
                 email,
@@ -122,12 +127,22 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *, toleranc
 class WebhookChannel:
     """POSTs a signed JSON copy of each message, with the notification id as `Idempotency-Key`."""
 
-    def __init__(self, secret: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, secret: str, *, timeout: float = 10.0, allow: egress.Allowlist | None = None) -> None:
         self._secret = secret
+        self._allow = allow or egress.Allowlist()
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def send(self, message: Message, url: str, extra: dict[str, Any]) -> None:
-        """Deliver to `url`; `DeliveryError` unless it answers 2xx."""
+        """Deliver to `url`; `DeliveryError` unless it answers 2xx.
+
+        The address is resolved and checked again now (runtime.egress), and the request goes to the
+        address checked: a webhook never reaches this service's own networks (a permanent failure).
+        """
+        try:
+            destination = await egress.check(url, self._allow)
+        except egress.RefusedDestinationError as error:
+            msg = f"webhook refused: {error}"
+            raise DeliveryError(msg, permanent=True) from error
         body = orjson.dumps(
             {
                 "notification_id": str(message.notification_id),
@@ -144,8 +159,12 @@ class WebhookChannel:
             TIMESTAMP_HEADER: timestamp,
             IDEMPOTENCY_HEADER: str(message.notification_id),
         }
+        headers["Host"] = urlsplit(url).netloc
+        extensions = {"sni_hostname": destination.host} if url.startswith("https:") else {}
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            response = await self._client.post(
+                destination.pinned(), content=body, headers=headers, extensions=extensions
+            )
         except httpx.HTTPError as error:
             msg = f"webhook unreachable: {error!r}"
             raise DeliveryError(msg, permanent=False) from error

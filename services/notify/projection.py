@@ -25,7 +25,7 @@ import orjson
 from contracts.notify import Channel, NotificationFailed, NotificationPreferencesSet, NotificationRead, NotificationSent
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
 from runtime import clock, registry_view
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, own_user, row_security, system_only
 from runtime.projection import Recorded
 from runtime.registry_view import RegistryView
 from services.notify import rules
@@ -97,6 +97,11 @@ SCHEMA: Final = (
         version      int NOT NULL
     )
     """,
+    # Who reads what (row-level security, runtime.db): an actor its subtree; a person its own inbox and preferences.
+    *system_only("programs"),
+    *row_security("deliveries", in_scope("org_path")),
+    *row_security("messages", f"({own_user('user_id')} OR {in_scope('org_path')})"),
+    *row_security("preferences", own_user("user_id")),
 )
 
 _VIEW: Final = RegistryView()

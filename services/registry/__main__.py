@@ -1,8 +1,7 @@
 """`python -m services.registry`: run the registry service."""
 
-from runtime.serve import serve
+from runtime.serve import main
 from services.registry.app import RegistrySettings, create_app
 
 if __name__ == "__main__":
-    settings = RegistrySettings()
-    serve(lambda: create_app(settings), settings)
+    main(RegistrySettings, create_app)

@@ -9,7 +9,6 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel
 
-from contracts.envelope import Envelope
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
@@ -20,7 +19,8 @@ from runtime.errors import RuleViolationError
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.keystore import GrantKey, KeyGrant
-from runtime.service import service_of
+from runtime.openapi import ERASED
+from runtime.service import ActorDB, service_of
 from services.registry.commands import (
     EntryCheckRequest,
     Erase,
@@ -53,10 +53,10 @@ async def commands(request: Request) -> RegistryCommands:
     return RegistryCommands(service.store, service.pool, entry_rules, service.keystore, memo_of(request))
 
 
-async def queries(request: Request) -> RegistryQueries:
-    """FastAPI dependency: the queries."""
+async def queries(request: Request, db: ActorDB) -> RegistryQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
-    return RegistryQueries(service.pool, service.store, service.keystore)
+    return RegistryQueries(db, service.store, service.keystore)
 
 
 Commands = Annotated[RegistryCommands, Depends(commands)]
@@ -123,7 +123,7 @@ async def check_entry(body: EntryCheckRequest, ctx: Context, cmd: Commands) -> l
     return [EntryCheckView(rule=c.rule, passed=c.passed, detail=c.detail) for c in await cmd.check_entry(ctx, body)]
 
 
-@router.patch("/cadres/{cadre_id}", tags=["cadres"])
+@router.patch("/cadres/{cadre_id:uuid}", tags=["cadres"])  # :uuid: not /cadres/counts
 async def update_profile(
     cadre_id: UUID, body: ProfileChanges, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
@@ -193,18 +193,12 @@ async def count_cadres(
     return await reads.counts(actor, under)
 
 
-@router.get("/cadres/{cadre_id}", tags=["cadres"])
+@router.get("/cadres/{cadre_id:uuid}", tags=["cadres"])
 async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, response: Response) -> CadreView:
     """One cadre of your subtree."""
     view = await reads.cadre(actor, cadre_id)
     response.headers["ETag"] = f'"{view.version}"'
     return view
-
-
-@router.get("/cadres/{cadre_id}/events", tags=["cadres"])
-async def cadre_history(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[Envelope]:
-    """Every registry event about a cadre, with envelopes (actor, times, hashes)."""
-    return await reads.history(actor, cadre_id)
 
 
 @router.get("/access/me", tags=["access"])
@@ -245,7 +239,7 @@ async def structure(
     return await reads.structure(actor, under)
 
 
-@router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"])
+@router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)
 async def record_personal_data(
     cadre_id: UUID, body: PersonalFile, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
@@ -253,7 +247,7 @@ async def record_personal_data(
     return _etag(response, await cmd.record_personal_data(ctx, cadre_id, body, expected))
 
 
-@router.get("/cadres/{cadre_id}/personal-data", tags=["personal data"])
+@router.get("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)
 async def read_personal_data(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> PersonalFile:
     """A cadre's personal file (organizers of its subtree); 410 once erased."""
     return await reads.personal_data(actor, cadre_id)
@@ -304,7 +298,7 @@ async def import_appointment_form(
     return _etag(response, await cmd.import_appointment_form(ctx, cadre_id, form, expected))
 
 
-@router.post("/cadres/{cadre_id}/erasure", tags=["personal data"])
+@router.post("/cadres/{cadre_id}/erasure", tags=["personal data"], responses=ERASED)
 async def erase_personal_data(
     cadre_id: UUID, body: Erase, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
@@ -312,7 +306,12 @@ async def erase_personal_data(
     return _etag(response, await cmd.erase_personal_data(ctx, cadre_id, body, expected))
 
 
-@router.post("/cadres/{cadre_id}/personal-data/grants", status_code=status.HTTP_201_CREATED, tags=["personal data"])
+@router.post(
+    "/cadres/{cadre_id}/personal-data/grants",
+    status_code=status.HTTP_201_CREATED,
+    tags=["personal data"],
+    responses=ERASED,
+)
 async def grant_personal_data(cadre_id: UUID, body: GrantKey, ctx: Context, cmd: Commands) -> KeyGrant:
     """Seal the cadre's key to another deployment (its `/personal-data/grant-key`); recorded as an event."""
     return await cmd.grant_personal_data(ctx, cadre_id, body)
@@ -325,7 +324,7 @@ async def grant_key(request: Request, actor: CurrentActor) -> GrantKey:
     return service_of(request).keystore.grant_public_key()
 
 
-@router.post("/personal-data/keys", status_code=status.HTTP_204_NO_CONTENT, tags=["personal data"])
+@router.post("/personal-data/keys", status_code=status.HTTP_204_NO_CONTENT, tags=["personal data"], responses=ERASED)
 async def accept_key(body: KeyGrant, request: Request, ctx: Context) -> None:
     """Keep a cadre's key another deployment granted to this one (refused once the cadre was erased)."""
     can_write(ctx.actor)

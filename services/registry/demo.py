@@ -19,7 +19,7 @@ import httpx
 from contracts.envelope import Actor, Role, in_subtree
 from contracts.registry import OrgLevel
 from runtime import clock
-from runtime.auth import issue_token
+from runtime.auth import Permission, issue_token
 from runtime.demo import DemoLoader
 
 NAMESPACE = uuid.UUID("6f1c1f0e-5b7a-4c55-9d55-2f8f3c1a0d11")
@@ -288,8 +288,9 @@ def people(org: DemoOrg) -> list[DemoPerson]:
 
 
 def root_token(secret: str, org: DemoOrg) -> str:
-    """A token for the organizer of the demo province."""
-    return issue_token(secret, Actor(user="demo.organizer", org_path=org.root.path, role=Role.ORGANIZER))
+    """A token for the organizer of the demo province, allowed to enter the demo's history late (runtime.demo)."""
+    actor = Actor(user="demo.organizer", org_path=org.root.path, role=Role.ORGANIZER)
+    return issue_token(secret, actor, permissions=[Permission.LATE_ENTRY])
 
 
 async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from contracts.training import PostingAssigned, PostingCompleted
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, row_security
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -118,6 +118,14 @@ SCHEMA: Final = (
     # there without touching the indexes (a HOT update: about a third less of the database's work per
     # event in bench/). Pages written from now on keep it.
     "ALTER TABLE cadres SET (fillfactor = 60)",
+    # Who reads what (row-level security, runtime.db): an actor its subtree.
+    *row_security("org_units", in_scope("path")),
+    *row_security("cadres", in_scope("org_path")),
+    *row_security("cadre_counts", in_scope("org_path")),
+    # What the appointment form shows from other services: a cadre's rows for those who read the cadre.
+    *row_security("form_cycles", "true"),
+    *row_security("form_grades", "cadre_id IN (SELECT cadre_id FROM cadres)"),
+    *row_security("form_postings", "cadre_id IN (SELECT cadre_id FROM cadres)"),
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""

@@ -11,13 +11,13 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel
 
-from contracts.envelope import Actor, Envelope, Role
+from contracts.envelope import Actor, Role, is_org_path
 from contracts.personal import PersonalFile, Sealed
 from contracts.registry import Education, Gender, Person, RetirementReason
 from exchange import lrmx
 from runtime import clock
 from runtime.auth import require_role, subtree_root
-from runtime.db import Pool, in_subtree_sql
+from runtime.db import Reader, in_subtree_sql, reading
 from runtime.errors import CommandError, GoneError, NotFoundError
 from runtime.keystore import KeyStore
 from runtime.store import EventStore
@@ -86,7 +86,9 @@ def _encode_cursor(org_path: str, cadre_id: UUID) -> str:
 def _decode_cursor(cursor: str) -> tuple[str, UUID]:
     try:
         org_path, cadre_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(org_path), UUID(cadre_id)
+        if not (isinstance(org_path, str) and is_org_path(org_path) and isinstance(cadre_id, str)):
+            raise ValueError(cursor)  # noqa: TRY301 - told as any other malformed cursor
+        return org_path, UUID(cadre_id)
     except (ValueError, TypeError) as error:
         msg = "cursor is not one this API gave out"
         raise CommandError(msg) from error
@@ -161,7 +163,7 @@ PERSONAL_DATA_READERS: Final = (Role.ORGANIZER, Role.AUDITOR)
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
-    def __init__(self, pool: Pool, store: EventStore, keystore: KeyStore | None = None) -> None:
+    def __init__(self, pool: Reader, store: EventStore, keystore: KeyStore | None = None) -> None:
         self._pool = pool
         self._store = store
         self._keystore = keystore
@@ -372,7 +374,7 @@ class RegistryQueries:
         return self._stream(sql, args, today)
 
     async def _stream(self, sql: str, args: list[Any], today: date) -> AsyncIterator[CadreView]:
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with reading(self._pool) as conn:
             async for row in conn.cursor(sql, *args, prefetch=2000):
                 yield self._cadre(row, today)
 
@@ -403,11 +405,6 @@ class RegistryQueries:
             personal_data=_personal_status(row),
             version=row["version"],
         )
-
-    async def history(self, actor: Actor, cadre_id: UUID) -> list[Envelope]:
-        """Every registry event about a cadre, with its full envelope."""
-        await self.cadre(actor, cadre_id)
-        return await self._store.read_cadre(cadre_id)
 
     async def structure(self, actor: Actor, under: str | None) -> Structure:
         """Gender, education, age bands and unit levels of a subtree's pool; each unit's pool against its target."""

@@ -1,8 +1,7 @@
 """`python -m services.sync`: run the sync service."""
 
-from runtime.serve import serve
+from runtime.serve import main
 from services.sync.app import SyncSettings, create_app
 
 if __name__ == "__main__":
-    settings = SyncSettings()
-    serve(lambda: create_app(settings), settings)
+    main(SyncSettings, create_app)

@@ -15,7 +15,7 @@ from runtime.auth import CurrentActor, require_role, require_scope
 from runtime.commands import Accepted
 from runtime.errors import CommandError
 from runtime.http import Context, read_body
-from runtime.service import Service, service_of
+from runtime.service import ActorDB, Service, service_of
 from runtime.topology import Topology
 from services.sync import bundles, directives
 from services.sync.ingest import Ingest
@@ -29,7 +29,7 @@ router = APIRouter()
 async def sync_status(request: Request, actor: CurrentActor) -> Status:
     """Per deployment and service: received, verified, signed, released, lag, last heard, refusals."""
     require_role(actor, Role.ORGANIZER, Role.AUDITOR)
-    service = service_of(request)
+    service = service_of(request)  # counts and positions of the links, no cadre's data: read as the system
     topology = service.settings.topology
     return await read_status(service.pool, topology.deployment, topology.parent, sorted(topology.children))
 
@@ -61,13 +61,13 @@ class DirectiveView(BaseModel):
 
 @router.get("/directives", tags=["directives"])
 async def list_directives(
-    request: Request,
     actor: CurrentActor,
+    db: ActorDB,
     state: Annotated[Literal["issued", "applied", "refused"] | None, Query(alias="status")] = None,
 ) -> list[DirectiveView]:
-    """Directives of your subtree, newest first."""
+    """Directives issued in your subtree or above it (those concern this deployment's cadres), newest first."""
     require_role(actor, Role.ORGANIZER, Role.AUDITOR)
-    rows = await service_of(request).pool.fetch(
+    rows = await db.fetch(
         "SELECT directive_id, issued_by, target, cadre_id, kind, note, actor_user, status, outcome::text AS outcome"
         " FROM directives WHERE ($1::text IS NULL OR status = $1) ORDER BY issued_at DESC LIMIT 500",
         state,

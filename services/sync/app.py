@@ -39,6 +39,12 @@ class SyncSettings(ServiceSettings):
     )
 
 
+def _bundle_limit(settings: ServiceSettings) -> dict[str, int]:
+    """`POST /bundles` takes a signed bundle up to BUNDLE_MAX_BYTES (it bounds the body itself)."""
+    assert isinstance(settings, SyncSettings)
+    return {"/bundles": settings.bundle_max_bytes}
+
+
 def _released(source: str) -> Outbox:
     return Outbox(
         rows_sql="SELECT * FROM (SELECT seq AS position, key, event_id, event_type, body FROM released"  # noqa: S608
@@ -122,6 +128,7 @@ SPEC = ServiceSpec(
     extra_topics=lambda settings: sorted(links.mirrored(settings)),
     background=[vouch_for_children, apply_directives_forever, refresh_status_forever],
     follows_handovers=False,
+    body_limits=_bundle_limit,
 )
 
 

@@ -38,7 +38,7 @@ from contracts.audit import ChainCheckpointed, checkpoint_message
 from contracts.envelope import GENESIS_HASH, chain_hash
 from contracts.sync import DeploymentLinked
 from runtime import clock, logs
-from runtime.db import Conn
+from runtime.db import Conn, system_only
 from runtime.topology import Topology
 
 log = logs.get(__name__)
@@ -118,6 +118,8 @@ SCHEMA: Final = (
     )
     """,
     "INSERT INTO release_head VALUES (1, 0) ON CONFLICT DO NOTHING",
+    # The service's own machinery: no actor reads it (runtime.db; /status reads it as the system).
+    *system_only("trusted", "arrivals", "chains", "refusals", "released", "release_head"),
 )
 
 RELEASED_CHANNEL: Final = "events_released"

@@ -14,7 +14,7 @@ from typing import Final
 import orjson
 
 from contracts.sync import DeploymentLinked, DirectiveApplied, DirectiveIssued, DirectiveRefused
-from runtime.db import Conn
+from runtime.db import Conn, in_scope_or_above, row_security, system_only
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -46,6 +46,10 @@ SCHEMA: Final = (
         linked_at   timestamptz NOT NULL
     )
     """,
+    # Who reads what (row-level security, runtime.db): directives issued in an actor's subtree or above it (those
+    # from above concern this deployment's cadres); the links are the service's own machinery.
+    *row_security("directives", in_scope_or_above("actor_path")),
+    *system_only("links"),
 )
 
 _HANDLED: Final = frozenset(

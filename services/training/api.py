@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -11,8 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
-from runtime.http import Context, ExpectedVersion
-from runtime.service import service_of
+from runtime.http import Context, Day, ExpectedVersion
+from runtime.service import ActorDB, service_of
 from services.training.commands import (
     AssignPosting,
     CancelProgram,
@@ -44,11 +43,11 @@ async def commands(request: Request) -> TrainingCommands:
     return TrainingCommands(service.store, service.pool)
 
 
-async def queries(request: Request) -> TrainingQueries:
-    """FastAPI dependency: the queries."""
+async def queries(request: Request, db: ActorDB) -> TrainingQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
     service = service_of(request)
     long_grassroots: int = request.app.state.long_grassroots_months
-    return TrainingQueries(service.pool, service.store, long_grassroots, request.app.state.yearly_hours_quota)
+    return TrainingQueries(db, service.store, long_grassroots, request.app.state.yearly_hours_quota)
 
 
 Commands = Annotated[TrainingCommands, Depends(commands)]
@@ -190,7 +189,7 @@ async def current_postings(
     reads: Queries,
     table: Table,
     under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
-    on: date | None = None,
+    on: Day | None = None,
 ) -> list[PostingView] | Response:
     """Who of a subtree is posted where (today, or on a given day)."""
     items = await reads.current_postings(actor, under, on)

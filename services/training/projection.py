@@ -22,7 +22,7 @@ from contracts.training import (
     TrainingProgramScheduled,
 )
 from runtime import clock, registry_view
-from runtime.db import Conn
+from runtime.db import Conn, in_scope, in_scope_or_above, row_security
 from runtime.projection import Recorded
 
 SCHEMA: Final = (
@@ -94,6 +94,11 @@ SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS postings_cadre ON postings (cadre_id, starts_on)",
     "CREATE INDEX IF NOT EXISTS postings_open ON postings (org_path) WHERE ended_on IS NULL",
+    # Who reads what (row-level security, runtime.db): an actor its subtree, and the units and programmes above it.
+    *row_security("programs", in_scope_or_above("org_path")),
+    *row_security("enrolments", in_scope("org_path")),
+    *row_security("self_study", in_scope("org_path")),
+    *row_security("postings", in_scope("org_path")),
 )
 
 

@@ -12,7 +12,7 @@ from contracts.envelope import Actor
 from contracts.training import PostingKind
 from runtime import clock
 from runtime.auth import subtree_root
-from runtime.db import Pool, in_subtree_sql
+from runtime.db import Reader, in_subtree_sql
 from runtime.errors import NotFoundError
 from runtime.received import cadre_stream
 from runtime.store import EventStore
@@ -131,7 +131,7 @@ class TrainingQueries:
     """Reads over training's own tables and store."""
 
     def __init__(
-        self, pool: Pool, store: EventStore, long_grassroots_months: int, yearly_hours_quota: int = 60
+        self, pool: Reader, store: EventStore, long_grassroots_months: int, yearly_hours_quota: int = 60
     ) -> None:
         self._pool = pool
         self._store = store

@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from runtime import clock
-from runtime.settings import settings_class
-from services.console.app import DEV_SESSION_KEY, ConsoleSettings
+from runtime.settings import DEV_SESSION_KEY, settings_class
+from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
 from services.registry import demo
@@ -129,6 +129,10 @@ async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> 
 
 
 async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> None:
+    # The API documents are for signed-in people (or programs with a token), not for anyone.
+    assert (await console.client.get("/api/registry/openapi.json")).status_code == 303  # to the sign-in
+    assert (await console.client.get("/api/registry/docs")).status_code == 303
+    await console_sign_in(console.client, "organizer.county")
     document = (await console.client.get("/api/registry/openapi.json")).json()
     assert document["servers"] == [{"url": "/api/registry"}]
     assert "/cadres" in document["paths"]

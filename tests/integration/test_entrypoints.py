@@ -54,7 +54,7 @@ def processes(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[local_st
     asyncio.run(ensure_topics(infra.kafka_bootstrap, platform_topics(stack.namespace)))
     try:
         for name in local_stack.SERVICES:
-            env = {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}"), "SHUTDOWN_GRACE_SECONDS": "10"}
+            env = {**databases(infra, namespace, name), "SHUTDOWN_GRACE_SECONDS": "10"}
             local_stack.start_service(stack, name, tmp_path / "logs", env)
         yield stack
     finally:
@@ -62,6 +62,12 @@ def processes(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[local_st
             with contextlib.suppress(Exception):
                 service.process.kill()
                 service.process.wait(10)
+
+
+def databases(infra: Infra, namespace: str, name: str) -> dict[str, str]:
+    """A service's database, as the role it works as and as the owner that applies its schema."""
+    owner = infra.database_dsn(f"{namespace}_{name}")
+    return {"DATABASE_URL": local_stack.as_service_role(owner), "DATABASE_OWNER_URL": owner}
 
 
 def terminate(service: local_stack.ServiceProcess) -> tuple[int, float]:
@@ -114,12 +120,14 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
     accepted = 5 + len(responses)  # five units, then the nominations
 
     for name, service in processes.services.items():
-        metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
+        # Metrics on a port of their own, never on the API's: /metrics there is not found.
+        assert httpx.get(f"{service.url}/metrics", timeout=5).status_code == httpx.codes.NOT_FOUND
+        metrics = httpx.get(service.metrics_url, timeout=5).text
         assert "cadre_http_request_seconds" in metrics, name
         assert "cadre_relay_lag_events" in metrics or name != "registry", name
         for consumer in CONSUMERS.get(name, []):
             assert f'cadre_handler_errors_total{{consumer="{consumer}",service="{name}"}} 0.0' in metrics, name
-    registry_metrics = httpx.get(f"{processes.services['registry'].url}/metrics", timeout=5).text
+    registry_metrics = httpx.get(processes.services["registry"].metrics_url, timeout=5).text
     assert 'cadre_events_appended_total{service="registry"}' in registry_metrics
 
     # The registry stops right after its last command: the relay must still publish all of it.
@@ -160,7 +168,7 @@ async def test_each_entrypoint_is_ready_measured_and_stops_cleanly_losing_nothin
             processes,
             name,
             processes.services[name].log_path.parent,
-            {"DATABASE_URL": infra.database_dsn(f"{namespace}_{name}")},
+            databases(infra, namespace, name),
         )
         await asyncio.to_thread(local_stack.wait_ready, restarted)
     for name, consumers in CONSUMERS.items():

@@ -23,8 +23,9 @@ from contracts import topics
 from contracts.envelope import Role
 from deploy.local.ports import free_port
 from runtime import clock
+from runtime.settings import DEV_WEBHOOK_SECRET
 from services.notify import channels
-from services.notify.app import DEV_WEBHOOK_SECRET, NotifySettings
+from services.notify.app import NotifySettings
 from services.notify.app import create_app as notify_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
@@ -77,7 +78,14 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 async def start_notify(launch: Launch, port: int, **overrides: Any) -> Running:
-    settings = {**FAST, "smtp_host": "127.0.0.1", "smtp_port": port, **overrides}
+    # The tests' webhook receivers listen on loopback, which webhooks may not reach but where allowed.
+    settings = {
+        **FAST,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "webhook_allowed_networks": ["127.0.0.1"],
+        **overrides,
+    }
     return await launch(notify_app, NotifySettings, "notify", **settings)
 
 
@@ -322,6 +330,11 @@ async def test_webhooks_are_signed_and_preferences_are_validated(
         notify = await start_notify(launch, port)
         bad = await notify.client.put("/preferences", json={"webhook_url": "not a url"}, headers=LEADER_AUTH)
         assert bad.status_code == 422
+        for inside in ("http://10.0.0.7/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:8000/",
+                       "http://localhost:8000/hook", "http://no-such-host.invalid/hook"):  # fmt: skip
+            refused = await notify.client.put("/preferences", json={"webhook_url": inside}, headers=LEADER_AUTH)
+            assert refused.status_code == 422, (inside, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
         assert await notify.service.pool.fetchval("SELECT count(*) FROM events") == 0
         chosen = {"email": False, "inbox": True, "webhook_url": f"{url}/hook", "language": "en"}
         saved = await notify.client.put("/preferences", json=chosen, headers=LEADER_AUTH)

@@ -27,6 +27,19 @@ async def _optional(call: Any) -> Any:
         raise
 
 
+def registry_facts(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    """The registry's part of the timeline, from the cadre's profile: nominated, retired (the mentor is shown apart).
+
+    (The full history of changes is the audit service's: its reads are restricted and recorded.)
+    """
+    facts = [{"when": profile["nominated_at"], "kind": "CadreNominated", "payload": profile}]
+    if profile.get("retired_on"):
+        facts.append(
+            {"when": profile["retired_on"], "kind": "CadreRetired", "payload": {"reason": profile["retired_reason"]}}
+        )
+    return facts
+
+
 def timeline(registry: list[dict[str, Any]], training: Any, postings: Any, file: Any) -> list[dict[str, Any]]:
     """Everything that happened to the cadre, from every service, newest first."""
     sources: list[tuple[str, str, list[dict[str, Any]]]] = [
@@ -38,7 +51,7 @@ def timeline(registry: list[dict[str, Any]], training: Any, postings: Any, file:
         ("Reminder", "issued_at", (file or {}).get("reminders", [])),
         ("ExitRecommended", "recommended_at", (file or {}).get("exit_recommendations", [])),
     ]
-    entries = [{"when": env["occurred_at"], "kind": env["event_type"], "payload": env["payload"]} for env in registry]
+    entries = list(registry)
     entries += [{"when": item[when], "kind": kind, "payload": item} for kind, when, items in sources for item in items]
     return sorted(entries, key=lambda e: str(e["when"])[:10], reverse=True)
 
@@ -49,7 +62,6 @@ async def cadre(cadre_id: UUID, request: Request, console: ConsoleDep, session: 
     token, apis = session.access_token, console.apis
     profile = await apis.get("registry", f"/cadres/{cadre_id}", token)
     unit = await apis.get("registry", f"/org-units/{profile['org_code']}", token)
-    history = await apis.get("registry", f"/cadres/{cadre_id}/events", token)
     training = await _optional(apis.get("training", f"/cadres/{cadre_id}/training-record", token))
     postings = await _optional(apis.get("training", f"/cadres/{cadre_id}/postings", token))
     advice = await _optional(apis.get("training", f"/cadres/{cadre_id}/recommendation", token))
@@ -59,7 +71,8 @@ async def cadre(cadre_id: UUID, request: Request, console: ConsoleDep, session: 
     hours = (this_year["organized"] + this_year["self_study"]) if this_year else 0
     standing = [e for e in (file or {}).get("evaluations", []) if e["superseded_by"] is None]
     return console.render(
-        request, "cadre.html", cadre=profile, unit=unit, entries=timeline(history, training, postings, file),
+        request, "cadre.html", cadre=profile, unit=unit,
+        entries=timeline(registry_facts(profile), training, postings, file),
         training=training, postings=postings or [], advice=advice, file=file, hours=hours, year=year,
         latest=standing[-1] if standing else None, dimensions=DIMENSIONS,
     )  # fmt: skip
