@@ -217,6 +217,7 @@ def _generated_settings() -> dict[str, str]:
         "WEBHOOK_SECRET": secrets.token_hex(32),
         "PERSONAL_DATA_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
+        "SERVICE_DB_PASSWORD": secrets.token_hex(16),
         "KAFKA_CLUSTER_ID": new_cluster_id(),
         "DEPLOYMENT_ID": "compose_check",
         "CHECKPOINT_INTERVAL_SECONDS": "5",  # so that verify checks signed checkpoints too

@@ -123,9 +123,9 @@ SCHEMA: Final = (
     *row_security("cadres", in_scope("org_path")),
     *row_security("cadre_counts", in_scope("org_path")),
     # What the appointment form shows from other services: a cadre's rows for those who read the cadre.
-    *row_security("form_cycles", "true"),
-    *row_security("form_grades", "cadre_id IN (SELECT cadre_id FROM cadres)"),
-    *row_security("form_postings", "cadre_id IN (SELECT cadre_id FROM cadres)"),
+    *row_security("form_cycles", "(true)"),
+    *row_security("form_grades", "(cadre_id IN (SELECT cadre_id FROM cadres))"),
+    *row_security("form_postings", "(cadre_id IN (SELECT cadre_id FROM cadres))"),
 )
 """`cadre_counts` keeps each unit's cadres by status, so a province's counts sum a few hundred rows
 instead of counting a million (the pool screen's status tabs)."""
