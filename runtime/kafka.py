@@ -15,6 +15,8 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from contracts import topics
 
 FOREVER = "-1"
+_METADATA_SETTLE_SECONDS = 10.0
+"""How long a topic just created may show no partitions before that counts as a mismatch."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,16 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[Topi
                         for s in missing
                     ]
                 )
-        return await _mismatches(admin, wanted)
+        problems = await _mismatches(admin, wanted)
+        # A topic just created may be described before its partitions reach the broker's metadata
+        # (0 partitions for a moment): ask again for a while before calling that a mismatch.
+        deadline = asyncio.get_running_loop().time() + _METADATA_SETTLE_SECONDS
+        while any(p.problem.startswith("has 0 partitions") for p in problems):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+            problems = await _mismatches(admin, wanted)
+        return problems
     finally:
         await admin.close()
 
