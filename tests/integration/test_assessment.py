@@ -10,6 +10,8 @@ import pytest
 
 from contracts.envelope import Envelope
 from runtime import clock
+from runtime.auth import Permission, issue_token
+from runtime.settings import DEV_AUTH_SECRET
 from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.training.app import TrainingSettings
@@ -37,8 +39,14 @@ async def assessment(launch: Launch, registry: Running) -> Running:
 async def nominate(registry: Running, assessment: Running, **overrides: Any) -> str:
     headers = dict(CITY)
     if "days_ago" in overrides:
+        # Entered after the fact, beyond the backdating window: a late entry, with its permission and reason.
         moment = clock.now() - timedelta(days=overrides.pop("days_ago"))
-        headers["X-Occurred-At"] = moment.isoformat()
+        token = issue_token(DEV_AUTH_SECRET, CITY.actor, permissions=[Permission.LATE_ENTRY])
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "X-Occurred-At": moment.isoformat(),
+            "X-Late-Entry-Reason": "entered from the paper file",
+        }
     response = await registry.client.post("/cadres", json=nomination(**overrides), headers=headers)
     assert response.status_code == 201, response.text
     cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
