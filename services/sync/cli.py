@@ -48,7 +48,7 @@ def ack(
     settings = _settings()
 
     async def read() -> bundles.Ack:
-        pool = await db.create_pool(settings.database_url, max_size=2)
+        pool = await db.create_pool(settings.owner_dsn, max_size=2)  # an operator's tool: it may make the tables
         try:
             await db.apply_schema(pool, ingest.SCHEMA)
             return await bundles.acknowledge(pool, settings.deployment_id)
@@ -95,7 +95,7 @@ def import_bundle(
     data = bundle.read_bytes()
 
     async def run() -> bundles.Imported:
-        pool = await db.create_pool(settings.database_url, max_size=2)
+        pool = await db.create_pool(settings.owner_dsn, max_size=2)  # an operator's tool: it may make the tables
         try:
             await db.apply_schema(pool, ingest.SCHEMA)
             taker = ingest.Ingest(settings.topology, settings.parent_public_key)
@@ -131,7 +131,7 @@ def show_status() -> None:
     topology = settings.topology
 
     async def read() -> status.Status:
-        pool = await db.create_pool(settings.database_url, max_size=2)
+        pool = await db.create_pool(settings.owner_dsn, max_size=2)  # an operator's tool: it may make the tables
         try:
             await db.apply_schema(pool, ingest.SCHEMA)
             return await status.status(pool, topology.deployment, topology.parent, sorted(topology.children))
