@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from deploy import mirroring, validate
+from deploy.local.keycloak import KEYCLOAK_VERSION, REALM
 from deploy.local.stack import SERVICES
 
 REPO = validate.REPO
@@ -64,10 +65,33 @@ def test_the_compose_file_brings_up_everything_in_order() -> None:
         assert depends["topics"] == {"condition": "service_completed_successfully"}
         assert services[name]["environment"]["DATABASE_URL"].endswith(f"/cadre_{name}")
     init = (REPO / "deploy" / "compose" / "postgres-init" / "01-databases.sql").read_text()
-    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == sorted(f"cadre_{name}" for name in SERVICES)
+    databases = sorted(f"cadre_{name}" for name in (*SERVICES, "keycloak"))
+    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == databases
     assert services["topics"]["entrypoint"] == ["python", "-m", "deploy.local", "topics"]
     assert services["demo"]["profiles"] == ["demo"]
-    assert set(document["volumes"]) == {"kafka-data", "postgres-data"}
+    assert set(document["volumes"]) == {"kafka-data", "postgres-data", "keycloak-realm"}
+
+
+def test_the_console_signs_people_in_at_the_compose_files_keycloak() -> None:
+    services = compose_document()["services"]
+    console, keycloak = services["console"], services["keycloak"]
+    assert keycloak["image"] == f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}"  # the local provider's version
+    environment = console["environment"]
+    assert environment["SESSION_KEY"].startswith("${SESSION_KEY:?")  # required: no development key
+    assert keycloak["environment"]["KC_BOOTSTRAP_ADMIN_PASSWORD"].startswith("${KEYCLOAK_ADMIN_PASSWORD:?")
+    # Browsers reach Keycloak on its loopback port; the console and the services, inside the network.
+    assert environment["OIDC_ISSUER"] == "http://127.0.0.1:${KEYCLOAK_PORT:-8180}/realms/" + REALM
+    assert keycloak["environment"]["KC_HOSTNAME"] + f"/realms/{REALM}" == environment["OIDC_ISSUER"]
+    assert environment["OIDC_DISCOVERY_URL"].startswith("http://keycloak:8080/realms/")
+    for name in SERVICES:
+        assert services[name]["environment"]["OIDC_ISSUER"] == environment["OIDC_ISSUER"]
+        assert services[name]["environment"]["OIDC_JWKS_URL"].startswith("http://keycloak:8080/realms/")
+    for name in ("registry", "training", "assessment", "notify", "audit"):
+        assert environment[f"{name.upper()}_URL"] == f"http://{name}:8000"
+        assert console["depends_on"][name] == {"condition": "service_healthy"}
+    assert console["read_only"] is True
+    assert keycloak["depends_on"]["realm"] == {"condition": "service_completed_successfully"}
+    assert services["realm"]["entrypoint"] == ["python", "-m", "deploy.local.keycloak", "realm"]
 
 
 @pytest.mark.parametrize(
@@ -82,6 +106,8 @@ def test_the_compose_file_brings_up_everything_in_order() -> None:
         ),
         (lambda d: d["services"]["mail"].pop("healthcheck"), "mail has no healthcheck"),
         (lambda d: d["services"].pop("assessment"), "service assessment is missing"),
+        (lambda d: d["services"].pop("console"), "service console is missing"),
+        (lambda d: d["services"]["console"]["environment"].update(OIDC_ISUER="x"), "OIDC_ISUER is not a setting"),
         (lambda d: d["services"]["notify"].update(ports=["8004:8000"]), "published beyond loopback"),
     ],
 )
