@@ -311,7 +311,7 @@ def _signed_in(settings: dict[str, str], org: DemoOrg) -> str:
     from services.registry import demo  # noqa: PLC0415 - as in Api
 
     person = next(p for p in demo.people(org) if p.user_id == SIGNS_IN)
-    page = asyncio.run(_sign_in(f"http://127.0.0.1:{settings['CONSOLE_PORT']}", SIGNS_IN))
+    page, asked_again = asyncio.run(_sign_in_and_out(f"http://127.0.0.1:{settings['CONSOLE_PORT']}", SIGNS_IN))
     if page.status_code != httpx.codes.OK or not str(page.url).endswith("/pool"):
         msg = f"{SIGNS_IN} did not reach the pool: {page.status_code} {page.url}\n{page.text[:500]}"
         raise RuntimeError(msg)
@@ -320,20 +320,30 @@ def _signed_in(settings: dict[str, str], org: DemoOrg) -> str:
     if not shown or outside:
         msg = f"{SIGNS_IN}'s pool shows {len(shown)} demo cadres, {len(outside)} outside {person.unit.path}"
         raise RuntimeError(msg)
+    if not asked_again:
+        msg = f"after signing out, Keycloak did not ask {SIGNS_IN} for the password again (its session lived on)"
+        raise RuntimeError(msg)
     return (
         f"{SIGNS_IN} signed in through the containerised Keycloak to the console and saw {len(shown)} cadres "
-        f"of the pool, none outside {person.unit.path}"
+        f"of the pool, none outside {person.unit.path}; signed out, Keycloak asked for the password again"
     )
 
 
-async def _sign_in(console: str, username: str) -> httpx.Response:
+async def _sign_in_and_out(console: str, username: str) -> tuple[httpx.Response, bool]:
+    """The pool page after signing in; then sign out, and whether the provider asks for the password again."""
     client = Browserish(base_url=console)
     try:
         ready = await client.get("/health/ready")
         if ready.status_code != httpx.codes.OK:
             msg = f"the console is not ready: {ready.status_code} {ready.text}"
             raise RuntimeError(msg)
-        return await console_sign_in(client, username)
+        page = await console_sign_in(client, username)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if page.status_code != httpx.codes.OK or csrf is None:
+            return page, False
+        await client.post("/signout", data={"csrf_token": csrf.group(1)})
+        again = await client.follow(await client.get("/signin?next=/pool"))
+        return page, 'id="kc-form-login"' in again.text
     finally:
         await client.aclose()
 

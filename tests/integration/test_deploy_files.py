@@ -187,7 +187,7 @@ def test_every_service_is_deployed_with_probes_limits_and_a_disruption_budget() 
         by_kind[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
     shared = by_kind["ConfigMap/cadre-shared"]["data"]
     assert shared["KAFKA_BOOTSTRAP_SERVERS"].endswith(".kafka.svc:9092")  # the overlay points at Strimzi
-    for name in SERVICES:
+    for name in (*SERVICES, "console"):
         deployment = by_kind[f"Deployment/{name}"]
         assert deployment["metadata"]["namespace"] == "cadre-pool"
         pod = deployment["spec"]["template"]["spec"]
@@ -203,7 +203,13 @@ def test_every_service_is_deployed_with_probes_limits_and_a_disruption_budget() 
         assert by_kind[f"PodDisruptionBudget/{name}"]["spec"]["minAvailable"] == 1
         assert by_kind[f"Service/{name}"]["spec"]["ports"][0]["targetPort"] == "http"
         config = by_kind[f"ConfigMap/cadre-{name}"]["data"]
-        assert validate.unknown_settings(name, {**shared, **config}) == []
+        # The console reads what of cadre-shared it needs (HTTP_*, LOG_*, OIDC_ISSUER) and ignores the rest.
+        assert validate.unknown_settings(name, config if name == "console" else {**shared, **config}) == []
+    console = by_kind["ConfigMap/cadre-console"]["data"]
+    assert {console[f"{name.upper()}_URL"] for name in ("registry", "training", "assessment", "notify", "audit")} == {
+        f"http://{name}" for name in ("registry", "training", "assessment", "notify", "audit")
+    }
+    assert shared["OIDC_ISSUER"].startswith("https://")
 
 
 def test_the_runtime_lock_pins_what_the_dev_lock_pins() -> None:
