@@ -234,6 +234,7 @@ def _generated_settings() -> dict[str, str]:
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "SESSION_KEY": secrets.token_hex(32),
         "KEYCLOAK_ADMIN_PASSWORD": secrets.token_hex(16),
+        "REALM_PEOPLE": "demo",  # the demo organization's people sign in (the check loads the demo)
         "KAFKA_CLUSTER_ID": new_cluster_id(),
         "DEPLOYMENT_ID": "compose_check",
         "CHECKPOINT_INTERVAL_SECONDS": "5",  # so that verify checks signed checkpoints too

@@ -353,13 +353,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redirect", action="append", help="a redirect URI the console may use (realm; default: port 8080 on loopback)"
     )
+    parser.add_argument(
+        "--people",
+        choices=["demo", "none"],
+        default="demo",
+        help="realm: with the demo organization's people (their password is the demo one), or none",
+    )
     parser.add_argument("--output", type=Path, help="write the realm's JSON to this file (realm; default: stdout)")
     parser.add_argument("--workdir", type=Path, help="keep the server's home here (default: a temporary directory)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness (default: 240)")
     args = parser.parse_args(argv)
     if args.action == "realm":  # the demo realm's JSON, for a Keycloak run elsewhere (a container)
         document = realm(
-            demo_users(), redirect_uris=args.redirect or ["http://127.0.0.1:8080/*", "http://localhost:8080/*"]
+            demo_users() if args.people == "demo" else [],
+            redirect_uris=args.redirect or ["http://127.0.0.1:8080/*", "http://localhost:8080/*"],
         )
         text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         if args.output is None:

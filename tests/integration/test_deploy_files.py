@@ -92,6 +92,7 @@ def test_the_console_signs_people_in_at_the_compose_files_keycloak() -> None:
     assert console["read_only"] is True
     assert keycloak["depends_on"]["realm"] == {"condition": "service_completed_successfully"}
     assert services["realm"]["entrypoint"] == ["python", "-m", "deploy.local.keycloak", "realm"]
+    assert "${REALM_PEOPLE:-none}" in services["realm"]["command"]  # no known password unless asked for
 
 
 @pytest.mark.parametrize(
