@@ -153,7 +153,7 @@ def compose_problems(document: Any, services: Iterable[str] | None = None) -> li
     """What is wrong with a parsed compose file, for compose and for this project."""
     from deploy.local.stack import SERVICES  # noqa: PLC0415 - keeps the module light for the CLI
 
-    wanted = list(SERVICES if services is None else services)
+    wanted = list((*SERVICES, "console") if services is None else services)
     problems: list[str] = []
     if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
         return ["no services"]
@@ -201,8 +201,10 @@ def compose_problems(document: Any, services: Iterable[str] | None = None) -> li
 def unknown_settings(service: str, environment: Mapping[str, Any]) -> list[str]:
     """Variables given to `service` that its settings class does not read (typos, stale names)."""
     from deploy.configuration import settings_classes  # noqa: PLC0415
+    from services.console.app import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
 
-    known = {field.upper() for field in settings_classes()[service].model_fields}
+    fields = ConsoleSettings.model_fields if service == "console" else settings_classes()[service].model_fields
+    known = {field.upper() for field in fields}
     return [f"{key} is not a setting" for key in environment if key.upper() not in known]
 
 

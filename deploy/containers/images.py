@@ -4,12 +4,13 @@ Image builds are hermetic: the wheels of `requirements-runtime.lock` are downloa
 host, hash-checked (`.cache/wheels/`, in the build context), and installed offline in the
 image; no certificate or secret goes into any image.
 
-Where the official images (python, apache/kafka, postgres, axllent/mailpit) cannot be
+Where the official images (python, apache/kafka, postgres, axllent/mailpit, keycloak) cannot be
 pulled, stand-ins are built locally with the same interface (paths, variables, users):
 a Debian bookworm root made by `debootstrap` (kept as a tarball in `.cache/containers/`)
 is imported as `cadre-local/debian:bookworm`; on it, Debian's Python 3.11, Debian's Java
-with the Kafka jars the project already fetches with Maven, Debian's PostgreSQL 15, and
-Mailpit built from its Go module. `deploy/compose/standins.yaml` points the compose file
+with the Kafka jars the project already fetches with Maven, Debian's PostgreSQL 15,
+Mailpit built from its Go module, and Debian's Java with Keycloak's server distribution
+(also from Maven). `deploy/compose/standins.yaml` points the compose file
 at them; the same Dockerfile and compose file serve both.
 """
 
@@ -24,6 +25,7 @@ from typing import Final
 
 from deploy.containers.engine import MAILPIT_VERSION, Engine, mailpit_binary, temporary_dir
 from deploy.local.kafka import KAFKA_VERSION, ensure_jars
+from deploy.local.keycloak import KEYCLOAK_VERSION, ensure_distribution
 from deploy.validate import REPO, cache_root
 
 WHEELS: Final = REPO / ".cache" / "wheels"
@@ -37,6 +39,7 @@ STANDINS: Final = {
     "kafka": f"cadre-local/kafka:{KAFKA_VERSION}",
     "postgres": "cadre-local/postgres:15",
     "mailpit": f"cadre-local/mailpit:{MAILPIT_VERSION}",
+    "keycloak": f"cadre-local/keycloak:{KEYCLOAK_VERSION}",
 }
 """Stand-in images by the Dockerfile in deploy/docker/standins/ that builds them."""
 _SLIM: Final = """\
@@ -132,6 +135,8 @@ def build_standins(engine: Engine, names: list[str] | None = None) -> None:
                 shutil.copytree(_kafka_classpath(), context / "lib")
             if name == "mailpit":
                 shutil.copy2(mailpit_binary(), context / "mailpit")
+            if name == "keycloak":  # the distribution without what a local server left in it
+                shutil.copytree(ensure_distribution(), context / "keycloak", ignore=shutil.ignore_patterns("data"))
             args = ["docker", "build", "--quiet", "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "-t", STANDINS[name]]
             _run([*args, "-f", str(STANDIN_DIR / f"{name}.Dockerfile"), str(context)], f"building {name}", env=env)
         finally:

@@ -3,7 +3,9 @@
 One run: build every image from deploy/docker/Dockerfile, `docker compose up --wait` the
 compose file (with the stand-ins where the official images are absent), load the demo
 through the `demo` profile, then prove it works through the containers only: every
-container healthy, running as uid 10001 on a read-only root; a nomination reaches
+container healthy, the services and the console running as uid 10001 on a read-only root; a
+demo person signs in through the containerised Keycloak to the console and sees the pool of
+their county, and only that; a nomination reaches
 training's and audit's projections and the leader's email reaches the mail catcher;
 `verify` finds every service's record intact; registry and audit killed (SIGKILL) right
 after a burst of nominations and started again, after which every nomination is in
@@ -14,6 +16,7 @@ removed at the end), never the development defaults.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import contextlib
@@ -26,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 
@@ -34,20 +37,31 @@ from contracts.envelope import Actor, Role
 from deploy.containers import images
 from deploy.containers.engine import Engine, compose_binary, engine, mailpit_binary
 from deploy.local.kafka import ensure_jars, new_cluster_id
+from deploy.local.keycloak import KEYCLOAK_VERSION, ensure_distribution
 from deploy.local.ports import free_ports
+from deploy.local.signin import Browserish, console_sign_in
 from deploy.local.stack import SERVICES
 from deploy.validate import COMPOSE_FILE, cache_root
 from runtime import checkpoint, clock
 from runtime.auth import issue_token
 
+if TYPE_CHECKING:
+    from services.registry.demo import DemoOrg
+
 STANDINS_FILE: Final = COMPOSE_FILE.with_name("standins.yaml")
 PROJECT: Final = "cadre-pool-check"
 OFFICIAL_IMAGES: Final = ("python:3.11.14-slim-bookworm", "apache/kafka:4.3.1", "postgres:15.15-bookworm",
-                          "axllent/mailpit:v1.27.11")  # fmt: skip
+                          "axllent/mailpit:v1.27.11", f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}")  # fmt: skip
 """Used (without any pull) when all are already in the engine; otherwise the stand-ins are built."""
 BURST: Final = 20
 """Nominations sent just before registry and audit are killed."""
 SERVICE_UID: Final = "10001"
+HARDENED: Final = (*SERVICES, "console")
+"""The containers of the project's own image: uid 10001, read-only root."""
+ONE_SHOT: Final = ("topics", "realm")
+"""Jobs that run once at `up` and exit 0."""
+SIGNS_IN: Final = "organizer.county"
+"""The demo person who signs in to the console through Keycloak."""
 T = TypeVar("T")
 
 
@@ -170,6 +184,7 @@ def _prepare(docker: Engine, report: Report, *, standins: bool) -> None:
         timed("wheels", images.wheels)
         if standins:
             timed("kafka jars", ensure_jars)
+            timed("keycloak distribution", ensure_distribution)
             timed("debootstrap root", images.debian_rootfs)
             timed(
                 "python, kafka, postgres stand-ins",
@@ -181,6 +196,7 @@ def _prepare(docker: Engine, report: Report, *, standins: bool) -> None:
             future.result()
     if standins:
         timed("mailpit stand-in", lambda: images.build_standins(docker, ["mailpit"]))
+        timed("keycloak stand-in", lambda: images.build_standins(docker, ["keycloak"]))
 
 
 def _compose_version() -> str:
@@ -210,7 +226,7 @@ def _project(docker: Engine, report: Report, *, keep: bool) -> Iterator[Compose]
 
 
 def _generated_settings() -> dict[str, str]:
-    ports = free_ports(len(SERVICES) + 1)
+    ports = free_ports(len(SERVICES) + 3)
     values = {
         "AUTH_SECRET": secrets.token_hex(32),
         "CHECKPOINT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -218,10 +234,15 @@ def _generated_settings() -> dict[str, str]:
         "PERSONAL_DATA_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "SERVICE_DB_PASSWORD": secrets.token_hex(16),
+        "SESSION_KEY": secrets.token_hex(32),
+        "KEYCLOAK_ADMIN_PASSWORD": secrets.token_hex(16),
+        "REALM_PEOPLE": "demo",  # the demo organization's people sign in (the check loads the demo)
         "KAFKA_CLUSTER_ID": new_cluster_id(),
         "DEPLOYMENT_ID": "compose_check",
         "CHECKPOINT_INTERVAL_SECONDS": "5",  # so that verify checks signed checkpoints too
         "MAIL_UI_PORT": str(ports[-1]),
+        "CONSOLE_PORT": str(ports[-2]),
+        "KEYCLOAK_PORT": str(ports[-3]),
         **clock.current().environment(),  # the stack runs on the caller's clock (a test's instant)
     }
     values.update({f"{name.upper()}_PORT": str(port) for name, port in zip(SERVICES, ports, strict=False)})
@@ -243,6 +264,8 @@ def _exercise(compose: Compose, docker: Engine, report: Report, timer: Timer) ->
         compose.check("--profile", "demo", "run", "--rm", "demo")
     settings = _settings(compose)
     api = Api(settings)
+    with timer("a demo person signs in to the console through Keycloak"):
+        report.checks.append(_signed_in(settings, api.org))
     report.checks.append(api.nomination_travels())
     report.checks.append(_verified(compose, settings, signed=False))
     report.checks.append(_kill_and_restart(compose, api))
@@ -250,7 +273,7 @@ def _exercise(compose: Compose, docker: Engine, report: Report, timer: Timer) ->
     report.checks.append(_verified(compose, settings, signed=True))
     report.checks.append(_all_healthy(compose))
     report.memory = _memory(compose, docker)
-    names = [f"{PROJECT}-{name}" for name in (*SERVICES, "topics", "demo")]
+    names = [f"{PROJECT}-{name}" for name in (*HARDENED, "topics", "realm", "demo")]
     report.image_sizes = images.image_sizes(docker, names)
     if report.images == "standins":
         report.image_sizes |= images.image_sizes(docker, [*images.STANDINS.values(), images.DEBIAN_IMAGE])
@@ -260,19 +283,19 @@ def _all_healthy(compose: Compose) -> str:
     problems = []
     for container in compose.containers():
         name, state, health = container["Service"], container["State"], container.get("Health", "")
-        if name == "topics":
+        if name in ONE_SHOT:
             if state != "exited" or container.get("ExitCode") != 0:
-                problems.append(f"topics: {state}, exit code {container.get('ExitCode')}")
+                problems.append(f"{name}: {state}, exit code {container.get('ExitCode')}")
         elif state != "running" or health != "healthy":
             problems.append(f"{name}: {state} {health}".strip())
     if problems:
         msg = f"not healthy: {'; '.join(problems)}\n{compose.logs()}"
         raise RuntimeError(msg)
-    return "every container healthy (the topic job exited 0)"
+    return f"every container healthy (the one-shot jobs {', '.join(ONE_SHOT)} exited 0)"
 
 
 def _hardened(compose: Compose, docker: Engine) -> str:
-    for name in SERVICES:
+    for name in HARDENED:
         found = json.loads(docker.check("inspect", f"{PROJECT}-{name}-1"))[0]
         user, read_only = found["Config"]["User"], found["HostConfig"]["ReadonlyRootfs"]
         if not user.startswith(f"{SERVICE_UID}:") or read_only is not True:
@@ -283,7 +306,49 @@ def _hardened(compose: Compose, docker: Engine) -> str:
         if said.split()[0] != SERVICE_UID or "Read-only file system" not in said or "tmp-writable" not in said:
             msg = f"{name}: expected uid {SERVICE_UID}, a read-only /app and a writable /tmp: {said!r}"
             raise RuntimeError(msg)
-    return f"every service runs as uid {SERVICE_UID} on a read-only root file system (only /tmp writable)"
+    return f"every service and the console run as uid {SERVICE_UID} on a read-only root (only /tmp writable)"
+
+
+def _signed_in(settings: dict[str, str], org: DemoOrg) -> str:
+    """A demo person signs in through Keycloak's loopback port to the console's, and sees their county's pool."""
+    from services.registry import demo  # noqa: PLC0415 - as in Api
+
+    person = next(p for p in demo.people(org) if p.user_id == SIGNS_IN)
+    page, asked_again = asyncio.run(_sign_in_and_out(f"http://127.0.0.1:{settings['CONSOLE_PORT']}", SIGNS_IN))
+    if page.status_code != httpx.codes.OK or not str(page.url).endswith("/pool"):
+        msg = f"{SIGNS_IN} did not reach the pool: {page.status_code} {page.url}\n{page.text[:500]}"
+        raise RuntimeError(msg)
+    shown = [c for c in org.cadres if str(c.cadre_id) in page.text]
+    outside = [c for c in shown if not c.unit.path.startswith(person.unit.path)]
+    if not shown or outside:
+        msg = f"{SIGNS_IN}'s pool shows {len(shown)} demo cadres, {len(outside)} outside {person.unit.path}"
+        raise RuntimeError(msg)
+    if not asked_again:
+        msg = f"after signing out, Keycloak did not ask {SIGNS_IN} for the password again (its session lived on)"
+        raise RuntimeError(msg)
+    return (
+        f"{SIGNS_IN} signed in through the containerised Keycloak to the console and saw {len(shown)} cadres "
+        f"of the pool, none outside {person.unit.path}; signed out, Keycloak asked for the password again"
+    )
+
+
+async def _sign_in_and_out(console: str, username: str) -> tuple[httpx.Response, bool]:
+    """The pool page after signing in; then sign out, and whether the provider asks for the password again."""
+    client = Browserish(base_url=console)
+    try:
+        ready = await client.get("/health/ready")
+        if ready.status_code != httpx.codes.OK:
+            msg = f"the console is not ready: {ready.status_code} {ready.text}"
+            raise RuntimeError(msg)
+        page = await console_sign_in(client, username)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if page.status_code != httpx.codes.OK or csrf is None:
+            return page, False
+        await client.post("/signout", data={"csrf_token": csrf.group(1)})
+        again = await client.follow(await client.get("/signin?next=/pool"))
+        return page, 'id="kc-form-login"' in again.text
+    finally:
+        await client.aclose()
 
 
 def _verified(compose: Compose, settings: dict[str, str], *, signed: bool) -> str:

@@ -15,6 +15,7 @@ SIGTERM to it: `stop` signals the process `kc.sh` runs as.
     python -m deploy.local.keycloak            # the demo realm in the foreground until Ctrl-C
     python -m deploy.local.keycloak fetch      # only fetch and unpack the distribution
     python -m deploy.local.keycloak realm --redirect http://localhost:8080/*   # the demo realm's JSON
+    python -m deploy.local.keycloak realm --output DIR/cadre-pool-realm.json     # into a file (compose's realm job)
 """
 
 from __future__ import annotations
@@ -352,14 +353,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redirect", action="append", help="a redirect URI the console may use (realm; default: port 8080 on loopback)"
     )
+    parser.add_argument(
+        "--people",
+        choices=["demo", "none"],
+        default="demo",
+        help="realm: with the demo organization's people (their password is the demo one), or none",
+    )
+    parser.add_argument("--output", type=Path, help="write the realm's JSON to this file (realm; default: stdout)")
     parser.add_argument("--workdir", type=Path, help="keep the server's home here (default: a temporary directory)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for readiness (default: 240)")
     args = parser.parse_args(argv)
     if args.action == "realm":  # the demo realm's JSON, for a Keycloak run elsewhere (a container)
         document = realm(
-            demo_users(), redirect_uris=args.redirect or ["http://127.0.0.1:8080/*", "http://localhost:8080/*"]
+            demo_users() if args.people == "demo" else [],
+            redirect_uris=args.redirect or ["http://127.0.0.1:8080/*", "http://localhost:8080/*"],
         )
-        sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
         return 0
     if args.action == "fetch":
         try:

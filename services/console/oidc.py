@@ -63,13 +63,25 @@ class Provider:
         self._config: dict[str, Any] | None = None
         self.keys = ProviderKeys(self.issuer)
 
+    def backchannel(self, url: str) -> str:
+        """An endpoint the console calls itself, reached where the discovery document is read.
+
+        Behind OIDC_DISCOVERY_URL (a container network) a provider may name its endpoints under
+        the issuer, the address browsers use (Keycloak does so for sign-out): the console calls
+        them under the discovery document's base instead.
+        """
+        inner = self._discovery.removesuffix("/.well-known/openid-configuration")
+        if inner != self.issuer and url.startswith(f"{self.issuer}/"):
+            return inner + url.removeprefix(self.issuer)
+        return url
+
     async def config(self) -> dict[str, Any]:
         """The provider's discovery document (read once)."""
         if self._config is None:
             answer = await self._http.get(self._discovery)
             answer.raise_for_status()
             self._config = answer.json()
-            self.keys = ProviderKeys(self.issuer, jwks_url=str(self._config["jwks_uri"]))
+            self.keys = ProviderKeys(self.issuer, jwks_url=self.backchannel(str(self._config["jwks_uri"])))
         return self._config
 
     async def authorization_url(self, signin: SignIn, redirect_uri: str, language: str) -> str:
@@ -89,7 +101,7 @@ class Provider:
         return f"{endpoint}?{urlencode(query)}"
 
     async def _tokens(self, form: dict[str, str]) -> Tokens:
-        endpoint = (await self.config())["token_endpoint"]
+        endpoint = self.backchannel((await self.config())["token_endpoint"])
         answer = await self._http.post(endpoint, data={"client_id": self.client_id, **form})
         if answer.status_code != httpx.codes.OK:
             msg = f"the identity provider refused: {answer.status_code} {answer.text[:200]}"
@@ -130,4 +142,6 @@ class Provider:
         """End the person's session at the provider (its refresh token stops working)."""
         endpoint = (await self.config()).get("end_session_endpoint")
         if endpoint and refresh_token:
-            await self._http.post(endpoint, data={"client_id": self.client_id, "refresh_token": refresh_token})
+            await self._http.post(
+                self.backchannel(endpoint), data={"client_id": self.client_id, "refresh_token": refresh_token}
+            )

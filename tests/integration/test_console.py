@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from deploy.local.signin import Browserish, console_sign_in
 from runtime import clock
 from runtime.settings import DEV_SESSION_KEY, settings_class
 from services.console.app import ConsoleSettings
@@ -20,7 +21,6 @@ from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 from tests.conftest import Launch
-from tests.oidc import Browserish, console_sign_in
 from tests.support import SECRET, auth, eventually
 
 

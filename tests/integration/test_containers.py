@@ -1,5 +1,6 @@
 """The platform in containers, end to end: every image built, the compose stack up, the demo loaded,
-tried through the containers, two services killed and restarted, everything taken down.
+a demo person signed in to the console through the containerised Keycloak, tried through the
+containers, two services killed and restarted, everything taken down.
 
 It needs a Docker engine: the one DOCKER_HOST names, one on the default socket, or Debian's dockerd
 started by deploy/containers on a private socket (installed from Debian when missing). It never
@@ -24,11 +25,12 @@ def test_the_platform_runs_in_containers_and_survives_a_kill() -> None:
 
     print("\n".join(report.lines()))  # noqa: T201 - the figures, shown with -s or on failure
     assert report.images in {"official", "standins"}
-    assert set(report.memory) >= {*SERVICES, "kafka", "postgres", "mail"}
-    assert {f"{stack.PROJECT}-{name}" for name in SERVICES} <= set(report.image_sizes)
+    assert set(report.memory) >= {*SERVICES, "console", "keycloak", "kafka", "postgres", "mail"}
+    assert {f"{stack.PROJECT}-{name}" for name in (*SERVICES, "console")} <= set(report.image_sizes)
     checks = "\n".join(report.checks)
     for found in ("every container healthy", "uid 10001 on a read-only root", "reached training and audit",
-                  "record intact", "killed (SIGKILL)"):  # fmt: skip
+                  "record intact", "killed (SIGKILL)",
+                  "signed in through the containerised Keycloak to the console"):  # fmt: skip
         assert found in checks, checks
 
 

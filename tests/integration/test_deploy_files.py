@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from deploy import mirroring, validate
+from deploy.local.keycloak import KEYCLOAK_VERSION, REALM
 from deploy.local.stack import SERVICES
 
 REPO = validate.REPO
@@ -64,10 +65,34 @@ def test_the_compose_file_brings_up_everything_in_order() -> None:
         assert depends["topics"] == {"condition": "service_completed_successfully"}
         assert services[name]["environment"]["DATABASE_URL"].endswith(f"/cadre_{name}")
     init = (REPO / "deploy" / "compose" / "postgres-init" / "01-databases.sql").read_text()
-    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == sorted(f"cadre_{name}" for name in SERVICES)
+    databases = sorted(f"cadre_{name}" for name in (*SERVICES, "keycloak"))
+    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == databases
     assert services["topics"]["entrypoint"] == ["python", "-m", "deploy.local", "topics"]
     assert services["demo"]["profiles"] == ["demo"]
-    assert set(document["volumes"]) == {"kafka-data", "postgres-data"}
+    assert set(document["volumes"]) == {"kafka-data", "postgres-data", "keycloak-realm"}
+
+
+def test_the_console_signs_people_in_at_the_compose_files_keycloak() -> None:
+    services = compose_document()["services"]
+    console, keycloak = services["console"], services["keycloak"]
+    assert keycloak["image"] == f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}"  # the local provider's version
+    environment = console["environment"]
+    assert environment["SESSION_KEY"].startswith("${SESSION_KEY:?")  # required: no development key
+    assert keycloak["environment"]["KC_BOOTSTRAP_ADMIN_PASSWORD"].startswith("${KEYCLOAK_ADMIN_PASSWORD:?")
+    # Browsers reach Keycloak on its loopback port; the console and the services, inside the network.
+    assert environment["OIDC_ISSUER"] == "http://127.0.0.1:${KEYCLOAK_PORT:-8180}/realms/" + REALM
+    assert keycloak["environment"]["KC_HOSTNAME"] + f"/realms/{REALM}" == environment["OIDC_ISSUER"]
+    assert environment["OIDC_DISCOVERY_URL"].startswith("http://keycloak:8080/realms/")
+    for name in SERVICES:
+        assert services[name]["environment"]["OIDC_ISSUER"] == environment["OIDC_ISSUER"]
+        assert services[name]["environment"]["OIDC_JWKS_URL"].startswith("http://keycloak:8080/realms/")
+    for name in ("registry", "training", "assessment", "notify", "audit"):
+        assert environment[f"{name.upper()}_URL"] == f"http://{name}:8000"
+        assert console["depends_on"][name] == {"condition": "service_healthy"}
+    assert console["read_only"] is True
+    assert keycloak["depends_on"]["realm"] == {"condition": "service_completed_successfully"}
+    assert services["realm"]["entrypoint"] == ["python", "-m", "deploy.local.keycloak", "realm"]
+    assert "${REALM_PEOPLE:-none}" in services["realm"]["command"]  # no known password unless asked for
 
 
 @pytest.mark.parametrize(
@@ -82,6 +107,8 @@ def test_the_compose_file_brings_up_everything_in_order() -> None:
         ),
         (lambda d: d["services"]["mail"].pop("healthcheck"), "mail has no healthcheck"),
         (lambda d: d["services"].pop("assessment"), "service assessment is missing"),
+        (lambda d: d["services"].pop("console"), "service console is missing"),
+        (lambda d: d["services"]["console"]["environment"].update(OIDC_ISUER="x"), "OIDC_ISUER is not a setting"),
         (lambda d: d["services"]["notify"].update(ports=["8004:8000"]), "published beyond loopback"),
     ],
 )
@@ -161,7 +188,7 @@ def test_every_service_is_deployed_with_probes_limits_and_a_disruption_budget() 
         by_kind[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
     shared = by_kind["ConfigMap/cadre-shared"]["data"]
     assert shared["KAFKA_BOOTSTRAP_SERVERS"].endswith(".kafka.svc:9092")  # the overlay points at Strimzi
-    for name in SERVICES:
+    for name in (*SERVICES, "console"):
         deployment = by_kind[f"Deployment/{name}"]
         assert deployment["metadata"]["namespace"] == "cadre-pool"
         pod = deployment["spec"]["template"]["spec"]
@@ -177,7 +204,13 @@ def test_every_service_is_deployed_with_probes_limits_and_a_disruption_budget() 
         assert by_kind[f"PodDisruptionBudget/{name}"]["spec"]["minAvailable"] == 1
         assert by_kind[f"Service/{name}"]["spec"]["ports"][0]["targetPort"] == "http"
         config = by_kind[f"ConfigMap/cadre-{name}"]["data"]
-        assert validate.unknown_settings(name, {**shared, **config}) == []
+        # The console reads what of cadre-shared it needs (HTTP_*, LOG_*, OIDC_ISSUER) and ignores the rest.
+        assert validate.unknown_settings(name, config if name == "console" else {**shared, **config}) == []
+    console = by_kind["ConfigMap/cadre-console"]["data"]
+    assert {console[f"{name.upper()}_URL"] for name in ("registry", "training", "assessment", "notify", "audit")} == {
+        f"http://{name}" for name in ("registry", "training", "assessment", "notify", "audit")
+    }
+    assert shared["OIDC_ISSUER"].startswith("https://")
 
 
 def test_the_runtime_lock_pins_what_the_dev_lock_pins() -> None:

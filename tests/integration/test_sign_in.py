@@ -6,11 +6,11 @@ import httpx
 import jwt
 
 from contracts.envelope import Actor, Role
+from deploy.local.signin import provider_tokens
 from runtime.auth import issue_token
 from services.registry import demo
 from services.registry.app import RegistrySettings, create_app
 from tests.conftest import Launch
-from tests.oidc import provider_tokens
 from tests.support import SECRET, auth, eventually
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from deploy.local.keycloak import DEMO_PASSWORD
 from deploy.local.ports import free_port
+from deploy.local.signin import Browserish, console_sign_in
 from tests.infra import Infra
 from tests.integration.test_dev_up import READY, _read_until, stop, up
 from tests.integration.test_local_deploy import _gone
-from tests.oidc import Browserish, console_sign_in
 
 
 @pytest.mark.usefixtures("keycloak")  # started first, so that its one-time build is not timed here

@@ -5,3 +5,5 @@ CREATE DATABASE cadre_assessment;
 CREATE DATABASE cadre_notify;
 CREATE DATABASE cadre_audit;
 CREATE DATABASE cadre_sync;
+-- Keycloak's (the compose file's identity provider).
+CREATE DATABASE cadre_keycloak;

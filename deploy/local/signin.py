@@ -1,4 +1,7 @@
-"""Signing in to the local Keycloak from Python, as a browser would: its login form, its cookies, its redirect.
+"""Signing in to Keycloak from Python, as a browser would: its login form, its cookies, its redirects.
+
+The tests of sign-in and of the console use it against the local Keycloak, and the
+containers' check (deploy/containers/stack.py) against the containerised one.
 
 Keycloak marks its login cookies `Secure` even on plain http to 127.0.0.1; a browser
 sends them there (loopback counts as secure), Python's cookie jar does not. So this
@@ -31,6 +34,7 @@ class Browserish:
         self.base_url = base_url
 
     async def aclose(self) -> None:
+        """Close both clients."""
         await self._client.aclose()
         await self._real.aclose()
 
@@ -38,6 +42,7 @@ class Browserish:
         return self._client if url.startswith((self.base_url, "/")) else self._real
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request with the jar's cookies for its host; the cookies it sets go into the jar."""
         full = url if "://" in url else self.base_url + url
         host = urlsplit(full).netloc
         cookies = "; ".join(f"{k}={v}" for k, v in self.jar.get(host, {}).items())
@@ -54,9 +59,11 @@ class Browserish:
         return response
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """GET, with cookies."""
         return await self.request("GET", url, **kwargs)
 
     async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        """POST, with cookies."""
         return await self.request("POST", url, **kwargs)
 
     async def follow(self, response: httpx.Response, limit: int = 10) -> httpx.Response:
@@ -71,7 +78,9 @@ class Browserish:
 async def submit_login(client: Browserish, login_page: httpx.Response, username: str, password: str) -> httpx.Response:
     """Fill in Keycloak's login form; the provider's answer (a redirect back, or the form again)."""
     match = re.search(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', login_page.text)
-    assert match, f"no login form in: {login_page.text[:500]}"
+    if not match:
+        msg = f"no login form in: {login_page.text[:500]}"
+        raise RuntimeError(msg)
     action = html.unescape(match.group(1))
     return await client.post(action, data={"username": username, "password": password, "credentialId": ""})
 
@@ -89,7 +98,9 @@ async def provider_tokens(issuer: str, username: str, password: str = DEMO_PASSW
         }  # fmt: skip
         page = await client.get(f"{issuer}/protocol/openid-connect/auth?{urlencode(query)}")
         back = await submit_login(client, page, username, password)
-        assert back.is_redirect, back.text[:500]
+        if not back.is_redirect:
+            msg = f"the provider did not send the person back: {back.status_code} {back.text[:500]}"
+            raise RuntimeError(msg)
         code = parse_qs(urlsplit(back.headers["location"]).query)["code"][0]
         answer = await client.post(
             f"{issuer}/protocol/openid-connect/token",
@@ -108,7 +119,9 @@ async def provider_tokens(issuer: str, username: str, password: str = DEMO_PASSW
 async def console_sign_in(client: Browserish, username: str, password: str = DEMO_PASSWORD) -> httpx.Response:
     """Sign in to the console at `client` through the provider; the page the console shows afterwards."""
     started = await client.get("/signin?next=/pool")
-    assert started.status_code == httpx.codes.SEE_OTHER, started.text[:300]
+    if started.status_code != httpx.codes.SEE_OTHER:
+        msg = f"the console did not send the person to the provider: {started.status_code} {started.text[:300]}"
+        raise RuntimeError(msg)
     page = await client.follow(started)
     back = await submit_login(client, page, username, password)
     return await client.follow(back)
