@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -31,10 +32,12 @@ DRY_RUN_STATE = "dry_run"
 """Set in a request's ASGI state by the batch endpoint only (runtime.batch): no header can set it."""
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """An RFC 9457 problem response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 async def _command_error(_: Request, error: Exception) -> Response:
@@ -53,6 +56,29 @@ async def _validation_error(_: Request, error: Exception) -> Response:
 async def _http_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     return problem(error.status_code, str(error.detail), str(error.detail))
+
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError and its kin: the database's socket refused, reset or closed
+    asyncpg.PostgresConnectionError,  # connection lost, or the commit's outcome unknown
+    asyncpg.exceptions.AdminShutdownError,  # the server shutting down
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # the server starting up
+)
+"""Errors that say a dependency was out of reach, not that the request was wrong or the code broken."""
+
+
+async def _unavailable(_: Request, error: Exception) -> Response:
+    # The connection may have broken after the commit was sent: the outcome is unknown, so the
+    # answer must not claim that nothing changed. Commands carry their ids: a retry is safe.
+    log.warning("dependency unavailable", error=repr(error))
+    return problem(
+        503,
+        "Service unavailable",
+        "the database was out of reach; this request may or may not have been applied:"
+        " retry it with the same ids (a repeat of an applied command is refused with 409)",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _unexpected_error(_: Request, error: Exception) -> Response:
@@ -115,6 +141,8 @@ def install(app: FastAPI, *, service: str) -> None:
     app.add_exception_handler(CommandError, _command_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
 
     app.add_middleware(CorrelationMiddleware, service=service)
