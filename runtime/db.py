@@ -57,3 +57,13 @@ def in_subtree_sql(column: str, param: str) -> str:
     and `.` sorts before it.
     """
     return f"({column} >= {param} AND {column} < {param} || '/')"
+
+
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError and its kin: the database's socket refused, reset or closed
+    asyncpg.PostgresConnectionError,  # connection lost, or a commit's outcome unknown
+    asyncpg.exceptions.AdminShutdownError,  # the server shutting down
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # the server starting up
+)
+"""Errors that say the database was out of reach, not that the request was wrong or the code broken."""

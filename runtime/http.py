@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import logs, metrics
 from runtime.auth import CurrentActor
+from runtime.db import UNREACHABLE
 from runtime.errors import CommandError
 from runtime.store import CommandContext
 
@@ -56,16 +56,6 @@ async def _validation_error(_: Request, error: Exception) -> Response:
 async def _http_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     return problem(error.status_code, str(error.detail), str(error.detail))
-
-
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,  # ConnectionError and its kin: the database's socket refused, reset or closed
-    asyncpg.PostgresConnectionError,  # connection lost, or the commit's outcome unknown
-    asyncpg.exceptions.AdminShutdownError,  # the server shutting down
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,  # the server starting up
-)
-"""Errors that say a dependency was out of reach, not that the request was wrong or the code broken."""
 
 
 async def _unavailable(_: Request, error: Exception) -> Response:
@@ -141,7 +131,7 @@ def install(app: FastAPI, *, service: str) -> None:
     app.add_exception_handler(CommandError, _command_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for unavailable in UNAVAILABLE:
+    for unavailable in UNREACHABLE:
         app.add_exception_handler(unavailable, _unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
 

@@ -233,17 +233,21 @@ class Injector:
             os.killpg(pid, signal.SIGCONT)
 
     async def broker(self, fault: Fault) -> None:
-        """Restart the broker (SIGTERM, start again on the same ports with the same data)."""
-        down = self.rng.uniform(0, 5)
-        fault.target, fault.detail = "kafka", f"down {down:.1f} s"
+        """Restart the broker: a clean stop or a kill -9, then start again on the same ports with the same data."""
+        down, crash = self.rng.uniform(0, 5), self.rng.random() < 0.5
+        fault.target, fault.detail = "kafka", f"{'kill -9' if crash else 'SIGTERM'}, down {down:.1f} s"
+        if crash and self.p.kafka.pid is not None:
+            _kill_group(self.p.kafka.pid)
         await asyncio.to_thread(self.p.kafka.stop)
         await asyncio.sleep(down)
         await asyncio.to_thread(self.p.kafka.start, 120)
 
     async def postgres(self, fault: Fault) -> None:
-        """Restart PostgreSQL (fast shutdown: every connection of every service is broken)."""
-        down = self.rng.uniform(0, 5)
-        fault.target, fault.detail = "postgres", f"down {down:.1f} s"
+        """Restart PostgreSQL: a fast shutdown or a kill -9 (crash recovery); every connection is broken."""
+        down, crash = self.rng.uniform(0, 5), self.rng.random() < 0.5
+        fault.target, fault.detail = "postgres", f"{'kill -9' if crash else 'fast shutdown'}, down {down:.1f} s"
+        if crash and self.p.postgres.pid is not None:
+            _kill_group(self.p.postgres.pid)
         await asyncio.to_thread(self.p.postgres.stop)
         await asyncio.sleep(down)
         await asyncio.to_thread(self.p.postgres.start, 60)
@@ -282,6 +286,12 @@ class Injector:
         self.p.kafka_proxy.swallow()
         await asyncio.sleep(SWALLOW_SECONDS)
         self.p.kafka_proxy.heal()
+
+
+def _kill_group(pid: int) -> None:
+    """kill -9 of a server and everything in its process group (PostgreSQL's backends with it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the owner's stop() then reaps it
 
 
 async def quiet(running: Platform, *, timeout: float, settle: bool = False) -> float | None:

@@ -43,6 +43,8 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self.connections_cut = 0
         """How many open connections a cut or a heal closed (a fault that hit nothing is visible here)."""
+        self.replies_swallowed = 0
+        """How many chunks of replies `swallow` dropped."""
 
     @property
     def mode(self) -> str:
@@ -135,6 +137,7 @@ class Proxy:
                     await asyncio.sleep(self._delay)
                 if self._mode == "swallow" and replies:
                     self._broken.add(writer)
+                    self.replies_swallowed += 1
                     continue
                 if self._mode == "cut":
                     break
