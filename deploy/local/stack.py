@@ -274,14 +274,17 @@ def _own_env(stack: Stack, name: str) -> dict[str, str]:
     return own
 
 
-def restart_service(stack: Stack, name: str, logdir: Path) -> ServiceProcess:
-    """Start service `name` again, on the same port and with the same environment, once its process has ended."""
+def restart_service(stack: Stack, name: str) -> ServiceProcess:
+    """Start service `name` again (same port, environment and log) once its process has ended.
+
+    Returns at once; `wait_ready` waits for it.
+    """
     previous = stack.services[name]
     if previous.process.poll() is None:
         msg = f"{name} is still running (pid {previous.process.pid})"
         raise RuntimeError(msg)
     port = int(previous.url.rsplit(":", 1)[1])
-    return start_service(stack, name, logdir, _own_env(stack, name), port=port)
+    return start_service(stack, name, previous.log_path.parent, _own_env(stack, name), port=port)
 
 
 @contextlib.contextmanager

@@ -194,7 +194,6 @@ class Injector:
         self.p = running
         self.rng = rng
         self.kinds = kinds
-        self.logdir = running.workdir / "logs"
 
     async def one(self, kind: str | None = None) -> Fault:
         """Inject one fault (random kind unless named); return once it is over and the platform whole again."""
@@ -217,7 +216,7 @@ class Injector:
         await self._restart(name)
 
     async def _restart(self, name: str) -> None:
-        started = local_stack.restart_service(self.p.stack, name, self.logdir)
+        started = local_stack.restart_service(self.p.stack, name)
         await asyncio.to_thread(local_stack.wait_ready, started, 120)
 
     async def pause(self, fault: Fault) -> None:
