@@ -168,8 +168,12 @@ class Outcome:
     def report(self) -> str:
         """A human-readable summary."""
         ledger = self.ledger
+        during = sum(1 for fault in self.faults if fault.at < self.load_seconds)
         lines = [
-            f"seed {self.seed}: {len(self.faults)} faults over {self.load_seconds:.0f} s of load",
+            (
+                f"seed {self.seed}: {len(self.faults)} faults ({during} began while commands flowed)"
+                f" over {self.load_seconds:.0f} s of load"
+            ),
             (
                 f"commands sent {ledger.total}, acknowledged {len(ledger.acks)}, refused (4xx)"
                 f" {sum(ledger.refused.values())}, failed (5xx) {dict(ledger.failed)},"
@@ -354,7 +358,7 @@ async def run(
         outcome.recovery_seconds = max(0.0, time.monotonic() - last_fault)
     stop.set()
     await sending
-    outcome.load_seconds = time.monotonic() - started
+    outcome.load_seconds = load.seconds
     outcome.quiet_seconds = await quiet(running, timeout=180, settle=True)
     outcome.ledger = load.ledger
     outcome.findings = await checks.check(

@@ -86,6 +86,8 @@ class Load:
         self._units = [unit for unit in self.org.units if unit.level.value in {"county", "township"}]
         self.cycle_id = uuid.uuid5(NAMESPACE, f"cycle:{seed}")
         self._sequence = 0
+        self.seconds = 0.0
+        """How long the last `run` sent commands."""
 
     def headers(self) -> dict[str, str]:
         """A fresh root organizer token (reissued every 10 minutes: a long run outlives one)."""
@@ -127,6 +129,7 @@ class Load:
                     await self._one(client)
 
             await asyncio.gather(*(worker() for _ in range(self.workers)))
+        self.seconds = time.monotonic() - started
 
     def _pick(self) -> tuple[str, Cadre | None]:
         kinds = list(ACTIONS)

@@ -21,6 +21,7 @@ from tests.faults.harness import Fault, Injector, Platform
 from tests.faults.load import Load
 
 SEED = 17
+pytestmark = pytest.mark.timeout(600)  # a bound on a hang (the first test also starts the platform), not a speed test
 
 
 @pytest.fixture(scope="module")
