@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import logs, metrics
 from runtime.auth import CurrentActor
-from runtime.db import UNREACHABLE
+from runtime.db import UNREACHABLE, unreachable
 from runtime.errors import CommandError
 from runtime.store import CommandContext
 
@@ -69,6 +70,12 @@ async def _unavailable(_: Request, error: Exception) -> Response:
         " retry it with the same ids (a repeat of an applied command is refused with 409)",
         headers={"Retry-After": "1"},
     )
+
+
+async def _interface_error(request: Request, error: Exception) -> Response:
+    if unreachable(error):
+        return await _unavailable(request, error)
+    return await _unexpected_error(request, error)
 
 
 async def _unexpected_error(_: Request, error: Exception) -> Response:
@@ -133,6 +140,7 @@ def install(app: FastAPI, *, service: str) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for unavailable in UNREACHABLE:
         app.add_exception_handler(unavailable, _unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, _interface_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
     app.add_middleware(CorrelationMiddleware, service=service)

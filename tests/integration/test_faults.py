@@ -95,23 +95,26 @@ def test_an_unknown_producer_outcome_is_retried_and_counted_once(platform: Platf
 
 
 def test_a_database_connection_cut_mid_transaction_changes_nothing_twice(platform: Platform, load: Load) -> None:
-    injector = Injector(platform, random.Random(SEED), harness.KINDS)
-    proxy = platform.db_proxies["registry"]
-    before = proxy.connections_cut
+    # The registry's connections (appends in flight) and assessment's (a consumer's batches in
+    # flight) are broken at once: commands answer 503 or nothing, batches are tried again,
+    # nothing is dead-lettered (the checkers read the dead-letter topics).
+    proxies = [platform.db_proxies["registry"], platform.db_proxies["assessment"]]
+    before = [proxy.connections_cut for proxy in proxies]
 
     async def go() -> None:
         stop = asyncio.Event()
         sending = asyncio.create_task(load.run(limit=load.ledger.total + 200, stop=stop))
         await asyncio.sleep(2)
-        proxy.cut()  # the registry's open connections (transactions among them) broken at once
+        for proxy in proxies:
+            proxy.cut()
         await asyncio.sleep(3)
-        proxy.heal()
+        for proxy in proxies:
+            proxy.heal()
         await sending
         await _checked(platform, load)
 
     asyncio.run(go())
-    assert injector.p is platform
-    assert proxy.connections_cut > before
+    assert all(proxy.connections_cut > cut for proxy, cut in zip(proxies, before, strict=True))
 
 
 def test_a_consumer_paused_past_its_session_applies_each_event_once(platform: Platform, load: Load) -> None:

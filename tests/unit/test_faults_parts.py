@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from runtime.db import unreachable
 from runtime.http import install
 from tests.faults.proxy import Proxy
 
@@ -94,3 +95,18 @@ async def test_a_lost_database_connection_answers_503_and_does_not_claim_nothing
             assert response.headers["content-type"] == "application/problem+json"
             assert response.headers["retry-after"] == "1"
             assert "may or may not have been applied" in response.json()["detail"]
+
+
+def test_only_a_lost_connection_counts_as_the_database_out_of_reach() -> None:
+    closed = asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed")
+    released = asyncpg.InterfaceError(
+        "cannot call Connection.transaction(): connection has been released back to the pool"
+    )
+    misuse = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+    assert unreachable(closed)
+    assert unreachable(released)
+    assert unreachable(ConnectionResetError(104, "Connection reset by peer"))
+    assert unreachable(asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"))
+    assert not unreachable(misuse)
+    assert not unreachable(asyncpg.UniqueViolationError("duplicate key value violates unique constraint"))
+    assert not unreachable(ValueError("a projection's bug"))
