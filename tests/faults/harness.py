@@ -176,7 +176,7 @@ class Outcome:
             ),
             (
                 f"commands sent {ledger.total}, acknowledged {len(ledger.acks)}, refused (4xx)"
-                f" {sum(ledger.refused.values())}, failed (5xx) {dict(ledger.failed)},"
+                f" {dict(ledger.refused)}, failed (5xx) {dict(ledger.failed)},"
                 f" unanswered {sum(ledger.unanswered.values())}"
             ),
         ]

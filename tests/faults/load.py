@@ -164,7 +164,7 @@ class Load:
             self.ledger.failed[f"{kind} {response.status_code}"] += 1
             return
         if response.status_code >= httpx.codes.BAD_REQUEST:
-            self.ledger.refused[kind] += 1
+            self.ledger.refused[f"{kind} {response.status_code}"] += 1
             return
         answer = response.json()
         cadre_id = cadre.cadre_id if cadre is not None else uuid.UUID(body["cadre_id"])
