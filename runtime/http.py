@@ -61,13 +61,13 @@ async def _http_error(_: Request, error: Exception) -> Response:
 
 async def _unavailable(_: Request, error: Exception) -> Response:
     # The connection may have broken after the commit was sent: the outcome is unknown, so the
-    # answer must not claim that nothing changed. Commands carry their ids: a retry is safe.
+    # answer must not claim that nothing changed.
     log.warning("dependency unavailable", error=repr(error))
     return problem(
         503,
         "Service unavailable",
         "the database was out of reach; this request may or may not have been applied:"
-        " retry it with the same ids (a repeat of an applied command is refused with 409)",
+        " look before trying again, or try again with the same ids",
         headers={"Retry-After": "1"},
     )
 
