@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, e2e, footprint, imports, mirror, projection, queries, relay
+from bench import append, bundles, e2e, footprint, imports, mirror, projection, queries, relay
 from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
@@ -35,10 +35,10 @@ def run(
     only: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: append,relay,projection,queries,console,e2e,footprint,import,mirror "
+            help="Comma-separated: append,relay,projection,queries,console,e2e,footprint,import,mirror,bundles "
             "(and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
-    ] = "append,relay,projection,queries,console,e2e,footprint,import,mirror",
+    ] = "append,relay,projection,queries,console,e2e,footprint,import,mirror,bundles",
 ) -> None:
     """Run the benchmarks and write the results."""
     events = SCALES[scale]
@@ -46,7 +46,7 @@ def run(
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "queries"}:
+    if chosen & {"append", "relay", "projection", "queries", "bundles"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -91,6 +91,9 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "console" in chosen:
         console.rule("console: pool page")
         await console_bench.run(running, report, cadres=cadres)
+    if "bundles" in chosen:
+        console.rule("signed bundles (offline links)")
+        await bundles.run(running, report, events=events)
 
 
 def _table(report: Report) -> None:

@@ -15,7 +15,7 @@ from runtime.errors import ConcurrencyError
 CONCURRENCY = 512
 
 
-async def _drive(es: store.EventStore, work: list[Command], concurrency: int, samples: Series) -> int:
+async def drive(es: store.EventStore, work: list[Command], concurrency: int, samples: Series) -> int:
     """Send the commands, `concurrency` in flight, one version after another; return conflicts."""
     ctx = store.CommandContext(actor=ACTOR, correlation_id=uuid7())
     semaphore = asyncio.Semaphore(concurrency)
@@ -65,7 +65,7 @@ async def run(stack: Stack, report: Report, *, events: int) -> str:
         total = sum(len(c.events) for c in work)
         samples = Series(f"append throughput, {per_command} event(s) per command", xlabel="s", ylabel="events")
         with Clock() as clock:
-            conflicts = await _drive(es, work, CONCURRENCY, samples)
+            conflicts = await drive(es, work, CONCURRENCY, samples)
         await es.close()
         appended = await pool.fetchval("SELECT count(*) FROM events")
         transactions = await pool.fetchval("SELECT count(DISTINCT recorded_at) FROM events")

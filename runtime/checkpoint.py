@@ -11,20 +11,22 @@ the signed position; forging a new checkpoint needs the private key.
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.audit import ChainCheckpointed, checkpoint_message
 from contracts.envelope import Actor, Role, uuid7
 from runtime import logs
+from runtime.bundle import key_id, load_public_key, public_bytes
 from runtime.db import Pool
 from runtime.errors import ConcurrencyError
 from runtime.store import CommandContext, EventStore
+
+# The key helpers live with the signed bundles (runtime.bundle, standalone); named here as well.
+__all__ = ["Checkpointer", "key_id", "load_public_key", "private_key", "public_key_b64", "sign", "verify"]
 
 log = logs.get(__name__)
 
@@ -39,24 +41,9 @@ def private_key(seed_b64: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
-def public_bytes(key: Ed25519PublicKey) -> bytes:
-    """The raw 32 bytes of a public key."""
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def public_key_b64(seed_b64: str) -> str:
     """The public key (base64 of the raw bytes) that verifies checkpoints signed with `seed_b64`."""
     return base64.b64encode(public_bytes(private_key(seed_b64).public_key())).decode()
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    """A short name for a public key: 16 hex digits of SHA-256 over its raw bytes."""
-    return hashlib.sha256(public_bytes(public)).hexdigest()[:16]
-
-
-def load_public_key(b64: str) -> Ed25519PublicKey:
-    """A public key from base64 of its raw bytes."""
-    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
 
 
 def sign(key: Ed25519PrivateKey, source: str, deployment: str, position: int, head_hash: str) -> ChainCheckpointed:
@@ -90,13 +77,21 @@ class Checkpointer:
     key: Ed25519PrivateKey
 
     async def checkpoint(self) -> ChainCheckpointed | None:
-        """Sign and append the current head; None when nothing but the last checkpoint came since."""
+        """Sign and append the current head; None when nothing but the last checkpoint came since.
+
+        An event committed between reading the head and appending lands before the checkpoint,
+        unsigned: the last checkpoint then signs less than everything before it, and the next
+        round signs again (else that event would wait, unsigned, for the next one).
+        """
         head = await self.pool.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
         last = await self.pool.fetchrow(
-            "SELECT position, stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+            "SELECT position, stream_version, (body::jsonb -> 'payload' ->> 'position')::bigint AS signed"
+            " FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
             STREAM,
         )
-        if head is None or head["position"] == 0 or (last is not None and head["position"] <= last["position"]):
+        if head is None or head["position"] == 0:
+            return None
+        if last is not None and head["position"] <= last["position"] and last["signed"] >= last["position"] - 1:
             return None
         version = last["stream_version"] if last is not None else 0
         event = sign(self.key, self.store.source, self.store.deployment, head["position"], head["hash"])

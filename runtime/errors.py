@@ -90,3 +90,10 @@ class OwnedElsewhereError(CommandError):
         )
         self.stream_id = stream_id
         self.owner = owner
+
+
+class PayloadTooLargeError(CommandError):
+    """The request's body is larger than the endpoint accepts."""
+
+    status = 413
+    title = "Payload too large"

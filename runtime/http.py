@@ -21,7 +21,7 @@ from contracts.envelope import uuid7
 from runtime import logs, metrics
 from runtime.auth import CurrentActor
 from runtime.db import UNREACHABLE, unreachable
-from runtime.errors import CommandError
+from runtime.errors import CommandError, PayloadTooLargeError
 from runtime.store import CommandContext
 
 log = logs.get(__name__)
@@ -189,3 +189,20 @@ async def expected_version(
 
 
 ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with 413 as soon as it exceeds `limit` bytes (declared or sent)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        msg = f"the body has {int(declared):,} bytes; at most {limit:,} are accepted"
+        raise PayloadTooLargeError(msg, limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            msg = f"the body has more than {limit:,} bytes; at most {limit:,} are accepted"
+            raise PayloadTooLargeError(msg, limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

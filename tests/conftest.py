@@ -66,19 +66,20 @@ async def launch(infra: infra_module.Infra, namespace: str, database: DatabaseFa
 
     `await launch(create_app, SettingsClass, "training", **overrides)` runs one with
     its own database (the same one again if launched again under the same name) and
-    the test's topic namespace; `await running.stop()` stops it early (a restart test).
+    the test's topic namespace (an override may name another under it: a second
+    deployment); `await running.stop()` stops it early (a restart test).
     """
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
             create_app: Callable[[SettingsT], FastAPI], settings_class: type[SettingsT], name: str, **overrides: Any
         ) -> Running:
-            settings = settings_class(
-                database_url=await database(name),
-                kafka_bootstrap_servers=infra.kafka_bootstrap,
-                topic_namespace=f"{namespace}.",
-                **overrides,
-            )
+            defaults = {
+                "database_url": await database(name),
+                "kafka_bootstrap_servers": infra.kafka_bootstrap,
+                "topic_namespace": f"{namespace}.",
+            }
+            settings = settings_class(**{**defaults, **overrides})
             return await stack.enter_async_context(running(create_app(settings)))
 
         yield start

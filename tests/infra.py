@@ -97,7 +97,8 @@ async def remove_namespace(infra: Infra, namespace: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
-        mine = [topic for topic in await admin.list_topics() if topic.startswith(f"{namespace}.")]
+        # Also the copies of a linked deployment's topics (`<deployment>.<namespace>...`, multi-level sync).
+        mine = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.") or f".{namespace}." in t]
         if mine:
             await admin.delete_topics(mine)
     finally:

@@ -16,10 +16,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from contracts.envelope import Actor, Role
-from runtime import clock
+from runtime import checkpoint, clock, db
 from runtime.auth import issue_token
 from runtime.service import Service
-from runtime.settings import DEV_AUTH_SECRET
+from runtime.settings import DEV_AUTH_SECRET, ServiceSettings
+from services.sync import bundles
+from services.sync.bundles import Imported
+from services.sync.ingest import Ingest
 
 T = TypeVar("T")
 
@@ -194,3 +197,21 @@ async def caught_up(consumer_db: Queryable, consumer: str, producer_db: Queryabl
         return await watermarks(consumer_db, consumer, topic), await relay_heads(producer_db, topic)
 
     await eventually(both, until=lambda pair: bool(pair[1]) and pair[0] == pair[1])
+
+
+async def carry_bundle(sender: ServiceSettings, receiver: ServiceSettings) -> Imported:
+    """One offline round between two deployments, by their sync services' settings (in-process or processes alike).
+
+    The receiver acknowledges what it holds, the sender exports what it lacks from its topics,
+    the receiver imports it (verified whole, one transaction): `services.sync.bundles`.
+    """
+    max_bytes = getattr(receiver, "bundle_max_bytes", None)
+    pool = await db.create_pool(receiver.database_url, max_size=2)
+    try:
+        ack = await bundles.acknowledge(pool, receiver.deployment_id)
+        key = checkpoint.private_key(sender.checkpoint_signing_key.get_secret_value())
+        data = await bundles.export(sender, key, to=receiver.deployment_id, since=ack, max_bytes=max_bytes)
+        ingest = Ingest(receiver.topology, receiver.parent_public_key)
+        return await bundles.take(pool, ingest, receiver.topology, data, max_bytes=max_bytes)
+    finally:
+        await pool.close()

@@ -55,7 +55,7 @@ async def changes(ctx: Context, reads: Queries, since: datetime, until: datetime
 
 @router.get("/export", tags=["audit"], response_class=Response)
 async def export(ctx: Context, reads: Queries, since: datetime, until: datetime, under: Under = None) -> Response:
-    """A signed bundle of a subtree's events over a period, for offline verification (verify_bundle.py)."""
+    """A signed bundle of a subtree's events over a period, for offline verification (runtime/bundle.py)."""
     bundle = await reads.export(ctx, under, since, until)
     headers = {"Content-Disposition": 'attachment; filename="cadre-pool-audit-export.zip"'}
     return Response(bundle, media_type="application/zip", headers=headers)

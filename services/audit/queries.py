@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
-import zipfile
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -15,15 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from contracts.audit import AuditQueryMade
-from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, uuid7
-from runtime import checkpoint, clock
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, uuid7
+from runtime import bundle, clock
 from runtime.auth import require_role, subtree_root
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.projection import Recorded
 from runtime.store import CommandContext, EventStore
 from services.audit import replay
-from services.audit.verify_bundle import FORMAT
 
 
 class TimelineEntry(BaseModel):
@@ -166,7 +162,7 @@ class AuditQueries:
         return [QueryView.model_validate({**dict(r), "parameters": orjson.loads(r["parameters"])}) for r in rows]
 
     async def export(self, ctx: CommandContext, under: str | None, since: datetime, until: datetime) -> bytes:
-        """A signed bundle (zip: events.jsonl, manifest.json, manifest.sig) of a subtree's events in a period."""
+        """A signed bundle (runtime.bundle: events.jsonl and a signed manifest) of a subtree's events in a period."""
         self._may_audit(ctx.actor)
         if until < since:
             msg = "`until` lies before `since`"
@@ -187,26 +183,19 @@ class AuditQueries:
             seen["last_position"] = row["position"]
         public = self._key.public_key()
         manifest = {
-            "format": FORMAT,
+            "format": bundle.AUDIT_FORMAT,
             "created_at": clock.now().isoformat(),
             "created_by": ctx.actor.user,
             "subtree": root,
             "from": since.astimezone(UTC).isoformat(),
             "to": until.astimezone(UTC).isoformat(),
             "events": len(rows),
-            "events_sha256": hashlib.sha256(events).hexdigest(),
             "sources": sources,
-            "key_id": checkpoint.key_id(public),
-            "public_key": base64.b64encode(checkpoint.public_bytes(public)).decode(),
+            "public_key": base64.b64encode(bundle.public_bytes(public)).decode(),
         }
-        signature = self._key.sign(canonical_json(manifest)).hex()
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            bundle.writestr("events.jsonl", events)
-            bundle.writestr("manifest.json", canonical_json(manifest))
-            bundle.writestr("manifest.sig", signature + "\n")
+        packed = bundle.pack(manifest, {"events.jsonl": events}, self._key)
         await self._record(ctx, "export", {k: manifest[k] for k in ("subtree", "from", "to")}, len(rows))
-        return buffer.getvalue()
+        return packed
 
     async def event(self, ctx: CommandContext, event_id: UUID) -> EventDetail:
         """An event with its chain position and the check of both its hashes (its subtree only)."""

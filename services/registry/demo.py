@@ -127,6 +127,8 @@ class DemoOrg:
 
     units: list[Unit] = field(default_factory=list)
     cadres: list[DemoCadre] = field(default_factory=list)
+    whole: DemoOrg | None = None
+    """Of a part, the organization it was cut from (who signs in is chosen there)."""
 
     @property
     def root(self) -> Unit:
@@ -143,7 +145,8 @@ class DemoOrg:
             return in_subtree(path, root) and not any(in_subtree(path, other) for other in without)
 
         units = [unit for unit in self.units if mine(unit.path)]
-        return DemoOrg(units=units, cadres=[cadre for cadre in self.cadres if mine(cadre.unit.path)])
+        cadres = [cadre for cadre in self.cadres if mine(cadre.unit.path)]
+        return DemoOrg(units=units, cadres=cadres, whole=self.whole or self)
 
 
 def _pinyin_user(name: str, rng: random.Random) -> str:
@@ -257,17 +260,22 @@ class DemoPerson:
 
 
 def people(org: DemoOrg) -> list[DemoPerson]:
-    """Who signs in: an organizer per level, an auditor, a viewer, a mentor and a leader."""
-    by_code = {unit.code: unit for unit in org.units}
-    city = next(u for u in org.units if u.level is OrgLevel.MUNICIPAL)
-    county = next(u for u in org.units if u.level is OrgLevel.COUNTY and u.parent == city.code)
-    township = next(u for u in org.units if u.level is OrgLevel.TOWNSHIP and u.parent == county.code)
+    """Who signs in: an organizer per level, an auditor, a viewer, a mentor and a leader.
+
+    They are chosen in the whole organization; a part (one deployment's) has those whose unit it holds.
+    """
+    whole = org.whole or org
+    by_code = {unit.code: unit for unit in whole.units}
+    city = next(u for u in whole.units if u.level is OrgLevel.MUNICIPAL)
+    county = next(u for u in whole.units if u.level is OrgLevel.COUNTY and u.parent == city.code)
+    township = next(u for u in whole.units if u.level is OrgLevel.TOWNSHIP and u.parent == county.code)
+    held = {unit.code for unit in org.units}
     chosen = [
-        ("organizer.province", "Zhang Ming", Role.ORGANIZER, org.root),
+        ("organizer.province", "Zhang Ming", Role.ORGANIZER, whole.root),
         ("organizer.city", "Li Hua", Role.ORGANIZER, city),
         ("organizer.county", "Wang Fang", Role.ORGANIZER, county),
         ("organizer.township", "Zhao Lei", Role.ORGANIZER, township),
-        ("auditor.province", "Chen Jing", Role.AUDITOR, org.root),
+        ("auditor.province", "Chen Jing", Role.AUDITOR, whole.root),
         ("viewer.city", "Liu Yang", Role.VIEWER, city),
         (f"mentor.{county.code}.1", f"Mentor {county.code.title()} 1", Role.VIEWER, county),
         (county.leader, f"Leader of {county.name}", Role.VIEWER, by_code[county.code]),
@@ -275,6 +283,7 @@ def people(org: DemoOrg) -> list[DemoPerson]:
     return [
         DemoPerson(user_id, str(uuid.uuid5(NAMESPACE, f"person:{user_id}")), name, role, unit)
         for user_id, name, role, unit in chosen
+        if unit.code in held
     ]
 
 

@@ -31,6 +31,12 @@ class SyncSettings(ServiceSettings):
     )
     directive_interval_seconds: float = Field(default=1.0, gt=0, description="How often open directives are tried")
     status_interval_seconds: float = Field(default=5.0, gt=0, description="How often the sync metrics are refreshed")
+    bundle_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest signed bundle (offline link) imported or exported, in bytes unpacked: a larger upload"
+        " is refused; an export stops there and the next one goes on",
+    )
 
 
 def _released(source: str) -> Outbox:

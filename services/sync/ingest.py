@@ -243,10 +243,11 @@ class Ingest:
             [(name, key, root, now) for name, (key, root) in self.pinned().items()],
         )
 
-    async def take(self, conn: Conn, arrivals: Iterable[tuple[str, bytes | str]], *, via: str) -> Taken:
+    async def take(self, conn: Conn, arrivals: Iterable[tuple[str, bytes | str | Arrival]], *, via: str) -> Taken:
         """Take events that arrived over `link` (the deployment whose topic or bundle brought them).
 
-        `arrivals` is (link, envelope bytes) pairs; `via` says how (`link`, `bundle`). Runs in the
+        `arrivals` is (link, envelope bytes) pairs, or (link, `Arrival`) for bytes `parse` already
+        read (a bundle's, verified whole first); `via` says how (`link`, `bundle`). Runs in the
         caller's transaction; verification and release happen before it returns.
         """
         taken = Taken()
@@ -256,7 +257,7 @@ class Ingest:
         fresh: list[tuple[str, Arrival]] = []
         trusted = await _trusted(conn)
         for link, data in arrivals:
-            parsed = parse(data)
+            parsed = data if isinstance(data, Arrival) else parse(data)
             if not isinstance(parsed, Refusal) and parsed.deployment == self._topology.deployment:
                 taken.echoes += 1  # this deployment's own events, come back through a child: nothing to do
                 continue
@@ -380,12 +381,14 @@ class Ingest:
         key = public_key(trusted[deployment][0])
         while True:
             rows = await conn.fetch(
-                "SELECT position, event_id, event_type, prev_hash, hash, body, link, via FROM arrivals"
+                "SELECT position, event_id, event_type, prev_hash, hash, link, via,"
+                " CASE WHEN event_type = $5 THEN body END AS body FROM arrivals"
                 " WHERE deployment = $1 AND source = $2 AND position > $3 ORDER BY position LIMIT $4",
                 deployment,
                 source,
                 chain.verified,
                 _PAGE,
+                _CHECKPOINT,  # only a checkpoint's body is read here
             )
             moved = await self._walk(conn, chain, rows, key, trusted=trusted, now=now, taken=taken)
             if chain.broken or not moved or len(rows) < _PAGE:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from contracts.envelope import Role
+from runtime import bundle as signed_bundle
 from runtime import checkpoint, clock
 from runtime.settings import DEV_CHECKPOINT_SEED
-from services.audit import verify_bundle
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
@@ -177,7 +177,7 @@ async def test_an_export_verifies_offline_and_an_edited_line_fails(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     with zipfile.ZipFile(bundle) as archive:
         lines = archive.read("events.jsonl").decode().splitlines()
-        others = {name: archive.read(name) for name in ("manifest.json", "manifest.sig")}
+        others = {"manifest.json": archive.read("manifest.json")}
     assert len(lines) == 4  # the city and county units and two nominations: bh's subtree only
     assert all('"org_path":"cn.qs.bh' in line for line in lines)
 
@@ -192,13 +192,14 @@ async def test_an_export_verifies_offline_and_an_edited_line_fails(
     assert "SHA-256 differs" in failed.stdout
 
     wrong_key = checkpoint.public_key_b64("A" * 43 + "=")
-    assert verify_bundle.verify(str(bundle), wrong_key) == [
-        "the manifest's signature does not verify with the given public key"
+    signer, expected = (checkpoint.key_id(checkpoint.load_public_key(k)) for k in (PUBLIC_KEY, wrong_key))
+    assert signed_bundle.verify(str(bundle), wrong_key) == [
+        f"the manifest is signed with key {signer!r}, not with the expected key {expected}"
     ]
 
 
 def run_verifier(bundle: Path) -> subprocess.CompletedProcess[str]:
-    script = Path(verify_bundle.__file__)
+    script = Path(signed_bundle.__file__)
     return subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, str(script), str(bundle), "--public-key", PUBLIC_KEY],
         capture_output=True, text=True, timeout=60, check=False, cwd="/",

@@ -20,11 +20,11 @@ import asyncpg
 from contracts import topics
 from contracts.envelope import Envelope, Role
 from contracts.personal import Sealed
+from runtime import bundle as signed_bundle
 from runtime import checkpoint, clock, verify
 from runtime.keystore import KeyEraser
 from runtime.settings import DEV_CHECKPOINT_SEED
 from runtime.store import CommandContext
-from services.audit import verify_bundle
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.registry import rules
@@ -174,7 +174,7 @@ async def test_personal_data_is_sealed_everywhere_and_erasure_leaves_a_verifiabl
     assert "PersonalDataErased" in lines
     path = tmp_path / "bundle.zip"
     path.write_bytes(bundle.content)
-    assert verify_bundle.verify(str(path), checkpoint.public_key_b64(DEV_CHECKPOINT_SEED)) == []
+    assert signed_bundle.verify(str(path), checkpoint.public_key_b64(DEV_CHECKPOINT_SEED)) == []
 
 
 async def asyncpg_count(dsn: str) -> int:

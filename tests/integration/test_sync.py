@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import asyncpg
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import topics
 from contracts.envelope import Actor, Role, canonical_json, chain_hash
@@ -32,8 +34,9 @@ from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import topic_ends
 from runtime.settings import DEV_AUTH_SECRET
+from services.sync.app import SyncSettings
 from tests.integration.test_registry_api import nomination
-from tests.support import eventually, read_topic
+from tests.support import carry_bundle, eventually, read_topic
 
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(900)  # the first test also brings the three levels up
@@ -332,6 +335,82 @@ async def test_a_handover_moves_the_single_writer(
     assert decided is not None
     assert decided["status"] == "refused"
     assert "owned by deployment bh" in decided["outcome"]["reason"]
+
+
+def sync_settings(levels: local_levels.Running, level: str) -> SyncSettings:
+    """The settings a level's sync service runs with (its topology, its key, its database)."""
+    env = local_stack.service_env(levels.stacks[level], "sync", 0)
+    with mock.patch.dict(os.environ, env, clear=True):
+        return SyncSettings()
+
+
+async def link_drained(levels: local_levels.Running, level: str, child: str, logical: str) -> bool:
+    """Whether `level`'s link consumer has read all that MirrorMaker copied of `child`'s `logical` topic."""
+    below = await topic_ends(levels.stacks[child].kafka_bootstrap, [logical])
+    copied = await topic_ends(levels.stacks[level].kafka_bootstrap, [f"{child}.{logical}"])
+    if sum(copied.values()) < sum(below.values()):
+        return False  # MirrorMaker has not copied everything yet
+    admin = AIOKafkaAdminClient(bootstrap_servers=levels.stacks[level].kafka_bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets("sync.ingest")
+    finally:
+        await admin.close()
+    return all(tp in committed and committed[tp].offset >= end for tp, end in copied.items() if end)
+
+
+async def test_the_same_events_by_bundle_and_by_the_link_have_one_effect(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    assert levels.mirror is not None
+    levels.mirror.stop()
+    try:
+        # The link is cut: the county's cadres go to the city by bundle first.
+        ids = [await nominate(clients[COUNTY]["registry"], f"Carried {n}") for n in range(4)]
+        county, city = sync_settings(levels, COUNTY), sync_settings(levels, CITY)
+
+        async def carried() -> list[int]:
+            await carry_bundle(county, city)  # idempotent: again until a checkpoint has signed them all
+            return [await listed(clients[CITY]["registry"], AT_CITY, cadre_id) for cadre_id in ids]
+
+        await settle(carried, until=lambda codes: all(code == 200 for code in codes))
+    finally:
+        levels.mirror.start()
+    # Then the link brings the same events again: every one of them is a repeat.
+    await settle(lambda: link_drained(levels, CITY, COUNTY, "registry.events"), until=lambda drained: drained)
+
+    async def both_sides() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
+        city = await sql(
+            levels,
+            CITY,
+            "sync",
+            "SELECT r.position, r.event_id, a.hash FROM released r JOIN arrivals a USING (deployment, source, position)"
+            " WHERE r.deployment = $1 AND r.source = 'registry' ORDER BY r.position",
+            COUNTY,
+        )
+        return [tuple(r) for r in county], [tuple(r) for r in city]
+
+    county_side, city_side = await settle(both_sides, until=lambda sides: sides[0] == sides[1])
+    assert city_side == county_side  # each event released once, whichever path brought it first
+    cadres = await sql(levels, CITY, "registry", "SELECT count(*) FROM cadres WHERE cadre_id = ANY($1::uuid[])", ids)
+    assert cadres[0][0] == len(ids)
+    nominated = await sql(
+        levels,
+        CITY,
+        "registry",
+        "SELECT count(*) FROM received_events WHERE cadre_id = ANY($1::uuid[])",
+        ids,
+    )
+    assert nominated[0][0] == len(ids)  # one nomination each, however it came
+    archived = await sql(
+        levels,
+        CITY,
+        "audit",
+        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1",
+        COUNTY,
+    )
+    assert archived[0][0] == archived[0][1]
 
 
 async def test_a_county_that_rewrites_its_history_is_refused_at_the_city(

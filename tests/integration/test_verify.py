@@ -19,14 +19,15 @@ import orjson
 import pytest
 
 from contracts import topics
-from contracts.envelope import canonical_json, chain_hash
+from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from runtime import checkpoint, verify
 from runtime.settings import DEV_CHECKPOINT_SEED
+from runtime.store import CommandContext
 from services.registry.app import RegistrySettings, create_app
 from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import eventually
+from tests.support import Running, eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 
@@ -211,3 +212,25 @@ async def test_a_running_service_signs_its_chain_at_every_interval(
         topic=f"{namespace}.{topics.REGISTRY}",
     )
     assert report.checkpoints_verified >= 2, report
+
+
+async def test_an_event_that_slips_in_before_a_checkpoint_is_signed_by_the_next(registry: Running) -> None:
+    """The checkpointer reads the head, an event commits, then the checkpoint lands after it: signed again."""
+    await build_tree(registry.client)
+    store, pool = registry.service.store, registry.service.pool
+    key = checkpoint.private_key(DEV_CHECKPOINT_SEED)
+    head = await pool.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+    assert head is not None
+    response = await registry.client.post("/cadres", json=nomination(), headers=CITY)
+    assert response.status_code == 201, response.text
+    stale = checkpoint.sign(key, store.source, store.deployment, head["position"], head["hash"])
+    ctx = CommandContext(
+        actor=Actor(user="system:registry", org_path=checkpoint.ORG_PATH, role=Role.SYSTEM), correlation_id=uuid7()
+    )
+    (landed,) = await store.append(checkpoint.STREAM, 0, [stale], ctx=ctx, org_path=checkpoint.ORG_PATH)
+    assert landed.position == head["position"] + 2  # the nomination came between: it is not signed
+    signer = checkpoint.Checkpointer(pool, store, key)
+    again = await signer.checkpoint()
+    assert again is not None
+    assert again.position == landed.position  # everything before it, the nomination included
+    assert await signer.checkpoint() is None  # and then nothing more until an event comes
