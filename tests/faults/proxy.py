@@ -116,6 +116,10 @@ class Proxy:
         except OSError:
             client_writer.close()
             return
+        if self._mode == "cut":  # cut while the upstream connection was being opened
+            server_writer.close()
+            client_writer.close()
+            return
         self._connections.update((client_writer, server_writer))
         try:
             await asyncio.gather(

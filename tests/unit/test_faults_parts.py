@@ -58,6 +58,8 @@ async def test_the_proxy_pipes_cuts_swallows_and_heals() -> None:
         with Proxy(upstream, name="echo") as proxy:
             assert await _round_trip(proxy.port, b"hello") == b"hello"
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"open")
+            assert await asyncio.wait_for(reader.read(1024), 2) == b"open"  # piped: the proxy holds it
             await asyncio.to_thread(proxy.cut)
             assert await _closed(reader)  # the open connection was closed
             writer.close()
