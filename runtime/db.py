@@ -286,3 +286,22 @@ async def reading(reader: Reader) -> AsyncIterator[Conn]:
     else:
         async with reader.acquire() as conn, conn.transaction(readonly=True):
             yield conn
+
+
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError and its kin: the database's socket refused, reset or closed
+    asyncpg.PostgresConnectionError,  # connection lost, or a commit's outcome unknown
+    asyncpg.exceptions.AdminShutdownError,  # the server shutting down
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # the server starting up
+)
+"""Errors that say the database was out of reach, not that the request was wrong or the code broken."""
+_LOST = ("connection is closed", "released back to the pool")
+"""What asyncpg's InterfaceError says when its connection was lost under it (the pool detaches it)."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database was out of reach (try again later), not that the work was wrong."""
+    if isinstance(error, UNREACHABLE):
+        return True
+    return isinstance(error, asyncpg.InterfaceError) and any(words in str(error) for words in _LOST)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import clock, limits, logs, metrics
 from runtime.auth import CurrentActor, Permission, caller_of
+from runtime.db import unreachable
 from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
 from runtime.store import CommandContext, LateEntry
 
@@ -37,10 +38,12 @@ DRY_RUN_STATE = "dry_run"
 """Set in a request's ASGI state by the batch endpoint only (runtime.batch): no header can set it."""
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     """An RFC 9457 problem response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 async def _command_error(_: Request, error: Exception) -> Response:
@@ -138,10 +141,31 @@ class _BodyTooLargeError(Exception):
     pass
 
 
-async def _send_problem(send: Send, status: int, title: str, detail: str, **extra: Any) -> None:
-    response = problem(status, title, detail, **extra)
+async def _send_problem(
+    send: Send, status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> None:
+    response = problem(status, title, detail, headers=headers, **extra)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+async def _send_failure(send: Send, error: Exception) -> None:
+    """The answer to an error no handler knew: 503 when the database was out of reach, else 500."""
+    if unreachable(error):
+        # The connection may have broken after the commit was sent: the outcome is unknown, so the
+        # answer must not claim that nothing changed (docs/reliability.md).
+        log.warning("database out of reach", error=repr(error))
+        await _send_problem(
+            send,
+            503,
+            "Service unavailable",
+            "the database was out of reach; this request may or may not have been applied:"
+            " look before trying again, or try again with the same ids",
+            headers={"Retry-After": "1"},
+        )
+        return
+    log.error("unhandled error", error=repr(error), exc_info=error)
+    await _send_problem(send, 500, "Internal error", "the server failed; nothing was changed by this request")
 
 
 class Guard:
@@ -218,10 +242,7 @@ class Guard:
         except Exception as error:
             if started_response:
                 raise  # a half-sent answer cannot be mended: the server ends the connection
-            log.exception("unhandled error", error=repr(error))
-            await _send_problem(
-                send_with_headers, 500, "Internal error", "the server failed; nothing was changed by this request"
-            )
+            await _send_failure(send_with_headers, error)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id")
             path = getattr(scope.get("route"), "path", "unmatched")

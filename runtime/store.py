@@ -26,7 +26,7 @@ from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_js
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
-from runtime.db import Conn, Pool, in_scope, row_security, system_only
+from runtime.db import Conn, Pool, in_scope, row_security, system_only, unreachable
 from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
 from runtime.topology import Topology
@@ -390,9 +390,13 @@ class EventStore:
         try:
             await self._commit(batch)
         except Exception as error:
-            if len(batch) == 1:
-                log.exception("append failed", stream_id=batch[0].stream_id)
-                batch[0].fail(error)
+            if len(batch) == 1 or unreachable(error):
+                # One command, or the database out of reach (each alone would fail the same way,
+                # on a connection in whatever state the loss left it): every caller gets the error.
+                log.exception("append failed", stream_id=batch[0].stream_id, commands=len(batch))
+                for request in batch:
+                    if not request.done.done():
+                        request.fail(error)
                 return
             # One bad command must not sink the others: retry each on its own.
             for request in batch:

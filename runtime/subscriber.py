@@ -33,7 +33,7 @@ from contracts import catalog, topics
 from contracts.envelope import Envelope
 from contracts.topics import dlq as dead_letter_topic
 from runtime import logs, metrics
-from runtime.db import Conn, Pool, system_only
+from runtime.db import Conn, Pool, system_only, unreachable
 from runtime.projection import Projection, Recorded
 from runtime.relay import POSITION_HEADER, PREV_HEADER
 
@@ -379,14 +379,18 @@ class ProjectionSubscriber:
         try:
             async with conn.transaction():
                 await self.projection.apply(conn, batch)
-        except Exception:  # noqa: BLE001 - narrowed below, one event at a time
+        except Exception as error:  # narrowed below, one event at a time
+            if unreachable(error):
+                raise  # not the events' fault: the whole batch is tried again, nothing is dead-lettered
             for item in todo:
                 if item.recorded is None:
                     continue
                 try:
                     async with conn.transaction():
                         await self.projection.apply(conn, [item.recorded])
-                except Exception as error:  # noqa: BLE001 - the event goes to the dead-letter topic
+                except Exception as error:  # the event goes to the dead-letter topic
+                    if unreachable(error):
+                        raise
                     log.warning(
                         "projection refused event",
                         consumer=self.consumer_name,

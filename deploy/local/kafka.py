@@ -79,7 +79,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -106,8 +106,20 @@ class LocalKafka:
     formatted only when the directory holds none); `stop` leaves it in place.
     """
 
-    def __init__(self, workdir: Path | None = None, *, heap: str = "512m", partitions: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        heap: str = "512m",
+        partitions: int = 3,
+        ports: tuple[int, int] | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self._given = workdir.resolve() if workdir is not None else None
+        self._ports = ports
+        """Broker and controller ports to use (a restart keeps its address); else free ones are picked."""
+        self._advertised_port = advertised_port
+        """The port clients are told to connect to (a proxy in front of the broker); else the broker's own."""
         self._workdir: Path | None = None
         self._heap = heap
         self._partitions = partitions
@@ -155,14 +167,15 @@ class LocalKafka:
         self._workdir = self._given or Path(tempfile.mkdtemp(prefix="cadre-kafka-"))
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, _START_ATTEMPTS + 1):
-                self.port, self.controller_port = free_ports(2)
+            attempts = 1 if self._ports else _START_ATTEMPTS
+            for attempt in range(1, attempts + 1):
+                self.port, self.controller_port = self._ports or free_ports(2)
                 self.bootstrap_servers = f"127.0.0.1:{self.port}"
                 self._write_properties()
                 if not (self.workdir / "data" / "meta.properties").exists():
                     self._format(java, lib)
                 self._launch(java, lib)
-                if self._wait_listening(deadline, timeout, retry_port_clash=attempt < _START_ATTEMPTS):
+                if self._wait_listening(deadline, timeout, retry_port_clash=attempt < attempts):
                     break
             self._wait_round_trip(deadline, timeout)
         except BaseException:
@@ -176,6 +189,7 @@ class LocalKafka:
     def _write_properties(self) -> None:
         text = _PROPERTIES.format(
             port=self.port,
+            advertised=self._advertised_port or self.port,
             controller=self.controller_port,
             data=self.workdir / "data",
             partitions=self._partitions,

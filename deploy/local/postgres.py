@@ -113,8 +113,10 @@ class LocalPostgres:
     full_page_writes off): for tests.
     """
 
-    def __init__(self, workdir: Path | None = None, *, fsync: bool = True) -> None:
+    def __init__(self, workdir: Path | None = None, *, fsync: bool = True, port: int | None = None) -> None:
         self._given = workdir.resolve() if workdir is not None else None
+        self._port = port
+        """The port to listen on (a restart keeps its address); else a free one is picked."""
         self._workdir: Path | None = None
         self._fsync = fsync
         self._process: subprocess.Popen[bytes] | None = None
@@ -157,10 +159,11 @@ class LocalPostgres:
             self._prepare_workdir(user)
             if not (self.workdir / "data" / "PG_VERSION").exists():
                 self._initdb(initdb, user)
-            for attempt in range(1, _START_ATTEMPTS + 1):
-                self.port = free_port()
+            attempts = 1 if self._port else _START_ATTEMPTS
+            for attempt in range(1, attempts + 1):
+                self.port = self._port or free_port()
                 self._launch(postgres, user)
-                if self._wait_ready(deadline, timeout, retry_port_clash=attempt < _START_ATTEMPTS):
+                if self._wait_ready(deadline, timeout, retry_port_clash=attempt < attempts):
                     break
         except BaseException:
             self.stop()

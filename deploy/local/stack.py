@@ -138,6 +138,8 @@ class Stack:
     issuer: str = ""
     """The identity provider people sign in with (empty: service tokens only)."""
     console: ServiceProcess | None = None
+    own: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Given to one service only, by name (a fault harness routes each one through its own proxy)."""
 
     def urls(self) -> dict[str, str]:
         """Service name → base URL."""
@@ -305,11 +307,25 @@ def mail_sink(workdir: Path) -> Iterator[dict[str, str]]:
 
 def _own_env(stack: Stack, name: str) -> dict[str, str]:
     """What one service needs beyond the shared environment: notify its mail server, sync the others' URLs."""
+    own = dict(stack.own.get(name, {}))
     if name == "notify":
-        return {k: v for k, v in stack.mail.items() if k.startswith("SMTP_")}
+        return {k: v for k, v in stack.mail.items() if k.startswith("SMTP_")} | own
     if name == "sync":  # started last: it applies directives through the others' APIs
-        return {"SERVICE_URLS": json.dumps(stack.urls())}
-    return {}
+        return {"SERVICE_URLS": json.dumps(stack.urls())} | own
+    return own
+
+
+def restart_service(stack: Stack, name: str) -> ServiceProcess:
+    """Start service `name` again (same port, environment and log) once its process has ended.
+
+    Returns at once; `wait_ready` waits for it.
+    """
+    previous = stack.services[name]
+    if previous.process.poll() is None:
+        msg = f"{name} is still running (pid {previous.process.pid})"
+        raise RuntimeError(msg)
+    port = int(previous.url.rsplit(":", 1)[1])
+    return start_service(stack, name, previous.log_path.parent, _own_env(stack, name), port=port)
 
 
 @contextlib.contextmanager
@@ -323,13 +339,15 @@ def run_stack(
     postgres: str | None = None,
     env: Mapping[str, str] | None = None,
     console_port: int | None = None,
+    own_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Stack]:
     """Bring the platform up; take it down (console first, then the services) when the block ends.
 
     `kafka` and `postgres` name servers to use (else the environment's, else started here);
     `env` is given to every service (a deployment's topology, its signing key). With
     `console_port`, people's front door too: the identity provider (a local Keycloak unless
-    OIDC_ISSUER names one) and the console on that port.
+    OIDC_ISSUER names one) and the console on that port. `own_env` gives one service,
+    by name, what only it gets (its own database or broker address, say).
     """
     names = services or available_services()
     with contextlib.ExitStack() as parts:
@@ -344,6 +362,7 @@ def run_stack(
             mail=mail,
             env=dict(env or {}),
             issuer=issuer,
+            own={name: dict(values) for name, values in (own_env or {}).items()},
         )
         asyncio.run(create_databases(server_dsn, [database_name(namespace, name) for name in names]))
         asyncio.run(create_service_role(server_dsn))

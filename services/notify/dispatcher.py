@@ -11,7 +11,8 @@ status are one transaction, and a second writer's outcome is refused.
 Because the schedule is the `deliveries` table, a reminder survives restarts, and
 because a sent row is never claimed again, it fires once. On SIGTERM the round
 in progress finishes (sends complete and are recorded) before the service stops.
-Only a crash between an SMTP server's "250 OK" and the commit can repeat an email;
+Only a crash between an SMTP server's "250 OK" and the commit can repeat an email (a
+database out of reach after the send is waited for, within half the lease);
 its Message-ID (and a webhook's Idempotency-Key) is the notification id, so the
 receiving side can recognise the repeat.
 """
@@ -19,6 +20,7 @@ receiving side can recognise the repeat.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +31,7 @@ from contracts.event import Event
 from contracts.notify import Channel, NotificationFailed, NotificationSent
 from contracts.registry import Language
 from runtime import clock, logs, metrics
-from runtime.db import Pool
+from runtime.db import UNREACHABLE, Pool
 from runtime.errors import ConcurrencyError
 from runtime.store import CommandContext, EventStore
 from services.notify import rules
@@ -160,8 +162,29 @@ class Dispatcher:
             attempt=row["attempts"] + 1,
             cadre_id=row["cadre_id"],
         )
-        await self._record(row, event)
+        await self._record_sent(row, event)
         metrics.NOTIFICATIONS.labels(channel.value, "sent").inc()
+
+    async def _record_sent(self, row: Any, event: Event) -> None:
+        """Record a send that happened: while the database is out of reach, try again within half the lease.
+
+        Giving up at once would let the lease lapse and the message go out a second time.
+        """
+        deadline = time.monotonic() + self._policy.lease_seconds / 2
+        while True:
+            try:
+                await self._record(row, event)
+            except UNREACHABLE as error:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning(
+                    "recording a sent notification failed; trying again",
+                    notification_id=str(row["notification_id"]),
+                    error=repr(error),
+                )
+                await asyncio.sleep(0.5)
+            else:
+                return
 
     def _address(self, channel: Channel, person: Person, prefs: Any) -> tuple[str, str | None]:  # noqa: PLR0911 - one answer per reason
         """Where `channel` reaches `person`, or why it does not."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -109,6 +110,20 @@ async def sql(levels: local_levels.Running, level: str, service: str, query: str
         await conn.close()
 
 
+async def both_sides(levels: local_levels.Running) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The county registry's events, and those the province released from the county: position, id, hash."""
+    county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
+    province = await sql(
+        levels,
+        PROVINCE,
+        "sync",
+        "SELECT r.position, r.event_id, a.hash FROM released r JOIN arrivals a USING (deployment, source, position)"
+        " WHERE r.deployment = $1 AND r.source = 'registry' ORDER BY r.position",
+        COUNTY,
+    )
+    return [tuple(r) for r in county], [tuple(r) for r in province]
+
+
 async def test_a_county_nomination_reaches_the_city_and_the_province(
     levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
 ) -> None:
@@ -153,20 +168,7 @@ async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
     for cadre_id in ids:
         await settle(functools.partial(listed, clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=ok)
     # What the county recorded is what the province holds: the same ids and hashes, each once.
-
-    async def both_sides() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
-        province = await sql(
-            levels,
-            PROVINCE,
-            "sync",
-            "SELECT r.position, r.event_id, a.hash FROM released r JOIN arrivals a USING (deployment, source, position)"
-            " WHERE r.deployment = $1 AND r.source = 'registry' ORDER BY r.position",
-            COUNTY,
-        )
-        return [tuple(r) for r in county], [tuple(r) for r in province]
-
-    county, province = await settle(both_sides, until=lambda sides: sides[0] == sides[1])
+    county, province = await settle(functools.partial(both_sides, levels), until=lambda sides: sides[0] == sides[1])
     assert province == county
     archived = await sql(
         levels,
@@ -176,6 +178,45 @@ async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
         COUNTY,
     )
     assert archived[0][0] == archived[0][1] == len(province)
+
+
+async def test_a_level_killed_and_frozen_under_load_ends_with_each_event_once(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    # The faults of docs/reliability.md across the links: while the county nominates, the
+    # city's sync (which verifies and passes the county's events on) is killed with -9 and
+    # restarted, and the province's is frozen past its consumer session, then woken.
+    city_sync, province_sync = levels.stacks[CITY], levels.stacks[PROVINCE]
+
+    async def nominate_many() -> list[str]:
+        return [await nominate(clients[COUNTY]["registry"], f"Fault {n}") for n in range(30)]
+
+    sending = asyncio.create_task(nominate_many())
+    await asyncio.sleep(1)
+    killed = city_sync.services["sync"].process
+    os.killpg(killed.pid, signal.SIGKILL)
+    await asyncio.to_thread(killed.wait)
+    await asyncio.to_thread(local_stack.wait_ready, local_stack.restart_service(city_sync, "sync"))
+    frozen = province_sync.services["sync"].process.pid
+    os.killpg(frozen, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(14)  # past aiokafka's 10 s session timeout: its group rebalances
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+    ids = await sending
+    for cadre_id in ids:
+        await settle(functools.partial(listed, clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=ok)
+    # Every event the county recorded, at the province once, with the county's ids and hashes.
+    county, province = await settle(functools.partial(both_sides, levels), until=lambda sides: sides[0] == sides[1])
+    assert province == county
+    archived = await sql(
+        levels,
+        PROVINCE,
+        "audit",
+        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1 AND source = 'registry'",
+        COUNTY,
+    )
+    assert archived[0][0] == archived[0][1] == len(county)
 
 
 async def test_a_directive_is_applied_once_and_its_outcome_comes_back(
