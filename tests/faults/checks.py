@@ -211,7 +211,7 @@ async def _lost(
                 found.add("lost", f"{ack.kind} of cadre {ack.cadre_id}: event {event_id} missing from {where}")
     nominated = {a.cadre_id for a in acks if a.kind == "nominate"}
     retired = {a.cadre_id for a in acks if a.kind == "retirement"}
-    pools = {"training": "pool_cadres", "assessment": "pool_cadres", "notify": "cadres"}
+    pools = dict.fromkeys(("training", "assessment", "notify"), "pool_cadres")  # the runtime's view of the registry
     for service, table in pools.items():
         rows = {
             r["cadre_id"]: r["in_pool"]
