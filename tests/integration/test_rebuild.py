@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 
 from contracts import topics
@@ -41,19 +42,22 @@ async def caught_up(training: Running, registry: Running) -> None:
 
 
 async def differences(training: Running, schema: str) -> dict[str, tuple[int, int, int]]:
-    """Per table: rows only in the live table, rows only in `schema`'s copy, rows in the live table."""
+    """Per table: rows only in the live table, rows only in `schema`'s copy, rows in the live table.
+
+    Read as the tables' owner: the old copies are the owner's alone (the service's login owns nothing).
+    """
     result = {}
-    for table in TABLES:
-        live = f'public."{table}"'
-        other = f'"{schema}"."{table}"'
-        only_live = await training.service.pool.fetchval(
-            f"SELECT count(*) FROM (TABLE {live} EXCEPT ALL TABLE {other}) d"
-        )
-        only_other = await training.service.pool.fetchval(
-            f"SELECT count(*) FROM (TABLE {other} EXCEPT ALL TABLE {live}) d"
-        )
-        rows = await training.service.pool.fetchval(f"SELECT count(*) FROM {live}")
-        result[table] = (int(only_live), int(only_other), int(rows))
+    owner = await asyncpg.connect(training.service.settings.owner_dsn)
+    try:
+        for table in TABLES:
+            live = f'public."{table}"'
+            other = f'"{schema}"."{table}"'
+            only_live = await owner.fetchval(f"SELECT count(*) FROM (TABLE {live} EXCEPT ALL TABLE {other}) d")
+            only_other = await owner.fetchval(f"SELECT count(*) FROM (TABLE {other} EXCEPT ALL TABLE {live}) d")
+            rows = await owner.fetchval(f"SELECT count(*) FROM {live}")
+            result[table] = (int(only_live), int(only_other), int(rows))
+    finally:
+        await owner.close()
     return result
 
 
@@ -148,13 +152,17 @@ async def test_assessments_view_of_the_registry_rebuilds_to_the_same_rows(launch
     )
     done = await rebuild.rebuild(ASSESSMENT, assessment.service.settings, "pool")
     assert done.replaced_schema is not None
-    for table in ("units", "pool_cadres"):
-        live, old = f'public."{table}"', f'"{done.replaced_schema}"."{table}"'
-        differ = await assessment.service.pool.fetchval(
-            f"SELECT count(*) FROM ((TABLE {live} EXCEPT ALL TABLE {old})"
-            f" UNION ALL (TABLE {old} EXCEPT ALL TABLE {live})) d"
-        )
-        assert differ == 0, table
+    owner = await asyncpg.connect(assessment.service.settings.owner_dsn)  # the old copies are the owner's
+    try:
+        for table in ("units", "pool_cadres"):
+            live, old = f'public."{table}"', f'"{done.replaced_schema}"."{table}"'
+            differ = await owner.fetchval(
+                f"SELECT count(*) FROM ((TABLE {live} EXCEPT ALL TABLE {old})"
+                f" UNION ALL (TABLE {old} EXCEPT ALL TABLE {live})) d"
+            )
+            assert differ == 0, table
+    finally:
+        await owner.close()
 
 
 async def first_cadre(registry: Running) -> str:
