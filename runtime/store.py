@@ -22,7 +22,18 @@ import orjson
 from pydantic import TypeAdapter
 
 from contracts.audit import LateEntryDeclared
-from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, canonical_json, chain_hash, seal, uuid7, uuid7s
+from contracts.envelope import (
+    GENESIS_HASH,
+    Actor,
+    Envelope,
+    Role,
+    canonical_json,
+    chain_hash,
+    in_subtree,
+    seal,
+    uuid7,
+    uuid7s,
+)
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
@@ -693,10 +704,23 @@ async def _hidden_outside_scope(
     told: list[tuple[_Append, CommandError]] = []
     for request, error in conflicts:
         path = paths.get(request.stream_id)
-        if request.ctx.actor.role is not Role.SYSTEM and path is not None and not request.ctx.actor.covers(path):
+        if request.ctx.actor.role is not Role.SYSTEM and path is not None and not _sees(request, path):
             error = NotFoundError(f"{request.stream_id.split('-', 1)[0]} not found")  # noqa: PLW2901 - told instead
         told.append((request, error))
     return told
+
+
+def _sees(request: _Append, path: str) -> bool:
+    """Whether the request's actor may know of a stream last recorded at `path`.
+
+    Its subtree's streams; and the streams of the units above it that are no cadre's own (a
+    programme, a cycle: it reads those, and enrols or evaluates its cadres in them).
+    """
+    actor = request.ctx.actor
+    if actor.covers(path):
+        return True
+    cadres_own = request.cadre_id is not None and str(request.cadre_id) in request.stream_id
+    return not cadres_own and in_subtree(actor.org_path, path)
 
 
 def _declaration(store: EventStore, request: _Append, current: int) -> list[tuple[_Append, int]]:

@@ -330,8 +330,9 @@ async def test_webhooks_are_signed_and_preferences_are_validated(
         notify = await start_notify(launch, port)
         bad = await notify.client.put("/preferences", json={"webhook_url": "not a url"}, headers=LEADER_AUTH)
         assert bad.status_code == 422
+        # Loopback is open to this test's receiver at 127.0.0.1 only (where localhost may resolve): 127.0.0.2 is closed.
         for inside in ("http://10.0.0.7/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]:8000/",
-                       "http://localhost:8000/hook", "http://no-such-host.invalid/hook"):  # fmt: skip
+                       "http://127.0.0.2:8000/hook", "http://no-such-host.invalid/hook"):  # fmt: skip
             refused = await notify.client.put("/preferences", json={"webhook_url": inside}, headers=LEADER_AUTH)
             assert refused.status_code == 422, (inside, refused.text)
             assert refused.headers["content-type"] == "application/problem+json"
