@@ -110,18 +110,31 @@ async def sql(levels: local_levels.Running, level: str, service: str, query: str
         await conn.close()
 
 
-async def both_sides(levels: local_levels.Running) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The county registry's events, and those the province released from the county: position, id, hash."""
+async def both_sides(
+    levels: local_levels.Running, at: str = PROVINCE
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The county registry's events, and those level `at` released from the county: position, id, hash."""
     county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
     province = await sql(
         levels,
-        PROVINCE,
+        at,
         "sync",
         "SELECT r.position, r.event_id, a.hash FROM released r JOIN arrivals a USING (deployment, source, position)"
         " WHERE r.deployment = $1 AND r.source = 'registry' ORDER BY r.position",
         COUNTY,
     )
     return [tuple(r) for r in county], [tuple(r) for r in province]
+
+
+async def archived_from_county(levels: local_levels.Running) -> list[Any]:
+    """The province's audit archive of the county registry's events: (rows, distinct event ids)."""
+    return await sql(
+        levels,
+        PROVINCE,
+        "audit",
+        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1 AND source = 'registry'",
+        COUNTY,
+    )
 
 
 async def test_a_county_nomination_reaches_the_city_and_the_province(
@@ -170,13 +183,7 @@ async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
     # What the county recorded is what the province holds: the same ids and hashes, each once.
     county, province = await settle(functools.partial(both_sides, levels), until=lambda sides: sides[0] == sides[1])
     assert province == county
-    archived = await sql(
-        levels,
-        PROVINCE,
-        "audit",
-        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1 AND source = 'registry'",
-        COUNTY,
-    )
+    archived = await archived_from_county(levels)
     assert archived[0][0] == archived[0][1] == len(province)
 
 
@@ -209,13 +216,7 @@ async def test_a_level_killed_and_frozen_under_load_ends_with_each_event_once(
     # Every event the county recorded, at the province once, with the county's ids and hashes.
     county, province = await settle(functools.partial(both_sides, levels), until=lambda sides: sides[0] == sides[1])
     assert province == county
-    archived = await sql(
-        levels,
-        PROVINCE,
-        "audit",
-        "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1 AND source = 'registry'",
-        COUNTY,
-    )
+    archived = await archived_from_county(levels)
     assert archived[0][0] == archived[0][1] == len(county)
 
 
@@ -379,19 +380,9 @@ async def test_the_same_events_by_bundle_and_by_the_link_have_one_effect(
     # Then the link brings the same events again: every one of them is a repeat.
     await settle(lambda: link_drained(levels, CITY, COUNTY, "registry.events"), until=lambda drained: drained)
 
-    async def both_sides() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        county = await sql(levels, COUNTY, "registry", "SELECT position, event_id, hash FROM events ORDER BY position")
-        city = await sql(
-            levels,
-            CITY,
-            "sync",
-            "SELECT r.position, r.event_id, a.hash FROM released r JOIN arrivals a USING (deployment, source, position)"
-            " WHERE r.deployment = $1 AND r.source = 'registry' ORDER BY r.position",
-            COUNTY,
-        )
-        return [tuple(r) for r in county], [tuple(r) for r in city]
-
-    county_side, city_side = await settle(both_sides, until=lambda sides: sides[0] == sides[1])
+    county_side, city_side = await settle(
+        functools.partial(both_sides, levels, CITY), until=lambda sides: sides[0] == sides[1]
+    )
     assert city_side == county_side  # each event released once, whichever path brought it first
     cadres = await sql(levels, CITY, "registry", "SELECT count(*) FROM cadres WHERE cadre_id = ANY($1::uuid[])", ids)
     assert cadres[0][0] == len(ids)
