@@ -18,6 +18,7 @@ CURRENT: tuple[type[Event], ...] = (
     registry.PersonalDataRecorded,
     registry.PersonalDataErased,
     registry.PersonalDataKeyGranted,
+    registry.PersonalDataKeyAccepted,
     registry.AccessGranted,
     registry.AccessRevoked,
     training.TrainingProgramScheduled,
