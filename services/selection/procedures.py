@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from uuid import UUID
 
 from contracts.event import Event
@@ -487,3 +488,38 @@ def stop(procedure: Procedure, reason: str) -> list[Event]:
         msg = "a procedure is stopped with a reason"
         raise RuleViolationError(msg)
     return [ProcedureStopped(procedure_id=procedure.procedure_id, at_step=procedure.step, reason=reason)]
+
+
+class DueKind(StrEnum):
+    """What a procedure waits on, as the board shows it."""
+
+    NOTICE_ENDS = "notice_ends"
+    """The notice period ends on a day still to come."""
+    NOTICE_ENDED = "notice_ended"
+    """The notice period has ended: the notice may be closed (or an objection holds it)."""
+    OBJECTION_OVERDUE = "objection_overdue"
+    """An objection unanswered for longer than the organization allows."""
+
+
+@dataclass(frozen=True)
+class Due:
+    """One thing due in a procedure, and its day."""
+
+    kind: DueKind
+    on: date
+    objection_id: UUID | None = None
+
+
+def due(procedure: Procedure, today: date) -> list[Due]:
+    """What is due in a running procedure on `today`: its notice's end, its overdue objections."""
+    if procedure.step is not Step.NOTICE or procedure.notice is None:
+        return []
+    ends_on = procedure.notice.ends_on
+    found = [Due(DueKind.NOTICE_ENDED if today > ends_on else DueKind.NOTICE_ENDS, ends_on)]
+    allowed = timedelta(days=procedure.rules.objection_due_days)
+    found.extend(
+        Due(DueKind.OBJECTION_OVERDUE, o.received_on + allowed, o.objection_id)
+        for o in procedure.open_objections()
+        if today > o.received_on + allowed
+    )
+    return found

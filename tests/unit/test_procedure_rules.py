@@ -515,3 +515,18 @@ def test_thresholds_compare_in_integers() -> None:
     assert rules.met(two_thirds, 6, 9)
     assert not rules.met(two_thirds, 5, 9)
     assert rules.describe(two_thirds) == "at least 2/3"
+
+
+def test_the_board_shows_the_notices_end_and_an_objection_unanswered_too_long() -> None:
+    assert rules.due(fold(decided(inspected(recommended([opened()])))), today()) == []
+    objection_id, history = objection(to_notice())
+    procedure = fold(history)
+    notice = procedure.notice
+    assert notice is not None
+    assert rules.due(procedure, today()) == [rules.Due(rules.DueKind.NOTICE_ENDS, notice.ends_on)]
+    late = today() + timedelta(days=procedure.rules.objection_due_days + 1)
+    assert rules.due(procedure, late) == [
+        rules.Due(rules.DueKind.NOTICE_ENDED, notice.ends_on),
+        rules.Due(rules.DueKind.OBJECTION_OVERDUE, late - timedelta(days=1), objection_id),
+    ]
+    assert rules.due(procedure, late - timedelta(days=1))[1:] == []
