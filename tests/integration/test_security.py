@@ -166,6 +166,20 @@ async def test_tokens_whose_times_are_not_finite_numbers_are_refused(registry: R
     assert (await registry.client.get("/cadres", headers={"Authorization": f"Bearer {sound}"})).status_code == 200
 
 
+async def test_a_body_of_many_unknown_fields_gets_a_short_refusal(registry: Running) -> None:
+    """Issue 22, hole 5: 100,000 unknown fields got a 9 MB 422 after seconds; now a short one, at once."""
+    await build_tree(registry.client)
+    wide = {**nomination(), **{f"f{n}": n for n in range(100_000)}}
+    answer = await registry.client.post("/cadres", json=wide, headers=CITY)
+    assert answer.status_code == 422, answer.text[:200]
+    assert len(answer.content) < 1024
+    some = await registry.client.post("/cadres", json={**nomination(), **{f"f{n}": n for n in range(40)}}, headers=CITY)
+    assert some.status_code == 422
+    assert len(some.json()["errors"]) == http.MAX_VALIDATION_ERRORS
+    assert some.json()["errors_count"] == 40
+    assert (await registry.client.get("/cadres", headers=CITY)).json()["items"] == []  # nothing was recorded
+
+
 async def test_commands_and_expensive_reads_have_a_share_per_actor(launch: Launch) -> None:
     registry = await launch(
         registry_app,
