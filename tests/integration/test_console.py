@@ -219,6 +219,20 @@ async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree
     for screen in ("/assessment", "/statistics", "/due", "/audit"):
         assert (await console.client.get(screen)).status_code == 200, screen
 
+    # People are picked, not typed: the mentor among those who hold a grant; units by name, the code on hover.
+    mentor = next(p for p in demo.people(console.org) if p.user_id.startswith("mentor."))
+    assert f'<option value="{mentor.user_id}">{mentor.name} · ' in page.text
+    typed = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": "someone.else"}
+    )
+    assert typed.status_code == 422
+    picked = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": mentor.user_id}
+    )
+    assert picked.status_code == 303
+    assert f"<dd>{mentor.name}" in (await console.client.get(f"/cadres/{mine.cadre_id}")).text
+    assert f'<span title="{mine.unit.code}">{mine.unit.name}</span>' in (await console.client.get("/pool")).text
+
 
 async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:
     async with console_for(launch, keycloak, console_port, cadres=30) as stack:
