@@ -123,13 +123,26 @@ API_HEADERS: Final = (
 )
 """Sent with every API answer (one the route set itself wins): nothing is sniffed, cached, framed or referred."""
 
+PAGE_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+    " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The console's pages: scripts only from its own address, never inline (an injected script does not run).
+
+Styles may be inline (a progress bar's width, the indicator style htmx adds, Swagger UI's): a
+style cannot run code, and the pages' texts are escaped where they are written.
+"""
+
 PAGE_HEADERS: Final = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"content-security-policy", PAGE_CSP.encode()),
 )
 """Sent with every page of the console (its own Cache-Control decides what may be kept)."""
+
+SECURITY_HEADERS: Final = frozenset(name.decode() for name, _ in (*API_HEADERS, *PAGE_HEADERS))
+"""The names of the headers above: a proxy passes a service's own on, never replacing them with a page's."""
 
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""

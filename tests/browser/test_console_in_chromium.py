@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
@@ -73,6 +73,7 @@ class Screens:
             if width is not None:
                 await page.set_viewport_size(PHONE)
             await page.wait_for_load_state("networkidle")
+            assert CSP_REFUSALS == [], f"{name}{suffix}: the page's policy refused {CSP_REFUSALS}"
             await page.screenshot(path=str(ARTIFACTS / f"{name}{suffix}.png"), full_page=True)
             results = await self.axe.run(page)
             serious = [v for v in results.response["violations"] if v["impact"] in {"serious", "critical"}]
@@ -89,9 +90,19 @@ class Screens:
         self.checked.append(name)
 
 
+CSP_REFUSALS: list[str] = []
+"""What Chromium refused to run or load under the console's Content-Security-Policy (none, on every screen)."""
+
+
+def _note_csp_refusal(message: ConsoleMessage) -> None:
+    if "Content Security Policy" in message.text:
+        CSP_REFUSALS.append(message.text[:300])
+
+
 async def sign_in(browser: Browser, base: str, username: str) -> Page:
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    page.on("console", _note_csp_refusal)
     await page.goto(f"{base}/pool")
     await page.fill("#username", username)
     await page.fill("#password", DEMO_PASSWORD)

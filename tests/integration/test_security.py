@@ -95,6 +95,29 @@ async def test_an_id_from_another_subtree_is_not_found_not_a_conflict(registry: 
     assert await registry.service.pool.fetchval("SELECT count(*) FROM events") == before
 
 
+async def test_a_grant_does_not_tell_whether_an_identity_acts_in_another_subtree(registry: Running) -> None:
+    """Issue 22, hole 9: a 409 "already acts as another user" told across subtrees who has access."""
+    await build_tree(registry.client)
+    person = {"subject": "sub-of-li", "name": "Li", "org_code": "bh_ly", "role": "viewer"}
+    granted = await registry.client.put("/access/li.bh", json=person, headers=CITY)
+    assert granted.status_code == 200, granted.text
+
+    async def projected() -> object:  # every service projects the grants from the registry's topic
+        return await registry.service.pool.fetchval("SELECT 1 FROM access_grants WHERE user_id = 'li.bh'")
+
+    await eventually(projected)
+    elsewhere = {**person, "org_code": "hx"}
+    hidden = await registry.client.put("/access/li.hx", json=elsewhere, headers=OTHER_CITY)
+    assert hidden.status_code == 404, hidden.text
+    unknown = await registry.client.put(
+        "/access/li.hx", json={**elsewhere, "subject": "sub-of-nobody"}, headers=OTHER_CITY
+    )
+    assert unknown.status_code == 200, unknown.text  # the same question about an identity not granted: answered
+    # Inside the actor's own subtree the conflict is told as it is.
+    mine = await registry.client.put("/access/li.bh2", json=person, headers=CITY)
+    assert mine.status_code == 409, mine.text
+
+
 async def test_control_characters_are_refused_with_4xx_everywhere(registry: Running) -> None:
     client = registry.client
     await build_tree(client)
