@@ -275,7 +275,11 @@ async def appointment_form(
     """
     form = await reads.appointment_form(actor, cadre_id)
     if format == "html":
-        return Response(lrmx.printable(form), media_type="text/html; charset=utf-8")
+        return Response(
+            lrmx.printable(form),
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": lrmx.PRINTABLE_CSP},
+        )
     ascii_name = f"appointment-form-{cadre_id}.lrmx"
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(form.full_name)}.lrmx"
     return Response(lrmx.write(form), media_type=LRMX_MEDIA, headers={"Content-Disposition": disposition})

@@ -448,9 +448,11 @@ class RegistryCommands:
         access = await self._access(ctx, user_id)
         check_expected(access_stream(user_id), expected, access.version)
         holder = await self._pool.fetchval(
-            "SELECT user_id FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
+            "SELECT org_path FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
         )
         if holder is not None:
+            # Whether someone acts elsewhere is not the actor's to learn: outside its subtree, 404.
+            require_scope(ctx.actor, holder, f"identity {cmd.subject}")
             msg = "this identity already acts as another user"
             raise ConflictError(msg)
         events = rules.grant(access, AccessGranted(user_id=user_id, **cmd.model_dump()))
