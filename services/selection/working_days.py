@@ -2,7 +2,7 @@
 
 The country's calendar (official holidays, and the weekend days worked to make up for
 them) comes from the `holidays` library; a unit adds its own adjustments as events
-(`CalendarAdjusted`): a day off or a working day that the country's calendar does not
+(`contracts.procedure.CalendarAdjusted`): a day off or a working day that the country's calendar does not
 know, such as a year whose arrangement was published after the library's release. A
 unit's adjustments apply to its subtree; a deeper unit's adjustment of the same day
 wins, and of two adjustments of one unit the later wins.
@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import holidays
 
-from contracts.procedure import CalendarAdjusted
+from contracts.envelope import in_subtree
 from runtime.clock import Clock
 
 COUNTRY = "CN"
@@ -64,16 +64,16 @@ class WorkingCalendar:
         )
 
 
-def adjustments_for(org_path: str, adjusted: Iterable[tuple[str, CalendarAdjusted]]) -> dict[date, bool]:
-    """The adjustments in force at `org_path`, from (unit path, event) pairs in the order they were recorded."""
+def adjustments_for(org_path: str, adjusted: Iterable[tuple[str, date, bool]]) -> dict[date, bool]:
+    """The adjustments in force at `org_path`, from (unit path, day, working) in the order they were recorded."""
     in_force: dict[date, tuple[int, bool]] = {}
-    for path, event in adjusted:
-        if not (org_path == path or org_path.startswith(path + ".")):
+    for path, day, working in adjusted:
+        if not in_subtree(org_path, path):
             continue
         depth = path.count(".")
-        earlier = in_force.get(event.day)
+        earlier = in_force.get(day)
         if earlier is None or depth >= earlier[0]:
-            in_force[event.day] = (depth, event.working)
+            in_force[day] = (depth, working)
     return {day: working for day, (_, working) in in_force.items()}
 
 

@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from contracts.procedure import CalendarAdjusted
 from runtime import clock
 from services.selection.working_days import WorkingCalendar, adjustments_for, notice_period
 
@@ -47,19 +46,19 @@ def test_a_period_has_at_least_one_day() -> None:
         WorkingCalendar().working_day(date(2024, 9, 27), 0)
 
 
-def adjusted(day: date, *, working: bool) -> CalendarAdjusted:
-    return CalendarAdjusted(org_code="x", day=day, working=working, reason="the unit's arrangement")
+def adjusted(day: date, *, working: bool) -> tuple[date, bool]:
+    return day, working
 
 
 def test_a_units_adjustments_apply_to_its_subtree_and_the_deeper_unit_wins() -> None:
     monday, tuesday = date(2024, 10, 14), date(2024, 10, 15)
     recorded = [
-        ("prov", adjusted(monday, working=False)),
-        ("prov.city", adjusted(monday, working=True)),
-        ("prov", adjusted(tuesday, working=False)),
-        ("prov", adjusted(tuesday, working=True)),  # the later of one unit's two wins
-        ("prov.other", adjusted(date(2024, 10, 16), working=False)),  # another branch: not ours
-        ("prov.city.county", adjusted(date(2024, 10, 17), working=False)),  # below us: not ours
+        ("prov", *adjusted(monday, working=False)),
+        ("prov.city", *adjusted(monday, working=True)),
+        ("prov", *adjusted(tuesday, working=False)),
+        ("prov", *adjusted(tuesday, working=True)),  # the later of one unit's two wins
+        ("prov.other", *adjusted(date(2024, 10, 16), working=False)),  # another branch: not ours
+        ("prov.city.county", *adjusted(date(2024, 10, 17), working=False)),  # below us: not ours
     ]
     in_force = adjustments_for("prov.city", recorded)
     assert in_force == {monday: True, tuesday: True}
