@@ -160,7 +160,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 assert response is not None
                 assert response.status == 404
 
-                for screen in ("assessment", "statistics", "due"):
+                for screen in ("assessment", "statistics", "due", "responsibility"):
                     await page.goto(f"{base}/{screen}")
                     await screens.check(page, screen)
 
@@ -202,6 +202,14 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 assert await page.locator("#actions, form[action*='/cadres/']").count() == 0
                 await screens.check(page, "cadre-viewer")
                 await page.context.close()
+
+                # A mentor has a page of their own: the mentees and what each needs.
+                mentor = next(p for p in people.values() if p.user_id.startswith("mentor."))
+                page = await sign_in(browser, base, mentor.user_id)
+                await page.click("a[href='/mentees']")
+                await page.wait_for_selector("#mentees")
+                await screens.check(page, "mentees")
+                await page.context.close()
             finally:
                 await browser.close()
-    assert len(screens.checked) == 11
+    assert len(screens.checked) == 13

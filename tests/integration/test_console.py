@@ -233,6 +233,26 @@ async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree
     assert f"<dd>{mentor.name}" in (await console.client.get(f"/cadres/{mine.cadre_id}")).text
     assert f'<span title="{mine.unit.code}">{mine.unit.name}</span>' in (await console.client.get("/pool")).text
 
+    # The organizer's responsibility report names the mentor, on screen and as XLSX.
+    report = await eventually(
+        lambda: console.client.get("/responsibility"), until=lambda r: f'title="{mentor.user_id}"' in r.text
+    )
+    assert report.status_code == 200
+    workbook = await console.client.get("/responsibility/export?format=xlsx")
+    assert workbook.status_code == 200
+    assert workbook.content[:2] == b"PK"
+
+    # The mentor signs in and finds the mentee on a page of their own, with what is due.
+    await console.client.post("/signout", data={"csrf_token": _csrf(report)})
+    own = await console_sign_in(console.client, mentor.user_id)
+    assert own.status_code == 200
+    mentees = await console.client.get("/mentees")
+    assert mentees.status_code == 200
+    expected = {str(c.cadre_id) for c in console.org.cadres if c.mentor == mentor.user_id and not c.retirement}
+    for cadre_id in expected | {str(mine.cadre_id)}:
+        assert f'href="/cadres/{cadre_id}"' in mentees.text
+    assert mentees.text.count('href="/cadres/') == len(expected | {str(mine.cadre_id)})
+
 
 async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:
     async with console_for(launch, keycloak, console_port, cadres=30) as stack:
