@@ -116,6 +116,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
 ) -> None:
     base = f"http://127.0.0.1:{console_port}"
     screens = Screens()
+    visited: set[tuple[str, str]] = set()
     async with console_for(launch, keycloak, console_port, cadres=80) as stack, serving(stack, console_port):
         before = clock.now() - timedelta(seconds=1)
         people = {p.user_id: p for p in demo.people(stack.org)}
@@ -210,6 +211,26 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 await page.wait_for_selector("#mentees")
                 await screens.check(page, "mentees")
                 await page.context.close()
+
+                # Every demo person, at every level, opens every screen offered, at a phone's width: none errs.
+                for person in people.values():
+                    page = await sign_in(browser, base, person.user_id)
+                    await page.set_viewport_size(PHONE)
+                    offered = await page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
+                    assert "/pool" in offered, person.user_id
+                    for screen in offered:
+                        response = await page.goto(f"{base}{screen}")
+                        assert response is not None
+                        assert response.status == 200, (person.user_id, screen, response.status)
+                        await page.wait_for_load_state("networkidle")
+                        overflow = await page.evaluate(
+                            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                        )
+                        assert overflow <= 0, (person.user_id, screen, overflow)
+                        visited.add((person.role.value, screen))
+                    await page.context.close()
             finally:
                 await browser.close()
     assert len(screens.checked) == 13
+    assert {"/assessment", "/mentees", "/responsibility", "/audit"} <= {screen for _, screen in visited}
+    assert {role for role, _ in visited} == {"organizer", "auditor", "viewer"}
