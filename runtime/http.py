@@ -439,6 +439,8 @@ Moment = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 LATE_REASON_HEADER: Final = "X-Late-Entry-Reason"
 _LATE_REASON_MAX = 500
+LATE_REASON_PATTERN: Final = r"^(?:[^%\x00-\x1f\x7f]|%(?:[2-689A-Fa-f][0-9A-Fa-f]|7[0-9A-Ea-e]))*$"
+"""Percent-encoded UTF-8 on one line: no control character, written or encoded; a `%` itself as `%25`."""
 DEFAULT_BACKDATING_WINDOW: Final = timedelta(days=30)
 
 
@@ -457,8 +459,9 @@ async def command_context(
         str | None,
         Header(
             alias=LATE_REASON_HEADER,
-            description="Why a record is entered this late (percent-encoded UTF-8): recorded with it",
+            description="Why a record is entered this late (percent-encoded UTF-8, one line): recorded with it",
             max_length=3 * _LATE_REASON_MAX,
+            pattern=LATE_REASON_PATTERN,
         ),
     ] = None,
 ) -> CommandContext:

@@ -6,7 +6,9 @@ that breaks its schema, no status code, content type or header the document does
 invalid data refused, valid data accepted, the token required, `Allow` on a 405. Every phase runs
 (coverage, fuzzing, stateful sequences along the links schemathesis infers), with a fixed seed and
 a bounded number of examples per operation, so a run is repeatable; the demo organization gives
-the operations something to find, a root organizer's token reaches all of it. A failure prints
+the operations something to find. Each service is fuzzed as the root organizer (whose token reaches
+all of it), as a county's organizer and as a county's viewer (the scope and role rules in every
+operation). A failure prints
 schemathesis's own report (with the curl command that reproduces it).
 """
 
@@ -35,11 +37,16 @@ EXAMPLES = 8
 """Examples per operation and phase: the whole file takes about three minutes on two busy cores."""
 DEMO_CADRES = 12
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+ACTORS = ("root-organizer", "county-organizer", "county-viewer")
+"""Who the fuzzer acts as: the root organizer reaches everything; a county's organizer and viewer meet
+the scope and role rules (404 outside the subtree, 403 for a viewer's commands) in every operation."""
 
 
 @pytest.fixture(scope="module")
-def platform(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[local_stack.Stack, str]]:
-    """Every service as a process, with the demo organization loaded; and a token of the demo's root organizer."""
+def platform(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[local_stack.Stack, dict[str, str]]]:
+    """Every service as a process, with the demo organization loaded; and a token of each actor fuzzed as."""
     workdir = tmp_path_factory.mktemp("fuzz")
     namespace = f"fuzz{os.getpid()}."
     env = {
@@ -51,16 +58,24 @@ def platform(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         workdir, kafka=infra.kafka_bootstrap, postgres=infra.postgres_dsn, namespace=namespace, env=env
     ) as stack:
         asyncio.run(local_stack.load_demo(stack, cadres=DEMO_CADRES))
-        root = demo.plan(7, cadres=DEMO_CADRES).root.path
-        token = issue_token(stack.secret, Actor(user="fuzz.organizer", org_path=root, role=Role.ORGANIZER))
-        yield stack, token
+        org = demo.plan(7, cadres=DEMO_CADRES)
+        county = next(p for p in demo.people(org) if p.user_id == "organizer.county").unit.path
+        places = {"root-organizer": (org.root.path, Role.ORGANIZER), "county-organizer": (county, Role.ORGANIZER)}
+        places["county-viewer"] = (county, Role.VIEWER)
+        tokens = {
+            name: issue_token(stack.secret, Actor(user=f"fuzz.{name}", org_path=path, role=role))
+            for name, (path, role) in places.items()
+        }
+        yield stack, tokens
 
 
+@pytest.mark.parametrize("actor", ACTORS)
 @pytest.mark.parametrize("service", local_stack.SERVICES)
 def test_every_operation_answers_what_its_document_says(
-    platform: tuple[local_stack.Stack, str], service: str, tmp_path: Path
+    platform: tuple[local_stack.Stack, dict[str, str]], service: str, actor: str, tmp_path: Path
 ) -> None:
-    stack, token = platform
+    stack, tokens = platform
+    token = tokens[actor]
     url = stack.services[service].url
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "--no-color",
@@ -75,13 +90,13 @@ def test_every_operation_answers_what_its_document_says(
     done = subprocess.run(  # noqa: S603 - our interpreter, a dependency's module
         command, capture_output=True, text=True, timeout=600, check=False, env=_env(), cwd=tmp_path
     )  # its cache (.schemathesis/) lands beside the report, not in the checkout
-    report = f"{service}:\n{done.stdout[-12000:]}\n{done.stderr[-3000:]}"
+    report = f"{service} as {actor}:\n{done.stdout[-12000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, report
     counts = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
     assert counts, report
     assert int(counts[1]) > 0, report  # something was tried
     assert counts[1] == counts[2], report
-    print(f"{service}: {counts[1]} cases, all passed (seed {SEED}, {EXAMPLES} examples)")  # noqa: T201
+    print(f"{service} as {actor}: {counts[1]} cases, all passed (seed {SEED}, {EXAMPLES} examples)")  # noqa: T201
 
 
 def _env() -> dict[str, str]:
