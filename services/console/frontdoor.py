@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.console.apis import SERVICES
-from services.console.app import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
+from services.console.pages import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
 
 router = APIRouter(include_in_schema=False)
 

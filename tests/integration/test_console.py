@@ -14,9 +14,9 @@ from fastapi import FastAPI
 from deploy.local.signin import Browserish, console_sign_in
 from runtime import clock
 from runtime.settings import DEV_SESSION_KEY, settings_class
-from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
+from services.console.settings import ConsoleSettings
 from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
