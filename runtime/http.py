@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import clock, limits, logs, metrics
 from runtime.auth import CurrentActor, Permission, caller_of
-from runtime.db import unreachable
+from runtime.db import ROLLED_BACK, transient
 from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
 from runtime.store import CommandContext, LateEntry
 
@@ -150,19 +150,19 @@ async def _send_problem(
 
 
 async def _send_failure(send: Send, error: Exception) -> None:
-    """The answer to an error no handler knew: 503 when the database was out of reach, else 500."""
-    if unreachable(error):
-        # The connection may have broken after the commit was sent: the outcome is unknown, so the
-        # answer must not claim that nothing changed (docs/reliability.md).
-        log.warning("database out of reach", error=repr(error))
-        await _send_problem(
-            send,
-            503,
-            "Service unavailable",
-            "the database was out of reach; this request may or may not have been applied:"
-            " look before trying again, or try again with the same ids",
-            headers={"Retry-After": "1"},
-        )
+    """The answer to an error no handler knew: 503 with Retry-After for a passing database condition, else 500."""
+    if transient(error):
+        log.warning("database unavailable for a moment", error=repr(error))
+        if isinstance(error, ROLLED_BACK):
+            detail = "the database refused or rolled back this request for a moment; nothing was changed: try again"
+        else:
+            # The connection may have broken after the commit was sent: the outcome is unknown, so the
+            # answer must not claim that nothing changed (docs/reliability.md).
+            detail = (
+                "the database was out of reach; this request may or may not have been applied:"
+                " look before trying again, or try again with the same ids"
+            )
+        await _send_problem(send, 503, "Service unavailable", detail, headers={"Retry-After": "1"})
         return
     log.error("unhandled error", error=repr(error), exc_info=error)
     await _send_problem(send, 500, "Internal error", "the server failed; nothing was changed by this request")
@@ -177,7 +177,8 @@ class Guard:
     - A control character in the path or the query, or (but for line breaks) in any string or key
       of a JSON body, is refused (400/422): nothing downstream ever meets a NUL.
     - Every answer carries the security headers and the correlation id (the caller's, if a UUID).
-    - An error no handler knew becomes a 500 problem+json answer, and the connection stays open.
+    - An error no handler knew becomes a problem+json answer (503 with Retry-After for a passing database
+      condition, `runtime.db.transient`; else 500), and the connection stays open.
     - Each request is timed (`cadre_http_request_seconds`).
 
     Plain ASGI rather than `@app.middleware("http")`: that one runs every request in an extra

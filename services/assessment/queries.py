@@ -207,16 +207,20 @@ class AssessmentQueries:
         )
 
     async def cycle_progress(self, actor: Actor, cycle_id: UUID) -> CycleProgress:
-        """Evaluated against due: due are the cadres in the pool of the cycle's subtree."""
+        """Evaluated against due: due are the cadres in the pool of the cycle's subtree that the actor sees.
+
+        A cycle of a unit above the actor (the province's, read by a county) is the actor's
+        too: its progress is that of the actor's own subtree.
+        """
         cycle = await self._pool.fetchrow("SELECT * FROM cycles WHERE cycle_id = $1", cycle_id)
-        if cycle is None or not actor.covers(cycle["org_path"]):
+        if cycle is None or not actor.reaches(cycle["org_path"]):
             msg = f"cycle {cycle_id} not found"
             raise NotFoundError(msg)
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, EXISTS (SELECT 1 FROM evaluations e WHERE e.cadre_id = c.cadre_id AND e.cycle_id = $2"  # noqa: S608 - fixed clauses, values bound
             " AND e.superseded_by IS NULL) AS evaluated FROM pool_cadres c"
             f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')} ORDER BY c.org_path, c.cadre_id",
-            cycle["org_path"],
+            actor.narrower(cycle["org_path"]),
             cycle_id,
         )
         return CycleProgress(
