@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -169,6 +170,10 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
                     403, "you have no access to this platform yet: an organizer of your unit grants it"
                 ) from refused
             raise
+        ends_at = datetime.fromtimestamp(ends, tz=UTC).isoformat()
+        await console.apis.call(
+            "registry", "POST", "/sessions", session.access_token, json={"session_id": session.sid, "ends_at": ends_at}
+        )
         log.info("signed in", user=session.user, role=session.role, org_path=session.org_path)
         response = RedirectResponse(attempt.next, status_code=303)
         response.delete_cookie(SIGNIN_COOKIE, path="/")
@@ -177,6 +182,7 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
 
     @app.post("/signout", include_in_schema=False)
     async def signout(request: Request, console: ConsoleDep, session: SessionDep) -> Response:
+        await console.apis.call("registry", "DELETE", f"/sessions/{session.sid}", session.access_token)
         if console.provider is not None:
             with contextlib.suppress(httpx.HTTPError):
                 await console.provider.end_session(session.refresh_token)

@@ -124,8 +124,15 @@ async def signed_in(request: Request, console: ConsoleDep) -> Session:
         except (UnauthorizedError, ApiError, httpx.HTTPError) as error:
             log.info("session ended", user=session.user, reason=str(error))
             raise SignInRequiredError from error
-        session = replace(fresh, csrf=session.csrf)
+        session = replace(fresh, csrf=session.csrf, sid=session.sid)
         request.state.renewed = session
+    try:  # the registry keeps the session open until sign-out: a copied cookie ends with it
+        await console.apis.call("registry", "GET", f"/sessions/{session.sid}", session.access_token)
+    except ApiError as ended:
+        if ended.status >= 500:  # noqa: PLR2004 - the registry does not answer: no page, but still signed in
+            raise ScreenError(503, ended.detail) from ended
+        log.info("session ended", user=session.user, reason=ended.detail)
+        raise SignInRequiredError from ended
     if request.method not in {"GET", "HEAD"}:
         given = request.headers.get(CSRF_HEADER)
         if given is None and request.headers.get("content-type", "").startswith(
