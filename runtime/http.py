@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Final
 from urllib.parse import unquote, unquote_to_bytes
@@ -41,7 +42,11 @@ DRY_RUN_STATE = "dry_run"
 def problem(
     status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    """An RFC 9457 problem response."""
+    """An RFC 9457 problem response (a list it carries is cut to `MAX_VALIDATION_ERRORS`, with `<name>_count`)."""
+    for name, value in list(extra.items()):
+        if isinstance(value, list) and len(value) > MAX_VALIDATION_ERRORS:
+            extra[name] = value[:MAX_VALIDATION_ERRORS]
+            extra.setdefault(f"{name}_count", len(value))
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -53,12 +58,34 @@ async def _command_error(_: Request, error: Exception) -> Response:
     return response
 
 
+MAX_VALIDATION_ERRORS: Final = 20
+"""The most errors a 422 lists: a body of 100,000 unknown fields gets 20 and a count, not 100,000."""
+_MAX_ERROR_TEXT: Final = 200
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `errors` (and, when there were more, `errors_count`) of a 422, bounded in number and size.
+
+    Every service's schema errors are told through here (`install`); `problem` bounds any other
+    list a refusal carries the same way.
+    """
+    shown = [
+        {
+            "loc": [str(part)[:_MAX_ERROR_TEXT] if isinstance(part, str) else part for part in e.get("loc", ())][:16],
+            "msg": str(e.get("msg", ""))[:_MAX_ERROR_TEXT],
+            "type": str(e.get("type", ""))[:_MAX_ERROR_TEXT],
+        }
+        for e in itertools.islice(errors, MAX_VALIDATION_ERRORS)
+    ]
+    told: dict[str, Any] = {"errors": shown}
+    if len(errors) > MAX_VALIDATION_ERRORS:
+        told["errors_count"] = len(errors)
+    return told
+
+
 async def _validation_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()
-    ]
-    return problem(422, "Invalid request", "the request does not match the schema", errors=errors)
+    return problem(422, "Invalid request", "the request does not match the schema", **validation_errors(error.errors()))
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -96,13 +123,26 @@ API_HEADERS: Final = (
 )
 """Sent with every API answer (one the route set itself wins): nothing is sniffed, cached, framed or referred."""
 
+PAGE_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+    " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The console's pages: scripts only from its own address, never inline (an injected script does not run).
+
+Styles may be inline (a progress bar's width, the indicator style htmx adds, Swagger UI's): a
+style cannot run code, and the pages' texts are escaped where they are written.
+"""
+
 PAGE_HEADERS: Final = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"content-security-policy", PAGE_CSP.encode()),
 )
 """Sent with every page of the console (its own Cache-Control decides what may be kept)."""
+
+SECURITY_HEADERS: Final = frozenset(name.decode() for name, _ in (*API_HEADERS, *PAGE_HEADERS))
+"""The names of the headers above: a proxy passes a service's own on, never replacing them with a page's."""
 
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""
@@ -134,6 +174,42 @@ def _control_in(value: Any, where: str = "body") -> str | None:
             inner = _control_in(item, f"{where}[{index}]")
             if inner:
                 return inner
+    return None
+
+
+MAX_OBJECT_MEMBERS: Final = 1000
+"""The most members one JSON object of a body may have (no schema of ours has a tenth of it).
+
+Validating and refusing 100,000 unknown fields one by one took a service most of a second;
+a body that wide is refused before any model sees it.
+"""
+
+
+def _too_wide(value: Any, where: str = "body") -> str | None:
+    """Where in a parsed JSON value an object has more than `MAX_OBJECT_MEMBERS` members."""
+    if isinstance(value, dict):
+        if len(value) > MAX_OBJECT_MEMBERS:
+            return where
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        inner = _too_wide(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if inner:
+            return inner
+    return None
+
+
+def _json_refusal(parsed: Any) -> tuple[str, str] | None:
+    """Why a parsed JSON body is refused before any route reads it (and where), if it is."""
+    where = _control_in(parsed)
+    if where is not None:
+        return f"a text holds a control character ({where})", where
+    where = _too_wide(parsed)
+    if where is not None:
+        return f"an object has more than {MAX_OBJECT_MEMBERS} members ({where})", where
     return None
 
 
@@ -301,13 +377,13 @@ class Guard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            where = _control_in(orjson.loads(body)) if body and is_json else None
+            parsed = orjson.loads(body) if body and is_json else None
         except orjson.JSONDecodeError:
-            where = None  # the route's own parsing answers malformed JSON (422)
-        if where is not None:
-            await _send_problem(
-                send, 422, "Invalid request", f"a text holds a control character ({where})", errors=[{"loc": where}]
-            )
+            parsed = None  # the route's own parsing answers malformed JSON (422)
+        refusal = _json_refusal(parsed)
+        if refusal is not None:
+            detail, where = refusal
+            await _send_problem(send, 422, "Invalid request", detail, errors=[{"loc": where}])
             return None
         replayed = False
 

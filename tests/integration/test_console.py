@@ -12,7 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from deploy.local.signin import Browserish, console_sign_in
-from runtime import clock
+from exchange import lrmx
+from runtime import clock, http
 from runtime.settings import DEV_SESSION_KEY, settings_class
 from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
@@ -147,6 +148,38 @@ async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> 
     assert (await console.client.get("/api/nosuch/x")).status_code == 404
 
 
+async def test_the_front_door_keeps_each_services_security_headers_and_pages_restrict_scripts(
+    console: ConsoleStack,
+) -> None:
+    """Issue 22, holes 7 and 8: pages send a script policy; API answers keep the service's own headers."""
+    headers = auth("script", console.org.root.path)
+    answer = await console.client.get("/api/registry/cadres?limit=1", headers=headers)
+    assert answer.status_code == 200
+    for name, value in http.API_HEADERS:
+        assert answer.headers[name.decode()] == value.decode(), name
+    cadre_id = answer.json()["items"][0]["cadre_id"]
+    # The printable appointment form: HTML at the console's origin, under the registry's own policy.
+    form = await console.client.get(f"/api/registry/cadres/{cadre_id}/appointment-form?format=html", headers=headers)
+    assert form.status_code == 200, form.text[:200]
+    assert form.headers["content-type"].startswith("text/html")
+    assert form.headers["content-security-policy"] == lrmx.PRINTABLE_CSP
+    assert "script-src" not in form.headers["content-security-policy"]  # default-src 'none': no script at all
+    assert form.headers["x-content-type-options"] == "nosniff"
+    # A refusal passes through with its headers too.
+    refused = await console.client.get(f"/api/registry/cadres/{cadre_id}")
+    assert refused.status_code == 401
+    assert refused.headers["content-security-policy"] == dict(http.API_HEADERS)[b"content-security-policy"].decode()
+    # The console's own pages: scripts from its own address only.
+    await console_sign_in(console.client, "organizer.county")
+    page = await console.client.get("/pool")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    docs = await console.client.get("/api/registry/docs")
+    assert "script-src 'self' 'sha256-" in docs.headers["content-security-policy"]
+
+
 def _csrf(page: httpx.Response) -> str:
     return page.text.split('name="csrf_token" value="')[1].split('"')[0]
 
@@ -185,6 +218,40 @@ async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree
     assert "entry rules" in refused.text
     for screen in ("/assessment", "/statistics", "/due", "/audit"):
         assert (await console.client.get(screen)).status_code == 200, screen
+
+    # People are picked, not typed: the mentor among those who hold a grant; units by name, the code on hover.
+    mentor = next(p for p in demo.people(console.org) if p.user_id.startswith("mentor."))
+    assert f'<option value="{mentor.user_id}">{mentor.name} · ' in page.text
+    typed = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": "someone.else"}
+    )
+    assert typed.status_code == 422
+    picked = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": mentor.user_id}
+    )
+    assert picked.status_code == 303
+    assert f"<dd>{mentor.name}" in (await console.client.get(f"/cadres/{mine.cadre_id}")).text
+    assert f'<span title="{mine.unit.code}">{mine.unit.name}</span>' in (await console.client.get("/pool")).text
+
+    # The organizer's responsibility report names the mentor, on screen and as XLSX.
+    report = await eventually(
+        lambda: console.client.get("/responsibility"), until=lambda r: f'title="{mentor.user_id}"' in r.text
+    )
+    assert report.status_code == 200
+    workbook = await console.client.get("/responsibility/export?format=xlsx")
+    assert workbook.status_code == 200
+    assert workbook.content[:2] == b"PK"
+
+    # The mentor signs in and finds the mentee on a page of their own, with what is due.
+    await console.client.post("/signout", data={"csrf_token": _csrf(report)})
+    own = await console_sign_in(console.client, mentor.user_id)
+    assert own.status_code == 200
+    mentees = await console.client.get("/mentees")
+    assert mentees.status_code == 200
+    expected = {str(c.cadre_id) for c in console.org.cadres if c.mentor == mentor.user_id and not c.retirement}
+    for cadre_id in expected | {str(mine.cadre_id)}:
+        assert f'href="/cadres/{cadre_id}"' in mentees.text
+    assert mentees.text.count('href="/cadres/') == len(expected | {str(mine.cadre_id)})
 
 
 async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:
