@@ -31,7 +31,8 @@ from typing import Any, Final
 
 import yaml
 
-REPO: Final = Path(__file__).resolve().parents[1]
+from deploy.paths import REPO, cache_root
+
 DOCKERFILE: Final = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "compose.yaml"
 MIRROR_COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "mirror.yaml"
@@ -61,12 +62,6 @@ class Result:
     check: str
     ok: bool
     output: str
-
-
-def cache_root() -> Path:
-    """`<repo>/.cache`, or `$CADRE_CACHE_DIR`."""
-    override = os.environ.get("CADRE_CACHE_DIR")
-    return Path(override) if override else REPO / ".cache"
 
 
 def _run(args: list[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -201,7 +196,7 @@ def compose_problems(document: Any, services: Iterable[str] | None = None) -> li
 def unknown_settings(service: str, environment: Mapping[str, Any]) -> list[str]:
     """Variables given to `service` that its settings class does not read (typos, stale names)."""
     from deploy.configuration import settings_classes  # noqa: PLC0415
-    from services.console.app import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
+    from services.console.settings import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
 
     fields = ConsoleSettings.model_fields if service == "console" else settings_classes()[service].model_fields
     known = {field.upper() for field in fields}

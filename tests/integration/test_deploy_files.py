@@ -17,8 +17,7 @@ import yaml
 from deploy import mirroring, validate
 from deploy.local.keycloak import KEYCLOAK_VERSION, REALM
 from deploy.local.stack import SERVICES
-
-REPO = validate.REPO
+from deploy.paths import REPO
 
 
 def test_the_dockerfile_passes_hadolint_and_our_rules() -> None:
