@@ -13,6 +13,8 @@ tests/integration/test_deploy_files.py call the same functions.
   Strimzi's resources (the `KafkaMirrorMaker2`) are validated the same way against the schema
   of Strimzi's own CRD, which Strimzi's CRD generator (`io.strimzi:crd-generator`, Maven
   Central) writes here from Strimzi's API classes (`io.strimzi:api`) of `STRIMZI_VERSION`.
+  CloudNativePG's resources (`Cluster`, `ScheduledBackup`: the databases' backups) against the
+  CRDs in its Go module of `CNPG_VERSION`.
 """
 
 from __future__ import annotations
@@ -349,6 +351,41 @@ def strimzi_schema_dir(kinds: Iterable[tuple[str, str]]) -> Path:
     return target
 
 
+CNPG_VERSION: Final = "1.24.1"
+"""CloudNativePG, whose CRDs (in its Go module) give the schemas of its Cluster and ScheduledBackup."""
+
+
+def cnpg_schema_dir(kinds: Iterable[tuple[str, str]]) -> Path:
+    """Strict JSON Schemas of CloudNativePG's `kinds`, from the CRDs of its Go module (the Go module proxy)."""
+    target = cache_root() / "k8s-schemas" / f"cnpg-{CNPG_VERSION}-strict"
+    missing = [(api, kind) for api, kind in kinds if not (target / _schema_file(api, kind)).exists()]
+    if not missing:
+        return target
+    go = shutil.which("go")
+    if go is None:
+        msg = "Go is needed to fetch CloudNativePG's CRDs"
+        raise RuntimeError(msg)
+    module = f"github.com/cloudnative-pg/cloudnative-pg@v{CNPG_VERSION}"
+    code, output = _run([go, "mod", "download", "-json", module])
+    if code != 0:
+        msg = f"could not fetch {module}: {output}"
+        raise RuntimeError(msg)
+    crds = [
+        yaml.safe_load(path.read_text())
+        for path in (Path(json.loads(output)["Dir"]) / "config" / "crd" / "bases").glob("*.yaml")
+    ]
+    target.mkdir(parents=True, exist_ok=True)
+    for api, kind in missing:
+        group, _, version = api.rpartition("/")
+        found = [crd for crd in crds if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind]
+        if not found:
+            msg = f"CloudNativePG {CNPG_VERSION} has no CRD for {kind} ({api})"
+            raise RuntimeError(msg)
+        (served,) = [v for v in found[0]["spec"]["versions"] if v["name"] == version]
+        (target / _schema_file(api, kind)).write_text(json.dumps(_closed(served["schema"]["openAPIV3Schema"])))
+    return target
+
+
 def _closed(node: Any) -> Any:
     """A CRD's OpenAPI v3 schema as kubeconform's strict JSON Schema: objects closed unless they keep unknown fields."""
     if isinstance(node, list):
@@ -369,9 +406,12 @@ def kubeconform(directory: Path) -> Result:
     objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
     kinds = {(doc["apiVersion"], doc["kind"]) for doc in objects}
     strimzi = {kind for kind in kinds if kind[0].startswith("kafka.strimzi.io/")}
-    locations = [schema_dir(kinds - strimzi)]
+    cnpg = {kind for kind in kinds if kind[0].startswith("postgresql.cnpg.io/")}
+    locations = [schema_dir(kinds - strimzi - cnpg)]
     if strimzi:
         locations.append(strimzi_schema_dir(strimzi))
+    if cnpg:
+        locations.append(cnpg_schema_dir(cnpg))
     flags = [arg for location in locations for arg in ("-schema-location", f"{location}/{_KIND_TEMPLATE}")]
     code, output = _run([str(kubeconform_binary()), "-strict", "-summary", *flags, "-"], stdin=rendered)
     name = directory.relative_to(REPO) if directory.is_relative_to(REPO) else directory
