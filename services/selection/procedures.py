@@ -514,12 +514,23 @@ def due(procedure: Procedure, today: date) -> list[Due]:
     """What is due in a running procedure on `today`: its notice's end, its overdue objections."""
     if procedure.step is not Step.NOTICE or procedure.notice is None:
         return []
-    ends_on = procedure.notice.ends_on
+    return due_at_notice(
+        procedure.notice.ends_on,
+        [(o.objection_id, o.received_on) for o in procedure.open_objections()],
+        procedure.rules.objection_due_days,
+        today,
+    )
+
+
+def due_at_notice(
+    ends_on: date, open_objections: Sequence[tuple[UUID, date]], objection_due_days: int, today: date
+) -> list[Due]:
+    """What is due during a notice ending on `ends_on` with these open objections (id, received on)."""
     found = [Due(DueKind.NOTICE_ENDED if today > ends_on else DueKind.NOTICE_ENDS, ends_on)]
-    allowed = timedelta(days=procedure.rules.objection_due_days)
+    allowed = timedelta(days=objection_due_days)
     found.extend(
-        Due(DueKind.OBJECTION_OVERDUE, o.received_on + allowed, o.objection_id)
-        for o in procedure.open_objections()
-        if today > o.received_on + allowed
+        Due(DueKind.OBJECTION_OVERDUE, received_on + allowed, objection_id)
+        for objection_id, received_on in open_objections
+        if today > received_on + allowed
     )
     return found

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from contracts.envelope import Actor, Envelope, Role, uuid7
+from contracts.envelope import Actor, Role, uuid7
 from contracts.procedure import (
     Candidate,
     Document,
@@ -256,17 +256,11 @@ async def test_the_organizations_rules_and_calendar_apply_below_it(handlers: tup
 async def test_the_file_of_a_procedure_checks_out_against_the_chain(
     handlers: tuple[ProcedureCommands, db.Pool],
 ) -> None:
-    cmd, pool = handlers
+    cmd, _ = handlers
     stream, _ = await to_notice(cmd, entry())
-    await cmd.open(ctx(), entry())  # another stream's events interleave in the chain
-    rows = await pool.fetch("SELECT body FROM events WHERE stream_id = $1 ORDER BY stream_version", stream)
-    envelopes = [Envelope.from_bytes(r["body"]) for r in rows]
-    following = await pool.fetch(
-        "SELECT position, body::jsonb ->> 'prev_hash' AS prev FROM events WHERE position = ANY($1::bigint[])",
-        [e.position + 1 for e in envelopes],
-    )
-    head = await pool.fetchrow("SELECT position, hash FROM chain_head")
-    assert head is not None
-    result = check(envelopes, {r["position"]: r["prev"] for r in following}, (head["position"], head["hash"]))
+    await cmd.open(ctx(), entry())  # the chain goes on after the procedure's last event
+    envelopes, successors, head = await cmd.file(uuid_of(stream))
+    assert [e.stream_version for e in envelopes] == [1, 2, 3, 4, 5]
+    result = check(envelopes, successors, head)
     assert result.ok, result.problems
     assert result.events == 5
