@@ -20,7 +20,6 @@ from contracts.catalog import decode
 from contracts.envelope import Envelope
 from contracts.event import Event
 from contracts.procedure import (
-    CalendarAdjusted,
     DecisionRecorded,
     Document,
     InspectionRecorded,
@@ -30,7 +29,6 @@ from contracts.procedure import (
     ObjectionRaised,
     ProcedureConcluded,
     ProcedureOpened,
-    ProcedureRulesSet,
     ProcedureStopped,
     RecommendationRecorded,
     Threshold,
@@ -154,64 +152,136 @@ def _share(threshold: Threshold) -> str:
     return f"{'≥' if threshold.inclusive else '>'} {threshold.numerator}/{threshold.denominator}"
 
 
-def details(event: Event) -> tuple[str, tuple[Document, ...]]:  # noqa: C901, PLR0911 - one case per event
+_PHRASES: Final[Mapping[str, Mapping[str, str]]] = {
+    "en": {
+        "opened": "{said}recommendation {rec} of the ballots cast; quorum {quorum} of the members;"
+        " in favour {majority} of all members; notice at least {days} working days",
+        "recommendation": "{held_on}: eligible {eligible}, present {present}, cast {cast} (valid {valid},"
+        " invalid {invalid}, {seats} per ballot); tally: {tally}; talks: {in_favour} of {interviewed} in favour;"
+        " {verdict}",
+        "inspection": "team: {team}; {interviewed} interviewed; conclusion: {conclusion}{summary}",
+        "decision": "{held_on}: {present} of {members} members present; for {yes}, against {no},"
+        " abstaining {abstaining}; {verdict}",
+        "notice": "{starts} to {ends} ({days} working days){where}",
+        "objection": "{received}: {summary}",
+        "concluded": "{verdict}: {finding}",
+        "closed": "closed on {closed}",
+        "outcome": "{kind}: document {number} of {date}",
+        "stopped": "at {step}: {reason}",
+        "passed": "passed",
+        "not_passed": "not passed",
+        "substantiated": "substantiated",
+        "not_substantiated": "not substantiated",
+        "fit": "fit",
+        "unfit": "unfit",
+    },
+    "zh": {
+        "opened": "{said}推荐得票 {rec} (以投票数计); 到会 {quorum} (以应到成员计); 赞成 {majority} (以全体成员计);"
+        " 公示不少于 {days} 个工作日",
+        "recommendation": "{held_on}: 应到 {eligible}, 实到 {present}, 投票 {cast} (有效 {valid}, 无效 {invalid},"
+        " 每票可选 {seats} 人); 得票: {tally}; 个别谈话: {interviewed} 人中 {in_favour} 人推荐; {verdict}",
+        "inspection": "考察组: {team}; 谈话 {interviewed} 人; 结论: {conclusion}{summary}",
+        "decision": "{held_on}: 应到 {members}, 实到 {present}; 同意 {yes}, 不同意 {no}, 弃权 {abstaining}; {verdict}",
+        "notice": "{starts} 至 {ends} ({days} 个工作日){where}",
+        "objection": "{received}: {summary}",
+        "concluded": "{verdict}: {finding}",
+        "closed": "{closed} 公示期满",
+        "outcome": "{kind}: 文号 {number}, {date}",
+        "stopped": "终止于{step}: {reason}",
+        "passed": "通过",
+        "not_passed": "未通过",
+        "substantiated": "反映问题属实",
+        "not_substantiated": "反映问题不属实",
+        "fit": "合格",
+        "unfit": "不合格",
+        "entry": "进入后备干部库",
+        "appointment": "任职",
+        "step_opened": "动议与启动",
+        "step_recommendation": "民主推荐",
+        "step_inspection": "组织考察",
+        "step_decision": "集体讨论决定",
+        "step_notice": "任前公示",
+        "step_notice_closed": "公示期满",
+    },
+}
+
+
+def details(event: Event, language: str = "en") -> tuple[str, tuple[Document, ...]]:  # noqa: C901, PLR0911 - a case per event
     """What one event records, in a line (figures and words as recorded), and its documents."""
+    w = _PHRASES["zh" if language == "zh" else "en"]
+
+    def verdict(passed: bool) -> str:
+        return w["passed"] if passed else w["not_passed"]
+
+    def docs(*found: Document | None) -> tuple[Document, ...]:
+        return tuple(d for d in found if d is not None)
+
     match event:
         case ProcedureOpened():
-            rules = event.rules
+            r, motion = event.rules, event.motion
             said = (
-                f"recommendation {_share(rules.recommendation)} of ballots cast; quorum {_share(rules.quorum)};"
-                f" in favour {_share(rules.majority)} of all members; notice ≥ {rules.notice_working_days} working days"
+                f"{motion.post_title}: {motion.reason}; " if motion else (f"{event.reason}; " if event.reason else "")
             )
-            motion = event.motion
-            if motion is None:
-                return f"{event.reason} — {said}", ()
-            return f"{motion.post_title}: {motion.reason} — {said}", (motion.document,) if motion.document else ()
+            line = w["opened"].format(
+                said=said,
+                rec=_share(r.recommendation),
+                quorum=_share(r.quorum),
+                majority=_share(r.majority),
+                days=r.notice_working_days,
+            )
+            return line, docs(motion.document if motion else None)
         case RecommendationRecorded():
             m, t = event.meeting, event.talks
-            tally = ", ".join(f"{line.candidate_name} {line.votes}" for line in m.tally)
-            return (
-                (
-                    f"{m.held_on}: eligible {m.eligible}, present {m.present}, cast {m.ballots_cast} (valid"
-                    f" {m.valid_ballots}, invalid {m.invalid_ballots}, {m.seats} per ballot); tally: {tally}; talks:"
-                    f" {t.in_favour} of {t.interviewed} in favour; {'passed' if event.passed else 'not passed'}"
-                ),
-                event.documents,
+            line = w["recommendation"].format(
+                held_on=m.held_on,
+                eligible=m.eligible,
+                present=m.present,
+                cast=m.ballots_cast,
+                valid=m.valid_ballots,
+                invalid=m.invalid_ballots,
+                seats=m.seats,
+                tally=", ".join(f"{line.candidate_name} {line.votes}" for line in m.tally),
+                in_favour=t.in_favour,
+                interviewed=t.interviewed,
+                verdict=verdict(event.passed),
             )
+            return line, event.documents
         case InspectionRecorded():
-            return (
-                f"team: {', '.join(event.team)}; {event.interviewed} interviewed; conclusion: {event.conclusion}"
-                + (f" ({event.summary})" if event.summary else ""),
-                (event.report, event.clean_record),
+            line = w["inspection"].format(
+                team=", ".join(event.team),
+                interviewed=event.interviewed,
+                conclusion=w[event.conclusion.value],
+                summary=f" ({event.summary})" if event.summary else "",
             )
+            return line, (event.report, event.clean_record)
         case DecisionRecorded():
-            return (
-                (
-                    f"{event.held_on}: {event.present} of {event.members} members present; for {event.votes_for},"
-                    f" against {event.votes_against}, abstaining {event.abstentions};"
-                    f" {'passed' if event.passed else 'not passed'}"
-                ),
-                (event.minutes,),
+            line = w["decision"].format(
+                held_on=event.held_on,
+                members=event.members,
+                present=event.present,
+                yes=event.votes_for,
+                no=event.votes_against,
+                abstaining=event.abstentions,
+                verdict=verdict(event.passed),
             )
+            return line, (event.minutes,)
         case NoticePublished():
-            return (
-                f"{event.starts_on} to {event.ends_on} ({event.working_days} working days)"
-                + (f"; {event.where}" if event.where else ""),
-                (event.document,) if event.document else (),
-            )
+            where = f"; {event.where}" if event.where else ""
+            line = w["notice"].format(starts=event.starts_on, ends=event.ends_on, days=event.working_days, where=where)
+            return line, docs(event.document)
         case ObjectionRaised():
-            return f"{event.received_on}: {event.summary}", (event.document,) if event.document else ()
+            return w["objection"].format(received=event.received_on, summary=event.summary), docs(event.document)
         case ObjectionConcluded():
-            verdict = "substantiated" if event.substantiated else "not substantiated"
-            return f"{verdict}: {event.finding}", (event.document,) if event.document else ()
+            found = w["substantiated"] if event.substantiated else w["not_substantiated"]
+            return w["concluded"].format(verdict=found, finding=event.finding), docs(event.document)
         case NoticeClosed():
-            return f"closed on {event.closed_on}", ()
+            return w["closed"].format(closed=event.closed_on), ()
         case ProcedureConcluded():
-            return f"{event.kind}: document {event.document_number} of {event.document_date}", ()
+            kind = w.get(event.kind.value, event.kind.value)
+            return w["outcome"].format(kind=kind, number=event.document_number, date=event.document_date), ()
         case ProcedureStopped():
-            return f"at {event.at_step}: {event.reason}", ()
-        case ProcedureRulesSet() | CalendarAdjusted():  # pragma: no cover - on their own streams
-            return "", ()
+            step = w.get(f"step_{event.at_step.value}", event.at_step.value)
+            return w["stopped"].format(step=step, reason=event.reason), ()
     return "", ()
 
 
@@ -249,7 +319,7 @@ def printable(envelopes: Sequence[Envelope], result: Check, clock: Clock, langua
         head = [h.TABLE(*(h.TR(h.TH(label), h.TD(value)) for label, value in rows))]
     lines = []
     for envelope, event in zip(envelopes, events, strict=True):
-        said, documents = details(event)
+        said, documents = details(event, language)
         lines.append(
             h.TR(
                 h.TD(str(envelope.stream_version)),

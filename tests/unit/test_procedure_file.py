@@ -108,12 +108,15 @@ def test_the_printable_file_carries_every_step_tally_and_hash_and_the_check() ->
     history = stopped_history()
     envelopes = chained(history)
     successors, head = links(envelopes)
-    for language, title, verdict in (("zh", "选任程序档案", "核验无误"), ("en", "Procedure file", "none altered")):
+    for language, title, verdict, decision in (
+        ("zh", "选任程序档案", "核验无误", "同意 7, 不同意 2, 弃权 0"),
+        ("en", "Procedure file", "none altered", "for 7, against 2, abstaining 0"),
+    ):
         text = text_of(printable(envelopes, check(envelopes, successors, head), clock.current(), language))
         assert title in text
         assert verdict in text
         assert "Li Ming 30" in text  # the tally
-        assert "for 7, against 2, abstaining 0" in text
+        assert decision in text
         for envelope in envelopes:
             assert envelope.hash in text
         assert "a" * 64 in text  # the documents' hashes
