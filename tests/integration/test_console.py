@@ -121,6 +121,32 @@ async def test_session_cookies_are_sealed_and_sign_out_ends_the_provider_session
     assert 'id="kc-form-login"' in provider.text  # the provider asks for the password again
 
 
+async def test_a_copy_of_the_cookie_opens_nothing_after_sign_out(console: ConsoleStack) -> None:
+    """Issue 22, hole 3: the old cookie opened pages and passed CSRF-checked posts until its token expired."""
+    await console_sign_in(console.client, "organizer.county")
+    host = console.url.removeprefix("http://")
+    copy = console.client.jar[host]["cadre_session"]  # its access token still has minutes to live
+    page = await console.client.get("/pool")
+    assert page.status_code == 200
+    csrf = _csrf(page)
+    assert (await console.client.post("/signout", data={"csrf_token": csrf})).status_code == 200
+    console.client.jar[host]["cadre_session"] = copy
+    again = await console.client.get("/pool")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/signin")
+    post = await console.client.post("/csrf-probe", data={"csrf_token": csrf})
+    assert post.status_code == 303
+    # The registry knows the session only by its hash, and as ended.
+    sealed = Sealer(DEV_SESSION_KEY).session(copy)
+    assert sealed is not None
+    headers = {"Authorization": f"Bearer {sealed.access_token}"}
+    registry = console.app.state.console.apis.clients["registry"]
+    assert (await registry.get(f"/sessions/{sealed.sid}", headers=headers)).status_code == 404
+    # Signing in again opens a new session, which the registry holds open.
+    await console_sign_in(console.client, "organizer.county")
+    assert (await console.client.get("/pool")).status_code == 200
+
+
 async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> None:
     await console_sign_in(console.client, "organizer.county")
     host = "127.0.0.1:" + console.url.rsplit(":", 1)[1]
