@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
 from runtime import clock
-from services.console.app import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, SessionDep
 from services.console.screens.pool import Text, stream_export, unit_choices
 
 router = APIRouter(include_in_schema=False)
