@@ -18,7 +18,7 @@ from contracts.assessment import (
     ReminderIssued,
     Severity,
 )
-from contracts.envelope import OrgCode, in_subtree, uuid7
+from contracts.envelope import OrgCode, Role, in_subtree, uuid7
 from contracts.event import Event
 from contracts.registry import Name, Text
 from runtime import clock
@@ -195,9 +195,10 @@ class AssessmentCommands:
         return await retrying(attempt, expected=expected)
 
     async def check_in(self, ctx: CommandContext, cadre_id: UUID, cmd: CheckIn) -> Accepted:
-        """Record a check-in held with the cadre."""
-        can_write(ctx.actor)
+        """Record a check-in held with the cadre: by an organizer, or by the cadre's own mentor (a viewer's grant)."""
         cadre = await self._cadre(ctx, cadre_id)
+        if not (ctx.actor.role is Role.VIEWER and cadre["mentor_user"] == ctx.actor.user):
+            can_write(ctx.actor)
         event = CheckInRecorded(
             check_in_id=cmd.check_in_id or uuid7(),
             cadre_id=cadre_id,
