@@ -69,8 +69,16 @@ def base_backup(dsn: str, directory: Path, *, label: str) -> Path:
     return target
 
 
+_MARK = (
+    "CREATE TABLE IF NOT EXISTS cadre_restore_marks (at timestamptz NOT NULL);"
+    " INSERT INTO cadre_restore_marks VALUES (clock_timestamp())"
+)
+"""A commit after the moment: recovery to a time stops at the first commit past it, and fails without one."""
+
+
 def switch_wal(dsn: str) -> None:
-    """Close the current WAL segment so the archive holds everything committed until now."""
+    """Commit a mark (in the admin database), then close the WAL segment: the archive holds everything until now."""
+    _run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", _MARK], "marking the WAL")
     _run([pg_bin("psql"), "-X", "-q", "-d", dsn, "-c", "SELECT pg_switch_wal()"], "pg_switch_wal")
 
 
@@ -121,7 +129,12 @@ def restore_database(dsn: str, directory: Path, database: str, to: datetime) -> 
     The live database is dropped and made again from the scratch server's copy; its services
     must be stopped meanwhile. Then `runtime.restore.reconcile` brings relay and consumers along.
     """
-    switch_wal(dsn)  # what the live server wrote until now goes to the archive (a moment after `to`)
+    admin = f"{dsn.rpartition('/')[0]}/postgres"
+    server_now = _run([pg_bin("psql"), "-X", "-tA", "-d", admin, "-c", "SELECT clock_timestamp()"], "psql").stdout
+    if to >= datetime.fromisoformat(server_now.strip().replace(" ", "T")):  # the WAL's times are the server's
+        msg = f"{to.isoformat()} has not come yet on the server ({server_now.strip()}): name a moment in the past"
+        raise ValueError(msg)
+    switch_wal(admin)  # the archive gets everything until now, past `to`
     base = latest_before(directory, to)
     user = _server_user()
     scratch_root = Path(tempfile.mkdtemp(prefix="cadre-restore-", dir=directory))
