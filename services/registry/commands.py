@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.envelope import OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
@@ -21,6 +21,7 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataKeyAccepted,
     PersonalDataKeyGranted,
     PersonalDataRecorded,
     ProfileChanges,
@@ -34,12 +35,13 @@ from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.batch import Memo
-from runtime.commands import Accepted, check_expected
+from runtime.commands import Accepted, Command, check_expected
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.keystore import GrantKey, KeyGrant, KeyStore
 from runtime.received import cadre_stream
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.registry import rules
 
 
@@ -48,11 +50,7 @@ def org_stream(code: str) -> str:
     return f"orgunit-{code}"
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterOrgUnit(_Command):
+class RegisterOrgUnit(Command):
     """Add a unit to the tree."""
 
     code: OrgCode
@@ -62,7 +60,7 @@ class RegisterOrgUnit(_Command):
     target_pool_size: int = Field(default=0, ge=0, le=100_000)
 
 
-class Nominate(_Command):
+class Nominate(Command):
     """Nominate a person into the reserve pool of a unit."""
 
     cadre_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
@@ -80,7 +78,7 @@ class Nominate(_Command):
     language: Language = Language.ZH
 
 
-class EntryCheckRequest(_Command):
+class EntryCheckRequest(Command):
     """A nominee's facts the entry rules look at."""
 
     org_code: OrgCode
@@ -89,7 +87,7 @@ class EntryCheckRequest(_Command):
     years_of_service: int = Field(ge=0, le=60)
 
 
-class Retire(_Command):
+class Retire(Command):
     """Take a cadre out of the pool."""
 
     reason: RetirementReason
@@ -98,12 +96,17 @@ class Retire(_Command):
     appointed_to: Name | None = None
 
 
+def personal_keys_stream(cadre_id: UUID) -> str:
+    """Stream id of the keys of a cadre this deployment accepted from others."""
+    return f"personal-keys-{cadre_id}"
+
+
 def access_stream(user_id: str) -> str:
     """Stream id of a person's access."""
     return f"access-{user_id}"
 
 
-class GrantAccess(_Command):
+class GrantAccess(Command):
     """Let a person act at a unit of your subtree with a role."""
 
     subject: Subject = Field(description="The identity provider's id of the person (the `sub` of its tokens)")
@@ -112,14 +115,14 @@ class GrantAccess(_Command):
     role: Role
 
 
-class HandOver(_Command):
+class HandOver(Command):
     """Move a cadre's streams to another deployment (multi-level sync): this deployment's last word on them."""
 
     to_deployment: DeploymentId
     reason: Text = ""
 
 
-class Erase(_Command):
+class Erase(Command):
     """Erase a cadre's personal data for good."""
 
     reason: Text = Field(min_length=1, description="The request or legal basis (no personal data)")
@@ -376,7 +379,7 @@ class RegistryCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
         rules.may_grant_personal_data(cadre)
-        grant = await self._keystore.grant(cadre_id, recipient)
+        grant = await self._keystore.grant(cadre_id, cadre.org_path, recipient)
         event = PersonalDataKeyGranted(
             cadre_id=cadre_id,
             key_id=grant.key_id,
@@ -385,6 +388,37 @@ class RegistryCommands:
         )
         await self._append(ctx, cadre, [event])
         return grant
+
+    async def accept_personal_data_key(self, ctx: CommandContext, grant: KeyGrant) -> None:
+        """Keep a cadre's key another deployment granted this one, beside any other; recorded (ADR 0022).
+
+        The cadre must lie in the actor's subtree: where this deployment knows it, else where the
+        grant says it sits (outside: 404, as if it did not exist). The key store refuses a key that
+        would stand beside or instead of one it holds; the same grant twice changes nothing.
+        """
+        can_write(ctx.actor)
+        known = await self._store.read_stream(cadre_stream(grant.cadre_id))
+        org_path = known[0].envelope.org_path if known else grant.org_path
+        require_scope(ctx.actor, org_path, f"cadre {grant.cadre_id}")
+        await self._keystore.accept(grant, dry_run=ctx.dry_run)
+        if ctx.dry_run:
+            return
+        # The key is kept first (idempotent), then the record, unless an earlier try made it.
+        stream = personal_keys_stream(grant.cadre_id)
+        history = await self._store.read_stream(stream)
+        if any(isinstance(r.event, PersonalDataKeyAccepted) and r.event.key_id == grant.key_id for r in history):
+            return
+        event = PersonalDataKeyAccepted(
+            cadre_id=grant.cadre_id, key_id=grant.key_id, from_deployment=grant.from_deployment, cadre_org_path=org_path
+        )
+        await self._store.append(
+            stream,
+            history[-1].envelope.stream_version if history else 0,
+            [event],
+            ctx=ctx,
+            org_path=ctx.actor.org_path,
+            cadre_id=grant.cadre_id,
+        )
 
     async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
         stream = cadre_stream(cadre.cadre_id)
@@ -411,9 +445,11 @@ class RegistryCommands:
         access = await self._access(ctx, user_id)
         check_expected(access_stream(user_id), expected, access.version)
         holder = await self._pool.fetchval(
-            "SELECT user_id FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
+            "SELECT org_path FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
         )
         if holder is not None:
+            # Whether someone acts elsewhere is not the actor's to learn: outside its subtree, 404.
+            require_scope(ctx.actor, holder, f"identity {cmd.subject}")
             msg = "this identity already acts as another user"
             raise ConflictError(msg)
         events = rules.grant(access, AccessGranted(user_id=user_id, **cmd.model_dump()))
