@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +114,21 @@ class Restored:
     to: datetime
 
 
+def _await_promotion(scratch: LocalPostgres, *, timeout: float = 600.0) -> None:
+    """Wait until recovery reached its target and the server was promoted.
+
+    The server takes read-only connections as soon as its copy is consistent, long before the
+    replay reaches the moment: a dump taken then holds some earlier moment (or misses the database).
+    """
+    deadline = time.monotonic() + timeout
+    query = [pg_bin("psql"), "-X", "-tA", "-d", scratch.dsn("postgres"), "-c", "SELECT pg_is_in_recovery()"]
+    while _run(query, "asking whether recovery is over").stdout.strip() != "f":
+        if time.monotonic() > deadline:
+            msg = f"recovery did not reach its target within {timeout:.0f} s"
+            raise RuntimeError(msg)
+        time.sleep(0.2)
+
+
 def restore_database(dsn: str, directory: Path, database: str, to: datetime) -> Restored:
     """Put `database` of the live server at `dsn` back as it was at `to` (base backup + archived WAL).
 
@@ -144,6 +160,7 @@ def restore_database(dsn: str, directory: Path, database: str, to: datetime) -> 
         scratch = LocalPostgres(scratch_root, fsync=False)
         scratch.start(timeout=600)
         try:
+            _await_promotion(scratch)
             _run([pg_bin("pg_dump"), "-Fc", "-d", scratch.dsn(database), "-f", str(dump)], f"pg_dump of {database}")
         finally:
             scratch.stop()
