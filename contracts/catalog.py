@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import assessment, audit, notify, registry, selection, sync, training
+from contracts import assessment, audit, notify, procedure, registry, selection, sync, training
 from contracts.event import Event
 from contracts.upcasters import reaches, upcast
 
@@ -18,6 +18,7 @@ CURRENT: tuple[type[Event], ...] = (
     registry.PersonalDataRecorded,
     registry.PersonalDataErased,
     registry.PersonalDataKeyGranted,
+    registry.PersonalDataKeyAccepted,
     registry.AccessGranted,
     registry.AccessRevoked,
     training.TrainingProgramScheduled,
@@ -59,6 +60,18 @@ CURRENT: tuple[type[Event], ...] = (
     selection.SuccessorWithdrawn,
     selection.CadreAppointed,
     selection.PotentialRated,
+    procedure.ProcedureRulesSet,
+    procedure.CalendarAdjusted,
+    procedure.ProcedureOpened,
+    procedure.RecommendationRecorded,
+    procedure.InspectionRecorded,
+    procedure.DecisionRecorded,
+    procedure.NoticePublished,
+    procedure.ObjectionRaised,
+    procedure.ObjectionConcluded,
+    procedure.NoticeClosed,
+    procedure.ProcedureConcluded,
+    procedure.ProcedureStopped,
 )
 """The current version of every event type."""
 

@@ -81,6 +81,19 @@ class Actor(BaseModel):
         """Whether `org_path` lies in this actor's subtree (its own unit included)."""
         return in_subtree(org_path, self.org_path)
 
+    def reaches(self, org_path: str) -> bool:
+        """Whether the actor works in what `org_path` runs: its subtree, or a unit on the way up to the root.
+
+        Programmes and assessment cycles of the units above take in the actor's cadres (the
+        same rule as the tables' `runtime.db.in_scope_or_above`); what such a thing holds is
+        read for the actor's own subtree only (`narrower`).
+        """
+        return self.covers(org_path) or in_subtree(self.org_path, org_path)
+
+    def narrower(self, org_path: str) -> str:
+        """The root of the part of `org_path`'s subtree this actor sees (for an `org_path` it `reaches`)."""
+        return org_path if self.covers(org_path) else self.org_path
+
 
 def in_subtree(org_path: str, root_path: str) -> bool:
     """Whether `org_path` is `root_path` or lies below it."""

@@ -284,3 +284,20 @@ class PersonalDataKeyGranted(Event):
     deployment: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     recipient_key_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     """Fingerprint of the public key the grant was sealed to."""
+
+
+class PersonalDataKeyAccepted(Event):
+    """This deployment now holds a cadre's key another deployment granted it (beside, never instead of, any other).
+
+    Recorded in the stream `personal-keys-<cadre id>` at the accepting organizer's unit: who
+    and when are the envelope's, the grant's origin and key id are here.
+    """
+
+    event_type: ClassVar[str] = "PersonalDataKeyAccepted"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: UUID
+    key_id: UUID
+    from_deployment: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    cadre_org_path: OrgPath
+    """Where the cadre sits, as this deployment knew it or the grant said."""

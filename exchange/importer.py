@@ -38,7 +38,7 @@ class Problem:
     """Something wrong with a row (and a cell, where known)."""
 
     row: int
-    """The row's number in the sheet (the header is row 1)."""
+    """The row's number in the sheet (the header is row 1; 0: the file as a whole)."""
     column: str | None
     message: str
 
@@ -339,8 +339,11 @@ async def run(
     of one wave are sent at once (while the service decides one, the next is on its way).
     `on_progress(done, total)` is called after each answered request, in commands.
     """
-    header, rows = sheets.read(path)
-    good, report = check(template, header, rows, Ids(source))
+    try:
+        header, rows = sheets.read(path)
+        good, report = check(template, header, rows, Ids(source))
+    except sheets.SheetError as error:  # bounded before reading: nothing checked, nothing sent
+        return Report(problems=[Problem(0, None, str(error))])
     if not report.ok:
         return report
     ordered = waves(good)

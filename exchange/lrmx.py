@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -361,6 +362,13 @@ th { font-weight: normal; text-align: center; width: 7em; }
 td.long { white-space: pre-wrap; height: 6em; vertical-align: top; }
 img { max-width: 32mm; max-height: 42mm; }
 """
+
+PRINTABLE_CSP: Final = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(_PRINT_STYLE.encode()).digest()).decode()}'; "
+    "img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+"""The printable form's own policy: its one style sheet and its photo, nothing else (no script at all)."""
 
 
 def printable(form: Form) -> bytes:

@@ -22,6 +22,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
 from runtime.errors import NotFoundError
+from runtime.export import cell_text
 
 IMPORT_NAMESPACE: Final = uuid.UUID("6f1c2a8e-3d4b-5c6d-8e9f-0a1b2c3d4e5f")
 
@@ -311,8 +312,8 @@ def workbook(template: Template, lang: Language) -> bytes:
     sheet = book.active
     assert sheet is not None
     sheet.title = template.title(lang)[:31]
-    sheet.append([column.label(lang) for column in template.columns])
-    sheet.append([column.example for column in template.columns])
+    sheet.append([cell_text(column.label(lang)) for column in template.columns])
+    sheet.append([cell_text(column.example) for column in template.columns])
     for cell in sheet[1]:
         cell.font = Font(bold=True)
     sheet.freeze_panes = "A2"
@@ -331,7 +332,7 @@ def workbook(template: Template, lang: Language) -> bytes:
         allowed = " / ".join(getattr(choice, lang) for choice in column.choices)
         required = ("是" if column.required else "否") if zh else ("yes" if column.required else "no")
         kind = KIND_NAMES[column.kind] if zh else column.kind
-        rules.append([column.label(lang), required, kind, allowed])
+        rules.append([cell_text(text) for text in (column.label(lang), required, kind, allowed)])
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
@@ -346,8 +347,8 @@ def csv_text(template: Template, lang: Language) -> bytes:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([column.label(lang) for column in template.columns])
-    writer.writerow([column.example for column in template.columns])
+    writer.writerow([cell_text(column.label(lang)) for column in template.columns])
+    writer.writerow([cell_text(column.example) for column in template.columns])
     return ("\ufeff" + buffer.getvalue()).encode()
 
 

@@ -14,6 +14,7 @@ Two kinds of bearer token are accepted:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -117,8 +118,8 @@ def verify_token(secret: str, token: str, *, max_lifetime: float = DEFAULT_MAX_L
         raise UnauthorizedError(msg) from error
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
-    lifetime = float(claims["exp"]) - float(claims["iat"])
-    _verified[(secret, token)] = (caller, float(claims["exp"]), lifetime)
+    lifetime = time_claim(claims, "exp") - time_claim(claims, "iat")
+    _verified[(secret, token)] = (caller, time_claim(claims, "exp"), lifetime)
     return caller
 
 
@@ -143,17 +144,30 @@ _CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
 _ISSUER_SKEW_SECONDS = 30.0
 
 
-def _check_times(claims: dict[str, object], now: float, max_lifetime: float) -> None:
+def time_claim(claims: dict[str, Any], name: str) -> float:
+    """A time claim (`exp`, `iat`, `nbf`, seconds): a finite JSON number, else `ValueError`.
+
+    Every reading of a token's times goes through here: NaN compares false with everything
+    (a NaN `exp` would never expire), and a string or a boolean is no time.
+    """
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"claim {name!r} is not a finite number of seconds"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _check_times(claims: dict[str, Any], now: float, max_lifetime: float) -> None:
     """Expiry, not-before, issued-at and lifetime on the platform's clock (an issuer's clock may run a little ahead)."""
-    expires = float(str(claims["exp"]))
+    expires = time_claim(claims, "exp")
     if expires <= now:
         msg = "Signature has expired"
         raise jwt.ExpiredSignatureError(msg)
-    if "iat" in claims and expires - float(str(claims["iat"])) > max_lifetime:
+    if "iat" in claims and expires - time_claim(claims, "iat") > max_lifetime:
         msg = f"the token lives longer than the {max_lifetime:.0f} s this service accepts"
         raise jwt.InvalidTokenError(msg)
     for claim in ("nbf", "iat"):
-        if claim in claims and float(str(claims[claim])) > now + _ISSUER_SKEW_SECONDS:
+        if claim in claims and time_claim(claims, claim) > now + _ISSUER_SKEW_SECONDS:
             msg = f"The token is not yet valid ({claim})"
             raise jwt.ImmatureSignatureError(msg)
 
@@ -235,8 +249,11 @@ class ProviderKeys:
                 options={"require": ["exp", "iat", "sub", "iss"]},
                 leeway=5,
             )
-        except jwt.PyJWTError as error:
-            msg = f"invalid access token: {error}"
+            for name in ("exp", "iat", "nbf"):
+                if name in claims:
+                    time_claim(claims, name)
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as error:  # int(inf): OverflowError
+            msg = f"invalid access token: {_printable(error)}"
             raise UnauthorizedError(msg) from error
         return claims
 
@@ -341,7 +358,7 @@ class Authenticator:
         claims = await self.provider.verify(token, audience=self.audience)
         try:
             subject = _text_claim(claims, "sub")
-            lifetime = float(claims["exp"]) - float(claims["iat"])
+            lifetime = time_claim(claims, "exp") - time_claim(claims, "iat")
         except (KeyError, ValueError, TypeError) as error:
             msg = f"invalid access token: {_printable(error)}"
             raise UnauthorizedError(msg) from error
@@ -350,7 +367,7 @@ class Authenticator:
             raise UnauthorizedError(msg)
         if len(self._tokens) >= _VERIFIED_MAX:
             self._tokens.clear()
-        self._tokens[token] = (subject, float(claims["exp"]))
+        self._tokens[token] = (subject, time_claim(claims, "exp"))
         return subject
 
     async def granted(self, subject: str) -> Actor:

@@ -18,6 +18,7 @@ turn row-level security off, and that is a member of two roles this module creat
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, TypeAlias
 
@@ -173,7 +174,16 @@ async def _no_reset_query(_: asyncpg.Connection[asyncpg.Record]) -> None:
     trip per acquire; it took about 7% of the registry's CPU at 500 commands/s.
     Our code leaves no session state behind: no SET, no temporary tables, and the
     relay releases its own lock and LISTEN.
+
+    A connection still mid-operation (a query left running by a task that gave up on it, or
+    one a lost connection left so) is not handed out again: the next request would meet asyncpg's
+    "another operation is in progress". Raising here makes the pool terminate it (and open a new
+    one); the error says the same as asyncpg would, so the request that left it answers 503.
     """
+    section = getattr(_, "_stmt_exclusive_section", None)  # asyncpg's guard of one operation at a time
+    if getattr(section, "_acquired", 0):
+        msg = "cannot release the connection: another operation is in progress (it is closed)"
+        raise asyncpg.InterfaceError(msg)
 
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
@@ -305,3 +315,29 @@ def unreachable(error: BaseException) -> bool:
     if isinstance(error, UNREACHABLE):
         return True
     return isinstance(error, asyncpg.InterfaceError) and any(words in str(error) for words in _LOST)
+
+
+ROLLED_BACK: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.SerializationError,  # 40001: the server rolled the transaction back
+    asyncpg.exceptions.DeadlockDetectedError,  # 40P01: likewise
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300: nothing began
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: a lock timeout
+)
+"""Transient conditions in which the server did nothing: the same request may simply be sent again."""
+_BUSY = re.compile(r"another operation (\(\d+\) )?is (in progress|cancelling)")
+"""What asyncpg says of a connection still mid-operation (left so by a loss, handed out again by the pool)."""
+
+
+def busy(error: BaseException) -> bool:
+    """Whether `error` is asyncpg refusing a connection left mid-operation (InterfaceError or InternalClientError)."""
+    return isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError) and bool(_BUSY.search(str(error)))
+
+
+def transient(error: BaseException) -> bool:
+    """Whether `error` is a passing condition of the database (answer 503 with Retry-After), not a wrong request.
+
+    The database out of reach (`unreachable`), a connection left mid-operation (`busy`), or a
+    transaction the server refused or rolled back for a moment (`ROLLED_BACK`). The one home of
+    this rule: the HTTP layer's answer and the consumers' retries both ask it.
+    """
+    return unreachable(error) or busy(error) or isinstance(error, ROLLED_BACK)

@@ -92,6 +92,23 @@ def flatten(row: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
 _NESTED: Final = (BaseModel, Mapping, list, tuple)
 
 
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""What makes a spreadsheet read a cell as a formula (full-width forms too: some spreadsheets fold them)."""
+
+
+def cell_text(value: Any) -> str:
+    """A value as an exported cell's text; text that a spreadsheet would run as a formula is neutralized.
+
+    Every exporter's cells (CSV and XLSX alike) go through here: a text beginning with `=`, `+`,
+    `-`, `@`, a tab or a carriage return gets a leading apostrophe, so that it shows as written
+    and never runs (a cadre named `=HYPERLINK(...)` stays a name). Numbers, dates and booleans are
+    not text and stay as they are.
+    """
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
+    return _text(value)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -146,15 +163,15 @@ async def csv_chunks(
         if header is None:
             header = list(row)
         if count == 0:
-            writer.writerow(header)
-        writer.writerow([_text(row.get(name)) for name in header])
+            writer.writerow([cell_text(name) for name in header])
+        writer.writerow([cell_text(row.get(name)) for name in header])
         count += 1
         if count % _ROWS_PER_CHUNK == 0:
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
     if count == 0 and header is not None:
-        writer.writerow(header)
+        writer.writerow([cell_text(name) for name in header])
     yield buffer.getvalue().encode()
 
 
@@ -211,7 +228,7 @@ def _row(values: Iterable[Any]) -> etree._Element:
         if isinstance(value, int | float) and not isinstance(value, bool):
             _SubElement(_SubElement(row, "c", t="n"), "v").text = repr(value)
             continue
-        text = _text(value)
+        text = cell_text(value)
         if _ILLEGAL_XML.search(text):
             text = _ILLEGAL_XML.sub("", text)
         node = _SubElement(_SubElement(_SubElement(row, "c", t="inlineStr"), "is"), "t")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Final
 from urllib.parse import unquote, unquote_to_bytes
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import clock, limits, logs, metrics
 from runtime.auth import CurrentActor, Permission, caller_of
-from runtime.db import unreachable
+from runtime.db import ROLLED_BACK, transient
 from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
 from runtime.store import CommandContext, LateEntry
 
@@ -41,7 +42,11 @@ DRY_RUN_STATE = "dry_run"
 def problem(
     status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    """An RFC 9457 problem response."""
+    """An RFC 9457 problem response (a list it carries is cut to `MAX_VALIDATION_ERRORS`, with `<name>_count`)."""
+    for name, value in list(extra.items()):
+        if isinstance(value, list) and len(value) > MAX_VALIDATION_ERRORS:
+            extra[name] = value[:MAX_VALIDATION_ERRORS]
+            extra.setdefault(f"{name}_count", len(value))
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -53,12 +58,34 @@ async def _command_error(_: Request, error: Exception) -> Response:
     return response
 
 
+MAX_VALIDATION_ERRORS: Final = 20
+"""The most errors a 422 lists: a body of 100,000 unknown fields gets 20 and a count, not 100,000."""
+_MAX_ERROR_TEXT: Final = 200
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `errors` (and, when there were more, `errors_count`) of a 422, bounded in number and size.
+
+    Every service's schema errors are told through here (`install`); `problem` bounds any other
+    list a refusal carries the same way.
+    """
+    shown = [
+        {
+            "loc": [str(part)[:_MAX_ERROR_TEXT] if isinstance(part, str) else part for part in e.get("loc", ())][:16],
+            "msg": str(e.get("msg", ""))[:_MAX_ERROR_TEXT],
+            "type": str(e.get("type", ""))[:_MAX_ERROR_TEXT],
+        }
+        for e in itertools.islice(errors, MAX_VALIDATION_ERRORS)
+    ]
+    told: dict[str, Any] = {"errors": shown}
+    if len(errors) > MAX_VALIDATION_ERRORS:
+        told["errors_count"] = len(errors)
+    return told
+
+
 async def _validation_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in error.errors()
-    ]
-    return problem(422, "Invalid request", "the request does not match the schema", errors=errors)
+    return problem(422, "Invalid request", "the request does not match the schema", **validation_errors(error.errors()))
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -96,13 +123,26 @@ API_HEADERS: Final = (
 )
 """Sent with every API answer (one the route set itself wins): nothing is sniffed, cached, framed or referred."""
 
+PAGE_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+    " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The console's pages: scripts only from its own address, never inline (an injected script does not run).
+
+Styles may be inline (a progress bar's width, the indicator style htmx adds, Swagger UI's): a
+style cannot run code, and the pages' texts are escaped where they are written.
+"""
+
 PAGE_HEADERS: Final = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"content-security-policy", PAGE_CSP.encode()),
 )
 """Sent with every page of the console (its own Cache-Control decides what may be kept)."""
+
+SECURITY_HEADERS: Final = frozenset(name.decode() for name, _ in (*API_HEADERS, *PAGE_HEADERS))
+"""The names of the headers above: a proxy passes a service's own on, never replacing them with a page's."""
 
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""
@@ -137,6 +177,42 @@ def _control_in(value: Any, where: str = "body") -> str | None:
     return None
 
 
+MAX_OBJECT_MEMBERS: Final = 1000
+"""The most members one JSON object of a body may have (no schema of ours has a tenth of it).
+
+Validating and refusing 100,000 unknown fields one by one took a service most of a second;
+a body that wide is refused before any model sees it.
+"""
+
+
+def _too_wide(value: Any, where: str = "body") -> str | None:
+    """Where in a parsed JSON value an object has more than `MAX_OBJECT_MEMBERS` members."""
+    if isinstance(value, dict):
+        if len(value) > MAX_OBJECT_MEMBERS:
+            return where
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        inner = _too_wide(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if inner:
+            return inner
+    return None
+
+
+def _json_refusal(parsed: Any) -> tuple[str, str] | None:
+    """Why a parsed JSON body is refused before any route reads it (and where), if it is."""
+    where = _control_in(parsed)
+    if where is not None:
+        return f"a text holds a control character ({where})", where
+    where = _too_wide(parsed)
+    if where is not None:
+        return f"an object has more than {MAX_OBJECT_MEMBERS} members ({where})", where
+    return None
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -150,19 +226,19 @@ async def _send_problem(
 
 
 async def _send_failure(send: Send, error: Exception) -> None:
-    """The answer to an error no handler knew: 503 when the database was out of reach, else 500."""
-    if unreachable(error):
-        # The connection may have broken after the commit was sent: the outcome is unknown, so the
-        # answer must not claim that nothing changed (docs/reliability.md).
-        log.warning("database out of reach", error=repr(error))
-        await _send_problem(
-            send,
-            503,
-            "Service unavailable",
-            "the database was out of reach; this request may or may not have been applied:"
-            " look before trying again, or try again with the same ids",
-            headers={"Retry-After": "1"},
-        )
+    """The answer to an error no handler knew: 503 with Retry-After for a passing database condition, else 500."""
+    if transient(error):
+        log.warning("database unavailable for a moment", error=repr(error))
+        if isinstance(error, ROLLED_BACK):
+            detail = "the database refused or rolled back this request for a moment; nothing was changed: try again"
+        else:
+            # The connection may have broken after the commit was sent: the outcome is unknown, so the
+            # answer must not claim that nothing changed (docs/reliability.md).
+            detail = (
+                "the database was out of reach; this request may or may not have been applied:"
+                " look before trying again, or try again with the same ids"
+            )
+        await _send_problem(send, 503, "Service unavailable", detail, headers={"Retry-After": "1"})
         return
     log.error("unhandled error", error=repr(error), exc_info=error)
     await _send_problem(send, 500, "Internal error", "the server failed; nothing was changed by this request")
@@ -177,7 +253,8 @@ class Guard:
     - A control character in the path or the query, or (but for line breaks) in any string or key
       of a JSON body, is refused (400/422): nothing downstream ever meets a NUL.
     - Every answer carries the security headers and the correlation id (the caller's, if a UUID).
-    - An error no handler knew becomes a 500 problem+json answer, and the connection stays open.
+    - An error no handler knew becomes a problem+json answer (503 with Retry-After for a passing database
+      condition, `runtime.db.transient`; else 500), and the connection stays open.
     - Each request is timed (`cadre_http_request_seconds`).
 
     Plain ASGI rather than `@app.middleware("http")`: that one runs every request in an extra
@@ -300,13 +377,13 @@ class Guard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            where = _control_in(orjson.loads(body)) if body and is_json else None
+            parsed = orjson.loads(body) if body and is_json else None
         except orjson.JSONDecodeError:
-            where = None  # the route's own parsing answers malformed JSON (422)
-        if where is not None:
-            await _send_problem(
-                send, 422, "Invalid request", f"a text holds a control character ({where})", errors=[{"loc": where}]
-            )
+            parsed = None  # the route's own parsing answers malformed JSON (422)
+        refusal = _json_refusal(parsed)
+        if refusal is not None:
+            detail, where = refusal
+            await _send_problem(send, 422, "Invalid request", detail, errors=[{"loc": where}])
             return None
         replayed = False
 

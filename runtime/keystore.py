@@ -13,6 +13,11 @@ Another deployment may be granted a cadre's key explicitly: the key is sealed to
 deployment's X25519 public key (ECDH, HKDF-SHA256, AES-256-GCM) in a grant document it
 imports; it destroys its copy when the cadre's `PersonalDataErased` reaches it (`KeyEraser`).
 See ADR 0013.
+
+A key, once held, is never replaced (ADR 0022): keys are kept by (cadre, key id), a cadre has
+at most one key per deployment that made it, the key this deployment seals with is only ever
+its own, and a grant that would put a second key of the same origin, another key under a key id
+already held, or any key beside this deployment's own, is refused.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.envelope import canonical_json, uuid7
+from contracts.envelope import OrgPath, canonical_json, uuid7
 from contracts.personal import Sealed
 from contracts.registry import PersonalDataErased
 from contracts.sync import PublicKey
@@ -46,18 +51,30 @@ from runtime.settings import DEV_MASTER_KEY
 
 log = logs.get(__name__)
 
-GRANT_FORMAT: Final = "cadre-pool-key-grant/1"
+GRANT_FORMAT: Final = "cadre-pool-key-grant/2"
 
 SCHEMA: Final = (
     """
     CREATE TABLE IF NOT EXISTS cadre_keys (
-        cadre_id    uuid PRIMARY KEY,
+        cadre_id    uuid NOT NULL,
         key_id      uuid NOT NULL UNIQUE,
         wrapped     bytea NOT NULL,
         origin      text NOT NULL,
-        created_at  timestamptz NOT NULL
+        created_at  timestamptz NOT NULL,
+        PRIMARY KEY (cadre_id, key_id)
     )
     """,
+    # Key stores made before keys were kept by version had one key per cadre (the primary key).
+    """
+    DO $$ BEGIN
+        IF EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = 'cadre_keys'::regclass AND i.indisprimary
+                   AND i.indnatts = 1) THEN
+            ALTER TABLE cadre_keys DROP CONSTRAINT cadre_keys_pkey;
+            ALTER TABLE cadre_keys ADD PRIMARY KEY (cadre_id, key_id);
+        END IF;
+    END $$
+    """,
+    "CREATE UNIQUE INDEX IF NOT EXISTS cadre_keys_one_per_origin ON cadre_keys (cadre_id, origin)",
     """
     CREATE TABLE IF NOT EXISTS erased_keys (
         cadre_id   uuid PRIMARY KEY,
@@ -125,8 +142,10 @@ class KeyGrant(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["cadre-pool-key-grant/1"] = "cadre-pool-key-grant/1"
+    format: Literal["cadre-pool-key-grant/2"] = "cadre-pool-key-grant/2"
     cadre_id: UUID
+    org_path: OrgPath
+    """Where the cadre sits, as its own deployment says (who may accept the grant is checked against it)."""
     key_id: UUID
     from_deployment: str
     to_deployment: str
@@ -196,15 +215,19 @@ class KeyStore:
             raise GoneError(msg)
 
     async def sealing_key(self, cadre_id: UUID) -> tuple[UUID, bytes]:
-        """The cadre's key (made on first use); `GoneError` once the cadre's data was erased."""
+        """This deployment's own key of the cadre (made on first use); `GoneError` once erased.
+
+        Never a granted key: what this deployment seals opens with the key it made itself.
+        """
+        own = "SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1 AND origin = $2"
         async with self._pool.acquire() as conn, conn.transaction():
             await self._refuse_erased(conn, cadre_id)
-            row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+            row = await conn.fetchrow(own, cadre_id, self.deployment)
             if row is None:
                 key_id, key = uuid7(), AESGCM.generate_key(bit_length=256)
                 inserted = await conn.fetchrow(
                     "INSERT INTO cadre_keys (cadre_id, key_id, wrapped, origin, created_at) VALUES ($1, $2, $3, $4, $5)"
-                    " ON CONFLICT (cadre_id) DO NOTHING RETURNING key_id",
+                    " ON CONFLICT (cadre_id, origin) DO NOTHING RETURNING key_id",
                     cadre_id,
                     key_id,
                     self._wrapped(cadre_id, key_id, key),
@@ -213,7 +236,7 @@ class KeyStore:
                 )
                 if inserted is not None:
                     return key_id, key
-                row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+                row = await conn.fetchrow(own, cadre_id, self.deployment)
             assert row is not None
             return row["key_id"], self._unwrapped(cadre_id, row["key_id"], row["wrapped"])
 
@@ -279,40 +302,32 @@ class KeyStore:
             public_key=_b64(public.public_bytes(Encoding.Raw, PublicFormat.Raw)),
         )
 
-    async def grant(self, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
-        """Seal the cadre's key to `recipient`'s public key (the cadre must have one)."""
-        try:
-            public = X25519PublicKey.from_public_bytes(_unb64(recipient.public_key))
-        except ValueError as error:
-            msg = f"not an X25519 public key: {error}"
-            raise CommandError(msg) from None
+    async def grant(self, cadre_id: UUID, org_path: str, recipient: GrantKey) -> KeyGrant:
+        """Seal this deployment's key of the cadre (at `org_path`) to `recipient`'s public key."""
         async with self._pool.acquire() as conn:
             await self._refuse_erased(conn, cadre_id)
-            row = await conn.fetchrow("SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1", cadre_id)
+            row = await conn.fetchrow(
+                "SELECT key_id, wrapped FROM cadre_keys WHERE cadre_id = $1 AND origin = $2", cadre_id, self.deployment
+            )
         if row is None:
             msg = f"cadre {cadre_id} has no personal data to grant"
             raise ConflictError(msg)
         key = self._unwrapped(cadre_id, row["key_id"], row["wrapped"])
-        ephemeral = X25519PrivateKey.generate()
-        nonce = os.urandom(12)
-        unsealed = KeyGrant(
-            cadre_id=cadre_id,
-            key_id=row["key_id"],
-            from_deployment=self.deployment,
-            to_deployment=recipient.deployment,
-            recipient_key_id=key_fingerprint(public),
-            ephemeral_public_key=_b64(ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
-            nonce=_b64(nonce),
-            wrapped_key="",
-        )
-        wrapping = _grant_wrapping_key(ephemeral.exchange(public), unsealed)
-        wrapped = AESGCM(wrapping).encrypt(nonce, key, unsealed.associated_data())
-        return unsealed.model_copy(update={"wrapped_key": _b64(wrapped)})
+        return seal_grant(cadre_id, org_path, row["key_id"], key, from_deployment=self.deployment, recipient=recipient)
 
-    async def accept(self, grant: KeyGrant) -> None:
-        """Keep a key another deployment granted to this one (refused once that key was erased)."""
+    async def accept(self, grant: KeyGrant, *, dry_run: bool = False) -> bool:
+        """Keep a key another deployment granted to this one; whether it is new here.
+
+        Refused when the cadre's data was erased (`GoneError`), and whenever it would stand
+        beside or instead of a key already held (`ConflictError`): this deployment's own key of
+        the cadre, another key under the same key id, or another key from the same deployment.
+        The same grant accepted twice is no change (False).
+        """
         if grant.to_deployment != self.deployment or grant.recipient_key_id != self.grant_public_key().key_id:
             msg = f"the grant is for {grant.to_deployment} (key {grant.recipient_key_id}), not this deployment"
+            raise CommandError(msg)
+        if grant.from_deployment == self.deployment:
+            msg = "a grant comes from another deployment: this one's own keys are made here, never imported"
             raise CommandError(msg)
         try:
             ephemeral = X25519PublicKey.from_public_bytes(_unb64(grant.ephemeral_public_key))
@@ -321,19 +336,67 @@ class KeyStore:
         except (ValueError, InvalidTag):
             msg = "the grant does not open with this deployment's key: altered or not meant for it"
             raise CommandError(msg) from None
+        cadre_id = grant.cadre_id
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._refuse_erased(conn, grant.cadre_id)
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(cadre_id))
+            await self._refuse_erased(conn, cadre_id)
+            for row in await conn.fetch("SELECT key_id, wrapped, origin FROM cadre_keys WHERE cadre_id = $1", cadre_id):
+                if row["key_id"] == grant.key_id and row["origin"] == grant.from_deployment:
+                    if self._unwrapped(cadre_id, row["key_id"], row["wrapped"]) == key:
+                        return False
+                    msg = f"another key is held under key id {grant.key_id}: a key is never replaced"
+                    raise ConflictError(msg)
+                if row["origin"] == self.deployment:
+                    msg = f"this deployment made cadre {cadre_id}'s key: a grant never replaces it"
+                    raise ConflictError(msg)
+                if row["origin"] == grant.from_deployment or row["key_id"] == grant.key_id:
+                    msg = f"a key of cadre {cadre_id} from {row['origin']} is already held: a key is never replaced"
+                    raise ConflictError(msg)
+            if dry_run:
+                return True
             await conn.execute(
-                "INSERT INTO cadre_keys (cadre_id, key_id, wrapped, origin, created_at) VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (cadre_id) DO UPDATE SET key_id = EXCLUDED.key_id, wrapped = EXCLUDED.wrapped,"
-                " origin = EXCLUDED.origin",
-                grant.cadre_id,
+                "INSERT INTO cadre_keys (cadre_id, key_id, wrapped, origin, created_at) VALUES ($1, $2, $3, $4, $5)",
+                cadre_id,
                 grant.key_id,
-                self._wrapped(grant.cadre_id, grant.key_id, key),
+                self._wrapped(cadre_id, grant.key_id, key),
                 grant.from_deployment,
                 clock.now(),
             )
-        log.info("cadre key accepted", cadre_id=str(grant.cadre_id), origin=grant.from_deployment)
+        log.info("cadre key accepted", cadre_id=str(cadre_id), origin=grant.from_deployment)
+        return True
+
+
+def seal_grant(
+    cadre_id: UUID,
+    org_path: str,
+    key_id: UUID,
+    key: bytes,
+    *,
+    from_deployment: str,
+    recipient: GrantKey,
+) -> KeyGrant:
+    """`key` sealed to the recipient's public key (anyone can make one: acceptance is what is checked)."""
+    try:
+        public = X25519PublicKey.from_public_bytes(_unb64(recipient.public_key))
+    except ValueError as error:
+        msg = f"not an X25519 public key: {error}"
+        raise CommandError(msg) from None
+    ephemeral = X25519PrivateKey.generate()
+    nonce = os.urandom(12)
+    unsealed = KeyGrant(
+        cadre_id=cadre_id,
+        org_path=org_path,
+        key_id=key_id,
+        from_deployment=from_deployment,
+        to_deployment=recipient.deployment,
+        recipient_key_id=key_fingerprint(public),
+        ephemeral_public_key=_b64(ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
+        nonce=_b64(nonce),
+        wrapped_key="",
+    )
+    wrapping = _grant_wrapping_key(ephemeral.exchange(public), unsealed)
+    wrapped = AESGCM(wrapping).encrypt(nonce, key, unsealed.associated_data())
+    return unsealed.model_copy(update={"wrapped_key": _b64(wrapped)})
 
 
 def _grant_wrapping_key(shared: bytes, grant: KeyGrant) -> bytes:

@@ -37,7 +37,7 @@ from contracts.envelope import (
 from contracts.event import Event
 from contracts.sync import StreamHandedOver
 from runtime import clock, logs, metrics
-from runtime.db import Conn, Pool, in_scope, row_security, system_only, unreachable
+from runtime.db import Conn, Pool, busy, in_scope, row_security, system_only, unreachable
 from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
 from runtime.topology import Topology
@@ -401,7 +401,7 @@ class EventStore:
         try:
             await self._commit(batch)
         except Exception as error:
-            if len(batch) == 1 or unreachable(error):
+            if len(batch) == 1 or unreachable(error) or busy(error):
                 # One command, or the database out of reach (each alone would fail the same way,
                 # on a connection in whatever state the loss left it): every caller gets the error.
                 log.exception("append failed", stream_id=batch[0].stream_id, commands=len(batch))

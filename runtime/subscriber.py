@@ -33,7 +33,7 @@ from contracts import catalog, topics
 from contracts.envelope import Envelope
 from contracts.topics import dlq as dead_letter_topic
 from runtime import logs, metrics
-from runtime.db import Conn, Pool, system_only, unreachable
+from runtime.db import Conn, Pool, system_only, transient
 from runtime.projection import Projection, Recorded
 from runtime.relay import POSITION_HEADER, PREV_HEADER
 
@@ -380,7 +380,7 @@ class ProjectionSubscriber:
             async with conn.transaction():
                 await self.projection.apply(conn, batch)
         except Exception as error:  # narrowed below, one event at a time
-            if unreachable(error):
+            if transient(error):
                 raise  # not the events' fault: the whole batch is tried again, nothing is dead-lettered
             for item in todo:
                 if item.recorded is None:
@@ -389,7 +389,7 @@ class ProjectionSubscriber:
                     async with conn.transaction():
                         await self.projection.apply(conn, [item.recorded])
                 except Exception as error:  # the event goes to the dead-letter topic
-                    if unreachable(error):
+                    if transient(error):
                         raise
                     log.warning(
                         "projection refused event",

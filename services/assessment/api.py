@@ -29,6 +29,8 @@ from services.assessment.queries import (
     CycleView,
     ExitCase,
     LevelGrades,
+    Mentee,
+    MentorDuty,
     OverdueCheckIn,
     Ranked,
     ReminderView,
@@ -191,6 +193,28 @@ async def cycles(actor: CurrentActor, reads: Queries, under: Under = None) -> li
 async def exit_queue(actor: CurrentActor, reads: Queries, under: Under = None) -> list[ExitCase]:
     """Exit recommendations waiting for a decision (their cadres are still in the pool)."""
     return await reads.exit_queue(actor, under)
+
+
+@router.get("/mentees", tags=["reminders"])
+async def mentees(
+    actor: CurrentActor,
+    reads: Queries,
+    request: Request,
+    mentor: Annotated[str | None, Query(max_length=64, description="The mentor's user id (default: you)")] = None,
+) -> list[Mentee]:
+    """A mentor's mentees in your subtree and what each needs: a check-in due, open reminders."""
+    every: int = request.app.state.sweep_policy.check_in_every_days
+    return await reads.mentees(actor, mentor or actor.user, every)
+
+
+@router.get("/responsibility", tags=["reminders"], response_model=list[MentorDuty])
+async def responsibility(
+    actor: CurrentActor, reads: Queries, request: Request, table: Table, under: Under = None
+) -> list[MentorDuty] | Response:
+    """The responsibility report: every mentor of a subtree, check-ins held against due, reminders answered."""
+    every: int = request.app.state.sweep_policy.check_in_every_days
+    items = await reads.responsibility(actor, under, every)
+    return table_response(table, items, filename="responsibility") if table else items
 
 
 @router.get("/overdue-check-ins", tags=["reminders"])

@@ -119,7 +119,7 @@ class AssessmentCommands:
         """A cycle over the actor's subtree or above it (those it evaluates in); any other answers 404."""
         history = await self._store.read_stream(cycle_stream(cycle_id))
         cycle = rules.Cycle.replay([r.event for r in history], history[0].envelope.org_path if history else "")
-        if cycle is None or not (ctx.actor.covers(cycle.org_path) or in_subtree(ctx.actor.org_path, cycle.org_path)):
+        if cycle is None or not ctx.actor.reaches(cycle.org_path):
             msg = f"cycle {cycle_id} not found"
             raise NotFoundError(msg)
         return cycle

@@ -169,6 +169,33 @@ class OverdueCheckIn(BaseModel):
     due_since: date
 
 
+class Mentee(BaseModel):
+    """One cadre a mentor answers for, and what is due: a check-in, open reminders."""
+
+    cadre_id: UUID
+    full_name: str
+    org_code: str
+    org_path: str
+    last_check_in: date | None
+    check_in_due_on: date
+    check_in_overdue: bool
+    open_reminders: int
+
+
+class MentorDuty(BaseModel):
+    """A mentor held to account (the responsibility report): mentees, check-ins held against due, reminders."""
+
+    mentor_user: str
+    mentor_name: str
+    mentees: int
+    checked_in_on_time: int
+    """Mentees whose last check-in lies within the check-in interval."""
+    check_ins_overdue: int
+    open_reminders: int
+    reminders_overdue: int
+    """Open reminders past their follow-up date."""
+
+
 class AssessmentQueries:
     """Reads over assessment's own tables."""
 
@@ -207,16 +234,20 @@ class AssessmentQueries:
         )
 
     async def cycle_progress(self, actor: Actor, cycle_id: UUID) -> CycleProgress:
-        """Evaluated against due: due are the cadres in the pool of the cycle's subtree."""
+        """Evaluated against due: due are the cadres in the pool of the cycle's subtree that the actor sees.
+
+        A cycle of a unit above the actor (the province's, read by a county) is the actor's
+        too: its progress is that of the actor's own subtree.
+        """
         cycle = await self._pool.fetchrow("SELECT * FROM cycles WHERE cycle_id = $1", cycle_id)
-        if cycle is None or not actor.covers(cycle["org_path"]):
+        if cycle is None or not actor.reaches(cycle["org_path"]):
             msg = f"cycle {cycle_id} not found"
             raise NotFoundError(msg)
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, EXISTS (SELECT 1 FROM evaluations e WHERE e.cadre_id = c.cadre_id AND e.cycle_id = $2"  # noqa: S608 - fixed clauses, values bound
             " AND e.superseded_by IS NULL) AS evaluated FROM pool_cadres c"
             f" WHERE c.in_pool AND {in_subtree_sql('c.org_path', '$1')} ORDER BY c.org_path, c.cadre_id",
-            cycle["org_path"],
+            actor.narrower(cycle["org_path"]),
             cycle_id,
         )
         return CycleProgress(
@@ -348,6 +379,45 @@ class AssessmentQueries:
             every_days,
         )
         return [_view(OverdueCheckIn, row) for row in rows]
+
+    async def mentees(self, actor: Actor, mentor: str, every_days: int) -> list[Mentee]:
+        """The cadres in the pool of the actor's subtree whose mentor is `mentor`, the most overdue first."""
+        today = clock.today()
+        rows = await self._pool.fetch(
+            "SELECT c.cadre_id, c.full_name, c.org_code, c.org_path, max(k.held_on) AS last_check_in,"  # noqa: S608 - fixed clauses, values bound
+            " coalesce(max(k.held_on), c.nominated_on) + $3::int AS check_in_due_on,"
+            " (SELECT count(*) FROM reminders r WHERE r.cadre_id = c.cadre_id AND r.resolved_on IS NULL)::int"
+            " AS open_reminders"
+            " FROM pool_cadres c LEFT JOIN check_ins k USING (cadre_id)"
+            f" WHERE c.in_pool AND c.mentor_user = $2 AND {in_subtree_sql('c.org_path', '$1')}"
+            " GROUP BY c.cadre_id ORDER BY check_in_due_on, c.cadre_id LIMIT 500",
+            actor.org_path,
+            mentor,
+            every_days,
+        )
+        return [_view(Mentee, row, check_in_overdue=row["check_in_due_on"] < today) for row in rows]
+
+    async def responsibility(self, actor: Actor, under: str | None, every_days: int) -> list[MentorDuty]:
+        """Every mentor of a subtree's pool and what they owe, the most overdue first (the responsibility report)."""
+        root = await subtree_root(self._pool, actor, under)
+        rows = await self._pool.fetch(
+            "WITH last AS (SELECT c.cadre_id, c.mentor_user, c.mentor_name,"  # noqa: S608 - fixed clauses, values bound
+            " coalesce(max(k.held_on), c.nominated_on) + $3::int AS due FROM pool_cadres c"
+            " LEFT JOIN check_ins k USING (cadre_id)"
+            f" WHERE c.in_pool AND c.mentor_user IS NOT NULL AND {in_subtree_sql('c.org_path', '$1')}"
+            " GROUP BY c.cadre_id)"
+            " SELECT l.mentor_user, max(l.mentor_name) AS mentor_name, count(*)::int AS mentees,"
+            " count(*) FILTER (WHERE l.due >= $2)::int AS checked_in_on_time,"
+            " count(*) FILTER (WHERE l.due < $2)::int AS check_ins_overdue,"
+            " coalesce(sum(r.open), 0)::int AS open_reminders, coalesce(sum(r.late), 0)::int AS reminders_overdue"
+            " FROM last l LEFT JOIN LATERAL (SELECT count(*) AS open, count(*) FILTER (WHERE follow_up_on < $2) AS late"
+            " FROM reminders WHERE cadre_id = l.cadre_id AND resolved_on IS NULL) r ON true"
+            " GROUP BY l.mentor_user ORDER BY check_ins_overdue DESC, reminders_overdue DESC, l.mentor_user",
+            root,
+            clock.today(),
+            every_days,
+        )
+        return [MentorDuty(**dict(row)) for row in rows]
 
 
 def _exit_status(row: Any, in_pool: bool, case: str) -> str:

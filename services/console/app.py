@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -184,8 +185,15 @@ async def signed_in(request: Request, console: ConsoleDep) -> Session:
         except (UnauthorizedError, ApiError, httpx.HTTPError) as error:
             log.info("session ended", user=session.user, reason=str(error))
             raise SignInRequiredError from error
-        session = replace(fresh, csrf=session.csrf)
+        session = replace(fresh, csrf=session.csrf, sid=session.sid)
         request.state.renewed = session
+    try:  # the registry keeps the session open until sign-out: a copied cookie ends with it
+        await console.apis.call("registry", "GET", f"/sessions/{session.sid}", session.access_token)
+    except ApiError as ended:
+        if ended.status >= 500:  # noqa: PLR2004 - the registry does not answer: no page, but still signed in
+            raise ScreenError(503, ended.detail) from ended
+        log.info("session ended", user=session.user, reason=ended.detail)
+        raise SignInRequiredError from ended
     if request.method not in {"GET", "HEAD"}:
         given = request.headers.get(CSRF_HEADER)
         if given is None and request.headers.get("content-type", "").startswith(
@@ -324,6 +332,10 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
                     403, "you have no access to this platform yet: an organizer of your unit grants it"
                 ) from refused
             raise
+        ends_at = datetime.fromtimestamp(ends, tz=UTC).isoformat()
+        await console.apis.call(
+            "registry", "POST", "/sessions", session.access_token, json={"session_id": session.sid, "ends_at": ends_at}
+        )
         log.info("signed in", user=session.user, role=session.role, org_path=session.org_path)
         response = RedirectResponse(attempt.next, status_code=303)
         response.delete_cookie(SIGNIN_COOKIE, path="/")
@@ -332,6 +344,7 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
 
     @app.post("/signout", include_in_schema=False)
     async def signout(request: Request, console: ConsoleDep, session: SessionDep) -> Response:
+        await console.apis.call("registry", "DELETE", f"/sessions/{session.sid}", session.access_token)
         if console.provider is not None:
             with contextlib.suppress(httpx.HTTPError):
                 await console.provider.end_session(session.refresh_token)

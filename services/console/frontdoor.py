@@ -7,7 +7,10 @@ page cannot be made to call the APIs behind a person's back.
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import hashlib
+import re
+from typing import Any, Final
 
 import httpx
 from fastapi import APIRouter, Request, Response
@@ -15,13 +18,17 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from runtime.http import PAGE_CSP, SECURITY_HEADERS
 from services.console.apis import SERVICES
 from services.console.app import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
 
 router = APIRouter(include_in_schema=False)
 
 _FORWARDED_REQUEST = ("authorization", "content-type", "accept", "if-match", "x-occurred-at", "x-correlation-id")
-_FORWARDED_RESPONSE = ("content-type", "etag", "location", "content-disposition", "x-correlation-id")
+_FORWARDED_RESPONSE = frozenset(
+    {"content-type", "etag", "location", "content-disposition", "x-correlation-id", "retry-after", *SECURITY_HEADERS}
+)
+"""What a service's answer keeps through this door: its own security headers too (its CSP wins over a page's)."""
 
 
 def _client(console: ConsoleDep, service: str) -> httpx.AsyncClient:
@@ -66,13 +73,22 @@ async def docs(service: str, console: ConsoleDep, session: SessionDep) -> HTMLRe
     del session
     _client(console, service)
     base = vendor_url("swagger-ui-dist")
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"/api/{service}/openapi.json",
         title=f"{service}: API",
         swagger_js_url=f"{base}/swagger-ui-bundle.js",
         swagger_css_url=f"{base}/swagger-ui.css",
         swagger_favicon_url="/static/favicon.svg",
     )
+    # Swagger UI starts from one inline script: allowed by its hash, and nothing else inline.
+    body = bytes(page.body).decode()
+    inline = [m.group(1) for m in _INLINE_SCRIPT.finditer(body)]
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in inline)
+    policy = PAGE_CSP.replace("script-src 'self'", f"script-src 'self' {hashes}")
+    return HTMLResponse(body, headers={"Content-Security-Policy": policy})
+
+
+_INLINE_SCRIPT: Final = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 @router.api_route("/api/{service}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -1,7 +1,8 @@
 """Sessions kept in a sealed cookie: encrypted and authenticated (AES-GCM), nothing stored server-side.
 
-The cookie holds the provider's tokens and the actor the registry maps them to, so any
-console process can serve any request (no shared session store). It is `Secure`,
+The cookie holds the provider's tokens and the actor the registry maps them to, and the
+session's id, which the registry keeps open from sign-in to sign-out: every request asks it,
+so a copy of the cookie opens nothing once the person signed out (ADR 0023). It is `Secure`,
 `HttpOnly` and `SameSite=Lax` (Lax, not Strict: the provider's redirect back after
 sign-in is a cross-site navigation). Every form also carries the session's CSRF token.
 """
@@ -46,6 +47,8 @@ class Session:
     ends: float
     """When the session ends whatever happens (the console's own limit)."""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sid: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    """The session's id: the registry keeps it open until sign-out (checked on every request)."""
 
     @property
     def may_write(self) -> bool:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
-from runtime.auth import CurrentActor, can_write
+from runtime.auth import CurrentActor
 from runtime.batch import memo_of
 from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
@@ -275,7 +275,11 @@ async def appointment_form(
     """
     form = await reads.appointment_form(actor, cadre_id)
     if format == "html":
-        return Response(lrmx.printable(form), media_type="text/html; charset=utf-8")
+        return Response(
+            lrmx.printable(form),
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": lrmx.PRINTABLE_CSP},
+        )
     ascii_name = f"appointment-form-{cadre_id}.lrmx"
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(form.full_name)}.lrmx"
     return Response(lrmx.write(form), media_type=LRMX_MEDIA, headers={"Content-Disposition": disposition})
@@ -325,7 +329,10 @@ async def grant_key(request: Request, actor: CurrentActor) -> GrantKey:
 
 
 @router.post("/personal-data/keys", status_code=status.HTTP_204_NO_CONTENT, tags=["personal data"], responses=ERASED)
-async def accept_key(body: KeyGrant, request: Request, ctx: Context) -> None:
-    """Keep a cadre's key another deployment granted to this one (refused once the cadre was erased)."""
-    can_write(ctx.actor)
-    await service_of(request).keystore.accept(body)
+async def accept_key(body: KeyGrant, ctx: Context, cmd: Commands) -> None:
+    """Keep a cadre's key another deployment granted to this one, beside (never instead of) any key held.
+
+    Only an organizer of the cadre's subtree; recorded as `PersonalDataKeyAccepted`. Refused once
+    the cadre was erased (410), and when a key is already held that it would stand beside (409).
+    """
+    await cmd.accept_personal_data_key(ctx, body)

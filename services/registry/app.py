@@ -18,7 +18,7 @@ from runtime.keystore import KeyEraser, PersonalDataSettings
 from runtime.projection import Recorded
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
-from services.registry import api, projection
+from services.registry import api, projection, sessions
 from services.registry.commands import RegistryCommands
 from services.registry.rules import EntryRules
 
@@ -88,8 +88,8 @@ SPEC = ServiceSpec(
     name="registry",
     title="Reserve cadre registry",
     description="Org units, nominations into the reserve pool, mentors, responsible leaders, retirements.",
-    routers=[api.router, download_router("registry")],
-    schema=projection.SCHEMA,
+    routers=[api.router, sessions.router, download_router("registry")],
+    schema=(*projection.SCHEMA, *sessions.SCHEMA),
     inline=projection.RegistryProjection(),
     subscriptions=[
         # What the appointment form shows of the other services' records (grades, postings).

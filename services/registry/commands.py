@@ -21,6 +21,7 @@ from contracts.registry import (
     OrgLevel,
     OrgUnitRegistered,
     Person,
+    PersonalDataKeyAccepted,
     PersonalDataKeyGranted,
     PersonalDataRecorded,
     ProfileChanges,
@@ -97,6 +98,11 @@ class Retire(_Command):
     effective_on: date | None = Field(default=None, description="Defaults to today")
     note: Text = ""
     appointed_to: Name | None = None
+
+
+def personal_keys_stream(cadre_id: UUID) -> str:
+    """Stream id of the keys of a cadre this deployment accepted from others."""
+    return f"personal-keys-{cadre_id}"
 
 
 def access_stream(user_id: str) -> str:
@@ -408,7 +414,7 @@ class RegistryCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
         rules.may_grant_personal_data(cadre)
-        grant = await self._keystore.grant(cadre_id, recipient)
+        grant = await self._keystore.grant(cadre_id, cadre.org_path, recipient)
         event = PersonalDataKeyGranted(
             cadre_id=cadre_id,
             key_id=grant.key_id,
@@ -417,6 +423,37 @@ class RegistryCommands:
         )
         await self._append(ctx, cadre, [event])
         return grant
+
+    async def accept_personal_data_key(self, ctx: CommandContext, grant: KeyGrant) -> None:
+        """Keep a cadre's key another deployment granted this one, beside any other; recorded (ADR 0022).
+
+        The cadre must lie in the actor's subtree: where this deployment knows it, else where the
+        grant says it sits (outside: 404, as if it did not exist). The key store refuses a key that
+        would stand beside or instead of one it holds; the same grant twice changes nothing.
+        """
+        can_write(ctx.actor)
+        known = await self._store.read_stream(cadre_stream(grant.cadre_id))
+        org_path = known[0].envelope.org_path if known else grant.org_path
+        require_scope(ctx.actor, org_path, f"cadre {grant.cadre_id}")
+        await self._keystore.accept(grant, dry_run=ctx.dry_run)
+        if ctx.dry_run:
+            return
+        # The key is kept first (idempotent), then the record, unless an earlier try made it.
+        stream = personal_keys_stream(grant.cadre_id)
+        history = await self._store.read_stream(stream)
+        if any(isinstance(r.event, PersonalDataKeyAccepted) and r.event.key_id == grant.key_id for r in history):
+            return
+        event = PersonalDataKeyAccepted(
+            cadre_id=grant.cadre_id, key_id=grant.key_id, from_deployment=grant.from_deployment, cadre_org_path=org_path
+        )
+        await self._store.append(
+            stream,
+            history[-1].envelope.stream_version if history else 0,
+            [event],
+            ctx=ctx,
+            org_path=ctx.actor.org_path,
+            cadre_id=grant.cadre_id,
+        )
 
     async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
         stream = cadre_stream(cadre.cadre_id)
@@ -443,9 +480,11 @@ class RegistryCommands:
         access = await self._access(ctx, user_id)
         check_expected(access_stream(user_id), expected, access.version)
         holder = await self._pool.fetchval(
-            "SELECT user_id FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
+            "SELECT org_path FROM access_grants WHERE subject = $1 AND user_id <> $2", cmd.subject, user_id
         )
         if holder is not None:
+            # Whether someone acts elsewhere is not the actor's to learn: outside its subtree, 404.
+            require_scope(ctx.actor, holder, f"identity {cmd.subject}")
             msg = "this identity already acts as another user"
             raise ConflictError(msg)
         events = rules.grant(access, AccessGranted(user_id=user_id, **cmd.model_dump()))

@@ -37,11 +37,17 @@ class OrgUnitView(BaseModel):
     version: int
 
 
+UNIT_NAME = "(SELECT u.name FROM org_units u WHERE u.code = cadres.org_code) AS org_name"
+"""The name of a cadre's unit, beside `cadres.*` (a key lookup per row)."""
+
+
 class CadreView(BaseModel):
     """A cadre's current record in the registry."""
 
     cadre_id: UUID
     org_code: str
+    org_name: str
+    """The unit's name, as people know it (the code is for programs)."""
     org_path: str
     full_name: str
     gender: str
@@ -266,7 +272,7 @@ class RegistryQueries:
 
     async def cadre(self, actor: Actor, cadre_id: UUID) -> CadreView:
         """One cadre of the actor's subtree."""
-        row = await self._pool.fetchrow("SELECT * FROM cadres WHERE cadre_id = $1", cadre_id)
+        row = await self._pool.fetchrow(f"SELECT *, {UNIT_NAME} FROM cadres WHERE cadre_id = $1", cadre_id)  # noqa: S608 - a fixed clause
         if row is None or not actor.covers(row["org_path"]):
             msg = f"cadre {cadre_id} not found"
             raise NotFoundError(msg)
@@ -336,7 +342,7 @@ class RegistryQueries:
             cursor=cursor,
         )
         sql = (
-            f"SELECT * FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
+            f"SELECT *, {UNIT_NAME} FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
             f" ORDER BY org_path, cadre_id LIMIT ${len(args) + 1}"
         )
         rows = await self._pool.fetch(sql, *args, limit + 1)
@@ -370,7 +376,7 @@ class RegistryQueries:
             max_age=max_age,
             cursor=None,
         )
-        sql = f"SELECT * FROM cadres WHERE {' AND '.join(where)} ORDER BY org_path, cadre_id"  # noqa: S608 - as above
+        sql = f"SELECT *, {UNIT_NAME} FROM cadres WHERE {' AND '.join(where)} ORDER BY org_path, cadre_id"  # noqa: S608 - as above
         return self._stream(sql, args, today)
 
     async def _stream(self, sql: str, args: list[Any], today: date) -> AsyncIterator[CadreView]:
@@ -383,6 +389,7 @@ class RegistryQueries:
         return CadreView(
             cadre_id=row["cadre_id"],
             org_code=row["org_code"],
+            org_name=row["org_name"],
             org_path=row["org_path"],
             full_name=row["full_name"],
             gender=row["gender"],

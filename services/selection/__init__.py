@@ -1,1 +1,1 @@
-"""The selection service: leadership teams, posts and quotas, successors and readiness, appointments out of the pool."""
+"""The selection service: posts, teams, successors, and the procedures into the pool and onto a post."""

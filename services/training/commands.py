@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import Actor, Envelope, OrgCode, in_subtree, uuid7
+from contracts.envelope import Envelope, OrgCode, uuid7
 from contracts.event import Event
 from contracts.registry import CadreRetired, Name, Text
 from contracts.training import (
@@ -125,11 +125,6 @@ class EndPosting(_Command):
     summary: Text = ""
 
 
-def program_visible(actor: Actor, org_path: str) -> bool:
-    """An actor uses programmes organized above it (a party school) or inside its subtree."""
-    return actor.covers(org_path) or in_subtree(actor.org_path, org_path)
-
-
 class TrainingCommands:
     """Handles training's commands against its store and its own tables."""
 
@@ -166,7 +161,7 @@ class TrainingCommands:
 
     async def _visible_program(self, ctx: CommandContext, program_id: UUID) -> rules.Program:
         program = await self._program(program_id)
-        if not program_visible(ctx.actor, program.org_path):
+        if not ctx.actor.reaches(program.org_path):
             msg = f"programme {program_id} not found"
             raise NotFoundError(msg)
         return program

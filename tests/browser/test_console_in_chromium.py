@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
@@ -26,6 +26,7 @@ from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screens"
+PHONE: ViewportSize = {"width": 390, "height": 844}
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
@@ -66,17 +67,42 @@ class Screens:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     async def check(self, page: Page, name: str) -> None:
-        await page.wait_for_load_state("networkidle")
-        await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        results = await self.axe.run(page)
-        serious = [v for v in results.response["violations"] if v["impact"] in {"serious", "critical"}]
-        assert serious == [], f"{name}: " + "; ".join(f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in serious)
+        """At a desk's width and at a phone's (390 px): photographed, axe-clean, nothing wider than the screen."""
+        desk = page.viewport_size
+        for width, suffix in ((None, ""), (PHONE["width"], "-390")):
+            if width is not None:
+                await page.set_viewport_size(PHONE)
+            await page.wait_for_load_state("networkidle")
+            assert CSP_REFUSALS == [], f"{name}{suffix}: the page's policy refused {CSP_REFUSALS}"
+            await page.screenshot(path=str(ARTIFACTS / f"{name}{suffix}.png"), full_page=True)
+            results = await self.axe.run(page)
+            serious = [v for v in results.response["violations"] if v["impact"] in {"serious", "critical"}]
+            assert serious == [], f"{name}{suffix}: " + "; ".join(
+                f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in serious
+            )
+            if width is not None:
+                overflow = await page.evaluate(
+                    "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"{name} scrolls sideways at {width} px by {overflow} px"
+        if desk is not None:
+            await page.set_viewport_size(desk)
         self.checked.append(name)
+
+
+CSP_REFUSALS: list[str] = []
+"""What Chromium refused to run or load under the console's Content-Security-Policy (none, on every screen)."""
+
+
+def _note_csp_refusal(message: ConsoleMessage) -> None:
+    if "Content Security Policy" in message.text:
+        CSP_REFUSALS.append(message.text[:300])
 
 
 async def sign_in(browser: Browser, base: str, username: str) -> Page:
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    page.on("console", _note_csp_refusal)
     await page.goto(f"{base}/pool")
     await page.fill("#username", username)
     await page.fill("#password", DEMO_PASSWORD)
@@ -90,6 +116,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
 ) -> None:
     base = f"http://127.0.0.1:{console_port}"
     screens = Screens()
+    visited: set[tuple[str, str]] = set()
     async with console_for(launch, keycloak, console_port, cadres=80) as stack, serving(stack, console_port):
         before = clock.now() - timedelta(seconds=1)
         people = {p.user_id: p for p in demo.people(stack.org)}
@@ -101,9 +128,13 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 page = await sign_in(browser, base, "organizer.county")
                 await page.wait_for_selector("#count-in_pool:not(:empty)")
                 await screens.check(page, "pool")
-                units = await page.locator("#pool tbody tr td:nth-child(6)").all_inner_texts()
+                units = await page.locator("#pool tbody tr td:nth-child(6) span").evaluate_all(
+                    "spans => spans.map(s => [s.title, s.textContent])"
+                )
                 assert units
-                assert all(u == county.code or u.startswith(f"{county.code}_") for u in units), units
+                named = {unit.code: unit.name for unit in stack.org.units}
+                assert all(code == county.code or code.startswith(f"{county.code}_") for code, _ in units), units
+                assert all(name == named[code] for code, name in units), units  # names shown, the code on hover
 
                 # Nominate through the form, with the entry rules shown as the form fills.
                 await page.click("a[href='/nominate']")
@@ -130,7 +161,7 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 assert response is not None
                 assert response.status == 404
 
-                for screen in ("assessment", "statistics", "due"):
+                for screen in ("assessment", "statistics", "due", "responsibility"):
                     await page.goto(f"{base}/{screen}")
                     await screens.check(page, screen)
 
@@ -172,6 +203,34 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 assert await page.locator("#actions, form[action*='/cadres/']").count() == 0
                 await screens.check(page, "cadre-viewer")
                 await page.context.close()
+
+                # A mentor has a page of their own: the mentees and what each needs.
+                mentor = next(p for p in people.values() if p.user_id.startswith("mentor."))
+                page = await sign_in(browser, base, mentor.user_id)
+                await page.click("a[href='/mentees']")
+                await page.wait_for_selector("#mentees")
+                await screens.check(page, "mentees")
+                await page.context.close()
+
+                # Every demo person, at every level, opens every screen offered, at a phone's width: none errs.
+                for person in people.values():
+                    page = await sign_in(browser, base, person.user_id)
+                    await page.set_viewport_size(PHONE)
+                    offered = await page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
+                    assert "/pool" in offered, person.user_id
+                    for screen in offered:
+                        response = await page.goto(f"{base}{screen}")
+                        assert response is not None
+                        assert response.status == 200, (person.user_id, screen, response.status)
+                        await page.wait_for_load_state("networkidle")
+                        overflow = await page.evaluate(
+                            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                        )
+                        assert overflow <= 0, (person.user_id, screen, overflow)
+                        visited.add((person.role.value, screen))
+                    await page.context.close()
             finally:
                 await browser.close()
-    assert len(screens.checked) == 11
+    assert len(screens.checked) == 13
+    assert {"/assessment", "/mentees", "/responsibility", "/audit"} <= {screen for _, screen in visited}
+    assert {role for role, _ in visited} == {"organizer", "auditor", "viewer"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, Role
 from runtime import clock
 from runtime.auth import Permission, issue_token
 from runtime.settings import DEV_AUTH_SECRET
@@ -20,7 +20,7 @@ from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.integration.test_training import posting, schedule, visible_in_training
-from tests.support import Running, eventually, read_topic
+from tests.support import Running, auth, eventually, read_topic
 
 pytestmark = pytest.mark.dates
 SCORES = {"political_integrity": 80, "ability": 72, "diligence": 85, "performance": 70, "probity": 90}
@@ -289,3 +289,45 @@ async def test_shortfalls_show_where_the_pool_needs_new_entries(registry: Runnin
         lambda: assessment.client.get("/pool-shortfalls", headers=CITY), until=lambda r: r.status_code == 200
     )
     assert [(g["code"], g["target"], g["in_pool"]) for g in gaps.json()] == [("bh_xs", 2, 1)]
+
+
+async def test_a_cycle_of_a_unit_above_opens_below_with_the_readers_own_progress(
+    registry: Running, assessment: Running
+) -> None:
+    """Every cycle a reader is offered opens: the province's cycle, read by a city, a county or a viewer,
+    counts the reader's own subtree (this answered 404 below the province)."""
+    await build_tree(registry.client)
+    in_county = await nominate(registry, assessment)
+    await nominate(registry, assessment, org_code="bh", full_name="Zhao Min")
+    [cycle] = await open_cycles(assessment, count=1)
+    assert (await evaluate(assessment, in_county, cycle, "competent")).status_code == 201
+    county = auth("ly-organizer", "cn.qs.bh.bh_ly")
+    city_viewer = auth("bh-viewer", "cn.qs.bh", role=Role.VIEWER)
+
+    seen = {}
+    for name, headers in [
+        ("province", PROVINCE), ("city", CITY), ("viewer", city_viewer), ("county", county), ("other", OTHER_CITY)
+    ]:  # fmt: skip
+        offered = (await assessment.client.get("/cycles", headers=headers)).json()
+        assert cycle in [c["cycle_id"] for c in offered], name
+        response = await assessment.client.get(f"/cycles/{cycle}/progress", headers=headers)
+        assert response.status_code == 200, (name, response.text)
+        seen[name] = (response.json()["due"], response.json()["evaluated"], len(response.json()["not_yet_evaluated"]))
+    assert seen == {
+        "province": (2, 1, 1), "city": (2, 1, 1), "viewer": (2, 1, 1), "county": (1, 1, 0), "other": (0, 0, 0)
+    }  # fmt: skip
+
+    # A cycle of the city is not the other city's: it is neither offered nor opened there.
+    city_cycle = await assessment.client.post(
+        "/cycles",
+        json={"org_code": "bh", "period": "annual", "name": "City review", "starts_on": clock.today().isoformat(),
+              "ends_on": (clock.today() + timedelta(days=30)).isoformat()},
+        headers=CITY,
+    )  # fmt: skip
+    assert city_cycle.status_code == 201, city_cycle.text
+    city_cycle_id = str(city_cycle.json()["stream_id"]).removeprefix("cycle-")
+    assert (await assessment.client.get(f"/cycles/{city_cycle_id}/progress", headers=county)).status_code == 200
+    assert (await assessment.client.get(f"/cycles/{city_cycle_id}/progress", headers=OTHER_CITY)).status_code == 404
+    assert city_cycle_id not in [
+        c["cycle_id"] for c in (await assessment.client.get("/cycles", headers=OTHER_CITY)).json()
+    ]

@@ -12,7 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from deploy.local.signin import Browserish, console_sign_in
-from runtime import clock
+from exchange import lrmx
+from runtime import clock, http
 from runtime.settings import DEV_SESSION_KEY, settings_class
 from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
@@ -120,6 +121,32 @@ async def test_session_cookies_are_sealed_and_sign_out_ends_the_provider_session
     assert 'id="kc-form-login"' in provider.text  # the provider asks for the password again
 
 
+async def test_a_copy_of_the_cookie_opens_nothing_after_sign_out(console: ConsoleStack) -> None:
+    """Issue 22, hole 3: the old cookie opened pages and passed CSRF-checked posts until its token expired."""
+    await console_sign_in(console.client, "organizer.county")
+    host = console.url.removeprefix("http://")
+    copy = console.client.jar[host]["cadre_session"]  # its access token still has minutes to live
+    page = await console.client.get("/pool")
+    assert page.status_code == 200
+    csrf = _csrf(page)
+    assert (await console.client.post("/signout", data={"csrf_token": csrf})).status_code == 200
+    console.client.jar[host]["cadre_session"] = copy
+    again = await console.client.get("/pool")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/signin")
+    post = await console.client.post("/csrf-probe", data={"csrf_token": csrf})
+    assert post.status_code == 303
+    # The registry knows the session only by its hash, and as ended.
+    sealed = Sealer(DEV_SESSION_KEY).session(copy)
+    assert sealed is not None
+    headers = {"Authorization": f"Bearer {sealed.access_token}"}
+    registry = console.app.state.console.apis.clients["registry"]
+    assert (await registry.get(f"/sessions/{sealed.sid}", headers=headers)).status_code == 404
+    # Signing in again opens a new session, which the registry holds open.
+    await console_sign_in(console.client, "organizer.county")
+    assert (await console.client.get("/pool")).status_code == 200
+
+
 async def test_tampered_session_cookies_count_as_none(console: ConsoleStack) -> None:
     await console_sign_in(console.client, "organizer.county")
     host = "127.0.0.1:" + console.url.rsplit(":", 1)[1]
@@ -145,6 +172,38 @@ async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> 
     assert len(answer.json()["items"]) == 5
     assert (await console.client.get("/api/registry/cadres")).status_code == 401  # the session cookie is not passed on
     assert (await console.client.get("/api/nosuch/x")).status_code == 404
+
+
+async def test_the_front_door_keeps_each_services_security_headers_and_pages_restrict_scripts(
+    console: ConsoleStack,
+) -> None:
+    """Issue 22, holes 7 and 8: pages send a script policy; API answers keep the service's own headers."""
+    headers = auth("script", console.org.root.path)
+    answer = await console.client.get("/api/registry/cadres?limit=1", headers=headers)
+    assert answer.status_code == 200
+    for name, value in http.API_HEADERS:
+        assert answer.headers[name.decode()] == value.decode(), name
+    cadre_id = answer.json()["items"][0]["cadre_id"]
+    # The printable appointment form: HTML at the console's origin, under the registry's own policy.
+    form = await console.client.get(f"/api/registry/cadres/{cadre_id}/appointment-form?format=html", headers=headers)
+    assert form.status_code == 200, form.text[:200]
+    assert form.headers["content-type"].startswith("text/html")
+    assert form.headers["content-security-policy"] == lrmx.PRINTABLE_CSP
+    assert "script-src" not in form.headers["content-security-policy"]  # default-src 'none': no script at all
+    assert form.headers["x-content-type-options"] == "nosniff"
+    # A refusal passes through with its headers too.
+    refused = await console.client.get(f"/api/registry/cadres/{cadre_id}")
+    assert refused.status_code == 401
+    assert refused.headers["content-security-policy"] == dict(http.API_HEADERS)[b"content-security-policy"].decode()
+    # The console's own pages: scripts from its own address only.
+    await console_sign_in(console.client, "organizer.county")
+    page = await console.client.get("/pool")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "script-src 'self';" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    docs = await console.client.get("/api/registry/docs")
+    assert "script-src 'self' 'sha256-" in docs.headers["content-security-policy"]
 
 
 def _csrf(page: httpx.Response) -> str:
@@ -185,6 +244,40 @@ async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree
     assert "entry rules" in refused.text
     for screen in ("/assessment", "/statistics", "/due", "/audit"):
         assert (await console.client.get(screen)).status_code == 200, screen
+
+    # People are picked, not typed: the mentor among those who hold a grant; units by name, the code on hover.
+    mentor = next(p for p in demo.people(console.org) if p.user_id.startswith("mentor."))
+    assert f'<option value="{mentor.user_id}">{mentor.name} · ' in page.text
+    typed = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": "someone.else"}
+    )
+    assert typed.status_code == 422
+    picked = await console.client.post(
+        f"/cadres/{mine.cadre_id}/mentor", data={"csrf_token": _csrf(pool), "user_id": mentor.user_id}
+    )
+    assert picked.status_code == 303
+    assert f"<dd>{mentor.name}" in (await console.client.get(f"/cadres/{mine.cadre_id}")).text
+    assert f'<span title="{mine.unit.code}">{mine.unit.name}</span>' in (await console.client.get("/pool")).text
+
+    # The organizer's responsibility report names the mentor, on screen and as XLSX.
+    report = await eventually(
+        lambda: console.client.get("/responsibility"), until=lambda r: f'title="{mentor.user_id}"' in r.text
+    )
+    assert report.status_code == 200
+    workbook = await console.client.get("/responsibility/export?format=xlsx")
+    assert workbook.status_code == 200
+    assert workbook.content[:2] == b"PK"
+
+    # The mentor signs in and finds the mentee on a page of their own, with what is due.
+    await console.client.post("/signout", data={"csrf_token": _csrf(report)})
+    own = await console_sign_in(console.client, mentor.user_id)
+    assert own.status_code == 200
+    mentees = await console.client.get("/mentees")
+    assert mentees.status_code == 200
+    expected = {str(c.cadre_id) for c in console.org.cadres if c.mentor == mentor.user_id and not c.retirement}
+    for cadre_id in expected | {str(mine.cadre_id)}:
+        assert f'href="/cadres/{cadre_id}"' in mentees.text
+    assert mentees.text.count('href="/cadres/') == len(expected | {str(mine.cadre_id)})
 
 
 async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:

@@ -43,3 +43,21 @@ async def test_the_pool_downloads_whole_as_xlsx_and_csv_within_the_actors_subtre
 
     units = await registry.client.get("/org-units", params={"format": "csv"}, headers=CITY)
     assert [row["code"] for row in csv.DictReader(io.StringIO(units.content.decode("utf-8-sig")))] == ["bh", "bh_ly"]
+
+
+async def test_a_name_that_is_a_formula_downloads_as_text_in_every_format(registry: Running) -> None:
+    """Issue 22, hole 4: a cadre named like a formula must not run when the list is opened."""
+    await build_tree(registry.client)
+    hostile = ['=HYPERLINK("http://x.example","A")', "+1+1", "-1+1", "@SUM(1)"]
+    for name in hostile:
+        response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
+        assert response.status_code == 201, response.text
+    expected = sorted("'" + name for name in hostile)
+    text = await registry.client.get("/cadres", params={"format": "csv"}, headers=CITY)
+    assert sorted(row["full_name"] for row in csv.DictReader(io.StringIO(text.content.decode("utf-8-sig")))) == expected
+    xlsx = await registry.client.get("/cadres", params={"format": "xlsx"}, headers=CITY)
+    rows = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(xlsx.content)).get_sheet_by_index(0).to_python()
+    assert sorted(row[rows[0].index("full_name")] for row in rows[1:]) == expected
+    # The JSON answer is data, not a spreadsheet: as recorded.
+    listed = await registry.client.get("/cadres", headers=CITY)
+    assert sorted(item["full_name"] for item in listed.json()["items"]) == sorted(hostile)

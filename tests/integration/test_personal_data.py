@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -18,11 +19,11 @@ from uuid import UUID
 import asyncpg
 
 from contracts import topics
-from contracts.envelope import Envelope, Role
+from contracts.envelope import Envelope, Role, uuid7
 from contracts.personal import Sealed
 from runtime import bundle as signed_bundle
 from runtime import checkpoint, clock, verify
-from runtime.keystore import KeyEraser
+from runtime.keystore import GrantKey, KeyEraser, seal_grant
 from runtime.settings import DEV_CHECKPOINT_SEED
 from runtime.store import CommandContext
 from services.audit.app import AuditSettings
@@ -31,7 +32,7 @@ from services.registry import rules
 from services.registry.app import RegistrySettings, create_app
 from tests.conftest import DatabaseFactory, Launch
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
 from tests.support import Running, auth, eventually, read_topic, running
 
 ID_NUMBER = "11010519900307123X"
@@ -292,3 +293,86 @@ async def test_a_key_left_behind_by_a_stop_between_event_and_destruction_is_dest
 
     await eventually(key_held, until=lambda held: not held)
     assert (await restarted.client.get(f"/cadres/{cadre_id}/personal-data", headers=CITY)).status_code == 410
+
+
+async def test_no_grant_replaces_a_key_and_only_the_cadres_subtree_accepts_one(registry: Running) -> None:
+    """Issue 22, hole 1: a forged grant of an organizer elsewhere (or of the cadre's own) changes no key."""
+    await build_tree(registry.client)
+    cadre_id = await nominate(registry)
+    recorded = await registry.client.put(f"/cadres/{cadre_id}/personal-data", json=personal_file(), headers=CITY)
+    assert recorded.status_code == 200, recorded.text
+    keystore = registry.service.keystore
+    own_key_id, own_key = await keystore.sealing_key(UUID(cadre_id))
+    recipient = GrantKey.model_validate((await registry.client.get("/personal-data/grant-key", headers=CITY)).json())
+    chosen = os.urandom(32)  # the attacker's key: anyone can seal one to the public grant key
+
+    def forged(org_path: str, key_id: UUID, from_deployment: str = "elsewhere") -> dict[str, Any]:
+        grant = seal_grant(
+            UUID(cadre_id), org_path, key_id, chosen, from_deployment=from_deployment, recipient=recipient
+        )
+        return grant.model_dump(mode="json")
+
+    async def events() -> int:
+        return int(await registry.service.pool.fetchval("SELECT count(*) FROM events"))
+
+    before = await events()
+    attempts = [
+        # another subtree, claiming the cadre sits there or where it really does: hidden (404)
+        (OTHER_CITY, forged("cn.qs.hx", uuid7()), 404),
+        (OTHER_CITY, forged("cn.qs.bh.bh_ly", uuid7()), 404),
+        (OTHER_CITY, forged("cn.qs.hx", own_key_id), 404),
+        # the cadre's own organizer cannot replace it either: under a new key id or the same one
+        (CITY, forged("cn.qs.bh.bh_ly", uuid7()), 409),
+        (CITY, forged("cn.qs.bh.bh_ly", own_key_id), 409),
+        # nor pass a key off as this deployment's own
+        (CITY, forged("cn.qs.bh.bh_ly", uuid7(), from_deployment=keystore.deployment), 400),
+        # viewers and auditors never
+        (VIEWER, forged("cn.qs.bh.bh_ly", uuid7()), 403),
+        (AUDITOR, forged("cn.qs.bh.bh_ly", uuid7()), 403),
+    ]
+    for who, body, expected in attempts:
+        response = await registry.client.post("/personal-data/keys", json=body, headers=who)
+        assert response.status_code == expected, (who, body["org_path"], response.text)
+
+    # Nothing changed: the same single key, no event, the file still opens, later data too.
+    rows = await keystore._pool.fetch("SELECT key_id, origin FROM cadre_keys WHERE cadre_id = $1", UUID(cadre_id))
+    assert [(r["key_id"], r["origin"]) for r in rows] == [(own_key_id, keystore.deployment)]
+    assert await keystore.key(UUID(cadre_id), own_key_id) == own_key
+    assert await events() == before
+    shown = await registry.client.get(f"/cadres/{cadre_id}/personal-data", headers=CITY)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["id_number"] == ID_NUMBER
+    again = await registry.client.put(
+        f"/cadres/{cadre_id}/personal-data", json=personal_file(health="healthy"), headers=CITY
+    )
+    assert again.status_code == 200, again.text
+    assert (await keystore.sealing_key(UUID(cadre_id)))[0] == own_key_id
+    assert (await registry.client.get(f"/cadres/{cadre_id}/personal-data", headers=CITY)).json()["health"] == "healthy"
+
+
+async def test_a_granted_key_of_a_cadre_held_elsewhere_is_accepted_once_in_its_subtree_and_recorded(
+    registry: Running,
+) -> None:
+    """A cadre this deployment does not know: the grant's org path decides who may accept it."""
+    await build_tree(registry.client)
+    cadre_id = uuid7()
+    recipient = GrantKey.model_validate((await registry.client.get("/personal-data/grant-key", headers=CITY)).json())
+    key_id, key = uuid7(), os.urandom(32)
+    grant = seal_grant(cadre_id, "cn.qs.bh.bh_ly", key_id, key, from_deployment="county", recipient=recipient)
+    body = grant.model_dump(mode="json")
+    outside = await registry.client.post("/personal-data/keys", json=body, headers=OTHER_CITY)
+    assert outside.status_code == 404, outside.text
+    for _ in range(2):  # the same grant twice: one key, one record
+        accepted = await registry.client.post("/personal-data/keys", json=body, headers=CITY)
+        assert accepted.status_code == 204, accepted.text
+    assert await registry.service.keystore.key(cadre_id, key_id) == key
+    history = await registry.service.store.read_stream(f"personal-keys-{cadre_id}")
+    assert [r.event.event_type for r in history] == ["PersonalDataKeyAccepted"]
+    assert history[0].envelope.actor.user == CITY.actor.user
+    # A second key from the same deployment would stand beside the first: refused, the first kept.
+    rotated = seal_grant(
+        cadre_id, "cn.qs.bh.bh_ly", uuid7(), os.urandom(32), from_deployment="county", recipient=recipient
+    )
+    refused = await registry.client.post("/personal-data/keys", json=rotated.model_dump(mode="json"), headers=CITY)
+    assert refused.status_code == 409, refused.text
+    assert await registry.service.keystore.key(cadre_id, key_id) == key

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
+import jwt
 import orjson
 import pytest
 import uvicorn
@@ -22,7 +23,7 @@ from contracts.audit import LateEntryDeclared
 from contracts.envelope import Actor, Role
 from deploy.local.ports import free_port
 from runtime import clock, db, egress, http
-from runtime.auth import Permission, issue_token
+from runtime.auth import ALGORITHM, ISSUER, Permission, issue_token
 from runtime.settings import DEV_AUTH_SECRET
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
@@ -94,6 +95,29 @@ async def test_an_id_from_another_subtree_is_not_found_not_a_conflict(registry: 
     assert await registry.service.pool.fetchval("SELECT count(*) FROM events") == before
 
 
+async def test_a_grant_does_not_tell_whether_an_identity_acts_in_another_subtree(registry: Running) -> None:
+    """Issue 22, hole 9: a 409 "already acts as another user" told across subtrees who has access."""
+    await build_tree(registry.client)
+    person = {"subject": "sub-of-li", "name": "Li", "org_code": "bh_ly", "role": "viewer"}
+    granted = await registry.client.put("/access/li.bh", json=person, headers=CITY)
+    assert granted.status_code == 200, granted.text
+
+    async def projected() -> object:  # every service projects the grants from the registry's topic
+        return await registry.service.pool.fetchval("SELECT 1 FROM access_grants WHERE user_id = 'li.bh'")
+
+    await eventually(projected)
+    elsewhere = {**person, "org_code": "hx"}
+    hidden = await registry.client.put("/access/li.hx", json=elsewhere, headers=OTHER_CITY)
+    assert hidden.status_code == 404, hidden.text
+    unknown = await registry.client.put(
+        "/access/li.hx", json={**elsewhere, "subject": "sub-of-nobody"}, headers=OTHER_CITY
+    )
+    assert unknown.status_code == 200, unknown.text  # the same question about an identity not granted: answered
+    # Inside the actor's own subtree the conflict is told as it is.
+    mine = await registry.client.put("/access/li.bh2", json=person, headers=CITY)
+    assert mine.status_code == 409, mine.text
+
+
 async def test_control_characters_are_refused_with_4xx_everywhere(registry: Running) -> None:
     client = registry.client
     await build_tree(client)
@@ -150,6 +174,33 @@ async def test_tokens_living_too_long_are_refused(registry: Running) -> None:
     assert answer.status_code == 401
     assert "longer" in answer.json()["detail"]
     assert (await registry.client.get("/cadres", headers=bearer(actor))).status_code == 200
+
+
+async def test_tokens_whose_times_are_not_finite_numbers_are_refused(registry: Running) -> None:
+    """Issue 22, hole 2: a NaN `exp` (JSON NaN or the string "nan") passed every lifetime check."""
+    now = clock.now().timestamp()
+    base = {"sub": "bh-organizer", "org": "cn.qs.bh", "role": "organizer", "iss": ISSUER, "iat": now, "exp": now + 60}
+    for claim in ("exp", "iat"):
+        for value in (float("nan"), float("inf"), "nan", "Infinity"):
+            token = jwt.encode({**base, claim: value}, DEV_AUTH_SECRET, algorithm=ALGORITHM)
+            answer = await registry.client.get("/cadres", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 401, (claim, value, answer.text)
+    sound = jwt.encode(base, DEV_AUTH_SECRET, algorithm=ALGORITHM)
+    assert (await registry.client.get("/cadres", headers={"Authorization": f"Bearer {sound}"})).status_code == 200
+
+
+async def test_a_body_of_many_unknown_fields_gets_a_short_refusal(registry: Running) -> None:
+    """Issue 22, hole 5: 100,000 unknown fields got a 9 MB 422 after seconds; now a short one, at once."""
+    await build_tree(registry.client)
+    wide = {**nomination(), **{f"f{n}": n for n in range(100_000)}}
+    answer = await registry.client.post("/cadres", json=wide, headers=CITY)
+    assert answer.status_code == 422, answer.text[:200]
+    assert len(answer.content) < 1024
+    some = await registry.client.post("/cadres", json={**nomination(), **{f"f{n}": n for n in range(40)}}, headers=CITY)
+    assert some.status_code == 422
+    assert len(some.json()["errors"]) == http.MAX_VALIDATION_ERRORS
+    assert some.json()["errors_count"] == 40
+    assert (await registry.client.get("/cadres", headers=CITY)).json()["items"] == []  # nothing was recorded
 
 
 async def test_commands_and_expensive_reads_have_a_share_per_actor(launch: Launch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import openpyxl
 import python_calamine
 from pydantic import BaseModel
 
-from runtime.export import csv_chunks, xlsx_chunks
+from exchange.templates import TEMPLATES, csv_text, workbook
+from runtime.export import cell_text, csv_chunks, xlsx_chunks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,3 +119,48 @@ def test_a_million_rows_stream_in_the_memory_of_a_thousand() -> None:
         large, size = peak_kib(fmt, 1_000_000)
         assert size > 5_000_000, (fmt, size)  # the rows really were written
         assert large - small < 16 * 1024, (fmt, small, large)  # peak resident memory grew by less than 16 MiB
+
+
+FORMULAS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1", "\r=1", "\uff1d1+2"]
+
+
+class Named(BaseModel):
+    full_name: str
+    score: float
+
+
+def test_no_exported_cell_runs_as_a_formula_in_either_format() -> None:
+    """Issue 22, hole 4: text a spreadsheet would run gets a leading apostrophe, in CSV and XLSX alike."""
+    rows = [Named(full_name=text, score=-1.5) for text in FORMULAS]
+    expected = ["'" + text for text in FORMULAS]
+    data = asyncio.run(collect(csv_chunks(rows)))
+    table = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    assert [row[0] for row in table[1:]] == expected
+    assert {row[1] for row in table[1:]} == {"-1.5"}  # a number is no text: as it is
+    data = asyncio.run(collect(xlsx_chunks(rows, sheet="pool")))
+    sheet = openpyxl.load_workbook(io.BytesIO(data), read_only=True)["pool"]
+    cells = [list(row) for row in sheet.iter_rows(min_row=2, values_only=True)]
+    assert [row[0] for row in cells] == expected
+    assert {row[1] for row in cells} == {-1.5}
+    # A column name is a cell too.
+    header = asyncio.run(collect(csv_chunks([], ["=name"])))
+    assert header.decode("utf-8-sig").splitlines() == ["'=name"]
+
+
+def test_cell_text_leaves_ordinary_text_and_values_alone() -> None:
+    assert cell_text("李伟") == "李伟"
+    assert cell_text("a=b") == "a=b"
+    assert cell_text(-3) == "-3"
+    assert cell_text(date(1990, 3, 7)) == "1990-03-07"
+    assert cell_text(None) == ""
+
+
+def test_the_import_templates_neutralize_their_cells_too() -> None:
+    template = next(iter(TEMPLATES.values()))
+    hostile = dataclasses.replace(template, columns=(dataclasses.replace(template.columns[0], example="=1+2"),))
+    text = csv_text(hostile, "en").decode("utf-8-sig")
+    assert text.splitlines()[1] == "'=1+2"
+    sheet = openpyxl.load_workbook(io.BytesIO(workbook(hostile, "en"))).active
+    assert sheet is not None
+    assert sheet.cell(row=2, column=1).value == "'=1+2"
+    assert sheet.cell(row=2, column=1).data_type == "s"

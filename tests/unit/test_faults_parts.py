@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from runtime.db import unreachable
+from runtime.db import transient, unreachable
 from runtime.http import install
 from tests.faults.proxy import Proxy
 
@@ -110,5 +110,10 @@ def test_only_a_lost_connection_counts_as_the_database_out_of_reach() -> None:
     assert unreachable(ConnectionResetError(104, "Connection reset by peer"))
     assert unreachable(asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"))
     assert not unreachable(misuse)
+    assert transient(misuse)  # a connection left mid-operation: 503, not 500, though not "out of reach"
+    assert transient(asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"))
+    assert transient(asyncpg.exceptions.SerializationError("could not serialize access"))
+    assert not transient(asyncpg.UniqueViolationError("duplicate key value violates unique constraint"))
+    assert not transient(ValueError("a projection's bug"))
     assert not unreachable(asyncpg.UniqueViolationError("duplicate key value violates unique constraint"))
     assert not unreachable(ValueError("a projection's bug"))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI, Header, Request
 from pydantic import BaseModel, ConfigDict
@@ -92,3 +93,38 @@ async def test_a_control_character_in_a_body_is_refused_as_declared(client: http
     refused = await client.post("/notes", json={"text": "ok", "extra": {"k": ["\x00"]}})
     assert refused.status_code == 422
     assert refused.headers["content-type"] == http.PROBLEM_JSON
+
+
+async def test_a_refusal_lists_a_bounded_number_of_errors() -> None:
+    """Issue 22, hole 5: one error per unknown field made a 9 MB answer of a 1.3 MB body."""
+    app = FastAPI()
+    http.install(app, service="test")  # the services' body limit (8 MiB)
+
+    @app.post("/notes")
+    async def write(note: Note) -> str:
+        return note.text
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        await _bounded_errors(client)
+
+
+async def _bounded_errors(client: httpx.AsyncClient) -> None:
+    wide = await client.post("/notes", json={"text": "ok", **{f"f{n}": n for n in range(100_000)}})
+    assert wide.status_code == 422
+    assert wide.headers["content-type"] == http.PROBLEM_JSON
+    assert len(wide.content) < 1024
+    assert "more than 1000 members" in wide.json()["detail"]
+    many = await client.post("/notes", json={"text": "ok", **{f"f{n}": n for n in range(50)}})
+    assert many.status_code == 422
+    assert len(many.json()["errors"]) == http.MAX_VALIDATION_ERRORS
+    assert many.json()["errors_count"] == 50
+    long_name = await client.post("/notes", json={"text": "ok", "x" * 100_000: 1})
+    assert long_name.status_code == 422
+    assert len(long_name.content) < 4096
+
+
+def test_every_list_a_problem_carries_is_bounded() -> None:
+    answer = http.problem(422, "Invalid", "many", violations=[f"v{n}" for n in range(1000)])
+    body = orjson.loads(answer.body)
+    assert len(body["violations"]) == http.MAX_VALIDATION_ERRORS
+    assert body["violations_count"] == 1000

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, statistics
+from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
 
-routers = [pool.router, cadre.router, audit.router, assessment.router, nominate.router, statistics.router, due.router]
+routers = [
+    pool.router,
+    cadre.router,
+    audit.router,
+    assessment.router,
+    nominate.router,
+    statistics.router,
+    due.router,
+    responsibility.router,
+]

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from runtime import clock
 from services.console.app import ConsoleDep, ScreenError, SessionDep
+from services.console.screens.pool import unit_choices
 from services.console.session import Session
 
 router = APIRouter(include_in_schema=False)
@@ -57,9 +58,12 @@ async def audit(
             "audit", "/pool/changes", token, since=start.isoformat(), until=end.isoformat(), under=under
         )
     zone = clock.current().zone
+    units = await unit_choices(console, session, under)
+    named = await console.apis.get("registry", "/org-units", token, under=under) if pool or diff else units
     return console.render(
         request, "audit.html", pool=pool, diff=diff, at=moment.astimezone(zone), since=start.astimezone(zone),
-        until=end.astimezone(zone), now=now, under=under or "", zone=str(zone),
+        until=end.astimezone(zone), now=now, under=under or "", zone=str(zone), units=units,
+        unit_names={unit["code"]: unit["name"] for unit in named},
     )  # fmt: skip
 
 

@@ -70,11 +70,12 @@ async def cadre(cadre_id: UUID, request: Request, console: ConsoleDep, session: 
     this_year = next((h for h in (training or {}).get("hours_by_year", []) if h["year"] == year), None)
     hours = (this_year["organized"] + this_year["self_study"]) if this_year else 0
     standing = [e for e in (file or {}).get("evaluations", []) if e["superseded_by"] is None]
+    people = await apis.get("registry", "/access", token) if session.may_write else []
     return console.render(
         request, "cadre.html", cadre=profile, unit=unit,
         entries=timeline(registry_facts(profile), training, postings, file),
         training=training, postings=postings or [], advice=advice, file=file, hours=hours, year=year,
-        latest=standing[-1] if standing else None, dimensions=DIMENSIONS,
+        latest=standing[-1] if standing else None, dimensions=DIMENSIONS, people=people,
     )  # fmt: skip
 
 
@@ -94,12 +95,16 @@ async def mentor(
     console: ConsoleDep,
     session: SessionDep,
     user_id: Annotated[str, Form(max_length=64)],
-    name: Annotated[str, Form(max_length=100)],
 ) -> Response:
-    """Give the cadre a mentor (the registry's command)."""
-    await _command(
-        console, session, "registry", "PUT", f"/cadres/{cadre_id}/mentor", {"user_id": user_id, "name": name}
-    )
+    """Give the cadre a mentor, one of the people who hold a grant in the person's subtree (the registry's command)."""
+    if not session.may_write:
+        raise ScreenError(403, "your role may not change the pool")
+    people = await console.apis.get("registry", "/access", session.access_token)
+    picked = next((p for p in people if p["user_id"] == user_id), None)
+    if picked is None:
+        raise ScreenError(422, f"{user_id!r} is nobody who holds a grant here: pick the mentor from the list")
+    body = {"user_id": user_id, "name": picked["name"]}
+    await _command(console, session, "registry", "PUT", f"/cadres/{cadre_id}/mentor", body)
     return _back(cadre_id)
 
 

@@ -106,10 +106,19 @@ async def export(
 ) -> Response:
     """What the list shows (every page of it) as a spreadsheet: the registry's own export, streamed through."""
     filters = _filters(under, status, name, education, has_mentor, max_age)
-    client = console.apis.clients["registry"]
-    params = {k: v for k, v in {**filters, "format": format}.items() if v is not None}
+    return await stream_export(console, session, "registry", "/cadres", {**filters, "format": format})
+
+
+async def stream_export(
+    console: ConsoleDep, session: SessionDep, service: str, path: str, params: dict[str, Any]
+) -> Response:
+    """A service's own CSV or XLSX export, streamed through to the person."""
+    client = console.apis.clients[service]
     outgoing = client.build_request(
-        "GET", "/cadres", params=params, headers={"Authorization": f"Bearer {session.access_token}"}
+        "GET",
+        path,
+        params={k: v for k, v in params.items() if v not in (None, "")},
+        headers={"Authorization": f"Bearer {session.access_token}"},
     )
     answer = await client.send(outgoing, stream=True)
     if answer.is_error:

@@ -1,0 +1,269 @@
+"""The procedures' HTTP API: each step a command, the board per unit and subtree, the file and its check.
+
+The selection service mounts `router`, folds `procedure_board.ProcedureBoard` inline and
+creates `procedure_board.SCHEMA` beside the registry's view (`runtime.registry_view`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import BaseModel
+
+from contracts.envelope import Envelope
+from runtime import clock
+from runtime.auth import CurrentActor, subtree_root
+from runtime.commands import Accepted
+from runtime.db import in_subtree_sql
+from runtime.http import Context, ExpectedVersion
+from runtime.service import ActorDB, service_of
+from runtime.store import CommandContext
+from services.selection import procedure_file
+from services.selection.procedure_commands import (
+    AdjustCalendar,
+    Conclude,
+    ConcludeObjection,
+    OpenProcedure,
+    ProcedureCommands,
+    PublishNotice,
+    RaiseObjection,
+    RecordDecision,
+    RecordInspection,
+    RecordRecommendation,
+    SetRules,
+    StopProcedure,
+)
+from services.selection.procedures import Due, due_at_notice
+
+router = APIRouter()
+
+
+async def commands(request: Request) -> ProcedureCommands:
+    """FastAPI dependency: the procedures' command handlers."""
+    service = service_of(request)
+    return ProcedureCommands(service.store, service.pool)
+
+
+Commands = Annotated[ProcedureCommands, Depends(commands)]
+Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+
+
+def _etag(response: Response, accepted: Accepted) -> Accepted:
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted
+
+
+@router.post("/procedures", status_code=status.HTTP_201_CREATED, tags=["procedures"])
+async def open_procedure(body: OpenProcedure, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Open a procedure into the pool (with the candidate) or onto a post (with the motion)."""
+    return _etag(response, await cmd.open(ctx, body))
+
+
+@router.post("/procedures/{procedure_id}/recommendation", tags=["procedures"])
+async def recommend(
+    procedure_id: UUID,
+    body: RecordRecommendation,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """The democratic recommendation: the meeting's ballot and tally, the talks (below the threshold: stopped)."""
+    return _etag(response, await cmd.recommend(ctx, procedure_id, body, expected))
+
+
+@router.post("/procedures/{procedure_id}/inspection", tags=["procedures"])
+async def inspect(
+    procedure_id: UUID,
+    body: RecordInspection,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """The organizational inspection: team, interviews, report, conclusion, clean-record letter."""
+    return _etag(response, await cmd.inspect(ctx, procedure_id, body, expected))
+
+
+@router.post("/procedures/{procedure_id}/decision", tags=["procedures"])
+async def decide(
+    procedure_id: UUID, body: RecordDecision, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """The committee's collective decision (refused without a quorum; a vote against stops)."""
+    return _etag(response, await cmd.decide(ctx, procedure_id, body, expected))
+
+
+@router.post("/procedures/{procedure_id}/notice", tags=["procedures"])
+async def publish_notice(
+    procedure_id: UUID, body: PublishNotice, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Publish the public notice for its working days on the unit's calendar."""
+    return _etag(response, await cmd.publish_notice(ctx, procedure_id, body, expected))
+
+
+@router.post("/procedures/{procedure_id}/objections", status_code=status.HTTP_201_CREATED, tags=["procedures"])
+async def raise_objection(
+    procedure_id: UUID, body: RaiseObjection, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Record an objection received during the notice period (it holds the procedure until concluded)."""
+    return _etag(response, await cmd.raise_objection(ctx, procedure_id, body))
+
+
+@router.post("/procedures/{procedure_id}/objections/{objection_id}/conclusion", tags=["procedures"])
+async def conclude_objection(
+    procedure_id: UUID, objection_id: UUID, body: ConcludeObjection, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Conclude an objection: substantiated (the procedure stops) or not."""
+    return _etag(response, await cmd.conclude_objection(ctx, procedure_id, objection_id, body))
+
+
+@router.post("/procedures/{procedure_id}/notice/close", tags=["procedures"])
+async def close_notice(
+    procedure_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Close the notice: not before its period ended, not while an objection is open."""
+    return _etag(response, await cmd.close_notice(ctx, procedure_id, expected))
+
+
+@router.post("/procedures/{procedure_id}/outcome", tags=["procedures"])
+async def conclude(
+    procedure_id: UUID, body: Conclude, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """The outcome by its document: admitted into the pool, or appointed to the post."""
+    return _etag(response, await cmd.conclude(ctx, procedure_id, body, expected))
+
+
+@router.post("/procedures/{procedure_id}/stop", tags=["procedures"])
+async def stop(procedure_id: UUID, body: StopProcedure, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Stop a procedure at its step, with the reason."""
+    return _etag(response, await cmd.stop(ctx, procedure_id, body))
+
+
+@router.put("/procedure-rules/{org_code}", tags=["procedures"])
+async def set_rules(org_code: str, body: SetRules, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+    """Set the rules of a unit's procedures and its subtree's (open procedures keep the rules they opened with)."""
+    return _etag(response, await cmd.set_rules(ctx, org_code, body))
+
+
+@router.post("/calendar/{org_code}/adjustments", status_code=status.HTTP_201_CREATED, tags=["procedures"])
+async def adjust_calendar(
+    org_code: str, body: AdjustCalendar, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Record a day off or a working day of a unit and its subtree, beside the public holidays."""
+    return _etag(response, await cmd.adjust_calendar(ctx, org_code, body))
+
+
+class BoardRow(BaseModel):
+    """A procedure on the board: its candidate, its step and since when, and what is due."""
+
+    procedure_id: UUID
+    kind: str
+    org_code: str
+    org_path: str
+    candidate_id: UUID
+    candidate_name: str
+    reserve_kind: str | None
+    post_title: str | None
+    step: str
+    since: datetime
+    days_at_step: int
+    notice_ends_on: date | None
+    stopped_at: str | None
+    stop_reason: str | None
+    due: list[Due]
+
+
+@router.get("/procedures", tags=["procedures"])
+async def board(
+    actor: CurrentActor,
+    reads: ActorDB,
+    under: Under = None,
+    finished: Annotated[bool, Query(description="Include concluded and stopped procedures")] = False,
+) -> list[BoardRow]:
+    """The board of a unit and its subtree: each candidate at its step, how long, and what is due."""
+    root = await subtree_root(reads, actor, under)
+    where = in_subtree_sql("p.org_path", "$1")
+    rows = await reads.fetch(
+        "SELECT p.*, coalesce(array_agg(o.objection_id) FILTER (WHERE o.objection_id IS NOT NULL), '{}') AS open_ids,"  # noqa: S608 - fixed clauses, values bound
+        " coalesce(array_agg(o.received_on) FILTER (WHERE o.objection_id IS NOT NULL), '{}') AS open_days"
+        " FROM procedures p LEFT JOIN procedure_objections o"
+        " ON o.procedure_id = p.procedure_id AND o.substantiated IS NULL"
+        f" WHERE {where} AND ($2 OR p.step NOT IN ('concluded', 'stopped'))"
+        " GROUP BY p.procedure_id ORDER BY p.org_path, p.step_since",
+        root,
+        finished,
+    )
+    today = clock.today()
+    return [
+        BoardRow(
+            procedure_id=r["procedure_id"],
+            kind=r["kind"],
+            org_code=r["org_code"],
+            org_path=r["org_path"],
+            candidate_id=r["candidate_id"],
+            candidate_name=r["candidate_name"],
+            reserve_kind=r["reserve_kind"],
+            post_title=r["post_title"],
+            step=r["step"],
+            since=r["step_since"],
+            days_at_step=(today - clock.date_of(r["step_since"])).days,
+            notice_ends_on=r["notice_ends_on"],
+            stopped_at=r["stopped_at"],
+            stop_reason=r["stop_reason"],
+            due=(
+                due_at_notice(
+                    r["notice_ends_on"],
+                    list(zip(r["open_ids"], r["open_days"], strict=True)),
+                    r["objection_due_days"],
+                    today,
+                )
+                if r["step"] == "notice"
+                else []
+            ),
+        )
+        for r in rows
+    ]
+
+
+class Verified(BaseModel):
+    """The outcome of checking a procedure's file."""
+
+    procedure_id: UUID
+    events: int
+    ok: bool
+    problems: list[str]
+
+
+async def _file(
+    ctx: CommandContext, cmd: ProcedureCommands, procedure_id: UUID
+) -> tuple[list[Envelope], procedure_file.Check]:
+    """The procedure's envelopes (404 outside the actor's subtree) and their check against the chain."""
+    await cmd.load(ctx, procedure_id)
+    envelopes, successors, head = await cmd.file(procedure_id)
+    return envelopes, procedure_file.check(envelopes, successors, head)
+
+
+@router.get("/procedures/{procedure_id}/verify", tags=["procedures"])
+async def verify(procedure_id: UUID, ctx: Context, cmd: Commands) -> Verified:
+    """Check the procedure's file: each event's hash, its versions, its links in the service's chain."""
+    _, result = await _file(ctx, cmd, procedure_id)
+    return Verified(procedure_id=procedure_id, events=result.events, ok=result.ok, problems=list(result.problems))
+
+
+@router.get("/procedures/{procedure_id}/file", tags=["procedures"], response_model=None)
+async def file(
+    procedure_id: UUID,
+    ctx: Context,
+    cmd: Commands,
+    format: Annotated[Literal["json", "html"], Query()] = "json",  # noqa: A002 - the parameter's public name
+    lang: Annotated[Literal["zh", "en"], Query()] = "zh",
+) -> Response | list[Envelope]:
+    """The procedure's file: every event as recorded (JSON), or a page to print with the outcome of its check."""
+    envelopes, result = await _file(ctx, cmd, procedure_id)
+    if format == "html":
+        page = procedure_file.printable(envelopes, result, clock.current(), lang)
+        return Response(page, media_type="text/html; charset=utf-8")
+    return envelopes

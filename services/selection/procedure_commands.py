@@ -1,0 +1,421 @@
+"""The procedures' commands: load the procedure's stream, apply the rules, append what they decide.
+
+Each procedure is the stream `procedure-<id>`; a unit's rules are `procedure-rules-<code>`,
+its calendar adjustments `calendar-<code>`. The rules read "now" and "today" as of the
+command's moment on the platform's clock (`CommandContext.occurred`), so a record entered
+late is judged on its day, and a notice is never closed before its period ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import Envelope, OrgCode, uuid7
+from contracts.event import Event
+from contracts.procedure import (
+    CalendarAdjusted,
+    Candidate,
+    Document,
+    InspectionConclusion,
+    MeetingVote,
+    Motion,
+    ProcedureKind,
+    ProcedureOpened,
+    ProcedureRules,
+    ProcedureRulesSet,
+    Talks,
+)
+from contracts.registry import Name, Text
+from runtime import clock
+from runtime.auth import can_write, require_scope
+from runtime.commands import Accepted, check_expected, retrying
+from runtime.db import Pool
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.store import CommandContext, EventStore
+from services.selection import procedures as rules
+from services.selection.working_days import WorkingCalendar, adjustments_for
+
+Decide = Callable[["rules.Procedure", str, clock.Clock], Awaitable[list[Event]]]
+"""What a step decides: the events for a procedure, at its unit's path, on the clock of the command's moment."""
+
+
+def procedure_stream(procedure_id: UUID) -> str:
+    """Stream id of a procedure."""
+    return f"procedure-{procedure_id}"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenProcedure(_Command):
+    """Open a procedure: into the pool (`entry`, with the candidate) or onto a post (`appointment`, with the motion)."""
+
+    procedure_id: UUID | None = None
+    kind: ProcedureKind
+    org_code: OrgCode
+    candidate_id: UUID | None = None
+    """For an appointment: the cadre in the pool. For an entry: the id the nomination will take (default: new)."""
+    candidate: Candidate | None = None
+    reserve_kind: Name | None = None
+    motion: Motion | None = None
+    reason: Text = ""
+
+
+class RecordRecommendation(_Command):
+    """The democratic recommendation: the meeting's ballot, the talks, the documents."""
+
+    meeting: MeetingVote
+    talks: Talks
+    documents: tuple[Document, ...] = Field(default=(), max_length=20)
+
+
+class RecordInspection(_Command):
+    """The organizational inspection."""
+
+    team: tuple[Name, ...] = Field(min_length=1, max_length=20)
+    interviewed: int = Field(ge=1, le=10_000)
+    report: Document
+    conclusion: InspectionConclusion
+    summary: Text = ""
+    clean_record: Document
+
+
+class RecordDecision(_Command):
+    """The committee's collective decision."""
+
+    held_on: date
+    members: int = Field(ge=1, le=1000)
+    present: int = Field(ge=0, le=1000)
+    votes_for: int = Field(ge=0, le=1000)
+    votes_against: int = Field(ge=0, le=1000)
+    abstentions: int = Field(ge=0, le=1000)
+    minutes: Document
+
+
+class PublishNotice(_Command):
+    """The public notice: from today (or a later day) for the organization's working days at least."""
+
+    starts_on: date | None = None
+    working_days: int | None = Field(default=None, ge=1, le=60)
+    where: Text = ""
+    document: Document | None = None
+
+
+class RaiseObjection(_Command):
+    """An objection received during the notice period."""
+
+    objection_id: UUID | None = None
+    summary: Text = Field(min_length=1)
+    document: Document | None = None
+
+
+class ConcludeObjection(_Command):
+    """What looking into an objection found."""
+
+    substantiated: bool
+    finding: Text = Field(min_length=1)
+    document: Document | None = None
+
+
+class Conclude(_Command):
+    """The outcome's document: admitted or appointed."""
+
+    document_number: Name
+    document_date: date
+
+
+class StopProcedure(_Command):
+    """Stop a procedure with the reason."""
+
+    reason: Text = Field(min_length=1)
+
+
+class SetRules(_Command):
+    """The rules a unit's procedures (and its subtree's) are judged by from now on."""
+
+    rules: ProcedureRules
+
+
+class AdjustCalendar(_Command):
+    """A day off or a working day of a unit (and its subtree) beside the public holidays."""
+
+    day: date
+    working: bool
+    reason: Text = Field(min_length=1)
+
+
+class ProcedureCommands:
+    """Handles the procedures' commands against the store and the service's own tables."""
+
+    def __init__(self, store: EventStore, pool: Pool) -> None:
+        self._store = store
+        self._pool = pool
+
+    async def _unit(self, ctx: CommandContext, code: str) -> str:
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
+        if path is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, path, f"org unit {code}")
+        return str(path)
+
+    async def rules_at(self, org_path: str) -> ProcedureRules:
+        """The rules in force at a unit: its own, or the nearest unit's above it, or the common ones."""
+        found = await self._pool.fetchval(
+            "SELECT rules::text FROM procedure_rules WHERE $1 = org_path OR $1 LIKE org_path || '.%'"
+            " ORDER BY length(org_path) DESC LIMIT 1",
+            org_path,
+        )
+        return ProcedureRules() if found is None else ProcedureRules.model_validate_json(found)
+
+    async def calendar_at(self, org_path: str) -> WorkingCalendar:
+        """The working days of a unit: the country's, with its own and its ancestors' adjustments."""
+        rows = await self._pool.fetch(
+            "SELECT org_path, day, working FROM calendar_adjustments WHERE $1 = org_path OR $1 LIKE org_path || '.%'",
+            org_path,
+        )
+        return WorkingCalendar(adjustments_for(org_path, [(r["org_path"], r["day"], r["working"]) for r in rows]))
+
+    async def load(self, ctx: CommandContext, procedure_id: UUID) -> tuple[rules.Procedure, str]:
+        """A procedure of the actor's subtree, and its unit's path (404 for any other)."""
+        history = await self._store.read_stream(procedure_stream(procedure_id))
+        procedure = rules.Procedure.replay([r.event for r in history])
+        if procedure is None or not ctx.actor.covers(history[0].envelope.org_path):
+            msg = f"procedure {procedure_id} not found"
+            raise NotFoundError(msg)
+        return procedure, history[0].envelope.org_path
+
+    async def file(self, procedure_id: UUID) -> tuple[list[Envelope], dict[int, str], tuple[int, str]]:
+        """A procedure's envelopes, the `prev_hash` of the row after each, and the chain's head (for its check)."""
+        envelopes = [r.envelope for r in await self._store.read_stream(procedure_stream(procedure_id))]
+        following = await self._pool.fetch(
+            "SELECT position, body::jsonb ->> 'prev_hash' AS prev FROM events WHERE position = ANY($1::bigint[])",
+            [e.position + 1 for e in envelopes],
+        )
+        head = await self._pool.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        position, digest = (0, "") if head is None else (int(head["position"]), str(head["hash"]))
+        return envelopes, {int(r["position"]): str(r["prev"]) for r in following}, (position, digest)
+
+    async def open(self, ctx: CommandContext, cmd: OpenProcedure) -> Accepted:
+        """Open a procedure at a unit of the actor's subtree."""
+        can_write(ctx.actor)
+        path = await self._unit(ctx, cmd.org_code)
+        if cmd.kind is ProcedureKind.APPOINTMENT:
+            if cmd.candidate_id is None:
+                msg = "an appointment procedure names the cadre (candidate_id)"
+                raise RuleViolationError(msg)
+            cadre = await self._pool.fetchrow(
+                "SELECT full_name, org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cmd.candidate_id
+            )
+            if cadre is None or not ctx.actor.covers(cadre["org_path"]):
+                msg = f"cadre {cmd.candidate_id} not found"
+                raise NotFoundError(msg)
+            if not cadre["in_pool"]:
+                msg = f"cadre {cmd.candidate_id} is not in the reserve pool"
+                raise RuleViolationError(msg)
+            name = str(cadre["full_name"])
+        else:
+            name = cmd.candidate.full_name if cmd.candidate is not None else ""
+        candidate_id = cmd.candidate_id or uuid7()
+        running = await self._pool.fetchval(
+            "SELECT procedure_id FROM procedures WHERE candidate_id = $1 AND kind = $2"
+            " AND step NOT IN ('concluded', 'stopped')",
+            candidate_id,
+            cmd.kind.value,
+        )
+        if running is not None:
+            msg = f"procedure {running} for this candidate is still running"
+            raise ConflictError(msg)
+        procedure_id = cmd.procedure_id or uuid7()
+        opened = ProcedureOpened(
+            procedure_id=procedure_id,
+            kind=cmd.kind,
+            org_code=cmd.org_code,
+            candidate_id=candidate_id,
+            candidate_name=name or "-",
+            reserve_kind=cmd.reserve_kind,
+            candidate=cmd.candidate,
+            motion=cmd.motion,
+            reason=cmd.reason,
+            rules=await self.rules_at(path),
+        )
+        stream = procedure_stream(procedure_id)
+        try:
+            envelopes = await self._store.append(
+                stream, 0, rules.open_procedure(opened), ctx=ctx, org_path=path, cadre_id=candidate_id
+            )
+        except ConflictError:
+            msg = f"procedure {procedure_id} is already open"
+            raise ConflictError(msg) from None
+        return Accepted.of(stream, 0, envelopes)
+
+    async def _step(
+        self,
+        ctx: CommandContext,
+        procedure_id: UUID,
+        expected: int | None,
+        decide: Decide,
+    ) -> Accepted:
+        can_write(ctx.actor)
+
+        async def attempt() -> Accepted:
+            procedure, path = await self.load(ctx, procedure_id)
+            stream = procedure_stream(procedure_id)
+            check_expected(stream, expected, procedure.version)
+            at = clock.current().at(ctx.occurred)
+            events = await decide(procedure, path, at)
+            envelopes = await self._store.append(
+                stream, procedure.version, events, ctx=ctx, org_path=path, cadre_id=procedure.opened.candidate_id
+            )
+            return Accepted.of(stream, procedure.version, envelopes)
+
+        return await retrying(attempt, expected=expected)
+
+    async def recommend(
+        self, ctx: CommandContext, procedure_id: UUID, cmd: RecordRecommendation, expected: int | None
+    ) -> Accepted:
+        """Record the democratic recommendation."""
+
+        async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
+            return rules.record_recommendation(procedure, cmd.meeting, cmd.talks, cmd.documents, at.today())
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def inspect(
+        self, ctx: CommandContext, procedure_id: UUID, cmd: RecordInspection, expected: int | None
+    ) -> Accepted:
+        """Record the organizational inspection."""
+
+        async def decide(procedure: rules.Procedure, _: str, __: clock.Clock) -> list[Event]:
+            return rules.record_inspection(
+                procedure,
+                team=cmd.team,
+                interviewed=cmd.interviewed,
+                report=cmd.report,
+                conclusion=cmd.conclusion,
+                summary=cmd.summary,
+                clean_record=cmd.clean_record,
+            )
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def decide(
+        self, ctx: CommandContext, procedure_id: UUID, cmd: RecordDecision, expected: int | None
+    ) -> Accepted:
+        """Record the committee's decision."""
+
+        async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
+            return rules.record_decision(
+                procedure,
+                held_on=cmd.held_on,
+                members=cmd.members,
+                present=cmd.present,
+                votes_for=cmd.votes_for,
+                votes_against=cmd.votes_against,
+                abstentions=cmd.abstentions,
+                minutes=cmd.minutes,
+                today=at.today(),
+            )
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def publish_notice(
+        self, ctx: CommandContext, procedure_id: UUID, cmd: PublishNotice, expected: int | None
+    ) -> Accepted:
+        """Publish the public notice on the unit's calendar."""
+
+        async def decide(procedure: rules.Procedure, path: str, at: clock.Clock) -> list[Event]:
+            return rules.publish_notice(
+                procedure,
+                await self.calendar_at(path),
+                at,
+                starts_on=cmd.starts_on,
+                working_days=cmd.working_days,
+                where=cmd.where,
+                document=cmd.document,
+            )
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def raise_objection(self, ctx: CommandContext, procedure_id: UUID, cmd: RaiseObjection) -> Accepted:
+        """Record an objection received during the notice."""
+        objection_id = cmd.objection_id or uuid7()
+
+        async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
+            return rules.raise_objection(
+                procedure, at, objection_id=objection_id, summary=cmd.summary, document=cmd.document
+            )
+
+        return await self._step(ctx, procedure_id, None, decide)
+
+    async def conclude_objection(
+        self, ctx: CommandContext, procedure_id: UUID, objection_id: UUID, cmd: ConcludeObjection
+    ) -> Accepted:
+        """Record what looking into an objection found."""
+
+        async def decide(procedure: rules.Procedure, _: str, __: clock.Clock) -> list[Event]:
+            return rules.conclude_objection(
+                procedure,
+                objection_id=objection_id,
+                substantiated=cmd.substantiated,
+                finding=cmd.finding,
+                document=cmd.document,
+            )
+
+        return await self._step(ctx, procedure_id, None, decide)
+
+    async def close_notice(self, ctx: CommandContext, procedure_id: UUID, expected: int | None) -> Accepted:
+        """Close the notice once its period ended and no objection is open."""
+
+        async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
+            return rules.close_notice(procedure, at)
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def conclude(self, ctx: CommandContext, procedure_id: UUID, cmd: Conclude, expected: int | None) -> Accepted:
+        """Record the outcome: admitted or appointed."""
+
+        async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
+            return rules.conclude(
+                procedure, document_number=cmd.document_number, document_date=cmd.document_date, today=at.today()
+            )
+
+        return await self._step(ctx, procedure_id, expected, decide)
+
+    async def stop(self, ctx: CommandContext, procedure_id: UUID, cmd: StopProcedure) -> Accepted:
+        """Stop a procedure at its step, with the reason."""
+
+        async def decide(procedure: rules.Procedure, _: str, __: clock.Clock) -> list[Event]:
+            return rules.stop(procedure, cmd.reason)
+
+        return await self._step(ctx, procedure_id, None, decide)
+
+    async def set_rules(self, ctx: CommandContext, org_code: str, cmd: SetRules) -> Accepted:
+        """Set a unit's procedure rules (procedures already open keep theirs)."""
+        can_write(ctx.actor)
+        path = await self._unit(ctx, org_code)
+        return await self._append_setting(
+            ctx, f"procedure-rules-{org_code}", path, ProcedureRulesSet(org_code=org_code, rules=cmd.rules)
+        )
+
+    async def adjust_calendar(self, ctx: CommandContext, org_code: str, cmd: AdjustCalendar) -> Accepted:
+        """Record a unit's day off or working day beside the public holidays."""
+        can_write(ctx.actor)
+        path = await self._unit(ctx, org_code)
+        event = CalendarAdjusted(org_code=org_code, day=cmd.day, working=cmd.working, reason=cmd.reason)
+        return await self._append_setting(ctx, f"calendar-{org_code}", path, event)
+
+    async def _append_setting(self, ctx: CommandContext, stream: str, path: str, event: Event) -> Accepted:
+        async def attempt() -> Accepted:
+            version = await self._pool.fetchval(
+                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream
+            )
+            envelopes = await self._store.append(stream, int(version), [event], ctx=ctx, org_path=path)
+            return Accepted.of(stream, int(version), envelopes)
+
+        return await retrying(attempt, expected=None)

@@ -1,0 +1,155 @@
+"""The procedures over HTTP, beside the real registry, over the real Kafka and PostgreSQL.
+
+Until the selection service's own wiring mounts them, the test builds the app the way the
+service will: the procedures' router, their board folded inline, the registry's view fed
+from Kafka.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from contracts import topics
+from runtime import clock, registry_view
+from runtime.registry_view import RegistryView
+from runtime.service import ServiceSpec, Subscription, build_app
+from runtime.settings import ServiceSettings
+from services.selection import procedure_api
+from services.selection.procedure_board import SCHEMA, ProcedureBoard
+from tests.conftest import Launch
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.support import Running, eventually
+
+pytestmark = pytest.mark.dates
+DOC = {"title": "report", "sha256": "c" * 64}
+
+
+class ProceduresSettings(ServiceSettings):
+    service_name: str = "selection"
+
+
+def procedures_app(settings: ProceduresSettings) -> FastAPI:
+    spec = ServiceSpec(
+        name="selection",
+        title="Procedures",
+        description="The procedures into the pool and onto a post",
+        routers=[procedure_api.router],
+        schema=(*registry_view.SCHEMA, *SCHEMA),
+        inline=ProcedureBoard(),
+        subscriptions=[Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True)],
+    )
+    return build_app(spec, settings)
+
+
+@pytest.fixture
+async def selection(launch: Launch, registry: Running) -> Running:
+    return await launch(procedures_app, ProceduresSettings, "selection")
+
+
+async def in_pool(registry: Running, selection: Running) -> str:
+    response = await registry.client.post("/cadres", json=nomination(), headers=CITY)
+    assert response.status_code == 201, response.text
+    cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
+    await eventually(
+        lambda: selection.service.pool.fetchval(
+            "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
+        ),
+        until=lambda n: n == 1,
+    )
+    return cadre_id
+
+
+async def post(selection: Running, path: str, body: dict[str, Any], status: int = 200) -> Any:
+    response = await selection.client.post(path, json=body, headers=CITY)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def ballot(votes: int) -> dict[str, Any]:
+    return {
+        "meeting": {
+            "held_on": clock.today().isoformat(),
+            "eligible": 30,
+            "present": 28,
+            "ballots_cast": 28,
+            "valid_ballots": 27,
+            "invalid_ballots": 1,
+            "tally": [{"candidate_name": "Li Wei", "votes": votes}],
+        },
+        "talks": {"interviewed": 15, "in_favour": 12},
+        "documents": [DOC],
+    }
+
+
+async def test_a_whole_appointment_through_the_api_with_its_board_file_and_check(
+    registry: Running, selection: Running
+) -> None:
+    await build_tree(registry.client)
+    cadre_id = await in_pool(registry, selection)
+    motion = {"post_id": str(uuid.uuid4()), "post_title": "deputy county head", "reason": "a vacancy"}
+    opened = await post(
+        selection,
+        "/procedures",
+        {"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": motion},
+        201,
+    )
+    base = f"/procedures/{opened['stream_id'].removeprefix('procedure-')}"
+
+    out_of_order = await selection.client.post(f"{base}/notice", json={}, headers=CITY)
+    assert out_of_order.status_code == 409
+    assert "out of order" in out_of_order.json()["detail"]
+    bad_tally = await selection.client.post(f"{base}/recommendation", json=ballot(28), headers=CITY)
+    assert bad_tally.status_code == 422
+    assert "does not add up" in bad_tally.json()["detail"]
+
+    await post(selection, f"{base}/recommendation", ballot(20))
+    await post(
+        selection,
+        f"{base}/inspection",
+        {"team": ["Zhao", "Qian"], "interviewed": 22, "report": DOC, "conclusion": "fit", "clean_record": DOC},
+    )
+    decision = {"held_on": clock.today().isoformat(), "members": 11, "present": 7, "votes_for": 7}
+    no_quorum = await selection.client.post(
+        f"{base}/decision", json={**decision, "votes_against": 0, "abstentions": 0, "minutes": DOC}, headers=CITY
+    )
+    assert no_quorum.status_code == 422
+    assert "quorum not met" in no_quorum.json()["detail"]
+    decision |= {"present": 9, "votes_for": 8, "votes_against": 1, "abstentions": 0, "minutes": DOC}
+    await post(selection, f"{base}/decision", decision)
+    await post(selection, f"{base}/notice", {"where": "the county's notice board"})
+    early = await selection.client.post(f"{base}/notice/close", headers=CITY)
+    assert early.status_code == 422
+    assert "close early" in early.json()["detail"]
+
+    board = await selection.client.get("/procedures", headers=CITY)
+    assert board.status_code == 200
+    (row,) = board.json()
+    assert (row["step"], row["candidate_name"], row["post_title"]) == ("notice", "Li Wei", "deputy county head")
+    assert row["due"][0]["kind"] == "notice_ends"
+    ends_on = row["notice_ends_on"]
+    assert (await selection.client.get("/procedures", headers=OTHER_CITY)).json() == []
+
+    clock.use(clock.current().at(clock.start_of(date.fromisoformat(ends_on) + timedelta(days=1))))
+    await post(selection, f"{base}/notice/close", {})
+    await post(
+        selection, f"{base}/outcome", {"document_number": "Org [2026] 9", "document_date": clock.today().isoformat()}
+    )
+
+    finished = await selection.client.get("/procedures", params={"finished": "true"}, headers=CITY)
+    assert [r["step"] for r in finished.json()] == ["concluded"]
+    verified = await selection.client.get(f"{base}/verify", headers=CITY)
+    assert verified.json() | {"procedure_id": None} == {"procedure_id": None, "events": 7, "ok": True, "problems": []}
+    page = await selection.client.get(f"{base}/file", params={"format": "html", "lang": "en"}, headers=CITY)
+    assert page.status_code == 200
+    assert "Li Wei 20" in page.text
+    assert "none altered" in page.text
+    events = (await selection.client.get(f"{base}/file", headers=CITY)).json()
+    assert [e["event_type"] for e in events][-1] == "ProcedureConcluded"
+    assert all(e["hash"] in page.text for e in events)
+    hidden = await selection.client.get(f"{base}/verify", headers=OTHER_CITY)
+    assert hidden.status_code == 404
