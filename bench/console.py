@@ -24,9 +24,9 @@ from deploy.local.ports import free_port
 from runtime import clock
 from runtime.auth import issue_token
 from runtime.settings import DEV_AUTH_SECRET
-from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.console.session import SESSION_COOKIE, Sealer, Session
+from services.console.settings import ConsoleSettings
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
 

@@ -65,7 +65,7 @@ def render() -> str:
         lines += [f"## {service}", ""]
         lines += [f"`SERVICE_NAME` defaults to `{service}`.", ""]
         lines += [*_table(own), ""] if own else ["No settings of its own.", ""]
-    from services.console.app import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
+    from services.console.settings import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
 
     lines += ["## console", "", "The platform's one address: it reads only these (no database, no Kafka).", ""]
     lines += [*_table(dict(ConsoleSettings.model_fields)), ""]

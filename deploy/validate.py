@@ -13,6 +13,8 @@ tests/integration/test_deploy_files.py call the same functions.
   Strimzi's resources (the `KafkaMirrorMaker2`) are validated the same way against the schema
   of Strimzi's own CRD, which Strimzi's CRD generator (`io.strimzi:crd-generator`, Maven
   Central) writes here from Strimzi's API classes (`io.strimzi:api`) of `STRIMZI_VERSION`.
+  CloudNativePG's resources (`Cluster`, `ScheduledBackup`: the databases' backups) against the
+  CRDs in its Go module of `CNPG_VERSION`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import Any, Final
 
 import yaml
 
-REPO: Final = Path(__file__).resolve().parents[1]
+from deploy.paths import REPO, cache_root
+
 DOCKERFILE: Final = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "compose.yaml"
 MIRROR_COMPOSE_FILE: Final = REPO / "deploy" / "compose" / "mirror.yaml"
@@ -61,12 +64,6 @@ class Result:
     check: str
     ok: bool
     output: str
-
-
-def cache_root() -> Path:
-    """`<repo>/.cache`, or `$CADRE_CACHE_DIR`."""
-    override = os.environ.get("CADRE_CACHE_DIR")
-    return Path(override) if override else REPO / ".cache"
 
 
 def _run(args: list[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -201,7 +198,7 @@ def compose_problems(document: Any, services: Iterable[str] | None = None) -> li
 def unknown_settings(service: str, environment: Mapping[str, Any]) -> list[str]:
     """Variables given to `service` that its settings class does not read (typos, stale names)."""
     from deploy.configuration import settings_classes  # noqa: PLC0415
-    from services.console.app import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
+    from services.console.settings import ConsoleSettings  # noqa: PLC0415 - the console is no event-sourced service
 
     fields = ConsoleSettings.model_fields if service == "console" else settings_classes()[service].model_fields
     known = {field.upper() for field in fields}
@@ -354,6 +351,41 @@ def strimzi_schema_dir(kinds: Iterable[tuple[str, str]]) -> Path:
     return target
 
 
+CNPG_VERSION: Final = "1.24.1"
+"""CloudNativePG, whose CRDs (in its Go module) give the schemas of its Cluster and ScheduledBackup."""
+
+
+def cnpg_schema_dir(kinds: Iterable[tuple[str, str]]) -> Path:
+    """Strict JSON Schemas of CloudNativePG's `kinds`, from the CRDs of its Go module (the Go module proxy)."""
+    target = cache_root() / "k8s-schemas" / f"cnpg-{CNPG_VERSION}-strict"
+    missing = [(api, kind) for api, kind in kinds if not (target / _schema_file(api, kind)).exists()]
+    if not missing:
+        return target
+    go = shutil.which("go")
+    if go is None:
+        msg = "Go is needed to fetch CloudNativePG's CRDs"
+        raise RuntimeError(msg)
+    module = f"github.com/cloudnative-pg/cloudnative-pg@v{CNPG_VERSION}"
+    code, output = _run([go, "mod", "download", "-json", module])
+    if code != 0:
+        msg = f"could not fetch {module}: {output}"
+        raise RuntimeError(msg)
+    crds = [
+        yaml.safe_load(path.read_text())
+        for path in (Path(json.loads(output)["Dir"]) / "config" / "crd" / "bases").glob("*.yaml")
+    ]
+    target.mkdir(parents=True, exist_ok=True)
+    for api, kind in missing:
+        group, _, version = api.rpartition("/")
+        found = [crd for crd in crds if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind]
+        if not found:
+            msg = f"CloudNativePG {CNPG_VERSION} has no CRD for {kind} ({api})"
+            raise RuntimeError(msg)
+        (served,) = [v for v in found[0]["spec"]["versions"] if v["name"] == version]
+        (target / _schema_file(api, kind)).write_text(json.dumps(_closed(served["schema"]["openAPIV3Schema"])))
+    return target
+
+
 def _closed(node: Any) -> Any:
     """A CRD's OpenAPI v3 schema as kubeconform's strict JSON Schema: objects closed unless they keep unknown fields."""
     if isinstance(node, list):
@@ -374,9 +406,12 @@ def kubeconform(directory: Path) -> Result:
     objects = [doc for doc in yaml.safe_load_all(rendered) if doc]
     kinds = {(doc["apiVersion"], doc["kind"]) for doc in objects}
     strimzi = {kind for kind in kinds if kind[0].startswith("kafka.strimzi.io/")}
-    locations = [schema_dir(kinds - strimzi)]
+    cnpg = {kind for kind in kinds if kind[0].startswith("postgresql.cnpg.io/")}
+    locations = [schema_dir(kinds - strimzi - cnpg)]
     if strimzi:
         locations.append(strimzi_schema_dir(strimzi))
+    if cnpg:
+        locations.append(cnpg_schema_dir(cnpg))
     flags = [arg for location in locations for arg in ("-schema-location", f"{location}/{_KIND_TEMPLATE}")]
     code, output = _run([str(kubeconform_binary()), "-strict", "-summary", *flags, "-"], stdin=rendered)
     name = directory.relative_to(REPO) if directory.is_relative_to(REPO) else directory

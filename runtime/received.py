@@ -17,18 +17,15 @@ on each of the cadre's streams names the new owner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from contracts.envelope import Envelope
 from contracts.sync import StreamHandedOver
 from runtime.db import Conn
 from runtime.errors import ConcurrencyError, OwnedElsewhereError
 from runtime.projection import Projection, Recorded
-from runtime.store import CommandContext
-
-if TYPE_CHECKING:
-    from runtime.service import Service
+from runtime.store import CommandContext, EventStore
 
 CADRE_STREAM_PREFIX: Final = "cadre-"
 
@@ -94,7 +91,9 @@ class HandoverReaction:
 
     name = "handover"
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, store: Callable[[], EventStore], service: str) -> None:
+        """`store` gives the running service's store (it exists once the service has started)."""
+        self._store = store
         self._service = service
 
     def handles(self, event_type: str) -> bool:
@@ -104,7 +103,7 @@ class HandoverReaction:
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Append this service's own `StreamHandedOver` (idempotent: a stream handed over already is left)."""
         del conn  # a reaction issues commands; it writes no tables itself
-        store = self._service.store
+        store = self._store()
         for recorded in events:
             envelope, event = recorded.envelope, recorded.event
             if not isinstance(event, StreamHandedOver) or envelope.cadre_id is None:
@@ -112,7 +111,7 @@ class HandoverReaction:
             if envelope.deployment != store.deployment:
                 continue
             stream = cadre_stream(envelope.cadre_id)
-            ctx = CommandContext.reacting_to(envelope, self._service.spec.name)
+            ctx = CommandContext.reacting_to(envelope, self._service)
             for _ in range(3):
                 history = await store.read_stream(stream)
                 if history and isinstance(history[-1].event, StreamHandedOver):

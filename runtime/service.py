@@ -119,6 +119,10 @@ class ServiceSpec:
         return (*self.schema, *auth.GRANTS_SCHEMA)
 
 
+def _handover_reaction(service: Service) -> Projection:
+    return HandoverReaction(lambda: service.store, service.spec.name)
+
+
 GRANTS = Subscription(topics=[topics.REGISTRY], projection=auth.AccessGrants())
 """Every service (the registry too) reads the grants from the registry's topic."""
 
@@ -145,7 +149,7 @@ class Service:
             own = topics.service_topic(spec.name)
             subscriptions.append(Subscription(topics=[topics.received(own)], projection=Received(spec.inline)))
             if spec.follows_handovers:
-                subscriptions.append(Subscription(topics=[topics.REGISTRY], factory=HandoverReaction))
+                subscriptions.append(Subscription(topics=[topics.REGISTRY], factory=_handover_reaction))
         self.subscribers = [
             subscriber.ProjectionSubscriber(
                 service=spec.name,

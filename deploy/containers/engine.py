@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Final
 
 from deploy.local import death_signal_prefix, stop_process_group, tail
-from deploy.validate import cache_root
+from deploy.paths import cache_root
 
 COMPOSE_MODULE: Final = "github.com/docker/compose/v2"
 COMPOSE_VERSION: Final = "v2.40.3"

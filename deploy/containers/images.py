@@ -26,7 +26,7 @@ from typing import Final
 from deploy.containers.engine import MAILPIT_VERSION, Engine, mailpit_binary, temporary_dir
 from deploy.local.kafka import KAFKA_VERSION, ensure_jars
 from deploy.local.keycloak import KEYCLOAK_VERSION, ensure_distribution
-from deploy.validate import REPO, cache_root
+from deploy.paths import REPO, cache_root
 
 WHEELS: Final = REPO / ".cache" / "wheels"
 """The wheelhouse the service Dockerfile copies (a fixed place in the build context)."""

@@ -41,7 +41,8 @@ from deploy.local.keycloak import KEYCLOAK_VERSION, ensure_distribution
 from deploy.local.ports import free_ports
 from deploy.local.signin import Browserish, console_sign_in
 from deploy.local.stack import SERVICES
-from deploy.validate import COMPOSE_FILE, cache_root
+from deploy.paths import cache_root
+from deploy.validate import COMPOSE_FILE
 from runtime import checkpoint, clock
 from runtime.auth import issue_token
 

@@ -230,6 +230,40 @@ def verify(
 
 
 @app.command()
+def backup(
+    dsn: Annotated[
+        str, typer.Option(envvar="DATABASE_URL", help="The server's admin DSN (a superuser, or REPLICATION)")
+    ],
+    directory: Annotated[Path, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")],
+) -> None:
+    """A base backup of the PostgreSQL server now (pg_basebackup, checked by pg_verifybackup)."""
+    from deploy.local import backup as backups  # noqa: PLC0415
+
+    label = clock.now().astimezone(datetime.now().astimezone().tzinfo).strftime("%Y%m%dT%H%M%S")
+    target = backups.base_backup(dsn, directory.resolve(), label=label)
+    console.print(f"base backup {target} (the server must archive its WAL into {directory.resolve() / 'wal'})")
+
+
+@app.command()
+def restore(
+    dsn: Annotated[str, typer.Option(envvar="DATABASE_URL", help="The server's admin DSN")],
+    directory: Annotated[Path, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")],
+    service: Annotated[str, typer.Option(help="The service whose database is put back (registry, training, ...)")],
+    to: Annotated[datetime, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")],
+    namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
+) -> None:
+    """Put one service's database back as it was at a moment (base backup + archived WAL); stop the service first."""
+    from deploy.local import backup as backups  # noqa: PLC0415
+
+    if to.tzinfo is None:
+        console.print("[red]--to needs its offset (+08:00, Z): a moment is not a wall-clock time[/red]")
+        raise typer.Exit(2)
+    database = local_stack.database_name(namespace, service)
+    done = backups.restore_database(dsn, directory.resolve(), database, to)
+    console.print(f"{database} restored to {to.isoformat()} from {done.base} and the archived WAL")
+
+
+@app.command()
 def topics(
     bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers")],
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",

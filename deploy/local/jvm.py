@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-_REPO = Path(__file__).resolve().parents[2]
+from deploy.paths import cache_root
+
 _MARKER = "complete"
 
 SLF4J_TO_LOG4J = (
@@ -65,12 +66,6 @@ class Classpath:
             f"  <dependencies>\n{dependencies}\n  </dependencies>\n"
             "</project>\n"
         )
-
-
-def cache_root() -> Path:
-    """`<repo>/.cache`, or `$CADRE_CACHE_DIR`."""
-    override = os.environ.get("CADRE_CACHE_DIR")
-    return Path(override) if override else _REPO / ".cache"
 
 
 def cache_dir(classpath: Classpath) -> Path:

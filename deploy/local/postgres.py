@@ -113,8 +113,12 @@ class LocalPostgres:
     full_page_writes off): for tests.
     """
 
-    def __init__(self, workdir: Path | None = None, *, fsync: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, fsync: bool = True, port: int | None = None, archive: Path | None = None
+    ) -> None:
         self._given = workdir.resolve() if workdir is not None else None
+        self._archive = archive.resolve() if archive is not None else None
+        """Where finished WAL segments are archived (deploy.local.backup), if anywhere."""
         self._port = port
         """The port to listen on (a restart keeps its address); else a free one is picked."""
         self._workdir: Path | None = None
@@ -209,6 +213,10 @@ class LocalPostgres:
             "synchronous_commit": durable,
             "full_page_writes": durable,
         }
+        if self._archive is not None:
+            from deploy.local.backup import archive_settings  # noqa: PLC0415 - that module imports this one
+
+            settings.update(archive_settings(self._archive))
         command = [*death_signal_prefix("INT"), postgres, "-D", str(self.workdir / "data"), "-p", str(self.port)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]

@@ -243,7 +243,14 @@ def infrastructure(
 
             # A temporary directory: the server's user (postgres, when we are root) must reach it,
             # which a checkout under a private home directory would not allow.
-            local_pg = LocalPostgres()
+            # BACKUP_DIR: archive the WAL there (./dev backup, ./dev restore; docs/operations.md).
+            backup_dir = os.environ.get("BACKUP_DIR")
+            archive = None
+            if backup_dir:
+                from deploy.local.backup import prepare  # noqa: PLC0415
+
+                archive = prepare(Path(backup_dir).resolve())
+            local_pg = LocalPostgres(archive=archive)
             stack.callback(local_pg.stop)
             postgres = local_pg.start()
         yield kafka, postgres

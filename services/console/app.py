@@ -10,203 +10,41 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
-import orjson
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 from starlette.middleware.gzip import GZipMiddleware
 
 from runtime import clock, logs
-from runtime.clock import ClockSettings
 from runtime.errors import UnauthorizedError
 from runtime.http import PAGE_HEADERS, Guard
-from runtime.settings import DEV_SESSION_KEY, SafeSettings
-from services.console import i18n
-from services.console.apis import SERVICES, ApiError, Apis
-from services.console.oidc import Provider, SignIn
+from services.console import frontdoor, i18n, screens
+from services.console.apis import ApiError, Apis
+from services.console.oidc import SignIn
+from services.console.pages import (
+    VENDOR,
+    Console,
+    ConsoleDep,
+    ScreenError,
+    SessionDep,
+    SignInRequiredError,
+    console_of,
+    vendor_url,
+)
 from services.console.session import (
-    CSRF_FIELD,
-    CSRF_HEADER,
     SESSION_COOKIE,
     SIGNIN_COOKIE,
-    Sealer,
     Session,
-    csrf_ok,
 )
+from services.console.settings import ConsoleSettings
 
 log = logs.get(__name__)
 
 HERE = i18n.HERE
-
-
-class ConsoleSettings(ClockSettings, SafeSettings):
-    """The console's environment (see docs/configuration.md)."""
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
-
-    http_host: str = Field(default="127.0.0.1", description="Address the console listens on")
-    http_port: int = Field(default=8080, description="Port of the platform's one address")
-    public_url: str = Field(
-        default="", description="The address people use, e.g. https://cadres.example.org (empty: as requested)"
-    )
-    registry_url: str = Field(default="http://127.0.0.1:8001", description="Base URL of the registry service")
-    training_url: str = Field(default="http://127.0.0.1:8002", description="Base URL of the training service")
-    assessment_url: str = Field(default="http://127.0.0.1:8003", description="Base URL of the assessment service")
-    notify_url: str = Field(default="http://127.0.0.1:8004", description="Base URL of the notify service")
-    audit_url: str = Field(default="http://127.0.0.1:8005", description="Base URL of the audit service")
-    selection_url: str = Field(default="http://127.0.0.1:8006", description="Base URL of the selection service")
-    oidc_issuer: str = Field(default="", description="Issuer URL of the identity provider people sign in with")
-    oidc_client_id: str = Field(default="cadre-console", description="The console's client id at the provider")
-    oidc_discovery_url: str = Field(
-        default="",
-        description="Where the console reads the provider's discovery document, when not under the issuer URL"
-        " (a container network)",
-    )
-    session_key: SecretStr = Field(
-        default=SecretStr(DEV_SESSION_KEY), description="Key that seals session cookies (AES-GCM)"
-    )
-    session_hours: float = Field(default=10.0, gt=0, description="Longest a session lasts, whatever the provider says")
-    cookie_secure: bool = Field(default=True, description="Mark cookies Secure (browsers accept them on loopback)")
-    log_level: str = Field(default="INFO", description="Log level")
-    log_json: bool = Field(default=True, description="JSON logs (false: console)")
-    shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM may take")
-
-    def service_urls(self) -> dict[str, str]:
-        """Service name → base URL."""
-        return {name: str(getattr(self, f"{name}_url")) for name in SERVICES}
-
-
-class SignInRequiredError(Exception):
-    """No session (or it ended): the person signs in first."""
-
-
-class ScreenError(Exception):
-    """A page cannot be shown: 403, 404 or the service's own refusal."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-class Console:
-    """What every page handler needs: settings, templates, the provider, the services, the sealer."""
-
-    def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient, apis: Apis) -> None:
-        self.settings = settings
-        self.http = http
-        self.apis = apis
-        self.provider = (
-            Provider(settings.oidc_issuer, settings.oidc_client_id, http, discovery=settings.oidc_discovery_url)
-            if settings.oidc_issuer
-            else None
-        )
-        self.sealer = Sealer(settings.session_key.get_secret_value())
-        self.templates: dict[str, Environment] = i18n.environments()
-        for env in self.templates.values():
-            env.globals["vendor"] = vendor_url
-
-    def language(self, request: Request) -> str:
-        """The language of this request."""
-        return i18n.chosen(request.cookies.get(i18n.LANGUAGE_COOKIE), request.headers.get("accept-language"))
-
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        """A page (or, for htmx, the fragment it asked for) in the person's language."""
-        language = self.language(request)
-        session: Session | None = getattr(request.state, "session", None)
-        page = self.templates[language].get_template(template).render(
-            request=request, session=session, csrf_field=CSRF_FIELD, path=request.url.path,
-            query=request.url.query, **context,
-        )  # fmt: skip
-        return HTMLResponse(page, status_code=status)
-
-    def redirect_uri(self, request: Request) -> str:
-        """Where the provider sends people back to."""
-        base = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-        return f"{base}/signin/callback"
-
-    def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
-        """A Secure, HttpOnly, SameSite=Lax cookie."""
-        response.set_cookie(
-            name, value, max_age=max_age, httponly=True, secure=self.settings.cookie_secure, samesite="lax", path="/"
-        )
-
-    async def actor_session(self, access_token: str, refresh_token: str, expires: float, ends: float) -> Session:
-        """A session for these tokens, with the actor the registry's grants make of them."""
-        me = await self.apis.get("registry", "/access/me", access_token)
-        return Session(
-            user=me["user"],
-            name=me["name"],
-            role=me["role"],
-            org_path=me["org_path"],
-            org_code=me["org_code"],
-            org_name=me["org_name"],
-            access_token=access_token,
-            refresh_token=refresh_token,
-            access_expires=expires,
-            ends=ends,
-        )
-
-
-def console_of(request: Request) -> Console:
-    """FastAPI dependency: the console."""
-    running: Console = request.app.state.console
-    return running
-
-
-ConsoleDep = Annotated[Console, Depends(console_of)]
-
-
-async def signed_in(request: Request, console: ConsoleDep) -> Session:
-    """FastAPI dependency: the session of this request, its access token refreshed when it is about to expire.
-
-    A POST must carry the session's CSRF token (form field or header), or it is refused.
-    """
-    session = console.sealer.session(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise SignInRequiredError
-    if session.access_expires - 30 < clock.now().timestamp():
-        if console.provider is None:
-            raise SignInRequiredError
-        try:
-            tokens = await console.provider.refresh(session.refresh_token)
-            fresh = await console.actor_session(
-                tokens.access_token, tokens.refresh_token, tokens.expires_at, session.ends
-            )
-        except (UnauthorizedError, ApiError, httpx.HTTPError) as error:
-            log.info("session ended", user=session.user, reason=str(error))
-            raise SignInRequiredError from error
-        session = replace(fresh, csrf=session.csrf, sid=session.sid)
-        request.state.renewed = session
-    try:  # the registry keeps the session open until sign-out: a copied cookie ends with it
-        await console.apis.call("registry", "GET", f"/sessions/{session.sid}", session.access_token)
-    except ApiError as ended:
-        if ended.status >= 500:  # noqa: PLR2004 - the registry does not answer: no page, but still signed in
-            raise ScreenError(503, ended.detail) from ended
-        log.info("session ended", user=session.user, reason=ended.detail)
-        raise SignInRequiredError from ended
-    if request.method not in {"GET", "HEAD"}:
-        given = request.headers.get(CSRF_HEADER)
-        if given is None and request.headers.get("content-type", "").startswith(
-            ("application/x-www-form-urlencoded", "multipart/form-data")
-        ):
-            given = str((await request.form()).get(CSRF_FIELD) or "") or None
-        if not csrf_ok(session, given):
-            raise ScreenError(403, "the form is missing its CSRF token, or it belongs to another session")
-    request.state.session = session
-    return session
-
-
-SessionDep = Annotated[Session, Depends(signed_in)]
 
 
 def create_app(  # noqa: C901, PLR0915 - the wiring of every route
@@ -368,8 +206,6 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
         """Answers only a form that carries its CSRF token (the check every form goes through)."""
         return {"ok": session.user}
 
-    from services.console import frontdoor, screens  # noqa: PLC0415 - they import this module
-
     app.include_router(frontdoor.router)
     for router in screens.routers:
         app.include_router(router)
@@ -378,16 +214,6 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
         directory = HERE / "node_modules" / package / folder
         app.mount(vendor_url(package), StaticFiles(directory=directory, check_dir=False), name=package)
     return app
-
-
-VENDOR = {"htmx.org": "dist", "echarts": "dist", "swagger-ui-dist": ""}
-"""The npm packages the console serves (package.json pins them), and the folder of each it serves."""
-
-
-def vendor_url(package: str) -> str:
-    """Where the console serves a pinned npm package's files: the version is in the path, so they cache forever."""
-    version = orjson.loads((HERE / "package.json").read_bytes())["dependencies"][package]
-    return f"/vendor/{package}@{version}"
 
 
 def _max_age(session: Session) -> int:

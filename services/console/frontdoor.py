@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 
 from runtime.http import PAGE_CSP, SECURITY_HEADERS
 from services.console.apis import SERVICES
-from services.console.app import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
+from services.console.pages import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
 
 router = APIRouter(include_in_schema=False)
 

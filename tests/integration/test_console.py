@@ -15,9 +15,9 @@ from deploy.local.signin import Browserish, console_sign_in
 from exchange import lrmx
 from runtime import clock, http
 from runtime.settings import DEV_SESSION_KEY, settings_class
-from services.console.app import ConsoleSettings
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
+from services.console.settings import ConsoleSettings
 from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app

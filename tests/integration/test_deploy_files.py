@@ -17,8 +17,7 @@ import yaml
 from deploy import mirroring, validate
 from deploy.local.keycloak import KEYCLOAK_VERSION, REALM
 from deploy.local.stack import SERVICES
-
-REPO = validate.REPO
+from deploy.paths import REPO
 
 
 def test_the_dockerfile_passes_hadolint_and_our_rules() -> None:
@@ -231,3 +230,22 @@ def _pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
         if head:
             pins[head.group(1)] = (head.group(2), frozenset(re.findall(r"--hash=sha256:([0-9a-f]+)", block)))
     return pins
+
+
+def test_kubeconform_checks_the_postgres_backups_against_cloudnativepgs_crds(tmp_path: Path) -> None:
+    shutil.copytree(validate.K8S_DIRS[0], tmp_path / "base")
+    overlay = tmp_path / "overlays" / "example"
+    shutil.copytree(validate.K8S_DIRS[1], overlay)
+    manifest = (overlay / "postgres.yaml").read_text()
+    (overlay / "postgres.yaml").write_text(
+        manifest.replace("retentionPolicy: 14d", "retentionPolicy: 14d\n    retention: forever", 1)
+    )
+    result = validate.kubeconform(overlay)
+    assert not result.ok
+    assert "Cluster cadre-pg is invalid" in result.output
+    assert "'retention' not allowed" in result.output
+    # Both databases are backed up on a schedule: the services' and Keycloak's.
+    docs = [doc for doc in yaml.safe_load_all(manifest) if doc]
+    scheduled = {doc["spec"]["cluster"]["name"] for doc in docs if doc["kind"] == "ScheduledBackup"}
+    archived = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Cluster" and doc["spec"]["backup"]}
+    assert scheduled == archived == {"cadre-pg", "keycloak-pg"}

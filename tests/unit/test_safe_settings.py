@@ -23,7 +23,7 @@ from runtime.settings import (
     development_checkpoint_key,
 )
 from services.audit.app import AuditSettings
-from services.console.app import ConsoleSettings
+from services.console.settings import ConsoleSettings
 from services.notify.app import NotifySettings
 from services.registry.app import RegistrySettings
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.console.app import ConsoleDep, ScreenError, SessionDep
+from services.console.pages import ConsoleDep, ScreenError, SessionDep
 from services.console.screens.cadre import DIMENSIONS
 
 router = APIRouter(include_in_schema=False)

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from runtime import clock
-from services.console.app import ConsoleDep, ScreenError, SessionDep
+from services.console.pages import ConsoleDep, ScreenError, SessionDep
 from services.console.screens.pool import unit_choices
 from services.console.session import Session
 

@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 
 from runtime import clock
 from services.console.apis import ApiError
-from services.console.app import ConsoleDep, ScreenError, SessionDep
+from services.console.pages import ConsoleDep, ScreenError, SessionDep
 
 router = APIRouter(include_in_schema=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from services.console.app import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, SessionDep
 
 router = APIRouter(include_in_schema=False)
 

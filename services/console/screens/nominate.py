@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
 from services.console.apis import ApiError
-from services.console.app import ConsoleDep, ScreenError, SessionDep
+from services.console.pages import ConsoleDep, ScreenError, SessionDep
 
 router = APIRouter(include_in_schema=False)
 

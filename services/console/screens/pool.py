@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.console.apis import ApiError
-from services.console.app import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, SessionDep
 
 router = APIRouter(include_in_schema=False)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
-from services.console.app import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, SessionDep
 from services.console.screens.pool import Text, stream_export, unit_choices
 
 router = APIRouter(include_in_schema=False)

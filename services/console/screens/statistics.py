@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from services.console.app import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, SessionDep
 from services.console.screens.pool import unit_choices
 
 router = APIRouter(include_in_schema=False)
