@@ -11,6 +11,7 @@ from bench.harness import Clock, Figure, Report, Series, Stack
 from bench.workload import ACTOR, Command, commands
 from contracts.envelope import uuid7
 from runtime import db, store
+from runtime.context import CommandContext
 from runtime.errors import ConcurrencyError
 
 CONCURRENCY = 512
@@ -18,7 +19,7 @@ CONCURRENCY = 512
 
 async def drive(es: store.EventStore, work: list[Command], concurrency: int, samples: Series) -> int:
     """Send the commands, `concurrency` in flight, one version after another; return conflicts."""
-    ctx = store.CommandContext(actor=ACTOR, correlation_id=uuid7())
+    ctx = CommandContext(actor=ACTOR, correlation_id=uuid7())
     conflicts = 0
     done = 0
     started = time.perf_counter()

@@ -35,6 +35,7 @@ from contracts.registry import CadreNominated
 from deploy.local import levels as local_levels
 from deploy.local import stack as local_stack
 from runtime import clock, db, store
+from runtime.context import CommandContext
 from runtime.received import cadre_stream
 from services.registry import demo
 
@@ -155,7 +156,7 @@ async def _backlog(dsn: str, count: int) -> int:
         async def one(n: int) -> None:
             body = nomination_body(n, "bh_c1_t1", "sync backlog")
             event = CadreNominated(**{**body, "cadre_id": uuid.uuid5(NAMESPACE, f"backlog:{n}")})
-            ctx = store.CommandContext(actor=actor, correlation_id=uuid7())
+            ctx = CommandContext(actor=actor, correlation_id=uuid7())
             await es.append(cadre_stream(event.cadre_id), 0, [event], ctx=ctx, org_path=f"{actor.org_path}.bh_c1_t1",
                             cadre_id=event.cadre_id)  # fmt: skip
 

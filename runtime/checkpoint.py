@@ -21,9 +21,10 @@ from contracts.audit import ChainCheckpointed, checkpoint_message
 from contracts.envelope import Actor, Role, uuid7
 from runtime import logs
 from runtime.bundle import key_id, load_public_key, public_bytes
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConcurrencyError
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 
 # The key helpers live with the signed bundles (runtime.bundle, standalone); named here as well.
 __all__ = ["Checkpointer", "key_id", "load_public_key", "private_key", "public_key_b64", "sign", "verify"]

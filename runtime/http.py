@@ -26,9 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from contracts.envelope import uuid7
 from runtime import clock, limits, logs, metrics
 from runtime.auth import CurrentActor, Permission, caller_of
+from runtime.context import CommandContext, LateEntry
 from runtime.db import ROLLED_BACK, transient
 from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
-from runtime.store import CommandContext, LateEntry
 
 log = logs.get(__name__)
 

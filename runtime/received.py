@@ -22,10 +22,11 @@ from typing import Final
 
 from contracts.envelope import Envelope
 from contracts.sync import StreamHandedOver
+from runtime.context import CommandContext
 from runtime.db import Conn
 from runtime.errors import ConcurrencyError, OwnedElsewhereError
 from runtime.projection import Projection, Recorded
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 
 CADRE_STREAM_PREFIX: Final = "cadre-"
 

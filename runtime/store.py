@@ -13,30 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import orjson
-from pydantic import TypeAdapter
 
-from contracts.audit import LateEntryDeclared
 from contracts.envelope import (
     GENESIS_HASH,
-    Actor,
     Envelope,
     Role,
     canonical_json,
-    chain_hash,
     in_subtree,
     seal,
     uuid7,
     uuid7s,
 )
 from contracts.event import Event
-from contracts.sync import StreamHandedOver
-from runtime import clock, logs, metrics
+from runtime import clock, logs, metrics, ownership
+from runtime.chain import ChainBreak, json_time, row_problem
+from runtime.context import CommandContext
 from runtime.db import Conn, Pool, busy, in_scope, row_security, system_only, unreachable
 from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
 from runtime.projection import Projection, Recorded
@@ -94,34 +91,10 @@ SCHEMA: Final = (
         END IF;
     END $$
     """,
-    # Streams whose owner was named explicitly (StreamHandedOver, ADR 0010); others are owned by the tree.
-    """
-    CREATE TABLE IF NOT EXISTS stream_owners (
-        stream_id   text PRIMARY KEY,
-        owner       text NOT NULL,
-        version     int NOT NULL,
-        changed_at  timestamptz NOT NULL
-    )
-    """,
-    # This service's kind of events recorded by other deployments, as received and verified (ADR 0010):
-    # the history of streams handed over to this deployment continues from them.
-    """
-    CREATE TABLE IF NOT EXISTS received_events (
-        deployment      text NOT NULL,
-        source          text NOT NULL,
-        position        bigint NOT NULL,
-        event_id        uuid NOT NULL UNIQUE,
-        stream_id       text NOT NULL,
-        stream_version  int NOT NULL,
-        cadre_id        uuid,
-        body            text NOT NULL,
-        PRIMARY KEY (deployment, source, position)
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS received_events_stream ON received_events (stream_id, stream_version)",
     # Row-level security (runtime.db): an actor reads the events of its subtree; the rest is the store's machinery.
     *row_security("events", in_scope("org_path")),
-    *system_only("chain_head", "stream_owners", "received_events"),
+    *system_only("chain_head"),
+    *ownership.SCHEMA,
 )
 
 NOTIFY_CHANNEL: Final = "events_appended"
@@ -142,63 +115,7 @@ EVENT_COLUMNS: Final = (  # in the order of the rows the store writes
     "hash",
 )
 
-_DATETIME: Final = TypeAdapter(datetime)
 _MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
-
-
-def _json_time(value: datetime) -> str:
-    # The same text pydantic writes for this datetime, so hashes recompute from models too.
-    text: str = _DATETIME.dump_python(value.astimezone(UTC), mode="json")
-    return text
-
-
-@dataclass(frozen=True, slots=True)
-class LateEntry:
-    """Why a command's events are entered beyond the backdating window, and on which permission (runtime.http)."""
-
-    reason: str
-    permission: str
-    window_days: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommandContext:
-    """Who asked for a change, and which conversation it belongs to."""
-
-    actor: Actor
-    correlation_id: UUID
-    causation_id: UUID | None = None
-    occurred_at: datetime | None = None
-    """When it happened in the world, if earlier than now (records entered late)."""
-    decided_at: datetime = field(default_factory=clock.now)
-    """When the command was decided: its events happened then unless `occurred_at` says otherwise."""
-    dry_run: bool = False
-    """Decide and check, write nothing (a batch's dry run): `append` answers what it would record."""
-    late_entry: LateEntry | None = None
-    """Set when `occurred_at` lies beyond the backdating window: the store records a `LateEntryDeclared` too."""
-
-    @property
-    def occurred(self) -> datetime:
-        """When the command's events happened."""
-        return self.occurred_at or self.decided_at
-
-    @property
-    def day(self) -> date:
-        """The organization's date on which the command's events happened: the rules' "today"."""
-        return clock.date_of(self.occurred)
-
-    @classmethod
-    def reacting_to(cls, envelope: Envelope, service: str) -> CommandContext:
-        """The context of a command a service issues by itself in reaction to `envelope`.
-
-        The actor is the service (role `system`) acting at the event's org unit; the
-        correlation id carries over and the causation id names the event.
-        """
-        return cls(
-            actor=Actor(user=f"system:{service}", org_path=envelope.org_path, role=Role.SYSTEM),
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.event_id,
-        )
 
 
 @dataclass(slots=True)
@@ -245,7 +162,7 @@ class _Append:
             "stream_id": stream_id,
             "cadre_id": str(cadre_id) if cadre_id else None,
             "org_path": org_path,
-            "occurred_at": _json_time(ctx.occurred),
+            "occurred_at": json_time(ctx.occurred),
             "actor": ctx.actor.model_dump(mode="json"),
             "correlation_id": str(ctx.correlation_id),
             "causation_id": str(ctx.causation_id) if ctx.causation_id else None,
@@ -270,27 +187,13 @@ class _Recorded(NamedTuple):
 
     @classmethod
     def at_time(cls, at: datetime) -> _Recorded:
-        return cls(at, _json_time(at))
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamState:
-    version: int
-    owner: str | None
+        return cls(at, json_time(at))
 
 
 @dataclass(slots=True)
 class _ChainTip:
     position: int
     hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChainBreak:
-    """The first place where the hash chain does not hold."""
-
-    position: int
-    problem: str
 
 
 class EventStore:
@@ -347,9 +250,9 @@ class EventStore:
     async def _dry_run(self, request: _Append) -> list[Envelope]:
         """What `request` would record now (no position, no chain link), after the same version check."""
         async with self._pool.acquire() as conn:
-            streams = await self._streams(conn, {request.stream_id})
+            streams = await ownership.streams(conn, {request.stream_id})
         state = streams.get(request.stream_id)
-        owner = self._owner(request, state)
+        owner = ownership.other_writer(state, self.deployment, self.topology, request.org_path)
         if owner is not None:
             raise OwnedElsewhereError(request.stream_id, owner)
         current = state.version if state is not None else 0
@@ -424,11 +327,13 @@ class EventStore:
         conflicts: list[tuple[_Append, CommandError]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             chain, now = await self._lock_chain(conn)
-            streams = await self._streams(conn, {r.stream_id for r in batch})
+            streams = await ownership.streams(conn, {r.stream_id for r in batch})
             versions = {stream_id: state.version for stream_id, state in streams.items()}
             plan: list[tuple[_Append, int]] = []
             for request in batch:
-                owner = self._owner(request, streams.get(request.stream_id))
+                owner = ownership.other_writer(
+                    streams.get(request.stream_id), self.deployment, self.topology, request.org_path
+                )
                 if owner is not None:
                     request.fail(OwnedElsewhereError(request.stream_id, owner))
                     continue
@@ -436,7 +341,7 @@ class EventStore:
                 if current != request.expected_version:
                     conflicts.append((request, ConcurrencyError(request.stream_id, request.expected_version, current)))
                     continue
-                plan.extend(_declaration(self, request, current))
+                plan.extend(self._declaration(request, current))
                 plan.append((request, current))
                 versions[request.stream_id] = current + len(request.events)
             conflicts = await _hidden_outside_scope(conn, conflicts)
@@ -453,7 +358,7 @@ class EventStore:
                 for row in self._records(request, current, accepted, now=recorded_at, chain=chain, ids=ids)
             ]
             await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-            await self._record_handovers(conn, accepted, now)
+            await ownership.record_handovers(conn, [(envelopes, r.events) for r, envelopes in accepted], now)
             if self._inline is not None:
                 recorded = [
                     Recorded(envelope=e, event=event)
@@ -489,48 +394,6 @@ class EventStore:
         if head["recorded_at"] is not None:
             now = max(now, head["recorded_at"])
         return _ChainTip(position=head["position"], hash=head["hash"]), now
-
-    @staticmethod
-    async def _streams(conn: Conn, stream_ids: set[str]) -> dict[str, _StreamState]:
-        """Each stream's current version here and its explicitly named owner, if any."""
-        rows = await conn.fetch(
-            "SELECT s.stream_id, (SELECT max(stream_version) FROM events e WHERE e.stream_id = s.stream_id) AS version,"
-            " o.owner, o.version AS owned_from FROM unnest($1::text[]) AS s(stream_id)"
-            " LEFT JOIN stream_owners o USING (stream_id)",
-            list(stream_ids),
-        )
-        return {
-            row["stream_id"]: _StreamState(
-                # A stream handed over to this deployment goes on from the version it was handed over at.
-                version=max(row["version"] or 0, row["owned_from"] or 0),
-                owner=row["owner"],
-            )
-            for row in rows
-        }
-
-    def _owner(self, request: _Append, state: _StreamState | None) -> str | None:
-        """The deployment that writes `request`'s stream when it is not this one (None: this one)."""
-        if state is not None and state.owner is not None:
-            return None if state.owner == self.deployment else state.owner
-        return self.topology.owner_of(request.org_path)
-
-    async def _record_handovers(
-        self, conn: Conn, accepted: list[tuple[_Append, list[Envelope]]], now: datetime
-    ) -> None:
-        """A `StreamHandedOver` among the appended events names the stream's new writer (in the same transaction)."""
-        rows = [
-            (envelope.stream_id, event.to_deployment, envelope.stream_version, now)
-            for request, envelopes in accepted
-            for envelope, event in zip(envelopes, request.events, strict=True)
-            if isinstance(event, StreamHandedOver)
-        ]
-        if rows:
-            await conn.executemany(
-                "INSERT INTO stream_owners (stream_id, owner, version, changed_at) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (stream_id) DO UPDATE SET owner = EXCLUDED.owner, version = EXCLUDED.version,"
-                " changed_at = EXCLUDED.changed_at",
-                rows,
-            )
 
     def _records(
         self,
@@ -628,6 +491,17 @@ class EventStore:
         )
         return envelope, row
 
+    def _declaration(self, request: _Append, current: int) -> list[tuple[_Append, int]]:
+        """The `LateEntryDeclared` a late request is recorded with (a stream of its own, just before it), if any."""
+        declared = request.ctx.late_declaration(request.stream_id, current + 1, current + len(request.events))
+        if declared is None:
+            return []
+        event, ctx = declared
+        declaration = _Append.prepare(
+            self, f"late-entry-{uuid7()}", 0, [event], ctx=ctx, org_path=request.org_path, cadre_id=request.cadre_id
+        )
+        return [(declaration, 0)]
+
     async def read_stream(self, stream_id: str) -> list[Recorded]:
         """Every event of one stream, oldest first, upcast to the current versions.
 
@@ -671,7 +545,7 @@ class EventStore:
                     batch,
                 )
                 for row in rows:
-                    problem = _check_row(row, expected, prev_hash)
+                    problem = row_problem(row, expected, prev_hash)
                     if problem:
                         return ChainBreak(position=expected, problem=problem)
                     prev_hash = row["hash"]
@@ -721,44 +595,3 @@ def _sees(request: _Append, path: str) -> bool:
         return True
     cadres_own = request.cadre_id is not None and str(request.cadre_id) in request.stream_id
     return not cadres_own and in_subtree(actor.org_path, path)
-
-
-def _declaration(store: EventStore, request: _Append, current: int) -> list[tuple[_Append, int]]:
-    """The `LateEntryDeclared` a late request is recorded with (a stream of its own, just before it), if any."""
-    late, occurred_at = request.ctx.late_entry, request.ctx.occurred_at
-    if late is None or occurred_at is None:
-        return []
-    event = LateEntryDeclared(
-        stream_id=request.stream_id,
-        first_version=current + 1,
-        last_version=current + len(request.events),
-        occurred_at=occurred_at,
-        window_days=late.window_days,
-        permission=late.permission,
-        reason=late.reason,
-    )
-    ctx = replace(request.ctx, occurred_at=None, late_entry=None)
-    declaration = _Append.prepare(
-        store, f"late-entry-{uuid7()}", 0, [event], ctx=ctx, org_path=request.org_path, cadre_id=request.cadre_id
-    )
-    return [(declaration, 0)]
-
-
-def _check_row(row: Any, expected_position: int, prev_hash: str) -> str | None:
-    if row["position"] != expected_position:
-        return f"missing event: found position {row['position']}"
-    fields = orjson.loads(row["body"])
-    claimed = fields.pop("hash", None)
-    if claimed != row["hash"]:
-        return "hash column differs from the body"
-    if chain_hash(fields) != claimed:
-        return "body does not match its hash"
-    if fields.get("prev_hash") != prev_hash:
-        return "prev_hash does not name the event before"
-    same = (
-        fields.get("position") == row["position"]
-        and fields.get("stream_id") == row["stream_id"]
-        and fields.get("stream_version") == row["stream_version"]
-        and fields.get("event_id") == str(row["event_id"])
-    )
-    return None if same else "indexed columns differ from the body"

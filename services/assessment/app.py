@@ -11,10 +11,10 @@ from contracts import topics
 from contracts.envelope import Actor, Role, uuid7
 from exchange.templates import download_router
 from runtime import logs
+from runtime.context import CommandContext
 from runtime.registry_view import RegistryView
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
-from runtime.store import CommandContext
 from services.assessment import api, projection, rules
 from services.assessment.commands import AssessmentCommands
 

@@ -24,10 +24,11 @@ from contracts.registry import Name, Text
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.assessment import rules
 
 

@@ -15,10 +15,11 @@ from contracts.audit import AuditQueryMade, LateEntryDeclared
 from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, uuid7
 from runtime import bundle, clock
 from runtime.auth import require_role, subtree_root
+from runtime.context import CommandContext
 from runtime.db import Pool, Reader, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
 from runtime.projection import Recorded
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.audit import replay
 
 

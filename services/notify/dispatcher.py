@@ -31,9 +31,10 @@ from contracts.event import Event
 from contracts.notify import Channel, NotificationFailed, NotificationSent
 from contracts.registry import Language
 from runtime import clock, logs, metrics
+from runtime.context import CommandContext
 from runtime.db import UNREACHABLE, Pool
 from runtime.errors import ConcurrencyError
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.notify import rules
 from services.notify.channels import DeliveryError, EmailChannel, Message, WebhookChannel
 from services.notify.templates import render

@@ -37,11 +37,12 @@ from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.batch import Memo
 from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.keystore import GrantKey, KeyGrant, KeyStore
 from runtime.received import cadre_stream
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.registry import rules
 
 

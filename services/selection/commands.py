@@ -15,10 +15,11 @@ from contracts.registry import Name, Text
 from contracts.selection import OverQuota, PostCreated, PostKind, Potential, PotentialRated, Readiness, TenureEnd
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.selection import rules
 
 

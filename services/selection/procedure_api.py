@@ -17,10 +17,10 @@ from contracts.envelope import Envelope
 from runtime import clock
 from runtime.auth import CurrentActor, subtree_root
 from runtime.commands import Accepted
+from runtime.context import CommandContext
 from runtime.db import in_subtree_sql
 from runtime.http import Context, ExpectedVersion
 from runtime.service import ActorDB, service_of
-from runtime.store import CommandContext
 from services.selection import procedure_file
 from services.selection.procedure_commands import (
     AdjustCalendar,

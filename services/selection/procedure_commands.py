@@ -33,9 +33,10 @@ from contracts.registry import Name, Text
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.selection import procedures as rules
 from services.selection.working_days import WorkingCalendar, adjustments_for
 

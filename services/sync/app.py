@@ -10,10 +10,10 @@ from contracts import topics
 from contracts.envelope import Actor, Role, uuid7
 from contracts.sync import DeploymentLinked
 from runtime import logs
+from runtime.context import CommandContext
 from runtime.relay import Outbox
 from runtime.service import Service, ServiceSpec, build_app
 from runtime.settings import ServiceSettings
-from runtime.store import CommandContext
 from services.sync import api, ingest, links, projection, status
 from services.sync.directives import Applier
 

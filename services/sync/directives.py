@@ -25,9 +25,10 @@ from contracts.sync import DeploymentId, DirectiveApplied, DirectiveIssued, Dire
 from runtime import logs
 from runtime.auth import can_write, issue_token, require_scope
 from runtime.commands import Accepted
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConcurrencyError, ConflictError, NotFoundError
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from runtime.topology import Topology
 
 log = logs.get(__name__)

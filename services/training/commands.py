@@ -25,10 +25,11 @@ from contracts.training import (
 )
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
-from runtime.store import CommandContext, EventStore
+from runtime.store import EventStore
 from services.training import rules
 
 

@@ -14,14 +14,15 @@ import pytest
 from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from contracts.registry import CadreNominated, CadreNominatedV1, CadreRetired, Education, Gender, RetirementReason
 from runtime import clock, db, store
+from runtime.context import CommandContext
 from runtime.errors import ConcurrencyError
 from tests.conftest import DatabaseFactory
 
 ACTOR = Actor(user="tester", org_path="cn.qs", role=Role.ORGANIZER)
 
 
-def ctx() -> store.CommandContext:
-    return store.CommandContext(actor=ACTOR, correlation_id=uuid7())
+def ctx() -> CommandContext:
+    return CommandContext(actor=ACTOR, correlation_id=uuid7())
 
 
 def nominated(cadre_id: uuid.UUID) -> CadreNominated:

@@ -21,6 +21,7 @@ from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from contracts.registry import CadreNominated, Education, Gender
 from contracts.sync import DeploymentLinked
 from runtime import checkpoint, db, store
+from runtime.context import CommandContext
 from runtime.topology import Child, Topology
 from services.sync import ingest
 from tests.conftest import DatabaseFactory
@@ -80,15 +81,13 @@ def nominated(name: str) -> CadreNominated:
 
 
 async def append(es: store.EventStore, event: CadreNominated, org_path: str) -> None:
-    ctx = store.CommandContext(actor=Actor(user="u", org_path=org_path, role=Role.ORGANIZER), correlation_id=uuid7())
+    ctx = CommandContext(actor=Actor(user="u", org_path=org_path, role=Role.ORGANIZER), correlation_id=uuid7())
     await es.append(f"cadre-{event.cadre_id}", 0, [event], ctx=ctx, org_path=org_path, cadre_id=event.cadre_id)
 
 
 async def record(side: Side, *names: str, signed: bool = True, seed: str = COUNTY_SEED) -> list[bytes]:
     """Nominate `names` at the county (one event each), sign the head; every event's bytes so far, in order."""
-    ctx = store.CommandContext(
-        actor=Actor(user="u", org_path="cn.qs.bh.ly", role=Role.ORGANIZER), correlation_id=uuid7()
-    )
+    ctx = CommandContext(actor=Actor(user="u", org_path="cn.qs.bh.ly", role=Role.ORGANIZER), correlation_id=uuid7())
     for name in names:
         event = nominated(name)
         await side.county.append(
@@ -197,7 +196,7 @@ async def test_a_child_vouches_for_the_deployment_below_it(side: Side, database:
     await db.apply_schema(town_pool, store.SCHEMA)
     town = store.EventStore(town_pool, source="registry", deployment="town")
     try:
-        ctx = store.CommandContext(
+        ctx = CommandContext(
             actor=Actor(user="u", org_path="cn.qs.bh.ly.x", role=Role.ORGANIZER), correlation_id=uuid7()
         )
         event = nominated("T")
@@ -216,7 +215,7 @@ async def test_a_child_vouches_for_the_deployment_below_it(side: Side, database:
     link = DeploymentLinked(
         deployment="town", root="cn.qs.bh.ly.x", public_key=checkpoint.public_key_b64(TOWN_SEED), parent="county"
     )
-    ctx = store.CommandContext(
+    ctx = CommandContext(
         actor=Actor(user="system:sync", org_path="cn.qs.bh.ly", role=Role.SYSTEM), correlation_id=uuid7()
     )
     await sync.append("link-town", 0, [link], ctx=ctx, org_path="cn.qs.bh.ly")

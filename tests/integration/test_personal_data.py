@@ -23,9 +23,9 @@ from contracts.envelope import Envelope, Role, uuid7
 from contracts.personal import Sealed
 from runtime import bundle as signed_bundle
 from runtime import checkpoint, clock, verify
+from runtime.context import CommandContext
 from runtime.keystore import GrantKey, KeyEraser, seal_grant
 from runtime.settings import DEV_CHECKPOINT_SEED
-from runtime.store import CommandContext
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.registry import rules

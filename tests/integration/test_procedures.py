@@ -27,6 +27,7 @@ from contracts.procedure import (
 )
 from contracts.registry import Education, Gender
 from runtime import clock, db, registry_view, store
+from runtime.context import CommandContext
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from services.selection import procedure_commands as commands
 from services.selection.procedure_board import SCHEMA, ProcedureBoard
@@ -40,8 +41,8 @@ PROVINCE = Actor(user="organizer-province", org_path="prov", role=Role.ORGANIZER
 DOC = Document(title="report", sha256="b" * 64)
 
 
-def ctx(actor: Actor = COUNTY) -> store.CommandContext:
-    return store.CommandContext(actor=actor, correlation_id=uuid7())
+def ctx(actor: Actor = COUNTY) -> CommandContext:
+    return CommandContext(actor=actor, correlation_id=uuid7())
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from contracts.registry import (
     RetirementReason,
 )
 from runtime import clock, db, registry_view, store
+from runtime.context import CommandContext
 from runtime.projection import Recorded
 from runtime.registry_view import RegistryView
 from services.registry.projection import SCHEMA, RegistryProjection
@@ -61,7 +62,7 @@ def cadre_history(cadre_id: UUID, n: int) -> list[Event]:
 
 async def recorded_history(pool: db.Pool) -> list[Recorded]:
     es = store.EventStore(pool, source="registry", deployment="t")
-    ctx = store.CommandContext(actor=ACTOR, correlation_id=uuid7())
+    ctx = CommandContext(actor=ACTOR, correlation_id=uuid7())
     units: list[Event] = [
         OrgUnitRegistered(code="qs", name="Q", level=OrgLevel.PROVINCIAL, parent_code=None, path="qs"),
         OrgUnitRegistered(code="bh", name="B", level=OrgLevel.MUNICIPAL, parent_code="qs", path="qs.bh"),

@@ -21,8 +21,8 @@ import pytest
 from contracts import topics
 from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
 from runtime import checkpoint, verify
+from runtime.context import CommandContext
 from runtime.settings import DEV_CHECKPOINT_SEED
-from runtime.store import CommandContext
 from services.registry.app import RegistrySettings, create_app
 from tests.conftest import Launch
 from tests.infra import Infra

@@ -9,7 +9,7 @@ import pytest
 
 from contracts.envelope import Actor, Role, uuid7
 from runtime import clock
-from runtime.store import CommandContext
+from runtime.context import CommandContext
 from tests import timetravel
 
 SHANGHAI = clock.Clock(zone=ZoneInfo("Asia/Shanghai"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -530,3 +530,26 @@ def test_the_board_shows_the_notices_end_and_an_objection_unanswered_too_long() 
         rules.Due(rules.DueKind.OBJECTION_OVERDUE, late - timedelta(days=1), objection_id),
     ]
     assert rules.due(procedure, late - timedelta(days=1))[1:] == []
+
+
+@pytest.mark.parametrize("published_at", ["2024-09-26T16:30:00+00:00", "2024-09-27T15:30:00+00:00"])
+def test_a_notice_across_a_weekend_and_the_national_day_closes_when_its_fifth_working_day_ends(
+    published_at: str,
+) -> None:
+    # Calendar facts of 2024 (fixed, historic): published on Friday 27 September at 00:30 or 23:30 in the
+    # organization, the five working days are 27 and 29 (a Sunday worked) and 30 September, 8 and 9 October.
+    at = clock.current().at(datetime.fromisoformat(published_at))
+    history = decided(inspected(recommended([opened()])))
+    history += rules.publish_notice(
+        fold(history), CALENDAR, at, starts_on=None, working_days=None, where="", document=None
+    )
+    notice = fold(history).notice
+    assert notice is not None
+    assert (notice.starts_on, notice.ends_on) == (date(2024, 9, 27), date(2024, 10, 9))
+    last_moment = clock.current().at(datetime.fromisoformat("2024-10-09T15:59:59+00:00"))  # 23:59:59 in Shanghai
+    with pytest.raises(RuleViolationError, match="close early"):
+        rules.close_notice(fold(history), last_moment)
+    midnight = clock.current().at(datetime.fromisoformat("2024-10-09T16:00:00+00:00"))  # 10 October begins
+    (closed,) = rules.close_notice(fold(history), midnight)
+    assert isinstance(closed, NoticeClosed)
+    assert closed.closed_on == date(2024, 10, 10)
