@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, bundles, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay, sync
+from bench import append, bundles, compare, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay, sync
 from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
@@ -40,12 +41,25 @@ def run(
             "bundles,sync (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
         ),
     ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles,sync",
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure this revision too (a git revision: a worktree with its own virtualenv), alternating"
+            " the two, and print both with their ratio"
+        ),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="With --against: runs of each revision, alternating (ABBA...)")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Write results.json and the plots here")] = None,
 ) -> None:
     """Run the benchmarks and write the results."""
+    if against is not None:
+        compare.run(against, scale=scale, only=only, rounds=rounds, out=out)
+        return
     events = SCALES[scale]
     chosen = {name.strip() for name in only.split(",")}
     tune_gc()  # as every service process does
     report = Report(machine=machine_facts())
+    report.begin()
     started = time.perf_counter()
     if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console", "bundles"}:
         with stack() as running:
@@ -69,9 +83,14 @@ def run(
     if "mirror-crash" in chosen:
         console.rule("MirrorMaker 2: a kill -9 under each delivery setting")
         mirror.run_crash(report)
-    out = write(report)
+    written = write(report, out)
     _table(report)
-    console.print(f"results: {out}/results.json (plots beside it); {time.perf_counter() - started:.0f} s in all")
+    noisy = (
+        " The machine was busy: figures marked noisy judge no target." if any(f.noisy for f in report.figures) else ""
+    )
+    console.print(
+        f"results: {written}/results.json (plots beside it); {time.perf_counter() - started:.0f} s in all.{noisy}"
+    )
 
 
 async def _run(running: object, report: Report, events: int, chosen: set[str], cadres: int) -> None:
@@ -111,15 +130,22 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
 
 def _table(report: Report) -> None:
     table = Table(title="Benchmarks (each figure beside a baseline from the same run)")
-    for column in ("figure", "value", "baseline", "ratio", "target", "notes"):
+    for column in ("figure", "value", "baseline", "ratio", "target", "machine (start → end)", "notes"):
         table.add_column(column)
     for figure in report.figures:
+        machine = (
+            f"load {figure.start.load[0]:.2f} → {figure.end.load[0]:.2f},"
+            f" steal {100 * figure.start.steal:.0f}% → {100 * figure.end.steal:.0f}%"
+            if figure.start and figure.end
+            else ""
+        )
         table.add_row(
             figure.name,
             f"{figure.value:,.0f} {figure.unit}",
             f"{figure.baseline:,.0f} ({figure.baseline_name})" if figure.baseline is not None else "",
             f"{figure.ratio:.2f}" if figure.ratio is not None else "",
-            figure.target,
+            figure.verdict,
+            machine + (f" NOISY: {'; '.join(figure.noisy)}" if figure.noisy else ""),
             figure.notes,
         )
     console.print(table)

@@ -16,6 +16,8 @@ from typing import Any, Self
 
 import asyncpg
 
+from bench import conditions
+from bench.conditions import Sample
 from deploy.local.kafka import LocalKafka
 from deploy.local.postgres import LocalPostgres
 from runtime import clock
@@ -34,6 +36,19 @@ class Figure:
     baseline: float | None = None
     target: str = ""
     notes: str = ""
+    start: Sample | None = None
+    """The machine when the figure's measurement began (bench.conditions)."""
+    end: Sample | None = None
+    """The machine when it ended."""
+    noisy: list[str] = field(default_factory=list)
+    """Why the machine was too busy for the figure to judge the code (empty: it was quiet)."""
+
+    @property
+    def verdict(self) -> str:
+        """The target as the table shows it: not judged on a busy machine."""
+        if not self.target:
+            return ""
+        return f"{self.target} (noisy: not judged)" if self.noisy else self.target
 
     @property
     def ratio(self) -> float | None:
@@ -63,14 +78,33 @@ class Report:
     machine: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
+    before_run: Sample | None = None
+    """The machine before the run started anything (its load decides whether the run is noisy)."""
+    _since: Sample | None = None
+
+    def begin(self) -> None:
+        """Sample the machine before the run starts anything."""
+        self.before_run = self._since = conditions.sample()
+        print(f"  machine before the run: {self.before_run.text()}", flush=True)
+
+    def mark(self) -> None:
+        """A measurement starts now: the next figures take the machine as it is now as their start."""
+        self._since = conditions.sample()
 
     def add(self, *figures: Figure) -> None:
-        """Record figures (and print each as it comes)."""
+        """Record figures, each with the machine at its start and end (and print each as it comes)."""
+        end = conditions.sample()
         for figure in figures:
+            figure.start = figure.start or self._since or end
+            figure.end = figure.end or end
+            figure.noisy = conditions.noisy(figure.start, figure.end, before_run=self.before_run)
             self.figures.append(figure)
             ratio = f"  ratio {figure.ratio:.2f}" if figure.ratio is not None else ""
             base = f"  (baseline {figure.baseline_name}: {figure.baseline:,.0f})" if figure.baseline is not None else ""
-            print(f"  {figure.name}: {figure.value:,.1f} {figure.unit}{base}{ratio}", flush=True)
+            noise = f"  NOISY ({'; '.join(figure.noisy)})" if figure.noisy else ""
+            print(f"  {figure.name}: {figure.value:,.1f} {figure.unit}{base}{ratio}{noise}", flush=True)
+            print(f"    machine: start {figure.start.text()}; end {figure.end.text()}", flush=True)
+        self._since = end
 
 
 def machine_facts() -> dict[str, Any]:
@@ -157,19 +191,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
-def write(report: Report) -> Path:
-    """Write results.json and the plots into a new results directory; return it."""
+def write(report: Report, out: Path | None = None) -> Path:
+    """Write results.json and the plots into `out` (default: a new results directory); return it."""
     stamp = report.started.replace(":", "").replace("-", "")
-    out = RESULTS / stamp
+    out = out or RESULTS / stamp
     out.mkdir(parents=True, exist_ok=True)
     body = {
         "started": report.started,
         "machine": report.machine,
+        "before_run": asdict(report.before_run) if report.before_run else None,
+        "noisy": any(f.noisy for f in report.figures),
         "figures": [asdict(f) | {"ratio": f.ratio} for f in report.figures],
         "series": [asdict(s) for s in report.series],
     }
     (out / "results.json").write_text(json.dumps(body, indent=2) + "\n")
     _plots(report, out)
+    if out.parent != RESULTS:
+        return out
     latest = RESULTS / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()

@@ -99,16 +99,18 @@ def _lag(report: Report, running: local_levels.Running, rate: int, seconds: floa
     reason = f"sync lag at {rate}/s"
     ids = [uuid.UUID(str(nomination_body(n, "x", reason)["cadre_id"])) for n in range(e2e.attack_size(rate, seconds))]
     mirrored = f"{COUNTY}.{topics.REGISTRY}"
+    go = threading.Event()
     with (
         CopyWatcher(running.stacks[CITY].kafka_bootstrap, mirrored) as copies,
-        e2e.Watcher(_dsn(running, CITY, "registry"), "cadres", ids) as city,
-        e2e.Watcher(_dsn(running, PROVINCE, "registry"), "cadres", ids) as province,
+        e2e.Watcher(_dsn(running, CITY, "registry"), "cadres", ids, rate=rate, started=go) as city,
+        e2e.Watcher(_dsn(running, PROVINCE, "registry"), "cadres", ids, rate=rate, started=go) as province,
     ):
-        attack = e2e.nominate_open_loop(county.services["registry"].url, rate, seconds, org, reason)
+        report.mark()
+        attack = e2e.nominate_open_loop(county.services["registry"].url, rate, seconds, org, reason, started=go)
         accepted = [cadre for _, cadre in attack.accepted]
         deadline = time.monotonic() + 120
-        city.wait(deadline)
-        province.wait(deadline)
+        city.wait(deadline, set(accepted))
+        province.wait(deadline, set(accepted))
     committed = asyncio.run(_committed(_dsn(running, COUNTY, "registry"), accepted))
 
     def latencies(seen: dict[uuid.UUID, float]) -> list[float]:

@@ -1,4 +1,4 @@
-"""What every command handler shares: the optimistic check and the answer it gives."""
+"""What every command shares: its body's base, the optimistic check, and the answer it gives (with its ETag)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel
+from fastapi import Response
+from pydantic import BaseModel, ConfigDict
 
 from contracts.envelope import Envelope
 from runtime.errors import ConcurrencyError
 
 T = TypeVar("T")
+
+
+class Command(BaseModel):
+    """The base of every command's request body: a field the command does not know is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class AppendedEvent(BaseModel):
@@ -62,3 +69,9 @@ async def retrying(attempt: Callable[[], Awaitable[T]], *, expected: int | None,
             if expected is not None or attempt_number == tries:
                 raise
     raise AssertionError  # pragma: no cover - the loop returns or raises
+
+
+def tagged(response: Response, accepted: Accepted) -> Accepted:
+    """`accepted`, its stream's new version sent as the answer's ETag: what the next change's If-Match names."""
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted

@@ -70,7 +70,9 @@ def make_producer(bootstrap: str, *, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        linger_ms=2,
+        # No lingering: a round hands the producer all its rows at once (they batch by themselves), and
+        # a lone record waiting for company only adds to the time a reader waits (docs/performance.md).
+        linger_ms=0,
         max_batch_size=1024 * 1024,
         request_timeout_ms=30000,
     )

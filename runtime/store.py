@@ -520,6 +520,13 @@ class EventStore:
         rows = await self._pool.fetch("SELECT body FROM events WHERE cadre_id = $1 ORDER BY position", cadre_id)
         return [Envelope.from_bytes(row["body"]) for row in rows]
 
+    async def read_after(self, position: int, limit: int = 1000) -> list[Envelope]:
+        """The events after `position`, in position order, at most `limit` (this service's own)."""
+        rows = await self._pool.fetch(
+            "SELECT body FROM events WHERE position > $1 ORDER BY position LIMIT $2", position, limit
+        )
+        return [Envelope.from_bytes(row["body"]) for row in rows]
+
     async def head(self) -> int:
         """The position of the last committed event (0 when empty)."""
         value = await self._pool.fetchval("SELECT position FROM chain_head WHERE id = 1")

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final
 
 import orjson
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -133,6 +134,7 @@ class ProjectionSubscriber:
         self.group_id = group_id or self.consumer_name
         self._subscriber: BatchSubscriber | None = None
         self._writing: asyncio.Task[None] | None = None
+        self._committing: asyncio.Task[None] | None = None
         self._closing = False
 
     def bind(self, pool: Pool) -> None:
@@ -154,13 +156,14 @@ class ProjectionSubscriber:
             group_id=self.group_id,
             batch=True,
             max_records=self._batch_size,
-            batch_timeout_ms=50,
+            batch_timeout_ms=POLL_MS,
             auto_offset_reset="earliest",
             # Offsets are committed by `_write_then_commit`, each batch's own, after its transaction.
             ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
         )
         self._subscriber = subscriber
+        subscriber.get_msg = _poll_without_pause(self._batch_size)  # type: ignore[method-assign,assignment]
 
         async def handle(message: KafkaMessage) -> None:
             raw = message.raw_message
@@ -195,11 +198,18 @@ class ProjectionSubscriber:
             # Shielded: a stop that cancels the consumer's loop lets the transaction finish or roll back whole.
             await asyncio.shield(task)
 
+    async def settle(self) -> None:
+        """Wait until the offsets of every written batch are committed to Kafka (or their commit failed)."""
+        await self.drain()
+        task, self._committing = self._committing, None
+        if task is not None:
+            await asyncio.shield(task)
+
     async def close(self) -> None:
         """Finish the batch being written; a write that fails now is given up (its batch is read again later)."""
         self._closing = True
         with contextlib.suppress(Exception):
-            await self.drain()
+            await self.settle()
 
     async def _write_then_commit(self, records: Sequence[ConsumerRecord[bytes, bytes]], items: list[_Item]) -> None:
         failures = 0
@@ -217,6 +227,15 @@ class ProjectionSubscriber:
                 metrics.HANDLER_ERRORS.labels(self._service, self.consumer_name).inc()
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
                 items = [self._parse(record) for record in records]  # outcomes of the failed try are void
+        # The offsets go to Kafka while the next batch is written: commits stay in order (each waits
+        # for the one before), and the next transaction does not wait for the broker's answer.
+        self._committing = asyncio.create_task(self._commit(self._committing, records))
+
+    async def _commit(
+        self, previous: asyncio.Task[None] | None, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        if previous is not None:
+            await previous  # never raises: every commit error is logged below
         consumer = self._subscriber.consumer if self._subscriber else None
         if consumer is not None:
             ends = {
@@ -398,6 +417,28 @@ class ProjectionSubscriber:
                         error=repr(error),
                     )
                     item.outcome, item.error = "dead", f"{type(error).__name__}: {error}"
+
+
+POLL_MS: Final = 100
+"""How long one poll waits for records. A record that arrives meanwhile ends the wait at once."""
+
+
+def _poll_without_pause(
+    max_records: int,
+) -> Callable[[AIOKafkaConsumer], Coroutine[Any, Any, tuple[ConsumerRecord[bytes, bytes], ...]]]:
+    """The batch poll of faststream, without the pause it takes after a poll that found nothing.
+
+    faststream sleeps `batch_timeout_ms` after an empty poll; a record that arrives during that
+    sleep waits for its end, so at low rates a record waited up to that long on top of its
+    trip (docs/performance.md). The poll itself already waits for records, and returns as
+    soon as one arrives.
+    """
+
+    async def poll(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[bytes, bytes], ...]:
+        batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=max_records)
+        return tuple(chain.from_iterable(batches.values()))
+
+    return poll
 
 
 def _header_int(value: bytes | None) -> int | None:

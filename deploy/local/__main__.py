@@ -245,11 +245,14 @@ def backup(
 
 
 @app.command()
-def restore(
+def restore(  # noqa: PLR0917 - typer passes its options positionally
     dsn: Annotated[str, typer.Option(envvar="DATABASE_URL", help="The server's admin DSN")],
     directory: Annotated[Path, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")],
     service: Annotated[str, typer.Option(help="The service whose database is put back (registry, training, ...)")],
     to: Annotated[datetime, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")],
+    bootstrap: Annotated[
+        str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka: the service's consumer groups are rewound")
+    ],
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
 ) -> None:
     """Put one service's database back as it was at a moment (base backup + archived WAL); stop the service first."""
@@ -261,6 +264,10 @@ def restore(
     database = local_stack.database_name(namespace, service)
     done = backups.restore_database(dsn, directory.resolve(), database, to)
     console.print(f"{database} restored to {to.isoformat()} from {done.base} and the archived WAL")
+    from runtime.restore import rewind_consumers  # noqa: PLC0415
+
+    for group, partitions in asyncio.run(rewind_consumers(bootstrap, service)).items():
+        console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
 
 
 @app.command()

@@ -10,7 +10,7 @@ other services' databases are not touched (docs/operations.md, ADR 0025).
     ./dev backup  --dsn DSN --dir var/backups                          # a base backup now
     ./dev restore --dsn DSN --dir var/backups --service registry --to 2026-12-06T17:30:00+08:00
 
-The server must archive its WAL into `DIR/wal` (`archive_settings`; `./dev up` does with
+The server must archive its WAL into `DIR/wal` (`deploy.local.postgres.archive_settings`; `./dev up` does with
 BACKUP_DIR set). Run as root, the tools run as the server's user, which must reach DIR.
 """
 
@@ -25,16 +25,6 @@ from datetime import datetime
 from pathlib import Path
 
 from deploy.local.postgres import LocalPostgres, _as_user, _client_env, _server_user, pg_bin
-
-
-def archive_settings(directory: Path) -> dict[str, str]:
-    """Server settings that archive every finished WAL segment into `directory` (never overwriting one)."""
-    return {
-        "wal_level": "replica",
-        "archive_mode": "on",
-        "archive_command": f"test ! -f '{directory}/%f' && cp '%p' '{directory}/%f'",
-        "archive_timeout": "60",  # a quiet server still archives its last minute
-    }
 
 
 def prepare(directory: Path) -> Path:

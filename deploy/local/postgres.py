@@ -103,6 +103,16 @@ def _check_reachable(directory: Path, user: pwd.struct_passwd) -> None:
             raise RuntimeError(msg)
 
 
+def archive_settings(directory: Path) -> dict[str, str]:
+    """Server settings that archive every finished WAL segment into `directory` (never overwriting one)."""
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": f"test ! -f '{directory}/%f' && cp '%p' '{directory}/%f'",
+        "archive_timeout": "60",  # a quiet server still archives its last minute
+    }
+
+
 class LocalPostgres:
     """One PostgreSQL cluster on a loopback port, owned by this object.
 
@@ -214,8 +224,6 @@ class LocalPostgres:
             "full_page_writes": durable,
         }
         if self._archive is not None:
-            from deploy.local.backup import archive_settings  # noqa: PLC0415 - that module imports this one
-
             settings.update(archive_settings(self._archive))
         command = [*death_signal_prefix("INT"), postgres, "-D", str(self.workdir / "data"), "-p", str(self.port)]
         for name, value in settings.items():

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel
 
 from runtime.auth import CurrentActor, can_write, require_scope
-from runtime.commands import Accepted
+from runtime.commands import Accepted, tagged
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
 from runtime.service import ActorDB, service_of
@@ -56,15 +56,10 @@ Queries = Annotated[AssessmentQueries, Depends(queries)]
 Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
 
 
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
-
-
 @router.post("/cycles", status_code=status.HTTP_201_CREATED, tags=["cycles"])
 async def open_cycle(body: OpenCycle, ctx: Context, cmd: Commands, response: Response) -> Accepted:
     """Open an assessment cycle (annual, mid-year or ad hoc) over a subtree."""
-    return _etag(response, await cmd.open_cycle(ctx, body))
+    return tagged(response, await cmd.open_cycle(ctx, body))
 
 
 @router.post("/cycles/{cycle_id}/close", tags=["cycles"])
@@ -72,7 +67,7 @@ async def close_cycle(
     cycle_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Close a cycle: no evaluation is recorded in it afterwards."""
-    return _etag(response, await cmd.close_cycle(ctx, cycle_id, expected))
+    return tagged(response, await cmd.close_cycle(ctx, cycle_id, expected))
 
 
 @router.get("/cycles/{cycle_id}/progress", tags=["cycles"])
@@ -86,13 +81,13 @@ async def evaluate(
     cadre_id: UUID, body: Evaluate, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Record an evaluation (one per cycle; a correction names the one it supersedes)."""
-    return _etag(response, await cmd.evaluate(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.evaluate(ctx, cadre_id, body, expected))
 
 
 @router.post("/cadres/{cadre_id}/check-ins", status_code=status.HTTP_201_CREATED, tags=["cadres"])
 async def check_in(cadre_id: UUID, body: CheckIn, ctx: Context, cmd: Commands, response: Response) -> Accepted:
     """Record a check-in about the cadre's thinking, work and life."""
-    return _etag(response, await cmd.check_in(ctx, cadre_id, body))
+    return tagged(response, await cmd.check_in(ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/reminders", status_code=status.HTTP_201_CREATED, tags=["reminders"])
@@ -100,7 +95,7 @@ async def issue_reminder(
     cadre_id: UUID, body: IssueReminder, ctx: Context, cmd: Commands, response: Response
 ) -> Accepted:
     """Point out a problem showing signs or tendencies."""
-    return _etag(response, await cmd.issue_reminder(ctx, cadre_id, body))
+    return tagged(response, await cmd.issue_reminder(ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/reminders/{reminder_id}/resolution", tags=["reminders"])
@@ -108,7 +103,7 @@ async def resolve_reminder(
     cadre_id: UUID, reminder_id: UUID, body: ResolveReminder, ctx: Context, cmd: Commands, response: Response
 ) -> Accepted:
     """Resolve a reminder after its follow-up."""
-    return _etag(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
+    return tagged(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
 
 
 @router.post("/cadres/{cadre_id}/exit-recommendations/{recommendation_id}/rejection", tags=["pool"])
@@ -116,7 +111,7 @@ async def reject_exit(
     cadre_id: UUID, recommendation_id: UUID, body: RejectExit, ctx: Context, cmd: Commands, response: Response
 ) -> Accepted:
     """Decide against an exit recommendation, with the reason (confirming one is the registry's retirement)."""
-    return _etag(response, await cmd.reject_exit(ctx, cadre_id, recommendation_id, body))
+    return tagged(response, await cmd.reject_exit(ctx, cadre_id, recommendation_id, body))
 
 
 class SweepResult(BaseModel):

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.assessment import (
     AssessmentCycleOpened,
@@ -18,12 +18,12 @@ from contracts.assessment import (
     ReminderIssued,
     Severity,
 )
-from contracts.envelope import OrgCode, in_subtree, uuid7
+from contracts.envelope import OrgCode, Role, in_subtree, uuid7
 from contracts.event import Event
 from contracts.registry import Name, Text
 from runtime import clock
 from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.commands import Accepted, Command, check_expected, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -37,11 +37,7 @@ def cycle_stream(cycle_id: UUID) -> str:
     return f"cycle-{cycle_id}"
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OpenCycle(_Command):
+class OpenCycle(Command):
     """Open an assessment cycle for a subtree and a period."""
 
     cycle_id: UUID | None = None
@@ -52,7 +48,7 @@ class OpenCycle(_Command):
     ends_on: date
 
 
-class Evaluate(_Command):
+class Evaluate(Command):
     """Record a cadre's evaluation in a cycle (or correct one with `supersedes`)."""
 
     evaluation_id: UUID | None = None
@@ -65,7 +61,7 @@ class Evaluate(_Command):
     supersedes: UUID | None = None
 
 
-class CheckIn(_Command):
+class CheckIn(Command):
     """Record a conversation about a cadre's thinking, work and life."""
 
     check_in_id: UUID | None = None
@@ -76,7 +72,7 @@ class CheckIn(_Command):
     follow_up: Text = ""
 
 
-class IssueReminder(_Command):
+class IssueReminder(Command):
     """Point out a problem showing signs or tendencies."""
 
     reminder_id: UUID | None = None
@@ -85,13 +81,13 @@ class IssueReminder(_Command):
     follow_up_on: date
 
 
-class ResolveReminder(_Command):
+class ResolveReminder(Command):
     """Close a reminder after its follow-up."""
 
     resolution: Text = Field(min_length=1)
 
 
-class RejectExit(_Command):
+class RejectExit(Command):
     """Decide against an exit recommendation: the cadre stays in the pool."""
 
     reason: Text = Field(min_length=1)
@@ -195,9 +191,10 @@ class AssessmentCommands:
         return await retrying(attempt, expected=expected)
 
     async def check_in(self, ctx: CommandContext, cadre_id: UUID, cmd: CheckIn) -> Accepted:
-        """Record a check-in held with the cadre."""
-        can_write(ctx.actor)
+        """Record a check-in held with the cadre: by an organizer, or by the cadre's own mentor (a viewer's grant)."""
         cadre = await self._cadre(ctx, cadre_id)
+        if not (ctx.actor.role is Role.VIEWER and cadre["mentor_user"] == ctx.actor.user):
+            can_write(ctx.actor)
         event = CheckInRecorded(
             check_in_id=cmd.check_in_id or uuid7(),
             cadre_id=cadre_id,

@@ -175,6 +175,7 @@ class Mentee(BaseModel):
     cadre_id: UUID
     full_name: str
     org_code: str
+    org_name: str
     org_path: str
     last_check_in: date | None
     check_in_due_on: date
@@ -385,6 +386,7 @@ class AssessmentQueries:
         today = clock.today()
         rows = await self._pool.fetch(
             "SELECT c.cadre_id, c.full_name, c.org_code, c.org_path, max(k.held_on) AS last_check_in,"  # noqa: S608 - fixed clauses, values bound
+            " coalesce((SELECT u.name FROM units u WHERE u.code = c.org_code), c.org_code) AS org_name,"
             " coalesce(max(k.held_on), c.nominated_on) + $3::int AS check_in_due_on,"
             " (SELECT count(*) FROM reminders r WHERE r.cadre_id = c.cadre_id AND r.resolved_on IS NULL)::int"
             " AS open_reminders"

@@ -14,7 +14,7 @@ from contracts.notify import Channel, NotificationPreferencesSet, NotificationRe
 from contracts.registry import Language
 from runtime import egress
 from runtime.auth import CurrentActor, require_role
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.commands import Accepted, check_expected, retrying, tagged
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.export import Table, table_response
@@ -79,11 +79,6 @@ class Preferences(BaseModel):
     language: Language | None = None
 
 
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
-
-
 @router.get("/inbox", tags=["inbox"])
 async def inbox(
     actor: CurrentActor,
@@ -125,7 +120,7 @@ async def mark_read(notification_id: UUID, ctx: Context, pool: DB, store: Store,
         )
         return Accepted.of(stream, row["version"], envelopes)
 
-    return _etag(response, await retrying(attempt, expected=None))
+    return tagged(response, await retrying(attempt, expected=None))
 
 
 @router.get("/preferences", tags=["preferences"])
@@ -169,7 +164,7 @@ async def set_preferences(
         envelopes = await store.append(stream, version, [event], ctx=ctx, org_path=ctx.actor.org_path)
         return Accepted.of(stream, version, envelopes)
 
-    return _etag(response, await retrying(attempt, expected=expected))
+    return tagged(response, await retrying(attempt, expected=expected))
 
 
 @router.get("/deliveries", tags=["delivery log"], response_model=list[DeliveryView])

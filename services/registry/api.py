@@ -14,7 +14,7 @@ from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
 from runtime.auth import CurrentActor
 from runtime.batch import memo_of
-from runtime.commands import Accepted
+from runtime.commands import Accepted, tagged
 from runtime.errors import RuleViolationError
 from runtime.export import Table, table_response
 from runtime.http import Context, ExpectedVersion
@@ -63,15 +63,10 @@ Commands = Annotated[RegistryCommands, Depends(commands)]
 Queries = Annotated[RegistryQueries, Depends(queries)]
 
 
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
-
-
 @router.post("/org-units", status_code=status.HTTP_201_CREATED, tags=["org units"])
 async def register_org_unit(body: RegisterOrgUnit, ctx: Context, cmd: Commands, response: Response) -> Accepted:
     """Register an org unit under a parent in your subtree."""
-    return _etag(response, await cmd.register_org_unit(ctx, body))
+    return tagged(response, await cmd.register_org_unit(ctx, body))
 
 
 @router.put("/org-units/{code}/responsible-leader", tags=["org units"])
@@ -79,7 +74,7 @@ async def designate_leader(
     code: str, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Designate the unit's main leader as first responsible person for its reserve cadres."""
-    return _etag(response, await cmd.designate_leader(ctx, code, body, expected))
+    return tagged(response, await cmd.designate_leader(ctx, code, body, expected))
 
 
 @router.get("/org-units", tags=["org units"], response_model=list[OrgUnitView])
@@ -106,7 +101,7 @@ async def nominate(body: Nominate, ctx: Context, cmd: Commands, response: Respon
     """Nominate a person into the reserve pool (entry rules apply)."""
     accepted = await cmd.nominate(ctx, body)
     response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
-    return _etag(response, accepted)
+    return tagged(response, accepted)
 
 
 class EntryCheckView(BaseModel):
@@ -128,7 +123,7 @@ async def update_profile(
     cadre_id: UUID, body: ProfileChanges, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Change fields of a cadre's profile."""
-    return _etag(response, await cmd.update_profile(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.update_profile(ctx, cadre_id, body, expected))
 
 
 @router.put("/cadres/{cadre_id}/mentor", tags=["cadres"])
@@ -136,7 +131,7 @@ async def assign_mentor(
     cadre_id: UUID, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Give a cadre a one-on-one mentor."""
-    return _etag(response, await cmd.assign_mentor(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.assign_mentor(ctx, cadre_id, body, expected))
 
 
 @router.post("/cadres/{cadre_id}/retirement", tags=["cadres"])
@@ -144,7 +139,7 @@ async def retire(
     cadre_id: UUID, body: Retire, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Take a cadre out of the pool, with the reason."""
-    return _etag(response, await cmd.retire(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.retire(ctx, cadre_id, body, expected))
 
 
 @router.post("/cadres/{cadre_id}/handover", tags=["cadres"])
@@ -152,7 +147,7 @@ async def hand_over(
     cadre_id: UUID, body: HandOver, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Hand the cadre over to a deployment above this one (multi-level sync): from then on it writes the cadre."""
-    return _etag(response, await cmd.hand_over(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.hand_over(ctx, cadre_id, body, expected))
 
 
 @router.get("/cadres", tags=["cadres"], response_model=CadrePage)
@@ -220,7 +215,7 @@ async def grant_access(
     user_id: str, body: GrantAccess, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Let a person act at a unit of your subtree with a role (replaces what they had)."""
-    return _etag(response, await cmd.grant_access(ctx, user_id, body, expected))
+    return tagged(response, await cmd.grant_access(ctx, user_id, body, expected))
 
 
 @router.delete("/access/{user_id}", tags=["access"])
@@ -228,7 +223,7 @@ async def revoke_access(
     user_id: str, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Take a person's access away (a grant inside your subtree)."""
-    return _etag(response, await cmd.revoke_access(ctx, user_id, expected))
+    return tagged(response, await cmd.revoke_access(ctx, user_id, expected))
 
 
 @router.get("/structure", tags=["statistics"])
@@ -244,7 +239,7 @@ async def record_personal_data(
     cadre_id: UUID, body: PersonalFile, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Record a cadre's personal file (ID number, family, photo, health, ...), sealed with the cadre's own key."""
-    return _etag(response, await cmd.record_personal_data(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.record_personal_data(ctx, cadre_id, body, expected))
 
 
 @router.get("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)
@@ -299,7 +294,7 @@ async def import_appointment_form(
         form = lrmx.read(data)
     except lrmx.FormError as error:
         raise RuleViolationError(str(error), violations=error.problems) from None
-    return _etag(response, await cmd.import_appointment_form(ctx, cadre_id, form, expected))
+    return tagged(response, await cmd.import_appointment_form(ctx, cadre_id, form, expected))
 
 
 @router.post("/cadres/{cadre_id}/erasure", tags=["personal data"], responses=ERASED)
@@ -307,7 +302,7 @@ async def erase_personal_data(
     cadre_id: UUID, body: Erase, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Erase a cadre's personal data: the key is destroyed, every sealed copy stays unreadable, the chain intact."""
-    return _etag(response, await cmd.erase_personal_data(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.erase_personal_data(ctx, cadre_id, body, expected))
 
 
 @router.post(

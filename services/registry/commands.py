@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
@@ -36,7 +36,7 @@ from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.batch import Memo
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.commands import Accepted, Command, check_expected, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -51,11 +51,7 @@ def org_stream(code: str) -> str:
     return f"orgunit-{code}"
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterOrgUnit(_Command):
+class RegisterOrgUnit(Command):
     """Add a unit to the tree."""
 
     code: OrgCode
@@ -65,7 +61,7 @@ class RegisterOrgUnit(_Command):
     target_pool_size: int = Field(default=0, ge=0, le=100_000)
 
 
-class Nominate(_Command):
+class Nominate(Command):
     """Nominate a person into the reserve pool of a unit."""
 
     cadre_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
@@ -83,7 +79,7 @@ class Nominate(_Command):
     language: Language = Language.ZH
 
 
-class EntryCheckRequest(_Command):
+class EntryCheckRequest(Command):
     """A nominee's facts the entry rules look at."""
 
     org_code: OrgCode
@@ -92,7 +88,7 @@ class EntryCheckRequest(_Command):
     years_of_service: int = Field(ge=0, le=60)
 
 
-class Retire(_Command):
+class Retire(Command):
     """Take a cadre out of the pool."""
 
     reason: RetirementReason
@@ -111,7 +107,7 @@ def access_stream(user_id: str) -> str:
     return f"access-{user_id}"
 
 
-class GrantAccess(_Command):
+class GrantAccess(Command):
     """Let a person act at a unit of your subtree with a role."""
 
     subject: Subject = Field(description="The identity provider's id of the person (the `sub` of its tokens)")
@@ -120,14 +116,14 @@ class GrantAccess(_Command):
     role: Role
 
 
-class HandOver(_Command):
+class HandOver(Command):
     """Move a cadre's streams to another deployment (multi-level sync): this deployment's last word on them."""
 
     to_deployment: DeploymentId
     reason: Text = ""
 
 
-class Erase(_Command):
+class Erase(Command):
     """Erase a cadre's personal data for good."""
 
     reason: Text = Field(min_length=1, description="The request or legal basis (no personal data)")

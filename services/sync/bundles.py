@@ -39,7 +39,8 @@ from runtime.errors import CommandError, NotFoundError
 from runtime.kafka import read_range, topic_ends
 from runtime.settings import ServiceSettings
 from runtime.topology import Topology
-from services.sync.ingest import Arrival, Ingest, Refusal, parse, speaks_for
+from services.sync.arrival import Arrival, Refusal, parse, speaks_for
+from services.sync.ingest import Ingest
 
 log = logs.get(__name__)
 

@@ -24,22 +24,32 @@ deployments below it with a signed `DeploymentLinked` event, which is trusted on
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from contracts.audit import ChainCheckpointed, checkpoint_message
-from contracts.envelope import GENESIS_HASH, chain_hash
+from contracts.envelope import GENESIS_HASH
 from contracts.sync import DeploymentLinked
 from runtime import clock, logs
 from runtime.db import Conn, system_only
 from runtime.topology import Topology
+from services.sync.arrival import (
+    CHECKPOINT,
+    Arrival,
+    Chain,
+    Refusal,
+    Trust,
+    follows,
+    parse,
+    public_key,
+    signed_checkpoint,
+    speaks_for,
+    take_checkpoint,
+)
 
 log = logs.get(__name__)
 
@@ -125,89 +135,9 @@ SCHEMA: Final = (
 RELEASED_CHANNEL: Final = "events_released"
 """Notified on every release: the relays of `<service>.received` wake up."""
 
-_CHECKPOINT: Final = ChainCheckpointed.event_type
 _PAGE: Final = 5000
 
-_Trust = dict[str, tuple[str, str]]
-"""Deployment → (its public key, who vouched for it: `settings` or a deployment)."""
 _LINKED: Final = DeploymentLinked.event_type
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One event as it arrived, with its place in its deployment's chain."""
-
-    deployment: str
-    source: str
-    position: int
-    event_id: str
-    event_type: str
-    prev_hash: str
-    hash: str
-    key: str
-    body: str
-    recorded_at: datetime
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """An event (or bytes) refused, and why."""
-
-    reason: str
-    deployment: str | None = None
-    source: str | None = None
-    position: int | None = None
-    event_id: str | None = None
-
-
-def parse(data: bytes | str) -> Arrival | Refusal:
-    """The arrival an envelope's bytes describe, if its hash covers its body."""
-    try:
-        fields = orjson.loads(data)
-        claimed = fields.pop("hash")
-        place = (str(fields["deployment"]), str(fields["source"]), int(fields["position"]))
-        event_id = str(fields["event_id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-        return Refusal(f"not an envelope: {error}")
-    if chain_hash(fields) != claimed:
-        return Refusal("body does not match its hash", *place, event_id)
-    try:
-        recorded_at = datetime.fromisoformat(str(fields["recorded_at"]))
-        arrival = Arrival(
-            deployment=place[0],
-            source=place[1],
-            position=place[2],
-            event_id=event_id,
-            event_type=str(fields["event_type"]),
-            prev_hash=str(fields["prev_hash"]),
-            hash=str(claimed),
-            key=str(fields.get("cadre_id") or fields["stream_id"]),
-            body=data.decode() if isinstance(data, bytes) else data,
-            recorded_at=recorded_at,
-            payload=dict(fields["payload"]),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        return Refusal(f"incomplete envelope: {error}", *place, event_id)
-    return arrival
-
-
-def public_key(b64: str) -> Ed25519PublicKey:
-    """An Ed25519 public key from base64 of its raw bytes."""
-    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
-
-
-@dataclass(slots=True)
-class _Chain:
-    deployment: str
-    source: str
-    verified: int = 0
-    verified_hash: str = GENESIS_HASH
-    signed: int = 0
-    released: int = 0
-    broken: str | None = None
-    hashes: dict[int, str] = field(default_factory=dict)
-    """Hashes met on this pass (to check a checkpoint against)."""
 
 
 @dataclass
@@ -306,7 +236,7 @@ class Ingest:
         taken.released = await self.advance(conn, touched, now, taken)
         return taken
 
-    def _may_bring(self, link: str, deployment: str, trusted: _Trust) -> bool:
+    def _may_bring(self, link: str, deployment: str, trusted: Trust) -> bool:
         """Whether `link` may bring events of `deployment` (a deployment not known yet waits for its voucher)."""
         if link == self._topology.parent:
             return deployment == link  # the parent speaks for itself only
@@ -366,9 +296,9 @@ class Ingest:
         return released
 
     async def _verify(
-        self, conn: Conn, deployment: str, source: str, *, trusted: _Trust, now: datetime, taken: Taken | None
-    ) -> _Chain:
-        chain = _Chain(deployment, source)
+        self, conn: Conn, deployment: str, source: str, *, trusted: Trust, now: datetime, taken: Taken | None
+    ) -> Chain:
+        chain = Chain(deployment, source)
         row = await conn.fetchrow(
             "SELECT verified, verified_hash, signed, released, broken FROM chains"
             " WHERE deployment = $1 AND source = $2 FOR UPDATE",
@@ -390,7 +320,7 @@ class Ingest:
                 source,
                 chain.verified,
                 _PAGE,
-                _CHECKPOINT,  # only a checkpoint's body is read here
+                CHECKPOINT,  # only a checkpoint's body is read here
             )
             moved = await self._walk(conn, chain, rows, key, trusted=trusted, now=now, taken=taken)
             if chain.broken or not moved or len(rows) < _PAGE:
@@ -412,11 +342,11 @@ class Ingest:
     async def _walk(
         self,
         conn: Conn,
-        chain: _Chain,
+        chain: Chain,
         rows: Sequence[Any],
         key: Ed25519PublicKey,
         *,
-        trusted: _Trust,
+        trusted: Trust,
         now: datetime,
         taken: Taken | None,
     ) -> bool:
@@ -450,27 +380,18 @@ class Ingest:
             moved = True
         return moved
 
-    async def _link_problem(self, conn: Conn, chain: _Chain, arrival: Any, key: Ed25519PublicKey) -> str | None:
+    async def _link_problem(self, conn: Conn, chain: Chain, arrival: Any, key: Ed25519PublicKey) -> str | None:
         """Why `arrival` cannot follow the verified chain (None: it can; a valid checkpoint moves `signed`)."""
-        if arrival["prev_hash"] != chain.verified_hash:
-            return f"position {arrival['position']} does not follow the one before it (prev_hash differs)"
-        if arrival["event_type"] != _CHECKPOINT:
-            return None
+        problem = follows(chain, arrival["position"], arrival["prev_hash"])
+        if problem is not None or arrival["event_type"] != CHECKPOINT:
+            return problem
         return await self._checkpoint_problem(conn, chain, arrival, key)
 
-    async def _checkpoint_problem(self, conn: Conn, chain: _Chain, arrival: Any, key: Ed25519PublicKey) -> str | None:
+    async def _checkpoint_problem(self, conn: Conn, chain: Chain, arrival: Any, key: Ed25519PublicKey) -> str | None:
         """Why a checkpoint is not one the chain can take: a bad signature, or signing another chain."""
-        position = arrival["position"]
-        try:
-            checkpoint = ChainCheckpointed.model_validate(orjson.loads(arrival["body"])["payload"])
-            key.verify(
-                bytes.fromhex(checkpoint.signature),
-                checkpoint_message(chain.source, chain.deployment, checkpoint.position, checkpoint.hash),
-            )
-        except (InvalidSignature, ValueError):
-            return f"checkpoint at position {position} is not signed by {chain.deployment}'s key"
-        if checkpoint.position > chain.verified:
-            return f"checkpoint at position {position} signs events not received"
+        checkpoint = signed_checkpoint(chain, arrival["position"], arrival["body"], key)
+        if isinstance(checkpoint, str):
+            return checkpoint
         signed_hash = chain.hashes.get(checkpoint.position)
         if signed_hash is None:
             signed_hash = await conn.fetchval(
@@ -479,16 +400,9 @@ class Ingest:
                 chain.source,
                 checkpoint.position,
             )
-        if signed_hash != checkpoint.hash:
-            return f"checkpoint at position {position} signs a chain other than the one received: it was rewritten"
-        # A checkpoint that signs the event right before it vouches for itself as well (its signature is its
-        # content): release it with what it signs, so the level above receives it, and a chain that goes quiet
-        # after a checkpoint is released to its end, at every hop.
-        covered = position if checkpoint.position == position - 1 else checkpoint.position
-        chain.signed = max(chain.signed, covered)
-        return None
+        return take_checkpoint(chain, arrival["position"], checkpoint, signed_hash)
 
-    async def _release(self, conn: Conn, chain: _Chain, now: datetime) -> tuple[int, set[str]]:
+    async def _release(self, conn: Conn, chain: Chain, now: datetime) -> tuple[int, set[str]]:
         """Release the verified events up to the last signed checkpoint; trust the deployments they vouch for."""
         if chain.signed <= chain.released:
             return 0, set()
@@ -562,22 +476,9 @@ class Ingest:
         )
 
 
-async def _trusted(conn: Conn) -> _Trust:
+async def _trusted(conn: Conn) -> Trust:
     rows = await conn.fetch("SELECT deployment, public_key, vouched_by FROM trusted")
     return {r["deployment"]: (r["public_key"], r["vouched_by"]) for r in rows}
-
-
-def speaks_for(link: str, deployment: str, trusted: _Trust) -> bool:
-    """Whether events of `deployment` may come over the link from `link`: its own, or of one it vouched for."""
-    seen: set[str] = set()
-    current: str | None = deployment
-    while current is not None and current not in seen:
-        if current == link:
-            return True
-        seen.add(current)
-        voucher = trusted.get(current, ("", "settings"))[1]
-        current = None if voucher == "settings" else voucher
-    return False
 
 
 def _columns(fresh: list[tuple[str, Arrival]], via: str, now: datetime) -> list[list[Any]]:

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from runtime.auth import CurrentActor
-from runtime.commands import Accepted
+from runtime.commands import Accepted, tagged
 from runtime.export import Table, table_response
 from runtime.http import Context, Day, ExpectedVersion
 from runtime.service import ActorDB, service_of
@@ -54,15 +54,10 @@ Commands = Annotated[TrainingCommands, Depends(commands)]
 Queries = Annotated[TrainingQueries, Depends(queries)]
 
 
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
-
-
 @router.post("/programs", status_code=status.HTTP_201_CREATED, tags=["programmes"])
 async def schedule_program(body: ScheduleProgram, ctx: Context, cmd: Commands, response: Response) -> Accepted:
     """Schedule an organized training programme."""
-    return _etag(response, await cmd.schedule_program(ctx, body))
+    return tagged(response, await cmd.schedule_program(ctx, body))
 
 
 @router.post("/programs/{program_id}/cancellation", tags=["programmes"])
@@ -70,7 +65,7 @@ async def cancel_program(
     program_id: UUID, body: CancelProgram, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Cancel a programme; its enrolments are withdrawn."""
-    return _etag(response, await cmd.cancel_program(ctx, program_id, body, expected))
+    return tagged(response, await cmd.cancel_program(ctx, program_id, body, expected))
 
 
 @router.post("/programs/{program_id}/enrolments", status_code=status.HTTP_201_CREATED, tags=["programmes"])
@@ -78,7 +73,7 @@ async def enrol(
     program_id: UUID, body: Enrol, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Enrol a cadre (capacity and dates are checked)."""
-    return _etag(response, await cmd.enrol(ctx, program_id, body, expected))
+    return tagged(response, await cmd.enrol(ctx, program_id, body, expected))
 
 
 @router.post("/programs/{program_id}/enrolments/{cadre_id}/withdrawal", tags=["programmes"])
@@ -92,7 +87,7 @@ async def withdraw(
     response: Response,
 ) -> Accepted:
     """Withdraw a cadre from a programme."""
-    return _etag(response, await cmd.withdraw(ctx, program_id, cadre_id, body, expected))
+    return tagged(response, await cmd.withdraw(ctx, program_id, cadre_id, body, expected))
 
 
 @router.post("/programs/{program_id}/enrolments/{cadre_id}/completion", tags=["programmes"])
@@ -106,7 +101,7 @@ async def complete(
     response: Response,
 ) -> Accepted:
     """Record a completion with hours and score."""
-    return _etag(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
+    return tagged(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
 
 
 @router.post("/programs/{program_id}/attendance", status_code=status.HTTP_201_CREATED, tags=["programmes"])
@@ -119,7 +114,7 @@ async def record_attendance(
     response: Response,
 ) -> Accepted:
     """Record after the fact that a cadre completed a programme that already ran (past records, imports)."""
-    return _etag(response, await cmd.record_attendance(ctx, program_id, body, expected))
+    return tagged(response, await cmd.record_attendance(ctx, program_id, body, expected))
 
 
 @router.get("/programs", tags=["programmes"], response_model=list[ProgramView])
@@ -140,7 +135,7 @@ async def log_self_study(
     cadre_id: UUID, body: LogSelfStudy, ctx: Context, cmd: Commands, response: Response
 ) -> Accepted:
     """Log autonomous study."""
-    return _etag(response, await cmd.log_self_study(ctx, cadre_id, body))
+    return tagged(response, await cmd.log_self_study(ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/postings", status_code=status.HTTP_201_CREATED, tags=["postings"])
@@ -148,7 +143,7 @@ async def assign_posting(
     cadre_id: UUID, body: AssignPosting, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Post a cadre: upward, downward, cold-hot exchange or urgent task (one at a time)."""
-    return _etag(response, await cmd.assign_posting(ctx, cadre_id, body, expected))
+    return tagged(response, await cmd.assign_posting(ctx, cadre_id, body, expected))
 
 
 @router.post("/cadres/{cadre_id}/postings/{posting_id}/end", tags=["postings"])
@@ -162,7 +157,7 @@ async def end_posting(
     response: Response,
 ) -> Accepted:
     """End a posting, as planned or cut short."""
-    return _etag(response, await cmd.end_posting(ctx, cadre_id, posting_id, body, expected))
+    return tagged(response, await cmd.end_posting(ctx, cadre_id, posting_id, body, expected))
 
 
 @router.get("/cadres/{cadre_id}/training-record", tags=["cadres"])

@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.envelope import Envelope, OrgCode, uuid7
 from contracts.event import Event
@@ -24,7 +24,7 @@ from contracts.training import (
     WithdrawalReason,
 )
 from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.commands import Accepted, Command, check_expected, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -38,11 +38,7 @@ def program_stream(program_id: UUID) -> str:
     return f"program-{program_id}"
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScheduleProgram(_Command):
+class ScheduleProgram(Command):
     """Schedule an organized training programme."""
 
     program_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
@@ -57,25 +53,25 @@ class ScheduleProgram(_Command):
     location: Text = ""
 
 
-class CancelProgram(_Command):
+class CancelProgram(Command):
     """Cancel a programme (its enrolments are withdrawn)."""
 
     reason: Text = Field(min_length=1)
 
 
-class Enrol(_Command):
+class Enrol(Command):
     """Enrol a cadre in a programme."""
 
     cadre_id: UUID
 
 
-class Withdraw(_Command):
+class Withdraw(Command):
     """End an enrolment without completion."""
 
     note: Text = ""
 
 
-class Complete(_Command):
+class Complete(Command):
     """Record that a cadre completed a programme."""
 
     completed_on: date
@@ -84,7 +80,7 @@ class Complete(_Command):
     passed: bool = True
 
 
-class RecordAttendance(_Command):
+class RecordAttendance(Command):
     """Record after the fact that a cadre completed a programme that already ran."""
 
     cadre_id: UUID
@@ -95,7 +91,7 @@ class RecordAttendance(_Command):
     evidence: Text = Field(min_length=1, description="What shows the cadre attended (certificate, register)")
 
 
-class LogSelfStudy(_Command):
+class LogSelfStudy(Command):
     """Log autonomous study."""
 
     entry_id: UUID | None = None
@@ -106,7 +102,7 @@ class LogSelfStudy(_Command):
     evidence: Text = Field(min_length=1)
 
 
-class AssignPosting(_Command):
+class AssignPosting(Command):
     """Post a cadre for practical training."""
 
     posting_id: UUID | None = None
@@ -118,7 +114,7 @@ class AssignPosting(_Command):
     purpose: Text = ""
 
 
-class EndPosting(_Command):
+class EndPosting(Command):
     """End a posting, as planned or cut short."""
 
     ended_on: date

@@ -210,7 +210,9 @@ def _csrf(page: httpx.Response) -> str:
     return page.text.split('name="csrf_token" value="')[1].split('"')[0]
 
 
-async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree(console: ConsoleStack) -> None:
+async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree(  # noqa: PLR0915 - one visit
+    console: ConsoleStack,
+) -> None:
     pool = await console_sign_in(console.client, "organizer.county")
     county = next(p for p in demo.people(console.org) if p.user_id == "organizer.county").unit
     mine = next(c for c in console.org.cadres if c.unit.path.startswith(county.path) and not c.retirement)
@@ -278,6 +280,26 @@ async def test_screens_offer_only_what_the_role_may_do_and_show_only_the_subtree
     for cadre_id in expected | {str(mine.cadre_id)}:
         assert f'href="/cadres/{cadre_id}"' in mentees.text
     assert mentees.text.count('href="/cadres/') == len(expected | {str(mine.cadre_id)})
+    assert f'<span title="{mine.unit.code}">{mine.unit.name}</span>' in mentees.text
+
+    # The mentor (a viewer) records a check-in with the mentee: allowed to the cadre's own mentor only.
+    today = clock.today().isoformat()
+    held = await console.client.post(
+        "/mentees/check-in",
+        data={"csrf_token": _csrf(mentees), "cadre_id": str(mine.cadre_id), "held_on": today, "work": "on track"},
+    )
+    assert held.status_code == 303, held.text[-500:]
+    file = await console.client.get(f"/cadres/{mine.cadre_id}")
+    assert f"· {mentor.user_id}" in file.text  # on the timeline, held by the mentor
+    stranger = next(
+        c for c in console.org.cadres
+        if c.unit.path.startswith(county.path) and not c.retirement and c.mentor != mentor.user_id and c != mine
+    )  # fmt: skip
+    refused = await console.client.post(
+        "/mentees/check-in",
+        data={"csrf_token": _csrf(mentees), "cadre_id": str(stranger.cadre_id), "held_on": today},
+    )
+    assert refused.status_code == 403
 
 
 async def test_a_viewer_is_offered_no_write_action(launch: Launch, keycloak: str, console_port: int) -> None:

@@ -16,7 +16,9 @@ from contracts.registry import CadreNominated, CadreNominatedV1, CadreRetired, E
 from runtime import clock, db, store
 from runtime.context import CommandContext
 from runtime.errors import ConcurrencyError
+from runtime.eventlog import EventLog
 from tests.conftest import DatabaseFactory
+from tests.eventlog_contract import EventLogContract
 
 ACTOR = Actor(user="tester", org_path="cn.qs", role=Role.ORGANIZER)
 
@@ -185,3 +187,13 @@ async def test_events_are_recorded_on_the_platforms_clock_and_never_before_the_l
     assert [row["recorded_at"] for row in rows] == [first.recorded_at, second.recorded_at]
     assert await es.verify_chain() is None
     await es.close()
+
+
+class TestPostgresEventLog(EventLogContract):
+    """The event log contract (tests/eventlog_contract.py) against PostgreSQL, as the in-memory log passes it."""
+
+    @pytest.fixture
+    async def log(self, pool: db.Pool) -> AsyncIterator[EventLog]:
+        es = store.EventStore(pool, source="registry", deployment="a")
+        yield es
+        await es.close()

@@ -117,19 +117,22 @@ async def test_the_rebuild_command_shows_progress_and_refuses_what_it_cannot_reb
         "COLUMNS": "120",
     }
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own interpreter and module
+    async def run(*args: str) -> subprocess.CompletedProcess[str]:
+        # In a thread: the training service lives on this event loop, and a transaction of its consumer
+        # left waiting on a blocked loop would hold the lock the rebuild's switch waits for.
+        return await asyncio.to_thread(
+            subprocess.run,  # our own interpreter and module
             [sys.executable, "-m", "runtime.rebuild", *args],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
-    done = run("training", "pool")
+    done = await run("training", "pool")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rebuilt training.pool: 6 events" in done.stdout
     assert "events/s" in done.stdout
     with pytest.raises(ValueError, match=r"cannot be rebuilt|no projection"):
         rebuild.rebuildable(TRAINING, "retirement-reaction")
-    refused = run("training", "nothing")
+    refused = await run("training", "nothing")
     assert refused.returncode != 0
     assert "no projection 'nothing'" in refused.stderr
     assert await training.service.pool.fetchval("SELECT count(*) FROM pool_cadres") == 1
