@@ -16,7 +16,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import append, bundles, compare, cpu, e2e, footprint, imports, mirror, peer, projection, queries, relay, sync
+from bench import (
+    append,
+    bundles,
+    compare,
+    cpu,
+    e2e,
+    footprint,
+    imports,
+    mirror,
+    peer,
+    projection,
+    queries,
+    relay,
+    restore,
+    sync,
+)
 from bench import console as console_bench
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
@@ -38,7 +53,8 @@ def run(
         str,
         typer.Option(
             help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,"
-            "bundles,sync (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes)"
+            "bundles,sync (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes;"
+            " restore: point-in-time restore of the scale's events beside pg_restore)"
         ),
     ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles,sync",
     against: Annotated[
@@ -80,6 +96,9 @@ def run(
     if "sync" in chosen:
         console.rule("multi-level sync: three stacks and MirrorMaker 2")
         sync.run(report, seconds=HOLD_SECONDS[scale] / 3)
+    if "restore" in chosen:
+        console.rule("point-in-time restore")
+        restore.run(report, events=events)
     if "mirror-crash" in chosen:
         console.rule("MirrorMaker 2: a kill -9 under each delivery setting")
         mirror.run_crash(report)

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,8 +60,16 @@ def base_backup(dsn: str, directory: Path, *, label: str) -> Path:
     return target
 
 
+_MARK = (
+    "CREATE TABLE IF NOT EXISTS cadre_restore_marks (at timestamptz NOT NULL);"
+    " INSERT INTO cadre_restore_marks VALUES (clock_timestamp())"
+)
+"""A commit after the moment: recovery to a time stops at the first commit past it, and fails without one."""
+
+
 def switch_wal(dsn: str) -> None:
-    """Close the current WAL segment so the archive holds everything committed until now."""
+    """Commit a mark (in the admin database), then close the WAL segment: the archive holds everything until now."""
+    _run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", _MARK], "marking the WAL")
     _run([pg_bin("psql"), "-X", "-q", "-d", dsn, "-c", "SELECT pg_switch_wal()"], "pg_switch_wal")
 
 
@@ -105,13 +114,33 @@ class Restored:
     to: datetime
 
 
+def _await_promotion(scratch: LocalPostgres, *, timeout: float = 600.0) -> None:
+    """Wait until recovery reached its target and the server was promoted.
+
+    The server takes read-only connections as soon as its copy is consistent, long before the
+    replay reaches the moment: a dump taken then holds some earlier moment (or misses the database).
+    """
+    deadline = time.monotonic() + timeout
+    query = [pg_bin("psql"), "-X", "-tA", "-d", scratch.dsn("postgres"), "-c", "SELECT pg_is_in_recovery()"]
+    while _run(query, "asking whether recovery is over").stdout.strip() != "f":
+        if time.monotonic() > deadline:
+            msg = f"recovery did not reach its target within {timeout:.0f} s"
+            raise RuntimeError(msg)
+        time.sleep(0.2)
+
+
 def restore_database(dsn: str, directory: Path, database: str, to: datetime) -> Restored:
     """Put `database` of the live server at `dsn` back as it was at `to` (base backup + archived WAL).
 
     The live database is dropped and made again from the scratch server's copy; its services
     must be stopped meanwhile. Then `runtime.restore.reconcile` brings relay and consumers along.
     """
-    switch_wal(dsn)  # what the live server wrote until now goes to the archive (a moment after `to`)
+    admin = f"{dsn.rpartition('/')[0]}/postgres"
+    server_now = _run([pg_bin("psql"), "-X", "-tA", "-d", admin, "-c", "SELECT clock_timestamp()"], "psql").stdout
+    if to >= datetime.fromisoformat(server_now.strip().replace(" ", "T")):  # the WAL's times are the server's
+        msg = f"{to.isoformat()} has not come yet on the server ({server_now.strip()}): name a moment in the past"
+        raise ValueError(msg)
+    switch_wal(admin)  # the archive gets everything until now, past `to`
     base = latest_before(directory, to)
     user = _server_user()
     scratch_root = Path(tempfile.mkdtemp(prefix="cadre-restore-", dir=directory))
@@ -131,6 +160,7 @@ def restore_database(dsn: str, directory: Path, database: str, to: datetime) -> 
         scratch = LocalPostgres(scratch_root, fsync=False)
         scratch.start(timeout=600)
         try:
+            _await_promotion(scratch)
             _run([pg_bin("pg_dump"), "-Fc", "-d", scratch.dsn(database), "-f", str(dump)], f"pg_dump of {database}")
         finally:
             scratch.stop()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from deploy.local.backup import base_backup, prepare, restore_database
 from deploy.local.postgres import LocalPostgres
@@ -62,3 +64,13 @@ async def test_a_dropped_database_comes_back_as_it_was_at_the_named_moment() -> 
             await conn.close()
             assert positions == list(range(1, 151))  # no gap, nothing twice
             assert await _count(training) == 15  # the other service's database was not touched
+
+            # A quiet moment (nothing committed after it) restores too: the restore commits a mark past it.
+            conn = await asyncpg.connect(registry)
+            quiet = await conn.fetchval("SELECT clock_timestamp()")
+            await conn.close()
+            restore_database(server.dsn("postgres"), backups, "cadre_registry", quiet)
+            assert await _count(registry) == 150
+            with pytest.raises(ValueError, match="has not come yet"):  # a moment the server has not reached
+                restore_database(server.dsn("postgres"), backups, "cadre_registry", quiet + timedelta(hours=1))
+            assert await _count(registry) == 150  # refused before anything was dropped
