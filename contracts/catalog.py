@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import assessment, audit, notify, procedure, registry, sync, training
+from contracts import assessment, audit, notify, procedure, registry, selection, sync, training
 from contracts.event import Event
 from contracts.upcasters import reaches, upcast
 
@@ -50,6 +50,16 @@ CURRENT: tuple[type[Event], ...] = (
     sync.DirectiveIssued,
     sync.DirectiveApplied,
     sync.DirectiveRefused,
+    selection.PostQuotaSet,
+    selection.PostCreated,
+    selection.PostChanged,
+    selection.IncumbentAppointed,
+    selection.IncumbentLeft,
+    selection.SuccessorNamed,
+    selection.ReadinessReviewed,
+    selection.SuccessorWithdrawn,
+    selection.CadreAppointed,
+    selection.PotentialRated,
     procedure.ProcedureRulesSet,
     procedure.CalendarAdjusted,
     procedure.ProcedureOpened,

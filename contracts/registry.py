@@ -204,6 +204,8 @@ class CadreRetired(Event):
     note: Text = ""
     appointed_to: Name | None = None
     """The post, when the reason is `appointed`."""
+    post_id: UUID | None = None
+    """The post in selection's teams, when the appointment was recorded there (older events name none)."""
 
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=ONE_LINE)]

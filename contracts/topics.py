@@ -12,8 +12,9 @@ ASSESSMENT = "assessment.events"
 NOTIFY = "notify.events"
 AUDIT = "audit.events"
 SYNC = "sync.events"
+SELECTION = "selection.events"
 
-ALL = (REGISTRY, TRAINING, ASSESSMENT, NOTIFY, AUDIT, SYNC)
+ALL = (REGISTRY, TRAINING, ASSESSMENT, NOTIFY, AUDIT, SYNC, SELECTION)
 """Each service's own events."""
 
 DLQ_SUFFIX = ".dlq"

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from services.registry.demo import DemoOrg
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("registry", "training", "assessment", "notify", "audit", "sync")
+SERVICES = ("registry", "training", "assessment", "selection", "notify", "audit", "sync")
 """Every service, in the order they start (and their demos load)."""
 CONSOLE_PORT = 8080
 """The console's port under `./dev up` unless CONSOLE_PORT says otherwise: the one address people use."""

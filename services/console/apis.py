@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-SERVICES = ("registry", "training", "assessment", "notify", "audit")
+SERVICES = ("registry", "training", "assessment", "selection", "notify", "audit")
 
 
 class ApiError(Exception):

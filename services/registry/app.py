@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -10,11 +11,15 @@ from pydantic_settings import SettingsConfigDict
 
 from contracts import topics
 from contracts.registry import Education, OrgLevel
+from contracts.selection import CadreAppointed
 from exchange.templates import download_router
+from runtime.db import Conn
 from runtime.keystore import KeyEraser, PersonalDataSettings
+from runtime.projection import Recorded
 from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection, sessions
+from services.registry.commands import RegistryCommands
 from services.registry.rules import EntryRules
 
 
@@ -48,6 +53,30 @@ class RegistrySettings(ServiceSettings, PersonalDataSettings):
         )
 
 
+class AppointmentReaction:
+    """When selection appoints a reserve to a post, the cadre leaves the pool as appointed (once)."""
+
+    name = "appointment-reaction"
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def handles(self, event_type: str) -> bool:
+        """Appointments only."""
+        return event_type == CadreAppointed.event_type
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Retire each appointed cadre; the command checks state, so a redelivery appends nothing."""
+        del conn  # a reaction writes through the store, never into tables here
+        service = self._service
+        settings = service.settings
+        assert isinstance(settings, RegistrySettings)
+        commands = RegistryCommands(service.store, service.pool, settings.entry_rules(), service.keystore)
+        for recorded in events:
+            assert isinstance(recorded.event, CadreAppointed)
+            await commands.retire_appointed(recorded.envelope, recorded.event)
+
+
 async def destroy_erased_keys(service: Service) -> None:
     """At start: destroy the keys of cadres erased while the process stopped between event and key."""
     erased = await service.pool.fetch("SELECT cadre_id FROM cadres WHERE personal_erased_at IS NOT NULL")
@@ -66,6 +95,7 @@ SPEC = ServiceSpec(
         # What the appointment form shows of the other services' records (grades, postings).
         Subscription(topics=[topics.ASSESSMENT], projection=projection.GradesView(), with_received=True),
         Subscription(topics=[topics.TRAINING], projection=projection.PostingsView(), with_received=True),
+        Subscription(topics=[topics.SELECTION], factory=AppointmentReaction),
     ],
     follows_handovers=False,  # the registry is where a cadre's handover begins
     background=[destroy_erased_keys],

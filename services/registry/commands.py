@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import OrgCode, Role, canonical_json, uuid7
+from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
 from contracts.personal import PersonalFile, Sealed
 from contracts.registry import (
@@ -30,12 +30,13 @@ from contracts.registry import (
     Text,
     UserId,
 )
+from contracts.selection import CadreAppointed
 from contracts.sync import DeploymentId, StreamHandedOver
 from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.batch import Memo
-from runtime.commands import Accepted, Command, check_expected
+from runtime.commands import Accepted, Command, check_expected, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -312,6 +313,37 @@ class RegistryCommands:
             today=today,
         )
         return await self._append(ctx, cadre, events)
+
+    async def retire_appointed(self, envelope: Envelope, appointed: CadreAppointed) -> Accepted | None:
+        """Selection appointed a reserve to a post: take the cadre out of the pool as appointed, linked to the post.
+
+        Idempotent by state: a redelivery finds the cadre out of the pool and appends nothing (None).
+        The registry acts on its own authority at the cadre's unit (the post may lie elsewhere).
+        """
+        history = await self._store.read_stream(cadre_stream(appointed.cadre_id))
+        if not history:
+            msg = f"cadre {appointed.cadre_id} is not in this registry"
+            raise NotFoundError(msg)
+        reacting = CommandContext.reacting_to(envelope, "registry")
+        actor = Actor(user=reacting.actor.user, org_path=history[0].envelope.org_path, role=Role.SYSTEM)
+        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+
+        async def attempt() -> Accepted | None:
+            cadre = await self._cadre(ctx, appointed.cadre_id)
+            if cadre.status != "in_pool":
+                return None
+            events = rules.retire(
+                cadre,
+                reason=RetirementReason.APPOINTED,
+                effective_on=appointed.appointed_on,
+                note=f"{appointed.document_number}: {appointed.post_title}, {appointed.org_code}",
+                appointed_to=appointed.post_title,
+                today=ctx.day,
+                post_id=appointed.post_id,
+            )
+            return await self._append(ctx, cadre, events)
+
+        return await retrying(attempt, expected=None)
 
     async def record_personal_data(
         self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None

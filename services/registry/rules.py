@@ -279,6 +279,7 @@ def retire(
     note: str,
     appointed_to: str | None,
     today: date,
+    post_id: UUID | None = None,
 ) -> list[Event]:
     """Take the cadre out of the pool for `reason`."""
     _still_in_pool(cadre)
@@ -301,6 +302,7 @@ def retire(
             effective_on=effective_on,
             note=note,
             appointed_to=appointed_to,
+            post_id=post_id,
         )
     ]
 

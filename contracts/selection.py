@@ -1,0 +1,203 @@
+"""Events of selection: leadership teams, their posts and quotas, incumbents, successors, appointments.
+
+A unit's leadership team is one stream (`team-<org code>`): its approved number of posts per
+kind, its posts, who holds each, who is named to succeed, and the appointments out of the
+pool. One stream, so that the rules spanning posts (the quota of a kind) are decided against
+one version under optimistic concurrency. A cadre's potential rating is the cadre's own.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import topics
+from contracts.envelope import OrgCode
+from contracts.event import Event
+from contracts.registry import Name, Text
+
+
+class PostKind(StrEnum):
+    """Posts of a team are principal (party secretary, county head) or deputy."""
+
+    PRINCIPAL = "principal"
+    DEPUTY = "deputy"
+
+
+class Readiness(StrEnum):
+    """How soon a successor could take the post, best first."""
+
+    READY_NOW = "ready_now"
+    ONE_TO_TWO_YEARS = "one_to_two_years"
+    THREE_PLUS_YEARS = "three_plus_years"
+
+
+class TenureEnd(StrEnum):
+    """Why an incumbent left a post."""
+
+    SUCCEEDED = "succeeded"
+    """Someone was appointed to the post (the appointment ends the tenure before it)."""
+    APPOINTED_ELSEWHERE = "appointed_elsewhere"
+    AGE_LIMIT = "age_limit"
+    END_OF_TERM = "end_of_term"
+    REMOVED = "removed"
+
+
+class Potential(StrEnum):
+    """The rated judgement of a cadre's potential, lowest first (the 9-box's vertical axis)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class OverQuota(BaseModel):
+    """The recorded decision that lets a unit hold more incumbents of a kind than its approved number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    document_number: Name
+    reason: Text = Field(min_length=1)
+
+
+class PostQuotaSet(Event):
+    """A unit's approved number of posts of a kind (职数) was set."""
+
+    event_type: ClassVar[str] = "PostQuotaSet"
+    topic: ClassVar[str] = topics.SELECTION
+
+    org_code: OrgCode
+    kind: PostKind
+    approved: int = Field(ge=0, le=200)
+    document_number: Name
+    """The approving document."""
+
+
+class PostCreated(Event):
+    """A leadership post was set up in a unit's team."""
+
+    event_type: ClassVar[str] = "PostCreated"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    org_code: OrgCode
+    kind: PostKind
+    title: Name
+    rank: Name
+    """The rank the post carries (e.g. county level principal)."""
+
+
+class PostChanged(Event):
+    """A post's title or rank changed (both given, as they now are)."""
+
+    event_type: ClassVar[str] = "PostChanged"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    title: Name
+    rank: Name
+
+
+class IncumbentAppointed(Event):
+    """Someone holds a post from a date: a team's present members, or anyone appointed from outside the pool."""
+
+    event_type: ClassVar[str] = "IncumbentAppointed"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    holder_name: Name
+    starts_on: date
+    ends_by: date | None = None
+    """When the holder reaches the age limit or the end of term, whichever comes first."""
+    cadre_id: UUID | None = None
+    over_quota: OverQuota | None = None
+    """Set when this incumbent takes the unit beyond its approved number of the post's kind."""
+
+
+class IncumbentLeft(Event):
+    """An incumbent's tenure ended."""
+
+    event_type: ClassVar[str] = "IncumbentLeft"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    holder_name: Name
+    left_on: date
+    reason: TenureEnd
+    note: Text = ""
+
+
+class SuccessorNamed(Event):
+    """A reserve cadre was named as a successor for a post, with a readiness."""
+
+    event_type: ClassVar[str] = "SuccessorNamed"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    cadre_id: UUID
+    full_name: Name
+    readiness: Readiness
+    reason: Text = Field(min_length=1)
+
+
+class ReadinessReviewed(Event):
+    """A successor's readiness was reviewed (changed or confirmed), with the reason."""
+
+    event_type: ClassVar[str] = "ReadinessReviewed"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    cadre_id: UUID
+    readiness: Readiness
+    reason: Text = Field(min_length=1)
+
+
+class SuccessorWithdrawn(Event):
+    """A cadre is no longer a successor for a post."""
+
+    event_type: ClassVar[str] = "SuccessorWithdrawn"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    cadre_id: UUID
+    reason: Text = Field(min_length=1)
+
+
+class CadreAppointed(Event):
+    """A reserve cadre was appointed out of the pool to a post (one decision, with its document).
+
+    It fills the post; an `IncumbentLeft(reason=succeeded)` of the holder before it comes in the
+    same append. The registry takes the cadre out of the pool as *appointed*, linked to the post.
+    """
+
+    event_type: ClassVar[str] = "CadreAppointed"
+    topic: ClassVar[str] = topics.SELECTION
+
+    post_id: UUID
+    cadre_id: UUID
+    full_name: Name
+    org_code: OrgCode
+    """The post's unit."""
+    kind: PostKind
+    post_title: Name
+    appointed_on: date
+    document_number: Name
+    ends_by: date | None = None
+    over_quota: OverQuota | None = None
+
+
+class PotentialRated(Event):
+    """A cadre's potential was rated, with the reason, in a review cycle (the rater is the envelope's actor)."""
+
+    event_type: ClassVar[str] = "PotentialRated"
+    topic: ClassVar[str] = topics.SELECTION
+
+    cadre_id: UUID
+    potential: Potential
+    cycle: Name
+    """The review it belongs to (e.g. 2026)."""
+    reason: Text = Field(min_length=1)

@@ -1,0 +1,232 @@
+"""Selection's HTTP API: teams, posts and quotas, incumbents, successors, appointments, the pool's strength and use."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from runtime.auth import CurrentActor
+from runtime.commands import Accepted
+from runtime.errors import RuleViolationError
+from runtime.export import Table, table_response
+from runtime.http import Context, Day, ExpectedVersion
+from runtime.service import ActorDB, service_of
+from services.selection.commands import (
+    Appoint,
+    ChangePost,
+    CreatePost,
+    EndTenure,
+    NameSuccessor,
+    RatePotential,
+    RecordIncumbent,
+    ReviewReadiness,
+    SelectionCommands,
+    SetQuota,
+    WithdrawSuccessor,
+)
+from services.selection.queries import KindCount, PoolUse, ReadinessChange, SelectionQueries, Strength, TeamView
+
+router = APIRouter()
+
+
+async def commands(request: Request) -> SelectionCommands:
+    """FastAPI dependency: the command handlers."""
+    service = service_of(request)
+    return SelectionCommands(service.store, service.pool)
+
+
+async def queries(request: Request, db: ActorDB) -> SelectionQueries:
+    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
+    return SelectionQueries(db, request.app.state.reserve_ratios)
+
+
+Commands = Annotated[SelectionCommands, Depends(commands)]
+Queries = Annotated[SelectionQueries, Depends(queries)]
+Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+
+
+def _etag(response: Response, accepted: Accepted) -> Accepted:
+    response.headers["ETag"] = f'"{accepted.version}"'
+    return accepted
+
+
+@router.post("/teams/{org_code}/quotas", tags=["teams"])
+async def set_quota(
+    org_code: str, body: SetQuota, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Set the unit's approved number of posts of a kind (职数)."""
+    return _etag(response, await cmd.set_quota(ctx, org_code, body, expected))
+
+
+@router.post("/teams/{org_code}/posts", status_code=status.HTTP_201_CREATED, tags=["teams"])
+async def create_post(
+    org_code: str, body: CreatePost, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+) -> Accepted:
+    """Set up a post in the unit's team."""
+    return _etag(response, await cmd.create_post(ctx, org_code, body, expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/change", tags=["teams"])
+async def change_post(
+    org_code: str,
+    post_id: UUID,
+    body: ChangePost,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Retitle or re-rank a post."""
+    return _etag(response, await cmd.change_post(ctx, org_code, post_id, body, expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/incumbent", status_code=status.HTTP_201_CREATED, tags=["teams"])
+async def record_incumbent(
+    org_code: str,
+    post_id: UUID,
+    body: RecordIncumbent,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Record who holds a vacant post; beyond the quota only with a recorded over-quota decision."""
+    return _etag(response, await cmd.record_incumbent(ctx, org_code, post_id, body, expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/incumbent/end", tags=["teams"])
+async def end_tenure(
+    org_code: str,
+    post_id: UUID,
+    body: EndTenure,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """The incumbent leaves the post (age limit, end of term, appointed elsewhere, removed)."""
+    return _etag(response, await cmd.end_tenure(ctx, org_code, post_id, body, expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/successors", status_code=status.HTTP_201_CREATED, tags=["succession"])
+async def name_successor(
+    org_code: str,
+    post_id: UUID,
+    body: NameSuccessor,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Name a reserve as successor for the post, with a readiness and the reason."""
+    return _etag(response, await cmd.name_successor(ctx, org_code, post_id, body, expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/review", tags=["succession"])
+async def review_readiness(
+    org_code: str,
+    post_id: UUID,
+    cadre_id: UUID,
+    body: ReviewReadiness,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Review a successor's readiness, with the reason (it shows in the history)."""
+    return _etag(response, await cmd.review_readiness(ctx, org_code, post_id, cadre_id, cmd=body, expected=expected))
+
+
+@router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/withdrawal", tags=["succession"])
+async def withdraw_successor(
+    org_code: str,
+    post_id: UUID,
+    cadre_id: UUID,
+    body: WithdrawSuccessor,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """The cadre is no longer a successor for the post."""
+    return _etag(response, await cmd.withdraw_successor(ctx, org_code, post_id, cadre_id, cmd=body, expected=expected))
+
+
+@router.get("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/history", tags=["succession"])
+async def readiness_history(
+    post_id: UUID, cadre_id: UUID, actor: CurrentActor, reads: Queries, org_code: str
+) -> list[ReadinessChange]:
+    """How the successor's readiness was set and reviewed, with each reason."""
+    del org_code  # the post names its team
+    return await reads.readiness_history(actor, post_id, cadre_id)
+
+
+@router.post(
+    "/teams/{org_code}/posts/{post_id}/appointment", status_code=status.HTTP_201_CREATED, tags=["appointments"]
+)
+async def appoint(
+    org_code: str,
+    post_id: UUID,
+    body: Appoint,
+    ctx: Context,
+    cmd: Commands,
+    expected: ExpectedVersion,
+    response: Response,
+) -> Accepted:
+    """Appoint a reserve out of the pool to the post: it fills the post and ends the tenure before it.
+
+    The registry then takes the cadre out of the pool as appointed, linked to the post.
+    """
+    return _etag(response, await cmd.appoint(ctx, org_code, post_id, body, expected))
+
+
+@router.post("/cadres/{cadre_id}/potential", status_code=status.HTTP_201_CREATED, tags=["talent review"])
+async def rate_potential(
+    cadre_id: UUID, body: RatePotential, ctx: Context, cmd: Commands, response: Response
+) -> Accepted:
+    """Rate a cadre's potential in a review cycle, with the reason (you are the rater)."""
+    return _etag(response, await cmd.rate_potential(ctx, cadre_id, body))
+
+
+@router.get("/teams/{org_code}", tags=["teams"])
+async def team(org_code: str, actor: CurrentActor, reads: Queries, on: Day | None = None) -> TeamView:
+    """A unit's team as of a day (default today): counts per kind, posts, holders, successors with readiness."""
+    return await reads.team(actor, org_code, on)
+
+
+@router.get("/posts/counts", tags=["teams"], response_model=list[KindCount])
+async def counts(
+    actor: CurrentActor, reads: Queries, table: Table, under: Under = None, on: Day | None = None
+) -> list[KindCount] | Response:
+    """Approved, filled, vacant and over-quota posts per unit and kind of a subtree, as of a day."""
+    items = await reads.counts(actor, under, on)
+    return table_response(table, items, filename="post-counts") if table else items
+
+
+@router.get("/strength", tags=["succession"])
+async def strength(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Under = None,
+    on: Day | None = None,
+    within_months: Annotated[int, Query(ge=1, le=120, description="Falling vacant within so many months")] = 12,
+) -> Strength:
+    """Reserves per kind against the ratio; posts with no ready successor; posts falling vacant with none."""
+    return await reads.strength(actor, under, on, within_months)
+
+
+@router.get("/pool-use", tags=["appointments"])
+async def pool_use(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Under = None,
+    since: Day | None = None,
+    until: Day | None = None,
+) -> PoolUse:
+    """Appointments per unit and kind over a period (default: this year), and the share filled from the pool."""
+    if since is not None and until is not None and since > until:
+        msg = "since comes after until"
+        raise RuleViolationError(msg)
+    return await reads.pool_use(actor, under, since, until)

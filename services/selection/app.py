@@ -1,0 +1,67 @@
+"""Wiring of the selection service: its settings, its parts, its app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from contracts import topics
+from contracts.selection import PostKind
+from runtime.db import Conn
+from runtime.projection import Projection, Recorded
+from runtime.registry_view import RegistryView
+from runtime.service import ServiceSpec, Subscription, build_app
+from runtime.settings import ServiceSettings
+from services.selection import api, procedure_api, procedure_board, projection
+
+
+class SelectionSettings(ServiceSettings):
+    """Selection's environment."""
+
+    service_name: str = "selection"
+    reserve_ratios: dict[str, dict[PostKind, float]] = Field(
+        default={"default": {PostKind.PRINCIPAL: 1.0, PostKind.DEPUTY: 2.0}},
+        description="Reserves asked for per post, by kind, per unit level (JSON; `default` for levels not listed)",
+    )
+
+
+class OwnEvents:
+    """Selection's inline projection: its teams (projection) and its procedures (procedure_board)."""
+
+    name = "selection"
+
+    def __init__(self, *parts: Projection) -> None:
+        self._parts = parts
+
+    def handles(self, event_type: str) -> bool:
+        """Whether a part reads it."""
+        return any(part.handles(event_type) for part in self._parts)
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Each part gets the events it reads, in order."""
+        for part in self._parts:
+            mine = [r for r in events if part.handles(r.envelope.event_type)]
+            if mine:
+                await part.apply(conn, mine)
+
+
+SPEC = ServiceSpec(
+    name="selection",
+    title="Leadership teams and succession",
+    description="Posts and their quotas per unit, incumbents, successors with readiness, appointments out of the "
+    "pool, potential ratings; the pool's strength and use.",
+    routers=[api.router, procedure_api.router],
+    schema=(*projection.SCHEMA, *procedure_board.SCHEMA),
+    inline=OwnEvents(projection.SelectionProjection(), procedure_board.ProcedureBoard()),
+    subscriptions=[Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True)],
+)
+
+
+def create_app(settings: SelectionSettings | None = None) -> FastAPI:
+    """Selection's ASGI app."""
+    settings = settings or SelectionSettings()
+    app = build_app(SPEC, settings)
+    app.state.reserve_ratios = settings.reserve_ratios
+    return app

@@ -1,0 +1,317 @@
+"""Selection's commands: load the team (or the cadre), apply the rules, append what they decide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import uuid7
+from contracts.event import Event
+from contracts.registry import Name, Text
+from contracts.selection import OverQuota, PostCreated, PostKind, Potential, PotentialRated, Readiness, TenureEnd
+from runtime.auth import can_write, require_scope
+from runtime.commands import Accepted, check_expected, retrying
+from runtime.context import CommandContext
+from runtime.db import Pool
+from runtime.errors import NotFoundError, RuleViolationError
+from runtime.received import cadre_stream
+from runtime.store import EventStore
+from services.selection import rules
+
+
+def team_stream(org_code: str) -> str:
+    """Stream id of a unit's leadership team."""
+    return f"team-{org_code}"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetQuota(_Command):
+    """Set a unit's approved number of posts of a kind (职数)."""
+
+    kind: PostKind
+    approved: int = Field(ge=0, le=200)
+    document_number: Name
+
+
+class CreatePost(_Command):
+    """Set up a leadership post in a unit's team."""
+
+    post_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
+    kind: PostKind
+    title: Name
+    rank: Name
+
+
+class ChangePost(_Command):
+    """Retitle or re-rank a post."""
+
+    title: Name
+    rank: Name
+
+
+class RecordIncumbent(_Command):
+    """Record who holds a vacant post (a present member, or someone appointed from outside the pool)."""
+
+    holder_name: Name
+    starts_on: date
+    ends_by: date | None = Field(default=None, description="When the age limit or the end of term comes")
+    cadre_id: UUID | None = None
+    over_quota: OverQuota | None = Field(default=None, description="The decision that allows going beyond the quota")
+
+
+class EndTenure(_Command):
+    """An incumbent leaves the post."""
+
+    left_on: date
+    reason: TenureEnd
+    note: Text = ""
+
+
+class NameSuccessor(_Command):
+    """Name a reserve of the pool as successor for a post."""
+
+    cadre_id: UUID
+    readiness: Readiness
+    reason: Text = Field(min_length=1)
+
+
+class ReviewReadiness(_Command):
+    """Review a successor's readiness."""
+
+    readiness: Readiness
+    reason: Text = Field(min_length=1)
+
+
+class WithdrawSuccessor(_Command):
+    """A cadre is no longer meant for the post."""
+
+    reason: Text = Field(min_length=1)
+
+
+class Appoint(_Command):
+    """Appoint a reserve out of the pool to a post (the decision, with its document)."""
+
+    cadre_id: UUID
+    appointed_on: date
+    document_number: Name
+    ends_by: date | None = None
+    over_quota: OverQuota | None = None
+
+
+class RatePotential(_Command):
+    """Rate a cadre's potential in a review cycle, with the reason."""
+
+    potential: Potential
+    cycle: Name
+    reason: Text = Field(min_length=1)
+
+
+class SelectionCommands:
+    """Handles selection's commands against its store and its view of the registry."""
+
+    def __init__(self, store: EventStore, pool: Pool) -> None:
+        self._store = store
+        self._pool = pool
+
+    async def _unit_path(self, ctx: CommandContext, code: str) -> str:
+        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
+        if path is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, str(path), f"org unit {code}")
+        return str(path)
+
+    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        """The cadre as selection sees the registry: in scope (else 404) and in the pool (else 422)."""
+        row = await self._pool.fetchrow(
+            "SELECT org_path, full_name, nominated_on, in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id
+        )
+        if row is None:
+            msg = f"cadre {cadre_id} not found"
+            raise NotFoundError(msg)
+        require_scope(ctx.actor, row["org_path"], f"cadre {cadre_id}")
+        if not row["in_pool"]:
+            msg = f"cadre {cadre_id} has left the reserve pool"
+            raise RuleViolationError(msg)
+        return row
+
+    async def _team(self, org_code: str) -> rules.Team:
+        history = await self._store.read_stream(team_stream(org_code))
+        return rules.Team.replay(org_code, [r.event for r in history])
+
+    async def _decide(
+        self, ctx: CommandContext, org_code: str, expected: int | None, decide: Callable[[rules.Team], list[Event]]
+    ) -> Accepted:
+        """Load the team, let `decide(team)` return the events, append them at the team's version (retried)."""
+        can_write(ctx.actor)
+        path = await self._unit_path(ctx, org_code)
+
+        async def attempt() -> Accepted:
+            team = await self._team(org_code)
+            stream = team_stream(org_code)
+            check_expected(stream, expected, team.version)
+            events = decide(team)
+            envelopes = await self._store.append(stream, team.version, events, ctx=ctx, org_path=path)
+            return Accepted.of(stream, team.version, envelopes)
+
+        return await retrying(attempt, expected=expected)
+
+    async def set_quota(self, ctx: CommandContext, org_code: str, cmd: SetQuota, expected: int | None) -> Accepted:
+        """Set the approved number of posts of a kind of a unit in the actor's subtree."""
+        return await self._decide(
+            ctx, org_code, expected, lambda team: rules.set_quota(team, cmd.kind, cmd.approved, cmd.document_number)
+        )
+
+    async def create_post(self, ctx: CommandContext, org_code: str, cmd: CreatePost, expected: int | None) -> Accepted:
+        """Set up a post in a unit's team."""
+        event = PostCreated(
+            post_id=cmd.post_id or uuid7(), org_code=org_code, kind=cmd.kind, title=cmd.title, rank=cmd.rank
+        )
+        return await self._decide(ctx, org_code, expected, lambda team: rules.create_post(team, event))
+
+    async def change_post(
+        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: ChangePost, expected: int | None
+    ) -> Accepted:
+        """Retitle or re-rank a post."""
+        return await self._decide(
+            ctx, org_code, expected, lambda team: rules.change_post(team, post_id, cmd.title, cmd.rank)
+        )
+
+    async def record_incumbent(
+        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: RecordIncumbent, expected: int | None
+    ) -> Accepted:
+        """Record who holds a vacant post (the quota is checked)."""
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.appoint_incumbent(
+                team,
+                post_id,
+                holder_name=cmd.holder_name,
+                starts_on=cmd.starts_on,
+                ends_by=cmd.ends_by,
+                cadre_id=cmd.cadre_id,
+                over_quota=cmd.over_quota,
+                today=ctx.day,
+            ),
+        )
+
+    async def end_tenure(
+        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: EndTenure, expected: int | None
+    ) -> Accepted:
+        """An incumbent leaves the post."""
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.end_tenure(
+                team, post_id, left_on=cmd.left_on, reason=cmd.reason, note=cmd.note, today=ctx.day
+            ),
+        )
+
+    async def name_successor(
+        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: NameSuccessor, expected: int | None
+    ) -> Accepted:
+        """Name a reserve of the actor's subtree, in the pool, as successor for a post."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cmd.cadre_id)
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.name_successor(
+                team,
+                post_id,
+                cadre_id=cmd.cadre_id,
+                full_name=cadre["full_name"],
+                readiness=cmd.readiness,
+                reason=cmd.reason,
+            ),
+        )
+
+    async def review_readiness(
+        self,
+        ctx: CommandContext,
+        org_code: str,
+        post_id: UUID,
+        cadre_id: UUID,
+        *,
+        cmd: ReviewReadiness,
+        expected: int | None,
+    ) -> Accepted:
+        """Review a successor's readiness, with the reason."""
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.review_readiness(
+                team, post_id, cadre_id=cadre_id, readiness=cmd.readiness, reason=cmd.reason
+            ),
+        )
+
+    async def withdraw_successor(
+        self,
+        ctx: CommandContext,
+        org_code: str,
+        post_id: UUID,
+        cadre_id: UUID,
+        *,
+        cmd: WithdrawSuccessor,
+        expected: int | None,
+    ) -> Accepted:
+        """A cadre is no longer a successor for the post."""
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.withdraw_successor(team, post_id, cadre_id=cadre_id, reason=cmd.reason),
+        )
+
+    async def appoint(
+        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: Appoint, expected: int | None
+    ) -> Accepted:
+        """Appoint a reserve of the actor's subtree out of the pool to a post; the registry takes it out of the pool."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cmd.cadre_id)
+        return await self._decide(
+            ctx,
+            org_code,
+            expected,
+            lambda team: rules.appoint_cadre(
+                team,
+                post_id,
+                cadre_id=cmd.cadre_id,
+                full_name=cadre["full_name"],
+                nominated_on=cadre["nominated_on"],
+                appointed_on=cmd.appointed_on,
+                document_number=cmd.document_number,
+                ends_by=cmd.ends_by,
+                over_quota=cmd.over_quota,
+                today=ctx.day,
+            ),
+        )
+
+    async def rate_potential(self, ctx: CommandContext, cadre_id: UUID, cmd: RatePotential) -> Accepted:
+        """Rate the potential of a cadre of the actor's subtree (the actor is the rater)."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+        stream = cadre_stream(cadre_id)
+        event = PotentialRated(cadre_id=cadre_id, potential=cmd.potential, cycle=cmd.cycle, reason=cmd.reason)
+
+        async def attempt() -> Accepted:
+            history = await self._store.read_stream(stream)
+            version = history[-1].envelope.stream_version if history else 0
+            envelopes = await self._store.append(
+                stream, version, [event], ctx=ctx, org_path=cadre["org_path"], cadre_id=cadre_id
+            )
+            return Accepted.of(stream, version, envelopes)
+
+        return await retrying(attempt, expected=None)

@@ -1,0 +1,430 @@
+"""Selection's reads, scoped to the actor (row-level security): teams, quota counts, strength, the pool's use."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from contracts.envelope import Actor
+from contracts.selection import PostKind, Readiness
+from runtime import clock
+from runtime.auth import subtree_root
+from runtime.db import Reader, in_subtree_sql
+from runtime.errors import NotFoundError
+
+ACTIVE_ON = "t.starts_on <= $2 AND (t.left_on IS NULL OR t.left_on > $2)"
+"""A tenure held on day $2."""
+
+
+class HolderView(BaseModel):
+    """Who holds a post."""
+
+    holder_name: str
+    cadre_id: UUID | None
+    from_pool: bool
+    starts_on: date
+    ends_by: date | None
+    over_quota_document: str | None
+
+
+class SuccessorView(BaseModel):
+    """A successor named for a post."""
+
+    cadre_id: UUID
+    full_name: str
+    readiness: Readiness
+    reviewed_on: date
+
+
+class PostView(BaseModel):
+    """A post of a team as of a day."""
+
+    post_id: UUID
+    kind: PostKind
+    title: str
+    rank: str
+    holder: HolderView | None
+    successors: list[SuccessorView]
+
+
+class KindCount(BaseModel):
+    """A unit's posts of one kind against its quota, as of a day."""
+
+    org_code: str
+    unit_name: str
+    kind: PostKind
+    approved: int
+    posts: int
+    filled: int
+    vacant: int
+    over_quota: int
+    """Incumbents beyond the approved number."""
+    over_quota_decisions: int
+    """Incumbents holding their post on a recorded over-quota decision."""
+
+
+class TeamView(BaseModel):
+    """A unit's leadership team as of a day."""
+
+    org_code: str
+    unit_name: str
+    on: date
+    counts: list[KindCount]
+    posts: list[PostView]
+
+
+class UnitStrength(BaseModel):
+    """A unit's reserves against the ratio its level asks for, per kind of post."""
+
+    org_code: str
+    unit_name: str
+    level: str
+    kind: PostKind
+    posts: int
+    successors: int
+    """Distinct reserves named as successors for the unit's posts of this kind."""
+    ratio: float
+    required: int
+    below_ratio: bool
+
+
+class PostGap(BaseModel):
+    """A post without the successor it needs."""
+
+    post_id: UUID
+    org_code: str
+    unit_name: str
+    kind: PostKind
+    title: str
+    holder_name: str | None
+    ends_by: date | None
+    successors: int
+    ready_now: int
+
+
+class Strength(BaseModel):
+    """The pool's strength and gaps in a subtree as of a day."""
+
+    on: date
+    within_months: int
+    units: list[UnitStrength]
+    below_ratio: list[UnitStrength]
+    no_ready_successor: list[PostGap]
+    falling_vacant_without_successor: list[PostGap]
+
+
+class UseRow(BaseModel):
+    """Appointments to a unit's posts of a kind in a period, and how many came out of the pool."""
+
+    org_code: str
+    unit_name: str
+    level: str
+    kind: str
+    """`principal`, `deputy`, or `unnamed` (older retirements as appointed that name no post here)."""
+    appointments: int
+    from_pool: int
+    share_from_pool: float | None
+    average_months_in_pool: float | None
+
+
+class PoolUse(BaseModel):
+    """The pool's use in a subtree over a period."""
+
+    since: date
+    until: date
+    appointments: int
+    from_pool: int
+    share_from_pool: float | None
+    rows: list[UseRow]
+
+
+class ReadinessChange(BaseModel):
+    """One entry of a successor's history."""
+
+    readiness: Readiness | None
+    """None: withdrawn."""
+    reason: str
+    actor: str
+    recorded_on: date
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _months(days: float | None) -> float | None:
+    return None if days is None else round(float(days) / 30.4375, 1)
+
+
+class SelectionQueries:
+    """Reads as the actor sees them."""
+
+    def __init__(self, db: Reader, ratios: Mapping[str, Mapping[PostKind, float]]) -> None:
+        self._db = db
+        self._ratios = ratios
+
+    def ratio(self, level: str, kind: PostKind) -> float:
+        """Reserves per post the organization asks for at `level` (the `default` entry, else 1:1 and 1:2)."""
+        found = self._ratios.get(level) or self._ratios.get("default") or {}
+        return float(found.get(kind, 1.0 if kind is PostKind.PRINCIPAL else 2.0))
+
+    async def _unit(self, actor: Actor, code: str) -> Any:
+        row = await self._db.fetchrow("SELECT code, name, path, level FROM units WHERE code = $1", code)
+        if row is None or not actor.covers(row["path"]):
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        return row
+
+    async def counts(self, actor: Actor, under: str | None, on: date | None) -> list[KindCount]:
+        """Approved, filled, vacant and over-quota posts per unit and kind in a subtree, as of a day."""
+        root = await subtree_root(self._db, actor, under)
+        return await self._counts(in_subtree_sql("org_path", "$1"), root, on or clock.today())
+
+    async def _counts(self, where: str, key: str, on: date) -> list[KindCount]:
+        rows = await self._db.fetch(
+            f"""
+            WITH q AS (
+                SELECT DISTINCT ON (org_code, kind) org_code, kind, approved FROM quotas
+                WHERE {where} AND set_on <= $2 ORDER BY org_code, kind, set_on DESC, event_id DESC
+            ), p AS (
+                SELECT p.org_code, p.kind, count(*) AS posts, count(t.event_id) AS filled,
+                    count(t.over_quota_document) AS decisions
+                FROM posts p LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+                WHERE {where.replace("org_path", "p.org_path")} AND p.created_on <= $2 GROUP BY p.org_code, p.kind
+            )
+            SELECT c.org_code, u.name AS unit_name, u.path, c.kind, coalesce(q.approved, 0) AS approved,
+                coalesce(p.posts, 0) AS posts, coalesce(p.filled, 0) AS filled, coalesce(p.decisions, 0) AS decisions
+            FROM (SELECT org_code, kind FROM q UNION SELECT org_code, kind FROM p) c
+            LEFT JOIN q USING (org_code, kind) LEFT JOIN p USING (org_code, kind)
+            JOIN units u ON u.code = c.org_code
+            ORDER BY u.path, c.kind DESC
+            """,  # noqa: S608 - our own fragments; values are parameters
+            key,
+            on,
+        )
+        return [
+            KindCount(
+                org_code=r["org_code"],
+                unit_name=r["unit_name"],
+                kind=PostKind(r["kind"]),
+                approved=r["approved"],
+                posts=r["posts"],
+                filled=r["filled"],
+                vacant=r["posts"] - r["filled"],
+                over_quota=max(r["filled"] - r["approved"], 0),
+                over_quota_decisions=r["decisions"],
+            )
+            for r in rows
+        ]
+
+    async def team(self, actor: Actor, org_code: str, on: date | None) -> TeamView:
+        """A unit's team as of a day: counts per kind, each post with its holder and its successors."""
+        unit = await self._unit(actor, org_code)
+        day = on or clock.today()
+        posts = await self._db.fetch(
+            f"""
+            SELECT p.post_id, p.kind, p.title, p.rank, t.holder_name, t.cadre_id, t.from_pool, t.starts_on,
+                t.ends_by, t.over_quota_document
+            FROM posts p LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+            WHERE p.org_code = $1 AND p.created_on <= $2
+            ORDER BY p.kind DESC, p.title, p.post_id
+            """,  # noqa: S608 - our own fragment
+            org_code,
+            day,
+        )
+        successors: dict[UUID, list[SuccessorView]] = {}
+        for row in await self._db.fetch(
+            "SELECT s.post_id, s.cadre_id, s.full_name, s.readiness, s.reviewed_on FROM successors s"
+            " JOIN posts p USING (post_id) WHERE p.org_code = $1 AND s.active ORDER BY s.readiness, s.full_name",
+            org_code,
+        ):
+            successors.setdefault(row["post_id"], []).append(
+                SuccessorView(
+                    cadre_id=row["cadre_id"],
+                    full_name=row["full_name"],
+                    readiness=Readiness(row["readiness"]),
+                    reviewed_on=row["reviewed_on"],
+                )
+            )
+        return TeamView(
+            org_code=org_code,
+            unit_name=unit["name"],
+            on=day,
+            counts=await self._counts("org_code = $1", org_code, day),
+            posts=[
+                PostView(
+                    post_id=r["post_id"],
+                    kind=PostKind(r["kind"]),
+                    title=r["title"],
+                    rank=r["rank"],
+                    holder=None
+                    if r["holder_name"] is None
+                    else HolderView(
+                        holder_name=r["holder_name"],
+                        cadre_id=r["cadre_id"],
+                        from_pool=r["from_pool"],
+                        starts_on=r["starts_on"],
+                        ends_by=r["ends_by"],
+                        over_quota_document=r["over_quota_document"],
+                    ),
+                    successors=successors.get(r["post_id"], []),
+                )
+                for r in posts
+            ],
+        )
+
+    async def readiness_history(self, actor: Actor, post_id: UUID, cadre_id: UUID) -> list[ReadinessChange]:
+        """How a successor's readiness for a post was set and reviewed, oldest first."""
+        del actor  # row-level security keeps it to the actor's subtree
+        rows = await self._db.fetch(
+            "SELECT readiness, reason, actor, recorded_on FROM readiness_history"
+            " WHERE post_id = $1 AND cadre_id = $2 ORDER BY event_id",
+            post_id,
+            cadre_id,
+        )
+        if not rows:
+            msg = f"cadre {cadre_id} was never a successor for post {post_id}"
+            raise NotFoundError(msg)
+        return [
+            ReadinessChange(
+                readiness=Readiness(r["readiness"]) if r["readiness"] else None,
+                reason=r["reason"],
+                actor=r["actor"],
+                recorded_on=r["recorded_on"],
+            )
+            for r in rows
+        ]
+
+    async def strength(self, actor: Actor, under: str | None, on: date | None, within_months: int) -> Strength:
+        """Reserves per kind against the ratio, posts with no ready successor, posts falling vacant without one."""
+        root = await subtree_root(self._db, actor, under)
+        day = on or clock.today()
+        horizon = day + timedelta(days=round(within_months * 30.4375))
+        posts = await self._db.fetch(
+            f"""
+            SELECT p.post_id, p.org_code, u.name AS unit_name, u.level, p.kind, p.title, t.holder_name, t.ends_by,
+                count(s.cadre_id) AS successors,
+                count(s.cadre_id) FILTER (WHERE s.readiness = 'ready_now') AS ready_now,
+                array_agg(s.cadre_id) FILTER (WHERE s.cadre_id IS NOT NULL) AS cadres
+            FROM posts p JOIN units u ON u.code = p.org_code
+            LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+            LEFT JOIN successors s ON s.post_id = p.post_id AND s.active
+            WHERE {in_subtree_sql("p.org_path", "$1")} AND p.created_on <= $2
+            GROUP BY p.post_id, u.name, u.level, u.path, t.holder_name, t.ends_by
+            ORDER BY u.path, p.kind DESC, p.title
+            """,  # noqa: S608 - our own fragments
+            root,
+            day,
+        )
+        units: dict[tuple[str, str], dict[str, Any]] = {}
+        gaps: list[PostGap] = []
+        falling: list[PostGap] = []
+        for r in posts:
+            unit = units.setdefault(
+                (r["org_code"], r["kind"]),
+                {"name": r["unit_name"], "level": r["level"], "posts": 0, "cadres": set()},
+            )
+            unit["posts"] += 1
+            unit["cadres"].update(r["cadres"] or [])
+            gap = PostGap(
+                post_id=r["post_id"],
+                org_code=r["org_code"],
+                unit_name=r["unit_name"],
+                kind=PostKind(r["kind"]),
+                title=r["title"],
+                holder_name=r["holder_name"],
+                ends_by=r["ends_by"],
+                successors=r["successors"],
+                ready_now=r["ready_now"],
+            )
+            if r["ready_now"] == 0:
+                gaps.append(gap)
+            vacant_soon = r["holder_name"] is None or (r["ends_by"] is not None and r["ends_by"] <= horizon)
+            if vacant_soon and r["successors"] == 0:
+                falling.append(gap)
+        strengths = []
+        for (code, kind), unit in units.items():
+            ratio = self.ratio(unit["level"], PostKind(kind))
+            required = math.ceil(unit["posts"] * ratio)
+            strengths.append(
+                UnitStrength(
+                    org_code=code,
+                    unit_name=unit["name"],
+                    level=unit["level"],
+                    kind=PostKind(kind),
+                    posts=unit["posts"],
+                    successors=len(unit["cadres"]),
+                    ratio=ratio,
+                    required=required,
+                    below_ratio=len(unit["cadres"]) < required,
+                )
+            )
+        return Strength(
+            on=day,
+            within_months=within_months,
+            units=strengths,
+            below_ratio=[s for s in strengths if s.below_ratio],
+            no_ready_successor=gaps,
+            falling_vacant_without_successor=falling,
+        )
+
+    async def pool_use(self, actor: Actor, under: str | None, since: date | None, until: date | None) -> PoolUse:
+        """Appointments in a subtree over a period (default: this year to today), and the share from the pool.
+
+        Appointments to posts are counted at the post's unit; older retirements as *appointed* that
+        name no post here count as appointments from the pool to an unnamed post, at the cadre's unit.
+        """
+        root = await subtree_root(self._db, actor, under)
+        end = until or clock.today()
+        start = since or date(end.year, 1, 1)
+        rows = await self._db.fetch(
+            f"""
+            WITH named AS (
+                SELECT t.org_path, t.kind, t.from_pool, (t.starts_on - c.nominated_on) AS days
+                FROM tenures t LEFT JOIN pool_cadres c ON t.from_pool AND c.cadre_id = t.cadre_id
+                WHERE {in_subtree_sql("t.org_path", "$1")} AND t.starts_on BETWEEN $2 AND $3
+            ), unnamed AS (
+                SELECT c.org_path, 'unnamed' AS kind, true AS from_pool, (c.retired_on - c.nominated_on) AS days
+                FROM pool_cadres c
+                WHERE {in_subtree_sql("c.org_path", "$1")} AND c.retired_reason = 'appointed'
+                    AND c.retired_on BETWEEN $2 AND $3
+                    AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.cadre_id = c.cadre_id)
+            ), joined AS (SELECT * FROM named UNION ALL SELECT * FROM unnamed)
+            SELECT u.code, u.name, u.level, j.kind, count(*) AS appointments,
+                count(*) FILTER (WHERE j.from_pool) AS from_pool,
+                avg(j.days) FILTER (WHERE j.from_pool) AS days
+            FROM joined j JOIN units u ON u.path = j.org_path
+            GROUP BY u.code, u.name, u.level, u.path, j.kind ORDER BY u.path, j.kind DESC
+            """,  # noqa: S608 - our own fragments
+            root,
+            start,
+            end,
+        )
+        use = [
+            UseRow(
+                org_code=r["code"],
+                unit_name=r["name"],
+                level=r["level"],
+                kind=r["kind"],
+                appointments=r["appointments"],
+                from_pool=r["from_pool"],
+                share_from_pool=_share(r["from_pool"], r["appointments"]),
+                average_months_in_pool=_months(r["days"]),
+            )
+            for r in rows
+        ]
+        total = sum(r.appointments for r in use)
+        pooled = sum(r.from_pool for r in use)
+        return PoolUse(
+            since=start,
+            until=end,
+            appointments=total,
+            from_pool=pooled,
+            share_from_pool=_share(pooled, total),
+            rows=use,
+        )

@@ -1,0 +1,191 @@
+"""Selection against the registry over the real Kafka and PostgreSQL: quotas, succession, appointments."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from contracts.selection import CadreAppointed
+from runtime import clock
+from services.registry.commands import RegistryCommands
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
+from tests.conftest import Launch
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.support import Running, eventually
+
+pytestmark = pytest.mark.dates
+
+
+@pytest.fixture
+async def selection(launch: Launch, registry: Running) -> Running:
+    return await launch(selection_app, SelectionSettings, "selection")
+
+
+async def nominate(registry: Running, name: str) -> str:
+    response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
+    assert response.status_code == 201, response.text
+    return str(response.json()["stream_id"]).removeprefix("cadre-")
+
+
+async def in_selection(selection: Running, cadre_id: str) -> None:
+    await eventually(
+        lambda: selection.service.pool.fetchval(
+            "SELECT in_pool FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
+        ),
+        until=lambda in_pool: in_pool is True,
+    )
+
+
+async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR0915 - one story, told in order
+    registry: Running, selection: Running
+) -> None:
+    await build_tree(registry.client)
+    reserve = await nominate(registry, "Li Wei")
+    other = await nominate(registry, "Zhao Min")
+    await in_selection(selection, reserve)
+    await in_selection(selection, other)
+    today = clock.today()
+
+    quota = await selection.client.post(
+        "/teams/bh_ly/quotas", json={"kind": "deputy", "approved": 1, "document_number": "BH-2026-1"}, headers=CITY
+    )
+    assert quota.status_code == 200, quota.text
+    first = await selection.client.post(
+        "/teams/bh_ly/posts", json={"kind": "deputy", "title": "Deputy head A", "rank": "county deputy"}, headers=CITY
+    )
+    second = await selection.client.post(
+        "/teams/bh_ly/posts", json={"kind": "deputy", "title": "Deputy head B", "rank": "county deputy"}, headers=CITY
+    )
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    posts = {
+        r["title"]: str(r["post_id"]) for r in await selection.service.pool.fetch("SELECT title, post_id FROM posts")
+    }
+    post_a, post_b = posts["Deputy head A"], posts["Deputy head B"]
+
+    holder: dict[str, Any] = {
+        "holder_name": "Wang Gang",
+        "starts_on": (today - timedelta(days=900)).isoformat(),
+        "ends_by": (today + timedelta(days=120)).isoformat(),
+    }
+    filled = await selection.client.post(f"/teams/bh_ly/posts/{post_a}/incumbent", json=holder, headers=CITY)
+    assert filled.status_code == 201, filled.text
+    # The quota of one deputy is full: a second incumbent needs a recorded decision.
+    refused = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_b}/incumbent", json={**holder, "holder_name": "Sun Li"}, headers=CITY
+    )
+    assert refused.status_code == 422, refused.text
+    assert "over-quota" in refused.json()["detail"]
+    decision = {"document_number": "BH-2026-7", "reason": "Flood reconstruction needs a second deputy"}
+    allowed = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_b}/incumbent",
+        json={
+            **holder,
+            "holder_name": "Sun Li",
+            "ends_by": (today + timedelta(days=2000)).isoformat(),
+            "over_quota": decision,
+        },
+        headers=CITY,
+    )
+    assert allowed.status_code == 201, allowed.text
+    counts = (await selection.client.get("/posts/counts", headers=CITY)).json()
+    assert counts == [
+        {
+            "org_code": "bh_ly",
+            "unit_name": "Liuyang County",
+            "kind": "deputy",
+            "approved": 1,
+            "posts": 2,
+            "filled": 2,
+            "vacant": 0,
+            "over_quota": 1,
+            "over_quota_decisions": 1,
+        }
+    ]
+
+    # Succession: none named yet, so post A (falling vacant within a year) is a gap; then a successor.
+    strength = (await selection.client.get("/strength", headers=CITY)).json()
+    assert {g["title"] for g in strength["falling_vacant_without_successor"]} == {"Deputy head A"}
+    assert strength["below_ratio"][0]["required"] == 4
+    named = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_a}/successors",
+        json={"cadre_id": reserve, "readiness": "one_to_two_years", "reason": "Needs a township posting first"},
+        headers=CITY,
+    )
+    assert named.status_code == 201, named.text
+    reviewed = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_a}/successors/{reserve}/review",
+        json={"readiness": "ready_now", "reason": "Township posting completed with excellent grades"},
+        headers=CITY,
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    history = (
+        await selection.client.get(f"/teams/bh_ly/posts/{post_a}/successors/{reserve}/history", headers=CITY)
+    ).json()
+    assert [(h["readiness"], h["reason"]) for h in history] == [
+        ("one_to_two_years", "Needs a township posting first"),
+        ("ready_now", "Township posting completed with excellent grades"),
+    ]
+    strength = (await selection.client.get("/strength", headers=CITY)).json()
+    assert [g["title"] for g in strength["no_ready_successor"]] == ["Deputy head B"]
+    assert strength["falling_vacant_without_successor"] == []
+    # Another city sees nothing of this team.
+    hidden = await selection.client.get("/teams/bh_ly", headers=OTHER_CITY)
+    assert hidden.status_code == 404
+    assert (await selection.client.get("/posts/counts", headers=OTHER_CITY)).json() == []
+
+    # The appointment fills the post, ends the tenure before it, and the registry retires the cadre once.
+    appointed = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_a}/appointment",
+        json={"cadre_id": reserve, "appointed_on": today.isoformat(), "document_number": "BH-2026-12"},
+        headers=CITY,
+    )
+    assert appointed.status_code == 201, appointed.text
+    assert [e["event_type"] for e in appointed.json()["events"]] == ["IncumbentLeft", "CadreAppointed"]
+    team = (await selection.client.get("/teams/bh_ly", headers=CITY)).json()
+    held = {p["title"]: p["holder"] for p in team["posts"]}
+    assert held["Deputy head A"]["cadre_id"] == reserve
+    assert held["Deputy head A"]["from_pool"] is True
+
+    cadre = await eventually(
+        lambda: registry.client.get(f"/cadres/{reserve}", headers=CITY),
+        until=lambda r: r.json().get("status") == "retired",
+    )
+    assert cadre.json()["retired_reason"] == "appointed"
+    retirements = await registry.service.pool.fetch("SELECT body FROM events WHERE event_type = 'CadreRetired'")
+    assert len(retirements) == 1
+    assert str(post_a) in retirements[0]["body"]
+
+    # Redelivery has no second effect: the reaction finds the cadre out of the pool.
+    history = await selection.service.store.read_stream("team-bh_ly")
+    appointment = history[-1].envelope
+    assert appointment.event_type == "CadreAppointed"
+    commands = RegistryCommands(
+        registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
+    )
+    event = CadreAppointed.model_validate(appointment.payload)
+    assert await commands.retire_appointed(appointment, event) is None
+    count = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CadreRetired'")
+    assert count == 1
+
+    # Selection learns of the retirement too, and counts the appointment in the pool's use.
+    await eventually(
+        lambda: selection.service.pool.fetchval(
+            "SELECT retired_reason FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(reserve)
+        ),
+        until=lambda reason: reason == "appointed",
+    )
+    use = (await selection.client.get("/pool-use", headers=CITY)).json()
+    assert (use["appointments"], use["from_pool"], use["share_from_pool"]) == (1, 1, 1.0)
+    assert use["rows"][0]["org_code"] == "bh_ly"
+    # The appointed cadre can be appointed again only from the pool: it has left it.
+    again = await selection.client.post(
+        f"/teams/bh_ly/posts/{post_b}/appointment",
+        json={"cadre_id": reserve, "appointed_on": today.isoformat(), "document_number": "BH-2026-13"},
+        headers=CITY,
+    )
+    assert again.status_code == 422, again.text
+    assert await selection.service.store.verify_chain() is None
