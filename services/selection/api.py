@@ -7,9 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from contracts.envelope import OrgCode
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
-from runtime.errors import RuleViolationError
+from runtime.errors import CommandError
 from runtime.export import Table, table_response
 from runtime.http import Context, Day, ExpectedVersion
 from runtime.service import ActorDB, service_of
@@ -54,7 +55,7 @@ def _etag(response: Response, accepted: Accepted) -> Accepted:
 
 @router.post("/teams/{org_code}/quotas", tags=["teams"])
 async def set_quota(
-    org_code: str, body: SetQuota, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+    org_code: OrgCode, body: SetQuota, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Set the unit's approved number of posts of a kind (职数)."""
     return _etag(response, await cmd.set_quota(ctx, org_code, body, expected))
@@ -62,7 +63,7 @@ async def set_quota(
 
 @router.post("/teams/{org_code}/posts", status_code=status.HTTP_201_CREATED, tags=["teams"])
 async def create_post(
-    org_code: str, body: CreatePost, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
+    org_code: OrgCode, body: CreatePost, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
 ) -> Accepted:
     """Set up a post in the unit's team."""
     return _etag(response, await cmd.create_post(ctx, org_code, body, expected))
@@ -70,7 +71,7 @@ async def create_post(
 
 @router.post("/teams/{org_code}/posts/{post_id}/change", tags=["teams"])
 async def change_post(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     body: ChangePost,
     ctx: Context,
@@ -84,7 +85,7 @@ async def change_post(
 
 @router.post("/teams/{org_code}/posts/{post_id}/incumbent", status_code=status.HTTP_201_CREATED, tags=["teams"])
 async def record_incumbent(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     body: RecordIncumbent,
     ctx: Context,
@@ -98,7 +99,7 @@ async def record_incumbent(
 
 @router.post("/teams/{org_code}/posts/{post_id}/incumbent/end", tags=["teams"])
 async def end_tenure(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     body: EndTenure,
     ctx: Context,
@@ -112,7 +113,7 @@ async def end_tenure(
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors", status_code=status.HTTP_201_CREATED, tags=["succession"])
 async def name_successor(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     body: NameSuccessor,
     ctx: Context,
@@ -126,7 +127,7 @@ async def name_successor(
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/review", tags=["succession"])
 async def review_readiness(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     cadre_id: UUID,
     body: ReviewReadiness,
@@ -141,7 +142,7 @@ async def review_readiness(
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/withdrawal", tags=["succession"])
 async def withdraw_successor(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     cadre_id: UUID,
     body: WithdrawSuccessor,
@@ -156,7 +157,7 @@ async def withdraw_successor(
 
 @router.get("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/history", tags=["succession"])
 async def readiness_history(
-    post_id: UUID, cadre_id: UUID, actor: CurrentActor, reads: Queries, org_code: str
+    post_id: UUID, cadre_id: UUID, actor: CurrentActor, reads: Queries, org_code: OrgCode
 ) -> list[ReadinessChange]:
     """How the successor's readiness was set and reviewed, with each reason."""
     del org_code  # the post names its team
@@ -167,7 +168,7 @@ async def readiness_history(
     "/teams/{org_code}/posts/{post_id}/appointment", status_code=status.HTTP_201_CREATED, tags=["appointments"]
 )
 async def appoint(
-    org_code: str,
+    org_code: OrgCode,
     post_id: UUID,
     body: Appoint,
     ctx: Context,
@@ -191,7 +192,7 @@ async def rate_potential(
 
 
 @router.get("/teams/{org_code}", tags=["teams"])
-async def team(org_code: str, actor: CurrentActor, reads: Queries, on: Day | None = None) -> TeamView:
+async def team(org_code: OrgCode, actor: CurrentActor, reads: Queries, on: Day | None = None) -> TeamView:
     """A unit's team as of a day (default today): counts per kind, posts, holders, successors with readiness."""
     return await reads.team(actor, org_code, on)
 
@@ -226,7 +227,7 @@ async def pool_use(
     until: Day | None = None,
 ) -> PoolUse:
     """Appointments per unit and kind over a period (default: this year), and the share filled from the pool."""
-    if since is not None and until is not None and since > until:
-        msg = "since comes after until"
-        raise RuleViolationError(msg)
+    if since is not None and until is not None and until < since:
+        msg = "`until` lies before `since`"
+        raise CommandError(msg)  # 400, as audit answers for its periods
     return await reads.pool_use(actor, under, since, until)

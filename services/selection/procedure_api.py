@@ -13,7 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel
 
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, OrgCode
 from runtime import clock
 from runtime.auth import CurrentActor, subtree_root
 from runtime.commands import Accepted
@@ -143,14 +143,14 @@ async def stop(procedure_id: UUID, body: StopProcedure, ctx: Context, cmd: Comma
 
 
 @router.put("/procedure-rules/{org_code}", tags=["procedures"])
-async def set_rules(org_code: str, body: SetRules, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def set_rules(org_code: OrgCode, body: SetRules, ctx: Context, cmd: Commands, response: Response) -> Accepted:
     """Set the rules of a unit's procedures and its subtree's (open procedures keep the rules they opened with)."""
     return _etag(response, await cmd.set_rules(ctx, org_code, body))
 
 
 @router.post("/calendar/{org_code}/adjustments", status_code=status.HTTP_201_CREATED, tags=["procedures"])
 async def adjust_calendar(
-    org_code: str, body: AdjustCalendar, ctx: Context, cmd: Commands, response: Response
+    org_code: OrgCode, body: AdjustCalendar, ctx: Context, cmd: Commands, response: Response
 ) -> Accepted:
     """Record a day off or a working day of a unit and its subtree, beside the public holidays."""
     return _etag(response, await cmd.adjust_calendar(ctx, org_code, body))
@@ -161,7 +161,7 @@ class BoardRow(BaseModel):
 
     procedure_id: UUID
     kind: str
-    org_code: str
+    org_code: OrgCode
     org_path: str
     candidate_id: UUID
     candidate_name: str
