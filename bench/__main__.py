@@ -16,23 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench import (
-    append,
-    bundles,
-    compare,
-    cpu,
-    e2e,
-    footprint,
-    imports,
-    mirror,
-    peer,
-    projection,
-    queries,
-    relay,
-    restore,
-    sync,
-)
-from bench import console as console_bench
+from bench import compare
 from bench.harness import Report, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
@@ -81,27 +65,7 @@ def run(
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
-    if "e2e" in chosen:
-        console.rule("end to end")
-        e2e.run(report, seconds=HOLD_SECONDS[scale])
-    if "import" in chosen:
-        console.rule("import")
-        imports.run(report, rows=events)
-    if "footprint" in chosen:
-        console.rule("footprint")
-        footprint.run(report)
-    if "mirror" in chosen:
-        console.rule("MirrorMaker 2: replication lag")
-        mirror.run_lag(report, seconds=HOLD_SECONDS[scale] / 2)
-    if "sync" in chosen:
-        console.rule("multi-level sync: three stacks and MirrorMaker 2")
-        sync.run(report, seconds=HOLD_SECONDS[scale] / 3)
-    if "restore" in chosen:
-        console.rule("point-in-time restore")
-        restore.run(report, events=events)
-    if "mirror-crash" in chosen:
-        console.rule("MirrorMaker 2: a kill -9 under each delivery setting")
-        mirror.run_crash(report)
+    _standalone(report, chosen, scale, events)
     written = write(report, out)
     _table(report)
     noisy = (
@@ -112,7 +76,47 @@ def run(
     )
 
 
+def _standalone(report: Report, chosen: set[str], scale: str, events: int) -> None:
+    """The benchmarks that start their own stacks, each imported only when chosen (so that
+    `--against` can run this bench on an older revision that lacks what the others import)."""
+    if "e2e" in chosen:
+        from bench import e2e  # noqa: PLC0415 - each benchmark imported when chosen (runs on older revisions)
+
+        console.rule("end to end")
+        e2e.run(report, seconds=HOLD_SECONDS[scale])
+    if "import" in chosen:
+        from bench import imports  # noqa: PLC0415
+
+        console.rule("import")
+        imports.run(report, rows=events)
+    if "footprint" in chosen:
+        from bench import footprint  # noqa: PLC0415
+
+        console.rule("footprint")
+        footprint.run(report)
+    if chosen & {"mirror", "mirror-crash"}:
+        from bench import mirror  # noqa: PLC0415
+    if "mirror" in chosen:
+        console.rule("MirrorMaker 2: replication lag")
+        mirror.run_lag(report, seconds=HOLD_SECONDS[scale] / 2)
+    if "sync" in chosen:
+        from bench import sync  # noqa: PLC0415
+
+        console.rule("multi-level sync: three stacks and MirrorMaker 2")
+        sync.run(report, seconds=HOLD_SECONDS[scale] / 3)
+    if "restore" in chosen:
+        from bench import restore  # noqa: PLC0415
+
+        console.rule("point-in-time restore")
+        restore.run(report, events=events)
+    if "mirror-crash" in chosen:
+        console.rule("MirrorMaker 2: a kill -9 under each delivery setting")
+        mirror.run_crash(report)
+
+
 async def _run(running: object, report: Report, events: int, chosen: set[str], cadres: int) -> None:
+    from bench import append, bundles, cpu, peer, projection, queries, relay  # noqa: PLC0415
+    from bench import console as console_bench  # noqa: PLC0415
     from bench.harness import Stack  # noqa: PLC0415
 
     assert isinstance(running, Stack)

@@ -113,7 +113,7 @@ def _run_once(revision: Revision, scale: str, only: str) -> dict[str, Any]:
     _cool_down()
     with tempfile.TemporaryDirectory(prefix="cadre-against-") as scratch:
         out = Path(scratch) / "results"
-        command = [str(revision.python), "-m", "bench", "run", "--scale", scale, "--only", only]
+        command = [str(revision.python), "-m", "bench", "--scale", scale, "--only", only]
         if revision.instrument == "this bench":
             command += ["--out", str(out)]
         env = {**os.environ, "PYTHONPATH": str(revision.tree), "ENVIRONMENT": "development"}
