@@ -80,18 +80,14 @@ def _undo(run: str, url: str, token: str, reason: str) -> int:
     except ValueError:
         console.print(f"{run!r} is not a run id (a UUID, as the import printed it)")
         return 2
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as client:
-        response = client.post(f"/import-runs/{run_id}/reversal", json={"reason": reason})
-    if response.status_code != 200:  # noqa: PLR2004
-        detail = response.json().get("detail", response.text) if response.content else response.reason_phrase
-        console.print(f"not reversed (HTTP {response.status_code}): {detail}")
-        return 1
-    done = response.json()
-    console.print(
-        f"import run {done['run_id']} reversed: {done['reversed']} of {done['nominated']} cadres taken out of the pool"
-        + (f", {done['already_left']} had already left it" if done["already_left"] else "")
-    )
-    return 0
+
+    async def ask() -> tuple[bool, str]:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as http:
+            return await importer.reverse(http, run_id, reason)
+
+    reversed_, message = asyncio.run(ask())
+    console.print(message)
+    return 0 if reversed_ else 1
 
 
 async def _import(

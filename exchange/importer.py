@@ -381,3 +381,26 @@ async def run(
         progress.clear()
     report.problems.sort()
     return report
+
+
+async def reverse(client: httpx.AsyncClient, run_id: uuid.UUID, reason: str = "") -> tuple[bool, str]:
+    """Ask the registry (`client`'s base URL and token) to reverse import run `run_id` (ADR 0026).
+
+    Whether it was reversed, and what to tell the person who asked: the counts, or why it was refused.
+    """
+    try:
+        response = await client.post(f"/import-runs/{run_id}/reversal", json={"reason": reason})
+    except httpx.HTTPError as error:
+        return False, f"the registry did not answer: {error!r}"
+    if response.status_code != 200:  # noqa: PLR2004
+        try:
+            detail = str(orjson.loads(response.content).get("detail", response.text))
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = response.text
+        return False, f"not reversed (HTTP {response.status_code}): {detail}"
+    done = orjson.loads(response.content)
+    already = f", {done['already_left']} had already left it" if done["already_left"] else ""
+    return True, (
+        f"import run {done['run_id']} reversed: {done['reversed']} of {done['nominated']} cadres"
+        f" taken out of the pool{already}"
+    )
