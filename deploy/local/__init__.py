@@ -1,8 +1,8 @@
 """Kafka and PostgreSQL without Docker, and the whole platform on one machine.
 
 This package's own module holds what the local servers (Kafka, PostgreSQL, MirrorMaker 2)
-share: how a server process is tied to its owner, stopped, diagnosed and run in the
-foreground; `jvm` fetches the Java ones' class paths.
+share: how a server process is tied to its owner, stopped (`ManagedProcess`), diagnosed and run
+in the foreground; `jvm` fetches the Java ones' class paths.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, Protocol, TypeVar
+from types import FrameType, TracebackType
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -40,6 +40,70 @@ class Server(Protocol):
     def running(self) -> bool:
         """Whether the server process is alive."""
         ...
+
+
+class ManagedProcess:
+    """What every local server launcher shares: one process group, its work directory, stop and `with`.
+
+    A subclass sets `_given` (a work directory named by the caller, kept on stop) in its
+    `__init__`, starts its process with `start_new_session=True` into `_process` and its
+    directory into `_workdir`, and says how it stops (`_stop_steps`, `_leader_only`).
+    """
+
+    _what: ClassVar[str] = "the server"
+    """Its name in messages."""
+    _leader_only: ClassVar[bool] = False
+    """Whether the stop signals go to the group leader only (its children must not get them)."""
+    _given: Path | None = None
+    _workdir: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start the server; return where to reach it."""
+        raise NotImplementedError
+
+    def _stop_steps(self, timeout: float) -> list[tuple[signal.Signals, float]]:
+        """The signals of a clean stop, each with how long to wait for it (SIGKILL follows)."""
+        return [(signal.SIGTERM, timeout)]
+
+    @property
+    def workdir(self) -> Path:
+        """The server's directory (its files, its log), once started."""
+        if self._workdir is None:
+            msg = f"{self._what} is not started"
+            raise RuntimeError(msg)
+        return self._workdir
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the group's leader (also the group's id) while started."""
+        return self._process.pid if self._process is not None else None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server (the steps of `_stop_steps`, then SIGKILL). Idempotent.
+
+        Removes the work directory if `start` made a temporary one.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process_group(process, self._stop_steps(timeout), leader_only=self._leader_only)
+        if self._given is None and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def death_signal_prefix(signame: str) -> list[str]:

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import contextlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from deploy.local import death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
+from deploy.local import ManagedProcess, death_signal_prefix, jvm, run_sync, serve, tail
 from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
@@ -98,13 +95,15 @@ auto.create.topics.enable=false
 """
 
 
-class LocalKafka:
+class LocalKafka(ManagedProcess):
     """One Kafka broker (KRaft, combined broker and controller) on loopback ports, owned by this object.
 
     Without `workdir`, a temporary directory holds everything and is removed by
     `stop`. With one, the broker keeps its data there across restarts (storage is
     formatted only when the directory holds none); `stop` leaves it in place.
     """
+
+    _what = "Kafka"
 
     def __init__(
         self,
@@ -130,24 +129,6 @@ class LocalKafka:
         """The controller's port, once started."""
         self.bootstrap_servers = ""
         """`127.0.0.1:<port>`, once started."""
-
-    @property
-    def workdir(self) -> Path:
-        """The broker's directory: `server.properties`, `data/`, `kafka.log`, `stdout.log`."""
-        if self._workdir is None:
-            msg = "Kafka is not started"
-            raise RuntimeError(msg)
-        return self._workdir
-
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The JVM's process id (also its process group id) while started."""
-        return self._process.pid if self._process is not None else None
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the broker; return its bootstrap servers once a produce/consume round trip worked.
@@ -270,27 +251,6 @@ class LocalKafka:
             f"{message}; last lines of kafka.log:\n{tail(self.workdir / 'kafka.log')}\n"
             f"last lines of stdout.log:\n{tail(self.workdir / 'stdout.log', 15)}"
         )
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the broker: SIGTERM (a clean shutdown), SIGKILL after `timeout` s. Idempotent.
-
-        Removes the work directory if `start` created a temporary one.
-        """
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process, [(signal.SIGTERM, timeout)])
-        if self._given is None and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class _BrokerDiedError(Exception):

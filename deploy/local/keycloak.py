@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
-from deploy.local import death_signal_prefix, jvm, serve, stop_process_group, tail
+from deploy.local import ManagedProcess, death_signal_prefix, jvm, serve, tail
 from deploy.local.ports import accepts, free_ports
 
 KEYCLOAK_VERSION = "26.7.3"
@@ -158,11 +156,14 @@ def _build_key(version: str) -> str:
     return hashlib.sha256(f"{version}|start-dev|dev-file".encode()).hexdigest()[:16]
 
 
-class LocalKeycloak:
+class LocalKeycloak(ManagedProcess):
     """One Keycloak server (`start-dev`) on loopback ports with one imported realm, owned by this object.
 
     Without `workdir`, a temporary directory holds its home and is removed by `stop`.
     """
+
+    _what = "Keycloak"
+    _leader_only = True
 
     def __init__(
         self,
@@ -196,24 +197,6 @@ class LocalKeycloak:
     def issuer(self) -> str:
         """The realm's issuer URL (what `iss` says in its tokens)."""
         return f"{self.url}/realms/{self._realm['realm']}"
-
-    @property
-    def running(self) -> bool:
-        """Whether kc.sh (and so the JVM it waits on) is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The process id kc.sh runs as (its process group id too)."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def workdir(self) -> Path:
-        """The server's directory: `home/` and `keycloak.log`."""
-        if self._workdir is None:
-            msg = "Keycloak is not started"
-            raise RuntimeError(msg)
-        return self._workdir
 
     def start(self, timeout: float = 240.0) -> str:
         """Start the server; return the realm's issuer once its discovery document answers."""
@@ -316,24 +299,6 @@ class LocalKeycloak:
 
     def _failure(self, message: str) -> RuntimeError:
         return RuntimeError(f"{message}; last lines of keycloak.log:\n{tail(self.workdir / 'keycloak.log')}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server: SIGTERM to kc.sh (it forwards it to the JVM), SIGKILL after `timeout` s. Idempotent."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process, [(signal.SIGTERM, timeout)], leader_only=True)
-        if self._given is None and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def demo_users() -> list[RealmUser]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,13 +33,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy import mirroring
-from deploy.local import death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
+from deploy.local import ManagedProcess, death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
 from deploy.local.kafka import KAFKA_VERSION
 from deploy.mirroring import Topology, Tuning
 
@@ -58,7 +55,7 @@ def mirrormaker_classpath(version: str = KAFKA_VERSION) -> jvm.Classpath:
     )
 
 
-class LocalMirrorMaker:
+class LocalMirrorMaker(ManagedProcess):
     """MirrorMaker 2 in dedicated mode for every link of `topology`, owned by this object.
 
     One process serves every link (in production each deployment runs one for the links
@@ -66,6 +63,8 @@ class LocalMirrorMaker:
     a temporary directory holds its properties and log and is removed by `stop`;
     MirrorMaker keeps its progress in the clusters, so a restart resumes.
     """
+
+    _what = "MirrorMaker"
 
     def __init__(
         self,
@@ -83,27 +82,9 @@ class LocalMirrorMaker:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
-    def workdir(self) -> Path:
-        """`mm2.properties`, `mirrormaker.log`, `stdout.log`."""
-        if self._workdir is None:
-            msg = "MirrorMaker is not started"
-            raise RuntimeError(msg)
-        return self._workdir
-
-    @property
     def properties_path(self) -> Path:
         """The properties file MirrorMaker runs with."""
         return self.workdir / "mm2.properties"
-
-    @property
-    def running(self) -> bool:
-        """Whether the MirrorMaker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The JVM's process id (also its process group id) while started."""
-        return self._process.pid if self._process is not None else None
 
     def start(self, timeout: float = 120.0) -> str:
         """Start MirrorMaker; return its properties file's path once every link carries a fresh heartbeat.
@@ -177,33 +158,11 @@ class LocalMirrorMaker:
             f"last lines of stdout.log:\n{tail(self.workdir / 'stdout.log', 15)}"
         )
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop MirrorMaker: SIGTERM (tasks commit how far they copied), SIGKILL after `timeout` s. Idempotent.
-
-        Removes the work directory if `start` created a temporary one; `start` again
-        makes a new one and resumes from the progress kept in the clusters.
-        """
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process, [(signal.SIGTERM, timeout)])
-        if self._given is None and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
     def kill(self) -> None:
         """SIGKILL at once, as a crash would: no task commits its progress. `start` recovers."""
         process, self._process = self._process, None
         if process is not None:
             stop_process_group(process, [(signal.SIGKILL, 10.0)])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class _ExitedError(Exception):

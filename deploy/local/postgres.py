@@ -23,11 +23,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
-from deploy.local import death_signal_prefix, serve, stop_process_group, tail
+from deploy.local import ManagedProcess, death_signal_prefix, serve, tail
 from deploy.local.ports import accepts, free_port
 
 BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
@@ -113,7 +112,7 @@ def archive_settings(directory: Path) -> dict[str, str]:
     }
 
 
-class LocalPostgres:
+class LocalPostgres(ManagedProcess):
     """One PostgreSQL cluster on a loopback port, owned by this object.
 
     Without `workdir`, a temporary directory holds everything and is removed by
@@ -122,6 +121,13 @@ class LocalPostgres:
     `fsync=False` trades durability for speed (fsync, synchronous_commit and
     full_page_writes off): for tests.
     """
+
+    _what = "PostgreSQL"
+    _leader_only = True
+
+    def _stop_steps(self, timeout: float) -> list[tuple[signal.Signals, float]]:
+        """Fast shutdown (SIGINT, as `pg_ctl stop -m fast`), then immediate; to the postmaster only."""
+        return [(signal.SIGINT, timeout), (signal.SIGQUIT, 5.0)]
 
     def __init__(
         self, workdir: Path | None = None, *, fsync: bool = True, port: int | None = None, archive: Path | None = None
@@ -136,24 +142,6 @@ class LocalPostgres:
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
         """The server's TCP port on 127.0.0.1, once started."""
-
-    @property
-    def workdir(self) -> Path:
-        """The cluster's directory: `data/`, `postgres.log` and the unix socket."""
-        if self._workdir is None:
-            msg = "PostgreSQL is not started"
-            raise RuntimeError(msg)
-        return self._workdir
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's process id (also its process group id) while started."""
-        return self._process.pid if self._process is not None else None
 
     def start(self, timeout: float = 30.0) -> str:
         """Create the cluster if needed, start the server; return the admin DSN (database `postgres`).
@@ -300,28 +288,6 @@ class LocalPostgres:
         command = [pg_bin("psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1"]
         command += ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql]
         return subprocess.run(command, capture_output=True, text=True, check=False, env=_client_env())  # noqa: S603
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server: fast shutdown (SIGINT, as `pg_ctl stop -m fast`), then immediate, then SIGKILL.
-
-        Idempotent. Removes the work directory if `start` created a temporary one.
-        """
-        process, self._process = self._process, None
-        if process is not None:
-            steps = [(signal.SIGINT, timeout), (signal.SIGQUIT, 5.0)]
-            stop_process_group(process, steps, leader_only=True)  # backends must not get the postmaster's signals
-        if self._given is None and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ class ConsoleSettings(ClockSettings, SafeSettings):
     assessment_url: str = Field(default="http://127.0.0.1:8003", description="Base URL of the assessment service")
     notify_url: str = Field(default="http://127.0.0.1:8004", description="Base URL of the notify service")
     audit_url: str = Field(default="http://127.0.0.1:8005", description="Base URL of the audit service")
-    selection_url: str = Field(default="http://127.0.0.1:8006", description="Base URL of the selection service")
+    selection_url: str = Field(default="http://127.0.0.1:8007", description="Base URL of the selection service")
     oidc_issuer: str = Field(default="", description="Issuer URL of the identity provider people sign in with")
     oidc_client_id: str = Field(default="cadre-console", description="The console's client id at the provider")
     oidc_discovery_url: str = Field(

@@ -2,6 +2,7 @@
 CREATE DATABASE cadre_registry;
 CREATE DATABASE cadre_training;
 CREATE DATABASE cadre_assessment;
+CREATE DATABASE cadre_selection;
 CREATE DATABASE cadre_notify;
 CREATE DATABASE cadre_audit;
 CREATE DATABASE cadre_sync;
