@@ -301,6 +301,12 @@ class ProcedureConcluded(Event):
     document_date: date
     post_id: UUID | None = None
     """For an appointment: the post filled."""
+    org_code: OrgCode | None = None
+    """The unit that ran the procedure: for an entry, the unit whose pool the candidate enters."""
+    candidate: Candidate | None = None
+    """For an entry: the candidate's record, as the nomination records it (the registry reads this event alone)."""
+    reserve_kind: Name | None = None
+    """For an entry: the kind of reserve."""
 
 
 class ProcedureStopped(Event):

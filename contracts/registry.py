@@ -157,6 +157,9 @@ class CadreNominated(Event):
     user_id: UserId | None = None
     email: Email | None = None
     language: Language = Language.ZH
+    procedure_id: UUID | None = None
+    """The entry procedure that admitted the cadre (selection's); none for a nomination made before procedures
+    were recorded, or imported."""
 
 
 class ProfileChanges(BaseModel):

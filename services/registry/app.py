@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts import topics
+from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.registry import Education, OrgLevel
 from contracts.selection import CadreAppointed
 from exchange.templates import download_router
@@ -53,28 +54,38 @@ class RegistrySettings(ServiceSettings, PersonalDataSettings):
         )
 
 
-class AppointmentReaction:
-    """When selection appoints a reserve to a post, the cadre leaves the pool as appointed (once)."""
+class SelectionReaction:
+    """Selection's decisions the pool follows, each once.
+
+    An entry procedure admitted: the cadre enters the pool, naming the procedure. A reserve
+    appointed to a post: the cadre leaves the pool as appointed.
+    """
 
     name = "appointment-reaction"
+    """The consumer's name (its watermarks), kept from when it read the appointments alone."""
 
     def __init__(self, service: Service) -> None:
         self._service = service
 
     def handles(self, event_type: str) -> bool:
-        """Appointments only."""
-        return event_type == CadreAppointed.event_type
+        """Appointments and procedures' outcomes."""
+        return event_type in {CadreAppointed.event_type, ProcedureConcluded.event_type}
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
-        """Retire each appointed cadre; the command checks state, so a redelivery appends nothing."""
+        """Each through its command; the commands check state, so a redelivery appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
         service = self._service
         settings = service.settings
         assert isinstance(settings, RegistrySettings)
         commands = RegistryCommands(service.store, service.pool, settings.entry_rules(), service.keystore)
         for recorded in events:
-            assert isinstance(recorded.event, CadreAppointed)
-            await commands.retire_appointed(recorded.envelope, recorded.event)
+            match recorded.event:
+                case CadreAppointed() as appointed:
+                    await commands.retire_appointed(recorded.envelope, appointed)
+                case ProcedureConcluded(kind=ProcedureKind.ENTRY) as concluded:
+                    await commands.admit(recorded.envelope, concluded)
+                case _:
+                    pass  # an appointment procedure's outcome: selection records the appointment itself
 
 
 async def destroy_erased_keys(service: Service) -> None:
@@ -95,7 +106,7 @@ SPEC = ServiceSpec(
         # What the appointment form shows of the other services' records (grades, postings).
         Subscription(topics=[topics.ASSESSMENT], projection=projection.GradesView(), with_received=True),
         Subscription(topics=[topics.TRAINING], projection=projection.PostingsView(), with_received=True),
-        Subscription(topics=[topics.SELECTION], factory=AppointmentReaction),
+        Subscription(topics=[topics.SELECTION], factory=SelectionReaction),
     ],
     follows_handovers=False,  # the registry is where a cadre's handover begins
     background=[destroy_erased_keys],

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
 from contracts.personal import PersonalFile, Sealed
+from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.registry import (
     AccessGranted,
     CadreNominated,
@@ -440,6 +441,58 @@ class RegistryCommands:
             return "reversed"
 
         return await retrying(attempt, expected=None)
+
+    async def admit(self, envelope: Envelope, concluded: ProcedureConcluded) -> Accepted | None:
+        """An entry procedure ended admitted: nominate its candidate into its unit's pool, naming the procedure.
+
+        The entry rules apply as to any nomination, on the day of the outcome's document. Idempotent by
+        state: a redelivery finds the cadre nominated by this procedure and appends nothing (None); a
+        different cadre under the candidate's id is a conflict (the outcome goes to the dead-letter topic).
+        """
+        candidate, org_code = concluded.candidate, concluded.org_code
+        if concluded.kind is not ProcedureKind.ENTRY or candidate is None or org_code is None:
+            msg = f"procedure {concluded.procedure_id}'s outcome carries no entry candidate"
+            raise RuleViolationError(msg)
+        unit = await self._unit_row(org_code)
+        if unit is None:
+            msg = f"org unit {org_code} not found"
+            raise NotFoundError(msg)
+        unit_path, unit_level = unit
+        problems = rules.entry_violations(
+            self._entry_rules,
+            level=unit_level,
+            birth_date=candidate.birth_date,
+            education=candidate.education,
+            years_of_service=candidate.years_of_service,
+            on=concluded.document_date,
+        )
+        if problems:
+            msg = f"the candidate of procedure {concluded.procedure_id} does not meet the entry rules"
+            raise RuleViolationError(msg, violations=problems)
+        reacting = CommandContext.reacting_to(envelope, "registry")
+        actor = Actor(user=reacting.actor.user, org_path=unit_path, role=Role.SYSTEM)
+        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+        kind = f" ({concluded.reserve_kind})" if concluded.reserve_kind else ""
+        event = CadreNominated(
+            cadre_id=concluded.candidate_id,
+            org_code=org_code,
+            **candidate.model_dump(),
+            reason=f"admitted by procedure{kind}, {concluded.document_number} of {concluded.document_date}",
+            procedure_id=concluded.procedure_id,
+        )
+        stream = cadre_stream(concluded.candidate_id)
+        try:
+            envelopes = await self._store.append(
+                stream, 0, [event], ctx=ctx, org_path=unit_path, cadre_id=concluded.candidate_id
+            )
+        except ConflictError:
+            history = await self._store.read_stream(stream)
+            first = history[0].event if history else None
+            if isinstance(first, CadreNominated) and first.procedure_id == concluded.procedure_id:
+                return None
+            msg = f"cadre {concluded.candidate_id} is already registered, not by procedure {concluded.procedure_id}"
+            raise ConflictError(msg) from None
+        return Accepted.of(stream, 0, envelopes)
 
     async def record_personal_data(
         self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None

@@ -476,6 +476,9 @@ def conclude(procedure: Procedure, *, document_number: str, document_date: date,
             document_number=document_number,
             document_date=document_date,
             post_id=None if opened.motion is None else opened.motion.post_id,
+            org_code=opened.org_code,
+            candidate=opened.candidate,
+            reserve_kind=opened.reserve_kind,
         )
     ]
 

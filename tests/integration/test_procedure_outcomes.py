@@ -1,0 +1,128 @@
+"""What a procedure's outcome does, over the real Kafka and PostgreSQL: the registry and selection services.
+
+An entry procedure admitted becomes the registry's `CadreNominated`, naming the procedure, once
+however often its outcome is delivered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from contracts.envelope import Envelope, Role
+from contracts.procedure import ProcedureConcluded
+from runtime import clock, relay
+from services.registry.commands import RegistryCommands
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
+from tests import infra as infra_module
+from tests.conftest import Launch
+from tests.integration.test_procedures_api import DOC, ballot
+from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.support import Running, caught_up, eventually, read_topic, watermarks
+
+pytestmark = pytest.mark.dates
+
+
+@pytest.fixture
+async def selection(launch: Launch, registry: Running) -> Running:
+    return await launch(selection_app, SelectionSettings, "selection")
+
+
+async def post(selection: Running, path: str, body: dict[str, Any], status: int = 200) -> Any:
+    response = await selection.client.post(path, json=body, headers=CITY)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def run_to_outcome(selection: Running, opening: dict[str, Any]) -> str:
+    """Open a procedure and take it through every step to its outcome; its id."""
+    await eventually(
+        lambda: selection.service.pool.fetchval("SELECT count(*) FROM units WHERE code = 'bh_ly'"),
+        until=lambda n: n == 1,
+    )
+    opened = await post(selection, "/procedures", opening, 201)
+    procedure_id = str(opened["stream_id"]).removeprefix("procedure-")
+    base = f"/procedures/{procedure_id}"
+    await post(selection, f"{base}/recommendation", ballot(20))
+    await post(
+        selection,
+        f"{base}/inspection",
+        {"team": ["Zhao", "Qian"], "interviewed": 22, "report": DOC, "conclusion": "fit", "clean_record": DOC},
+    )
+    decision = {"held_on": clock.today().isoformat(), "members": 11, "present": 9, "votes_for": 8}
+    await post(selection, f"{base}/decision", decision | {"votes_against": 1, "abstentions": 0, "minutes": DOC})
+    await post(selection, f"{base}/notice", {"where": "the county's notice board"})
+    board = (await selection.client.get("/procedures", headers=CITY)).json()
+    [ends_on] = [date.fromisoformat(r["notice_ends_on"]) for r in board if r["procedure_id"] == procedure_id]
+    clock.use(clock.current().at(clock.start_of(ends_on + timedelta(days=1))))
+    await post(selection, f"{base}/notice/close", {})
+    outcome = {"document_number": "Org [2026] 9", "document_date": clock.today().isoformat()}
+    await post(selection, f"{base}/outcome", outcome)
+    return procedure_id
+
+
+def candidate() -> dict[str, Any]:
+    body = nomination()
+    return {k: v for k, v in body.items() if k not in {"org_code", "reason", "email"}}
+
+
+async def test_an_admitted_entry_nominates_the_candidate_once(
+    infra: infra_module.Infra, namespace: str, registry: Running, selection: Running
+) -> None:
+    await build_tree(registry.client)
+    person = candidate()  # before the notice moves the clock (it may cross a year)
+    opening = {"kind": "entry", "org_code": "bh_ly", "candidate": person, "reserve_kind": "county deputy"}
+    procedure_id = await run_to_outcome(selection, opening)
+    procedure = (await selection.client.get(f"/procedures/{procedure_id}/file", headers=CITY)).json()
+    cadre_id = procedure[0]["payload"]["candidate_id"]
+
+    cadre = await eventually(
+        lambda: registry.client.get(f"/cadres/{cadre_id}", headers=CITY),
+        until=lambda r: r.status_code == 200,
+    )
+    assert (cadre.json()["status"], cadre.json()["full_name"]) == ("in_pool", "Li Wei")
+    assert cadre.json()["birth_date"] == person["birth_date"]
+    [nominated] = await registry.service.store.read_stream(f"cadre-{cadre_id}")
+    assert nominated.envelope.payload["procedure_id"] == procedure_id
+    assert nominated.envelope.payload["reason"] == "admitted by procedure (county deputy), Org [2026] 9 of " + str(
+        procedure[-1]["payload"]["document_date"]
+    )
+    assert nominated.envelope.actor.role is Role.SYSTEM
+    assert nominated.envelope.causation_id == uuid.UUID(procedure[-1]["event_id"])
+    assert nominated.envelope.org_path == "cn.qs.bh.bh_ly"
+
+    # The outcome arrives a second time: the same record re-published (as a relay re-sends after a crash) ...
+    topic = f"{namespace}.selection.events"
+    [record] = [
+        r
+        for r in await read_topic(infra.kafka_bootstrap, topic, count=len(procedure))
+        if b"ProcedureConcluded" in r.value
+    ]
+    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
+        )
+    finally:
+        await producer.stop()
+    await caught_up(registry.service.pool, "registry.appointment-reaction", selection.service.pool, record.topic)
+    marks = await watermarks(registry.service.pool, "registry.appointment-reaction", record.topic)
+    assert marks[record.partition] >= Envelope.from_bytes(record.value).position
+    # ... and handed to the reaction's command again, past the watermark: the nomination stands alone.
+    envelope = Envelope.from_bytes(record.value)
+    commands = RegistryCommands(
+        registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
+    )
+    assert await commands.admit(envelope, ProcedureConcluded.model_validate(envelope.payload)) is None
+    nominations = await registry.service.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND cadre_id = $1", uuid.UUID(cadre_id)
+    )
+    assert nominations == 1
+    dead = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", f"cadre-{cadre_id}")
+    assert dead == 1
+    assert await registry.service.store.verify_chain() is None
