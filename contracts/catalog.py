@@ -15,6 +15,7 @@ CURRENT: tuple[type[Event], ...] = (
     registry.CadreProfileUpdated,
     registry.MentorAssigned,
     registry.CadreRetired,
+    registry.ImportRunReversed,
     registry.PersonalDataRecorded,
     registry.PersonalDataErased,
     registry.PersonalDataKeyGranted,

@@ -64,6 +64,8 @@ class RetirementReason(StrEnum):
     ELIMINATED_BY_ASSESSMENT = "eliminated_by_assessment"
     WITHDREW = "withdrew"
     DISCIPLINED = "disciplined"
+    IMPORT_REVERSED = "import_reversed"
+    """The nomination came in by a mistaken import, reversed as a whole (ADR 0026): never given by hand."""
 
 
 class Language(StrEnum):
@@ -209,6 +211,26 @@ class CadreRetired(Event):
     """The post, when the reason is `appointed`."""
     post_id: UUID | None = None
     """The post in selection's teams, when the appointment was recorded there (older events name none)."""
+
+
+class ImportRunReversed(Event):
+    """An import run was reversed: each of its cadres still in the pool left it as `import_reversed` (ADR 0026).
+
+    Recorded once per run, after the cadres' own `CadreRetired` events; the envelope's actor is
+    who asked for it and its `recorded_at` when. The run is the correlation id of the import's requests.
+    """
+
+    event_type: ClassVar[str] = "ImportRunReversed"
+    topic: ClassVar[str] = topics.REGISTRY
+
+    run_id: UUID
+    nominated: int = Field(ge=0)
+    """Cadres the run nominated."""
+    reversed: int = Field(ge=0)
+    """Of those, the cadres taken out of the pool by the reversal."""
+    already_left: int = Field(ge=0)
+    """Of those, the cadres who had left the pool since the import for another reason (left as they are)."""
+    reason: Text = ""
 
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=ONE_LINE)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -39,20 +40,54 @@ def template(
 
 @app.command("import")
 def import_file(  # noqa: PLR0917 - typer passes its options positionally
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="An .xlsx or .csv file")],
-    kind: Annotated[str, typer.Option(help=f"The template the file follows: {KINDS}")],
-    url: Annotated[str, typer.Option(help="Base URL of the template's service (e.g. the registry for cadres)")],
-    token: Annotated[str, typer.Option(envvar="CADRE_TOKEN", help="Actor token (./dev token)")],
+    file: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="An .xlsx or .csv file (not with --undo)")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help=f"The template the file follows: {KINDS}")] = None,
+    url: Annotated[str, typer.Option(help="Base URL of the template's service (the registry for cadres, --undo)")] = "",
+    token: Annotated[str, typer.Option(envvar="CADRE_TOKEN", help="Actor token (./dev token)")] = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every row and cell; change nothing")] = False,
     source: Annotated[str | None, typer.Option(help="Names the records' ids (default: your org unit)")] = None,
     batch: Annotated[int, typer.Option(min=1, max=2000, help="Commands per request")] = 1000,
+    undo: Annotated[
+        str | None, typer.Option(help="Reverse the cadres import run RUN (the id an import printed) instead")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="With --undo: why the import is reversed")] = "",
 ) -> None:
-    """Import a file through the service's own commands (every rule applies); idempotent and resumable."""
+    """Import a file through the service's own commands (every rule applies); idempotent and resumable.
+
+    With --undo RUN: reverse a mistaken import of cadres by compensating events (ADR 0026).
+    """
+    if not url or not token:
+        console.print("--url and --token (or CADRE_TOKEN) are required")
+        raise typer.Exit(2)
+    if undo is not None:
+        raise typer.Exit(_undo(undo, url, token, reason))
+    if file is None or kind is None:
+        console.print("a FILE and its --kind are required (or --undo RUN)")
+        raise typer.Exit(2)
     chosen = TEMPLATES[kind]
     origin = source or str(jwt.decode(token, options={"verify_signature": False}).get("org", "unknown"))
     report = asyncio.run(_import(file, chosen.kind, url, token, origin, dry_run=dry_run, batch=batch))
     _summary(report, dry_run=dry_run)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _undo(run: str, url: str, token: str, reason: str) -> int:
+    """Ask the registry to reverse import run `run`; print what it did or why it refused."""
+    try:
+        run_id = uuid.UUID(run)
+    except ValueError:
+        console.print(f"{run!r} is not a run id (a UUID, as the import printed it)")
+        return 2
+
+    async def ask() -> tuple[bool, str]:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as http:
+            return await importer.reverse(http, run_id, reason)
+
+    reversed_, message = asyncio.run(ask())
+    console.print(message)
+    return 0 if reversed_ else 1
 
 
 async def _import(
@@ -81,6 +116,8 @@ async def _import(
 
 def _summary(report: importer.Report, *, dry_run: bool) -> None:
     verb = "would be accepted" if dry_run else "accepted"
+    if report.run_id is not None:
+        console.print(f"run {report.run_id} (./dev import --undo {report.run_id} reverses its cadres)")
     console.print(
         f"{report.rows} rows, {report.commands} commands: {report.accepted} {verb}, {report.skipped} already there"
         + (f", {report.unchecked} checked only when imported" if report.unchecked else "")

@@ -10,6 +10,9 @@
 3. **Idempotent, resumable**: ids come from the `ref` column (exchange.templates), so a record
    already there answers 409 and is counted as skipped; a progress file beside the spreadsheet
    records the requests answered, so a run stopped half way resumes where it stopped.
+4. **A run has an id**: every request of a run carries it as its correlation id, so every event
+   the run recorded names it; a resumed run keeps its id (in the progress file). A mistaken run of
+   cadres is reversed by that id (`POST /import-runs/{run}/reversal` of the registry, ADR 0026).
 
 Rows whose template chains them (a cadre's postings) run in file order, command after command:
 the k-th command of every chain goes out in the k-th wave.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -31,6 +35,7 @@ import orjson
 
 from exchange import sheets
 from exchange.templates import Column, Ids, Request, Template
+from runtime.http import CORRELATION_HEADER
 
 
 @dataclass(frozen=True, order=True)
@@ -55,6 +60,8 @@ class Report:
     unchecked: int = 0
     """Commands of a dry run that depend on an earlier command of their row's chain."""
     resumed_at: int = 0
+    run_id: uuid.UUID | None = None
+    """The run's id: the correlation id of its requests and of every event it recorded (none for a dry run)."""
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -194,19 +201,25 @@ class Progress:
     def __init__(self, path: Path, identity: str) -> None:
         self.path = path
         self.identity = identity
+        self.run_id = uuid.uuid4()
+        """The run's id: a new one, unless `load` finds the run this one resumes."""
 
     def load(self) -> int:
-        """Requests already answered in an earlier run of the same import (0 if none)."""
+        """Requests already answered in an earlier run of the same import (0 if none); its run id is kept."""
         try:
             saved = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return 0
-        return int(saved["done"]) if saved.get("identity") == self.identity else 0
+        if saved.get("identity") != self.identity:
+            return 0
+        if saved.get("run"):
+            self.run_id = uuid.UUID(str(saved["run"]))
+        return int(saved["done"])
 
     def save(self, done: int) -> None:
-        """Record that `done` requests were answered (written whole, then renamed)."""
+        """Record that `done` requests were answered, and the run's id (written whole, then renamed)."""
         scratch = self.path.with_suffix(".tmp")
-        scratch.write_text(json.dumps({"identity": self.identity, "done": done}))
+        scratch.write_text(json.dumps({"identity": self.identity, "done": done, "run": str(self.run_id)}))
         scratch.replace(self.path)
 
     def clear(self) -> None:
@@ -260,6 +273,7 @@ class _Sender:
     plan: Plan
     report: Report
     dry_run: bool
+    run_id: uuid.UUID
     progress: Progress | None
     on_progress: Callable[[int, int], None] | None
     failed: set[str] = field(default_factory=set)
@@ -294,9 +308,8 @@ class _Sender:
         part = [sent for sent in self.plan[index][1] if _chain(sent.row) not in self.failed]
         if part:
             body = orjson.dumps({"dry_run": self.dry_run, "commands": [sent.request for sent in part]})
-            response = await self.client.post(
-                "/batch", content=body, headers={"content-type": "application/json"}, timeout=600
-            )
+            headers = {"content-type": "application/json", CORRELATION_HEADER: str(self.run_id)}
+            response = await self.client.post("/batch", content=body, headers=headers, timeout=600)
             if response.status_code != 200:  # noqa: PLR2004 - the batch itself was refused
                 raise _BatchRefusedError(Problem(part[0].row.number, None, f"batch refused: {response.text}"))
             for sent, outcome in zip(part, orjson.loads(response.content)["outcomes"], strict=True):
@@ -356,7 +369,8 @@ async def run(
     keep = keep_progress and not dry_run
     start = progress.load() if keep else 0
     report.resumed_at = start
-    sender = _Sender(client, template, plan, report, dry_run, progress if keep else None, on_progress)
+    report.run_id = None if dry_run else progress.run_id
+    sender = _Sender(client, template, plan, report, dry_run, progress.run_id, progress if keep else None, on_progress)
     refusals: list[Problem] = []
     try:
         await sender.send_all(start, in_flight)
@@ -367,3 +381,26 @@ async def run(
         progress.clear()
     report.problems.sort()
     return report
+
+
+async def reverse(client: httpx.AsyncClient, run_id: uuid.UUID, reason: str = "") -> tuple[bool, str]:
+    """Ask the registry (`client`'s base URL and token) to reverse import run `run_id` (ADR 0026).
+
+    Whether it was reversed, and what to tell the person who asked: the counts, or why it was refused.
+    """
+    try:
+        response = await client.post(f"/import-runs/{run_id}/reversal", json={"reason": reason})
+    except httpx.HTTPError as error:
+        return False, f"the registry did not answer: {error!r}"
+    if response.status_code != 200:  # noqa: PLR2004
+        try:
+            detail = str(orjson.loads(response.content).get("detail", response.text))
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = response.text
+        return False, f"not reversed (HTTP {response.status_code}): {detail}"
+    done = orjson.loads(response.content)
+    already = f", {done['already_left']} had already left it" if done["already_left"] else ""
+    return True, (
+        f"import run {done['run_id']} reversed: {done['reversed']} of {done['nominated']} cadres"
+        f" taken out of the pool{already}"
+    )

@@ -30,6 +30,8 @@ from services.registry.commands import (
     RegisterOrgUnit,
     RegistryCommands,
     Retire,
+    Reversal,
+    ReverseImport,
 )
 from services.registry.queries import (
     CadrePage,
@@ -140,6 +142,17 @@ async def retire(
 ) -> Accepted:
     """Take a cadre out of the pool, with the reason."""
     return tagged(response, await cmd.retire(ctx, cadre_id, body, expected))
+
+
+@router.post("/import-runs/{run_id}/reversal", tags=["imports"])
+async def reverse_import(run_id: UUID, body: ReverseImport, ctx: Context, cmd: Commands) -> Reversal:
+    """Reverse a mistaken import run: each of its cadres still in the pool leaves it as `import_reversed`.
+
+    The run is the id `./dev import` prints (the correlation id of its requests). Every cadre of
+    the run must lie in your subtree; a run reversed before is refused (409). History is kept:
+    the reversal is new events, its record names who asked and when (ADR 0026).
+    """
+    return await cmd.reverse_import(ctx, run_id, body)
 
 
 @router.post("/cadres/{cadre_id}/handover", tags=["cadres"])

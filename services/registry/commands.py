@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
+from typing import Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
@@ -17,6 +19,7 @@ from contracts.registry import (
     Education,
     Email,
     Gender,
+    ImportRunReversed,
     Language,
     Name,
     OrgLevel,
@@ -122,6 +125,36 @@ class HandOver(Command):
 
     to_deployment: DeploymentId
     reason: Text = ""
+
+
+class ReverseImport(Command):
+    """Reverse a mistaken import run: its cadres leave the pool by compensating events (ADR 0026)."""
+
+    reason: Text = Field(default="", description="Why the import is reversed (recorded with the reversal)")
+
+
+class Reversal(BaseModel):
+    """What reversing an import run did."""
+
+    run_id: UUID
+    nominated: int
+    """Cadres the run nominated."""
+    reversed: int
+    """Of those, taken out of the pool as `import_reversed`."""
+    already_left: int
+    """Of those, gone from the pool since the import for another reason: left as they are."""
+    stream_id: str
+    """The stream of the reversal's own record (`ImportRunReversed`)."""
+    version: int
+
+
+def import_run_stream(run_id: UUID) -> str:
+    """Stream id of an import run's record (its reversal)."""
+    return f"import-run-{run_id}"
+
+
+REVERSAL_CONCURRENCY = 200
+"""Cadres reversed at once: their appends meet in the store's group commit without flooding the pool."""
 
 
 class Erase(Command):
@@ -343,6 +376,69 @@ class RegistryCommands:
                 post_id=appointed.post_id,
             )
             return await self._append(ctx, cadre, events)
+
+        return await retrying(attempt, expected=None)
+
+    async def reverse_import(self, ctx: CommandContext, run_id: UUID, cmd: ReverseImport) -> Reversal:
+        """Reverse an import run (the correlation id of its requests) by compensating events, never by rewriting.
+
+        Every cadre the run nominated must lie in the actor's subtree, else the whole run is
+        unknown to the actor (404) and nothing changes. Each cadre still in the pool leaves it as
+        `import_reversed`, whatever was recorded of it since; a cadre who left since for another
+        reason is left as it is. Then the reversal itself is recorded, once: a run reversed before
+        is refused (409). A reversal cut short is asked for again and finishes the rest.
+        """
+        can_write(ctx.actor)
+        nominated = await self._pool.fetch(
+            "SELECT cadre_id, org_path FROM events WHERE correlation_id = $1 AND event_type = $2 ORDER BY position",
+            run_id,
+            CadreNominated.event_type,
+        )
+        if not nominated:
+            msg = f"import run {run_id} not found"
+            raise NotFoundError(msg)
+        for row in nominated:
+            require_scope(ctx.actor, row["org_path"], f"import run {run_id}")
+        stream = import_run_stream(run_id)
+        if await self._store.read_stream(stream):
+            msg = f"import run {run_id} was already reversed"
+            raise ConflictError(msg, run_id=str(run_id))
+        outcomes: list[Literal["reversed", "already_left"]] = []
+        for start in range(0, len(nominated), REVERSAL_CONCURRENCY):
+            chunk = nominated[start : start + REVERSAL_CONCURRENCY]
+            outcomes += await asyncio.gather(*(self._reverse_one(ctx, row["cadre_id"], run_id) for row in chunk))
+        event = ImportRunReversed(
+            run_id=run_id,
+            nominated=len(nominated),
+            reversed=outcomes.count("reversed"),
+            already_left=outcomes.count("already_left"),
+            reason=cmd.reason,
+        )
+        try:
+            envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=ctx.actor.org_path)
+        except ConflictError:
+            msg = f"import run {run_id} was already reversed"
+            raise ConflictError(msg, run_id=str(run_id)) from None
+        accepted = Accepted.of(stream, 0, envelopes)
+        return Reversal(
+            run_id=run_id,
+            nominated=event.nominated,
+            reversed=event.reversed,
+            already_left=event.already_left,
+            stream_id=stream,
+            version=accepted.version,
+        )
+
+    async def _reverse_one(
+        self, ctx: CommandContext, cadre_id: UUID, run_id: UUID
+    ) -> Literal["reversed", "already_left"]:
+        async def attempt() -> Literal["reversed", "already_left"]:
+            cadre = await self._cadre(ctx, cadre_id)
+            if cadre.status == "retired":
+                # Reversed by an earlier try of this reversal, or gone for another reason since the import.
+                return "reversed" if cadre.retired_reason is RetirementReason.IMPORT_REVERSED else "already_left"
+            await self._append(ctx, cadre, rules.reverse_import(cadre, run_id))
+            return "reversed"
 
         return await retrying(attempt, expected=None)
 

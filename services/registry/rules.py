@@ -197,6 +197,7 @@ class Cadre:
     personal_key_id: UUID | None = None
     gender: Gender | None = None
     birth_date: date | None = None
+    retired_reason: RetirementReason | None = None
 
     @classmethod
     def replay(cls, events: Sequence[Event], dates: Sequence[date], org_path: str) -> Cadre | None:
@@ -233,7 +234,7 @@ class Cadre:
             elif isinstance(event, MentorAssigned):
                 cadre = replace(cadre, mentor_user_id=event.mentor.user_id, version=version)
             elif isinstance(event, CadreRetired):
-                cadre = replace(cadre, status="retired", version=version)
+                cadre = replace(cadre, status="retired", retired_reason=event.reason, version=version)
             elif isinstance(event, PersonalDataRecorded):
                 key_id = event.sealed.key_id
                 cadre = replace(cadre, personal_data="recorded", personal_key_id=key_id, version=version)
@@ -283,6 +284,9 @@ def retire(
 ) -> list[Event]:
     """Take the cadre out of the pool for `reason`."""
     _still_in_pool(cadre)
+    if reason is RetirementReason.IMPORT_REVERSED:
+        msg = "'import_reversed' is recorded only by reversing an import run (POST /import-runs/{run_id}/reversal)"
+        raise RuleViolationError(msg)
     if effective_on < cadre.nominated_on:
         msg = f"retirement on {effective_on} precedes the nomination on {cadre.nominated_on}"
         raise RuleViolationError(msg)
@@ -303,6 +307,25 @@ def retire(
             note=note,
             appointed_to=appointed_to,
             post_id=post_id,
+        )
+    ]
+
+
+def reverse_import(cadre: Cadre, run_id: UUID) -> list[Event]:
+    """Take a cadre a mistaken import nominated out of the pool, as if it had never entered (ADR 0026).
+
+    Whatever was recorded of the cadre since the import stays in its history; the retirement
+    takes effect on the day of the nomination. A cadre who already left the pool is left as it is.
+    """
+    if cadre.status == "retired":
+        return []
+    note = f"import run {run_id} reversed"
+    return [
+        CadreRetired(
+            cadre_id=cadre.cadre_id,
+            reason=RetirementReason.IMPORT_REVERSED,
+            effective_on=cadre.nominated_on,
+            note=note,
         )
     ]
 

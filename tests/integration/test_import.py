@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import openpyxl
 import pytest
 
+from contracts.envelope import Role
 from exchange import importer
 from exchange.templates import TEMPLATES
 from runtime import clock
+from services.audit.app import AuditSettings
+from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests.conftest import Launch
-from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_audit import AUDITOR, archived_everything
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
 from tests.integration.test_training import schedule, visible_in_training
-from tests.support import Running
+from tests.support import Running, auth, eventually
 
 SOURCE = "cn.qs.bh"
+COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")
+CITY_VIEWER = auth("bh-viewer", "cn.qs.bh", Role.VIEWER)
 
 
 def write_sheet(path: Path, rows: list[list[object]]) -> None:
@@ -191,3 +197,120 @@ async def test_completed_organized_training_is_imported_after_the_fact(
     # Enrolment itself stays closed: a started programme takes no enrolment.
     late = await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadres[1]}, headers=CITY)
     assert late.status_code == 422
+
+
+async def import_four(registry: Running, tmp_path: Path) -> tuple[uuid.UUID, dict[str, str]]:
+    """Four cadres imported in one run (three in Liuyang County, one in Xishan County): the run and their ids."""
+    await build_tree(registry.client)
+    other_county = {"code": "bh_xs", "name": "Xishan County", "level": "county", "parent_code": "bh"}
+    assert (await registry.client.post("/org-units", json=other_county, headers=CITY)).status_code == 201
+    path = tmp_path / "cadres.xlsx"
+    write_sheet(
+        path,
+        [HEADER, cadre_row("U-1", "李伟"), cadre_row("U-2", "王芳"), cadre_row("U-3", "赵磊"),
+         cadre_row("U-4", "陈杰", 单位代码="bh_xs")],
+    )  # fmt: skip
+    async with client(registry) as http:
+        imported = await importer.run(http, TEMPLATES["cadres"], path, source=SOURCE)
+    assert (imported.accepted, imported.problems) == (4, [])
+    run = imported.run_id
+    assert run is not None
+    ids = {
+        row["full_name"]: str(row["cadre_id"])
+        for row in await registry.service.pool.fetch("SELECT cadre_id, full_name FROM cadres")
+    }
+    return run, ids
+
+
+async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
+    registry: Running, training: Running, launch: Launch, tmp_path: Path
+) -> None:
+    """`POST /import-runs/{run}/reversal`: compensating events, the log kept whole, once, by whoever may (ADR 0026)."""
+    audit = await launch(audit_app, AuditSettings, "audit")
+    run, ids = await import_four(registry, tmp_path)
+    # Since the import: one cadre got a mentor (changed, still in the pool), one withdrew (already left).
+    mentor = {"user_id": "m.sun", "name": "Sun Mentor", "email": "m.sun@example.org"}
+    assert (await registry.client.put(f"/cadres/{ids['李伟']}/mentor", json=mentor, headers=CITY)).status_code == 200
+    withdrew = {"reason": "withdrew", "effective_on": clock.today().isoformat()}
+    left = await registry.client.post(f"/cadres/{ids['王芳']}/retirement", json=withdrew, headers=CITY)
+    assert left.status_code == 200, left.text
+    await visible_in_training(training, ids["赵磊"])
+    nominations = await registry.service.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND correlation_id = $1", run
+    )
+    assert nominations == 4
+    before = await event_count(registry)
+
+    # Refused whole, changing nothing: by hand, by an organizer elsewhere, by one who holds only part of the run.
+    by_hand = {"reason": "import_reversed", "effective_on": clock.today().isoformat()}
+    refused = await registry.client.post(f"/cadres/{ids['赵磊']}/retirement", json=by_hand, headers=CITY)
+    assert refused.status_code == 422, refused.text
+    reversal = f"/import-runs/{run}/reversal"
+    assert (await registry.client.post(reversal, json={}, headers=OTHER_CITY)).status_code == 404
+    async with client(registry) as http:
+        http.headers.update(dict(OTHER_CITY))
+        assert await importer.reverse(http, run) == (False, f"not reversed (HTTP 404): import run {run} not found")
+    assert (await registry.client.post(reversal, json={}, headers=COUNTY)).status_code == 404
+    assert (await registry.client.post(reversal, json={}, headers=CITY_VIEWER)).status_code == 403
+    assert (
+        await registry.client.post(f"/import-runs/{uuid.uuid4()}/reversal", json={}, headers=CITY)
+    ).status_code == 404
+    assert await event_count(registry) == before
+
+    async with client(registry) as http:  # what `./dev import --undo RUN` asks and prints
+        done = await importer.reverse(http, run, "the wrong year's list")
+        again = await importer.reverse(http, run)
+    assert done == (True, f"import run {run} reversed: 3 of 4 cadres taken out of the pool, 1 had already left it")
+    assert again == (False, f"not reversed (HTTP 409): import run {run} was already reversed")
+
+    # The registry: out of the pool as reversed (effective on the nomination's day); the withdrawal stands.
+    for name in ("李伟", "赵磊", "陈杰"):
+        cadre = (await registry.client.get(f"/cadres/{ids[name]}", headers=CITY)).json()
+        assert (cadre["status"], cadre["retired_reason"]) == ("retired", "import_reversed"), cadre
+        nominated_on = clock.date_of(datetime.fromisoformat(cadre["nominated_at"]))
+        assert cadre["retired_on"] == nominated_on.isoformat()
+    kept = (await registry.client.get(f"/cadres/{ids['王芳']}", headers=CITY)).json()
+    assert kept["retired_reason"] == "withdrew"
+    pool = await registry.client.get("/cadres", params={"under": "bh"}, headers=CITY)
+    assert pool.json()["items"] == []
+
+    # History kept: the run's events all there, the reversal new events after them, and its record names who asked.
+    rows = await registry.service.pool.fetch(
+        "SELECT event_type, body::jsonb #>> '{actor,user}' AS actor, body::jsonb #>> '{payload,reason}' AS reason"
+        " FROM events WHERE position > (SELECT max(position) FROM events WHERE correlation_id = $1) ORDER BY position",
+        run,
+    )
+    assert sorted(r["event_type"] for r in rows) == [
+        "CadreRetired", "CadreRetired", "CadreRetired", "CadreRetired", "ImportRunReversed", "MentorAssigned",
+    ]  # fmt: skip
+    record = rows[-1]
+    assert (record["event_type"], record["actor"]) == ("ImportRunReversed", "bh-organizer")
+    assert record["reason"] == "the wrong year's list"
+    assert (
+        await registry.service.pool.fetchval(
+            "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND correlation_id = $1", run
+        )
+        == 4
+    )
+
+    await seen_in_training_and_audit(training, audit, registry, ids)
+
+
+async def seen_in_training_and_audit(training: Running, audit: Running, registry: Running, ids: dict[str, str]) -> None:
+    """Training's pool, audit's timeline, pool and archive show the reversal."""
+    await eventually(
+        lambda: training.service.pool.fetchval(
+            "SELECT count(*) FROM pool_cadres WHERE in_pool AND cadre_id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids.values()],
+        ),
+        until=lambda n: n == 0,
+    )
+    await archived_everything(audit, registry, training)
+    timeline = await audit.client.get(f"/cadres/{ids['李伟']}/timeline", headers=AUDITOR)
+    assert timeline.status_code == 200, timeline.text
+    assert [e["event_type"] for e in timeline.json()] == ["CadreNominated", "MentorAssigned", "CadreRetired"]
+    audit_pool = await audit.client.get("/pool", params={"under": "bh"}, headers=AUDITOR)
+    assert audit_pool.status_code == 200, audit_pool.text
+    assert audit_pool.json() == []
+    archived = await audit.service.pool.fetch("SELECT actor_user FROM archive WHERE event_type = 'ImportRunReversed'")
+    assert [row["actor_user"] for row in archived] == ["bh-organizer"]
