@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import date, datetime, timedelta
@@ -314,3 +315,18 @@ async def seen_in_training_and_audit(training: Running, audit: Running, registry
     assert audit_pool.json() == []
     archived = await audit.service.pool.fetch("SELECT actor_user FROM archive WHERE event_type = 'ImportRunReversed'")
     assert [row["actor_user"] for row in archived] == ["bh-organizer"]
+
+
+async def test_two_reversals_of_one_run_at_once_retire_each_cadre_once_and_record_one(
+    registry: Running, tmp_path: Path
+) -> None:
+    run, ids = await import_four(registry, tmp_path)
+    reversal = f"/import-runs/{run}/reversal"
+    answers = await asyncio.gather(*(registry.client.post(reversal, json={}, headers=CITY) for _ in range(2)))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    retirements = await registry.service.pool.fetch(
+        "SELECT cadre_id FROM events WHERE event_type = 'CadreRetired' ORDER BY cadre_id"
+    )
+    assert sorted(str(r["cadre_id"]) for r in retirements) == sorted(ids.values())
+    records = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'ImportRunReversed'")
+    assert records == 1
