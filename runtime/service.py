@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 
 from contracts import topics
-from runtime import auth, batch, checkpoint, db, http, limits, logs, openapi, relay, store, subscriber
+from runtime import asyncapi, auth, batch, checkpoint, db, http, limits, logs, openapi, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
 from runtime.projection import Projection
@@ -430,6 +430,11 @@ def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
     async def openapi_document(actor: auth.CurrentActor) -> JSONResponse:
         del actor  # any signed-in caller may read what the API offers; nobody else
         return JSONResponse(app.openapi())
+
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_document(actor: auth.CurrentActor) -> JSONResponse:
+        del actor  # as the OpenAPI document: any signed-in caller
+        return JSONResponse(asyncapi.document(spec))
 
     for router in spec.routers:
         app.include_router(router)

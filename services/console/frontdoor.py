@@ -42,7 +42,12 @@ async def index() -> dict[str, Any]:
     """The services behind this address, and where their documents are."""
     return {
         "services": {
-            name: {"base": f"/api/{name}", "openapi": f"/api/{name}/openapi.json", "docs": f"/api/{name}/docs"}
+            name: {
+                "base": f"/api/{name}",
+                "openapi": f"/api/{name}/openapi.json",
+                "docs": f"/api/{name}/docs",
+                "asyncapi": f"/api/{name}/asyncapi",
+            }
             for name in SERVICES
         }
     }
@@ -65,6 +70,14 @@ async def openapi(service: str, request: Request, console: ConsoleDep) -> Respon
     if answer.is_success:
         document["servers"] = [{"url": f"/api/{service}"}]
     return JSONResponse(document, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+
+@router.get("/api/{service}/asyncapi")
+async def asyncapi(service: str, request: Request, console: ConsoleDep) -> Response:
+    """The service's AsyncAPI document: the topics it sends and reads, with every event's schema (signed-in callers)."""
+    client = _client(console, service)
+    answer = await client.get("/asyncapi", headers={"Authorization": await _bearer(request, console)})
+    return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
 
 
 @router.get("/api/{service}/docs")

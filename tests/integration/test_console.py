@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 
 from deploy.local.signin import Browserish, console_sign_in
 from exchange import lrmx
-from runtime import clock, http
+from runtime import asyncapi, clock, http
 from runtime.settings import DEV_SESSION_KEY, settings_class
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
@@ -159,10 +160,14 @@ async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> 
     # The API documents are for signed-in people (or programs with a token), not for anyone.
     assert (await console.client.get("/api/registry/openapi.json")).status_code == 303  # to the sign-in
     assert (await console.client.get("/api/registry/docs")).status_code == 303
+    assert (await console.client.get("/api/registry/asyncapi")).status_code == 303
     await console_sign_in(console.client, "organizer.county")
     document = (await console.client.get("/api/registry/openapi.json")).json()
     assert document["servers"] == [{"url": "/api/registry"}]
     assert "/cadres" in document["paths"]
+    events = (await console.client.get("/api/registry/asyncapi")).json()  # what the registry sends and reads
+    assert events == json.loads((asyncapi.DOCUMENT_DIR / "registry.json").read_text())
+    assert events["channels"]["registry-events"]["address"] == "registry.events"
     docs = await console.client.get("/api/registry/docs")
     assert "/vendor/swagger-ui-dist@" in docs.text
     assert "cdn" not in docs.text.lower()

@@ -146,6 +146,8 @@ async def test_every_answer_says_not_to_sniff_or_keep_it_and_docs_and_metrics_ar
     assert (await client.get("/metrics")).status_code == 404  # on a port of its own
     assert (await client.get("/docs")).status_code == 404  # the console shows them to people signed in
     assert (await client.get("/openapi.json")).status_code == 401
+    assert (await client.get("/asyncapi")).status_code == 401
+    assert (await client.get("/asyncapi", headers=CITY)).json()["asyncapi"] == "3.0.0"
     document = (await client.get("/openapi.json", headers=CITY)).json()
     one = document["paths"]["/cadres/{cadre_id}"]["get"]["responses"]
     assert set(one) >= {"200", "400", "401", "403", "404", "422", "429", "500"}
