@@ -188,6 +188,8 @@ class CadreAppointed(Event):
     document_number: Name
     ends_by: date | None = None
     over_quota: OverQuota | None = None
+    procedure_id: UUID | None = None
+    """The appointment procedure that decided it; none for an appointment recorded before procedures were."""
 
 
 class PotentialRated(Event):

@@ -8,13 +8,15 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from contracts import topics
+from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.selection import PostKind
 from runtime.db import Conn
 from runtime.projection import Projection, Recorded
 from runtime.registry_view import RegistryView
-from runtime.service import ServiceSpec, Subscription, build_app
+from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.selection import api, procedure_api, procedure_board, projection
+from services.selection.commands import SelectionCommands
 
 
 class SelectionSettings(ServiceSettings):
@@ -47,6 +49,29 @@ class OwnEvents:
                 await part.apply(conn, mine)
 
 
+class OutcomeReaction:
+    """An appointment procedure concluded: the appointment it decided is recorded in the post's team (once)."""
+
+    name = "procedure-outcome"
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def handles(self, event_type: str) -> bool:
+        """Procedures' outcomes (an entry's is the registry's to follow)."""
+        return event_type == ProcedureConcluded.event_type
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Each appointment through its command, which finds a repeat already recorded and appends nothing."""
+        del conn  # a reaction writes through the store, never into tables here
+        commands = SelectionCommands(self._service.store, self._service.pool)
+        for recorded in events:
+            concluded = recorded.event
+            assert isinstance(concluded, ProcedureConcluded)
+            if concluded.kind is ProcedureKind.APPOINTMENT:
+                await commands.appoint_by_procedure(recorded.envelope, concluded)
+
+
 SPEC = ServiceSpec(
     name="selection",
     title="Leadership teams and succession",
@@ -55,7 +80,10 @@ SPEC = ServiceSpec(
     routers=[api.router, procedure_api.router],
     schema=(*projection.SCHEMA, *procedure_board.SCHEMA),
     inline=OwnEvents(projection.SelectionProjection(), procedure_board.ProcedureBoard()),
-    subscriptions=[Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True)],
+    subscriptions=[
+        Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True),
+        Subscription(topics=[topics.SELECTION], factory=OutcomeReaction),
+    ],
 )
 
 

@@ -9,10 +9,20 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import uuid7
+from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
+from contracts.procedure import ProcedureConcluded
 from contracts.registry import Name, Text
-from contracts.selection import OverQuota, PostCreated, PostKind, Potential, PotentialRated, Readiness, TenureEnd
+from contracts.selection import (
+    CadreAppointed,
+    OverQuota,
+    PostCreated,
+    PostKind,
+    Potential,
+    PotentialRated,
+    Readiness,
+    TenureEnd,
+)
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.context import CommandContext
@@ -298,6 +308,70 @@ class SelectionCommands:
                 today=ctx.day,
             ),
         )
+
+    async def appointment_of(
+        self, actor: Actor, concluded: ProcedureConcluded, today: date
+    ) -> tuple[str, rules.Team, list[Event]]:
+        """What an appointment procedure's outcome records: the post's unit path, its team, the appointment's events.
+
+        Refused as the same appointment made directly would be: the post not one of the teams' (422), outside
+        the actor's subtree (404), the cadre out of the pool, the quota full (422; an appointment over the
+        quota is made directly, with its decision).
+        """
+        post_id = concluded.post_id
+        post = await self._pool.fetchrow("SELECT org_code, org_path FROM posts WHERE post_id = $1", post_id)
+        if post_id is None or post is None:
+            msg = f"the motion's post {concluded.post_id} is not a post of a leadership team"
+            raise RuleViolationError(msg)
+        require_scope(actor, str(post["org_path"]), f"post {concluded.post_id}")
+        cadre = await self._pool.fetchrow(
+            "SELECT full_name, nominated_on, in_pool FROM pool_cadres WHERE cadre_id = $1", concluded.candidate_id
+        )
+        if cadre is None or not cadre["in_pool"]:
+            msg = f"cadre {concluded.candidate_id} is not in the reserve pool"
+            raise RuleViolationError(msg)
+        team = await self._team(str(post["org_code"]))
+        events = rules.appoint_cadre(
+            team,
+            post_id,
+            cadre_id=concluded.candidate_id,
+            full_name=cadre["full_name"],
+            nominated_on=cadre["nominated_on"],
+            appointed_on=concluded.document_date,
+            document_number=concluded.document_number,
+            ends_by=None,
+            over_quota=None,
+            today=today,
+            procedure_id=concluded.procedure_id,
+        )
+        return str(post["org_path"]), team, events
+
+    async def appoint_by_procedure(self, envelope: Envelope, concluded: ProcedureConcluded) -> Accepted | None:
+        """An appointment procedure concluded: record the appointment in the post's team, once.
+
+        Selection acts on its own authority (role `system`). A redelivery finds the appointment naming this
+        procedure in the team's stream and appends nothing (None).
+        """
+        reacting = CommandContext.reacting_to(envelope, "selection")
+        post_path = await self._pool.fetchval("SELECT org_path FROM posts WHERE post_id = $1", concluded.post_id)
+        actor = Actor(user=reacting.actor.user, org_path=str(post_path or envelope.org_path), role=Role.SYSTEM)
+        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+
+        async def attempt() -> Accepted | None:
+            post = await self._pool.fetchval("SELECT org_code FROM posts WHERE post_id = $1", concluded.post_id)
+            if post is not None:
+                history = await self._store.read_stream(team_stream(str(post)))
+                if any(
+                    isinstance(r.event, CadreAppointed) and r.event.procedure_id == concluded.procedure_id
+                    for r in history
+                ):
+                    return None
+            path, team, events = await self.appointment_of(actor, concluded, ctx.day)
+            stream = team_stream(team.org_code)
+            envelopes = await self._store.append(stream, team.version, events, ctx=ctx, org_path=path)
+            return Accepted.of(stream, team.version, envelopes)
+
+        return await retrying(attempt, expected=None)
 
     async def rate_potential(self, ctx: CommandContext, cadre_id: UUID, cmd: RatePotential) -> Accepted:
         """Rate the potential of a cadre of the actor's subtree (the actor is the rater)."""

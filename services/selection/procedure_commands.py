@@ -23,6 +23,7 @@ from contracts.procedure import (
     InspectionConclusion,
     MeetingVote,
     Motion,
+    ProcedureConcluded,
     ProcedureKind,
     ProcedureOpened,
     ProcedureRules,
@@ -38,6 +39,7 @@ from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.store import EventStore
 from services.selection import procedures as rules
+from services.selection.commands import SelectionCommands
 from services.selection.working_days import WorkingCalendar, adjustments_for
 
 Decide = Callable[["rules.Procedure", str, clock.Clock], Awaitable[list[Event]]]
@@ -382,9 +384,14 @@ class ProcedureCommands:
         """Record the outcome: admitted or appointed."""
 
         async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
-            return rules.conclude(
+            events = rules.conclude(
                 procedure, document_number=cmd.document_number, document_date=cmd.document_date, today=at.today()
             )
+            for concluded in events:
+                if isinstance(concluded, ProcedureConcluded) and concluded.kind is ProcedureKind.APPOINTMENT:
+                    # Refused now, with the reason, what the appointment that follows would be refused.
+                    await SelectionCommands(self._store, self._pool).appointment_of(ctx.actor, concluded, at.today())
+            return events
 
         return await self._step(ctx, procedure_id, expected, decide)
 

@@ -256,6 +256,7 @@ def appoint_cadre(
     ends_by: date | None,
     over_quota: OverQuota | None,
     today: date,
+    procedure_id: UUID | None = None,
 ) -> list[Event]:
     """Appoint a reserve to a post: the holder before (if any) leaves as succeeded, the cadre fills the post."""
     post = team.post(post_id)
@@ -291,6 +292,7 @@ def appoint_cadre(
             document_number=document_number,
             ends_by=ends_by,
             over_quota=decision,
+            procedure_id=procedure_id,
         )
     )
     return events

@@ -1,7 +1,8 @@
 """What a procedure's outcome does, over the real Kafka and PostgreSQL: the registry and selection services.
 
-An entry procedure admitted becomes the registry's `CadreNominated`, naming the procedure, once
-however often its outcome is delivered.
+An entry procedure admitted becomes the registry's `CadreNominated`, an appointment procedure
+the appointment in the post's team (and the registry then retires the cadre), each naming the
+procedure, once however often the outcome is delivered.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from runtime import clock, relay
 from services.registry.commands import RegistryCommands
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
+from services.selection.commands import SelectionCommands
 from tests import infra as infra_module
 from tests.conftest import Launch
-from tests.integration.test_procedures_api import DOC, ballot
+from tests.integration.test_procedures_api import DOC, a_post, ballot, in_pool
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.support import Running, caught_up, eventually, read_topic, watermarks
 
@@ -38,8 +40,8 @@ async def post(selection: Running, path: str, body: dict[str, Any], status: int 
     return response.json()
 
 
-async def run_to_outcome(selection: Running, opening: dict[str, Any]) -> str:
-    """Open a procedure and take it through every step to its outcome; its id."""
+async def run_to_outcome(selection: Running, opening: dict[str, Any], *, outcome: int = 200) -> str:
+    """Open a procedure and take it through every step to its outcome (answered `outcome`); its id."""
     await eventually(
         lambda: selection.service.pool.fetchval("SELECT count(*) FROM units WHERE code = 'bh_ly'"),
         until=lambda n: n == 1,
@@ -60,8 +62,8 @@ async def run_to_outcome(selection: Running, opening: dict[str, Any]) -> str:
     [ends_on] = [date.fromisoformat(r["notice_ends_on"]) for r in board if r["procedure_id"] == procedure_id]
     clock.use(clock.current().at(clock.start_of(ends_on + timedelta(days=1))))
     await post(selection, f"{base}/notice/close", {})
-    outcome = {"document_number": "Org [2026] 9", "document_date": clock.today().isoformat()}
-    await post(selection, f"{base}/outcome", outcome)
+    document = {"document_number": "Org [2026] 9", "document_date": clock.today().isoformat()}
+    await post(selection, f"{base}/outcome", document, outcome)
     return procedure_id
 
 
@@ -126,3 +128,57 @@ async def test_an_admitted_entry_nominates_the_candidate_once(
     dead = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", f"cadre-{cadre_id}")
     assert dead == 1
     assert await registry.service.store.verify_chain() is None
+
+
+async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_lets_the_cadre_go(
+    registry: Running, selection: Running
+) -> None:
+    await build_tree(registry.client)
+    cadre_id = await in_pool(registry, selection)
+    post_id = await a_post(selection)
+    # A motion for a post that is not one of the teams' is refused at the outcome, with the reason.
+    stray = {"post_id": str(uuid.uuid4()), "post_title": "deputy county head", "reason": "a vacancy"}
+    refused = await run_to_outcome(
+        selection,
+        {"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": stray},
+        outcome=422,
+    )
+    events = (await selection.client.get(f"/procedures/{refused}/file", headers=CITY)).json()
+    assert events[-1]["event_type"] == "NoticeClosed"
+    await post(selection, f"/procedures/{refused}/stop", {"reason": "the motion named no post of the team"})
+
+    motion = {"post_id": post_id, "post_title": "deputy county head", "reason": "a vacancy"}
+    opening = {"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": motion}
+    procedure_id = await run_to_outcome(selection, opening)
+
+    team = await eventually(
+        lambda: selection.client.get("/teams/bh_ly", headers=CITY),
+        until=lambda r: any((p["holder"] or {}).get("cadre_id") == cadre_id for p in r.json()["posts"]),
+    )
+    [held] = [p for p in team.json()["posts"] if p["post_id"] == post_id]
+    assert held["holder"]["from_pool"] is True
+    [appointed] = [
+        r for r in await selection.service.store.read_stream("team-bh_ly") if r.envelope.event_type == "CadreAppointed"
+    ]
+    assert appointed.envelope.payload["procedure_id"] == procedure_id
+    assert appointed.envelope.payload["document_number"] == "Org [2026] 9"
+    assert appointed.envelope.actor.role is Role.SYSTEM
+    cadre = await eventually(
+        lambda: registry.client.get(f"/cadres/{cadre_id}", headers=CITY),
+        until=lambda r: r.json().get("status") == "retired",
+    )
+    assert cadre.json()["retired_reason"] == "appointed"
+
+    # The outcome handled again: the team's stream already names this procedure, nothing is appended.
+    [concluded] = [
+        r.envelope
+        for r in await selection.service.store.read_stream(f"procedure-{procedure_id}")
+        if r.envelope.event_type == "ProcedureConcluded"
+    ]
+    commands = SelectionCommands(selection.service.store, selection.service.pool)
+    assert await commands.appoint_by_procedure(concluded, ProcedureConcluded.model_validate(concluded.payload)) is None
+    appointments = await selection.service.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'CadreAppointed'"
+    )
+    assert appointments == 1
+    assert await selection.service.store.verify_chain() is None

@@ -1,9 +1,4 @@
-"""The procedures over HTTP, beside the real registry, over the real Kafka and PostgreSQL.
-
-Until the selection service's own wiring mounts them, the test builds the app the way the
-service will: the procedures' router, their board folded inline, the registry's view fed
-from Kafka.
-"""
+"""The procedures over HTTP in the selection service, beside the real registry, over the real Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,15 +7,10 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
-from contracts import topics
-from runtime import clock, registry_view
-from runtime.registry_view import RegistryView
-from runtime.service import ServiceSpec, Subscription, build_app
-from runtime.settings import ServiceSettings
-from services.selection import procedure_api
-from services.selection.procedure_board import SCHEMA, ProcedureBoard
+from runtime import clock
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
 from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
 from tests.support import Running, eventually
@@ -29,26 +19,22 @@ pytestmark = pytest.mark.dates
 DOC = {"title": "report", "sha256": "c" * 64}
 
 
-class ProceduresSettings(ServiceSettings):
-    service_name: str = "selection"
-
-
-def procedures_app(settings: ProceduresSettings) -> FastAPI:
-    spec = ServiceSpec(
-        name="selection",
-        title="Procedures",
-        description="The procedures into the pool and onto a post",
-        routers=[procedure_api.router],
-        schema=(*registry_view.SCHEMA, *SCHEMA),
-        inline=ProcedureBoard(),
-        subscriptions=[Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True)],
-    )
-    return build_app(spec, settings)
-
-
 @pytest.fixture
 async def selection(launch: Launch, registry: Running) -> Running:
-    return await launch(procedures_app, ProceduresSettings, "selection")
+    return await launch(selection_app, SelectionSettings, "selection")
+
+
+async def a_post(selection: Running, title: str = "deputy county head") -> str:
+    """A deputy's post in Liuyang County's team, its quota one more."""
+    quota = await selection.client.post(
+        "/teams/bh_ly/quotas", json={"kind": "deputy", "approved": 2, "document_number": "BH-2026-1"}, headers=CITY
+    )
+    assert quota.status_code == 200, quota.text
+    created = await selection.client.post(
+        "/teams/bh_ly/posts", json={"kind": "deputy", "title": title, "rank": "county deputy"}, headers=CITY
+    )
+    assert created.status_code == 201, created.text
+    return str(await selection.service.pool.fetchval("SELECT post_id FROM posts WHERE title = $1", title))
 
 
 async def in_pool(registry: Running, selection: Running) -> str:
@@ -91,7 +77,7 @@ async def test_a_whole_appointment_through_the_api_with_its_board_file_and_check
 ) -> None:
     await build_tree(registry.client)
     cadre_id = await in_pool(registry, selection)
-    motion = {"post_id": str(uuid.uuid4()), "post_title": "deputy county head", "reason": "a vacancy"}
+    motion = {"post_id": await a_post(selection), "post_title": "deputy county head", "reason": "a vacancy"}
     opened = await post(
         selection,
         "/procedures",
