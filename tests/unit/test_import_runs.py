@@ -11,7 +11,7 @@ import orjson
 
 from exchange import importer
 from exchange.templates import TEMPLATES
-from runtime.http import CORRELATION_HEADER
+from runtime.guard import CORRELATION_HEADER
 
 HEADER = "ref,org_code,full_name,gender,birth_date,education,current_position,years_of_service,grassroots_months,reason"
 
