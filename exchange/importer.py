@@ -35,7 +35,7 @@ import orjson
 
 from exchange import sheets
 from exchange.templates import Column, Ids, Request, Template
-from runtime.http import CORRELATION_HEADER
+from runtime.guard import CORRELATION_HEADER
 
 
 @dataclass(frozen=True, order=True)

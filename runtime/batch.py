@@ -30,7 +30,7 @@ from starlette.types import Message, Scope
 from runtime import limits
 from runtime.auth import CurrentActor
 from runtime.errors import CommandError
-from runtime.http import CORRELATION_HEADER, DRY_RUN_STATE
+from runtime.guard import CORRELATION_HEADER, DRY_RUN_STATE
 
 MAX_COMMANDS: Final = 2000
 MEMO_STATE: Final = "memo"

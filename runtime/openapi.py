@@ -19,7 +19,8 @@ from fastapi.openapi.utils import get_openapi
 
 from contracts.envelope import ONE_LINE
 from runtime.export import CSV_TYPE, XLSX_TYPE
-from runtime.http import PROBLEM_JSON, TEXT_PATTERN
+from runtime.guard import TEXT_PATTERN
+from runtime.problems import PROBLEM_JSON
 
 PROBLEM_SCHEMA: Final = {
     "title": "Problem",

@@ -21,7 +21,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from runtime import clock, logs
 from runtime.errors import UnauthorizedError
-from runtime.http import PAGE_HEADERS, Guard
+from runtime.guard import PAGE_HEADERS, Guard
 from services.console import frontdoor, i18n, screens
 from services.console.apis import ApiError, Apis
 from services.console.oidc import SignIn

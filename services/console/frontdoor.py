@@ -18,7 +18,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from runtime.http import PAGE_CSP, SECURITY_HEADERS
+from runtime.guard import PAGE_CSP, SECURITY_HEADERS
 from services.console.apis import SERVICES
 from services.console.pages import ConsoleDep, ScreenError, SessionDep, signed_in, vendor_url
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from deploy.local.signin import Browserish, console_sign_in
 from exchange import lrmx
-from runtime import asyncapi, clock, http
+from runtime import asyncapi, clock, guard
 from runtime.settings import DEV_SESSION_KEY, settings_class
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
@@ -186,7 +186,7 @@ async def test_the_front_door_keeps_each_services_security_headers_and_pages_res
     headers = auth("script", console.org.root.path)
     answer = await console.client.get("/api/registry/cadres?limit=1", headers=headers)
     assert answer.status_code == 200
-    for name, value in http.API_HEADERS:
+    for name, value in guard.API_HEADERS:
         assert answer.headers[name.decode()] == value.decode(), name
     cadre_id = answer.json()["items"][0]["cadre_id"]
     # The printable appointment form: HTML at the console's origin, under the registry's own policy.
@@ -199,7 +199,7 @@ async def test_the_front_door_keeps_each_services_security_headers_and_pages_res
     # A refusal passes through with its headers too.
     refused = await console.client.get(f"/api/registry/cadres/{cadre_id}")
     assert refused.status_code == 401
-    assert refused.headers["content-security-policy"] == dict(http.API_HEADERS)[b"content-security-policy"].decode()
+    assert refused.headers["content-security-policy"] == dict(guard.API_HEADERS)[b"content-security-policy"].decode()
     # The console's own pages: scripts from its own address only.
     await console_sign_in(console.client, "organizer.county")
     page = await console.client.get("/pool")

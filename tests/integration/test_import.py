@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import date, datetime, timedelta
@@ -11,10 +12,13 @@ import httpx
 import openpyxl
 import pytest
 
-from contracts.envelope import Role
+from contracts.envelope import Actor, Role
+from contracts.registry import CadreRetired, RetirementReason
 from exchange import importer
 from exchange.templates import TEMPLATES
 from runtime import clock
+from runtime.context import CommandContext
+from runtime.received import cadre_stream
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
@@ -316,3 +320,36 @@ async def seen_in_training_and_audit(training: Running, audit: Running, registry
     assert audit_pool.json() == []
     archived = await audit.service.pool.fetch("SELECT actor_user FROM archive WHERE event_type = 'ImportRunReversed'")
     assert [row["actor_user"] for row in archived] == ["bh-organizer"]
+
+
+async def test_two_reversals_of_one_run_at_once_retire_each_cadre_once_and_record_one(
+    registry: Running, tmp_path: Path
+) -> None:
+    run, ids = await import_four(registry, tmp_path)
+    reversal = f"/import-runs/{run}/reversal"
+    answers = await asyncio.gather(*(registry.client.post(reversal, json={}, headers=CITY) for _ in range(2)))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    retirements = await registry.service.pool.fetch(
+        "SELECT cadre_id FROM events WHERE event_type = 'CadreRetired' ORDER BY cadre_id"
+    )
+    assert sorted(str(r["cadre_id"]) for r in retirements) == sorted(ids.values())
+    records = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'ImportRunReversed'")
+    assert records == 1
+
+
+async def test_a_reversal_cut_short_is_asked_for_again_and_finishes_the_rest(registry: Running, tmp_path: Path) -> None:
+    run, ids = await import_four(registry, tmp_path)
+    # What a reversal stopped after its first cadre leaves behind: one retirement, no record of the run.
+    first = uuid.UUID(ids["李伟"])
+    ctx = CommandContext(actor=Actor(user="bh-organizer", org_path="cn.qs.bh", role=Role.ORGANIZER), correlation_id=run)
+    retired = CadreRetired(
+        cadre_id=first, reason=RetirementReason.IMPORT_REVERSED, effective_on=clock.today(), note="cut short"
+    )
+    await registry.service.store.append(
+        cadre_stream(first), 1, [retired], ctx=ctx, org_path="cn.qs.bh.bh_ly", cadre_id=first
+    )
+    async with client(registry) as http:
+        done = await importer.reverse(http, run)
+    assert done == (True, f"import run {run} reversed: 4 of 4 cadres taken out of the pool")
+    retirements = await registry.service.pool.fetch("SELECT cadre_id FROM events WHERE event_type = 'CadreRetired'")
+    assert sorted(str(r["cadre_id"]) for r in retirements) == sorted(ids.values())

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from contracts.audit import LateEntryDeclared
 from contracts.envelope import Actor, Role
 from deploy.local.ports import free_port
-from runtime import clock, db, egress, http
+from runtime import clock, db, egress, http, problems
 from runtime.auth import ALGORITHM, ISSUER, Permission, issue_token
 from runtime.settings import DEV_AUTH_SECRET
 from services.audit.app import AuditSettings
@@ -200,7 +200,7 @@ async def test_a_body_of_many_unknown_fields_gets_a_short_refusal(registry: Runn
     assert len(answer.content) < 1024
     some = await registry.client.post("/cadres", json={**nomination(), **{f"f{n}": n for n in range(40)}}, headers=CITY)
     assert some.status_code == 422
-    assert len(some.json()["errors"]) == http.MAX_VALIDATION_ERRORS
+    assert len(some.json()["errors"]) == problems.MAX_VALIDATION_ERRORS
     assert some.json()["errors_count"] == 40
     assert (await registry.client.get("/cadres", headers=CITY)).json()["items"] == []  # nothing was recorded
 

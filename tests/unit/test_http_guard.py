@@ -13,7 +13,7 @@ from fastapi import FastAPI, Header, Request
 from pydantic import BaseModel, ConfigDict
 
 from contracts.envelope import ONE_LINE
-from runtime import http, openapi
+from runtime import guard, http, openapi, problems
 
 
 class Note(BaseModel):
@@ -52,7 +52,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def test_a_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
     answer = await client.delete("/notes")
     assert answer.status_code == 405
-    assert answer.headers["content-type"] == http.PROBLEM_JSON
+    assert answer.headers["content-type"] == problems.PROBLEM_JSON
     assert set(answer.headers["allow"].split(", ")) >= {"GET", "POST"}
 
 
@@ -75,24 +75,24 @@ def test_the_document_declares_what_the_guard_refuses() -> None:
     assert parameters["X-Tag"]["type"] == "string"  # absent, not null: no anyOf with null
     assert parameters["X-Tag"]["pattern"] == ONE_LINE
     note = document["components"]["schemas"]["Note"]
-    assert note["properties"]["text"]["pattern"] == http.TEXT_PATTERN
+    assert note["properties"]["text"]["pattern"] == guard.TEXT_PATTERN
     assert note["properties"]["extra"]["additionalProperties"] == {"$ref": openapi.JSON_REF}
-    assert note["properties"]["extra"]["propertyNames"] == {"pattern": http.TEXT_PATTERN}
+    assert note["properties"]["extra"]["propertyNames"] == {"pattern": guard.TEXT_PATTERN}
     for text in ("plain", "two\nlines", "a\ttab", "汉字"):
-        assert bool(re.match(http.TEXT_PATTERN, text)) is not http.has_control(text, breaks=False)
+        assert bool(re.match(guard.TEXT_PATTERN, text)) is not guard.has_control(text, breaks=False)
     for text in ("nul\x00", "bell\x07", "esc\x1b", "del\x7f"):
-        assert re.match(http.TEXT_PATTERN, text) is None
-        assert http.has_control(text, breaks=False)
+        assert re.match(guard.TEXT_PATTERN, text) is None
+        assert guard.has_control(text, breaks=False)
     refusals = document["paths"]["/notes"]["post"]["responses"]
     assert {"400", "401", "403", "404", "409", "413", "422", "429", "500"} <= refusals.keys()
-    assert all(http.PROBLEM_JSON in refusals[status]["content"] for status in refusals if status >= "400")
+    assert all(problems.PROBLEM_JSON in refusals[status]["content"] for status in refusals if status >= "400")
 
 
 async def test_a_control_character_in_a_body_is_refused_as_declared(client: httpx.AsyncClient) -> None:
     assert (await client.post("/notes", json={"text": "two\nlines"})).status_code == 200
     refused = await client.post("/notes", json={"text": "ok", "extra": {"k": ["\x00"]}})
     assert refused.status_code == 422
-    assert refused.headers["content-type"] == http.PROBLEM_JSON
+    assert refused.headers["content-type"] == problems.PROBLEM_JSON
 
 
 async def test_a_refusal_lists_a_bounded_number_of_errors() -> None:
@@ -111,12 +111,12 @@ async def test_a_refusal_lists_a_bounded_number_of_errors() -> None:
 async def _bounded_errors(client: httpx.AsyncClient) -> None:
     wide = await client.post("/notes", json={"text": "ok", **{f"f{n}": n for n in range(100_000)}})
     assert wide.status_code == 422
-    assert wide.headers["content-type"] == http.PROBLEM_JSON
+    assert wide.headers["content-type"] == problems.PROBLEM_JSON
     assert len(wide.content) < 1024
     assert "more than 1000 members" in wide.json()["detail"]
     many = await client.post("/notes", json={"text": "ok", **{f"f{n}": n for n in range(50)}})
     assert many.status_code == 422
-    assert len(many.json()["errors"]) == http.MAX_VALIDATION_ERRORS
+    assert len(many.json()["errors"]) == problems.MAX_VALIDATION_ERRORS
     assert many.json()["errors_count"] == 50
     long_name = await client.post("/notes", json={"text": "ok", "x" * 100_000: 1})
     assert long_name.status_code == 422
@@ -124,7 +124,7 @@ async def _bounded_errors(client: httpx.AsyncClient) -> None:
 
 
 def test_every_list_a_problem_carries_is_bounded() -> None:
-    answer = http.problem(422, "Invalid", "many", violations=[f"v{n}" for n in range(1000)])
+    answer = problems.problem(422, "Invalid", "many", violations=[f"v{n}" for n in range(1000)])
     body = orjson.loads(answer.body)
-    assert len(body["violations"]) == http.MAX_VALIDATION_ERRORS
+    assert len(body["violations"]) == problems.MAX_VALIDATION_ERRORS
     assert body["violations_count"] == 1000

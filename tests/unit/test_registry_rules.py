@@ -192,5 +192,33 @@ def test_retirement_rules(today: date) -> None:
         rules.assign_mentor(gone, Person(user_id="m", name="M"))
 
 
+def test_a_reversed_import_takes_the_cadre_out_as_if_never_in(today: date) -> None:
+    nominated_on = today - timedelta(days=30)
+    cadre = make_cadre(nominated_on)
+    run = uuid7()
+    with pytest.raises(RuleViolationError, match="only by reversing an import run"):
+        rules.retire(
+            cadre, reason=RetirementReason.IMPORT_REVERSED, effective_on=today, note="", appointed_to=None, today=today
+        )
+    [event] = rules.reverse_import(cadre, run)
+    assert isinstance(event, CadreRetired)
+    assert (event.reason, event.effective_on, event.note) == (
+        RetirementReason.IMPORT_REVERSED,
+        nominated_on,
+        f"import run {run} reversed",
+    )
+    reversed_ = rules.Cadre.replay([_nominated(cadre), event], [nominated_on, today], cadre.org_path)
+    assert reversed_ is not None
+    assert (reversed_.status, reversed_.retired_reason) == ("retired", RetirementReason.IMPORT_REVERSED)
+    assert rules.reverse_import(reversed_, run) == []  # a cadre out of the pool stays as it is
+    withdrew = rules.retire(
+        cadre, reason=RetirementReason.WITHDREW, effective_on=today, note="", appointed_to=None, today=today
+    )
+    gone = rules.Cadre.replay([_nominated(cadre), *withdrew], [nominated_on, today], cadre.org_path)
+    assert gone is not None
+    assert gone.retired_reason is RetirementReason.WITHDREW
+    assert rules.reverse_import(gone, run) == []
+
+
 def _nominated(cadre: rules.Cadre) -> CadreNominated:
     return CadreNominated(cadre_id=cadre.cadre_id, **_nomination_fields(cadre))
