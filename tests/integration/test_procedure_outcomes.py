@@ -71,6 +71,35 @@ async def run_to_outcome(selection: Running, opening: dict[str, Any], *, outcome
     return procedure_id
 
 
+async def redeliver_outcome(
+    infra: infra_module.Infra, namespace: str, selection: Running, procedure_id: str
+) -> tuple[Envelope, str, int]:
+    """Send a procedure's outcome record to selection's topic again, headers and all (as a relay after a crash).
+
+    Its envelope, topic and partition.
+    """
+    topic = f"{namespace}.selection.events"
+    # Every event of the store goes to the topic: by the outcome's position, that many records at least.
+    count = await selection.service.pool.fetchval(
+        "SELECT position FROM events WHERE stream_id = $1 AND event_type = 'ProcedureConcluded'",
+        f"procedure-{procedure_id}",
+    )
+    [record] = [
+        r
+        for r in await read_topic(infra.kafka_bootstrap, topic, count=int(count))
+        if b"ProcedureConcluded" in r.value and procedure_id.encode() in r.value
+    ]
+    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
+        )
+    finally:
+        await producer.stop()
+    return Envelope.from_bytes(record.value), record.topic, record.partition
+
+
 def candidate() -> dict[str, Any]:
     body = nomination()
     return {k: v for k, v in body.items() if k not in {"org_code", "reason", "email"}}
@@ -103,25 +132,11 @@ async def test_an_admitted_entry_nominates_the_candidate_once(
     assert nominated.envelope.org_path == "cn.qs.bh.bh_ly"
 
     # The outcome arrives a second time: the same record re-published (as a relay re-sends after a crash) ...
-    topic = f"{namespace}.selection.events"
-    [record] = [
-        r
-        for r in await read_topic(infra.kafka_bootstrap, topic, count=len(procedure))
-        if b"ProcedureConcluded" in r.value
-    ]
-    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
-        )
-    finally:
-        await producer.stop()
-    await caught_up(registry.service.pool, "registry.appointment-reaction", selection.service.pool, record.topic)
-    marks = await watermarks(registry.service.pool, "registry.appointment-reaction", record.topic)
-    assert marks[record.partition] >= Envelope.from_bytes(record.value).position
+    envelope, topic, partition = await redeliver_outcome(infra, namespace, selection, procedure_id)
+    await caught_up(registry.service.pool, "registry.appointment-reaction", selection.service.pool, topic)
+    marks = await watermarks(registry.service.pool, "registry.appointment-reaction", topic)
+    assert marks[partition] >= envelope.position
     # ... and handed to the reaction's command again, past the watermark: the nomination stands alone.
-    envelope = Envelope.from_bytes(record.value)
     commands = RegistryCommands(
         registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
     )
@@ -136,7 +151,7 @@ async def test_an_admitted_entry_nominates_the_candidate_once(
 
 
 async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_lets_the_cadre_go(
-    registry: Running, selection: Running
+    infra: infra_module.Infra, namespace: str, registry: Running, selection: Running
 ) -> None:
     await build_tree(registry.client)
     cadre_id = await in_pool(registry, selection)
@@ -177,7 +192,13 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     )
     assert cadre.json()["retired_reason"] == "appointed"
 
-    # The outcome handled again: the team's stream already names this procedure, nothing is appended.
+    # The outcome delivered again (the same record re-published): behind the reaction's watermark ...
+    redelivered, topic, partition = await redeliver_outcome(infra, namespace, selection, procedure_id)
+    await caught_up(selection.service.pool, "selection.procedure-outcome", selection.service.pool, topic)
+    marks = await watermarks(selection.service.pool, "selection.procedure-outcome", topic)
+    assert marks[partition] >= redelivered.position
+    assert await selection.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CadreAppointed'") == 1
+    # ... and handled again past it: the team's stream already names this procedure, nothing is appended.
     [concluded] = [
         r.envelope
         for r in await selection.service.store.read_stream(f"procedure-{procedure_id}")
@@ -190,6 +211,25 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     )
     assert appointments == 1
     assert await selection.service.store.verify_chain() is None
+
+
+async def test_an_admitted_candidate_the_entry_rules_refuse_goes_to_the_dead_letter_topic_with_the_reason(
+    infra: infra_module.Infra, namespace: str, registry: Running, selection: Running
+) -> None:
+    await build_tree(registry.client)
+    person = candidate() | {"education": "secondary"}  # below the registry's lowest education
+    opening = {"kind": "entry", "org_code": "bh_ly", "candidate": person, "reserve_kind": "county deputy"}
+    procedure_id = await run_to_outcome(selection, opening)
+    topic = topics.dlq(f"{namespace}.selection.events")
+    [dead] = await read_topic(infra.kafka_bootstrap, topic, count=1)
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert headers["dlq-consumer"] == "registry.appointment-reaction"
+    assert f"the candidate of procedure {procedure_id} does not meet the entry rules" in headers["dlq-error"]
+    assert Envelope.from_bytes(dead.value).event_type == "ProcedureConcluded"
+    file = (await selection.client.get(f"/procedures/{procedure_id}/file", headers=CITY)).json()
+    cadre_id = file[0]["payload"]["candidate_id"]
+    assert (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).status_code == 404
+    assert await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CadreNominated'") == 0
 
 
 class NominatedBeforeProcedures(Event):
