@@ -68,6 +68,24 @@ class RetirementReason(StrEnum):
     """The nomination came in by a mistaken import, reversed as a whole (ADR 0026): never given by hand."""
 
 
+class Basis(StrEnum):
+    """What a nomination or an appointment stands on, as its event records it."""
+
+    PROCEDURE = "procedure"
+    """A procedure recorded step by step (its id in the event)."""
+    WITHOUT_PROCEDURE = "without_procedure"
+    """Recorded by one decision without a procedure on the record: made before procedures were, or directly."""
+    IMPORTED = "imported"
+    """Taken from another system's records (an import): the decision was made and kept there."""
+
+    @classmethod
+    def of(cls, procedure_id: object, *, imported: bool = False) -> Basis:
+        """The basis of an event with this `procedure_id` (None: none) and import mark."""
+        if procedure_id is not None:
+            return cls.PROCEDURE
+        return cls.IMPORTED if imported else cls.WITHOUT_PROCEDURE
+
+
 class Language(StrEnum):
     """Languages the organization writes to people in."""
 
@@ -159,7 +177,9 @@ class CadreNominated(Event):
     language: Language = Language.ZH
     procedure_id: UUID | None = None
     """The entry procedure that admitted the cadre (selection's); none for a nomination made before procedures
-    were recorded, or imported."""
+    were recorded, directly, or imported."""
+    imported: bool = False
+    """Taken from another system's records (an import of cadres), where the nomination was made."""
 
 
 class ProfileChanges(BaseModel):

@@ -158,7 +158,8 @@ def _nomination(row: dict[str, Any], ids: Ids) -> list[Request]:
         "user_id",
         "email",
     )
-    return [{"method": "POST", "path": "/cadres", "body": {"cadre_id": str(ids.of("cadres", row["ref"])), **body}}]
+    body = {"cadre_id": str(ids.of("cadres", row["ref"])), **body, "imported": True}
+    return [{"method": "POST", "path": "/cadres", "body": body}]
 
 
 def _self_study(row: dict[str, Any], ids: Ids) -> list[Request]:

@@ -82,6 +82,9 @@ class Nominate(Command):
     user_id: UserId | None = None
     email: Email | None = None
     language: Language = Language.ZH
+    imported: bool = Field(
+        default=False, description="Taken from another system's records, where the nomination was made (imports)"
+    )
 
 
 class EntryCheckRequest(Command):

@@ -8,6 +8,7 @@ from typing import Any, Final
 from contracts.assessment import AssessmentCycleOpened, EvaluationRecorded
 from contracts.envelope import canonical_json
 from contracts.registry import (
+    Basis,
     CadreNominated,
     CadreProfileUpdated,
     CadreRetired,
@@ -83,6 +84,9 @@ SCHEMA: Final = (
     # Personal data: the latest sealed file only (ciphertext); opened on read with the cadre's key.
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_sealed text",
     "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS personal_erased_at timestamptz",
+    # What a nomination stands on (contracts.registry.Basis), and the procedure that admitted the cadre.
+    "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS basis text NOT NULL DEFAULT 'without_procedure'",
+    "ALTER TABLE cadres ADD COLUMN IF NOT EXISTS procedure_id uuid",
     "CREATE INDEX IF NOT EXISTS cadres_erased ON cadres (cadre_id) WHERE personal_erased_at IS NOT NULL",
     # What the appointment form shows from other services: annual grades (assessment), postings (training).
     """
@@ -225,15 +229,16 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
         (
             "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date, birth_date_precision,"
             " education, current_position, years_of_service, grassroots_months, user_id, email, language, reason,"
-            " status, nominated_at, version, updated_at)"
+            " status, nominated_at, version, updated_at, basis, procedure_id)"
             " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.gender, n.birth_date::date, n.precision,"
             " n.education, n.position, n.years, n.grassroots, n.user_id, n.email, n.language, n.reason,"
-            " 'in_pool', n.nominated_at, n.version, n.updated_at"
+            " 'in_pool', n.nominated_at, n.version, n.updated_at, n.basis, n.procedure_id"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
             " $8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[],"
-            " $16::timestamptz[], $17::int[], $18::timestamptz[])"
+            " $16::timestamptz[], $17::int[], $18::timestamptz[], $19::text[], $20::uuid[])"
             " AS n(cadre_id, org_code, org_path, full_name, gender, birth_date, precision, education, position,"
-            " years, grassroots, user_id, email, language, reason, nominated_at, version, updated_at)"
+            " years, grassroots, user_id, email, language, reason, nominated_at, version, updated_at, basis,"
+            " procedure_id)"
         ),
         list,  # one nomination per cadre: nothing to fold
     ),
@@ -347,6 +352,8 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per e
                 env.occurred_at,
                 env.stream_version,
                 env.recorded_at,
+                Basis.of(event.get("procedure_id"), imported=event.get("imported", False)).value,
+                event.get("procedure_id"),
             )
         case CadreProfileUpdated.event_type:
             changes = event["changes"]

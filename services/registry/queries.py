@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor, Role, is_org_path
 from contracts.personal import PersonalFile, Sealed
-from contracts.registry import Education, Gender, Person, RetirementReason
+from contracts.registry import Basis, Education, Gender, Person, RetirementReason
 from exchange import lrmx
 from runtime import clock
 from runtime.auth import require_role, subtree_root
@@ -63,6 +63,10 @@ class CadreView(BaseModel):
     status: Literal["in_pool", "retired"]
     nominated_at: datetime
     reason: str
+    basis: Basis = Basis.WITHOUT_PROCEDURE
+    """What the nomination stands on: an entry procedure (`procedure_id`), one decision without a procedure on
+    the record (made before procedures were, or directly), or another system's records (imported)."""
+    procedure_id: UUID | None = None
     mentor: Person | None
     retired_reason: RetirementReason | None
     retired_on: date | None
@@ -405,6 +409,8 @@ class RegistryQueries:
             status=row["status"],
             nominated_at=row["nominated_at"],
             reason=row["reason"],
+            basis=row["basis"],
+            procedure_id=row["procedure_id"],
             mentor=_person(row["mentor_user_id"], row["mentor_name"], row["mentor_email"]),
             retired_reason=row["retired_reason"],
             retired_on=row["retired_on"],

@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from contracts.envelope import Actor
+from contracts.registry import Basis
 from contracts.selection import PostKind, Readiness
 from runtime import clock
 from runtime.auth import subtree_root
@@ -30,6 +31,10 @@ class HolderView(BaseModel):
     starts_on: date
     ends_by: date | None
     over_quota_document: str | None
+    basis: Basis = Basis.WITHOUT_PROCEDURE
+    """What the appointment stands on: an appointment procedure (`procedure_id`), or one decision recorded
+    without a procedure (before procedures were recorded, directly, or a holder recorded as in office)."""
+    procedure_id: UUID | None = None
 
 
 class SuccessorView(BaseModel):
@@ -229,7 +234,7 @@ class SelectionQueries:
         posts = await self._db.fetch(
             f"""
             SELECT p.post_id, p.kind, p.title, p.rank, t.holder_name, t.cadre_id, t.from_pool, t.starts_on,
-                t.ends_by, t.over_quota_document
+                t.ends_by, t.over_quota_document, t.procedure_id
             FROM posts p LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
             WHERE p.org_code = $1 AND p.created_on <= $2
             ORDER BY p.kind DESC, p.title, p.post_id
@@ -271,6 +276,8 @@ class SelectionQueries:
                         starts_on=r["starts_on"],
                         ends_by=r["ends_by"],
                         over_quota_document=r["over_quota_document"],
+                        basis=Basis.of(r["procedure_id"]),
+                        procedure_id=r["procedure_id"],
                     ),
                     successors=successors.get(r["post_id"], []),
                 )

@@ -144,6 +144,8 @@ async def test_an_import_goes_through_the_commands_once_and_resumes_where_it_sto
     imported = await registry.client.get("/cadres", params={"limit": 500}, headers=CITY)
     names = [c["full_name"] for c in imported.json()["items"]]
     assert len(names) == 30 + 16
+    # Each says it was imported: the nomination was made in the records it came from.
+    assert {c["basis"] for c in imported.json()["items"]} == {"imported"}
     # Every nomination is an ordinary event of the actor who imported, with its rules applied.
     actors = await registry.service.pool.fetch(
         "SELECT DISTINCT body::jsonb #>> '{actor,user}' AS u FROM events WHERE event_type = 'CadreNominated'"

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from contracts.envelope import Envelope, Role
+from contracts import topics
+from contracts.envelope import Actor, Envelope, Role, uuid7
+from contracts.event import Event
 from contracts.procedure import ProcedureConcluded
+from contracts.selection import CadreAppointed, PostKind
 from runtime import clock, relay
+from runtime.context import CommandContext
 from services.registry.commands import RegistryCommands
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
@@ -87,6 +91,7 @@ async def test_an_admitted_entry_nominates_the_candidate_once(
         until=lambda r: r.status_code == 200,
     )
     assert (cadre.json()["status"], cadre.json()["full_name"]) == ("in_pool", "Li Wei")
+    assert (cadre.json()["basis"], cadre.json()["procedure_id"]) == ("procedure", procedure_id)
     assert cadre.json()["birth_date"] == person["birth_date"]
     [nominated] = await registry.service.store.read_stream(f"cadre-{cadre_id}")
     assert nominated.envelope.payload["procedure_id"] == procedure_id
@@ -135,6 +140,8 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
 ) -> None:
     await build_tree(registry.client)
     cadre_id = await in_pool(registry, selection)
+    direct = (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).json()
+    assert (direct["basis"], direct["procedure_id"]) == ("without_procedure", None)
     post_id = await a_post(selection)
     # A motion for a post that is not one of the teams' is refused at the outcome, with the reason.
     stray = {"post_id": str(uuid.uuid4()), "post_title": "deputy county head", "reason": "a vacancy"}
@@ -157,6 +164,7 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     )
     [held] = [p for p in team.json()["posts"] if p["post_id"] == post_id]
     assert held["holder"]["from_pool"] is True
+    assert (held["holder"]["basis"], held["holder"]["procedure_id"]) == ("procedure", procedure_id)
     [appointed] = [
         r for r in await selection.service.store.read_stream("team-bh_ly") if r.envelope.event_type == "CadreAppointed"
     ]
@@ -182,3 +190,81 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     )
     assert appointments == 1
     assert await selection.service.store.verify_chain() is None
+
+
+class NominatedBeforeProcedures(Event):
+    """`CadreNominated` v2 exactly as recorded before procedures existed (no `procedure_id`, no `imported`)."""
+
+    event_type: ClassVar[str] = "CadreNominated"
+    schema_version: ClassVar[int] = 2
+    topic: ClassVar[str] = topics.REGISTRY
+
+    cadre_id: uuid.UUID
+    org_code: str
+    full_name: str
+    gender: str
+    birth_date: date
+    birth_date_precision: str = "day"
+    education: str
+    current_position: str
+    years_of_service: int
+    grassroots_months: int
+    reason: str
+    user_id: str | None = None
+    email: str | None = None
+    language: str = "zh"
+
+
+class AppointedBeforeProcedures(CadreAppointed):
+    """`CadreAppointed` v1 as recorded before procedures existed: its payload has no `procedure_id`."""
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in super().model_dump(**kwargs).items() if k != "procedure_id"}
+
+
+async def test_old_nominations_and_appointments_still_read_and_say_so(registry: Running, selection: Running) -> None:
+    await build_tree(registry.client)
+    path = "cn.qs.bh.bh_ly"
+    ctx = CommandContext(actor=Actor(user="bh-organizer", org_path=path, role=Role.ORGANIZER), correlation_id=uuid7())
+    cadre_id = uuid7()
+    body = {k: v for k, v in nomination().items() if k != "email"}
+    old = NominatedBeforeProcedures(cadre_id=cadre_id, **body)
+    [recorded] = await registry.service.store.append(
+        f"cadre-{cadre_id}", 0, [old], ctx=ctx, org_path=path, cadre_id=cadre_id
+    )
+    assert set(recorded.payload) == set(body) | {"cadre_id", "birth_date_precision", "user_id", "email", "language"}
+    cadre = (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).json()
+    assert (cadre["status"], cadre["basis"], cadre["procedure_id"]) == ("in_pool", "without_procedure", None)
+    await eventually(
+        lambda: selection.service.pool.fetchval("SELECT in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id),
+        until=lambda in_pool: in_pool is True,
+    )
+
+    # An appointment recorded before procedures: the team shows it, says so, and the registry still follows it.
+    post_id = uuid.UUID(await a_post(selection))
+    team = await selection.service.store.read_stream("team-bh_ly")
+    appointed = AppointedBeforeProcedures(
+        post_id=post_id,
+        cadre_id=cadre_id,
+        full_name="Li Wei",
+        org_code="bh_ly",
+        kind=PostKind.DEPUTY,
+        post_title="deputy county head",
+        appointed_on=clock.today(),
+        document_number="BH-2025-3",
+    )
+    [stored] = await selection.service.store.append("team-bh_ly", len(team), [appointed], ctx=ctx, org_path=path)
+    assert "procedure_id" not in stored.payload
+    view = (await selection.client.get("/teams/bh_ly", headers=CITY)).json()
+    [held] = [p["holder"] for p in view["posts"] if p["post_id"] == str(post_id)]
+    assert (held["cadre_id"], held["from_pool"], held["basis"], held["procedure_id"]) == (
+        str(cadre_id),
+        True,
+        "without_procedure",
+        None,
+    )
+    retired = await eventually(
+        lambda: registry.client.get(f"/cadres/{cadre_id}", headers=CITY),
+        until=lambda r: r.json().get("status") == "retired",
+    )
+    assert (retired.json()["retired_reason"], retired.json()["basis"]) == ("appointed", "without_procedure")

@@ -24,7 +24,8 @@ from contracts.envelope import (
     uuid7,
     uuid7s,
 )
-from contracts.registry import CadreNominated
+from contracts.registry import Basis, CadreNominated
+from contracts.selection import CadreAppointed
 from contracts.upcasters import upcast
 
 
@@ -61,6 +62,31 @@ def test_cadre_nominated_v1_upcasts_to_v2() -> None:
     event = catalog.decode("CadreNominated", 1, dict(V1))
     assert isinstance(event, CadreNominated)
     assert event.full_name == "Sun Li"
+
+
+def test_nominations_and_appointments_before_procedures_read_and_say_so() -> None:
+    nominated = catalog.decode("CadreNominated", 1, dict(V1))
+    assert isinstance(nominated, CadreNominated)
+    assert (nominated.procedure_id, nominated.imported) == (None, False)
+    assert Basis.of(nominated.procedure_id, imported=nominated.imported) is Basis.WITHOUT_PROCEDURE
+    assert Basis.of(None, imported=True) is Basis.IMPORTED
+    assert Basis.of(uuid.uuid4()) is Basis.PROCEDURE
+    appointed = catalog.decode(
+        "CadreAppointed",
+        1,
+        {
+            "post_id": str(uuid.uuid4()),
+            "cadre_id": str(uuid.uuid4()),
+            "full_name": "Sun Li",
+            "org_code": "bh_ly",
+            "kind": "deputy",
+            "post_title": "Deputy head",
+            "appointed_on": "2025-03-01",
+            "document_number": "BH-2025-3",
+        },
+    )
+    assert isinstance(appointed, CadreAppointed)
+    assert appointed.procedure_id is None
 
 
 def test_unknown_types_and_versions_are_refused() -> None:
