@@ -26,6 +26,7 @@ from services.registry.commands import (
     Erase,
     GrantAccess,
     HandOver,
+    ImportRunView,
     Nominate,
     RegisterOrgUnit,
     RegistryCommands,
@@ -153,6 +154,12 @@ async def reverse_import(run_id: UUID, body: ReverseImport, ctx: Context, cmd: C
     the reversal is new events, its record names who asked and when (ADR 0026).
     """
     return await cmd.reverse_import(ctx, run_id, body)
+
+
+@router.get("/import-runs/{run_id}", tags=["imports"])
+async def import_run(run_id: UUID, actor: CurrentActor, cmd: Commands) -> ImportRunView:
+    """An import run of cadres: how many it nominated, how many are in the pool now, and its reversal (who, when)."""
+    return await cmd.import_run(actor, run_id)
 
 
 @router.post("/cadres/{cadre_id}/handover", tags=["cadres"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
+import asyncpg
 from pydantic import BaseModel, Field
 
 from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
@@ -38,7 +39,7 @@ from contracts.selection import CadreAppointed
 from contracts.sync import DeploymentId, StreamHandedOver
 from exchange import lrmx
 from runtime import clock
-from runtime.auth import can_write, require_scope
+from runtime.auth import can_write, require_role, require_scope
 from runtime.batch import Memo
 from runtime.commands import Accepted, Command, check_expected, retrying
 from runtime.context import CommandContext
@@ -149,6 +150,30 @@ class Reversal(BaseModel):
     stream_id: str
     """The stream of the reversal's own record (`ImportRunReversed`)."""
     version: int
+
+
+class ReversalRecord(BaseModel):
+    """An import run's reversal as recorded (`ImportRunReversed`)."""
+
+    reversed: int
+    already_left: int
+    reason: str
+    by: str
+    """Who asked for it."""
+    at: datetime
+    """When it was recorded."""
+    event_id: UUID
+    """The record's event (audit: `GET /events/{event_id}`)."""
+
+
+class ImportRunView(BaseModel):
+    """An import run of cadres: what it nominated, what is left of it in the pool, its reversal."""
+
+    run_id: UUID
+    nominated: int
+    in_pool: int
+    """Of the cadres it nominated, those in the pool now."""
+    reversal: ReversalRecord | None
 
 
 def import_run_stream(run_id: UUID) -> str:
@@ -392,16 +417,7 @@ class RegistryCommands:
         is refused (409). A reversal cut short is asked for again and finishes the rest.
         """
         can_write(ctx.actor)
-        nominated = await self._pool.fetch(
-            "SELECT cadre_id, org_path FROM events WHERE correlation_id = $1 AND event_type = $2 ORDER BY position",
-            run_id,
-            CadreNominated.event_type,
-        )
-        if not nominated:
-            msg = f"import run {run_id} not found"
-            raise NotFoundError(msg)
-        for row in nominated:
-            require_scope(ctx.actor, row["org_path"], f"import run {run_id}")
+        nominated = await self._run_cadres(ctx.actor, run_id)
         stream = import_run_stream(run_id)
         if await self._store.read_stream(stream):
             msg = f"import run {run_id} was already reversed"
@@ -431,6 +447,45 @@ class RegistryCommands:
             stream_id=stream,
             version=accepted.version,
         )
+
+    async def _run_cadres(self, actor: Actor, run_id: UUID) -> list[asyncpg.Record]:
+        """The cadres run `run_id` nominated (`cadre_id`, `org_path`): 404 unless all lie in the actor's subtree."""
+        nominated = await self._pool.fetch(
+            "SELECT cadre_id, org_path FROM events WHERE correlation_id = $1 AND event_type = $2 ORDER BY position",
+            run_id,
+            CadreNominated.event_type,
+        )
+        if not nominated:
+            msg = f"import run {run_id} not found"
+            raise NotFoundError(msg)
+        for row in nominated:
+            require_scope(actor, row["org_path"], f"import run {run_id}")
+        return nominated
+
+    async def import_run(self, actor: Actor, run_id: UUID) -> ImportRunView:
+        """What an import run nominated, how many are in the pool now, and its reversal if any (records nothing).
+
+        For organizers and auditors of a subtree that holds every cadre of the run (else 404).
+        """
+        require_role(actor, Role.ORGANIZER, Role.AUDITOR)
+        nominated = await self._run_cadres(actor, run_id)
+        in_pool = await self._pool.fetchval(
+            "SELECT count(*) FROM cadres WHERE cadre_id = ANY($1::uuid[]) AND status = 'in_pool'",
+            [row["cadre_id"] for row in nominated],
+        )
+        record = await self._store.read_stream(import_run_stream(run_id))
+        reversal = None
+        if record and isinstance(record[0].event, ImportRunReversed):
+            done, envelope = record[0].event, record[0].envelope
+            reversal = ReversalRecord(
+                reversed=done.reversed,
+                already_left=done.already_left,
+                reason=done.reason,
+                by=envelope.actor.user,
+                at=envelope.recorded_at,
+                event_id=envelope.event_id,
+            )
+        return ImportRunView(run_id=run_id, nominated=len(nominated), in_pool=int(in_pool), reversal=reversal)
 
     async def _reverse_one(
         self, ctx: CommandContext, cadre_id: UUID, run_id: UUID

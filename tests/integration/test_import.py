@@ -262,6 +262,10 @@ async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
         await registry.client.post(f"/import-runs/{uuid.uuid4()}/reversal", json={}, headers=CITY)
     ).status_code == 404
     assert await event_count(registry) == before
+    shown = await registry.client.get(f"/import-runs/{run}", headers=AUDITOR)
+    assert shown.json() == {"run_id": str(run), "nominated": 4, "in_pool": 3, "reversal": None}, shown.text
+    for refused_reader, status in ((OTHER_CITY, 404), (COUNTY, 404), (CITY_VIEWER, 403)):
+        assert (await registry.client.get(f"/import-runs/{run}", headers=refused_reader)).status_code == status
 
     async with client(registry) as http:  # what `./dev import --undo RUN` asks and prints
         done = await importer.reverse(http, run, "the wrong year's list")
@@ -291,6 +295,9 @@ async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
     ]  # fmt: skip
     record = rows[-1]
     assert (record["event_type"], record["actor"]) == ("ImportRunReversed", "bh-organizer")
+    shown = (await registry.client.get(f"/import-runs/{run}", headers=AUDITOR)).json()
+    assert (shown["in_pool"], shown["reversal"]["by"], shown["reversal"]["reversed"]) == (0, "bh-organizer", 3)
+    assert shown["reversal"]["reason"] == "the wrong year's list"
     assert record["reason"] == "the wrong year's list"
     assert (
         await registry.service.pool.fetchval(
