@@ -52,6 +52,18 @@ def compose_document() -> dict[str, Any]:
     return document
 
 
+def test_every_image_the_compose_file_builds_or_pulls_has_a_local_stand_in() -> None:
+    # Where no registry can be reached (here, and in the containers' check), the stand-ins replace every
+    # image: a service without one tries to pull its base image and the whole build fails.
+    services = compose_document()["services"]
+    standins = yaml.safe_load((validate.COMPOSE_FILE.parent / "standins.yaml").read_text())["services"]
+    for name, service in services.items():
+        if "build" in service:
+            assert standins.get(name, {}).get("build", {}).get("args", {}).get("PYTHON_IMAGE"), name
+        else:
+            assert standins.get(name, {}).get("image", "").startswith("cadre-local/"), name
+
+
 def test_the_compose_file_brings_up_everything_in_order() -> None:
     document = compose_document()
     services = document["services"]
