@@ -8,6 +8,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import openpyxl
 import pytest
@@ -19,6 +20,8 @@ from exchange.templates import TEMPLATES
 from runtime import clock
 from runtime.context import CommandContext
 from runtime.received import cadre_stream
+from services.assessment.app import AssessmentSettings
+from services.assessment.app import create_app as assessment_app
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
@@ -228,26 +231,10 @@ async def import_four(registry: Running, tmp_path: Path) -> tuple[uuid.UUID, dic
     return run, ids
 
 
-async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
-    registry: Running, training: Running, launch: Launch, tmp_path: Path
-) -> None:
-    """`POST /import-runs/{run}/reversal`: compensating events, the log kept whole, once, by whoever may (ADR 0026)."""
-    audit = await launch(audit_app, AuditSettings, "audit")
-    run, ids = await import_four(registry, tmp_path)
-    # Since the import: one cadre got a mentor (changed, still in the pool), one withdrew (already left).
-    mentor = {"user_id": "m.sun", "name": "Sun Mentor", "email": "m.sun@example.org"}
-    assert (await registry.client.put(f"/cadres/{ids['李伟']}/mentor", json=mentor, headers=CITY)).status_code == 200
-    withdrew = {"reason": "withdrew", "effective_on": clock.today().isoformat()}
-    left = await registry.client.post(f"/cadres/{ids['王芳']}/retirement", json=withdrew, headers=CITY)
-    assert left.status_code == 200, left.text
-    await visible_in_training(training, ids["赵磊"])
-    nominations = await registry.service.pool.fetchval(
-        "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND correlation_id = $1", run
-    )
-    assert nominations == 4
+async def refused_whole_changing_nothing(registry: Running, run: uuid.UUID, ids: dict[str, str]) -> None:
+    """By hand, by an organizer elsewhere, by one who holds only part of the run, by a viewer, a run never seen."""
     before = await event_count(registry)
 
-    # Refused whole, changing nothing: by hand, by an organizer elsewhere, by one who holds only part of the run.
     by_hand = {"reason": "import_reversed", "effective_on": clock.today().isoformat()}
     refused = await registry.client.post(f"/cadres/{ids['赵磊']}/retirement", json=by_hand, headers=CITY)
     assert refused.status_code == 422, refused.text
@@ -266,6 +253,27 @@ async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
     assert shown.json() == {"run_id": str(run), "nominated": 4, "in_pool": 3, "reversal": None}, shown.text
     for refused_reader, status in ((OTHER_CITY, 404), (COUNTY, 404), (CITY_VIEWER, 403)):
         assert (await registry.client.get(f"/import-runs/{run}", headers=refused_reader)).status_code == status
+
+
+async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
+    registry: Running, training: Running, launch: Launch, tmp_path: Path
+) -> None:
+    """`POST /import-runs/{run}/reversal`: compensating events, the log kept whole, once, by whoever may (ADR 0026)."""
+    audit = await launch(audit_app, AuditSettings, "audit")
+    assessment = await launch(assessment_app, AssessmentSettings, "assessment")
+    run, ids = await import_four(registry, tmp_path)
+    # Since the import: one cadre got a mentor (changed, still in the pool), one withdrew (already left).
+    mentor = {"user_id": "m.sun", "name": "Sun Mentor", "email": "m.sun@example.org"}
+    assert (await registry.client.put(f"/cadres/{ids['李伟']}/mentor", json=mentor, headers=CITY)).status_code == 200
+    withdrew = {"reason": "withdrew", "effective_on": clock.today().isoformat()}
+    left = await registry.client.post(f"/cadres/{ids['王芳']}/retirement", json=withdrew, headers=CITY)
+    assert left.status_code == 200, left.text
+    await visible_in_training(training, ids["赵磊"])
+    nominations = await registry.service.pool.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND correlation_id = $1", run
+    )
+    assert nominations == 4
+    await refused_whole_changing_nothing(registry, run, ids)
 
     async with client(registry) as http:  # what `./dev import --undo RUN` asks and prints
         done = await importer.reverse(http, run, "the wrong year's list")
@@ -306,19 +314,23 @@ async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
         == 4
     )
 
-    await seen_in_training_and_audit(training, audit, registry, ids)
+    await seen_in_the_pools_and_audit([training, assessment], audit, registry, ids)
 
 
-async def seen_in_training_and_audit(training: Running, audit: Running, registry: Running, ids: dict[str, str]) -> None:
-    """Training's pool, audit's timeline, pool and archive show the reversal."""
-    await eventually(
-        lambda: training.service.pool.fetchval(
-            "SELECT count(*) FROM pool_cadres WHERE in_pool AND cadre_id = ANY($1::uuid[])",
-            [uuid.UUID(i) for i in ids.values()],
-        ),
-        until=lambda n: n == 0,
-    )
-    await archived_everything(audit, registry, training)
+async def seen_in_the_pools_and_audit(
+    consumers: list[Running], audit: Running, registry: Running, ids: dict[str, str]
+) -> None:
+    """Training's and assessment's pools, audit's timeline, pool and archive show the reversal."""
+    cadres = [uuid.UUID(i) for i in ids.values()]
+    for consumer in consumers:
+
+        async def pool(consumer: Running = consumer) -> list[asyncpg.Record]:
+            query = "SELECT in_pool, retired_reason FROM pool_cadres WHERE cadre_id = ANY($1::uuid[])"
+            return await consumer.service.pool.fetch(query, cadres)
+
+        reasons = await eventually(pool, until=lambda rows: len(rows) == 4 and not any(r["in_pool"] for r in rows))
+        assert sorted(r["retired_reason"] for r in reasons) == ["import_reversed"] * 3 + ["withdrew"]
+    await archived_everything(audit, registry, *consumers)
     timeline = await audit.client.get(f"/cadres/{ids['李伟']}/timeline", headers=AUDITOR)
     assert timeline.status_code == 200, timeline.text
     assert [e["event_type"] for e in timeline.json()] == ["CadreNominated", "MentorAssigned", "CadreRetired"]
