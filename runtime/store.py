@@ -539,7 +539,9 @@ class EventStore:
         `prev_hash` is the hash of the row before, the indexed columns agree with
         the body, and the chain head names the last row.
         """
-        async with self._pool.acquire() as conn:
+        # One snapshot for every read: on a live service an append committed between the last row read
+        # and the head read would otherwise look like a head that names no row.
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             prev_hash = GENESIS_HASH
             if after:
                 prev_hash = await conn.fetchval("SELECT hash FROM events WHERE position = $1", after)

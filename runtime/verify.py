@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import orjson
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from contracts.audit import ChainCheckpointed
 from contracts.envelope import Envelope
 from runtime import checkpoint
-from runtime.db import Pool
+from runtime.db import Conn, Pool
 from runtime.kafka import read_range, topic_ends
 from runtime.store import EventStore
 
@@ -76,6 +76,9 @@ async def read_whole_topic(bootstrap: str, topic: str, *, batch: int = 5000) -> 
     return [record async for records in read_range(bootstrap, {}, ends, batch) for record in records]
 
 
+_ROWS: Final = "SELECT position, event_id, event_type, cadre_id, stream_id, hash, body FROM events"
+
+
 async def verify_service(
     *,
     service: str,
@@ -86,13 +89,18 @@ async def verify_service(
 ) -> Report:
     """Verify one service's event table, and its topic when `bootstrap` and `topic` are given."""
     report = Report(service=service)
-    report.events = int(await pool.fetchval("SELECT count(*) FROM events"))
     store = EventStore(pool, source=service, deployment="")
     broken = await store.verify_chain()
     if broken is not None:
         report.add("chain", broken.position, broken.problem)
-    await _versions(pool, report)
-    rows = await pool.fetch("SELECT position, event_id, event_type, cadre_id, stream_id, hash, body FROM events")
+    # The table's reads share one snapshot (a live service appends meanwhile); the topic is read after
+    # them, so what it holds past the snapshot is checked against the rows appended since.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await _versions(conn, report)
+        rows = await conn.fetch(_ROWS)
+        cursor = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM relay_cursor") or 0)
+    report.events = len(rows)
+    newest = max((row["position"] for row in rows), default=0)
     by_id = {row["event_id"]: row for row in rows}
     checkpoints: dict[Any, Envelope] = {
         row["event_id"]: Envelope.model_validate(orjson.loads(row["body"]))
@@ -102,7 +110,9 @@ async def verify_service(
     if bootstrap is not None and topic is not None:
         on_topic = [Envelope.from_bytes(record.value) for record in await read_whole_topic(bootstrap, topic)]
         report.on_topic = len(on_topic)
-        cursor = int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM relay_cursor") or 0)
+        if any(envelope.position > newest for envelope in on_topic):  # appended since the snapshot: read them too
+            later = await pool.fetch(f"{_ROWS} WHERE position > $1", newest)
+            by_id.update({row["event_id"]: row for row in later})
         _compare_topic(report, by_id, on_topic, cursor)
         for envelope in on_topic:
             if envelope.event_type == ChainCheckpointed.event_type:
@@ -126,8 +136,8 @@ async def verify_service(
     return report
 
 
-async def _versions(pool: Pool, report: Report) -> None:
-    rows = await pool.fetch(
+async def _versions(conn: Conn, report: Report) -> None:
+    rows = await conn.fetch(
         "SELECT position, stream_id, stream_version, previous FROM ("
         " SELECT position, stream_id, stream_version,"
         "  lag(stream_version, 1, 0) OVER (PARTITION BY stream_id ORDER BY stream_version) AS previous"

@@ -234,3 +234,37 @@ async def test_an_event_that_slips_in_before_a_checkpoint_is_signed_by_the_next(
     assert again is not None
     assert again.position == landed.position  # everything before it, the nomination included
     assert await signer.checkpoint() is None  # and then nothing more until an event comes
+
+
+async def test_a_live_service_verifies_intact_while_it_keeps_appending(registry: Running, infra: Infra) -> None:
+    """Appends committed while the check reads are not breaks: the table is read in one snapshot, and
+    what the topic holds past it is checked against the rows appended since."""
+    await build_tree(registry.client)
+    stop = asyncio.Event()
+
+    async def keep_appending() -> int:
+        count = 0
+        while not stop.is_set():
+            response = await registry.client.post("/cadres", json=nomination(full_name=f"Live {count}"), headers=CITY)
+            assert response.status_code == 201, response.text
+            count += 1
+        return count
+
+    writer = asyncio.create_task(keep_appending())
+    try:
+        reports = [
+            await verify.verify_service(
+                service="registry",
+                pool=registry.service.pool,
+                public_keys=KEYS,
+                bootstrap=infra.kafka_bootstrap,
+                topic=registry.service.settings.topic(topics.REGISTRY),
+            )
+            for _ in range(8)
+        ]
+    finally:
+        stop.set()
+        appended = await writer
+    assert appended > 8  # the service did append while it was checked
+    assert [report.findings for report in reports if not report.ok] == []
+    assert reports[-1].events > reports[0].events
