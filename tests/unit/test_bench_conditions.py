@@ -40,7 +40,10 @@ def test_the_load_the_run_makes_itself_does_not_make_it_noisy() -> None:
     assert conditions.noisy(quiet(load=3.0), quiet(load=3.5), before_run=quiet(load=0.4)) == []
 
 
-def test_a_busy_process_outside_the_bench_is_a_neighbour_and_a_child_is_not() -> None:
+def test_a_busy_process_outside_the_bench_is_a_neighbour_and_a_child_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A low bar: on a loaded machine (a whole test run beside it) a spinning process gets well under
+    # the real 25 % of a core; what is tested is who counts as a neighbour, not how busy it is.
+    monkeypatch.setattr(conditions, "BUSY_PROCESS", 0.01)
     spin = [sys.executable, "-c", "while True: pass"]
     child = subprocess.Popen(spin)  # noqa: S603 - our own interpreter
     try:
