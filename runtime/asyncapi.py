@@ -1,7 +1,6 @@
 """Each service's topics as an AsyncAPI 3.0 document, built from its spec and the event catalog.
 
-    python -m runtime.asyncapi           # write contracts/asyncapi/<service>.json
-    python -m runtime.asyncapi --check   # exit 1 when a checked-in file differs from the code
+The checked-in copies (`contracts/asyncapi/`) are written and checked by `services.asyncapi`.
 
 What a service sends: the events of its own topic (`contracts.catalog`, by each event's `topic`).
 What it receives: every subscription of its spec, with the events its projection handles (a
@@ -13,11 +12,8 @@ and the checked-in copies are what other teams read, like the JSON Schemas besid
 
 from __future__ import annotations
 
-import json
-import sys
-from importlib import import_module
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -25,13 +21,47 @@ from contracts import topics
 from contracts.catalog import CURRENT
 from contracts.envelope import Envelope
 from contracts.event import Event
+from runtime.projection import Projection
 
-if TYPE_CHECKING:
-    from runtime.service import ServiceSpec
-
-REPO = Path(__file__).resolve().parents[1]
-DOCUMENT_DIR = REPO / "contracts" / "asyncapi"
 REF = "#/components/schemas/{model}"
+
+
+class Reads(Protocol):
+    """What a document needs of a subscription (`runtime.service.Subscription`)."""
+
+    @property
+    def topics(self) -> Sequence[str]:
+        """The logical topics it reads."""
+        ...
+
+    @property
+    def projection(self) -> Projection | None:
+        """What it folds them into (None: a reaction built from the running service)."""
+        ...
+
+
+class Described(Protocol):
+    """What a document needs of a service (`runtime.service.ServiceSpec`)."""
+
+    @property
+    def name(self) -> str:
+        """The service's name (its topic is `<name>.events`)."""
+        ...
+
+    @property
+    def title(self) -> str:
+        """Its title."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """What it does."""
+        ...
+
+    @property
+    def projections(self) -> Sequence[Reads]:
+        """What it reads from other services' topics."""
+        ...
 
 
 def _schema(model: type[BaseModel], schemas: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -71,7 +101,7 @@ def _events_of(topic: str) -> list[type[Event]]:
     return [event for event in CURRENT if event.topic == topic]
 
 
-def document(spec: ServiceSpec) -> dict[str, Any]:
+def document(spec: Described) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of `spec`'s topics (logical names: a deployment may prefix them)."""
     schemas: dict[str, Any] = {}
     _schema(Envelope, schemas)
@@ -123,50 +153,3 @@ def document(spec: ServiceSpec) -> dict[str, Any]:
         "operations": dict(sorted(operations.items())),
         "components": {"messages": dict(sorted(messages.items())), "schemas": dict(sorted(schemas.items()))},
     }
-
-
-def specs() -> list[ServiceSpec]:
-    """Every service's spec (each `services/<name>/app.py` that defines a `SPEC`)."""
-    from runtime.service import ServiceSpec  # noqa: PLC0415 - runtime.service imports much
-
-    found = []
-    for path in sorted((REPO / "services").glob("*/app.py")):
-        spec = getattr(import_module(f"services.{path.parent.name}.app"), "SPEC", None)
-        if isinstance(spec, ServiceSpec):
-            found.append(spec)
-    return found
-
-
-def generated() -> dict[str, str]:
-    """File name → content of every service's document."""
-    return {f"{spec.name}.json": json.dumps(document(spec), indent=2, ensure_ascii=False) + "\n" for spec in specs()}
-
-
-def drift() -> list[str]:
-    """Names of documents that are missing, stale or no longer generated."""
-    expected = generated()
-    present = {path.name: path.read_text() for path in DOCUMENT_DIR.glob("*.json")}
-    return sorted(
-        [n for n, body in expected.items() if present.get(n) != body] + [n for n in present if n not in expected]
-    )
-
-
-def main(argv: list[str]) -> int:
-    """Write the documents, or check them with `--check`."""
-    if "--check" in argv:
-        names = drift()
-        for name in names:
-            sys.stderr.write(f"AsyncAPI drift: contracts/asyncapi/{name} (run python -m runtime.asyncapi)\n")
-        return 1 if names else 0
-    DOCUMENT_DIR.mkdir(exist_ok=True)
-    expected = generated()
-    for path in DOCUMENT_DIR.glob("*.json"):
-        if path.name not in expected:
-            path.unlink()
-    for name, body in expected.items():
-        (DOCUMENT_DIR / name).write_text(body)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -14,8 +14,9 @@ from fastapi import FastAPI
 
 from deploy.local.signin import Browserish, console_sign_in
 from exchange import lrmx
-from runtime import asyncapi, clock, guard
+from runtime import clock, guard
 from runtime.settings import DEV_SESSION_KEY, settings_class
+from services import asyncapi as documents
 from services.console.app import create_app as console_app
 from services.console.session import Sealer
 from services.console.settings import ConsoleSettings
@@ -166,7 +167,7 @@ async def test_the_front_door_routes_each_service_api(console: ConsoleStack) -> 
     assert document["servers"] == [{"url": "/api/registry"}]
     assert "/cadres" in document["paths"]
     events = (await console.client.get("/api/registry/asyncapi")).json()  # what the registry sends and reads
-    assert events == json.loads((asyncapi.DOCUMENT_DIR / "registry.json").read_text())
+    assert events == json.loads((documents.DOCUMENT_DIR / "registry.json").read_text())
     assert events["channels"]["registry-events"]["address"] == "registry.events"
     docs = await console.client.get("/api/registry/docs")
     assert "/vendor/swagger-ui-dist@" in docs.text

@@ -9,8 +9,9 @@ import pytest
 from contracts import topics
 from runtime import asyncapi
 from runtime.service import ServiceSpec
+from services import asyncapi as documents
 
-SPECS = {spec.name: spec for spec in asyncapi.specs()}
+SPECS = {spec.name: spec for spec in documents.specs()}
 
 
 def _refs(node: Any) -> list[str]:
@@ -60,4 +61,4 @@ def test_the_registry_sends_its_events_and_training_receives_the_ones_it_project
 
 
 def test_the_checked_in_documents_are_current() -> None:
-    assert asyncapi.drift() == [], "run python -m runtime.asyncapi (./dev schemas)"
+    assert documents.drift() == [], "run python -m services.asyncapi (./dev schemas)"
