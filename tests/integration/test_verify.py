@@ -265,6 +265,6 @@ async def test_a_live_service_verifies_intact_while_it_keeps_appending(registry:
     finally:
         stop.set()
         appended = await writer
-    assert appended > 8  # the service did append while it was checked
+    assert appended > 0  # the service did append while it was checked (how often depends on the machine)
     assert [report.findings for report in reports if not report.ok] == []
     assert reports[-1].events > reports[0].events
