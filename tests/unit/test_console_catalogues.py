@@ -9,6 +9,7 @@ from babel.messages.extract import extract_from_dir
 from contracts import catalog
 from contracts.assessment import CyclePeriod, Grade, Severity
 from contracts.envelope import Role
+from contracts.procedure import InspectionConclusion, ProcedureKind, Step
 from contracts.registry import Education, Gender, OrgLevel, RetirementReason
 from contracts.training import PostingKind, PostingOutcome
 from services.console import i18n
@@ -40,6 +41,9 @@ def _shown_values() -> set[str]:
     values |= {"political_integrity", "ability", "diligence", "performance", "probity"}
     values |= {label for _, _, label in AGE_BANDS}
     values |= {model.event_type for model in catalog.CURRENT}
+    values |= {f"step_{step.value}" for step in Step} | {f"conclusion_{c.value}" for c in InspectionConclusion}
+    values |= {f"{part}_{kind.value}" for kind in ProcedureKind for part in ("procedure", "outcome")}
+    values |= {f"due_{kind}" for kind in ("notice_ends", "notice_ended", "objection_overdue")}
     return values
 
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
+from services.console.screens import (
+    assessment,
+    audit,
+    cadre,
+    due,
+    nominate,
+    pool,
+    procedures,
+    responsibility,
+    statistics,
+)
 
 routers = [
     pool.router,
@@ -10,6 +20,7 @@ routers = [
     audit.router,
     assessment.router,
     nominate.router,
+    procedures.router,
     statistics.router,
     due.router,
     responsibility.router,
