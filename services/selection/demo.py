@@ -166,7 +166,7 @@ def plan(org: DemoOrg, today: date | None = None, seed: int = 29) -> Plan:
             unit = org.units[index % len(org.units)]
             scenario = SCENARIOS[index % len(SCENARIOS)]
             procedures.append(
-                _procedure(
+                procedure_block(
                     rng, index, unit, scenario=scenario, posts=posts_of[unit.code], candidates=candidates, today=today
                 )
             )
@@ -372,7 +372,7 @@ def _timeline(scenario: str, today: date, calendar: WorkingCalendar) -> _Timelin
             return _Timeline(**to_decision(50), notice=days(30), objection=days(28), objection_concluded=days(20))
 
 
-def _procedure(
+def procedure_block(
     rng: random.Random,
     index: int,
     unit: Unit,
@@ -382,6 +382,7 @@ def _procedure(
     candidates: list[DemoCadre],
     today: date,
 ) -> Block:
+    """The commands of one procedure at `unit` that reaches `scenario`'s step (onto a post when it can)."""
     procedure_id = _id("procedure", index, unit.code, scenario)
     url = f"/procedures/{procedure_id}"
     block = Block(check=f"{url}/verify", team=False)

@@ -1,4 +1,4 @@
-"""Selection's demo loads through its API after the registry's: teams, succession, procedures at every step; again, nothing."""
+"""Selection's demo loads after the registry's: teams, succession, procedures at every step; again, nothing."""
 
 from __future__ import annotations
 
