@@ -80,11 +80,11 @@ async def test_selection_demo_fills_the_board_and_loads_idempotently(registry: R
     # The entry procedure admitted: the registry nominates the candidate under the procedure's id.
     admitted = [row for row in board if row["step"] == "concluded" and row["kind"] == "entry"]
     assert admitted
-    for row in admitted:
-        await eventually(
-            lambda row=row: registry.client.get(f"/cadres/{row['candidate_id']}", headers=headers),
-            until=lambda response: response.status_code == 200,
-        )
+    ids = [str(row["candidate_id"]) for row in admitted]
+    await eventually(
+        lambda: registry.service.pool.fetchval("SELECT count(*) FROM cadres WHERE cadre_id::text = ANY($1)", ids),
+        until=lambda found: found == len(ids),
+    )
 
     events = await selection.service.pool.fetchval("SELECT count(*) FROM events")
     again_sent, again_skipped = await selection_demo.load(selection.client, token, org)
