@@ -22,9 +22,12 @@ from runtime.projection import Recorded
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.registry import statistics
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
 from tests.conftest import Launch
 from tests.integration.test_audit import archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.integration.test_selection import in_selection
 from tests.support import Running, auth
 
 pytestmark = pytest.mark.dates
@@ -221,3 +224,67 @@ def on_record_each_day(then: dict[str, Any], now: dict[str, Any]) -> None:
     county = next(s for s in now["levels"] if s["level"] == "county")
     assert [(u["code"], u["total"]) for u in county["units"]] == [("bh_ly", 2)]
     assert county["total"]["total"] == 2
+
+
+async def test_the_age_structure_of_each_leadership_team_on_a_day(launch: Launch, registry: Running) -> None:
+    selection = await launch(selection_app, SelectionSettings, "selection")
+    await build_tree(registry.client)
+    today = clock.today()
+    reserve = await nominate(registry, full_name="Li Wei", birth_date=date(today.year - 33, 1, 1).isoformat())
+    await in_selection(selection, reserve)
+    for kind, approved in (("principal", 1), ("deputy", 2)):
+        quota = await selection.client.post(
+            "/teams/bh_ly/quotas", json={"kind": kind, "approved": approved, "document_number": "BH-1"}, headers=CITY
+        )
+        assert quota.status_code == 200, quota.text
+    posts = {}
+    for kind, title in (("principal", "Party secretary"), ("deputy", "Deputy head A"), ("deputy", "Deputy head B")):
+        made = await selection.client.post(
+            "/teams/bh_ly/posts", json={"kind": kind, "title": title, "rank": "county level"}, headers=CITY
+        )
+        assert made.status_code == 201, made.text
+    for row in await selection.service.pool.fetch("SELECT title, post_id FROM posts"):
+        posts[row["title"]] = str(row["post_id"])
+    long_ago = (today - timedelta(days=900)).isoformat()
+    born = date(today.year - 53, 7, 1).isoformat()  # 51 to 53 in the days looked at: the band 51-55
+    wrong = {"holder_name": "Wang Gang", "starts_on": long_ago, "birth_date": (today - timedelta(days=1)).isoformat()}
+    refused = await selection.client.post(
+        f"/teams/bh_ly/posts/{posts['Party secretary']}/incumbent", json=wrong, headers=CITY
+    )
+    assert refused.status_code == 422, refused.text
+    for title, holder in (
+        ("Party secretary", {"holder_name": "Wang Gang", "starts_on": long_ago, "birth_date": born}),
+        ("Deputy head A", {"holder_name": "Sun Li", "starts_on": long_ago}),  # no birth date recorded
+    ):
+        held = await selection.client.post(f"/teams/bh_ly/posts/{posts[title]}/incumbent", json=holder, headers=CITY)
+        assert held.status_code == 201, held.text
+    ended = await selection.client.post(
+        f"/teams/bh_ly/posts/{posts['Deputy head A']}/incumbent/end",
+        json={"left_on": (today - timedelta(days=10)).isoformat(), "reason": "end_of_term"},
+        headers=CITY,
+    )
+    assert ended.status_code == 200, ended.text
+    appointed = await selection.client.post(
+        f"/teams/bh_ly/posts/{posts['Deputy head B']}/appointment",
+        json={"cadre_id": reserve, "appointed_on": today.isoformat(), "document_number": "BH-12"},
+        headers=CITY,
+    )
+    assert appointed.status_code == 201, appointed.text
+
+    now = (await selection.client.get("/team-ages", params={"under": "bh"}, headers=CITY)).json()
+    month_ago = (today - timedelta(days=30)).isoformat()
+    then = (await selection.client.get("/team-ages", params={"on": month_ago}, headers=CITY)).json()
+    assert [(t["org_code"], t["members"]) for t in now["teams"]] == [("bh_ly", 2)]
+    team_now, team_then = now["teams"][0], then["teams"][0]
+    assert {band: n for band, n in team_now["by_age"].items() if n} == {"35 and under": 1, "51-55": 1}
+    assert team_now["by_kind"] == {"principal": 1, "deputy": 1}
+    assert {band: n for band, n in team_then["by_age"].items() if n} == {"51-55": 1, "not_recorded": 1}
+    assert team_then["average_age"] in {51.0, 52.0, 53.0}  # of the one whose birth date is known
+    assert now["total"]["members"] == 2
+
+    # Scope, and no day to come.
+    assert (await selection.client.get("/team-ages", headers=OTHER_CITY)).json()["teams"] == []
+    outside = await selection.client.get("/team-ages", params={"under": "hx"}, headers=CITY)
+    assert outside.status_code in {403, 404}, outside.text
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    assert (await selection.client.get("/team-ages", params={"on": tomorrow}, headers=CITY)).status_code == 400

@@ -14,6 +14,7 @@ from contracts.training import PostingKind, PostingOutcome
 from services.console import i18n
 from services.console.screens.statistics import GROUPS
 from services.registry.statistics import AGE_BANDS, NOT_RECORDED, PARTY_YEARS
+from services.selection.team_ages import TEAM_AGE_BANDS
 
 TEMPLATES = Path(i18n.HERE) / "templates"
 
@@ -44,6 +45,7 @@ def _shown_values() -> set[str]:
     values |= {label for _, _, label in AGE_BANDS}
     values |= {label for _, _, label in PARTY_YEARS} | {NOT_RECORDED}
     values |= {title for _, title in GROUPS}
+    values |= {label for _, _, label in TEAM_AGE_BANDS}
     values |= {model.event_type for model in catalog.CURRENT}
     return values
 

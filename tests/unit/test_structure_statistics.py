@@ -21,6 +21,7 @@ from contracts.registry import (
 )
 from exchange import statistics as sheet
 from services.registry import statistics
+from services.selection import team_ages
 from tests.unit.test_notify_rules import recorded
 
 ON = date(2030, 6, 30)
@@ -88,3 +89,20 @@ def test_the_workbook_has_a_sheet_per_level_with_the_figures() -> None:
     assert county.cell(6, 1).value == "合计"
     empty = statistics.tally("cn.ly", "Liuyang County", ON, [], [])
     assert load_workbook(io.BytesIO(sheet.workbook(empty))).sheetnames == ["合计"]
+
+
+def test_a_team_counts_its_members_by_age_band_and_those_without_a_birth_date_apart() -> None:
+    seats = [
+        team_ages.Seat("ly", "Liuyang County", "county", "principal", date(1975, 1, 1)),  # 55: 51-55
+        team_ages.Seat("ly", "Liuyang County", "county", "deputy", date(1994, 6, 30)),  # 36 on the day: 36-40
+        team_ages.Seat("ly", "Liuyang County", "county", "deputy", None),
+        team_ages.Seat("ly_x", "Xiaohe Township", "township", "deputy", date(1995, 7, 1)),  # 34: 35 and under
+    ]
+    structure = team_ages.tally("cn.ly", "Liuyang County", ON, seats)
+    county, township = structure.teams
+    assert (county.org_code, county.members, county.average_age) == ("ly", 3, 45.5)
+    assert {band: n for band, n in county.by_age.items() if n} == {"51-55": 1, "36-40": 1, "not_recorded": 1}
+    assert county.by_kind == {"principal": 1, "deputy": 2}
+    assert township.by_age["35 and under"] == 1
+    assert structure.total.members == 4
+    assert sum(structure.total.by_age.values()) == 4

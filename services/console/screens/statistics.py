@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from runtime import clock
+from services.console.apis import ApiError
 from services.console.pages import ConsoleDep, SessionDep
 from services.console.screens.pool import stream_export, unit_choices
 
@@ -38,16 +39,23 @@ GROUPS = (
 async def statistics(
     request: Request, console: ConsoleDep, session: SessionDep, under: Under = None, on: On = None
 ) -> Response:
-    """The figures as of a date, each group as bars with its numbers; the pool against its target (today)."""
+    """The figures as of a date, each group as bars with its numbers; the teams' ages; the pool against its target."""
     token = session.access_token
     figures = await console.apis.get("registry", "/statistics", token, under=under, on=on.isoformat() if on else None)
     structure = await console.apis.get("registry", "/structure", token, under=under)
+    try:
+        teams = await console.apis.get("selection", "/team-ages", token, under=under, on=on.isoformat() if on else None)
+    except ApiError as error:
+        if error.status < 500:  # noqa: PLR2004 - a refusal is the person's to see; an absent service is not
+            raise
+        teams = None  # selection does not answer: the pool's figures still show
     units = await unit_choices(console, session, under)
     return console.render(
         request,
         "statistics.html",
         f=figures,
         s=structure,
+        teams=teams,
         groups=GROUPS,
         units=units,
         under=under or "",
