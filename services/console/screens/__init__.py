@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
+from services.console.screens import (
+    assessment,
+    audit,
+    cadre,
+    due,
+    nominate,
+    pool,
+    responsibility,
+    statistics,
+    succession,
+)
 
 routers = [
     pool.router,
@@ -11,6 +21,7 @@ routers = [
     assessment.router,
     nominate.router,
     statistics.router,
+    succession.router,
     due.router,
     responsibility.router,
 ]
