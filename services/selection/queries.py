@@ -196,6 +196,7 @@ class Move(BaseModel):
 
     cadre_id: UUID
     full_name: str | None
+    org_code: str | None
     unit_name: str | None
     before: int
     after: int
@@ -536,6 +537,7 @@ class SelectionQueries:
             Move(
                 cadre_id=c.cadre_id,
                 full_name=c.full_name,
+                org_code=c.org_code,
                 unit_name=c.unit_name,
                 before=before[c.cadre_id].number,
                 after=rules.box_of(c.grade, c.potential).number,
