@@ -20,6 +20,9 @@ from runtime.db import Reader, in_subtree_sql
 from runtime.errors import NotFoundError
 from services.selection import rules
 
+RATING_COUNTS_SQL = "(cycle = $3 OR cycle ~ ('(^|[^0-9])' || $4 || '([^0-9]|$)'))"
+"""A potential rating counts for the cycle named $3 that starts in year $4 (`rules.rating_counts_for`)."""
+
 ACTIVE_ON = "t.starts_on <= $2 AND (t.left_on IS NULL OR t.left_on > $2)"
 """A tenure held on day $2."""
 
@@ -568,7 +571,7 @@ class SelectionQueries:
                 ORDER BY cadre_id, evaluation_id DESC
             ), p AS (
                 SELECT DISTINCT ON (cadre_id) cadre_id, potential FROM potentials
-                WHERE cycle = ANY($3::text[]) AND {in_subtree_sql("org_path", "$1")}
+                WHERE {RATING_COUNTS_SQL} AND {in_subtree_sql("org_path", "$1")}
                 ORDER BY cadre_id, rated_on DESC, event_id DESC
             )
             SELECT cadre_id, g.grade, p.potential, c.full_name, c.org_code, u.name AS unit_name
@@ -578,7 +581,8 @@ class SelectionQueries:
             """,  # noqa: S608 - our own fragments; values are parameters
             root,
             cycle.cycle_id,
-            list(rules.potential_labels(cycle.name, cycle.starts_on)),
+            cycle.name,
+            str(cycle.starts_on.year),
         )
         return [
             PlacedCadre(

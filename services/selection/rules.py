@@ -8,6 +8,7 @@ carries a recorded over-quota decision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -351,6 +352,10 @@ def movement(before: Box, after: Box) -> str:
     return "across"
 
 
-def potential_labels(cycle_name: str, starts_on: date) -> tuple[str, str]:
-    """The review labels a potential rating may carry to count for an assessment cycle: its name, or its year."""
-    return (cycle_name, str(starts_on.year))
+def rating_counts_for(label: str, cycle_name: str, starts_on: date) -> bool:
+    """Whether a potential rating labelled `label` counts for an assessment cycle.
+
+    It does when the label is the cycle's name, or names the year the cycle starts as a number
+    of its own (`2026`, `Talent review 2026`, not `20261`). `queries.RATING_COUNTS_SQL` asks the same of the database.
+    """
+    return label == cycle_name or re.search(rf"(^|[^0-9]){starts_on.year}([^0-9]|$)", label) is not None

@@ -109,14 +109,16 @@ async def test_the_nine_box_per_subtree_with_movement_and_a_redelivered_evaluati
     await evaluate(assessment, chen, last_year, "excellent")
     for cadre, potential in ((li, "medium"), (zhao, "high"), (chen, "high")):
         await rate(selection, cadre, potential, last_name)
-    # This year: potential labelled with the year; Zhao's grade corrected downwards; Sun graded, not rated.
+    # This year: potential labelled with the year (alone, or in a review's name); Zhao's grade corrected
+    # downwards; Sun graded, not rated.
     await evaluate(assessment, li, this_year, "excellent")
     first = await evaluate(assessment, zhao, this_year, "competent")
     await evaluate(assessment, zhao, this_year, "basically_competent", supersedes=first)
     await evaluate(assessment, sun, this_year, "competent")
     await evaluate(assessment, chen, this_year, "excellent")
-    for cadre, potential in ((li, "high"), (zhao, "medium"), (chen, "high")):
-        await rate(selection, cadre, potential, str(year))
+    for cadre, potential, label in ((li, "high", str(year)), (zhao, "medium", f"Talent review {year}"),
+                                    (chen, "high", str(year))):  # fmt: skip
+        await rate(selection, cadre, potential, label)
     topic = f"{namespace}.assessment.events"
     await caught_up(selection.service.pool, "selection.performance", assessment.service.pool, topic)
 

@@ -51,5 +51,17 @@ def test_movement_between_cycles(before: Box, after: Box, direction: str) -> Non
     assert rules.movement(before, after) == direction
 
 
-def test_a_rating_counts_for_a_cycle_by_its_name_or_its_year() -> None:
-    assert rules.potential_labels("Annual assessment 2026", date(2026, 1, 5)) == ("Annual assessment 2026", "2026")
+@pytest.mark.parametrize(
+    ("label", "counts"),
+    [
+        ("Annual assessment 2026", True),
+        ("2026", True),
+        ("Talent review 2026", True),
+        ("2026年度人才盘点", True),
+        ("Talent review 2025", False),
+        ("20261", False),
+        ("Mid-year", False),
+    ],
+)
+def test_a_rating_counts_for_a_cycle_by_its_name_or_its_year(label: str, counts: bool) -> None:
+    assert rules.rating_counts_for(label, "Annual assessment 2026", date(2026, 1, 5)) is counts
