@@ -18,7 +18,6 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -38,8 +37,6 @@ from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.support import Running, eventually
-
-pytestmark = pytest.mark.dates
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 PROJECTION_TABLES = ("org_units", "cadres", "access_grants")
