@@ -1,0 +1,199 @@
+"""The console's links screen at a city linked with its county: the links live, and offline bundles in and out.
+
+The two deployments are test_bundles' (each its own registry and sync service in this process,
+with keys, topics and databases of its own; nothing links them but what is carried). The
+city's console runs in this process against the city's registry and sync service; a demo
+person signs in through the real Keycloak, granted the city's root unit in its registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from deploy.local.keycloak import DEMO_PASSWORD
+from deploy.local.signin import Browserish, submit_login
+from services.console.app import create_app as console_app
+from services.console.settings import ConsoleSettings
+from services.registry import demo
+from tests.conftest import Launch
+from tests.integration.test_bundles import (
+    CITY,
+    COUNTY,
+    Levels,
+    city_lists,
+    edit_line,
+    nominate,
+    quiet,
+    rezip,
+    signed_and_published,
+    start_levels,
+)
+
+NOWHERE = "http://127.0.0.1:9"
+"""The services this screen does not use: nothing answers there."""
+
+
+@dataclass
+class CityConsole:
+    levels: Levels
+    client: Browserish
+
+
+async def sign_in(client: Browserish, username: str, target: str) -> httpx.Response:
+    """Through the provider's login form, back to `target`."""
+    started = await client.get(f"/signin?next={target}")
+    assert started.status_code == 303, started.text[:300]
+    back = await submit_login(client, await client.follow(started), username, DEMO_PASSWORD)
+    return await client.follow(back)
+
+
+async def grant(levels: Levels, user_id: str, role: str) -> None:
+    """Let a demo person act at the city's root unit, in the city's registry."""
+    person = next(p for p in demo.people(demo.plan()) if p.user_id == user_id)
+    body = {"subject": person.subject, "name": person.name, "org_code": "bh", "role": role}
+    answer = await levels.city.registry.client.put(f"/access/{user_id}", json=body, headers=CITY)
+    assert answer.status_code in {200, 201}, answer.text
+
+
+@pytest.fixture
+async def city_console(launch: Launch, namespace: str, keycloak: str, console_port: int) -> AsyncIterator[CityConsole]:
+    levels = await start_levels(launch, namespace, oidc_issuer=keycloak)
+    await grant(levels, "organizer.city", "organizer")
+    await grant(levels, "viewer.city", "viewer")
+    url = f"http://127.0.0.1:{console_port}"
+    settings = ConsoleSettings(
+        public_url=url, oidc_issuer=keycloak, sync_url="http://sync", registry_url="http://registry",
+        training_url=NOWHERE, assessment_url=NOWHERE, notify_url=NOWHERE, audit_url=NOWHERE, selection_url=NOWHERE,
+    )  # fmt: skip
+    transports: dict[str, httpx.AsyncBaseTransport] = {
+        "registry": httpx.ASGITransport(app=levels.city.registry.app),
+        "sync": httpx.ASGITransport(app=levels.city.sync.app),
+    }
+    app = console_app(settings, transports=transports)
+    client = Browserish(transport=httpx.ASGITransport(app=app), base_url=url)
+    client.jar[url.removeprefix("http://")] = {"cadre_lang": "en"}  # the screens in English here
+    async with app.router.lifespan_context(app):
+        try:
+            yield CityConsole(levels, client)
+        finally:
+            await client.aclose()
+
+
+def csrf(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+async def arrivals(levels: Levels) -> int:
+    return int(await levels.city.sync.service.pool.fetchval("SELECT count(*) FROM arrivals"))
+
+
+async def test_the_city_organizer_sees_the_link_below_and_carries_a_bundle_in_checked_first(
+    city_console: CityConsole,
+) -> None:
+    levels, client = city_console.levels, city_console.client
+    await nominate(levels.county, "Li Wei")
+    await signed_and_published(levels.county.registry)
+
+    page = await sign_in(client, "organizer.city", "/links")
+    assert page.status_code == 200, page.text[:500]
+    assert 'href="/links" aria-current="page"' in page.text  # in the header, for an organizer
+    assert 'hx-get="/links/status"' in page.text  # refreshed live
+    assert 'title="county"' in page.text
+    assert "nothing arrived yet" in page.text
+    token = csrf(page)
+
+    good = (await levels.county.sync.client.get("/bundles", params={"to": "city"}, headers=COUNTY)).content
+    forged = rezip(good, edit_line)
+    before = await quiet(levels.city.sync.service.pool, levels.city.registry.service.pool)
+
+    # A forged bundle: refused whole with the reason, at the check and at an import alike; nothing changes.
+    refused = await client.post(
+        "/links/check", data={"csrf_token": token}, files={"bundle": ("county.zip", forged, "application/zip")}
+    )
+    assert refused.status_code == 422, refused.text[:500]
+    assert "Bundle refused: nothing was applied" in refused.text
+    assert "hash" in refused.text or "digest" in refused.text
+    forced = await client.post(
+        "/links/import",
+        data={"csrf_token": token, "digest": hashlib.sha256(forged).hexdigest()},
+        files={"bundle": ("county.zip", forged, "application/zip")},
+        headers={"HX-Request": "true"},
+    )
+    assert forced.status_code == 200  # htmx swaps the verdict in below the form
+    assert 'role="alert"' in forced.text
+    assert "Bundle refused: nothing was applied" in forced.text
+    assert await quiet(levels.city.sync.service.pool, levels.city.registry.service.pool) == before
+
+    # The good one: verified and shown, nothing applied until it is imported.
+    checked = await client.post(
+        "/links/check",
+        data={"csrf_token": token},
+        files={"bundle": ("county.zip", good, "application/zip")},
+        headers={"HX-Request": "true"},
+    )
+    assert checked.status_code == 200, checked.text[:500]
+    assert "The bundle verifies whole: nothing is applied yet" in checked.text
+    digest = hashlib.sha256(good).hexdigest()
+    assert f'name="digest" value="{digest}"' in checked.text
+    assert 'hx-post="/links/import"' in checked.text
+    county_events = int(await levels.county.registry.service.pool.fetchval("SELECT count(*) FROM events"))
+    assert f'<td data-label="Events">{county_events}</td>' in checked.text
+    assert await arrivals(levels) == 0
+
+    other = await client.post(
+        "/links/import",
+        data={"csrf_token": token, "digest": digest},
+        files={"bundle": ("county.zip", forged, "application/zip")},
+    )
+    assert other.status_code == 409  # not the file that was checked
+    assert await arrivals(levels) == 0
+    unconfirmed = await client.post(
+        "/links/import", data={"csrf_token": token}, files={"bundle": ("county.zip", good, "application/zip")}
+    )
+    assert unconfirmed.status_code == 422
+    assert await arrivals(levels) == 0
+
+    imported = await client.post(
+        "/links/import",
+        data={"csrf_token": token, "digest": digest},
+        files={"bundle": ("county.zip", good, "application/zip")},
+        headers={"HX-Request": "true"},
+    )
+    assert imported.status_code == 200, imported.text[:500]
+    assert "Bundle imported" in imported.text
+    assert await arrivals(levels) == county_events
+    await city_lists(levels, "Li Wei")
+
+    live = await client.get("/links/status", headers={"HX-Request": "true"})
+    assert live.status_code == 200
+    assert 'id="links-status"' in live.text
+    row = re.search(r'<span title="registry">registry</span></td>\s*<td data-label="Received">(\d+)</td>', live.text)
+    assert row, live.text[:2000]
+    assert int(row.group(1)) == county_events
+
+    # What the city holds, for the county to export since; a bundle down to the county (its directives).
+    ack = await client.get("/links/ack")
+    assert ack.status_code == 200
+    assert ack.json()["deployment"] == "city"
+    assert "attachment" in ack.headers["content-disposition"]
+    down = await client.post("/links/export", data={"csrf_token": token, "to": "county"})
+    assert down.status_code == 200, down.text[:500]
+    assert down.content[:2] == b"PK"
+    assert 'filename="cadre-sync-city-to-county.zip"' in down.headers["content-disposition"]
+    nowhere = await client.post("/links/export", data={"csrf_token": token, "to": "elsewhere"})
+    assert nowhere.status_code == 404
+
+
+async def test_a_viewer_is_not_offered_the_links(city_console: CityConsole) -> None:
+    client = city_console.client
+    page = await sign_in(client, "viewer.city", "/links")
+    assert page.status_code == 403
+    assert 'href="/links"' not in page.text
