@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -95,13 +96,24 @@ async def arrivals(levels: Levels) -> int:
     return int(await levels.city.sync.service.pool.fetchval("SELECT count(*) FROM arrivals"))
 
 
-async def test_the_city_organizer_sees_the_link_below_and_carries_a_bundle_in_checked_first(
+async def county_bundle(levels: Levels) -> bytes:
+    """A bundle of the county's first nomination for the city, made by the county's sync service."""
+    await nominate(levels.county, "Li Wei")
+    await signed_and_published(levels.county.registry)
+    answer = await levels.county.sync.client.get("/bundles", params={"to": "city"}, headers=COUNTY)
+    assert answer.status_code == 200, answer.text
+    return answer.content
+
+
+def upload(token: str, bundle: bytes, **fields: str) -> dict[str, Any]:
+    return {"data": {"csrf_token": token, **fields}, "files": {"bundle": ("county.zip", bundle, "application/zip")}}
+
+
+async def test_the_city_organizer_sees_the_link_below_and_a_forged_bundle_is_refused_changing_nothing(
     city_console: CityConsole,
 ) -> None:
     levels, client = city_console.levels, city_console.client
-    await nominate(levels.county, "Li Wei")
-    await signed_and_published(levels.county.registry)
-
+    forged = rezip(await county_bundle(levels), edit_line)
     page = await sign_in(client, "organizer.city", "/links")
     assert page.status_code == 200, page.text[:500]
     assert 'href="/links" aria-current="page"' in page.text  # in the header, for an organizer
@@ -109,36 +121,29 @@ async def test_the_city_organizer_sees_the_link_below_and_carries_a_bundle_in_ch
     assert 'title="county"' in page.text
     assert "nothing arrived yet" in page.text
     token = csrf(page)
-
-    good = (await levels.county.sync.client.get("/bundles", params={"to": "city"}, headers=COUNTY)).content
-    forged = rezip(good, edit_line)
     before = await quiet(levels.city.sync.service.pool, levels.city.registry.service.pool)
 
-    # A forged bundle: refused whole with the reason, at the check and at an import alike; nothing changes.
-    refused = await client.post(
-        "/links/check", data={"csrf_token": token}, files={"bundle": ("county.zip", forged, "application/zip")}
-    )
+    refused = await client.post("/links/check", **upload(token, forged))
     assert refused.status_code == 422, refused.text[:500]
     assert "Bundle refused: nothing was applied" in refused.text
-    assert "hash" in refused.text or "digest" in refused.text
     forced = await client.post(
         "/links/import",
-        data={"csrf_token": token, "digest": hashlib.sha256(forged).hexdigest()},
-        files={"bundle": ("county.zip", forged, "application/zip")},
+        **upload(token, forged, digest=hashlib.sha256(forged).hexdigest()),
         headers={"HX-Request": "true"},
     )
-    assert forced.status_code == 200  # htmx swaps the verdict in below the form
+    assert forced.status_code == 200  # htmx swaps the verdict in below the form, whatever it says
     assert 'role="alert"' in forced.text
     assert "Bundle refused: nothing was applied" in forced.text
     assert await quiet(levels.city.sync.service.pool, levels.city.registry.service.pool) == before
 
-    # The good one: verified and shown, nothing applied until it is imported.
-    checked = await client.post(
-        "/links/check",
-        data={"csrf_token": token},
-        files={"bundle": ("county.zip", good, "application/zip")},
-        headers={"HX-Request": "true"},
-    )
+
+async def test_a_good_bundle_is_shown_verified_then_imported_on_confirmation(city_console: CityConsole) -> None:
+    levels, client = city_console.levels, city_console.client
+    good = await county_bundle(levels)
+    token = csrf(await sign_in(client, "organizer.city", "/links"))
+    hx = {"HX-Request": "true"}
+
+    checked = await client.post("/links/check", **upload(token, good), headers=hx)
     assert checked.status_code == 200, checked.text[:500]
     assert "The bundle verifies whole: nothing is applied yet" in checked.text
     digest = hashlib.sha256(good).hexdigest()
@@ -148,31 +153,20 @@ async def test_the_city_organizer_sees_the_link_below_and_carries_a_bundle_in_ch
     assert f'<td data-label="Events">{county_events}</td>' in checked.text
     assert await arrivals(levels) == 0
 
-    other = await client.post(
-        "/links/import",
-        data={"csrf_token": token, "digest": digest},
-        files={"bundle": ("county.zip", forged, "application/zip")},
-    )
-    assert other.status_code == 409  # not the file that was checked
-    assert await arrivals(levels) == 0
-    unconfirmed = await client.post(
-        "/links/import", data={"csrf_token": token}, files={"bundle": ("county.zip", good, "application/zip")}
-    )
+    other = rezip(good, edit_line)
+    mismatch = await client.post("/links/import", **upload(token, other, digest=digest))
+    assert mismatch.status_code == 409  # not the file that was checked
+    unconfirmed = await client.post("/links/import", **upload(token, good))
     assert unconfirmed.status_code == 422
     assert await arrivals(levels) == 0
 
-    imported = await client.post(
-        "/links/import",
-        data={"csrf_token": token, "digest": digest},
-        files={"bundle": ("county.zip", good, "application/zip")},
-        headers={"HX-Request": "true"},
-    )
+    imported = await client.post("/links/import", **upload(token, good, digest=digest), headers=hx)
     assert imported.status_code == 200, imported.text[:500]
     assert "Bundle imported" in imported.text
     assert await arrivals(levels) == county_events
     await city_lists(levels, "Li Wei")
 
-    live = await client.get("/links/status", headers={"HX-Request": "true"})
+    live = await client.get("/links/status", headers=hx)
     assert live.status_code == 200
     assert 'id="links-status"' in live.text
     row = re.search(r'<span title="registry">registry</span></td>\s*<td data-label="Received">(\d+)</td>', live.text)
