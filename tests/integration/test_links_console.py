@@ -2,8 +2,10 @@
 
 The two deployments are test_bundles' (each its own registry and sync service in this process,
 with keys, topics and databases of its own; nothing links them but what is carried). The
-city's console runs in this process against the city's registry and sync service; a demo
-person signs in through the real Keycloak, granted the city's root unit in its registry.
+city's console runs in this process against the city's registry and sync service. Its session
+is the one a sign-in makes (a sealed cookie with an access token, the session opened at the
+registry): signing in through the provider is test_console's and test_levels_consoles' to test,
+and a provider that starts slowly on a busy machine then fails only those.
 """
 
 from __future__ import annotations
@@ -12,19 +14,24 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from deploy.local.keycloak import DEMO_PASSWORD
-from deploy.local.signin import Browserish, submit_login
+from contracts.envelope import Actor, Role
+from deploy.local.signin import Browserish
+from runtime import clock
+from runtime.auth import issue_token
+from runtime.settings import DEV_SESSION_KEY
 from services.console.app import create_app as console_app
+from services.console.session import Sealer, Session
 from services.console.settings import ConsoleSettings
-from services.registry import demo
 from tests.conftest import Launch
 from tests.integration.test_bundles import (
     CITY,
+    CITY_ROOT,
     COUNTY,
     Levels,
     city_lists,
@@ -35,6 +42,7 @@ from tests.integration.test_bundles import (
     signed_and_published,
     start_levels,
 )
+from tests.support import SECRET, eventually
 
 NOWHERE = "http://127.0.0.1:9"
 """The services this screen does not use: nothing answers there."""
@@ -46,30 +54,34 @@ class CityConsole:
     client: Browserish
 
 
-async def sign_in(client: Browserish, username: str, target: str) -> httpx.Response:
-    """Through the provider's login form, back to `target`."""
-    started = await client.get(f"/signin?next={target}")
-    assert started.status_code == 303, started.text[:300]
-    back = await submit_login(client, await client.follow(started), username, DEMO_PASSWORD)
-    return await client.follow(back)
-
-
-async def grant(levels: Levels, user_id: str, role: str) -> None:
-    """Let a demo person act at the city's root unit, in the city's registry."""
-    person = next(p for p in demo.people(demo.plan()) if p.user_id == user_id)
-    body = {"subject": person.subject, "name": person.name, "org_code": "bh", "role": role}
-    answer = await levels.city.registry.client.put(f"/access/{user_id}", json=body, headers=CITY)
-    assert answer.status_code in {200, 201}, answer.text
+async def signed_in(client: Browserish, levels: Levels, user: str, role: Role) -> None:
+    """What a sign-in leaves: the sealed session cookie (a token of `user` at the city's root), open at the registry."""
+    grant = {"subject": f"subject-{user}", "name": user, "org_code": "bh", "role": role.value}
+    granted = await levels.city.registry.client.put(f"/access/{user}", json=grant, headers=CITY)
+    assert granted.is_success, granted.text  # the registry keeps a session open only for someone granted
+    token = issue_token(SECRET, Actor(user=user, org_path=CITY_ROOT, role=role))
+    now = clock.now().timestamp()
+    session = Session(user=user, name=user, role=role.value, org_path=CITY_ROOT, org_code="bh", org_name="Baihe City",
+                      access_token=token, refresh_token="", access_expires=now + 3600, ends=now + 3600)  # fmt: skip
+    ends_at = datetime.fromtimestamp(session.ends, tz=UTC).isoformat()
+    opened = await levels.city.registry.client.post(
+        "/sessions", json={"session_id": session.sid, "ends_at": ends_at}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert opened.is_success, opened.text
+    bearer = {"Authorization": f"Bearer {token}"}
+    await eventually(  # the grant reaches the table the session check reads through the registry's own topic
+        lambda: levels.city.registry.client.get(f"/sessions/{session.sid}", headers=bearer),
+        until=lambda answer: answer.status_code == 204,
+    )
+    client.jar[client.base_url.removeprefix("http://")]["cadre_session"] = Sealer(DEV_SESSION_KEY).seal_session(session)
 
 
 @pytest.fixture
-async def city_console(launch: Launch, namespace: str, keycloak: str, console_port: int) -> AsyncIterator[CityConsole]:
-    levels = await start_levels(launch, namespace, oidc_issuer=keycloak)
-    await grant(levels, "organizer.city", "organizer")
-    await grant(levels, "viewer.city", "viewer")
-    url = f"http://127.0.0.1:{console_port}"
+async def city_console(launch: Launch, namespace: str) -> AsyncIterator[CityConsole]:
+    levels = await start_levels(launch, namespace)
+    url = "http://127.0.0.1:8080"
     settings = ConsoleSettings(
-        public_url=url, oidc_issuer=keycloak, sync_url="http://sync", registry_url="http://registry",
+        public_url=url, sync_url="http://sync", registry_url="http://registry",
         training_url=NOWHERE, assessment_url=NOWHERE, notify_url=NOWHERE, audit_url=NOWHERE, selection_url=NOWHERE,
     )  # fmt: skip
     transports: dict[str, httpx.AsyncBaseTransport] = {
@@ -114,7 +126,8 @@ async def test_the_city_organizer_sees_the_link_below_and_a_forged_bundle_is_ref
 ) -> None:
     levels, client = city_console.levels, city_console.client
     forged = rezip(await county_bundle(levels), edit_line)
-    page = await sign_in(client, "organizer.city", "/links")
+    await signed_in(client, levels, "organizer.city", Role.ORGANIZER)
+    page = await client.get("/links")
     assert page.status_code == 200, page.text[:500]
     assert 'href="/links" aria-current="page"' in page.text  # in the header, for an organizer
     assert 'hx-get="/links/status"' in page.text  # refreshed live
@@ -140,7 +153,8 @@ async def test_the_city_organizer_sees_the_link_below_and_a_forged_bundle_is_ref
 async def test_a_good_bundle_is_shown_verified_then_imported_on_confirmation(city_console: CityConsole) -> None:
     levels, client = city_console.levels, city_console.client
     good = await county_bundle(levels)
-    token = csrf(await sign_in(client, "organizer.city", "/links"))
+    await signed_in(client, levels, "organizer.city", Role.ORGANIZER)
+    token = csrf(await client.get("/links"))
     hx = {"HX-Request": "true"}
 
     checked = await client.post("/links/check", **upload(token, good), headers=hx)
@@ -188,6 +202,11 @@ async def test_a_good_bundle_is_shown_verified_then_imported_on_confirmation(cit
 
 async def test_a_viewer_is_not_offered_the_links(city_console: CityConsole) -> None:
     client = city_console.client
-    page = await sign_in(client, "viewer.city", "/links")
+    await signed_in(client, city_console.levels, "viewer.city", Role.VIEWER)
+    page = await client.get("/links")
     assert page.status_code == 403
     assert 'href="/links"' not in page.text
+    await signed_in(client, city_console.levels, "auditor.city", Role.AUDITOR)
+    seen = await client.get("/links")
+    assert seen.status_code == 200  # auditors see the links
+    assert "Import a bundle" not in seen.text  # and carry no bundle

@@ -105,7 +105,7 @@ async def _status_context(console: Console, session: Session) -> dict[str, Any]:
     status: dict[str, Any] = await console.apis.get("sync", "/status", session.access_token)
     _ages(status)
     return {
-        "status": status,
+        "state": status,  # `status` is the answer's HTTP status to `render`
         "links": _links(status),
         "names": await _names(console, session, status),
         "poll": POLL_SECONDS,
