@@ -24,6 +24,7 @@ from contracts.assessment import (
 from contracts.training import (
     PostingCompleted,
     PostingOutcome,
+    SelfStudyConfirmed,
     SelfStudyLogged,
     TrainingAttendanceRecorded,
     TrainingCompleted,
@@ -326,12 +327,13 @@ class TrainingView:
             TrainingCompleted.event_type,
             TrainingAttendanceRecorded.event_type,
             SelfStudyLogged.event_type,
+            SelfStudyConfirmed.event_type,
             PostingCompleted.event_type,
         }
     )
 
     def handles(self, event_type: str) -> bool:
-        """Completions, self-study, ended postings."""
+        """Completions, self-study (logged, or reported and confirmed), ended postings."""
         return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
@@ -348,7 +350,7 @@ class TrainingView:
                         event.hours,
                         recorded.envelope.org_path,
                     )
-                case SelfStudyLogged():
+                case SelfStudyLogged() | SelfStudyConfirmed():  # a cadre's report counts once confirmed
                     await conn.execute(
                         "INSERT INTO training_hours (cadre_id, year, self_study, org_path) VALUES ($1, $2, $3, $4)"
                         " ON CONFLICT (cadre_id, year) DO UPDATE SET self_study = training_hours.self_study + $3",
