@@ -7,6 +7,7 @@ from services.console.screens import (
     audit,
     cadre,
     due,
+    links,
     nominate,
     pool,
     responsibility,
@@ -24,4 +25,5 @@ routers = [
     succession.router,
     due.router,
     responsibility.router,
+    links.router,
 ]
