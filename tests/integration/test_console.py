@@ -35,7 +35,7 @@ class ConsoleStack:
     url: str
     app: FastAPI
     services: dict[str, Running] = field(default_factory=dict)
-    """The services other than the registry, by name (their pools, for a test's look behind the console)."""
+    """Each service by name (to lay out data through its own API)."""
 
 
 @contextlib.asynccontextmanager
@@ -45,11 +45,12 @@ async def console_for(
     """Every service (the registry with the demo) and the console in this process; its client signs in for real."""
     registry = await launch(registry_app, RegistrySettings, "registry", oidc_issuer=keycloak)
     transports: dict[str, httpx.AsyncBaseTransport] = {"registry": httpx.ASGITransport(app=registry.app)}
-    running: dict[str, Running] = {}
+    services = {"registry": registry}
     for name in ("training", "assessment", "selection", "notify", "audit"):
         module = importlib.import_module(f"services.{name}.app")
-        running[name] = service = await launch(module.create_app, settings_class(module), name, oidc_issuer=keycloak)
+        service = await launch(module.create_app, settings_class(module), name, oidc_issuer=keycloak)
         transports[name] = httpx.ASGITransport(app=service.app)
+        services[name] = service
     org = demo.plan(cadres=cadres)
     await demo.load(registry.client, demo.root_token(SECRET, org), org)
     url = f"http://127.0.0.1:{console_port}"
@@ -61,12 +62,12 @@ async def console_for(
             lambda: registry.client.get("/access", headers=auth("demo.organizer", org.root.path)),
             until=lambda r: len(r.json()) >= len(demo.people(org)),
         )
-        await eventually(  # the selection service knows the units (its view of the registry) before a procedure opens
-            lambda: running["selection"].service.pool.fetchval("SELECT count(*) FROM units"),
-            until=lambda n: n >= len(org.units),
+        await eventually(  # every unit's team answers (selection knows the units from registry.events)
+            lambda: services["selection"].client.get(f"/teams/{org.units[-1].code}", headers=auth("u", org.root.path)),
+            until=lambda r: r.status_code == 200,
         )
         try:
-            yield ConsoleStack(client, org, url, app, running)
+            yield ConsoleStack(client, org, url, app, services)
         finally:
             await client.aclose()
 

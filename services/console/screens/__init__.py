@@ -7,11 +7,13 @@ from services.console.screens import (
     audit,
     cadre,
     due,
+    links,
     nominate,
     pool,
     procedures,
     responsibility,
     statistics,
+    succession,
 )
 
 routers = [
@@ -22,6 +24,8 @@ routers = [
     nominate.router,
     procedures.router,
     statistics.router,
+    succession.router,
     due.router,
     responsibility.router,
+    links.router,
 ]
