@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
+from services.console.screens import (
+    assessment,
+    audit,
+    cadre,
+    due,
+    links,
+    nominate,
+    pool,
+    responsibility,
+    statistics,
+    succession,
+)
 
 routers = [
     pool.router,
@@ -11,6 +22,8 @@ routers = [
     assessment.router,
     nominate.router,
     statistics.router,
+    succession.router,
     due.router,
     responsibility.router,
+    links.router,
 ]
