@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
+from services.console.screens import assessment, audit, cadre, due, nominate, own, pool, responsibility, statistics
 
 routers = [
     pool.router,
@@ -13,4 +13,5 @@ routers = [
     statistics.router,
     due.router,
     responsibility.router,
+    own.router,
 ]
