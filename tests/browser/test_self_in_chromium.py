@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, FilePayload, Page, async_playwright
 
 from contracts.envelope import Role
 from deploy.local.keycloak import DEMO_PASSWORD
@@ -76,7 +76,7 @@ async def test_a_cadre_reports_self_study_an_organizer_confirms_it_and_it_counts
                 await page.fill("#report input[name=hours]", "12")
                 await page.set_input_files(
                     "#report input[name=evidence]",
-                    files=[{"name": "certificate.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 done"}],
+                    files=[FilePayload(name="certificate.pdf", mimeType="application/pdf", buffer=b"%PDF-1.4 done")],
                 )
                 await page.click("#report button[type=submit]")
                 await page.wait_for_url(f"{base}/me")
