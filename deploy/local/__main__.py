@@ -246,18 +246,49 @@ def backup(
 
 @app.command()
 def restore(  # noqa: PLR0917 - typer passes its options positionally
-    dsn: Annotated[str, typer.Option(envvar="DATABASE_URL", help="The server's admin DSN")],
-    directory: Annotated[Path, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")],
     service: Annotated[str, typer.Option(help="The service whose database is put back (registry, training, ...)")],
-    to: Annotated[datetime, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")],
     bootstrap: Annotated[
         str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka: the service's consumer groups are rewound")
     ],
+    dsn: Annotated[str | None, typer.Option(help="The server's admin DSN (point-in-time restore)")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")
+    ] = None,
+    to: Annotated[
+        datetime | None, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")
+    ] = None,
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
+    from_log: Annotated[
+        bool,
+        typer.Option(
+            "--from-log",
+            help="Fill the service's event table from its topic (and the archive), verify it, rebuild and rewind;"
+            " reads the service's own environment (DATABASE_OWNER_URL, DEPLOYMENT_ID, ...)",
+        ),
+    ] = False,
+    archive_dsn: Annotated[
+        str | None, typer.Option(help="--from-log: the audit service's database, for what the topic lacks")
+    ] = None,
+    also_topic: Annotated[
+        list[str] | None,
+        typer.Option(help="--from-log: another copy of the log as TOPIC@BOOTSTRAP (a level's mirrored topic)"),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None, typer.Option(help="--from-log: another trusted checkpoint public key, base64")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="--from-log: read this topic instead of the service's own (full name)")
+    ] = None,
 ) -> None:
-    """Put one service's database back as it was at a moment (base backup + archived WAL); stop the service first."""
+    """Put one service's database back: to a moment (base backup + archived WAL), or from the log; stop it first."""
+    if from_log:
+        _restore_from_log(service, archive_dsn, also_topic or [], public_key or [], topic)
+        return
     from deploy.local import backup as backups  # noqa: PLC0415
 
+    if dsn is None or directory is None or to is None:
+        console.print("[red]a restore to a moment needs --dsn, --dir and --to (or restore --from-log)[/red]")
+        raise typer.Exit(2)
     if to.tzinfo is None:
         console.print("[red]--to needs its offset (+08:00, Z): a moment is not a wall-clock time[/red]")
         raise typer.Exit(2)
@@ -267,6 +298,43 @@ def restore(  # noqa: PLR0917 - typer passes its options positionally
     from runtime.restore import rewind_consumers  # noqa: PLC0415
 
     for group, partitions in asyncio.run(rewind_consumers(bootstrap, service)).items():
+        console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
+
+
+def _restore_from_log(
+    service: str, archive_dsn: str | None, also: list[str], keys: list[str], topic: str | None
+) -> None:
+    """`restore --from-log`: the service's settings from its environment; exit 1 unless all is back and verified."""
+    from importlib import import_module  # noqa: PLC0415
+
+    from runtime import checkpoint  # noqa: PLC0415
+    from runtime import restore as restoring  # noqa: PLC0415
+    from runtime.settings import settings_class  # noqa: PLC0415
+
+    if service not in local_stack.SERVICES:
+        console.print(f"[red]--service: one of {', '.join(local_stack.SERVICES)}[/red]")
+        raise typer.Exit(2)
+    try:
+        copies = [restoring.LogCopy.parse(text) for text in also]
+        public_keys = [checkpoint.load_public_key(key) for key in keys]
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    module = import_module(f"services.{service}.app")
+    settings = settings_class(module)()
+    result, done = asyncio.run(
+        restoring.restore_service(
+            module.SPEC, settings, public_keys=public_keys, archive_dsn=archive_dsn, copies=copies, topic=topic
+        )
+    )
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if done is None:
+        console.print(f"{service} must not serve: nothing was rebuilt nor rewound")
+        raise typer.Exit(1)
+    for name, messages in done.rebuilt.items():
+        console.print(f"projection {service}.{name} rebuilt from {messages} events")
+    for group, partitions in done.rewound.items():
         console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
 
 
