@@ -9,7 +9,7 @@ import signal
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
+
+if TYPE_CHECKING:
+    from deploy.local.levels import Running as LevelsRunning
 
 app = typer.Typer(help="Run the reserve cadre platform locally.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -102,7 +105,7 @@ def _up_levels(
     from deploy.local import levels as local_levels  # noqa: PLC0415 - MirrorMaker only when asked for
 
     with console.status(f"starting {count} levels: Kafka, PostgreSQL and the services each, then MirrorMaker..."):
-        context = local_levels.run_levels(workdir, count)
+        context = local_levels.run_levels(workdir, count, consoles=True)
         running = context.__enter__()
     try:
         for level in running.levels:
@@ -115,6 +118,7 @@ def _up_levels(
                 for name, (sent, skipped) in loaded.items():
                     console.print(f"demo: {level.name}: {name}: {sent} commands sent, {skipped} already there")
             _print_stack(stack, secret, title=f"Level {level.name} (root {level.root}): running", root=level.root)
+        _print_level_consoles(running, seed=seed, cadres=cadres)
         if running.mirror is not None:
             console.print(f"MirrorMaker 2 links every level: {running.mirror.workdir / 'mm2.properties'}")
         console.print("Press Ctrl-C to stop.")
@@ -122,6 +126,25 @@ def _up_levels(
     finally:
         console.print("stopping...")
         context.__exit__(None, None, None)
+
+
+def _print_level_consoles(running: LevelsRunning, *, seed: int, cadres: int) -> None:
+    """Each level's console, and who signs in there (the demo people whose unit the level holds)."""
+    from deploy.local.keycloak import DEMO_PASSWORD  # noqa: PLC0415
+    from services.registry import demo as registry_demo  # noqa: PLC0415
+
+    org = registry_demo.plan(seed, cadres=cadres)
+    table = Table(title=f"Each level's console: sign in as (local development only; every password: {DEMO_PASSWORD})")
+    for column in ("level", "console", "user", "role", "acts at"):
+        table.add_column(column)
+    for level in running.levels:
+        front = running.stacks[level.name].console
+        address = front.url if front is not None else "-"
+        for person in registry_demo.people(running.demo_part(level)(org)):
+            table.add_row(level.name, address, person.user_id, person.role.value,
+                          f"{person.unit.name} ({person.unit.path})")  # fmt: skip
+    console.print(table)
+    console.print(f"Every console signs people in at {running.issuer} (a client of its own per level).")
 
 
 def _print_front_door(stack: local_stack.Stack) -> None:
@@ -142,7 +165,7 @@ def _print_front_door(stack: local_stack.Stack) -> None:
 
 
 def _print_stack(stack: local_stack.Stack, secret: str, *, title: str = "", root: str = "qs") -> None:
-    if stack.console is not None:
+    if stack.console is not None and not title:
         _print_front_door(stack)
     else:
         table = Table(title=title or "Reserve cadre platform: running")

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, own, pool, responsibility, statistics
+from services.console.screens import (
+    assessment,
+    audit,
+    cadre,
+    due,
+    links,
+    nominate,
+    own,
+    pool,
+    responsibility,
+    statistics,
+    succession,
+)
 
 routers = [
     pool.router,
@@ -11,7 +23,9 @@ routers = [
     assessment.router,
     nominate.router,
     statistics.router,
+    succession.router,
     due.router,
     responsibility.router,
     own.router,
+    links.router,
 ]
