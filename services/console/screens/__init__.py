@@ -9,6 +9,7 @@ from services.console.screens import (
     due,
     links,
     nominate,
+    own,
     pool,
     procedures,
     responsibility,
@@ -27,5 +28,6 @@ routers = [
     succession.router,
     due.router,
     responsibility.router,
+    own.router,
     links.router,
 ]
