@@ -13,10 +13,12 @@ from contracts.selection import PostKind
 from runtime.db import Conn
 from runtime.projection import Projection, Recorded
 from runtime.registry_view import RegistryView
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.selection import api, procedure_api, procedure_board, projection
 from services.selection.commands import SelectionCommands
+from services.selection.procedure_commands import ProcedureCommands
+from services.selection.queries import SelectionQueries
 
 
 class SelectionSettings(ServiceSettings):
@@ -64,7 +66,7 @@ class OutcomeReaction:
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each appointment through its command, which finds a repeat already recorded and appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
-        commands = SelectionCommands(self._service.store, self._service.pool)
+        commands = self._service.part(SelectionCommands)
         for recorded in events:
             concluded = recorded.event
             assert isinstance(concluded, ProcedureConcluded)
@@ -90,6 +92,11 @@ SPEC = ServiceSpec(
 def create_app(settings: SelectionSettings | None = None) -> FastAPI:
     """Selection's ASGI app."""
     settings = settings or SelectionSettings()
-    app = build_app(SPEC, settings)
-    app.state.reserve_ratios = settings.reserve_ratios
-    return app
+    ratios = settings.reserve_ratios
+    parts = (
+        Parts()
+        .once(SelectionCommands, lambda s: SelectionCommands(s.store, s.pool))
+        .once(ProcedureCommands, lambda s: ProcedureCommands(s.store, s.pool))
+        .reading(SelectionQueries, lambda _, db: SelectionQueries(db, ratios))
+    )
+    return build_app(SPEC, settings, parts)

@@ -14,10 +14,11 @@ from exchange.templates import download_router
 from runtime.db import Conn
 from runtime.projection import Recorded
 from runtime.registry_view import RegistryView
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.training import api, projection
 from services.training.commands import TrainingCommands
+from services.training.queries import TrainingQueries
 
 
 class TrainingSettings(ServiceSettings):
@@ -46,7 +47,7 @@ class RetirementReaction:
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Issue the closing commands; they check state, so a repeat appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
-        commands = TrainingCommands(self._service.store, self._service.pool)
+        commands = self._service.part(TrainingCommands)
         for recorded in events:
             assert isinstance(recorded.event, CadreRetired)
             await commands.close_for_retired(recorded.envelope, recorded.event)
@@ -76,7 +77,10 @@ SPEC = ServiceSpec(
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     """Training's ASGI app."""
     settings = settings or TrainingSettings()
-    app = build_app(SPEC, settings)
-    app.state.long_grassroots_months = settings.long_grassroots_months
-    app.state.yearly_hours_quota = settings.yearly_hours_quota
-    return app
+    months, quota = settings.long_grassroots_months, settings.yearly_hours_quota
+    parts = (
+        Parts()
+        .once(TrainingCommands, lambda s: TrainingCommands(s.store, s.pool))
+        .reading(TrainingQueries, lambda s, db: TrainingQueries(db, s.store, months, quota))
+    )
+    return build_app(SPEC, settings, parts)

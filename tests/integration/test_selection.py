@@ -163,9 +163,7 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
     history = await selection.service.store.read_stream("team-bh_ly")
     appointment = history[-1].envelope
     assert appointment.event_type == "CadreAppointed"
-    commands = RegistryCommands(
-        registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
-    )
+    commands = registry.service.part(RegistryCommands)
     event = CadreAppointed.model_validate(appointment.payload)
     assert await commands.retire_appointed(appointment, event) is None
     count = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CadreRetired'")

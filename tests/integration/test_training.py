@@ -184,7 +184,7 @@ async def test_retirement_closes_the_open_posting_and_enrolments_once(
     from contracts.registry import CadreRetired  # noqa: PLC0415
 
     event = CadreRetired.model_validate(envelope.payload)
-    assert await TrainingCommands(training.service.store, training.service.pool).close_for_retired(envelope, event) == 0
+    assert await training.service.part(TrainingCommands).close_for_retired(envelope, event) == 0
     assert await training_events(training) == after_first
     caused = await training.service.pool.fetch(
         "SELECT body FROM events WHERE event_type IN ('EnrolmentWithdrawn', 'PostingCompleted')"
