@@ -25,10 +25,9 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from services.selection.commands import SelectionCommands
 from tests import infra as infra_module
-from tests.conftest import Launch
 from tests.integration.test_procedures_api import DOC, a_post, ballot, in_pool
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, caught_up, eventually, read_topic, watermarks
+from tests.support import Launch, Running, caught_up, eventually, read_topic, watermarks
 
 pytestmark = pytest.mark.dates
 

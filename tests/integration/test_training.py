@@ -17,10 +17,9 @@ from runtime import clock, relay
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from services.training.commands import TrainingCommands
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Running, auth, caught_up, eventually, read_topic, watermarks
+from tests.support import Launch, Running, auth, caught_up, eventually, read_topic, watermarks
 
 pytestmark = pytest.mark.dates
 
