@@ -17,7 +17,7 @@ from exchange.templates import download_router
 from runtime.batch import memo_of
 from runtime.db import Conn
 from runtime.keystore import KeyEraser, PersonalDataSettings
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection, sessions
@@ -56,7 +56,7 @@ class RegistrySettings(ServiceSettings, PersonalDataSettings):
         )
 
 
-class SelectionReaction:
+class SelectionReaction(Typed):
     """Selection's decisions the pool follows, each once.
 
     An entry procedure admitted: the cadre enters the pool, naming the procedure. A reserve
@@ -65,13 +65,10 @@ class SelectionReaction:
 
     name = "appointment-reaction"
     """The consumer's name (its watermarks), kept from when it read the appointments alone."""
+    events = (CadreAppointed, ProcedureConcluded)
 
     def __init__(self, service: Service) -> None:
         self._service = service
-
-    def handles(self, event_type: str) -> bool:
-        """Appointments and procedures' outcomes."""
-        return event_type in {CadreAppointed.event_type, ProcedureConcluded.event_type}
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each through its command; the commands check state, so a redelivery appends nothing."""

@@ -11,7 +11,7 @@ from contracts import topics
 from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.selection import PostKind
 from runtime.db import Conn
-from runtime.projection import Projection, Recorded
+from runtime.projection import Projection, Recorded, Typed, of_type
 from runtime.registry_view import RegistryView
 from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
@@ -51,27 +51,22 @@ class OwnEvents:
                 await part.apply(conn, mine)
 
 
-class OutcomeReaction:
+class OutcomeReaction(Typed):
     """An appointment procedure concluded: the appointment it decided is recorded in the post's team (once)."""
 
     name = "procedure-outcome"
+    events = (ProcedureConcluded,)
 
     def __init__(self, service: Service) -> None:
         self._service = service
-
-    def handles(self, event_type: str) -> bool:
-        """Procedures' outcomes (an entry's is the registry's to follow)."""
-        return event_type == ProcedureConcluded.event_type
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each appointment through its command, which finds a repeat already recorded and appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
         commands = self._service.part(SelectionCommands)
-        for recorded in events:
-            concluded = recorded.event
-            assert isinstance(concluded, ProcedureConcluded)
-            if concluded.kind is ProcedureKind.APPOINTMENT:
-                await commands.appoint_by_procedure(recorded.envelope, concluded)
+        for envelope, concluded in of_type(events, ProcedureConcluded):
+            if concluded.kind is ProcedureKind.APPOINTMENT:  # an entry's outcome is the registry's to follow
+                await commands.appoint_by_procedure(envelope, concluded)
 
 
 SPEC = ServiceSpec(
