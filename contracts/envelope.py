@@ -64,6 +64,12 @@ class Role(StrEnum):
     """Reads its subtree, including history; changes nothing."""
     VIEWER = "viewer"
     """Reads the current state of its subtree."""
+    CADRE = "cadre"
+    """A reserve cadre for themselves: the actor's user is the cadre's id, its unit the cadre's unit.
+
+    It reads its own record and reports its own self-study, nothing else: every route refuses it
+    unless the route is open to it (`runtime.auth.OWN_RECORD`, ADR 0028).
+    """
     SYSTEM = "system"
     """A service acting on its own, in reaction to another event."""
 

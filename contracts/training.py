@@ -145,6 +145,58 @@ class SelfStudyLogged(Event):
     """What shows the study happened: a certificate number, notes, a link."""
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest in lower-case hex."""
+
+
+class SelfStudyReported(Event):
+    """A cadre reported their own autonomous study, with evidence (ADR 0028).
+
+    It counts toward no hours until an organizer of the cadre's subtree confirms it
+    (`SelfStudyConfirmed`); an organizer may reject it instead (`SelfStudyRejected`).
+    """
+
+    event_type: ClassVar[str] = "SelfStudyReported"
+    topic: ClassVar[str] = topics.TRAINING
+
+    entry_id: UUID
+    cadre_id: UUID
+    kind: SelfStudyKind
+    topic_studied: Topic
+    studied_on: date
+    hours: Hours
+    evidence_name: Name
+    """The evidence document's file name (a certificate, notes) as the cadre gave it."""
+    evidence_sha256: Sha256
+    """The SHA-256 of the evidence document: the record says which document it rests on."""
+
+
+class SelfStudyConfirmed(Event):
+    """An organizer confirmed a reported self-study: from now on its hours count.
+
+    It repeats the day and the hours, so that every reader counts it without the report.
+    """
+
+    event_type: ClassVar[str] = "SelfStudyConfirmed"
+    topic: ClassVar[str] = topics.TRAINING
+
+    entry_id: UUID
+    cadre_id: UUID
+    studied_on: date
+    hours: Hours
+
+
+class SelfStudyRejected(Event):
+    """An organizer rejected a reported self-study, saying why: it never counts."""
+
+    event_type: ClassVar[str] = "SelfStudyRejected"
+    topic: ClassVar[str] = topics.TRAINING
+
+    entry_id: UUID
+    cadre_id: UUID
+    reason: Text
+
+
 class PostingKind(StrEnum):
     """The kinds of practical training through postings."""
 

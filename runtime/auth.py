@@ -392,6 +392,21 @@ class Authenticator:
         return known[0]
 
 
+OWN_RECORD: Final = {"x-open-to-cadres": True}
+"""`openapi_extra` of a route a cadre's own grant (role `cadre`) may call (ADR 0028).
+
+Every other route refuses such an actor (403): what a cadre may see is opened route by route,
+and each open route answers only about the cadre themselves (`require_self_or_scope`).
+"""
+
+
+def open_to_cadres(request: Request) -> bool:
+    """Whether the route of `request` is one a cadre's own grant may call."""
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    return bool(extra.get("x-open-to-cadres"))
+
+
 async def current_actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -399,13 +414,17 @@ async def current_actor(
     """FastAPI dependency: the actor of this request (its caller is kept in `request.state.caller`).
 
     A request that changes something (any method but GET and HEAD) counts against the actor's
-    share of commands (runtime.limits): 429 beyond it.
+    share of commands (runtime.limits): 429 beyond it. A cadre's own grant is refused (403)
+    everywhere but on the routes open to it (`OWN_RECORD`).
     """
     if credentials is None:
         msg = "missing bearer token"
         raise UnauthorizedError(msg)
     authenticator: Authenticator = request.app.state.authenticator
     caller = await authenticator.caller(credentials.credentials)
+    if caller.actor.role is Role.CADRE and not open_to_cadres(request):
+        msg = "a cadre's own grant opens only their own record"
+        raise ForbiddenError(msg)
     request.state.caller = caller
     if request.method not in {"GET", "HEAD"}:
         limits.charge(request, caller.actor, limits.WRITES)
@@ -434,6 +453,16 @@ def require_scope(actor: Actor, org_path: str, what: str) -> None:
     if not actor.covers(org_path):
         msg = f"{what} not found"
         raise NotFoundError(msg)
+
+
+def require_self_or_scope(actor: Actor, cadre_id: object, org_path: str, what: str) -> None:
+    """A cadre reads only themselves (the actor's user is their id); anyone else its subtree. 404 otherwise."""
+    if actor.role is Role.CADRE:
+        if actor.user != str(cadre_id):
+            msg = f"{what} not found"
+            raise NotFoundError(msg)
+        return
+    require_scope(actor, org_path, what)
 
 
 def can_write(actor: Actor) -> None:

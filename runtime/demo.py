@@ -48,12 +48,22 @@ class DemoLoader:
         *,
         if_match: int | None = None,
         tolerate: Collection[int] = (),
+        until_known: bool = False,
     ) -> httpx.Response:
-        """Send a command that happened on `day`; 409 (already there) and `tolerate` count as skipped."""
+        """Send a command that happened on `day`; 409 (already there) and `tolerate` count as skipped.
+
+        `until_known`: a 404 means the service has not projected what the command names yet (a unit, a
+        cadre of another service's topic): it is sent again, for at most two minutes.
+        """
         headers = {**self.auth, "X-Occurred-At": moment(day, self.hour).isoformat(), LATE_REASON_HEADER: LATE_REASON}
         if if_match is not None:
             headers["If-Match"] = str(if_match)
         response = await self.client.request(method, url, json=body, headers=headers)
+        if until_known and response.status_code == httpx.codes.NOT_FOUND:
+            async with asyncio.timeout(120):
+                while response.status_code == httpx.codes.NOT_FOUND:
+                    await asyncio.sleep(0.5)
+                    response = await self.client.request(method, url, json=body, headers=headers)
         if response.status_code == httpx.codes.CONFLICT or response.status_code in tolerate:
             self.skipped += 1
         elif response.is_error:

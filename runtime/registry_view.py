@@ -33,7 +33,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from runtime import clock
-from runtime.auth import require_scope
+from runtime.auth import require_scope, require_self_or_scope
 from runtime.db import Conn, Pool, in_scope, in_scope_or_above, row_security
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.projection import Recorded
@@ -287,13 +287,19 @@ async def unit_path(pool: Pool, code: str, actor: Actor | None = None) -> str:
     return str(path)
 
 
-async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = "") -> Any:
-    """A cadre of the actor's subtree (else 404) still in the pool (else 422, the message ending in `left`)."""
+async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = "", own: bool = False) -> Any:
+    """A cadre of the actor's subtree (else 404) still in the pool (else 422, the message ending in `left`).
+
+    With `own`, a cadre acting for themselves reaches their own record too (`require_self_or_scope`).
+    """
     row = await pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
     if row is None:
         msg = f"cadre {cadre_id} not found"
         raise NotFoundError(msg)
-    require_scope(actor, row["org_path"], f"cadre {cadre_id}")
+    if own:
+        require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
+    else:
+        require_scope(actor, row["org_path"], f"cadre {cadre_id}")
     if not row["in_pool"]:
         msg = f"cadre {cadre_id} has left the reserve pool{left}"
         raise RuleViolationError(msg)

@@ -24,6 +24,7 @@ from contracts.assessment import (
 from contracts.training import (
     PostingCompleted,
     PostingOutcome,
+    SelfStudyConfirmed,
     SelfStudyLogged,
     TrainingAttendanceRecorded,
     TrainingCompleted,
@@ -319,8 +320,10 @@ class TrainingView(Typed):
         TrainingCompleted,
         TrainingAttendanceRecorded,
         SelfStudyLogged,
+        SelfStudyConfirmed,
         PostingCompleted,
     )
+    """Completions, self-study (logged, or reported and confirmed), ended postings."""
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Add up hours and served postings (each event counted once: the inbox sees to that)."""
@@ -336,7 +339,7 @@ class TrainingView(Typed):
                         event.hours,
                         recorded.envelope.org_path,
                     )
-                case SelfStudyLogged():
+                case SelfStudyLogged() | SelfStudyConfirmed():  # a cadre's report counts once confirmed
                     await conn.execute(
                         "INSERT INTO training_hours (cadre_id, year, self_study, org_path) VALUES ($1, $2, $3, $4)"
                         " ON CONFLICT (cadre_id, year) DO UPDATE SET self_study = training_hours.self_study + $3",

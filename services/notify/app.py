@@ -150,11 +150,14 @@ SPEC = ServiceSpec(
     name="notify",
     title="Reserve cadre notifications",
     description="Tells the right people what needs them: nominations, mentors, training, postings, evaluations, "
-    "reminders, exits and retirements, by email, signed webhook and in-app inbox, each exactly once.",
+    "reminders, exits and retirements, procedures' notices and objections, by email, signed webhook and in-app "
+    "inbox, each exactly once.",
     routers=[api.router],
     schema=projection.SCHEMA,
     inline=projection.NotifyProjection(),
-    subscriptions=[Subscription(topics=[topics.REGISTRY, topics.TRAINING, topics.ASSESSMENT], factory=planner)],
+    subscriptions=[
+        Subscription(topics=[topics.REGISTRY, topics.TRAINING, topics.ASSESSMENT, topics.SELECTION], factory=planner)
+    ],
     background=[dispatch_forever],
 )
 

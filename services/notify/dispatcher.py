@@ -220,6 +220,11 @@ class Dispatcher:
                 unit["leader_language"],
                 has_account=True,
             )
+        if kind is rules.RecipientKind.ORGANIZER:
+            organizer = await self._pool.fetchrow("SELECT name FROM organizers WHERE user_id = $1", key)
+            if organizer is None:
+                return Skip(f"{key} is no longer an organizer")
+            return Person(key, organizer["name"], None, None, has_account=True)
         cadre = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1::uuid", key)
         if cadre is None:
             return None

@@ -1,12 +1,13 @@
 """Notify's tables: its directory of the registry, the planned deliveries, the inbox, preferences.
 
-`Planner` reads the registry, training and assessment topics through one consumer
-group: registry events keep the directory (the runtime's view of the registry,
+`Planner` reads the registry, training, assessment and selection topics through one
+consumer group: registry events keep the directory (the runtime's view of the registry,
 `runtime.registry_view`: units and their leaders, cadres and their mentors, addresses
-and languages; and training's programmes), and every event is matched against the
-rules in `rules.plan`. Each intent becomes one delivery row per channel, keyed by a
-notification id derived from the event, rule, recipient and channel, so an event
-delivered twice plans nothing new. The planning happens in the same transaction as
+and languages; the organizers and their units; training's programmes; selection's
+procedures as they opened), and every event is matched against the rules in
+`rules.plan`. Each intent becomes one delivery row per channel, keyed by a notification
+id derived from the event, rule, recipient and channel, so an event delivered twice
+plans nothing new. The planning happens in the same transaction as
 the consumer's watermark.
 
 `NotifyProjection` folds notify's own events (inline, in the append's transaction):
@@ -19,10 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
+from uuid import UUID
 
 import orjson
 
+from contracts.envelope import Role
 from contracts.notify import Channel, NotificationFailed, NotificationPreferencesSet, NotificationRead, NotificationSent
+from contracts.procedure import NoticePublished, ObjectionRaised, ProcedureOpened
+from contracts.registry import AccessGranted, AccessRevoked
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
 from runtime import clock, registry_view
 from runtime.db import Conn, in_scope, own_user, row_security, system_only
@@ -67,6 +72,22 @@ SCHEMA: Final = (
         sent_at          timestamptz
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS organizers (
+        user_id   text PRIMARY KEY,
+        name      text NOT NULL,
+        org_code  text NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS procedures (
+        procedure_id        uuid PRIMARY KEY,
+        kind                text NOT NULL,
+        org_path            text COLLATE "C" NOT NULL,
+        candidate_name      text NOT NULL,
+        objection_due_days  int NOT NULL
+    )
+    """,
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due_at) WHERE status IN ('pending', 'retrying')",
     (
         "CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject_ref)"
@@ -99,6 +120,8 @@ SCHEMA: Final = (
     """,
     # Who reads what (row-level security, runtime.db): an actor its subtree; a person its own inbox and preferences.
     *system_only("programs"),
+    *system_only("organizers"),
+    *system_only("procedures"),
     *row_security("deliveries", in_scope("org_path")),
     *row_security("messages", f"({own_user('user_id')} OR {in_scope('org_path')})"),
     *row_security("preferences", own_user("user_id")),
@@ -106,6 +129,15 @@ SCHEMA: Final = (
 
 _VIEW: Final = RegistryView()
 """The directory: the runtime's view of the registry (units and their leaders, cadres and their mentors)."""
+_DIRECTORY: Final = frozenset(
+    {
+        TrainingProgramScheduled.event_type,
+        AccessGranted.event_type,
+        AccessRevoked.event_type,
+        ProcedureOpened.event_type,
+    }
+)
+"""What the directory keeps beside the registry's view: programmes, organizers, procedures."""
 
 
 class Planner:
@@ -119,11 +151,7 @@ class Planner:
 
     def handles(self, event_type: str) -> bool:
         """What the directory keeps and what the rules plan from (others are skipped unparsed)."""
-        return (
-            _VIEW.handles(event_type)
-            or event_type == TrainingProgramScheduled.event_type
-            or event_type in rules.PLANNED
-        )
+        return _VIEW.handles(event_type) or event_type in _DIRECTORY or event_type in rules.PLANNED
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Directory first, then the plan, one event at a time in topic order."""
@@ -176,6 +204,41 @@ async def _directory(conn: Conn, recorded: Recorded) -> None:
             event.ends_on,
             event.location,
         )
+    elif isinstance(event, AccessGranted | AccessRevoked):
+        if isinstance(event, AccessGranted) and event.role is Role.ORGANIZER:
+            await conn.execute(
+                "INSERT INTO organizers (user_id, name, org_code) VALUES ($1, $2, $3)"
+                " ON CONFLICT (user_id) DO UPDATE SET name = $2, org_code = $3",
+                event.user_id,
+                event.name,
+                event.org_code,
+            )
+        else:  # revoked, or granted another role
+            await conn.execute("DELETE FROM organizers WHERE user_id = $1", event.user_id)
+    elif isinstance(event, ProcedureOpened):
+        await conn.execute(
+            "INSERT INTO procedures (procedure_id, kind, org_path, candidate_name, objection_due_days)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (procedure_id) DO NOTHING",
+            event.procedure_id,
+            event.kind.value,
+            recorded.envelope.org_path,
+            event.candidate_name,
+            event.rules.objection_due_days,
+        )
+
+
+async def _procedure_facts(conn: Conn, procedure_id: UUID) -> rules.ProcedureFacts | None:
+    """The procedure as it opened, and the organizers at the nearest unit at or above it that has any."""
+    row = await conn.fetchrow("SELECT * FROM procedures WHERE procedure_id = $1", procedure_id)
+    if row is None:
+        return None
+    found = await conn.fetch(
+        "SELECT o.user_id, u.path FROM organizers o JOIN units u ON u.code = o.org_code"
+        " WHERE $1 = u.path OR $1 LIKE u.path || '.%' ORDER BY length(u.path) DESC, o.user_id",
+        row["org_path"],
+    )
+    nearest = [r["user_id"] for r in found if r["path"] == found[0]["path"]]
+    return rules.ProcedureFacts(row["kind"], row["candidate_name"], row["objection_due_days"], tuple(nearest))
 
 
 async def _facts(conn: Conn, recorded: Recorded) -> rules.Facts:
@@ -202,6 +265,11 @@ async def _facts(conn: Conn, recorded: Recorded) -> rules.Facts:
         program_starts_on=program["starts_on"] if program else None,
         program_ends_on=program["ends_on"] if program else None,
         program_location=program["location"] if program else "",
+        procedure=(
+            await _procedure_facts(conn, event.procedure_id)
+            if isinstance(event, NoticePublished | ObjectionRaised)
+            else None
+        ),
     )
 
 

@@ -10,7 +10,8 @@ The rules, their recipients and their timing are listed in docs/notify.md.
 
 Scheduled reminders are cancelled when what they announce stops being true: a
 withdrawn enrolment or cancelled programme, a posting that ended, a newer
-check-in, a cadre who left the pool.
+check-in, a cadre who left the pool, an objection concluded, a procedure stopped
+or concluded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from zoneinfo import ZoneInfo
 
 from contracts.assessment import CheckInRecorded, EvaluationRecorded, ExitRecommended, ReminderIssued
 from contracts.notify import Channel
+from contracts.procedure import (
+    NoticeClosed,
+    NoticePublished,
+    ObjectionConcluded,
+    ObjectionRaised,
+    ProcedureConcluded,
+    ProcedureStopped,
+)
 from contracts.registry import CadreNominated, CadreRetired, MentorAssigned
 from contracts.training import (
     EnrolmentWithdrawn,
@@ -48,6 +57,9 @@ RULES: Final = (
     "exit_recommended",
     "retirement",
     "check_in_overdue",
+    "procedure_notice_ended",
+    "procedure_objection",
+    "procedure_objection_overdue",
 )
 
 PLANNED: Final = frozenset(
@@ -64,6 +76,12 @@ PLANNED: Final = frozenset(
         ExitRecommended.event_type,
         CadreRetired.event_type,
         CheckInRecorded.event_type,
+        NoticePublished.event_type,
+        ObjectionRaised.event_type,
+        ObjectionConcluded.event_type,
+        NoticeClosed.event_type,
+        ProcedureConcluded.event_type,
+        ProcedureStopped.event_type,
     }
 )
 """The event types some rule plans from or cancels on."""
@@ -80,6 +98,8 @@ class RecipientKind(StrEnum):
     """The cadre's current mentor (key: cadre id)."""
     LEADER = "leader"
     """A unit's responsible leader (key: org unit code)."""
+    ORGANIZER = "organizer"
+    """An organizer (key: user id): of a procedure, those at the nearest unit at or above it that has any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +160,19 @@ class Facts:
     program_starts_on: date | None = None
     program_ends_on: date | None = None
     program_location: str = ""
+    procedure: ProcedureFacts | None = None
+    """Of a procedure's event: the procedure as it opened, and who organizes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFacts:
+    """What notify keeps of a procedure (from its opening) and who is told about it."""
+
+    kind: str
+    candidate_name: str
+    objection_due_days: int
+    organizers: tuple[str, ...]
+    """User ids of the organizers at the nearest unit at or above the procedure's unit that has any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +301,49 @@ def plan(recorded: Recorded, facts: Facts, policy: Policy, now: datetime) -> Pla
         recipients = [Recipient(RecipientKind.MENTOR, str(event.cadre_id)), leader]
         at = policy.starts(due_on)
         later("check_in_overdue", "check_in_overdue", recipients, at, ref, last_check_in=event.held_on, due_on=due_on)
+    else:
+        _procedure(recorded, facts, policy, now, result)
     result.intents[:] = [intent for intent in result.intents if intent.rule not in policy.disabled]
     return result
+
+
+def _procedure(recorded: Recorded, facts: Facts, policy: Policy, now: datetime, result: Plan) -> None:
+    """A procedure's notice ending and its objections: the organizers are told; what stops being due is cancelled."""
+    env, event = recorded.envelope, recorded.event
+    procedure = facts.procedure
+    if isinstance(event, ObjectionConcluded):
+        result.cancels.append(Cancel(prefix=f"procedure:{event.procedure_id}:objection:{event.objection_id}"))
+    elif isinstance(event, NoticeClosed):
+        result.cancels.append(Cancel(prefix=f"procedure:{event.procedure_id}:notice"))
+    elif isinstance(event, ProcedureConcluded | ProcedureStopped):
+        result.cancels.append(Cancel(prefix=f"procedure:{event.procedure_id}:"))
+    if procedure is None or not isinstance(event, NoticePublished | ObjectionRaised):
+        return
+    organizers = [Recipient(RecipientKind.ORGANIZER, user) for user in procedure.organizers]
+    context: dict[str, Any] = {
+        "cadre_name": procedure.candidate_name,
+        "unit_name": facts.unit_name,
+        "procedure_kind": procedure.kind,
+        "procedure_id": event.procedure_id,
+    }
+
+    def add(rule: str, template: str, at: datetime | None, ref: str | None, **more: Any) -> None:
+        if at is not None and at < now and env.recorded_at < now - policy.stale_after:
+            return  # history being replayed, not news
+        due = None if at is None else max(at, now)
+        result.intents.extend(Intent(rule, template, r, {**context, **more}, due, ref) for r in organizers)
+
+    if isinstance(event, NoticePublished):
+        ends = policy.starts(event.ends_on + timedelta(days=1))
+        ref = f"procedure:{event.procedure_id}:notice"
+        add("procedure_notice_ended", "procedure_notice_ended", ends, ref, ends_on=event.ends_on)
+    else:
+        due_on = event.received_on + timedelta(days=procedure.objection_due_days)
+        more = {"received_on": event.received_on, "due_on": due_on, "summary": event.summary}
+        add("procedure_objection", "procedure_objection_raised", None, None, **more)
+        ref = f"procedure:{event.procedure_id}:objection:{event.objection_id}"
+        at = policy.starts(due_on + timedelta(days=1))
+        add("procedure_objection_overdue", "procedure_objection_overdue", at, ref, **more)
 
 
 def _cadre(cadre_id: uuid.UUID) -> Recipient:

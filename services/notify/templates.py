@@ -2,7 +2,7 @@
 
 A template is a subject and a body with `{placeholders}` filled from the context a rule
 stored when it planned the notification, plus `recipient_name`. Enumerated values
-(grades, reasons, severities, posting kinds) are translated through `TERMS`. A missing
+(grades, reasons, severities, posting and procedure kinds) are translated through `TERMS`. A missing
 value renders as an empty string rather than failing the delivery.
 """
 
@@ -80,6 +80,21 @@ _ZH: Final = {
         "【谈心谈话】{cadre_name}的谈心谈话已逾期",
         "{recipient_name}同志：\n\n后备干部{cadre_name}自{last_check_in}以来未进行谈心谈话，应于{due_on}前完成。",
     ),
+    "procedure_notice_ended": Template(
+        "【选拔程序】{cadre_name}的公示期已于{ends_on}结束",
+        "{recipient_name}同志：\n\n{unit_name}关于{cadre_name}的{procedure_kind}程序，公示期已于{ends_on}结束。"
+        "如无未办结的异议，请结束公示并办理后续事项。",
+    ),
+    "procedure_objection_raised": Template(
+        "【选拔程序】{cadre_name}公示期间收到异议",
+        "{recipient_name}同志：\n\n{unit_name}关于{cadre_name}的{procedure_kind}程序于{received_on}收到异议：{summary}"
+        "\n\n请调查核实，于{due_on}前作出结论。",
+    ),
+    "procedure_objection_overdue": Template(
+        "【选拔程序】关于{cadre_name}的异议已超期未办结",
+        "{recipient_name}同志：\n\n{unit_name}关于{cadre_name}的{procedure_kind}程序于{received_on}收到的异议"
+        "应于{due_on}前办结，至今未作结论：{summary}",
+    ),
 }
 
 _EN: Final = {
@@ -146,6 +161,21 @@ _EN: Final = {
         "Dear {recipient_name},\n\nThere has been no check-in with the reserve cadre {cadre_name} since "
         "{last_check_in}; one is due by {due_on}.",
     ),
+    "procedure_notice_ended": Template(
+        "[Procedures] The public notice for {cadre_name} ended on {ends_on}",
+        "Dear {recipient_name},\n\nThe public notice of {unit_name}'s {procedure_kind} procedure for {cadre_name} "
+        "ended on {ends_on}. Unless an objection is still open, please close the notice and record the outcome.",
+    ),
+    "procedure_objection_raised": Template(
+        "[Procedures] An objection about {cadre_name} during the public notice",
+        "Dear {recipient_name},\n\n{unit_name}'s {procedure_kind} procedure for {cadre_name} received an objection "
+        "on {received_on}: {summary}\n\nPlease look into it and conclude it by {due_on}.",
+    ),
+    "procedure_objection_overdue": Template(
+        "[Procedures] The objection about {cadre_name} is overdue",
+        "Dear {recipient_name},\n\nThe objection received on {received_on} in {unit_name}'s {procedure_kind} "
+        "procedure for {cadre_name} was to be concluded by {due_on} and still is not: {summary}",
+    ),
 }
 
 TEMPLATES: Final[Mapping[Language, Mapping[str, Template]]] = {Language.ZH: _ZH, Language.EN: _EN}
@@ -171,6 +201,8 @@ TERMS: Final[Mapping[Language, Mapping[str, str]]] = {
         "urgent_task": "急难险重任务",
         "incompetent_grade": "考核不称职",
         "two_basically_competent_in_a_row": "连续两次基本称职",
+        "entry": "进入后备干部库",
+        "appointment": "任职",
         "": "—",
     },
     Language.EN: {
@@ -184,11 +216,13 @@ TERMS: Final[Mapping[Language, Mapping[str, str]]] = {
         "urgent_task": "urgent task",
         "incompetent_grade": "an incompetent grade",
         "two_basically_competent_in_a_row": "two 'basically competent' grades in a row",
+        "entry": "entry into the reserve pool",
+        "appointment": "appointment",
         "": "-",
     },
 }
 
-TRANSLATED: Final = frozenset({"grade", "severity", "reason", "kind", "exit_rule", "location"})
+TRANSLATED: Final = frozenset({"grade", "severity", "reason", "kind", "exit_rule", "location", "procedure_kind"})
 """Context fields whose values are terms (translated when `TERMS` knows them)."""
 
 

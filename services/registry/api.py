@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
-from runtime.auth import CurrentActor
+from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
 from runtime.export import Table, table_response
@@ -183,15 +183,15 @@ async def count_cadres(
     return await reads.counts(actor, under)
 
 
-@router.get("/cadres/{cadre_id:uuid}", tags=["cadres"])
+@router.get("/cadres/{cadre_id:uuid}", tags=["cadres"], openapi_extra=OWN_RECORD)
 async def get_cadre(cadre_id: UUID, actor: CurrentActor, reads: Queries, response: Response) -> CadreView:
-    """One cadre of your subtree."""
+    """One cadre of your subtree (a cadre's own grant: themselves only)."""
     view = await reads.cadre(actor, cadre_id)
     response.headers["ETag"] = f'"{view.version}"'
     return view
 
 
-@router.get("/access/me", tags=["access"])
+@router.get("/access/me", tags=["access"], openapi_extra=OWN_RECORD)
 async def me(actor: CurrentActor, reads: Queries) -> Me:
     """Who you act as: your user, role and unit (from your grant, or from a service token)."""
     return await reads.me(actor)

@@ -683,9 +683,20 @@ class RegistryCommands:
             require_scope(ctx.actor, holder, f"identity {cmd.subject}")
             msg = "this identity already acts as another user"
             raise ConflictError(msg)
-        events = rules.grant(access, AccessGranted(user_id=user_id, **cmd.model_dump()))
+        granted = AccessGranted(user_id=user_id, **cmd.model_dump())
+        if cmd.role is Role.CADRE:
+            rules.check_own_grant(granted, unit["path"], await self._own_cadre(ctx, user_id))
+        events = rules.grant(access, granted)
         stream = access_stream(user_id)
         return await record(self._store, stream, access.version, events, ctx=ctx, org_path=unit["path"])
+
+    async def _own_cadre(self, ctx: CommandContext, user_id: str) -> rules.Cadre | None:
+        """The cadre a cadre's own grant names by its id (None when `user_id` is no cadre's id)."""
+        try:
+            cadre_id = UUID(user_id)
+        except ValueError:
+            return None
+        return await self._cadre(ctx, cadre_id)
 
     async def revoke_access(self, ctx: CommandContext, user_id: str, expected: int | None) -> Accepted:
         """Take a person's access away (a grant in the actor's subtree)."""

@@ -16,7 +16,7 @@ from contracts.personal import PersonalFile, Sealed
 from contracts.registry import Basis, Education, Gender, Person, RetirementReason
 from exchange import lrmx
 from runtime import clock
-from runtime.auth import require_role, subtree_root
+from runtime.auth import require_role, require_self_or_scope, subtree_root
 from runtime.db import Reader, in_subtree_sql, reading
 from runtime.errors import CommandError, GoneError, NotFoundError
 from runtime.keystore import KeyStore
@@ -275,11 +275,12 @@ class RegistryQueries:
         )
 
     async def cadre(self, actor: Actor, cadre_id: UUID) -> CadreView:
-        """One cadre of the actor's subtree."""
+        """One cadre of the actor's subtree (a cadre's own grant: themselves only)."""
         row = await self._pool.fetchrow(f"SELECT *, {UNIT_NAME} FROM cadres WHERE cadre_id = $1", cadre_id)  # noqa: S608 - a fixed clause
-        if row is None or not actor.covers(row["org_path"]):
+        if row is None:
             msg = f"cadre {cadre_id} not found"
             raise NotFoundError(msg)
+        require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
         return self._cadre(row, clock.today())
 
     async def _selection(

@@ -348,7 +348,7 @@ class Access:
         return access
 
 
-GRANTABLE_ROLES: tuple[Role, ...] = (Role.ORGANIZER, Role.AUDITOR, Role.VIEWER)
+GRANTABLE_ROLES: tuple[Role, ...] = (Role.ORGANIZER, Role.AUDITOR, Role.VIEWER, Role.CADRE)
 """Roles a person may be granted; `system` belongs to services acting on their own."""
 
 
@@ -360,6 +360,19 @@ def grant(access: Access, new: AccessGranted) -> list[Event]:
     if access.grant == new:
         return []
     return [new]
+
+
+def check_own_grant(new: AccessGranted, unit_path: str, cadre: Cadre | None) -> None:
+    """A cadre's own grant (role `cadre`) names a cadre in the pool by its id, at the cadre's own unit (ADR 0028)."""
+    if new.role is not Role.CADRE:
+        return
+    if cadre is None:
+        msg = f"a cadre's own grant is given to a cadre: {new.user_id} is no cadre's id"
+        raise RuleViolationError(msg)
+    _still_in_pool(cadre)
+    if unit_path != cadre.org_path:
+        msg = f"a cadre's own grant is at the cadre's own unit, not {new.org_code}"
+        raise RuleViolationError(msg)
 
 
 def revoke(access: Access, user_id: str) -> list[Event]:

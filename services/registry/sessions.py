@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from runtime import clock
-from runtime.auth import CurrentActor
+from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.db import own_user, row_security
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.service import service_of
@@ -52,7 +52,7 @@ def _hash(session_id: str) -> bytes:
     return hashlib.sha256(session_id.encode()).digest()
 
 
-@router.post("/sessions", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/sessions", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=OWN_RECORD)
 async def open_session(body: OpenSession, request: Request, actor: CurrentActor) -> None:
     """Record a session of yours as open (the console, at sign-in)."""
     now = clock.now()
@@ -72,7 +72,9 @@ async def open_session(body: OpenSession, request: Request, actor: CurrentActor)
         )
 
 
-@router.get("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.get(
+    "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, openapi_extra=OWN_RECORD
+)
 async def session_open(session_id: SessionId, request: Request, actor: CurrentActor) -> Response:
     """204 while this session of yours is open; 404 once it ended (signed out, over, or your grant went)."""
     found = await service_of(request).pool.fetchval(
@@ -88,7 +90,7 @@ async def session_open(session_id: SessionId, request: Request, actor: CurrentAc
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=OWN_RECORD)
 async def end_session(session_id: SessionId, request: Request, actor: CurrentActor) -> None:
     """End a session of yours (the console, at sign-out): a copy of its cookie opens nothing after."""
     await service_of(request).pool.execute(

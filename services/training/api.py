@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response, status
 
-from runtime.auth import CurrentActor
+from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Change, Create, Day
@@ -20,6 +20,8 @@ from services.training.commands import (
     Enrol,
     LogSelfStudy,
     RecordAttendance,
+    RejectSelfStudy,
+    ReportSelfStudy,
     ScheduleProgram,
     TrainingCommands,
     Withdraw,
@@ -30,6 +32,7 @@ from services.training.queries import (
     PostingView,
     ProgramView,
     RecommendationView,
+    SelfStudyReportView,
     TrainingQueries,
     TrainingRecord,
 )
@@ -96,6 +99,45 @@ async def log_self_study(cadre_id: UUID, body: LogSelfStudy, act: Create, cmd: C
     return act.tagged(await cmd.log_self_study(act.ctx, cadre_id, body))
 
 
+@router.post(
+    "/cadres/{cadre_id}/self-study-reports",
+    status_code=status.HTTP_201_CREATED,
+    tags=["cadres"],
+    openapi_extra=OWN_RECORD,
+)
+async def report_self_study(cadre_id: UUID, body: ReportSelfStudy, act: Create, cmd: Commands) -> Accepted:
+    """A cadre reports their own self-study (their own grant only): it counts once an organizer confirms it."""
+    return act.tagged(await cmd.report_self_study(act.ctx, cadre_id, body))
+
+
+@router.post("/cadres/{cadre_id}/self-study-reports/{entry_id}/confirmation", tags=["cadres"])
+async def confirm_self_study(cadre_id: UUID, entry_id: UUID, act: Change, cmd: Commands) -> Accepted:
+    """Confirm a reported self-study (organizers of the cadre's subtree): its hours count from now on."""
+    return act.tagged(await cmd.decide_self_study(act.ctx, cadre_id, entry_id, confirm=True, expected=act.expected))
+
+
+@router.post("/cadres/{cadre_id}/self-study-reports/{entry_id}/rejection", tags=["cadres"])
+async def reject_self_study(
+    cadre_id: UUID, entry_id: UUID, body: RejectSelfStudy, act: Change, cmd: Commands
+) -> Accepted:
+    """Reject a reported self-study, saying why (organizers of the cadre's subtree): it never counts."""
+    decided = await cmd.decide_self_study(
+        act.ctx, cadre_id, entry_id, confirm=False, reason=body.reason, expected=act.expected
+    )
+    return act.tagged(decided)
+
+
+@router.get("/self-study-reports", tags=["cadres"])
+async def waiting_reports(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[SelfStudyReportView]:
+    """Self-study reported by cadres of a subtree, waiting for an organizer, oldest first."""
+    return await reads.waiting_reports(actor, under, limit)
+
+
 @router.post("/cadres/{cadre_id}/postings", status_code=status.HTTP_201_CREATED, tags=["postings"])
 async def assign_posting(cadre_id: UUID, body: AssignPosting, act: Change, cmd: Commands) -> Accepted:
     """Post a cadre: upward, downward, cold-hot exchange or urgent task (one at a time)."""
@@ -108,19 +150,19 @@ async def end_posting(cadre_id: UUID, posting_id: UUID, body: EndPosting, act: C
     return act.tagged(await cmd.end_posting(act.ctx, cadre_id, posting_id, body, act.expected))
 
 
-@router.get("/cadres/{cadre_id}/training-record", tags=["cadres"])
+@router.get("/cadres/{cadre_id}/training-record", tags=["cadres"], openapi_extra=OWN_RECORD)
 async def training_record(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> TrainingRecord:
-    """Hours per year (organized vs self-study), programmes and self-study of a cadre."""
+    """Hours per year (organized vs self-study), programmes, self-study and self-study reports of a cadre."""
     return await reads.record(actor, cadre_id)
 
 
-@router.get("/cadres/{cadre_id}/postings", tags=["postings"])
+@router.get("/cadres/{cadre_id}/postings", tags=["postings"], openapi_extra=OWN_RECORD)
 async def postings(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> list[PostingView]:
     """A cadre's postings."""
     return await reads.postings(actor, cadre_id)
 
 
-@router.get("/cadres/{cadre_id}/recommendation", tags=["postings"])
+@router.get("/cadres/{cadre_id}/recommendation", tags=["postings"], openapi_extra=OWN_RECORD)
 async def recommendation(cadre_id: UUID, actor: CurrentActor, reads: Queries) -> RecommendationView:
     """The posting kind to plan next, with the reason."""
     return await reads.recommendation(actor, cadre_id)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import Envelope, OrgCode, uuid7
+from contracts.envelope import Envelope, OrgCode, Role, uuid7
 from contracts.event import Event
 from contracts.registry import CadreRetired, Name, Text
 from contracts.training import (
@@ -20,12 +20,14 @@ from contracts.training import (
     ProgramFormat,
     SelfStudyKind,
     SelfStudyLogged,
+    SelfStudyReported,
+    Sha256,
     Topic,
     TrainingProgramScheduled,
     WithdrawalReason,
 )
-from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying, start
+from runtime.auth import can_write, require_role, require_scope
+from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, retrying, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -102,6 +104,24 @@ class LogSelfStudy(Command):
     evidence: Text = Field(min_length=1)
 
 
+class ReportSelfStudy(Command):
+    """A cadre reports their own autonomous study, with the evidence document's name and SHA-256."""
+
+    entry_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
+    kind: SelfStudyKind
+    topic: Topic
+    studied_on: date
+    hours: Hours
+    evidence_name: Name = Field(description="The evidence document's file name")
+    evidence_sha256: Sha256 = Field(description="The evidence document's SHA-256, lower-case hex")
+
+
+class RejectSelfStudy(Command):
+    """Reject a reported self-study, saying why."""
+
+    reason: Text = Field(min_length=1)
+
+
 class AssignPosting(Command):
     """Post a cadre for practical training."""
 
@@ -131,7 +151,7 @@ class TrainingCommands:
 
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
         """The cadre as training sees the registry: in scope (else 404) and in the pool (else 422)."""
-        return await pool_cadre(self._pool, ctx.actor, cadre_id)
+        return await pool_cadre(self._pool, ctx.actor, cadre_id, own=True)
 
     async def _program(self, program_id: UUID) -> rules.Program:
         history = await self._store.read_stream(program_stream(program_id))
@@ -287,6 +307,51 @@ class TrainingCommands:
             return await self._append_cadre(ctx, state, [event], cadre["org_path"])
 
         return await retrying(attempt, expected=None)
+
+    async def report_self_study(self, ctx: CommandContext, cadre_id: UUID, cmd: ReportSelfStudy) -> Accepted:
+        """A cadre reports their own study (another cadre: 404); it waits for an organizer's confirmation."""
+        cadre = await self._cadre(ctx, cadre_id)
+        require_role(ctx.actor, Role.CADRE)  # organizers log what they saw themselves (log_self_study)
+        entry_id = cmd.entry_id or uuid7()
+        event = SelfStudyReported(
+            entry_id=entry_id,
+            cadre_id=cadre_id,
+            kind=cmd.kind,
+            topic_studied=cmd.topic,
+            studied_on=cmd.studied_on,
+            hours=cmd.hours,
+            evidence_name=cmd.evidence_name,
+            evidence_sha256=cmd.evidence_sha256,
+        )
+
+        async def attempt() -> Accepted:
+            state = await self._cadre_training(cadre_id)
+            events = rules.report_self_study(state, event, ctx.day)
+            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=None)
+
+    async def decide_self_study(
+        self,
+        ctx: CommandContext,
+        cadre_id: UUID,
+        entry_id: UUID,
+        *,
+        confirm: bool,
+        reason: str = "",
+        expected: int | None = None,
+    ) -> Accepted:
+        """An organizer of the cadre's subtree confirms a waiting report (its hours count) or rejects it."""
+        can_write(ctx.actor)
+        cadre = await self._cadre(ctx, cadre_id)
+
+        async def attempt() -> Accepted:
+            state = await self._cadre_training(cadre_id)
+            check_expected(cadre_stream(cadre_id), expected, state.version)
+            events = rules.decide_report(state, entry_id, confirm=confirm, reason=reason)
+            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+
+        return await retrying(attempt, expected=expected)
 
     async def assign_posting(
         self, ctx: CommandContext, cadre_id: UUID, cmd: AssignPosting, expected: int | None

@@ -14,7 +14,10 @@ from contracts.training import (
     EnrolmentWithdrawn,
     PostingAssigned,
     PostingCompleted,
+    SelfStudyConfirmed,
     SelfStudyLogged,
+    SelfStudyRejected,
+    SelfStudyReported,
     TrainingAttendanceRecorded,
     TrainingCompleted,
     TrainingEnrolled,
@@ -76,6 +79,26 @@ SCHEMA: Final = (
     """,
     "CREATE INDEX IF NOT EXISTS self_study_cadre ON self_study (cadre_id, studied_on)",
     """
+    CREATE TABLE IF NOT EXISTS self_study_reports (
+        entry_id         uuid PRIMARY KEY,
+        cadre_id         uuid NOT NULL,
+        org_path         text COLLATE "C" NOT NULL,
+        kind             text NOT NULL,
+        topic            text NOT NULL,
+        studied_on       date NOT NULL,
+        hours            int NOT NULL,
+        evidence_name    text NOT NULL,
+        evidence_sha256  text NOT NULL,
+        status           text NOT NULL CHECK (status IN ('reported', 'confirmed', 'rejected')),
+        reported_at      timestamptz NOT NULL,
+        decided_at       timestamptz,
+        decided_by       text,
+        reason           text
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS self_study_reports_cadre ON self_study_reports (cadre_id, studied_on)",
+    "CREATE INDEX IF NOT EXISTS self_study_reports_waiting ON self_study_reports (org_path) WHERE status = 'reported'",
+    """
     CREATE TABLE IF NOT EXISTS postings (
         posting_id      uuid PRIMARY KEY,
         cadre_id        uuid NOT NULL,
@@ -98,6 +121,7 @@ SCHEMA: Final = (
     *row_security("programs", in_scope_or_above("org_path")),
     *row_security("enrolments", in_scope("org_path")),
     *row_security("self_study", in_scope("org_path")),
+    *row_security("self_study_reports", in_scope("org_path")),
     *row_security("postings", in_scope("org_path")),
 )
 
@@ -115,6 +139,9 @@ class TrainingProjection(Typed):
         TrainingCompleted,
         TrainingAttendanceRecorded,
         SelfStudyLogged,
+        SelfStudyReported,
+        SelfStudyConfirmed,
+        SelfStudyRejected,
         PostingAssigned,
         PostingCompleted,
     )
@@ -126,7 +153,7 @@ class TrainingProjection(Typed):
             await conn.execute(sql, *args)
 
 
-def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911 - a case per type
+def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0911, PLR0912, C901 - a case per type
     env, event = recorded.envelope, recorded.event
     match event:
         case TrainingProgramScheduled():
@@ -198,6 +225,36 @@ def _statement(recorded: Recorded) -> tuple[str, tuple[Any, ...]]:  # noqa: PLR0
                     event.studied_on, event.hours, event.evidence,
                 ),
             )  # fmt: skip
+        case SelfStudyReported():
+            return (
+                ("INSERT INTO self_study_reports (entry_id, cadre_id, org_path, kind, topic, studied_on, hours,"
+                " evidence_name, evidence_sha256, status, reported_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'reported', $10)"),
+                (
+                    event.entry_id, event.cadre_id, env.org_path, event.kind.value, event.topic_studied,
+                    event.studied_on, event.hours, event.evidence_name, event.evidence_sha256, env.occurred_at,
+                ),
+            )  # fmt: skip
+        case SelfStudyConfirmed():
+            # From now on it counts: it joins the self-study every reading of hours adds up.
+            return (
+                (
+                    "WITH r AS (UPDATE self_study_reports SET status = 'confirmed', decided_at = $2, decided_by = $3"
+                    " WHERE entry_id = $1 RETURNING *)"
+                    " INSERT INTO self_study (entry_id, cadre_id, org_path, kind, topic, studied_on, hours, evidence)"
+                    " SELECT entry_id, cadre_id, org_path, kind, topic, studied_on, hours,"
+                    " evidence_name || ' (SHA-256 ' || evidence_sha256 || ')' FROM r"
+                ),
+                (event.entry_id, env.occurred_at, env.actor.user),
+            )
+        case SelfStudyRejected():
+            return (
+                (
+                    "UPDATE self_study_reports SET status = 'rejected', decided_at = $2, decided_by = $3, reason = $4"
+                    " WHERE entry_id = $1"
+                ),
+                (event.entry_id, env.occurred_at, env.actor.user, event.reason),
+            )
         case PostingAssigned():
             return (
                 ("INSERT INTO postings (posting_id, cadre_id, org_path, kind, host_org_code, host_unit_name, position,"

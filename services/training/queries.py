@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from contracts.envelope import Actor
 from contracts.training import PostingKind
 from runtime import clock
-from runtime.auth import subtree_root
+from runtime.auth import require_self_or_scope, subtree_root
 from runtime.db import Reader, in_subtree_sql
 from runtime.errors import NotFoundError
 from runtime.received import cadre_stream
@@ -51,6 +51,25 @@ class SelfStudyView(BaseModel):
     evidence: str
 
 
+class SelfStudyReportView(BaseModel):
+    """Self-study a cadre reported: waiting (`reported`), `confirmed` (it counts) or `rejected` (with the reason)."""
+
+    entry_id: UUID
+    cadre_id: UUID
+    full_name: str | None = None
+    org_path: str
+    kind: str
+    topic: str
+    studied_on: date
+    hours: int
+    evidence_name: str
+    evidence_sha256: str
+    status: str
+    reported_at: datetime
+    decided_at: datetime | None
+    reason: str | None
+
+
 class TrainingRecord(BaseModel):
     """A cadre's theoretical training."""
 
@@ -60,6 +79,9 @@ class TrainingRecord(BaseModel):
     hours_by_year: list[YearHours]
     programs: list[EnrolmentView]
     self_study: list[SelfStudyView]
+    """Self-study that counts: logged by an organizer, or reported by the cadre and confirmed."""
+    reports: list[SelfStudyReportView] = []
+    """Self-study the cadre reported, newest first: waiting, confirmed or rejected."""
 
 
 class PostingView(BaseModel):
@@ -140,9 +162,10 @@ class TrainingQueries:
 
     async def _cadre(self, actor: Actor, cadre_id: UUID) -> Any:
         row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-        if row is None or not actor.covers(row["org_path"]):
+        if row is None:
             msg = f"cadre {cadre_id} not found"
             raise NotFoundError(msg)
+        require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
         return row
 
     async def record(self, actor: Actor, cadre_id: UUID) -> TrainingRecord:
@@ -162,13 +185,29 @@ class TrainingQueries:
             cadre_id,
         )
         study = await self._pool.fetch("SELECT * FROM self_study WHERE cadre_id = $1 ORDER BY studied_on", cadre_id)
+        reports = await self._pool.fetch(
+            "SELECT * FROM self_study_reports WHERE cadre_id = $1 ORDER BY reported_at DESC", cadre_id
+        )
         return TrainingRecord(
             cadre_id=cadre_id,
             yearly_hours_quota=self._quota,
             hours_by_year=[YearHours(**dict(row)) for row in hours],
             programs=[EnrolmentView(**{k: row[k] for k in EnrolmentView.model_fields}) for row in programs],
             self_study=[SelfStudyView(**{k: row[k] for k in SelfStudyView.model_fields}) for row in study],
+            reports=[_report(row) for row in reports],
         )
+
+    async def waiting_reports(self, actor: Actor, under: str | None, limit: int) -> list[SelfStudyReportView]:
+        """Self-study reported by cadres of a subtree and not decided yet, oldest first."""
+        root = await subtree_root(self._pool, actor, under)
+        rows = await self._pool.fetch(
+            "SELECT r.*, c.full_name FROM self_study_reports r LEFT JOIN pool_cadres c USING (cadre_id)"  # noqa: S608 - fixed clauses, values bound
+            f" WHERE r.status = 'reported' AND {in_subtree_sql('r.org_path', '$1')}"
+            " ORDER BY r.reported_at, r.entry_id LIMIT $2",
+            root,
+            limit,
+        )
+        return [_report(row) for row in rows]
 
     async def postings(self, actor: Actor, cadre_id: UUID) -> list[PostingView]:
         """A cadre's postings, oldest first."""
@@ -253,6 +292,11 @@ class TrainingQueries:
             limit,
         )
         return [BehindQuota(quota=self._quota, **dict(row)) for row in rows]
+
+
+def _report(row: Any) -> SelfStudyReportView:
+    found = dict(row)
+    return SelfStudyReportView(**{k: found[k] for k in SelfStudyReportView.model_fields if k in found})
 
 
 def _posting(row: Any, full_name: str | None) -> PostingView:

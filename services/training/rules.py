@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from typing import Literal
 from uuid import UUID
 
 from contracts.event import Event
@@ -18,7 +19,10 @@ from contracts.training import (
     PostingCompleted,
     PostingKind,
     PostingOutcome,
+    SelfStudyConfirmed,
     SelfStudyLogged,
+    SelfStudyRejected,
+    SelfStudyReported,
     TrainingAttendanceRecorded,
     TrainingCompleted,
     TrainingEnrolled,
@@ -26,7 +30,7 @@ from contracts.training import (
     TrainingProgramScheduled,
     WithdrawalReason,
 )
-from runtime.errors import ConflictError, RuleViolationError
+from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,19 @@ class Posting:
         return max(0, (end.year - self.starts_on.year) * 12 + end.month - self.starts_on.month)
 
 
+ReportStatus = Literal["reported", "confirmed", "rejected"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Self-study a cadre reported: it counts only once an organizer confirmed it."""
+
+    entry_id: UUID
+    studied_on: date
+    hours: int
+    status: ReportStatus = "reported"
+
+
 @dataclass(frozen=True)
 class CadreTraining:
     """A cadre's practical training as its stream in training knows it."""
@@ -240,6 +257,8 @@ class CadreTraining:
     cadre_id: UUID
     postings: tuple[Posting, ...] = ()
     self_study_entries: frozenset[UUID] = field(default_factory=frozenset)
+    reports: tuple[Report, ...] = ()
+    """Self-study the cadre reported, waiting for an organizer or decided."""
     version: int = 0
 
     @property
@@ -266,6 +285,19 @@ class CadreTraining:
                     state = replace(state, postings=postings)
                 case SelfStudyLogged():
                     state = replace(state, self_study_entries=state.self_study_entries | {event.entry_id})
+                case SelfStudyReported():
+                    report = Report(event.entry_id, event.studied_on, event.hours)
+                    state = replace(
+                        state,
+                        self_study_entries=state.self_study_entries | {event.entry_id},
+                        reports=(*state.reports, report),
+                    )
+                case SelfStudyConfirmed() | SelfStudyRejected():
+                    decided: ReportStatus = "confirmed" if isinstance(event, SelfStudyConfirmed) else "rejected"
+                    reports = tuple(
+                        replace(r, status=decided) if r.entry_id == event.entry_id else r for r in state.reports
+                    )
+                    state = replace(state, reports=reports)
             state = replace(state, version=version)
         return state
 
@@ -308,6 +340,41 @@ def end_posting(
             posting_id=posting_id, cadre_id=state.cadre_id, ended_on=ended_on, outcome=outcome, summary=summary
         )
     ]
+
+
+def report_self_study(state: CadreTraining, event: SelfStudyReported, today: date) -> list[Event]:
+    """A cadre reports their own study: a day that has come, an entry not recorded before."""
+    if event.entry_id in state.self_study_entries:
+        msg = f"self-study entry {event.entry_id} is already recorded"
+        raise ConflictError(msg)
+    if event.studied_on > today:
+        msg = "study cannot be reported for a day that has not come"
+        raise RuleViolationError(msg)
+    return [event]
+
+
+def decide_report(state: CadreTraining, entry_id: UUID, *, confirm: bool, reason: str = "") -> list[Event]:
+    """An organizer confirms a waiting report (its hours count from then on) or rejects it with a reason.
+
+    Once decided, a report stays decided: deciding it again is refused (409).
+    """
+    report = next((r for r in state.reports if r.entry_id == entry_id), None)
+    if report is None:
+        msg = f"self-study report {entry_id} not found"
+        raise NotFoundError(msg)
+    if report.status != "reported":
+        msg = f"self-study report {entry_id} is already {report.status}"
+        raise ConflictError(msg)
+    if confirm:
+        return [
+            SelfStudyConfirmed(
+                entry_id=entry_id, cadre_id=state.cadre_id, studied_on=report.studied_on, hours=report.hours
+            )
+        ]
+    if not reason.strip():
+        msg = "a rejection says why"
+        raise RuleViolationError(msg)
+    return [SelfStudyRejected(entry_id=entry_id, cadre_id=state.cadre_id, reason=reason)]
 
 
 def cut_short_on_retirement(state: CadreTraining, on: date) -> list[Event]:

@@ -88,5 +88,5 @@ def test_up_is_running_with_its_demo_at_any_hour(infra: Infra, namespace: str, t
     assert f"The reserve cadre platform: http://127.0.0.1:{port}" in output
     assert f"The platform's clock reads {at[:10]}" in output
     loaded = dict(re.findall(r"demo: (\w+): (\d+) commands sent, 0 already there", output))
-    assert set(loaded) == {"registry", "training", "assessment"}
+    assert set(loaded) == {"registry", "training", "assessment", "selection"}
     assert all(int(sent) > 0 for sent in loaded.values())

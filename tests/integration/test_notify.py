@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import random
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,19 +21,26 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
 
 from contracts import topics
-from contracts.envelope import Role
+from contracts.envelope import Actor, Role
+from contracts.registry import OrgLevel
 from deploy.local.ports import free_port
 from runtime import clock
+from runtime.auth import Permission, issue_token
+from runtime.demo import DemoLoader
 from runtime.settings import DEV_WEBHOOK_SECRET
 from services.notify import channels
 from services.notify.app import NotifySettings
 from services.notify.app import create_app as notify_app
+from services.registry.demo import Unit
+from services.selection import demo as selection_demo
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.integration.test_training import committed_offset, schedule, visible_in_training
-from tests.support import Launch, Running, auth, eventually, read_topic
+from tests.support import SECRET, Launch, Running, auth, eventually, read_topic
 
 LEADER = {"user_id": "wang.fang", "name": "Wang Fang", "email": "wang.fang@example.org", "language": "zh"}
 LEADER_AUTH = auth("wang.fang", "cn.qs.bh.bh_ly", Role.VIEWER)
@@ -373,6 +381,98 @@ async def one(notify: Running, sql: str) -> Any:
     row = await notify.service.pool.fetchrow(sql)
     assert row is not None, sql
     return row
+
+
+@pytest.mark.dates
+async def test_the_organizer_hears_of_a_procedures_notice_ending_and_its_objections_once(  # noqa: PLR0915 - one story
+    registry: Running, launch: Launch, mailbox: tuple[Mailbox, int], infra: Infra, namespace: str
+) -> None:
+    box, port = mailbox
+    notify = await start_notify(launch, port)
+    selection = await launch(selection_app, SelectionSettings, "selection")
+    await build_tree(registry.client)
+    # The city's organizer is the nearest to the county's procedures; the province's and a viewer are not told.
+    people = [("li.hua", "Li Hua", "bh", "organizer"), ("zhang.ming", "Zhang Ming", "qs", "organizer")]
+    people.append(("liu.yang", "Liu Yang", "bh_ly", "viewer"))
+    for user, name, unit, role in people:
+        body = {"subject": f"sub-{user}", "name": name, "org_code": unit, "role": role}
+        granted = await registry.client.put(f"/access/{user}", json=body, headers=PROVINCE)
+        assert granted.status_code == 200, granted.text
+    organizer = auth("li.hua", "cn.qs.bh")
+
+    # Two procedures of the county, entered late as they happened: one whose notice ended with an objection
+    # unanswered for 18 days, one on notice now with an objection received today.
+    token = issue_token(
+        SECRET,
+        Actor(user="bh-organizer", org_path="cn.qs.bh", role=Role.ORGANIZER),
+        permissions=[Permission.LATE_ENTRY],
+    )
+    loader = DemoLoader(selection.client, token, hour=10)
+    county = Unit("bh_ly", "Liuyang County", OrgLevel.COUNTY, "bh", "cn.qs.bh.bh_ly", 5, "wang.fang")
+    blocks = {
+        scenario: selection_demo.procedure_block(
+            random.Random(index), index, county, scenario=scenario, posts=[], candidates=[], today=clock.today()
+        )
+        for index, scenario in enumerate(("objection_overdue", "notice_objection"))
+    }
+    for block in blocks.values():
+        for command in block.commands:
+            await loader.send(command.method, command.url, command.body, command.day, until_known=True)
+    ended, running = (block.commands[0].body for block in blocks.values())
+    assert ended is not None
+    assert running is not None
+
+    # At once: the ended notice, and both objections; the first objection is overdue too.
+    inbox = await eventually(lambda: _inbox(notify, organizer), until=lambda items: len(items) == 4)
+    subjects = sorted(item["subject"] for item in inbox)
+    assert sum("公示期已于" in s and ended["candidate"]["full_name"] in s for s in subjects) == 1
+    assert sum("收到异议" in s for s in subjects) == 2
+    assert sum("超期未办结" in s and ended["candidate"]["full_name"] in s for s in subjects) == 1
+    assert await _inbox(notify, auth("zhang.ming", "cn.qs")) == []
+    assert await _inbox(notify, auth("liu.yang", "cn.qs.bh.bh_ly", Role.VIEWER)) == []
+    assert box.messages == []  # an organizer's grant carries no address: the inbox tells them
+    pool = notify.service.pool
+    pending = await pool.fetch("SELECT rule, due_at FROM deliveries WHERE status = 'pending' AND channel = 'inbox'")
+    assert sorted(r["rule"] for r in pending) == ["procedure_notice_ended", "procedure_objection_overdue"]
+    assert all(r["due_at"] > clock.now() for r in pending)
+
+    # The objection concluded and the procedure stopped: what was still to come is cancelled.
+    procedure = running["procedure_id"]
+    objection = next(c.body for c in blocks["notice_objection"].commands if c.url.endswith("/objections"))
+    assert objection is not None
+    headers = CITY
+    found = {"substantiated": False, "finding": "The records were checked: unfounded"}
+    concluded = await selection.client.post(
+        f"/procedures/{procedure}/objections/{objection['objection_id']}/conclusion", json=found, headers=headers
+    )
+    assert concluded.status_code == 200, concluded.text
+    stopped = await selection.client.post(
+        f"/procedures/{procedure}/stop", json={"reason": "withdrawn"}, headers=headers
+    )
+    assert stopped.status_code == 200, stopped.text
+    await eventually(
+        lambda: pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'cancelled' AND channel = 'inbox'"),
+        until=lambda cancelled: cancelled == len(pending),
+    )
+
+    # The objection delivered a second time: nothing new is planned or sent.
+    selection_topic = f"{namespace}.{topics.SELECTION}"
+    count = await selection.service.pool.fetchval("SELECT count(*) FROM events")
+    records = await read_topic(infra.kafka_bootstrap, selection_topic, count=count)
+    raised = next(r for r in records if b'"ObjectionRaised"' in r.value)
+    planned = await pool.fetchval("SELECT count(*) FROM deliveries")
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            selection_topic, raised.value, key=raised.key, partition=raised.partition, headers=list(raised.headers)
+        )
+    finally:
+        await producer.stop()
+    await _consumed_everything(infra, selection_topic, messages=len(records) + 1)
+    await settled(notify)
+    assert await pool.fetchval("SELECT count(*) FROM deliveries") == planned
+    assert len(await _inbox(notify, organizer)) == 4
 
 
 async def _inbox(notify: Running, headers: Mapping[str, str], *, unread_only: bool = False) -> list[dict[str, Any]]:

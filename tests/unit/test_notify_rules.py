@@ -12,6 +12,7 @@ from contracts.assessment import CheckInRecorded, ReminderIssued, Severity
 from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
 from contracts.notify import Channel
+from contracts.procedure import NoticePublished, ObjectionConcluded, ObjectionRaised, ProcedureStopped, Step
 from contracts.registry import CadreNominated, CadreRetired, Language, RetirementReason
 from contracts.training import TrainingEnrolled, TrainingProgramCancelled
 from runtime import clock
@@ -142,6 +143,56 @@ def test_a_reminder_goes_to_cadre_mentor_and_leader_unless_the_rule_is_off(now: 
     assert [i.recipient.key for i in plan.intents] == [str(CADRE), str(CADRE), "bh"]
     off = rules.Policy(timezone=ZoneInfo("UTC"), disabled=frozenset({"reminder"}))
     assert rules.plan(recorded(issued), rules.Facts(), off, now).intents == []
+
+
+PROCEDURE = uuid.uuid4()
+ORGANIZED = rules.Facts(
+    unit_name="Liuyang County",
+    procedure=rules.ProcedureFacts("entry", "Sun Li", objection_due_days=10, organizers=("wang.fang", "li.hua")),
+)
+
+
+def test_the_organizers_hear_when_a_procedures_notice_ends(now: datetime, today: date) -> None:
+    notice = NoticePublished(procedure_id=PROCEDURE, starts_on=today, working_days=5, ends_on=today + timedelta(days=6))
+    plan = rules.plan(recorded(notice), ORGANIZED, UTC_POLICY, now)
+    assert [(i.rule, i.recipient) for i in plan.intents] == [
+        ("procedure_notice_ended", rules.Recipient(rules.RecipientKind.ORGANIZER, "wang.fang")),
+        ("procedure_notice_ended", rules.Recipient(rules.RecipientKind.ORGANIZER, "li.hua")),
+    ]
+    assert {i.due_at for i in plan.intents} == {midnight_utc(today + timedelta(days=7))}  # when its last day ends
+    assert {i.subject_ref for i in plan.intents} == {f"procedure:{PROCEDURE}:notice"}
+    assert plan.intents[0].context["cadre_name"] == "Sun Li"
+    # Entered late, its notice long over: the organizers hear now. Nobody organizes it: nobody hears.
+    ended = notice.model_copy(update={"ends_on": today - timedelta(days=3)})
+    assert {i.due_at for i in rules.plan(recorded(ended), ORGANIZED, UTC_POLICY, now).intents} == {now}
+    unorganized = rules.Facts(procedure=rules.ProcedureFacts("entry", "Sun Li", 10, ()))
+    assert rules.plan(recorded(notice), unorganized, UTC_POLICY, now).intents == []
+
+
+def test_an_objection_is_told_at_once_and_again_when_overdue_unless_concluded(now: datetime, today: date) -> None:
+    objection = uuid.uuid4()
+    raised = ObjectionRaised(procedure_id=PROCEDURE, objection_id=objection, received_on=today, summary="A letter")
+    plan = rules.plan(recorded(raised), ORGANIZED, UTC_POLICY, now)
+    at_once = [i for i in plan.intents if i.rule == "procedure_objection"]
+    overdue = [i for i in plan.intents if i.rule == "procedure_objection_overdue"]
+    assert len(at_once) == len(overdue) == 2
+    assert {i.due_at for i in at_once} == {None}
+    assert {i.due_at for i in overdue} == {midnight_utc(today + timedelta(days=11))}  # unanswered more than 10 days
+    assert {i.subject_ref for i in overdue} == {f"procedure:{PROCEDURE}:objection:{objection}"}
+    concluded = ObjectionConcluded(procedure_id=PROCEDURE, objection_id=objection, substantiated=False, finding="no")
+    assert rules.plan(recorded(concluded), rules.Facts(), UTC_POLICY, now).cancels == [
+        rules.Cancel(prefix=f"procedure:{PROCEDURE}:objection:{objection}")
+    ]
+    stopped = ProcedureStopped(procedure_id=PROCEDURE, at_step=Step.NOTICE, reason="withdrawn")
+    assert rules.plan(recorded(stopped), rules.Facts(), UTC_POLICY, now).cancels == [
+        rules.Cancel(prefix=f"procedure:{PROCEDURE}:")
+    ]
+
+
+def test_procedure_messages_name_the_procedures_kind_in_each_language() -> None:
+    context = {"recipient_name": "王芳", "cadre_name": "Sun Li", "procedure_kind": "entry", "ends_on": "2030-05-06"}
+    assert "进入后备干部库" in templates.render("procedure_notice_ended", Language.ZH, context)[1]
+    assert "entry into the reserve pool" in templates.render("procedure_notice_ended", Language.EN, context)[1]
 
 
 def test_notification_ids_are_deterministic_and_distinct_per_channel() -> None:
