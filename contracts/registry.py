@@ -56,6 +56,20 @@ class Education(StrEnum):
     DOCTORATE = "doctorate"
 
 
+class Ethnicity(StrEnum):
+    """Recorded only as the category the statistics count (the personal file keeps the rest, sealed)."""
+
+    HAN = "han"
+    MINORITY = "minority"
+
+
+class PartyMembership(StrEnum):
+    """Whether the cadre is a member of the party (the category the statistics count)."""
+
+    MEMBER = "member"
+    NON_PARTY = "non_party"
+
+
 class RetirementReason(StrEnum):
     """Why a cadre left the pool."""
 
@@ -91,6 +105,33 @@ class Language(StrEnum):
 
     ZH = "zh"
     EN = "en"
+
+
+class Categories(BaseModel):
+    """What the structure statistics count a cadre by, beside gender, birth date and education.
+
+    Every field is optional: absent (and in every event recorded before they existed) it reads
+    as *not recorded*. Only the category is kept here (Han or minority, not the ethnicity; the
+    year of joining the party, not the date): the sealed personal file keeps the rest.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ethnicity: Ethnicity | None = None
+    party: PartyMembership | None = None
+    party_joined_year: int | None = Field(default=None, ge=1900, le=2100)
+    """The year a member joined the party (for the years of membership)."""
+    full_time_education: Education | None = None
+    """Highest education completed in full-time study (全日制教育)."""
+    in_service_education: Education | None = None
+    """Highest education completed in in-service study (在职教育)."""
+    rank: Name | None = None
+    """The cadre's present rank (职级), as the organization names it (e.g. 正科级)."""
+    reserve_kind: Name | None = None
+    """The kind of post the cadre is a reserve for (e.g. 县处级副职), as the entry procedure names it."""
+
+
+CATEGORY_FIELDS: tuple[str, ...] = tuple(Categories.model_fields)
 
 
 class Person(BaseModel):
@@ -152,8 +193,8 @@ class CadreNominatedV1(Event):
     reason: Text
 
 
-class CadreNominated(Event):
-    """A unit nominated a person into the reserve pool."""
+class CadreNominated(Categories, Event):
+    """A unit nominated a person into the reserve pool (with the categories the statistics count, if recorded)."""
 
     event_type: ClassVar[str] = "CadreNominated"
     schema_version: ClassVar[int] = 2
@@ -182,7 +223,7 @@ class CadreNominated(Event):
     """Taken from another system's records (an import of cadres), where the nomination was made."""
 
 
-class ProfileChanges(BaseModel):
+class ProfileChanges(Categories):
     """The fields of a cadre's profile that may change; absent means unchanged."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -116,6 +116,9 @@ class IncumbentAppointed(Event):
     cadre_id: UUID | None = None
     over_quota: OverQuota | None = None
     """Set when this incumbent takes the unit beyond its approved number of the post's kind."""
+    birth_date: date | None = None
+    """The holder's date of birth, for the team's age structure (none: not recorded here; a cadre of the
+    pool's is the registry's)."""
 
 
 class IncumbentLeft(Event):

@@ -5,7 +5,7 @@ the cadres of the pool, in their own database (services share no tables). They k
 with this one projection, fed from `registry.events`, instead of a near-copy each:
 
 - `units`: code, name, level, parent, path, the pool's target size, the responsible leader;
-- `pool_cadres`: who was nominated where, name, position, grass-roots months, contact,
+- `pool_cadres`: who was nominated where, name, birth date, position, grass-roots months, contact,
   mentor, whether still in the pool and, if not, why and since when; the stream version
   of the last event applied.
 
@@ -87,6 +87,8 @@ SCHEMA: Final = (
     # Most registry events update a cadre's row: room on its page lets PostgreSQL keep the new
     # version there without touching the indexes (HOT updates; bench/, docs/performance.md).
     "ALTER TABLE pool_cadres SET (fillfactor = 60)",
+    # A cadre's birth date: the age of a leadership team's members who came from the pool (selection).
+    "ALTER TABLE pool_cadres ADD COLUMN IF NOT EXISTS birth_date date",
     *row_security("pool_cadres", in_scope("org_path")),
 )
 """The units and the cadres of the pool."""
@@ -118,6 +120,7 @@ def _nominated(recorded: Recorded) -> tuple[Any, ...]:
         p.get("language", _ZH),
         clock.date_of(env.occurred_at),
         env.stream_version,
+        p["birth_date"],
     )
 
 
@@ -199,13 +202,13 @@ _CADRE_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
     CadreNominated.event_type: (
         (
             "INSERT INTO pool_cadres (cadre_id, org_code, org_path, full_name, position, grassroots_months, user_id,"
-            " email, language, nominated_on, in_pool, version)"
+            " email, language, nominated_on, in_pool, version, birth_date)"
             " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.position, n.grassroots, n.user_id, n.email,"
-            " n.language, n.nominated_on, true, n.version"
+            " n.language, n.nominated_on, true, n.version, n.birth_date::date"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],"
-            " $8::text[], $9::text[], $10::date[], $11::int[])"
+            " $8::text[], $9::text[], $10::date[], $11::int[], $12::text[])"
             " AS n(cadre_id, org_code, org_path, full_name, position, grassroots, user_id, email, language,"
-            " nominated_on, version)"
+            " nominated_on, version, birth_date)"
             " ON CONFLICT (cadre_id) DO NOTHING"
         ),
         _nominated,

@@ -12,11 +12,12 @@ from pydantic import BaseModel
 from contracts.personal import PersonalFile
 from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
+from exchange import statistics as statistics_sheet
 from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
-from runtime.export import Table, table_response
-from runtime.http import Change, Context, Create
+from runtime.export import XLSX_TYPE, Table, table_response
+from runtime.http import Change, Context, Create, Day
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.openapi import ERASED
 from runtime.service import given, scoped, service_of
@@ -43,6 +44,7 @@ from services.registry.queries import (
     StatusCounts,
     Structure,
 )
+from services.registry.statistics import Statistics
 
 router = APIRouter()
 
@@ -223,6 +225,37 @@ async def structure(
 ) -> Structure:
     """The make-up of a subtree's pool (gender, education, age, level) and each unit's pool against its target."""
     return await reads.structure(actor, under)
+
+
+@router.get(
+    "/statistics",
+    tags=["statistics"],
+    response_model=Statistics,
+    responses={200: {"content": {XLSX_TYPE: {}}}},
+)
+async def pool_statistics(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    on: Annotated[Day | None, Query(description="The date (default: today; never after it)")] = None,
+    format: Annotated[Literal["json", "xlsx"], Query()] = "json",  # noqa: A002 - the parameter's public name
+) -> Statistics | Response:
+    """The structure statistics of a subtree's pool on a date, per unit and per level (情况统计表).
+
+    Counted by gender, age band (and the women in each), ethnicity, party membership and its years,
+    full-time and in-service education, rank and reserve kind; `not_recorded` where a cadre's record
+    lacks the field. A past date's figures are the registry's events recorded by the end of that day,
+    replayed. With `format=xlsx`, the same figures as a workbook, one sheet per level.
+    """
+    figures = await reads.statistics(actor, under, on)
+    if format == "json":
+        return figures
+    name = f"statistics-{figures.root.rsplit('.', 1)[-1]}-{figures.on.isoformat()}.xlsx"
+    return Response(
+        statistics_sheet.workbook(figures),
+        media_type=XLSX_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)

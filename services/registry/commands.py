@@ -17,6 +17,7 @@ from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.registry import (
     AccessGranted,
     CadreNominated,
+    Categories,
     Education,
     Email,
     Gender,
@@ -64,7 +65,7 @@ class RegisterOrgUnit(Command):
     target_pool_size: int = Field(default=0, ge=0, le=100_000)
 
 
-class Nominate(Command):
+class Nominate(Categories, Command):
     """Nominate a person into the reserve pool of a unit."""
 
     cadre_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
@@ -530,6 +531,7 @@ class RegistryCommands:
             **candidate.model_dump(),
             reason=f"admitted by procedure{kind}, {concluded.document_number} of {concluded.document_date}",
             procedure_id=concluded.procedure_id,
+            reserve_kind=concluded.reserve_kind,
         )
         stream = cadre_stream(concluded.candidate_id)
         try:

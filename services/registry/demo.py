@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import Any, Final
 
 import httpx
 
@@ -119,6 +120,8 @@ class DemoCadre:
     mentor: str | None
     promoted_to: str | None
     retirement: tuple[str, date, str | None] | None
+    categories: dict[str, Any] = field(default_factory=dict)
+    """What the structure statistics count beside gender, age and education (contracts.registry.Categories)."""
 
 
 @dataclass
@@ -244,7 +247,48 @@ def plan(seed: int = 7, *, cadres: int = 300, today: date | None = None) -> Demo
                 retirement=retirement,
             )
         )
+    # From a generator of their own: the cadres above stay what earlier demos made them.
+    categories_rng = random.Random(f"{seed}:categories")
+    org.cadres = [replace(cadre, categories=_categories(categories_rng, cadre)) for cadre in org.cadres]
     return org
+
+
+RANKS: Final = {
+    OrgLevel.TOWNSHIP: ("副科级", "正科级"),
+    OrgLevel.COUNTY: ("正科级", "副处级"),
+    OrgLevel.MUNICIPAL: ("副处级", "正处级"),
+    OrgLevel.PROVINCIAL: ("正处级", "副厅级"),
+}
+RESERVE_TIERS: Final = {
+    OrgLevel.TOWNSHIP: "乡科级",
+    OrgLevel.COUNTY: "县处级",
+    OrgLevel.MUNICIPAL: "地厅级",
+    OrgLevel.PROVINCIAL: "省部级",
+}
+EDUCATIONS: Final = ("secondary", "college", "bachelor", "master", "doctorate")
+
+
+def _categories(rng: random.Random, cadre: DemoCadre) -> dict[str, Any]:
+    """A cadre's categories: one in ten recorded before they were (none), the rest drawn plausibly."""
+    if rng.random() < 0.1:
+        return {}
+    level = cadre.unit.level
+    found: dict[str, Any] = {"ethnicity": "minority" if rng.random() < 0.12 else "han"}
+    if rng.random() < 0.85:
+        first = cadre.birth_date.year + 20
+        found |= {"party": "member", "party_joined_year": rng.randint(first, max(first, cadre.nominated_on.year))}
+    else:
+        found["party"] = "non_party"
+    highest = EDUCATIONS.index(cadre.education)
+    if highest > 1 and rng.random() < 0.4:  # the highest degree earned while working
+        found |= {"full_time_education": EDUCATIONS[highest - 1], "in_service_education": cadre.education}
+    else:
+        found["full_time_education"] = cadre.education
+    ranks = RANKS.get(level, ("副处级", "正处级"))
+    found["rank"] = ranks[0] if rng.random() < 0.7 else ranks[1]
+    kind = "正职" if rng.random() < 0.25 else "副职"
+    found["reserve_kind"] = RESERVE_TIERS.get(level, "县处级") + kind
+    return found
 
 
 @dataclass(frozen=True)
@@ -338,6 +382,7 @@ async def _load_cadre(loader: DemoLoader, cadre: DemoCadre) -> None:
             "reason": "Recommended by the unit's democratic evaluation",
             "user_id": cadre.user_id,
             "email": f"{cadre.user_id}@qingshan.example.org",
+            **cadre.categories,
         },
         cadre.nominated_on,
     )

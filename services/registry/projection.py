@@ -8,6 +8,7 @@ from typing import Any, Final
 from contracts.assessment import AssessmentCycleOpened, EvaluationRecorded
 from contracts.envelope import canonical_json
 from contracts.registry import (
+    CATEGORY_FIELDS,
     Basis,
     CadreNominated,
     CadreProfileUpdated,
@@ -122,6 +123,19 @@ SCHEMA: Final = (
     # there without touching the indexes (a HOT update: about a third less of the database's work per
     # event in bench/). Pages written from now on keep it.
     "ALTER TABLE cadres SET (fillfactor = 60)",
+    # The categories the structure statistics count (contracts.registry.Categories; null: not recorded).
+    *(
+        f"ALTER TABLE cadres ADD COLUMN IF NOT EXISTS {column} {kind}"
+        for column, kind in (
+            ("ethnicity", "text"),
+            ("party", "text"),
+            ("party_joined_year", "int"),
+            ("full_time_education", "text"),
+            ("in_service_education", "text"),
+            ("rank", "text"),
+            ("reserve_kind", "text"),
+        )
+    ),
     # Who reads what (row-level security, runtime.db): an actor its subtree.
     *row_security("org_units", in_scope("path")),
     *row_security("cadres", in_scope("org_path")),
@@ -229,16 +243,20 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
         (
             "INSERT INTO cadres (cadre_id, org_code, org_path, full_name, gender, birth_date, birth_date_precision,"
             " education, current_position, years_of_service, grassroots_months, user_id, email, language, reason,"
-            " status, nominated_at, version, updated_at, basis, procedure_id)"
+            " status, nominated_at, version, updated_at, basis, procedure_id, ethnicity, party, party_joined_year,"
+            " full_time_education, in_service_education, rank, reserve_kind)"
             " SELECT n.cadre_id, n.org_code, n.org_path, n.full_name, n.gender, n.birth_date::date, n.precision,"
             " n.education, n.position, n.years, n.grassroots, n.user_id, n.email, n.language, n.reason,"
-            " 'in_pool', n.nominated_at, n.version, n.updated_at, n.basis, n.procedure_id"
+            " 'in_pool', n.nominated_at, n.version, n.updated_at, n.basis, n.procedure_id, n.ethnicity, n.party,"
+            " n.party_joined_year, n.full_time_education, n.in_service_education, n.rank, n.reserve_kind"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
             " $8::text[], $9::text[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[], $15::text[],"
-            " $16::timestamptz[], $17::int[], $18::timestamptz[], $19::text[], $20::uuid[])"
+            " $16::timestamptz[], $17::int[], $18::timestamptz[], $19::text[], $20::uuid[], $21::text[],"
+            " $22::text[], $23::int[], $24::text[], $25::text[], $26::text[], $27::text[])"
             " AS n(cadre_id, org_code, org_path, full_name, gender, birth_date, precision, education, position,"
             " years, grassroots, user_id, email, language, reason, nominated_at, version, updated_at, basis,"
-            " procedure_id)"
+            " procedure_id, ethnicity, party, party_joined_year, full_time_education, in_service_education, rank,"
+            " reserve_kind)"
         ),
         list,  # one nomination per cadre: nothing to fold
     ),
@@ -250,10 +268,17 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " grassroots_months = coalesce(u.grassroots, c.grassroots_months),"
             " user_id = coalesce(u.user_id, c.user_id),"
             " email = coalesce(u.email, c.email), language = coalesce(u.language, c.language),"
+            " ethnicity = coalesce(u.ethnicity, c.ethnicity), party = coalesce(u.party, c.party),"
+            " party_joined_year = coalesce(u.party_joined_year, c.party_joined_year),"
+            " full_time_education = coalesce(u.full_time_education, c.full_time_education),"
+            " in_service_education = coalesce(u.in_service_education, c.in_service_education),"
+            " rank = coalesce(u.rank, c.rank), reserve_kind = coalesce(u.reserve_kind, c.reserve_kind),"
             " version = greatest(c.version, u.version), updated_at = greatest(c.updated_at, u.updated_at)"
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[],"
-            " $8::text[], $9::text[], $10::int[], $11::timestamptz[])"
-            " AS u(cadre_id, full_name, position, education, years, grassroots, user_id, email, language, version,"
+            " $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[], $14::text[], $15::text[],"
+            " $16::text[], $17::int[], $18::timestamptz[])"
+            " AS u(cadre_id, full_name, position, education, years, grassroots, user_id, email, language, ethnicity,"
+            " party, party_joined_year, full_time_education, in_service_education, rank, reserve_kind, version,"
             " updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
         _fold_changes,
@@ -354,6 +379,7 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per e
                 env.recorded_at,
                 Basis.of(event.get("procedure_id"), imported=event.get("imported", False)).value,
                 event.get("procedure_id"),
+                *(event.get(field) for field in CATEGORY_FIELDS),
             )
         case CadreProfileUpdated.event_type:
             changes = event["changes"]
@@ -367,6 +393,7 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per e
                 changes.get("user_id"),
                 changes.get("email"),
                 changes.get("language"),
+                *(changes.get(field) for field in CATEGORY_FIELDS),
                 env.stream_version,
                 env.recorded_at,
             )

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel
 
-from contracts.envelope import Actor, Role, is_org_path
+from contracts.envelope import Actor, Envelope, Role, is_org_path
 from contracts.personal import PersonalFile, Sealed
-from contracts.registry import Basis, Education, Gender, Person, RetirementReason
+from contracts.registry import CATEGORY_FIELDS, Basis, Education, Gender, Person, RetirementReason
 from exchange import lrmx
 from runtime import clock
 from runtime.auth import require_role, require_self_or_scope, subtree_root
 from runtime.db import Reader, in_subtree_sql, reading
 from runtime.errors import CommandError, GoneError, NotFoundError
 from runtime.keystore import KeyStore
+from runtime.projection import Recorded
 from runtime.store import EventStore
-from services.registry import rules
+from services.registry import rules, statistics
+from services.registry.statistics import AGE_BANDS
 
 
 class OrgUnitView(BaseModel):
@@ -132,9 +134,6 @@ class Structure(BaseModel):
     by_age_band: dict[str, int]
     by_level: dict[str, int]
     units: list[UnitHealth]
-
-
-AGE_BANDS = ((0, 30, "under 30"), (30, 35, "30-34"), (35, 40, "35-39"), (40, 45, "40-44"), (45, 200, "45 and over"))
 
 
 class GrantView(BaseModel):
@@ -459,6 +458,55 @@ class RegistryQueries:
             by_level=by["level"],
             units=[UnitHealth(**dict(row)) for row in units],
         )
+
+    async def statistics(self, actor: Actor, under: str | None, on: date | None) -> statistics.Statistics:
+        """The structure statistics of a subtree's pool on a date (default: today), per unit and per level.
+
+        Today's are counted from the projection; a past date's from the registry's events recorded
+        by the end of that day (what a replay of that day gives). A date after today is refused.
+        """
+        root = await subtree_root(self._pool, actor, under, table="org_units")
+        today = clock.today()
+        day = on or today
+        if day > today:
+            msg = f"{day} is after today ({today}): there are no statistics of it yet"
+            raise CommandError(msg)
+        end = clock.start_of(day + timedelta(days=1))
+        units = await self._pool.fetch(
+            f"SELECT code, name, level, path FROM org_units WHERE {in_subtree_sql('path', '$1')}"  # noqa: S608 - fixed SQL
+            " AND registered_at < $2 ORDER BY path",
+            root,
+            end,
+        )
+        root_name = next((u["name"] for u in units if u["path"] == root), root.rsplit(".", 1)[-1])
+        members: list[statistics.Member]
+        if day == today:
+            rows = await self._pool.fetch(
+                f"SELECT org_code, gender, birth_date, {', '.join(CATEGORY_FIELDS)} FROM cadres"  # noqa: S608 - fixed SQL
+                f" WHERE status = 'in_pool' AND {in_subtree_sql('org_path', '$1')}",
+                root,
+            )
+            members = [statistics.member_of_row(row) for row in rows]
+        else:
+            members = statistics.pool_on(await self._events_before(root, end), root)
+        return statistics.tally(
+            root,
+            root_name,
+            day,
+            (statistics.Unit(u["code"], u["name"], u["level"]) for u in units),
+            members,
+        )
+
+    async def _events_before(self, root: str, end: datetime) -> list[Recorded]:
+        """The registry's own events a pool's statistics fold, of a subtree, recorded before `end`, in order."""
+        rows = await self._pool.fetch(
+            "SELECT body FROM events WHERE (org_path = $1 OR starts_with(org_path, $1 || '.'))"
+            " AND event_type = ANY($2::text[]) AND recorded_at < $3 ORDER BY position",
+            root,
+            list(statistics.EVENT_TYPES),
+            end,
+        )
+        return [Recorded.from_envelope(Envelope.from_bytes(row["body"])) for row in rows]
 
     async def grants(self, actor: Actor, under: str | None) -> list[GrantView]:
         """The grants of a subtree (default: the actor's), unit by unit."""

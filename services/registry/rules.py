@@ -16,6 +16,7 @@ from uuid import UUID
 from contracts.envelope import Role
 from contracts.event import Event
 from contracts.registry import (
+    CATEGORY_FIELDS,
     AccessGranted,
     AccessRevoked,
     CadreNominated,
@@ -214,6 +215,7 @@ class Cadre:
                     user_id=event.user_id,
                     email=event.email,
                     language=event.language,
+                    **{field: getattr(event, field) for field in CATEGORY_FIELDS},
                 )
                 cadre = Cadre(
                     event.cadre_id,

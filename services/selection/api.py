@@ -28,6 +28,7 @@ from services.selection.commands import (
     WithdrawSuccessor,
 )
 from services.selection.queries import KindCount, PoolUse, ReadinessChange, SelectionQueries, Strength, TeamView
+from services.selection.team_ages import TeamStructure
 
 router = APIRouter()
 
@@ -122,6 +123,16 @@ async def rate_potential(cadre_id: UUID, body: RatePotential, act: Create, cmd: 
 async def team(org_code: OrgCode, actor: CurrentActor, reads: Queries, on: Day | None = None) -> TeamView:
     """A unit's team as of a day (default today): counts per kind, posts, holders, successors with readiness."""
     return await reads.team(actor, org_code, on)
+
+
+@router.get("/team-ages", tags=["teams"])
+async def ages(actor: CurrentActor, reads: Queries, under: Under = None, on: Day | None = None) -> TeamStructure:
+    """The age structure of each leadership team of a subtree on a day (default today).
+
+    Its members by age band and kind of post, and the average age; `not_recorded` where a holder's
+    birth date is not known (recorded with the incumbent, else the registry's for a pool cadre).
+    """
+    return await reads.team_ages(actor, under, on)
 
 
 @router.get("/posts/counts", tags=["teams"], response_model=list[KindCount])

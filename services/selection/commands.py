@@ -69,6 +69,7 @@ class RecordIncumbent(Command):
     ends_by: date | None = Field(default=None, description="When the age limit or the end of term comes")
     cadre_id: UUID | None = None
     over_quota: OverQuota | None = Field(default=None, description="The decision that allows going beyond the quota")
+    birth_date: date | None = Field(default=None, description="The holder's, for the team's age structure")
 
 
 class EndTenure(Command):
@@ -185,6 +186,7 @@ class SelectionCommands:
                 cadre_id=cmd.cadre_id,
                 over_quota=cmd.over_quota,
                 today=ctx.day,
+                birth_date=cmd.birth_date,
             ),
         )
 

@@ -73,6 +73,8 @@ SCHEMA: Final = (
     """,
     # The appointment procedure that decided a tenure (none: recorded by one decision, without a procedure).
     "ALTER TABLE tenures ADD COLUMN IF NOT EXISTS procedure_id uuid",
+    # The holder's birth date as recorded with the incumbent (a pool cadre's is the registry's: pool_cadres).
+    "ALTER TABLE tenures ADD COLUMN IF NOT EXISTS birth_date date",
     "CREATE INDEX IF NOT EXISTS tenures_post ON tenures (post_id, starts_on)",
     "CREATE INDEX IF NOT EXISTS tenures_subtree ON tenures (org_path, starts_on)",
     """
@@ -232,12 +234,13 @@ async def _tenure(conn: Conn, recorded: Recorded) -> None:
     decision = event.over_quota
     await conn.execute(
         "INSERT INTO tenures (event_id, post_id, org_path, kind, holder_name, cadre_id, from_pool, starts_on, ends_by,"
-        " over_quota_document, over_quota_reason, procedure_id)"
-        " SELECT $1, $2, $3, p.kind, $4, $5, $6, $7, $8, $9, $10, $11 FROM posts p WHERE p.post_id = $2"
+        " over_quota_document, over_quota_reason, procedure_id, birth_date)"
+        " SELECT $1, $2, $3, p.kind, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM posts p WHERE p.post_id = $2"
         " ON CONFLICT (event_id) DO NOTHING",
         env.event_id, event.post_id, env.org_path, name, event.cadre_id, appointed, starts, event.ends_by,
         decision.document_number if decision else None, decision.reason if decision else None,
         event.procedure_id if isinstance(event, CadreAppointed) else None,
+        None if isinstance(event, CadreAppointed) else event.birth_date,
     )  # fmt: skip
     if isinstance(event, CadreAppointed):
         await conn.execute(

@@ -16,7 +16,8 @@ from contracts.selection import PostKind, Readiness
 from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Reader, in_subtree_sql
-from runtime.errors import NotFoundError
+from runtime.errors import CommandError, NotFoundError
+from services.selection import team_ages
 
 ACTIVE_ON = "t.starts_on <= $2 AND (t.left_on IS NULL OR t.left_on > $2)"
 """A tenure held on day $2."""
@@ -284,6 +285,33 @@ class SelectionQueries:
                 for r in posts
             ],
         )
+
+    async def team_ages(self, actor: Actor, under: str | None, on: date | None) -> team_ages.TeamStructure:
+        """The age structure of each leadership team of a subtree on a day (default today; never after it).
+
+        Who held a post that day (by the tenures' dates); a holder's birth date is the one recorded with
+        the incumbent, else the registry's for a cadre of the pool.
+        """
+        root = await subtree_root(self._db, actor, under)
+        today = clock.today()
+        day = on or today
+        if day > today:
+            msg = f"{day} is after today ({today}): the teams of a day to come are not known"
+            raise CommandError(msg)
+        rows = await self._db.fetch(
+            f"""
+            SELECT p.org_code, u.name AS unit_name, u.level, t.kind, coalesce(t.birth_date, c.birth_date) AS birth_date
+            FROM tenures t JOIN posts p ON p.post_id = t.post_id JOIN units u ON u.code = p.org_code
+            LEFT JOIN pool_cadres c ON c.cadre_id = t.cadre_id
+            WHERE {in_subtree_sql("t.org_path", "$1")} AND {ACTIVE_ON}
+            ORDER BY u.path, t.kind DESC
+            """,  # noqa: S608 - our own fragments; values are parameters
+            root,
+            day,
+        )
+        name = await self._db.fetchval("SELECT name FROM units WHERE path = $1", root)
+        seats = (team_ages.Seat(r["org_code"], r["unit_name"], r["level"], r["kind"], r["birth_date"]) for r in rows)
+        return team_ages.tally(root, name or root.rsplit(".", 1)[-1], day, seats)
 
     async def readiness_history(self, actor: Actor, post_id: UUID, cadre_id: UUID) -> list[ReadinessChange]:
         """How a successor's readiness for a post was set and reviewed, oldest first."""

@@ -167,6 +167,7 @@ def appoint_incumbent(
     cadre_id: UUID | None,
     over_quota: OverQuota | None,
     today: date,
+    birth_date: date | None = None,
 ) -> list[Event]:
     """Record who holds a vacant post (a present member of the team, or someone from outside the pool)."""
     post = team.post(post_id)
@@ -174,6 +175,9 @@ def appoint_incumbent(
         msg = f"post {post.title} is held by {post.holder.name}: record that tenure's end first"
         raise RuleViolationError(msg)
     _dates(starts_on, ends_by, today)
+    if birth_date is not None and birth_date >= starts_on:
+        msg = f"a holder born on {birth_date} cannot hold a post from {starts_on}"
+        raise RuleViolationError(msg)
     decision = _quota_check(team, post, over_quota)
     return [
         IncumbentAppointed(
@@ -183,6 +187,7 @@ def appoint_incumbent(
             ends_by=ends_by,
             cadre_id=cadre_id,
             over_quota=decision,
+            birth_date=birth_date,
         )
     ]
 

@@ -7,6 +7,7 @@ import importlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -91,6 +92,19 @@ async def test_a_county_organizer_signs_in_and_sees_only_the_county(console: Con
     assert len(lines) == 1 + len(in_county)  # a header, then every cadre the list shows (all its pages)
     workbook = await console.client.get("/pool/export?status=in_pool")
     assert workbook.content[:2] == b"PK"  # an XLSX (a zip), for Excel
+
+    # The structure statistics as of a date: the demo's categories counted, the table as XLSX, no date to come.
+    figures = await console.client.get(f"/statistics?on={clock.today().isoformat()}")
+    assert figures.status_code == 200, figures.text[-500:]
+    assert 'id="ethnicity-h"' in figures.text
+    assert 'id="reserve_kind-h"' in figures.text
+    assert "not_recorded" not in figures.text  # a word, not the code
+    assert any(c.categories.get("reserve_kind", "-") in figures.text for c in in_county)
+    table = await console.client.get("/statistics/export")
+    assert table.content[:2] == b"PK"
+    tomorrow = (clock.today() + timedelta(days=1)).isoformat()
+    assert 400 <= (await console.client.get(f"/statistics?on={tomorrow}")).status_code < 500
+    assert (await console.client.get("/statistics?on=someday")).status_code == 422
 
 
 async def test_forms_without_their_csrf_token_are_refused(console: ConsoleStack) -> None:

@@ -9,10 +9,12 @@ from babel.messages.extract import extract_from_dir
 from contracts import catalog
 from contracts.assessment import CyclePeriod, Grade, Severity
 from contracts.envelope import Role
-from contracts.registry import Education, Gender, OrgLevel, RetirementReason
+from contracts.registry import Education, Ethnicity, Gender, OrgLevel, PartyMembership, RetirementReason
 from contracts.training import PostingKind, PostingOutcome
 from services.console import i18n
-from services.registry.queries import AGE_BANDS
+from services.console.screens.statistics import GROUPS
+from services.registry.statistics import AGE_BANDS, NOT_RECORDED, PARTY_YEARS
+from services.selection.team_ages import TEAM_AGE_BANDS
 
 TEMPLATES = Path(i18n.HERE) / "templates"
 
@@ -27,6 +29,8 @@ def _shown_values() -> set[str]:
         Role,
         Education,
         Gender,
+        Ethnicity,
+        PartyMembership,
         OrgLevel,
         RetirementReason,
         Grade,
@@ -39,6 +43,9 @@ def _shown_values() -> set[str]:
     values |= {"in_pool", "retired", "any", "max_age", "min_age", "education", "years_of_service"}
     values |= {"political_integrity", "ability", "diligence", "performance", "probity"}
     values |= {label for _, _, label in AGE_BANDS}
+    values |= {label for _, _, label in PARTY_YEARS} | {NOT_RECORDED}
+    values |= {title for _, title in GROUPS}
+    values |= {label for _, _, label in TEAM_AGE_BANDS}
     values |= {model.event_type for model in catalog.CURRENT}
     return values
 

@@ -1,0 +1,254 @@
+"""The structure statistics of the pool as of a date (pure functions).
+
+Each cadre in the pool on the date is counted, per unit and per level of its unit, by gender, age
+band (and the women in each band), ethnicity (Han or minority), party membership and its years,
+full-time and in-service education, rank and reserve kind: the table organization departments
+file (情况统计表), one sheet per level.
+
+The cadres come from the projection (today) or from folding the registry's events recorded up to
+the end of the date (`pool_on`): both are tallied by `tally`, so a past date's figures are what a
+replay of the events recorded by then gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date
+from typing import Any, Final
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from contracts.envelope import in_subtree
+from contracts.registry import (
+    CATEGORY_FIELDS,
+    CadreNominated,
+    CadreProfileUpdated,
+    CadreRetired,
+    Education,
+    Ethnicity,
+    Gender,
+    OrgLevel,
+    PartyMembership,
+)
+from runtime.projection import Recorded
+from services.registry import rules
+
+NOT_RECORDED: Final = "not_recorded"
+"""The category of a cadre for whom a field was never recorded (every event before the field existed)."""
+
+AGE_BANDS: Final = (
+    (0, 30, "under 30"),
+    (30, 35, "30-34"),
+    (35, 40, "35-39"),
+    (40, 45, "40-44"),
+    (45, 200, "45 and over"),
+)
+"""Full years of age on the date: [low, high)."""
+
+PARTY_YEARS: Final = (
+    (0, 5, "under 5 years"),
+    (5, 10, "5-9 years"),
+    (10, 20, "10-19 years"),
+    (20, 200, "20 years and over"),
+)
+"""Full calendar years of membership on the date (the year joined counts as none): [low, high)."""
+
+EVENT_TYPES: Final = (CadreNominated.event_type, CadreProfileUpdated.event_type, CadreRetired.event_type)
+"""The events the pool's statistics fold."""
+
+LEVEL_ORDER: Final = tuple(level.value for level in OrgLevel)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One cadre of the pool, as the statistics see it (no name, nothing sealed)."""
+
+    org_code: str
+    gender: str
+    birth_date: date
+    ethnicity: str | None = None
+    party: str | None = None
+    party_joined_year: int | None = None
+    full_time_education: str | None = None
+    in_service_education: str | None = None
+    rank: str | None = None
+    reserve_kind: str | None = None
+
+
+def member_of_row(row: Any) -> Member:
+    """A projection row (`cadres`, an asyncpg record) as a member."""
+    return Member(
+        org_code=row["org_code"],
+        gender=row["gender"],
+        birth_date=row["birth_date"],
+        **{field: row[field] for field in CATEGORY_FIELDS},
+    )
+
+
+def pool_on(events: Iterable[Recorded], root_path: str) -> list[Member]:
+    """Fold the registry's events (in recorded order) into the members of the pool of a subtree."""
+    members: dict[UUID, tuple[str, Member]] = {}
+    for recorded in events:
+        event = recorded.event
+        if isinstance(event, CadreNominated):
+            categories = {field: _plain(getattr(event, field)) for field in CATEGORY_FIELDS}
+            members[event.cadre_id] = (
+                recorded.envelope.org_path,
+                Member(event.org_code, event.gender.value, event.birth_date, **categories),
+            )
+        elif isinstance(event, CadreProfileUpdated) and event.cadre_id in members:
+            path, member = members[event.cadre_id]
+            changed = {f: _plain(v) for f in CATEGORY_FIELDS if (v := getattr(event.changes, f)) is not None}
+            if changed:
+                members[event.cadre_id] = (path, replace(member, **changed))
+        elif isinstance(event, CadreRetired):
+            members.pop(event.cadre_id, None)
+    return [member for path, member in members.values() if in_subtree(path, root_path)]
+
+
+def _plain(value: object) -> Any:
+    return value.value if isinstance(value, Education | Ethnicity | PartyMembership | Gender) else value
+
+
+class Row(BaseModel):
+    """One line of the table: a unit's cadres in the pool (or a level's, or the subtree's), by category."""
+
+    code: str | None
+    """The unit's code; none on a total line."""
+    name: str
+    level: str | None
+    total: int
+    average_age: float | None
+    counts: dict[str, dict[str, int]]
+    """Group (see `Statistics.groups`) → category → cadres; every category of the group, zeros too."""
+
+
+class LevelSheet(BaseModel):
+    """The cadres of the units of one level: a line per unit, and the level's total."""
+
+    level: str
+    total: Row
+    units: list[Row]
+
+
+class Statistics(BaseModel):
+    """The structure statistics of a subtree's pool on a date."""
+
+    root: str
+    on: date
+    total: Row
+    groups: dict[str, list[str]]
+    """Each group's categories, in the order of the table's columns."""
+    levels: list[LevelSheet]
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """An org unit a line of the table may stand for."""
+
+    code: str
+    name: str
+    level: str
+
+
+def _band(value: int, bands: tuple[tuple[int, int, str], ...]) -> str:
+    return next(label for low, high, label in bands if low <= value < high)
+
+
+def _categories(member: Member, on: date) -> dict[str, str]:
+    age = rules.age_on(member.birth_date, on)
+    band = _band(age, AGE_BANDS)
+    if member.party != PartyMembership.MEMBER.value:
+        years = None
+    elif member.party_joined_year is None or member.party_joined_year > on.year:
+        years = NOT_RECORDED
+    else:
+        years = _band(on.year - member.party_joined_year, PARTY_YEARS)
+    found = {
+        "gender": member.gender,
+        "age": band,
+        "ethnicity": member.ethnicity or NOT_RECORDED,
+        "party": member.party or NOT_RECORDED,
+        "full_time_education": member.full_time_education or NOT_RECORDED,
+        "in_service_education": member.in_service_education or NOT_RECORDED,
+        "rank": member.rank or NOT_RECORDED,
+        "reserve_kind": member.reserve_kind or NOT_RECORDED,
+    }
+    if member.gender == Gender.FEMALE.value:
+        found["women_by_age"] = band
+    if years is not None:
+        found["party_years"] = years
+    return found
+
+
+def _groups(members: list[Member]) -> dict[str, list[str]]:
+    educations = [e.value for e in Education]
+    bands = [label for _, _, label in AGE_BANDS]
+    return {
+        "gender": [g.value for g in Gender],
+        "age": bands,
+        "women_by_age": bands,
+        "ethnicity": [*(e.value for e in Ethnicity), NOT_RECORDED],
+        "party": [*(p.value for p in PartyMembership), NOT_RECORDED],
+        "party_years": [*(label for _, _, label in PARTY_YEARS), NOT_RECORDED],
+        "full_time_education": [*educations, NOT_RECORDED],
+        "in_service_education": [*educations, NOT_RECORDED],
+        "rank": [*sorted({m.rank for m in members if m.rank}), NOT_RECORDED],
+        "reserve_kind": [*sorted({m.reserve_kind for m in members if m.reserve_kind}), NOT_RECORDED],
+    }
+
+
+class _Line:
+    def __init__(self, groups: dict[str, list[str]]) -> None:
+        self.total = 0
+        self.ages = 0
+        self.counts = {group: dict.fromkeys(categories, 0) for group, categories in groups.items()}
+
+    def add(self, categories: dict[str, str], age: int) -> None:
+        self.total += 1
+        self.ages += age
+        for group, category in categories.items():
+            self.counts[group][category] += 1
+
+    def row(self, code: str | None, name: str, level: str | None) -> Row:
+        average = round(self.ages / self.total, 1) if self.total else None
+        return Row(code=code, name=name, level=level, total=self.total, average_age=average, counts=self.counts)
+
+
+def tally(root: str, root_name: str, on: date, units: Iterable[Unit], members: Iterable[Member]) -> Statistics:
+    """Count `members` (the pool of the subtree on `on`) per unit, per level and in all.
+
+    Every unit of `units` gets its line on its level's sheet (zeros too); a level appears when
+    it has a unit.
+    """
+    pool = list(members)
+    groups = _groups(pool)
+    known = {unit.code: unit for unit in units}
+    lines = {code: _Line(groups) for code in known}
+    by_level: dict[str, _Line] = {unit.level: _Line(groups) for unit in known.values()}
+    total = _Line(groups)
+    for member in pool:
+        categories = _categories(member, on)
+        age = rules.age_on(member.birth_date, on)
+        total.add(categories, age)
+        unit = known.get(member.org_code)
+        if unit is not None:
+            lines[unit.code].add(categories, age)
+            by_level[unit.level].add(categories, age)
+    levels = sorted(by_level, key=lambda level: LEVEL_ORDER.index(level) if level in LEVEL_ORDER else len(LEVEL_ORDER))
+    return Statistics(
+        root=root,
+        on=on,
+        total=total.row(None, root_name, None),
+        groups=groups,
+        levels=[
+            LevelSheet(
+                level=level,
+                total=by_level[level].row(None, root_name, level),
+                units=[lines[u.code].row(u.code, u.name, level) for u in known.values() if u.level == level],
+            )
+            for level in levels
+        ],
+    )
