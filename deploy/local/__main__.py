@@ -9,7 +9,7 @@ import signal
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from runtime import clock
 from runtime.auth import issue_token
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.settings import DEV_AUTH_SECRET
+
+if TYPE_CHECKING:
+    from deploy.local.levels import Running as LevelsRunning
 
 app = typer.Typer(help="Run the reserve cadre platform locally.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -102,7 +105,7 @@ def _up_levels(
     from deploy.local import levels as local_levels  # noqa: PLC0415 - MirrorMaker only when asked for
 
     with console.status(f"starting {count} levels: Kafka, PostgreSQL and the services each, then MirrorMaker..."):
-        context = local_levels.run_levels(workdir, count)
+        context = local_levels.run_levels(workdir, count, consoles=True)
         running = context.__enter__()
     try:
         for level in running.levels:
@@ -115,6 +118,7 @@ def _up_levels(
                 for name, (sent, skipped) in loaded.items():
                     console.print(f"demo: {level.name}: {name}: {sent} commands sent, {skipped} already there")
             _print_stack(stack, secret, title=f"Level {level.name} (root {level.root}): running", root=level.root)
+        _print_level_consoles(running, seed=seed, cadres=cadres)
         if running.mirror is not None:
             console.print(f"MirrorMaker 2 links every level: {running.mirror.workdir / 'mm2.properties'}")
         console.print("Press Ctrl-C to stop.")
@@ -122,6 +126,25 @@ def _up_levels(
     finally:
         console.print("stopping...")
         context.__exit__(None, None, None)
+
+
+def _print_level_consoles(running: LevelsRunning, *, seed: int, cadres: int) -> None:
+    """Each level's console, and who signs in there (the demo people whose unit the level holds)."""
+    from deploy.local.keycloak import DEMO_PASSWORD  # noqa: PLC0415
+    from services.registry import demo as registry_demo  # noqa: PLC0415
+
+    org = registry_demo.plan(seed, cadres=cadres)
+    table = Table(title=f"Each level's console: sign in as (local development only; every password: {DEMO_PASSWORD})")
+    for column in ("level", "console", "user", "role", "acts at"):
+        table.add_column(column)
+    for level in running.levels:
+        front = running.stacks[level.name].console
+        address = front.url if front is not None else "-"
+        for person in registry_demo.people(running.demo_part(level)(org)):
+            table.add_row(level.name, address, person.user_id, person.role.value,
+                          f"{person.unit.name} ({person.unit.path})")  # fmt: skip
+    console.print(table)
+    console.print(f"Every console signs people in at {running.issuer} (a client of its own per level).")
 
 
 def _print_front_door(stack: local_stack.Stack) -> None:
@@ -142,7 +165,7 @@ def _print_front_door(stack: local_stack.Stack) -> None:
 
 
 def _print_stack(stack: local_stack.Stack, secret: str, *, title: str = "", root: str = "qs") -> None:
-    if stack.console is not None:
+    if stack.console is not None and not title:
         _print_front_door(stack)
     else:
         table = Table(title=title or "Reserve cadre platform: running")
@@ -246,18 +269,49 @@ def backup(
 
 @app.command()
 def restore(  # noqa: PLR0917 - typer passes its options positionally
-    dsn: Annotated[str, typer.Option(envvar="DATABASE_URL", help="The server's admin DSN")],
-    directory: Annotated[Path, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")],
     service: Annotated[str, typer.Option(help="The service whose database is put back (registry, training, ...)")],
-    to: Annotated[datetime, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")],
     bootstrap: Annotated[
         str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka: the service's consumer groups are rewound")
     ],
+    dsn: Annotated[str | None, typer.Option(help="The server's admin DSN (point-in-time restore)")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", envvar="BACKUP_DIR", help="Base backups and the WAL archive")
+    ] = None,
+    to: Annotated[
+        datetime | None, typer.Option(help="The moment, ISO 8601 with its offset (2026-12-06T17:30:00+08:00)")
+    ] = None,
     namespace: Annotated[str, typer.Option(envvar="TOPIC_NAMESPACE", help="Topic name prefix")] = "",
+    from_log: Annotated[
+        bool,
+        typer.Option(
+            "--from-log",
+            help="Fill the service's event table from its topic (and the archive), verify it, rebuild and rewind;"
+            " reads the service's own environment (DATABASE_OWNER_URL, DEPLOYMENT_ID, ...)",
+        ),
+    ] = False,
+    archive_dsn: Annotated[
+        str | None, typer.Option(help="--from-log: the audit service's database, for what the topic lacks")
+    ] = None,
+    also_topic: Annotated[
+        list[str] | None,
+        typer.Option(help="--from-log: another copy of the log as TOPIC@BOOTSTRAP (a level's mirrored topic)"),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None, typer.Option(help="--from-log: another trusted checkpoint public key, base64")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="--from-log: read this topic instead of the service's own (full name)")
+    ] = None,
 ) -> None:
-    """Put one service's database back as it was at a moment (base backup + archived WAL); stop the service first."""
+    """Put one service's database back: to a moment (base backup + archived WAL), or from the log; stop it first."""
+    if from_log:
+        _restore_from_log(service, archive_dsn, also_topic or [], public_key or [], topic)
+        return
     from deploy.local import backup as backups  # noqa: PLC0415
 
+    if dsn is None or directory is None or to is None:
+        console.print("[red]a restore to a moment needs --dsn, --dir and --to (or restore --from-log)[/red]")
+        raise typer.Exit(2)
     if to.tzinfo is None:
         console.print("[red]--to needs its offset (+08:00, Z): a moment is not a wall-clock time[/red]")
         raise typer.Exit(2)
@@ -267,6 +321,43 @@ def restore(  # noqa: PLR0917 - typer passes its options positionally
     from runtime.restore import rewind_consumers  # noqa: PLC0415
 
     for group, partitions in asyncio.run(rewind_consumers(bootstrap, service)).items():
+        console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
+
+
+def _restore_from_log(
+    service: str, archive_dsn: str | None, also: list[str], keys: list[str], topic: str | None
+) -> None:
+    """`restore --from-log`: the service's settings from its environment; exit 1 unless all is back and verified."""
+    from importlib import import_module  # noqa: PLC0415
+
+    from runtime import checkpoint  # noqa: PLC0415
+    from runtime import restore as restoring  # noqa: PLC0415
+    from runtime.settings import settings_class  # noqa: PLC0415
+
+    if service not in local_stack.SERVICES:
+        console.print(f"[red]--service: one of {', '.join(local_stack.SERVICES)}[/red]")
+        raise typer.Exit(2)
+    try:
+        copies = [restoring.LogCopy.parse(text) for text in also]
+        public_keys = [checkpoint.load_public_key(key) for key in keys]
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    module = import_module(f"services.{service}.app")
+    settings = settings_class(module)()
+    result, done = asyncio.run(
+        restoring.restore_service(
+            module.SPEC, settings, public_keys=public_keys, archive_dsn=archive_dsn, copies=copies, topic=topic
+        )
+    )
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if done is None:
+        console.print(f"{service} must not serve: nothing was rebuilt nor rewound")
+        raise typer.Exit(1)
+    for name, messages in done.rebuilt.items():
+        console.print(f"projection {service}.{name} rebuilt from {messages} events")
+    for group, partitions in done.rewound.items():
         console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
 
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,11 @@ def realm(
     *,
     redirect_uris: Sequence[str] = ("http://127.0.0.1:8080/*", "http://localhost:8080/*"),
     name: str = REALM,
+    clients: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """A realm document: the console's public PKCE client, an audience for the APIs, and `users`.
+
+    `clients` adds more consoles, client id → redirect URIs (one per level of `./dev up --levels`).
 
     Access tokens live five minutes (the console refreshes them); an SSO session ends
     after 30 idle minutes or 10 hours. Roles stay out of the provider: who acts where
@@ -104,36 +107,8 @@ def realm(
         "ssoSessionIdleTimeout": 1800,
         "ssoSessionMaxLifespan": 36000,
         "clients": [
-            {
-                "clientId": CONSOLE_CLIENT,
-                "name": "Reserve cadre console",
-                "enabled": True,
-                "publicClient": True,
-                "standardFlowEnabled": True,
-                "directAccessGrantsEnabled": False,
-                "implicitFlowEnabled": False,
-                "serviceAccountsEnabled": False,
-                "frontchannelLogout": False,
-                "fullScopeAllowed": False,
-                "redirectUris": list(redirect_uris),
-                "webOrigins": ["+"],
-                "attributes": {
-                    "pkce.code.challenge.method": "S256",
-                    "post.logout.redirect.uris": "+",
-                },
-                "protocolMappers": [
-                    {
-                        "name": "platform audience",
-                        "protocol": "openid-connect",
-                        "protocolMapper": "oidc-audience-mapper",
-                        "config": {
-                            "included.custom.audience": AUDIENCE,
-                            "access.token.claim": "true",
-                            "id.token.claim": "false",
-                        },
-                    }
-                ],
-            }
+            console_client(CONSOLE_CLIENT, redirect_uris),
+            *(console_client(client_id, uris) for client_id, uris in (clients or {}).items()),
         ],
         "users": [
             {
@@ -147,6 +122,40 @@ def realm(
                 "credentials": [{"type": "password", "value": user.password, "temporary": False}],
             }
             for user in users
+        ],
+    }
+
+
+def console_client(client_id: str, redirect_uris: Sequence[str]) -> dict[str, Any]:
+    """A console's client: public, authorization code with PKCE (S256), its tokens naming the platform's audience."""
+    return {
+        "clientId": client_id,
+        "name": "Reserve cadre console",
+        "enabled": True,
+        "publicClient": True,
+        "standardFlowEnabled": True,
+        "directAccessGrantsEnabled": False,
+        "implicitFlowEnabled": False,
+        "serviceAccountsEnabled": False,
+        "frontchannelLogout": False,
+        "fullScopeAllowed": False,
+        "redirectUris": list(redirect_uris),
+        "webOrigins": ["+"],
+        "attributes": {
+            "pkce.code.challenge.method": "S256",
+            "post.logout.redirect.uris": "+",
+        },
+        "protocolMappers": [
+            {
+                "name": "platform audience",
+                "protocol": "openid-connect",
+                "protocolMapper": "oidc-audience-mapper",
+                "config": {
+                    "included.custom.audience": AUDIENCE,
+                    "access.token.claim": "true",
+                    "id.token.claim": "false",
+                },
+            }
         ],
     }
 

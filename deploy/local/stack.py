@@ -322,6 +322,11 @@ def _own_env(stack: Stack, name: str) -> dict[str, str]:
     return own
 
 
+def linked(env: Mapping[str, str]) -> bool:
+    """Whether a deployment with this environment has a level above it or below it."""
+    return bool(env.get("PARENT_DEPLOYMENT")) or json.loads(env.get("CHILD_DEPLOYMENTS") or "{}") != {}
+
+
 def restart_service(stack: Stack, name: str) -> ServiceProcess:
     """Start service `name` again (same port, environment and log) once its process has ended.
 
@@ -347,20 +352,24 @@ def run_stack(
     env: Mapping[str, str] | None = None,
     console_port: int | None = None,
     own_env: Mapping[str, Mapping[str, str]] | None = None,
+    issuer: str | None = None,
+    console_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Bring the platform up; take it down (console first, then the services) when the block ends.
 
     `kafka` and `postgres` name servers to use (else the environment's, else started here);
     `env` is given to every service (a deployment's topology, its signing key). With
     `console_port`, people's front door too: the identity provider (a local Keycloak unless
-    OIDC_ISSUER names one) and the console on that port. `own_env` gives one service,
+    OIDC_ISSUER names one; `issuer` names a provider already running) and the console on that
+    port, with `console_env` besides (its client id at the provider). `own_env` gives one service,
     by name, what only it gets (its own database or broker address, say).
     """
     names = services or available_services()
     with contextlib.ExitStack() as parts:
         bootstrap, server_dsn = parts.enter_context(infrastructure(workdir, kafka=kafka, postgres=postgres))
         mail = parts.enter_context(mail_sink(workdir))
-        issuer = parts.enter_context(identity_provider(workdir, console_port)) if console_port else ""
+        if issuer is None:
+            issuer = parts.enter_context(identity_provider(workdir, console_port)) if console_port else ""
         stack = Stack(
             kafka_bootstrap=bootstrap,
             postgres_dsn=server_dsn,
@@ -381,7 +390,10 @@ def run_stack(
                 wait_ready(service)
             if console_port:
                 urls = {f"{name.upper()}_URL": service.url for name, service in stack.services.items()}
-                wait_ready(start_service(stack, "console", workdir / "logs", urls, port=console_port))
+                if not linked(stack.env):  # the links screen only where there are links
+                    urls.pop("SYNC_URL", None)
+                front = {**urls, **(console_env or {})}
+                wait_ready(start_service(stack, "console", workdir / "logs", front, port=console_port))
             yield stack
         finally:
             if stack.console is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-SERVICES = ("registry", "training", "assessment", "selection", "notify", "audit")
+SERVICES = ("registry", "training", "assessment", "selection", "notify", "audit", "sync")
 
 
 class ApiError(Exception):
@@ -45,13 +45,15 @@ class Apis:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """The service's answer; `ApiError` for any 4xx or 5xx."""
+        """The service's answer; `ApiError` for any 4xx or 5xx. `content`: a raw body instead of `json` (a file)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
         try:
             answer = await self.clients[service].request(
-                method, path, params=clean, json=json, headers={"Authorization": f"Bearer {token}", **(headers or {})}
-            )
+                method, path, params=clean, json=json, content=content,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+            )  # fmt: skip
         except httpx.HTTPError as error:
             raise ApiError(503, f"the {service} service does not answer ({error.__class__.__name__})") from error
         if answer.is_error:
@@ -81,3 +83,10 @@ class Apis:
     ) -> Any:
         """A command (POST, PUT, PATCH, DELETE) with a JSON body; its JSON answer."""
         return (await self.call(service, method, path, token, json=body, headers=headers)).json()
+
+    async def send_bytes(self, service: str, path: str, token: str, data: bytes) -> Any:
+        """POST a file (a signed bundle: `application/zip`); its JSON answer."""
+        answer = await self.call(
+            service, "POST", path, token, content=data, headers={"Content-Type": "application/zip"}
+        )
+        return answer.json()

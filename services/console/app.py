@@ -35,6 +35,7 @@ from services.console.pages import (
     console_of,
     vendor_url,
 )
+from services.console.screens import links
 from services.console.session import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
@@ -79,7 +80,8 @@ def create_app(  # noqa: C901, PLR0915 - the wiring of every route
     )
     app.add_middleware(GZipMiddleware, minimum_size=1000)
     # The runtime's rules of every request: size, control characters, headers, a 500 that keeps the connection.
-    app.add_middleware(Guard, service="console", headers=PAGE_HEADERS)
+    uploads = dict.fromkeys(("/links/check", "/links/import", "/links/export"), links.BUNDLE_MAX_BYTES + 1024 * 1024)
+    app.add_middleware(Guard, service="console", headers=PAGE_HEADERS, body_limits=uploads)
 
     @app.middleware("http")
     async def renew_session(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -32,13 +32,13 @@ _FORWARDED_RESPONSE = frozenset(
 
 
 def _client(console: ConsoleDep, service: str) -> httpx.AsyncClient:
-    if service not in SERVICES:
+    if service not in SERVICES or service not in console.apis.clients:
         raise ScreenError(404, f"no service {service!r}")
     return console.apis.clients[service]
 
 
 @router.get("/api")
-async def index() -> dict[str, Any]:
+async def index(console: ConsoleDep) -> dict[str, Any]:
     """The services behind this address, and where their documents are."""
     return {
         "services": {
@@ -49,6 +49,7 @@ async def index() -> dict[str, Any]:
                 "asyncapi": f"/api/{name}/asyncapi",
             }
             for name in SERVICES
+            if name in console.apis.clients
         }
     }
 

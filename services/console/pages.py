@@ -64,7 +64,7 @@ class Console:
         session: Session | None = getattr(request.state, "session", None)
         page = self.templates[language].get_template(template).render(
             request=request, session=session, csrf_field=CSRF_FIELD, path=request.url.path,
-            query=request.url.query, **context,
+            query=request.url.query, linked="sync" in self.apis.clients, **context,
         )  # fmt: skip
         return HTMLResponse(page, status_code=status)
 

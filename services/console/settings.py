@@ -26,6 +26,10 @@ class ConsoleSettings(ClockSettings, SafeSettings):
     notify_url: str = Field(default="http://127.0.0.1:8004", description="Base URL of the notify service")
     audit_url: str = Field(default="http://127.0.0.1:8005", description="Base URL of the audit service")
     selection_url: str = Field(default="http://127.0.0.1:8007", description="Base URL of the selection service")
+    sync_url: str = Field(
+        default="",
+        description="Base URL of the sync service, at a deployment linked with other levels (empty: no links screen)",
+    )
     oidc_issuer: str = Field(default="", description="Issuer URL of the identity provider people sign in with")
     oidc_client_id: str = Field(default="cadre-console", description="The console's client id at the provider")
     oidc_discovery_url: str = Field(
@@ -43,5 +47,5 @@ class ConsoleSettings(ClockSettings, SafeSettings):
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, description="How long SIGTERM may take")
 
     def service_urls(self) -> dict[str, str]:
-        """Service name → base URL."""
-        return {name: str(getattr(self, f"{name}_url")) for name in SERVICES}
+        """Service name → base URL, for each service configured (the sync service is optional)."""
+        return {name: str(getattr(self, f"{name}_url")) for name in SERVICES if getattr(self, f"{name}_url")}

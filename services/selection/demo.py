@@ -15,6 +15,7 @@ its commands as already there and sends nothing, so loading again changes nothin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import uuid
@@ -32,6 +33,8 @@ from services.registry.demo import GIVEN, SURNAMES, DemoCadre, DemoOrg, Unit
 from services.selection.working_days import WorkingCalendar
 
 NAMESPACE: Final = uuid.UUID("3e7d2b9a-41c6-4f0e-8b2d-5a9c6e1f7d24")
+CONCURRENCY: Final = 4
+"""Teams (or procedures) loading at once."""
 TEAM_HOUR: Final = 11
 """The hour of the organization's day the demo's team records are stamped with."""
 
@@ -82,6 +85,8 @@ class Command:
     body: dict[str, Any] | None
     day: date
     if_match: int | None = None
+    last: bool = False
+    """Sent after every team's other commands (an appointment: the cadre leaves the pool other teams name from)."""
 
 
 @dataclass
@@ -94,9 +99,11 @@ class Block:
     version: int = 0
     """The stream's version after the commands (each appends one event unless it says otherwise)."""
 
-    def add(self, method: str, url: str, body: dict[str, Any] | None, day: date, *, events: int = 1) -> None:
+    def add(
+        self, method: str, url: str, body: dict[str, Any] | None, day: date, *, events: int = 1, last: bool = False
+    ) -> None:
         """Append a command expecting the stream's current version, which moves on by `events`."""
-        self.commands.append(Command(method, url, body, day, self.version))
+        self.commands.append(Command(method, url, body, day, self.version, last))
         self.version += events
 
     def add_unversioned(
@@ -281,7 +288,7 @@ def _appoint(
         "document_number": f"{team.rsplit('/', 1)[-1].upper()}-APPT-{on.year}-{rng.randint(1, 90)}",
         "ends_by": (on + timedelta(days=5 * 365)).isoformat(),
     }
-    block.add("POST", f"{team}/posts/{post.post_id}/appointment", body, on)
+    block.add("POST", f"{team}/posts/{post.post_id}/appointment", body, on, last=True)
     appointed.add(cadre.cadre_id)
     post.held = True
 
@@ -529,15 +536,37 @@ async def _there(loader: DemoLoader, block: Block) -> bool:
 
 
 async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int, int]:
-    """Send selection's demo commands; return (sent, already there)."""
+    """Send selection's demo commands; return (sent, already there).
+
+    Teams and procedures are streams of their own: a few load at once, each in its order. The
+    appointments out of the pool go after every team's other commands (a cadre appointed leaves the
+    pool that other teams name successors from), and the procedures after the teams.
+    """
     loader = DemoLoader(client, token, hour=TEAM_HOUR)
-    for block in plan(org).blocks():
+    demo = plan(org)
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def send(commands: Sequence[Command]) -> None:
+        async with slots:
+            for command in commands:
+                # Units and cadres reach selection from the registry's topic: a 404 waits for them.
+                await loader.send(
+                    command.method, command.url, command.body, command.day, if_match=command.if_match, until_known=True
+                )
+
+    teams = []
+    for block in demo.teams:
         if await _there(loader, block):
             loader.skipped += len(block.commands)
-            continue
-        for command in block.commands:
-            # Units and cadres reach selection from the registry's topic: a 404 waits for them.
-            await loader.send(
-                command.method, command.url, command.body, command.day, if_match=command.if_match, until_known=True
-            )
+        else:
+            teams.append(block)
+    procedures = []
+    for block in demo.procedures:
+        if await _there(loader, block):
+            loader.skipped += len(block.commands)
+        else:
+            procedures.append(block)
+    await asyncio.gather(*(send([c for c in block.commands if not c.last]) for block in teams))
+    await asyncio.gather(*(send([c for c in block.commands if c.last]) for block in teams))
+    await asyncio.gather(*(send(block.commands) for block in procedures))
     return loader.sent, loader.skipped

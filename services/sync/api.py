@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
@@ -31,7 +31,9 @@ async def sync_status(request: Request, actor: CurrentActor) -> Status:
     require_role(actor, Role.ORGANIZER, Role.AUDITOR)
     service = service_of(request)  # counts and positions of the links, no cadre's data: read as the system
     topology = service.settings.topology
-    return await read_status(service.pool, topology.deployment, topology.parent, sorted(topology.children))
+    return await read_status(
+        service.pool, topology.deployment, topology.parent, sorted(topology.children), root=topology.root
+    )
 
 
 @router.post("/directives", status_code=status.HTTP_201_CREATED, tags=["directives"])
@@ -138,15 +140,30 @@ def _watermarks(since: list[str]) -> dict[tuple[str, str], int]:
     return watermarks
 
 
+_ZIP_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/bundles/check", tags=["bundles"], openapi_extra=_ZIP_BODY)
+async def check_bundle(request: Request, actor: CurrentActor) -> bundles.Checked:
+    """Verify a signed bundle whole as an import would, applying nothing: what it would bring (422: why not)."""
+    service = service_of(request)
+    settings = service.settings
+    _may_exchange(actor, settings.topology)
+    limit = _max_bytes(service)
+    data = await read_body(request, limit)
+    ingest = Ingest(settings.topology, settings.parent_public_key)
+    return await bundles.check(service.pool, ingest, settings.topology, data, max_bytes=limit)
+
+
 @router.post(
     "/bundles",
     tags=["bundles"],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
+    openapi_extra=_ZIP_BODY,
 )
 async def import_bundle(request: Request, actor: CurrentActor) -> bundles.Imported:
     """Import a signed bundle: verified whole, then applied in one transaction; refused whole (422) with the reason."""

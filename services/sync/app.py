@@ -40,9 +40,9 @@ class SyncSettings(ServiceSettings):
 
 
 def _bundle_limit(settings: ServiceSettings) -> dict[str, int]:
-    """`POST /bundles` takes a signed bundle up to BUNDLE_MAX_BYTES (it bounds the body itself)."""
+    """`POST /bundles` and `/bundles/check` take a signed bundle up to BUNDLE_MAX_BYTES (they bound the body)."""
     assert isinstance(settings, SyncSettings)
-    return {"/bundles": settings.bundle_max_bytes}
+    return {"/bundles": settings.bundle_max_bytes, "/bundles/check": settings.bundle_max_bytes}
 
 
 def _released(source: str) -> Outbox:

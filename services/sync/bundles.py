@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -327,6 +328,81 @@ async def take(
     raise AssertionError  # pragma: no cover - the loop returns or raises
 
 
+class CheckedChain(BaseModel):
+    """One chain of a bundle that verified, and how much of it this deployment lacks."""
+
+    deployment: str
+    source: str
+    first: int
+    last: int
+    count: int
+    new: int
+    """Events of this chain that this deployment does not hold yet (the rest are repeats)."""
+
+
+class Checked(BaseModel):
+    """A bundle verified whole against this deployment, nothing applied: what importing it would bring."""
+
+    exporter: str
+    receiver: str
+    created_at: str
+    complete: bool
+    """False when the exporter cut its chains at its size limit (the next bundle goes on from there)."""
+    digest: str
+    """SHA-256 of the bundle's bytes (hex): the one that was checked is the one to import."""
+    events: int
+    new: int
+    chains: list[CheckedChain]
+
+
+async def check(
+    pool: Pool, ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | None = None
+) -> Checked:
+    """Verify `data` whole as `take` does (raises `BundleRefusedError`), and apply nothing: what it would bring.
+
+    The checks that need this deployment's state run in a transaction that is rolled back.
+    """
+    try:
+        verified = await asyncio.to_thread(verify, ingest, topology, data, max_bytes=max_bytes)
+        async with pool.acquire() as conn:
+            undone = conn.transaction()
+            await undone.start()
+            try:
+                await ingest.trust_pinned(conn)
+                await _check_here(conn, topology, verified)
+                chains = [await _checked_chain(conn, chain) for chain in verified.chains]
+            finally:
+                await undone.rollback()
+    except BundleRefusedError as refused:
+        BUNDLES.labels("check", "refused").inc()
+        log.warning("bundle refused", reason=refused.detail, **{k: str(v) for k, v in refused.extra.items()})
+        raise
+    BUNDLES.labels("check", "verified").inc()
+    mine = [c for c in chains if c.deployment != topology.deployment]
+    return Checked(
+        exporter=verified.exporter,
+        receiver=topology.deployment,
+        created_at=str(verified.manifest.get("created_at", "")),
+        complete=bool(verified.manifest.get("complete", True)),
+        digest=hashlib.sha256(data).hexdigest(),
+        events=sum(c.count for c in mine),
+        new=sum(c.new for c in mine),
+        chains=chains,
+    )
+
+
+async def _checked_chain(conn: Conn, chain: Mapping[str, Any]) -> CheckedChain:
+    held = await conn.fetchval(
+        "SELECT count(*) FROM arrivals WHERE deployment = $1 AND source = $2 AND position BETWEEN $3 AND $4",
+        chain["deployment"], chain["source"], chain["first"], chain["last"],
+    )  # fmt: skip
+    count = int(chain["count"])
+    return CheckedChain(
+        deployment=chain["deployment"], source=chain["source"], first=chain["first"], last=chain["last"],
+        count=count, new=count - int(held or 0),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Verified:
     """A bundle that verified whole (on its own: signature, digests, hashes, chains)."""
@@ -335,6 +411,7 @@ class Verified:
     chains: list[dict[str, Any]]
     arrivals: list[Arrival]
     """Every event of the bundle, read, in the manifest's order of chains and each chain's order."""
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def verify(ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | None = None) -> Verified:
@@ -360,7 +437,7 @@ def verify(ingest: Ingest, topology: Topology, data: bytes, *, max_bytes: int | 
     if manifest.get("receiver") != topology.deployment:
         msg = f"the bundle was made for {manifest.get('receiver')}, not for {topology.deployment}"
         raise BundleRefusedError(msg, exporter=exporter)
-    return Verified(exporter, list(manifest["chains"]), arrivals)
+    return Verified(exporter, list(manifest["chains"]), arrivals, dict(manifest))
 
 
 def _reader(kept: list[Arrival]) -> bundle.Reader:

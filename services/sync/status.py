@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from prometheus_client import Gauge
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runtime import clock
 from runtime.db import Pool
@@ -74,6 +74,8 @@ class Status(BaseModel):
     deployment: str
     parent: str | None
     children: list[str]
+    roots: dict[str, str] = Field(default_factory=dict)
+    """Deployment → the org path of the unit at its root, where known (this one, and those whose key is trusted)."""
     trusted: dict[str, str]
     """Deployment → who vouched for its key (`settings`, or the deployment that linked it)."""
     chains: list[ChainStatus]
@@ -81,7 +83,7 @@ class Status(BaseModel):
     """The latest refusals, newest first."""
 
 
-async def status(pool: Pool, deployment: str, parent: str, children: list[str]) -> Status:
+async def status(pool: Pool, deployment: str, parent: str, children: list[str], *, root: str = "") -> Status:
     """Read the status from the sync service's tables (and refresh the metrics with it)."""
     now = clock.now()
     rows = await pool.fetch(
@@ -133,11 +135,13 @@ async def status(pool: Pool, deployment: str, parent: str, children: list[str]) 
     refusals = await pool.fetch(
         "SELECT deployment, source, position, link, via, reason, refused_at FROM refusals ORDER BY id DESC LIMIT 100"
     )
-    trusted = await pool.fetch("SELECT deployment, vouched_by FROM trusted ORDER BY deployment")
+    trusted = await pool.fetch("SELECT deployment, vouched_by, root FROM trusted ORDER BY deployment")
+    roots = {r["deployment"]: r["root"] for r in trusted if r["root"]}
     return Status(
         deployment=deployment,
         parent=parent or None,
         children=children,
+        roots=roots | ({deployment: root} if root else {}),
         trusted={r["deployment"]: r["vouched_by"] for r in trusted},
         chains=chains,
         refusals=[Refused(**dict(r)) for r in refusals],

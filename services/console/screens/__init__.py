@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from services.console.screens import assessment, audit, cadre, due, nominate, pool, responsibility, statistics
+from services.console.screens import (
+    assessment,
+    audit,
+    cadre,
+    due,
+    links,
+    nominate,
+    pool,
+    responsibility,
+    statistics,
+)
 
 routers = [
     pool.router,
@@ -13,4 +23,5 @@ routers = [
     statistics.router,
     due.router,
     responsibility.router,
+    links.router,
 ]
