@@ -27,7 +27,15 @@ from services.selection.commands import (
     SetQuota,
     WithdrawSuccessor,
 )
-from services.selection.queries import KindCount, PoolUse, ReadinessChange, SelectionQueries, Strength, TeamView
+from services.selection.queries import (
+    KindCount,
+    NineBox,
+    PoolUse,
+    ReadinessChange,
+    SelectionQueries,
+    Strength,
+    TeamView,
+)
 from services.selection.team_ages import TeamStructure
 
 router = APIRouter()
@@ -169,3 +177,17 @@ async def pool_use(
         msg = "`until` lies before `since`"
         raise CommandError(msg)  # 400, as audit answers for its periods
     return await reads.pool_use(actor, under, since, until)
+
+
+@router.get("/nine-box", tags=["talent review"])
+async def nine_box(
+    actor: CurrentActor,
+    reads: Queries,
+    under: Under = None,
+    cycle_id: Annotated[UUID | None, Query(description="The assessment cycle (default: the latest begun)")] = None,
+    compare_with: Annotated[
+        UUID | None, Query(description="An earlier cycle to measure movement from (default: the one before)")
+    ] = None,
+) -> NineBox:
+    """Performance (the cycle's grade) against potential (rated for the cycle) per box, with movement since."""
+    return await reads.nine_box(actor, under, cycle_id, compare_with)

@@ -73,12 +73,13 @@ SPEC = ServiceSpec(
     name="selection",
     title="Leadership teams and succession",
     description="Posts and their quotas per unit, incumbents, successors with readiness, appointments out of the "
-    "pool, potential ratings; the pool's strength and use.",
+    "pool, potential ratings and the 9-box; the pool's strength and use.",
     routers=[api.router, procedure_api.router],
     schema=(*projection.SCHEMA, *procedure_board.SCHEMA),
     inline=OwnEvents(projection.SelectionProjection(), procedure_board.ProcedureBoard()),
     subscriptions=[
         Subscription(topics=[topics.REGISTRY], projection=RegistryView(), with_received=True),
+        Subscription(topics=[topics.ASSESSMENT], projection=projection.PerformanceView(), with_received=True),
         Subscription(topics=[topics.SELECTION], factory=OutcomeReaction),
     ],
 )

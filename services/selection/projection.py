@@ -3,7 +3,8 @@
 Its own teams folded inline: quotas (with their history, for counts as of a date), posts,
 tenures (one row per incumbent's time in a post), successors and the history of their
 readiness, appointments out of the pool, potential ratings. Beside them the runtime's view
-of the registry (`runtime.registry_view`: units, and who is in the pool since when).
+of the registry (`runtime.registry_view`: units, and who is in the pool since when), and a
+view of assessment for the 9-box (`PerformanceView`: cycles and grades, ADR 0033).
 Every table is read through row-level security by the unit's path (ADR 0018).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from contracts.assessment import AssessmentCycleOpened, EvaluationRecorded
 from contracts.selection import (
     CadreAppointed,
     IncumbentAppointed,
@@ -25,7 +27,7 @@ from contracts.selection import (
     SuccessorWithdrawn,
 )
 from runtime import clock, registry_view
-from runtime.db import Conn, in_scope, row_security
+from runtime.db import Conn, in_scope, in_scope_or_above, row_security
 from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
@@ -142,6 +144,32 @@ SCHEMA: Final = (
     *row_security("readiness_history", in_scope("org_path")),
     *row_security("appointments", in_scope("org_path")),
     *row_security("potentials", in_scope("org_path")),
+    # Performance for the 9-box, from assessment's topic (ADR 0033): cycles and each cadre's grade in them.
+    """
+    CREATE TABLE IF NOT EXISTS review_cycles (
+        cycle_id   uuid PRIMARY KEY,
+        org_code   text NOT NULL,
+        org_path   text COLLATE "C" NOT NULL,
+        name       text NOT NULL,
+        starts_on  date NOT NULL,
+        ends_on    date NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS review_grades (
+        evaluation_id  uuid PRIMARY KEY,
+        cycle_id       uuid NOT NULL,
+        cadre_id       uuid NOT NULL,
+        org_path       text COLLATE "C" NOT NULL,
+        grade          text NOT NULL,
+        superseded     boolean NOT NULL DEFAULT false
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS review_grades_cycle ON review_grades (cycle_id, org_path) WHERE NOT superseded",
+    "CREATE INDEX IF NOT EXISTS potentials_cycle ON potentials (cycle, org_path)",
+    # A cycle opened above the actor's unit covers it: it reads the cycles of its subtree and those above it.
+    *row_security("review_cycles", in_scope_or_above("org_path")),
+    *row_security("review_grades", in_scope("org_path")),
 )
 
 
@@ -265,3 +293,40 @@ async def _history(conn: Conn, recorded: Recorded, readiness: str | None, reason
         env.event_id, event.post_id, event.cadre_id, env.org_path, readiness, reason, env.actor.user,
         clock.date_of(env.occurred_at),
     )  # fmt: skip
+
+
+class PerformanceView:
+    """Selection's view of assessment for the 9-box: cycles, and each cadre's grade in them (ADR 0033).
+
+    Idempotent on its own (a repeat inserts nothing, marks nothing twice) besides the
+    subscriber's watermark: an evaluation delivered again changes no box.
+    """
+
+    name = "performance"
+    tables = ("review_cycles", "review_grades")
+    """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
+
+    def handles(self, event_type: str) -> bool:
+        """Cycles opened and evaluations."""
+        return event_type in (AssessmentCycleOpened.event_type, EvaluationRecorded.event_type)
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Keep cycles and grades; a correction marks the evaluation it supersedes."""
+        for recorded in events:
+            env, event = recorded.envelope, recorded.event
+            if isinstance(event, AssessmentCycleOpened):
+                await conn.execute(
+                    "INSERT INTO review_cycles (cycle_id, org_code, org_path, name, starts_on, ends_on)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (cycle_id) DO NOTHING",
+                    event.cycle_id, event.org_code, env.org_path, event.name, event.starts_on, event.ends_on,
+                )  # fmt: skip
+            elif isinstance(event, EvaluationRecorded):
+                await conn.execute(
+                    "INSERT INTO review_grades (evaluation_id, cycle_id, cadre_id, org_path, grade)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (evaluation_id) DO NOTHING",
+                    event.evaluation_id, event.cycle_id, event.cadre_id, env.org_path, event.grade.value,
+                )  # fmt: skip
+                if event.supersedes is not None:
+                    await conn.execute(
+                        "UPDATE review_grades SET superseded = true WHERE evaluation_id = $1", event.supersedes
+                    )

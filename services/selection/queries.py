@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from contracts.assessment import Grade
 from contracts.envelope import Actor
 from contracts.registry import Basis
-from contracts.selection import PostKind, Readiness
+from contracts.selection import PostKind, Potential, Readiness
 from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Reader, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
-from services.selection import team_ages
+from services.selection import rules, team_ages
+
+RATING_COUNTS_SQL = "(cycle = $3 OR cycle ~ ('(^|[^0-9])' || $4 || '([^0-9]|$)'))"
+"""A potential rating counts for the cycle named $3 that starts in year $4 (`rules.rating_counts_for`)."""
 
 ACTIVE_ON = "t.starts_on <= $2 AND (t.left_on IS NULL OR t.left_on > $2)"
 """A tenure held on day $2."""
@@ -157,6 +161,72 @@ class ReadinessChange(BaseModel):
     reason: str
     actor: str
     recorded_on: date
+
+
+class CycleRef(BaseModel):
+    """An assessment cycle the 9-box can be drawn for."""
+
+    cycle_id: UUID
+    name: str
+    org_code: str
+    starts_on: date
+    ends_on: date
+
+
+class PlacedCadre(BaseModel):
+    """A cadre with the grade and the potential that place it (either may be missing: then not in a box)."""
+
+    cadre_id: UUID
+    full_name: str | None
+    org_code: str | None
+    unit_name: str | None
+    grade: Grade | None
+    potential: Potential | None
+
+
+class BoxView(BaseModel):
+    """One box of the 9-box and the cadres in it."""
+
+    number: int
+    """1 (low performance, low potential) to 9 (high, high), row by row from the bottom."""
+    performance: Potential
+    potential: Potential
+    cadres: list[PlacedCadre]
+
+
+class Move(BaseModel):
+    """A cadre's box in the earlier cycle and in this one."""
+
+    cadre_id: UUID
+    full_name: str | None
+    org_code: str | None
+    unit_name: str | None
+    before: int
+    after: int
+    direction: str
+    """`up`, `down`, `across` (one axis up, the other down) or `stayed`."""
+
+
+class NineBox(BaseModel):
+    """Performance (the cycle's grade) against potential (rated for it) in a subtree, and movement since."""
+
+    cycles: list[CycleRef]
+    """Every cycle that covers the subtree or lies in it, newest first."""
+    cycle: CycleRef | None
+    """The cycle drawn; none when there is no cycle yet."""
+    compared_with: CycleRef | None
+    """The earlier cycle the movement is measured from (default: the one before)."""
+    boxes: list[BoxView]
+    """The nine boxes in reading order: high potential first, low performance first in a row."""
+    placed: int
+    without_potential: list[PlacedCadre]
+    """Graded in the cycle, but no potential rated for it."""
+    without_grade: list[PlacedCadre]
+    """Potential rated for the cycle, but not graded in it."""
+    movements: list[Move]
+    """Cadres placed in both cycles, each with its direction."""
+    moved: dict[str, int]
+    """How many moved up, down, across, or stayed."""
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -463,3 +533,103 @@ class SelectionQueries:
             share_from_pool=_share(pooled, total),
             rows=use,
         )
+
+    async def nine_box(
+        self, actor: Actor, under: str | None, cycle_id: UUID | None, compare_with: UUID | None
+    ) -> NineBox:
+        """The 9-box of a subtree as of a cycle (default: the latest begun), and movement from an earlier one."""
+        root = await subtree_root(self._db, actor, under)
+        covering = f"{in_subtree_sql('org_path', '$1')} OR ($1 >= org_path AND $1 < org_path || '/')"
+        rows = await self._db.fetch(
+            "SELECT cycle_id, name, org_code, starts_on, ends_on FROM review_cycles"  # noqa: S608 - our fragment
+            f" WHERE {covering} ORDER BY starts_on DESC, name, cycle_id",  # a cycle above the subtree, or in it
+            root,
+        )
+        cycles = [CycleRef(**dict(r)) for r in rows]
+        cycle = _chosen(cycles, cycle_id, lambda c: c.starts_on <= clock.today())
+        earlier = [c for c in cycles if cycle is not None and c.starts_on < cycle.starts_on]
+        compared = _chosen(earlier, compare_with, lambda _: True) if cycle is not None else None
+        if compare_with is not None and compared is None:
+            msg = f"cycle {compare_with} is not an earlier cycle of this subtree"
+            raise NotFoundError(msg)
+        now = await self._placements(root, cycle) if cycle else []
+        boxes = {box: BoxView(number=box.number, performance=box.performance, potential=box.potential, cadres=[])
+                 for box in rules.grid()}  # fmt: skip
+        for cadre in now:
+            if cadre.grade is not None and cadre.potential is not None:
+                boxes[rules.box_of(cadre.grade, cadre.potential)].cadres.append(cadre)
+        before = {
+            c.cadre_id: rules.box_of(c.grade, c.potential)
+            for c in (await self._placements(root, compared) if compared else [])
+            if c.grade is not None and c.potential is not None
+        }
+        movements = [
+            Move(
+                cadre_id=c.cadre_id,
+                full_name=c.full_name,
+                org_code=c.org_code,
+                unit_name=c.unit_name,
+                before=before[c.cadre_id].number,
+                after=rules.box_of(c.grade, c.potential).number,
+                direction=rules.movement(before[c.cadre_id], rules.box_of(c.grade, c.potential)),
+            )
+            for c in now
+            if c.grade is not None and c.potential is not None and c.cadre_id in before
+        ]
+        return NineBox(
+            cycles=cycles,
+            cycle=cycle,
+            compared_with=compared,
+            boxes=list(boxes.values()),
+            placed=sum(len(b.cadres) for b in boxes.values()),
+            without_potential=[c for c in now if c.potential is None],
+            without_grade=[c for c in now if c.grade is None],
+            movements=movements,
+            moved={d: sum(m.direction == d for m in movements) for d in ("up", "down", "across", "stayed")},
+        )
+
+    async def _placements(self, root: str, cycle: CycleRef) -> list[PlacedCadre]:
+        """Each cadre of the subtree graded in the cycle or rated for it: the current grade, the latest rating."""
+        rows = await self._db.fetch(
+            f"""
+            WITH g AS (
+                SELECT DISTINCT ON (cadre_id) cadre_id, grade FROM review_grades
+                WHERE cycle_id = $2 AND NOT superseded AND {in_subtree_sql("org_path", "$1")}
+                ORDER BY cadre_id, evaluation_id DESC
+            ), p AS (
+                SELECT DISTINCT ON (cadre_id) cadre_id, potential FROM potentials
+                WHERE {RATING_COUNTS_SQL} AND {in_subtree_sql("org_path", "$1")}
+                ORDER BY cadre_id, rated_on DESC, event_id DESC
+            )
+            SELECT cadre_id, g.grade, p.potential, c.full_name, c.org_code, u.name AS unit_name
+            FROM g FULL JOIN p USING (cadre_id)
+            LEFT JOIN pool_cadres c USING (cadre_id) LEFT JOIN units u ON u.code = c.org_code
+            ORDER BY u.path, c.full_name, cadre_id
+            """,  # noqa: S608 - our own fragments; values are parameters
+            root,
+            cycle.cycle_id,
+            cycle.name,
+            str(cycle.starts_on.year),
+        )
+        return [
+            PlacedCadre(
+                cadre_id=r["cadre_id"],
+                full_name=r["full_name"],
+                org_code=r["org_code"],
+                unit_name=r["unit_name"],
+                grade=Grade(r["grade"]) if r["grade"] else None,
+                potential=Potential(r["potential"]) if r["potential"] else None,
+            )
+            for r in rows
+        ]
+
+
+def _chosen(cycles: list[CycleRef], wanted: UUID | None, default: Callable[[CycleRef], bool]) -> CycleRef | None:
+    """The cycle asked for (404 when not among these), else the first that `default` accepts, else the first."""
+    if wanted is not None:
+        for cycle in cycles:
+            if cycle.cycle_id == wanted:
+                return cycle
+        msg = f"cycle {wanted} not found for this subtree"
+        raise NotFoundError(msg)
+    return next((c for c in cycles if default(c)), cycles[0] if cycles else None)

@@ -8,11 +8,13 @@ carries a recorded over-quota decision.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from uuid import UUID
 
+from contracts.assessment import Grade
 from contracts.event import Event
 from contracts.selection import (
     CadreAppointed,
@@ -23,6 +25,7 @@ from contracts.selection import (
     PostCreated,
     PostKind,
     PostQuotaSet,
+    Potential,
     Readiness,
     ReadinessReviewed,
     SuccessorNamed,
@@ -301,3 +304,63 @@ def appoint_cadre(
         )
     )
     return events
+
+
+# The 9-box: performance (the grade of an assessment cycle) across, potential (rated) up.
+
+PERFORMANCE_OF_GRADE: dict[Grade, Potential] = {
+    Grade.EXCELLENT: Potential.HIGH,
+    Grade.COMPETENT: Potential.MEDIUM,
+    Grade.BASICALLY_COMPETENT: Potential.LOW,
+    Grade.INCOMPETENT: Potential.LOW,
+}
+"""The four grades on the 9-box's three columns: excellent high, competent medium, the two below low."""
+
+LEVELS: tuple[Potential, ...] = (Potential.LOW, Potential.MEDIUM, Potential.HIGH)
+
+
+@dataclass(frozen=True)
+class Box:
+    """One of the nine boxes: a performance column and a potential row."""
+
+    performance: Potential
+    potential: Potential
+
+    @property
+    def number(self) -> int:
+        """1 (low, low) to 9 (high, high), row by row from the bottom: the numbering talent reviews use."""
+        return LEVELS.index(self.potential) * 3 + LEVELS.index(self.performance) + 1
+
+
+def box_of(grade: Grade, potential: Potential) -> Box:
+    """Where a cadre with this grade and this potential stands."""
+    return Box(PERFORMANCE_OF_GRADE[grade], potential)
+
+
+def grid() -> list[Box]:
+    """The nine boxes in reading order: high potential first, low performance first in a row."""
+    return [Box(performance, potential) for potential in reversed(LEVELS) for performance in LEVELS]
+
+
+def movement(before: Box, after: Box) -> str:
+    """How a cadre moved between two cycles: `up`, `down`, `stayed`, or `across` (one axis up, the other down)."""
+    rise = (
+        LEVELS.index(after.performance) - LEVELS.index(before.performance),
+        LEVELS.index(after.potential) - LEVELS.index(before.potential),
+    )
+    if rise == (0, 0):
+        return "stayed"
+    if min(rise) >= 0:
+        return "up"
+    if max(rise) <= 0:
+        return "down"
+    return "across"
+
+
+def rating_counts_for(label: str, cycle_name: str, starts_on: date) -> bool:
+    """Whether a potential rating labelled `label` counts for an assessment cycle.
+
+    It does when the label is the cycle's name, or names the year the cycle starts as a number
+    of its own (`2026`, `Talent review 2026`, not `20261`). `queries.RATING_COUNTS_SQL` asks the same of the database.
+    """
+    return label == cycle_name or re.search(rf"(^|[^0-9]){starts_on.year}([^0-9]|$)", label) is not None

@@ -6,7 +6,7 @@ import contextlib
 import importlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import httpx
@@ -24,7 +24,7 @@ from services.console.settings import ConsoleSettings
 from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
-from tests.support import SECRET, Launch, auth, eventually
+from tests.support import SECRET, Launch, Running, auth, eventually
 
 
 @dataclass
@@ -33,6 +33,8 @@ class ConsoleStack:
     org: demo.DemoOrg
     url: str
     app: FastAPI
+    services: dict[str, Running] = field(default_factory=dict)
+    """Each service by name (to lay out data through its own API)."""
 
 
 @contextlib.asynccontextmanager
@@ -42,10 +44,12 @@ async def console_for(
     """Every service (the registry with the demo) and the console in this process; its client signs in for real."""
     registry = await launch(registry_app, RegistrySettings, "registry", oidc_issuer=keycloak)
     transports: dict[str, httpx.AsyncBaseTransport] = {"registry": httpx.ASGITransport(app=registry.app)}
-    for name in ("training", "assessment", "notify", "audit"):
+    services = {"registry": registry}
+    for name in ("training", "assessment", "selection", "notify", "audit"):
         module = importlib.import_module(f"services.{name}.app")
         service = await launch(module.create_app, settings_class(module), name, oidc_issuer=keycloak)
         transports[name] = httpx.ASGITransport(app=service.app)
+        services[name] = service
     org = demo.plan(cadres=cadres)
     await demo.load(registry.client, demo.root_token(SECRET, org), org)
     url = f"http://127.0.0.1:{console_port}"
@@ -57,8 +61,12 @@ async def console_for(
             lambda: registry.client.get("/access", headers=auth("demo.organizer", org.root.path)),
             until=lambda r: len(r.json()) >= len(demo.people(org)),
         )
+        await eventually(  # every unit's team answers (selection knows the units from registry.events)
+            lambda: services["selection"].client.get(f"/teams/{org.units[-1].code}", headers=auth("u", org.root.path)),
+            until=lambda r: r.status_code == 200,
+        )
         try:
-            yield ConsoleStack(client, org, url, app)
+            yield ConsoleStack(client, org, url, app, services)
         finally:
             await client.aclose()
 

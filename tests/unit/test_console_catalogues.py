@@ -10,6 +10,7 @@ from contracts import catalog
 from contracts.assessment import CyclePeriod, Grade, Severity
 from contracts.envelope import Role
 from contracts.registry import Education, Ethnicity, Gender, OrgLevel, PartyMembership, RetirementReason
+from contracts.selection import PostKind, Potential, Readiness
 from contracts.training import PostingKind, PostingOutcome
 from services.console import i18n
 from services.console.screens.statistics import GROUPS
@@ -38,9 +39,13 @@ def _shown_values() -> set[str]:
         Severity,
         PostingKind,
         PostingOutcome,
+        PostKind,
+        Readiness,
+        Potential,
     )
     values = {member.value for enum in enums for member in enum}
     values |= {"in_pool", "retired", "any", "max_age", "min_age", "education", "years_of_service"}
+    values |= {"unnamed"}  # the pool's use: appointments that name no post
     values |= {"political_integrity", "ability", "diligence", "performance", "probity"}
     values |= {label for _, _, label in AGE_BANDS}
     values |= {label for _, _, label in PARTY_YEARS} | {NOT_RECORDED}

@@ -12,6 +12,7 @@ from services.console.screens import (
     pool,
     responsibility,
     statistics,
+    succession,
 )
 
 routers = [
@@ -21,6 +22,7 @@ routers = [
     assessment.router,
     nominate.router,
     statistics.router,
+    succession.router,
     due.router,
     responsibility.router,
     links.router,
