@@ -158,7 +158,7 @@ def _print_front_door(stack: local_stack.Stack) -> None:
     for column in ("user", "role", "acts at"):
         table.add_column(column)
     for person in registry_demo.people(registry_demo.plan()):
-        table.add_row(person.user_id, person.role.value, f"{person.unit.name} ({person.unit.path})")
+        table.add_row(person.login, person.role.value, f"{person.unit.name} ({person.unit.path})")
     console.print(table)
     console.print(f"APIs: {address}/api/<service>/ (docs: {address}/api/registry/docs, ...); provider: {stack.issuer}")
     console.print(f"Logs: {stack.console.log_path.parent}")

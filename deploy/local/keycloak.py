@@ -314,7 +314,7 @@ def demo_users() -> list[RealmUser]:
     """The demo organization's people who sign in (their grants come from the registry's demo)."""
     from services.registry import demo  # noqa: PLC0415 - the demo organization is the registry's
 
-    return [RealmUser(p.user_id, p.subject, p.name) for p in demo.people(demo.plan())]
+    return [RealmUser(p.login, p.subject, p.name) for p in demo.people(demo.plan())]
 
 
 def main(argv: list[str] | None = None) -> int:

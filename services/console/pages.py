@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -82,6 +83,11 @@ class Console:
     async def actor_session(self, access_token: str, refresh_token: str, expires: float, ends: float) -> Session:
         """A session for these tokens, with the actor the registry's grants make of them."""
         me = await self.apis.get("registry", "/access/me", access_token)
+        leads = False
+        if me["role"] != "cadre":  # a cadre's own grant reads no unit (ADR 0028)
+            with contextlib.suppress(ApiError):
+                unit = await self.apis.get("registry", f"/org-units/{me['org_code']}", access_token)
+                leads = (unit.get("leader") or {}).get("user_id") == me["user"]
         return Session(
             user=me["user"],
             name=me["name"],
@@ -89,6 +95,7 @@ class Console:
             org_path=me["org_path"],
             org_code=me["org_code"],
             org_name=me["org_name"],
+            leads=leads,
             access_token=access_token,
             refresh_token=refresh_token,
             access_expires=expires,

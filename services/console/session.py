@@ -46,6 +46,8 @@ class Session:
     """When the access token expires (seconds since the epoch)."""
     ends: float
     """When the session ends whatever happens (the console's own limit)."""
+    leads: bool = False
+    """Whether the person is their unit's responsible (main) leader: the leader's page is offered."""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sid: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     """The session's id: the registry keeps it open until sign-out (checked on every request)."""

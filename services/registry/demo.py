@@ -301,10 +301,17 @@ class DemoPerson:
     name: str
     role: Role
     unit: Unit
+    username: str = ""
+    """What they type to sign in (their user id, but for a cadre, whose user id is the cadre's id)."""
+
+    @property
+    def login(self) -> str:
+        """The name they sign in with at the identity provider."""
+        return self.username or self.user_id
 
 
 def people(org: DemoOrg) -> list[DemoPerson]:
-    """Who signs in: an organizer per level, an auditor, a viewer, a mentor and a leader.
+    """Who signs in: an organizer per level, an auditor, a viewer, a mentor, a leader and a cadre.
 
     They are chosen in the whole organization; a part (one deployment's) has those whose unit it holds.
     """
@@ -324,11 +331,18 @@ def people(org: DemoOrg) -> list[DemoPerson]:
         (f"mentor.{county.code}.1", f"Mentor {county.code.title()} 1", Role.VIEWER, county),
         (county.leader, f"Leader of {county.name}", Role.VIEWER, by_code[county.code]),
     ]
-    return [
+    found = [
         DemoPerson(user_id, str(uuid.uuid5(NAMESPACE, f"person:{user_id}")), name, role, unit)
         for user_id, name, role, unit in chosen
         if unit.code in held
     ]
+    # A reserve cadre of the county who signs in for themselves (ADR 0028): their grant's user is their id.
+    own = next((c for c in org.cadres if c.unit.path.startswith(county.path) and c.retirement is None), None)
+    if own is not None:
+        login = f"cadre.{county.code}"
+        subject = str(uuid.uuid5(NAMESPACE, f"person:{login}"))
+        found.append(DemoPerson(str(own.cadre_id), subject, own.full_name, Role.CADRE, own.unit, username=login))
+    return found
 
 
 def root_token(secret: str, org: DemoOrg) -> str:
@@ -356,12 +370,21 @@ async def load(client: httpx.AsyncClient, token: str, org: DemoOrg) -> tuple[int
             "email": f"{unit.leader}@qingshan.example.org",
         }
         await loader.send("PUT", f"/org-units/{unit.code}/responsible-leader", leader, founded, if_match=1)
-    for person in people(org):
-        body = {"subject": person.subject, "name": person.name, "org_code": person.unit.code, "role": person.role}
-        await loader.send("PUT", f"/access/{person.user_id}", body, founded, if_match=0)
+    staff = [person for person in people(org) if person.role is not Role.CADRE]
+    for person in staff:
+        await _grant(loader, person, founded)
     for cadre in org.cadres:
         await _load_cadre(loader, cadre)
+    nominated = {str(cadre.cadre_id): cadre.nominated_on for cadre in org.cadres}
+    for person in people(org):
+        if person.role is Role.CADRE:  # a cadre's own grant names a cadre in the pool: once nominated
+            await _grant(loader, person, nominated[person.user_id])
     return loader.sent, loader.skipped
+
+
+async def _grant(loader: DemoLoader, person: DemoPerson, founded: date) -> None:
+    body = {"subject": person.subject, "name": person.name, "org_code": person.unit.code, "role": person.role}
+    await loader.send("PUT", f"/access/{person.user_id}", body, founded, if_match=0)
 
 
 async def _load_cadre(loader: DemoLoader, cadre: DemoCadre) -> None:

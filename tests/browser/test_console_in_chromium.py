@@ -19,6 +19,7 @@ import uvicorn
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
+from contracts.envelope import Role
 from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
 from services.registry import demo
@@ -99,7 +100,7 @@ def _note_csp_refusal(message: ConsoleMessage) -> None:
         CSP_REFUSALS.append(message.text[:300])
 
 
-async def sign_in(browser: Browser, base: str, username: str) -> Page:
+async def sign_in(browser: Browser, base: str, username: str, lands: str = "/pool") -> Page:
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.on("console", _note_csp_refusal)
@@ -107,7 +108,7 @@ async def sign_in(browser: Browser, base: str, username: str) -> Page:
     await page.fill("#username", username)
     await page.fill("#password", DEMO_PASSWORD)
     await page.click("#kc-login")
-    await page.wait_for_url(f"{base}/pool**")
+    await page.wait_for_url(f"{base}{lands}**")
     return page
 
 
@@ -214,10 +215,11 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
 
                 # Every demo person, at every level, opens every screen offered, at a phone's width: none errs.
                 for person in people.values():
-                    page = await sign_in(browser, base, person.user_id)
+                    home = "/me" if person.role is Role.CADRE else "/pool"  # a cadre's own grant: their page only
+                    page = await sign_in(browser, base, person.login, home)
                     await page.set_viewport_size(PHONE)
                     offered = await page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
-                    assert "/pool" in offered, person.user_id
+                    assert home in offered, person.user_id
                     for screen in offered:
                         response = await page.goto(f"{base}{screen}")
                         assert response is not None
@@ -233,4 +235,5 @@ async def test_people_work_in_the_console_in_chromium(  # noqa: PLR0915 - one vi
                 await browser.close()
     assert len(screens.checked) == 13
     assert {"/assessment", "/mentees", "/responsibility", "/audit"} <= {screen for _, screen in visited}
-    assert {role for role, _ in visited} == {"organizer", "auditor", "viewer"}
+    assert {role for role, _ in visited} == {"organizer", "auditor", "viewer", "cadre"}
+    assert {screen for role, screen in visited if role == "cadre"} == {"/me"}

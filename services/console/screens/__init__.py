@@ -9,6 +9,7 @@ from services.console.screens import (
     due,
     links,
     nominate,
+    own,
     pool,
     responsibility,
     statistics,
@@ -25,5 +26,6 @@ routers = [
     succession.router,
     due.router,
     responsibility.router,
+    own.router,
     links.router,
 ]

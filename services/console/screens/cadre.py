@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 DIMENSIONS = ("political_integrity", "ability", "diligence", "performance", "probity")
 
 
-async def _optional(call: Any) -> Any:
+async def optional(call: Any) -> Any:
     """A part of the page from another service; None while that service has not heard of the cadre yet."""
     try:
         return await call
@@ -62,10 +62,10 @@ async def cadre(cadre_id: UUID, request: Request, console: ConsoleDep, session: 
     token, apis = session.access_token, console.apis
     profile = await apis.get("registry", f"/cadres/{cadre_id}", token)
     unit = await apis.get("registry", f"/org-units/{profile['org_code']}", token)
-    training = await _optional(apis.get("training", f"/cadres/{cadre_id}/training-record", token))
-    postings = await _optional(apis.get("training", f"/cadres/{cadre_id}/postings", token))
-    advice = await _optional(apis.get("training", f"/cadres/{cadre_id}/recommendation", token))
-    file = await _optional(apis.get("assessment", f"/cadres/{cadre_id}/file", token))
+    training = await optional(apis.get("training", f"/cadres/{cadre_id}/training-record", token))
+    postings = await optional(apis.get("training", f"/cadres/{cadre_id}/postings", token))
+    advice = await optional(apis.get("training", f"/cadres/{cadre_id}/recommendation", token))
+    file = await optional(apis.get("assessment", f"/cadres/{cadre_id}/file", token))
     year = clock.today().year
     this_year = next((h for h in (training or {}).get("hours_by_year", []) if h["year"] == year), None)
     hours = (this_year["organized"] + this_year["self_study"]) if this_year else 0

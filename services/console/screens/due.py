@@ -1,4 +1,4 @@
-"""What is due: open reminders, overdue check-ins, training hours behind the yearly quota, and your inbox."""
+"""What is due: open reminders, overdue check-ins, hours behind the quota, self-study to confirm, your inbox."""
 
 from __future__ import annotations
 
@@ -19,5 +19,6 @@ async def due(request: Request, console: ConsoleDep, session: SessionDep) -> Res
         reminders=await apis.get("assessment", "/reminders", token),
         overdue=await apis.get("assessment", "/overdue-check-ins", token),
         behind=await apis.get("training", "/behind-quota", token, limit=100),
+        reports=await apis.get("training", "/self-study-reports", token, limit=100),
         inbox=await apis.get("notify", "/inbox", token, unread_only=True, limit=20),
     )

@@ -52,9 +52,10 @@ async def unit_choices(console: ConsoleDep, session: SessionDep, chosen: str | N
 
 @router.get("/")
 async def home(request: Request, console: ConsoleDep) -> Response:
-    """The pool for a signed-in person; the sign-in page for anyone else."""
-    if console.sealer.session(request.cookies.get("cadre_session")) is not None:
-        return RedirectResponse("/pool", status_code=303)
+    """The pool for a signed-in person (a cadre: their own page); the sign-in page for anyone else."""
+    session = console.sealer.session(request.cookies.get("cadre_session"))
+    if session is not None:
+        return RedirectResponse("/me" if session.role == "cadre" else "/pool", status_code=303)
     return console.render(request, "home.html")
 
 
@@ -71,7 +72,9 @@ async def pool(
     max_age: Age = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    """One page of 50 cadres of the chosen subtree, with the filters applied."""
+    """One page of 50 cadres of the chosen subtree, with the filters applied (a cadre: their own page)."""
+    if session.role == "cadre":
+        return RedirectResponse("/me", status_code=303)
     filters = _filters(under, status, name, education, has_mentor, max_age)
     page = await console.apis.get("registry", "/cadres", session.access_token, limit=50, cursor=cursor, **filters)
     units = await unit_choices(console, session, filters["under"])

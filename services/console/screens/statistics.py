@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from runtime import clock
 from services.console.apis import ApiError
-from services.console.pages import ConsoleDep, SessionDep
+from services.console.pages import ConsoleDep, ScreenError, SessionDep
 from services.console.screens.pool import stream_export, unit_choices
 
 router = APIRouter(include_in_schema=False)
@@ -40,6 +40,7 @@ async def statistics(
     request: Request, console: ConsoleDep, session: SessionDep, under: Under = None, on: On = None
 ) -> Response:
     """The figures as of a date, each group as bars with its numbers; the teams' ages; the pool against its target."""
+    _not_to_come(on)
     token = session.access_token
     figures = await console.apis.get("registry", "/statistics", token, under=under, on=on.isoformat() if on else None)
     structure = await console.apis.get("registry", "/structure", token, under=under)
@@ -67,5 +68,13 @@ async def statistics(
 @router.get("/statistics/export")
 async def export(console: ConsoleDep, session: SessionDep, under: Under = None, on: On = None) -> Response:
     """The statistics table as the registry writes it (XLSX, one sheet per level), streamed through."""
+    _not_to_come(on)
     params = {"under": under, "on": on.isoformat() if on else None, "format": "xlsx"}
     return await stream_export(console, session, "registry", "/statistics", params)
+
+
+def _not_to_come(on: date | None) -> None:
+    """A day after today has no figures: told as the person's mistake (422), not as a service's failure."""
+    if on is not None and on > clock.today():
+        msg = f"{on} is after today: there are no figures of it yet"
+        raise ScreenError(422, msg)
