@@ -18,7 +18,7 @@ from uuid import UUID
 from contracts.envelope import GENESIS_HASH, Envelope, seal, uuid7s
 from contracts.event import Event
 from runtime import clock
-from runtime.chain import ChainBreak, json_time, row_problem
+from runtime.chain import ChainBreak, ChainWalk, append_fields, json_time, link_fields
 from runtime.context import CommandContext
 from runtime.errors import ConcurrencyError
 from runtime.projection import Recorded
@@ -102,29 +102,29 @@ class InMemoryEventLog:
         position = len(self._rows)
         prev_hash = self._rows[-1]["hash"] if self._rows else GENESIS_HASH
         recorded_at = json_time(clock.now())
+        common = append_fields(
+            source=self.source,
+            deployment=self.deployment,
+            stream_id=stream_id,
+            ctx=ctx,
+            org_path=org_path,
+            cadre_id=cadre_id,
+        )
         envelopes, rows = [], []
         for n, (event, event_id) in enumerate(zip(events, uuid7s(len(events)), strict=True)):
             position += 1
-            fields = {
-                "source": self.source,
-                "deployment": self.deployment,
-                "stream_id": stream_id,
-                "cadre_id": str(cadre_id) if cadre_id else None,
-                "org_path": org_path,
-                "occurred_at": json_time(ctx.occurred),
-                "actor": ctx.actor.model_dump(mode="json"),
-                "correlation_id": str(ctx.correlation_id),
-                "causation_id": str(ctx.causation_id) if ctx.causation_id else None,
-                "recorded_at": recorded_at,
-                "event_id": str(event_id),
-                "event_type": event.event_type,
-                "schema_version": event.schema_version,
-                "stream_version": current + n + 1,
-                "position": position,
-                "payload": event.model_dump(mode="json"),
-                "prev_hash": prev_hash,
-            }
-            digest, body = seal(fields)
+            digest, body = seal(
+                link_fields(
+                    common,
+                    event,
+                    recorded_at=recorded_at,
+                    event_id=event_id,
+                    stream_version=current + n + 1,
+                    position=position,
+                    payload=event.model_dump(mode="json"),
+                    prev_hash=prev_hash,
+                )
+            )
             prev_hash = digest
             envelopes.append(Envelope.from_bytes(body))
             rows.append(
@@ -163,13 +163,8 @@ class InMemoryEventLog:
     async def verify_chain(self, *, after: int = 0, batch: int = 5000) -> ChainBreak | None:
         """The first broken link of the chain after `after`, or None (the same checks as PostgreSQL's)."""
         del batch  # everything is in memory
-        prev_hash = self._rows[after - 1]["hash"] if after else GENESIS_HASH
-        for expected, row in enumerate(self._rows[after:], start=after + 1):
-            problem = row_problem(row, expected, prev_hash)
-            if problem:
-                return ChainBreak(position=expected, problem=problem)
-            prev_hash = row["hash"]
-        return None
+        walk = ChainWalk(after, self._rows[after - 1]["hash"] if after else GENESIS_HASH)
+        return next((found for row in self._rows[after:] if (found := walk.step(row))), None)
 
     async def close(self) -> None:
         """Nothing to stop."""

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Final
 from urllib.parse import unquote
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from pydantic import BeforeValidator
 
 from runtime import clock, limits
 from runtime.auth import CurrentActor, Permission, caller_of
+from runtime.commands import Accepted, tagged
 from runtime.context import CommandContext, LateEntry
 from runtime.errors import CommandError, ForbiddenError, PayloadTooLargeError, RuleViolationError
 from runtime.guard import CORRELATION_HEADER, DRY_RUN_STATE, Guard, correlation_of, has_control
@@ -49,6 +51,8 @@ Day = Annotated[date, BeforeValidator(_iso_8601)]
 """A date parameter (query or header): ISO 8601 only."""
 Moment = Annotated[datetime, BeforeValidator(_iso_8601)]
 """A date-time parameter (query or header): ISO 8601 only."""
+Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+"""The subtree a query reads (its root unit's code); None: the actor's own."""
 
 LATE_REASON_HEADER: Final = "X-Late-Entry-Reason"
 _LATE_REASON_MAX = 500
@@ -160,6 +164,35 @@ async def expected_version(
 
 
 ExpectedVersion = Annotated[int | None, Depends(expected_version)]
+
+
+@dataclass(frozen=True)
+class Act:
+    """What a command's route is given: the command's context, the version `If-Match` named, the answer to tag."""
+
+    ctx: CommandContext
+    expected: int | None
+    response: Response
+
+    def tagged(self, accepted: Accepted) -> Accepted:
+        """`accepted`, its stream's new version sent as the answer's ETag (`runtime.commands.tagged`)."""
+        return tagged(self.response, accepted)
+
+
+async def changing(ctx: Context, expected: ExpectedVersion, response: Response) -> Act:
+    """FastAPI dependency of a command that changes a stream: its context and its `If-Match`."""
+    return Act(ctx, expected, response)
+
+
+async def creating(ctx: Context, response: Response) -> Act:
+    """FastAPI dependency of a command that starts a stream (or needs no `If-Match`): its context."""
+    return Act(ctx, None, response)
+
+
+Change = Annotated[Act, Depends(changing)]
+"""A route's command that changes a stream: `act.tagged(await cmd.x(act.ctx, ..., act.expected))`."""
+Create = Annotated[Act, Depends(creating)]
+"""A route's command without `If-Match`: `act.tagged(await cmd.x(act.ctx, ...))`."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:

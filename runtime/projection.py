@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from contracts import catalog
 from contracts.envelope import Envelope
@@ -76,3 +76,35 @@ class Projection(Protocol):
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Apply `events` in order. Raise to refuse them (they go to the dead-letter topic)."""
         ...
+
+
+E = TypeVar("E", bound=Event)
+
+
+class Typed:
+    """Base of a projection or reaction that names, by class, the events it reads: `handles` follows.
+
+    `events = (CadreNominated, CadreRetired)` instead of a set of type names and a `handles`
+    of its own; `of_type` then gives each event as its class.
+    """
+
+    events: ClassVar[tuple[type[Event], ...]] = ()
+    """The event classes it reads (every other event is skipped)."""
+    _event_types: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._event_types = frozenset(kind.event_type for kind in cls.events)
+
+    def handles(self, event_type: str) -> bool:
+        """Whether it reads events of `event_type`: those of its `events`."""
+        return event_type in self._event_types
+
+
+def of_type(events: Iterable[Recorded], kind: type[E]) -> Iterator[tuple[Envelope, E]]:
+    """The events of class `kind` among `events`, each with its envelope, typed as that class."""
+    for recorded in events:
+        if recorded.envelope.event_type == kind.event_type:
+            event = recorded.event
+            if isinstance(event, kind):
+                yield recorded.envelope, event

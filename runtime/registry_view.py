@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Final
+from uuid import UUID
 
+from contracts.envelope import Actor
 from contracts.registry import (
     CadreNominated,
     CadreProfileUpdated,
@@ -31,7 +33,9 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from runtime import clock
-from runtime.db import Conn, in_scope, in_scope_or_above, row_security
+from runtime.auth import require_scope, require_self_or_scope
+from runtime.db import Conn, Pool, in_scope, in_scope_or_above, row_security
+from runtime.errors import NotFoundError, RuleViolationError
 from runtime.projection import Recorded
 
 UNITS_SCHEMA: Final = (
@@ -273,3 +277,33 @@ class RegistryView:
             batch = rows.get(event_type)
             if batch:
                 await conn.execute(statement, *zip(*fold(batch), strict=True))
+
+
+async def unit_path(pool: Pool, code: str, actor: Actor | None = None) -> str:
+    """The path of org unit `code`: 404 when there is none (and, given the `actor`, when outside its subtree)."""
+    path = await pool.fetchval("SELECT path FROM units WHERE code = $1", code)
+    if path is None:
+        msg = f"org unit {code} not found"
+        raise NotFoundError(msg)
+    if actor is not None:
+        require_scope(actor, str(path), f"org unit {code}")
+    return str(path)
+
+
+async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = "", own: bool = False) -> Any:
+    """A cadre of the actor's subtree (else 404) still in the pool (else 422, the message ending in `left`).
+
+    With `own`, a cadre acting for themselves reaches their own record too (`require_self_or_scope`).
+    """
+    row = await pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
+    if row is None:
+        msg = f"cadre {cadre_id} not found"
+        raise NotFoundError(msg)
+    if own:
+        require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
+    else:
+        require_scope(actor, row["org_path"], f"cadre {cadre_id}")
+    if not row["in_pool"]:
+        msg = f"cadre {cadre_id} has left the reserve pool{left}"
+        raise RuleViolationError(msg)
+    return row

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -28,6 +28,8 @@ from runtime.received import HandoverReaction, Received
 from runtime.settings import ServiceSettings
 
 log = logs.get(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,74 @@ GRANTS = Subscription(topics=[topics.REGISTRY], projection=auth.AccessGrants())
 """Every service (the registry too) reads the grants from the registry's topic."""
 
 
+class Parts:
+    """The typed parts a service's routes and reactions are given, said once in its app factory.
+
+    Each part is known by its class: `once` (command handlers, settings-derived policies: made
+    when first asked for, the service started by then, and kept), `per_request` (made from the
+    request too) or `reading` (queries, made per request on the database as the actor sees it).
+    A route asks for one with `Annotated[X, given(X)]` or `Annotated[X, scoped(X)]`; a reaction
+    or a background task with `service.part(X)`.
+    """
+
+    def __init__(self) -> None:
+        self._once: dict[type[Any], Callable[[Service], Any]] = {}
+        self._per_request: dict[type[Any], Callable[[Service, Request | None], Any]] = {}
+        self._reading: dict[type[Any], Callable[[Service, db.Scoped], Any]] = {}
+        self._made: dict[type[Any], Any] = {}
+
+    def once(self, kind: type[T], make: Callable[[Service], T]) -> Parts:
+        """`kind`, made by `make` when first asked for, then the same one every time."""
+        self._once[kind] = make
+        return self
+
+    def value(self, kind: type[T], value: T) -> Parts:
+        """`kind` is `value` (a policy the settings describe)."""
+        return self.once(kind, lambda _: value)
+
+    def per_request(self, kind: type[T], make: Callable[[Service, Request | None], T]) -> Parts:
+        """`kind`, made for each request that asks for it (and each time a reaction does: without a request)."""
+        self._per_request[kind] = make
+        return self
+
+    def reading(self, kind: type[T], make: Callable[[Service, db.Scoped], T]) -> Parts:
+        """`kind`, made for each request on the database as its actor sees it (row-level security)."""
+        self._reading[kind] = make
+        return self
+
+    def get(self, kind: type[T], service: Service, request: Request | None = None) -> T:
+        """The part of class `kind`, for `request` when there is one."""
+        if kind in self._once:
+            if kind not in self._made:
+                self._made[kind] = self._once[kind](service)
+            return _checked(kind, self._made[kind])
+        if kind in self._per_request:
+            return _checked(kind, self._per_request[kind](service, request))
+        msg = f"{service.spec.name} has no part {kind.__name__} made here (its app factory names its parts)"
+        raise LookupError(msg)
+
+    def read(self, kind: type[T], service: Service, scoped: db.Scoped) -> T:
+        """The reading part of class `kind`, on `scoped`."""
+        if kind not in self._reading:
+            msg = f"{service.spec.name} has no reading part {kind.__name__} (its app factory names its parts)"
+            raise LookupError(msg)
+        return _checked(kind, self._reading[kind](service, scoped))
+
+
+def _checked(kind: type[T], part: object) -> T:
+    if not isinstance(part, kind):
+        msg = f"a part made for {kind.__name__} is a {type(part).__name__}"
+        raise TypeError(msg)
+    return part
+
+
 class Service:
     """The running parts of one service process."""
 
-    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings, parts: Parts | None = None) -> None:
         self.spec = spec
         self.settings = settings
+        self.parts = parts or Parts()
         self._pool: db.Pool | None = None
         self._store: store.EventStore | None = None
         self._keystore: KeyStore | None = None
@@ -185,6 +249,10 @@ class Service:
             msg = "service not started"
             raise RuntimeError(msg)
         return self._store
+
+    def part(self, kind: type[T]) -> T:
+        """The part of class `kind` its app factory named (after start): command handlers, a policy."""
+        return self.parts.get(kind, self)
 
     @property
     def keystore(self) -> KeyStore:
@@ -367,9 +435,9 @@ class Service:
         return checks
 
 
-def build_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
-    """The FastAPI app of one service; its lifespan runs the whole service."""
-    service = Service(spec, settings)
+def build_app(spec: ServiceSpec, settings: ServiceSettings, parts: Parts | None = None) -> FastAPI:
+    """The FastAPI app of one service, with the `parts` its routes are given; its lifespan runs the whole service."""
+    service = Service(spec, settings, parts)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -457,3 +525,39 @@ async def actor_db(request: Request, actor: auth.CurrentActor) -> db.Scoped:
 
 ActorDB = Annotated[db.Scoped, Depends(actor_db)]
 """What a route reads with: queries that forget their filter still see only the actor's subtree."""
+
+
+async def service_pool(request: Request) -> db.Pool:
+    """FastAPI dependency: the service's database pool (the service's own role: no row-level filter)."""
+    return service_of(request).pool
+
+
+async def service_store(request: Request) -> store.EventStore:
+    """FastAPI dependency: the service's event store."""
+    return service_of(request).store
+
+
+ServicePool = Annotated[db.Pool, Depends(service_pool)]
+ServiceStore = Annotated[store.EventStore, Depends(service_store)]
+
+
+def given(kind: type[T]) -> Any:
+    """FastAPI dependency on the part of class `kind` the app factory named (a route: `Annotated[X, this]`)."""
+
+    async def dependency(request: Request) -> T:
+        service = service_of(request)
+        return service.parts.get(kind, service, request)
+
+    dependency.__name__ = f"given_{kind.__name__}"
+    return Depends(dependency)
+
+
+def scoped(kind: type[T]) -> Any:
+    """FastAPI dependency on the reading part `kind`, on the database as the actor sees it (in an Annotated)."""
+
+    async def dependency(request: Request, actor_scoped: ActorDB) -> T:
+        service = service_of(request)
+        return service.parts.read(kind, service, actor_scoped)
+
+    dependency.__name__ = f"scoped_{kind.__name__}"
+    return Depends(dependency)

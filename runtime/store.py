@@ -32,7 +32,7 @@ from contracts.envelope import (
 )
 from contracts.event import Event
 from runtime import clock, logs, metrics, ownership
-from runtime.chain import ChainBreak, json_time, row_problem
+from runtime.chain import ChainBreak, ChainWalk, append_fields, json_time, link_fields
 from runtime.context import CommandContext
 from runtime.db import Conn, Pool, busy, in_scope, row_security, system_only, unreachable
 from runtime.errors import CommandError, ConcurrencyError, NotFoundError, OwnedElsewhereError, RuleViolationError
@@ -156,17 +156,14 @@ class _Append:
     ) -> _Append:
         """Serialize what can be serialized before the chain is known."""
         payloads = [event.model_dump(mode="json") for event in events]
-        common = {
-            "source": store.source,
-            "deployment": store.deployment,
-            "stream_id": stream_id,
-            "cadre_id": str(cadre_id) if cadre_id else None,
-            "org_path": org_path,
-            "occurred_at": json_time(ctx.occurred),
-            "actor": ctx.actor.model_dump(mode="json"),
-            "correlation_id": str(ctx.correlation_id),
-            "causation_id": str(ctx.causation_id) if ctx.causation_id else None,
-        }
+        common = append_fields(
+            source=store.source,
+            deployment=store.deployment,
+            stream_id=stream_id,
+            ctx=ctx,
+            org_path=org_path,
+            cadre_id=cadre_id,
+        )
         fragments = [orjson.Fragment(canonical_json(payload)) for payload in payloads]
         return cls(stream_id, expected_version, events, ctx, org_path, cadre_id, common, payloads, fragments)
 
@@ -441,17 +438,16 @@ class EventStore:
         event_key = str(event_id)
         common = request.common
         digest, body = seal(
-            {
-                **common,
-                "recorded_at": now.json,
-                "event_id": event_key,
-                "event_type": event.event_type,
-                "schema_version": event.schema_version,
-                "stream_version": stream_version,
-                "position": position,
-                "payload": request.fragments[n],
-                "prev_hash": prev_hash,
-            }
+            link_fields(
+                common,
+                event,
+                recorded_at=now.json,
+                event_id=event_id,
+                stream_version=stream_version,
+                position=position,
+                payload=request.fragments[n],
+                prev_hash=prev_hash,
+            )
         )
         occurred_at = request.ctx.occurred
         envelope = Envelope.trusted(
@@ -542,28 +538,24 @@ class EventStore:
         # One snapshot for every read: on a live service an append committed between the last row read
         # and the head read would otherwise look like a head that names no row.
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            prev_hash = GENESIS_HASH
+            walk = ChainWalk(after)
             if after:
-                prev_hash = await conn.fetchval("SELECT hash FROM events WHERE position = $1", after)
-            expected = after + 1
+                walk.prev_hash = await conn.fetchval("SELECT hash FROM events WHERE position = $1", after)
             while True:
                 rows = await conn.fetch(
                     "SELECT position, stream_id, stream_version, event_id, body, hash FROM events"
                     " WHERE position >= $1 ORDER BY position LIMIT $2",
-                    expected,
+                    walk.expected,
                     batch,
                 )
                 for row in rows:
-                    problem = row_problem(row, expected, prev_hash)
-                    if problem:
-                        return ChainBreak(position=expected, problem=problem)
-                    prev_hash = row["hash"]
-                    expected += 1
+                    if found := walk.step(row):
+                        return found
                 if len(rows) < batch:
                     break
             head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
-        if head is None or head["position"] != expected - 1 or head["hash"] != prev_hash:
-            return ChainBreak(position=expected, problem="chain head does not name the last event")
+        if head is None or head["position"] != walk.expected - 1 or head["hash"] != walk.prev_hash:
+            return ChainBreak(position=walk.expected, problem="chain head does not name the last event")
         return None
 
 

@@ -167,7 +167,7 @@ class ProjectionSubscriber:
 
         async def handle(message: KafkaMessage) -> None:
             raw = message.raw_message
-            records = raw if isinstance(raw, tuple) else (raw,)
+            records = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)  # a list from the in-memory broker
             try:
                 await self._pipelined(records)
             except Exception:

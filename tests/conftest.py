@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -16,7 +16,7 @@ from deploy.local.stack import as_service_role, create_service_role
 from runtime.settings import ServiceSettings
 from services.registry.app import RegistrySettings, create_app
 from tests import infra as infra_module
-from tests.support import Running, create_database, running
+from tests.support import DatabaseFactory, Launch, Running, create_database, running
 
 pytest_plugins: list[str] = ["tests.timetravel"]
 
@@ -45,9 +45,6 @@ async def namespace(infra: infra_module.Infra) -> AsyncIterator[str]:
     await infra_module.remove_namespace(infra, name)
 
 
-DatabaseFactory = Callable[[str], Awaitable[str]]
-
-
 @pytest.fixture
 def database(infra: infra_module.Infra, namespace: str) -> DatabaseFactory:
     """Create a fresh database for one service of this test; returns its DSN."""
@@ -65,7 +62,6 @@ def database(infra: infra_module.Infra, namespace: str) -> DatabaseFactory:
 
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
-Launch = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture

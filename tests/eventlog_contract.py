@@ -8,42 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date
 
 import pytest
 
-from contracts.envelope import GENESIS_HASH, Actor, Role, uuid7
-from contracts.registry import CadreNominated, Education, Gender
-from runtime.context import CommandContext
+from contracts.envelope import GENESIS_HASH, uuid7
+from contracts.registry import CadreNominated
 from runtime.errors import ConcurrencyError
 from runtime.eventlog import EventLog
-
-ACTOR = Actor(user="tester", org_path="cn.qs", role=Role.ORGANIZER)
-
-
-def _ctx() -> CommandContext:
-    return CommandContext(actor=ACTOR, correlation_id=uuid7())
+from tests.support import command_context, nominated
 
 
 def _nominated(cadre_id: uuid.UUID, name: str = "Chen Jie") -> CadreNominated:
-    return CadreNominated(
-        cadre_id=cadre_id,
-        org_code="qs",
-        full_name=name,
-        gender=Gender.MALE,
-        birth_date=date(1990, 3, 1),
-        education=Education.BACHELOR,
-        current_position="Section chief",
-        years_of_service=9,
-        grassroots_months=0,
-        reason="contract",
-    )
+    return nominated(cadre_id, full_name=name, org_code="qs")
 
 
 async def _append(log: EventLog, stream: str, expected: int, count: int = 1) -> None:
     cadre_id = uuid7()
     events = [_nominated(cadre_id, f"Cadre {n}") for n in range(count)]
-    await log.append(stream, expected, events, ctx=_ctx(), org_path="cn.qs", cadre_id=cadre_id)
+    await log.append(stream, expected, events, ctx=command_context(), org_path="cn.qs", cadre_id=cadre_id)
 
 
 class EventLogContract:
@@ -52,7 +34,7 @@ class EventLogContract:
     async def test_an_append_is_read_back_in_order_with_its_versions(self, log: EventLog) -> None:
         cadre_id = uuid7()
         appended = await log.append(
-            "cadre-x", 0, [_nominated(cadre_id), _nominated(cadre_id, "Li Na")], ctx=_ctx(), org_path="cn.qs"
+            "cadre-x", 0, [_nominated(cadre_id), _nominated(cadre_id, "Li Na")], ctx=command_context(), org_path="cn.qs"
         )
         assert [e.stream_version for e in appended] == [1, 2]
         read = await log.read_stream("cadre-x")
@@ -103,7 +85,7 @@ class EventLogContract:
         from dataclasses import replace  # noqa: PLC0415 - only here
 
         cadre_id = uuid7()
-        ctx = replace(_ctx(), dry_run=True)
+        ctx = replace(command_context(), dry_run=True)
         answered = await log.append("cadre-d", 0, [_nominated(cadre_id)], ctx=ctx, org_path="cn.qs")
         assert [e.stream_version for e in answered] == [1]
         assert await log.read_stream("cadre-d") == []

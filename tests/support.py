@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -15,9 +16,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
-from contracts.envelope import Actor, Role
+from contracts.envelope import Actor, Role, uuid7
+from contracts.registry import CadreNominated, Education, Gender
 from runtime import checkpoint, clock, db
 from runtime.auth import issue_token
+from runtime.context import CommandContext
 from runtime.service import Service
 from runtime.settings import DEV_AUTH_SECRET, ServiceSettings
 from services.sync import bundles
@@ -27,6 +30,8 @@ from services.sync.ingest import Ingest
 T = TypeVar("T")
 
 SECRET = DEV_AUTH_SECRET
+ORGANIZER = Actor(user="tester", org_path="cn.qs", role=Role.ORGANIZER)
+"""The actor of the tests that append directly to a store: an organizer of `cn.qs`."""
 
 
 class ActorHeaders(Mapping[str, str]):
@@ -215,3 +220,31 @@ async def carry_bundle(sender: ServiceSettings, receiver: ServiceSettings) -> Im
         return await bundles.take(pool, ingest, receiver.topology, data, max_bytes=max_bytes)
     finally:
         await pool.close()
+
+
+DatabaseFactory = Callable[[str], Awaitable[str]]
+"""The `database` fixture: a fresh database for one service of a test, by service name; returns its DSN."""
+Launch = Callable[..., Awaitable[Running]]
+"""The `launch` fixture: start a service app of a test (its settings' overrides as keywords)."""
+
+
+def command_context(actor: Actor = ORGANIZER) -> CommandContext:
+    """A command's context for `actor` (now, a fresh correlation id)."""
+    return CommandContext(actor=actor, correlation_id=uuid7())
+
+
+def nominated(cadre_id: UUID | None = None, **changes: Any) -> CadreNominated:
+    """A nomination that meets the entry rules (Li Wei, deputy head in `ly`); `changes` replace its fields."""
+    fields: dict[str, Any] = {
+        "cadre_id": cadre_id or uuid7(),
+        "org_code": "ly",
+        "full_name": "Li Wei",
+        "gender": Gender.FEMALE,
+        "birth_date": date(1992, 5, 17),
+        "education": Education.MASTER,
+        "current_position": "Deputy head",
+        "years_of_service": 8,
+        "grassroots_months": 30,
+        "reason": "test",
+    }
+    return CadreNominated(**(fields | changes))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from runtime.auth import CurrentActor, can_write, require_scope
-from runtime.commands import Accepted, tagged
+from runtime.commands import Accepted
 from runtime.export import Table, table_response
-from runtime.http import Context, ExpectedVersion
-from runtime.service import ActorDB, service_of
+from runtime.http import Change, Context, Create, Under
+from runtime.service import ServicePool, given, scoped
 from services.assessment.commands import (
     AssessmentCommands,
     CheckIn,
@@ -36,38 +36,26 @@ from services.assessment.queries import (
     ReminderView,
     Shortfall,
 )
+from services.assessment.rules import SweepPolicy
 
 router = APIRouter()
 
 
-async def commands(request: Request) -> AssessmentCommands:
-    """FastAPI dependency: the command handlers."""
-    service = service_of(request)
-    return AssessmentCommands(service.store, service.pool, request.app.state.sweep_policy)
-
-
-async def queries(request: Request, db: ActorDB) -> AssessmentQueries:
-    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
-    return AssessmentQueries(db, request.app.state.ranking_weights)
-
-
-Commands = Annotated[AssessmentCommands, Depends(commands)]
-Queries = Annotated[AssessmentQueries, Depends(queries)]
-Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+Commands = Annotated[AssessmentCommands, given(AssessmentCommands)]
+Queries = Annotated[AssessmentQueries, scoped(AssessmentQueries)]
+Policy = Annotated[SweepPolicy, given(SweepPolicy)]
 
 
 @router.post("/cycles", status_code=status.HTTP_201_CREATED, tags=["cycles"])
-async def open_cycle(body: OpenCycle, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def open_cycle(body: OpenCycle, act: Create, cmd: Commands) -> Accepted:
     """Open an assessment cycle (annual, mid-year or ad hoc) over a subtree."""
-    return tagged(response, await cmd.open_cycle(ctx, body))
+    return act.tagged(await cmd.open_cycle(act.ctx, body))
 
 
 @router.post("/cycles/{cycle_id}/close", tags=["cycles"])
-async def close_cycle(
-    cycle_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def close_cycle(cycle_id: UUID, act: Change, cmd: Commands) -> Accepted:
     """Close a cycle: no evaluation is recorded in it afterwards."""
-    return tagged(response, await cmd.close_cycle(ctx, cycle_id, expected))
+    return act.tagged(await cmd.close_cycle(act.ctx, cycle_id, act.expected))
 
 
 @router.get("/cycles/{cycle_id}/progress", tags=["cycles"])
@@ -77,41 +65,37 @@ async def cycle_progress(cycle_id: UUID, actor: CurrentActor, reads: Queries) ->
 
 
 @router.post("/cadres/{cadre_id}/evaluations", status_code=status.HTTP_201_CREATED, tags=["cadres"])
-async def evaluate(
-    cadre_id: UUID, body: Evaluate, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def evaluate(cadre_id: UUID, body: Evaluate, act: Change, cmd: Commands) -> Accepted:
     """Record an evaluation (one per cycle; a correction names the one it supersedes)."""
-    return tagged(response, await cmd.evaluate(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.evaluate(act.ctx, cadre_id, body, act.expected))
 
 
 @router.post("/cadres/{cadre_id}/check-ins", status_code=status.HTTP_201_CREATED, tags=["cadres"])
-async def check_in(cadre_id: UUID, body: CheckIn, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def check_in(cadre_id: UUID, body: CheckIn, act: Create, cmd: Commands) -> Accepted:
     """Record a check-in about the cadre's thinking, work and life."""
-    return tagged(response, await cmd.check_in(ctx, cadre_id, body))
+    return act.tagged(await cmd.check_in(act.ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/reminders", status_code=status.HTTP_201_CREATED, tags=["reminders"])
-async def issue_reminder(
-    cadre_id: UUID, body: IssueReminder, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def issue_reminder(cadre_id: UUID, body: IssueReminder, act: Create, cmd: Commands) -> Accepted:
     """Point out a problem showing signs or tendencies."""
-    return tagged(response, await cmd.issue_reminder(ctx, cadre_id, body))
+    return act.tagged(await cmd.issue_reminder(act.ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/reminders/{reminder_id}/resolution", tags=["reminders"])
 async def resolve_reminder(
-    cadre_id: UUID, reminder_id: UUID, body: ResolveReminder, ctx: Context, cmd: Commands, response: Response
+    cadre_id: UUID, reminder_id: UUID, body: ResolveReminder, act: Create, cmd: Commands
 ) -> Accepted:
     """Resolve a reminder after its follow-up."""
-    return tagged(response, await cmd.resolve_reminder(ctx, cadre_id, reminder_id, body))
+    return act.tagged(await cmd.resolve_reminder(act.ctx, cadre_id, reminder_id, body))
 
 
 @router.post("/cadres/{cadre_id}/exit-recommendations/{recommendation_id}/rejection", tags=["pool"])
 async def reject_exit(
-    cadre_id: UUID, recommendation_id: UUID, body: RejectExit, ctx: Context, cmd: Commands, response: Response
+    cadre_id: UUID, recommendation_id: UUID, body: RejectExit, act: Create, cmd: Commands
 ) -> Accepted:
     """Decide against an exit recommendation, with the reason (confirming one is the registry's retirement)."""
-    return tagged(response, await cmd.reject_exit(ctx, cadre_id, recommendation_id, body))
+    return act.tagged(await cmd.reject_exit(act.ctx, cadre_id, recommendation_id, body))
 
 
 class SweepResult(BaseModel):
@@ -122,12 +106,12 @@ class SweepResult(BaseModel):
 
 
 @router.post("/sweeps", tags=["reminders"])
-async def sweep(ctx: Context, cmd: Commands, request: Request, under: Under = None) -> SweepResult:
+async def sweep(ctx: Context, cmd: Commands, pool: ServicePool, under: Under = None) -> SweepResult:
     """Run the periodic reminder rules (overdue check-ins, no training hours) over a subtree now."""
     can_write(ctx.actor)
     root = ctx.actor.org_path
     if under is not None:
-        root = await service_of(request).pool.fetchval("SELECT path FROM units WHERE code = $1", under) or ""
+        root = await pool.fetchval("SELECT path FROM units WHERE code = $1", under) or ""
         require_scope(ctx.actor, root, f"org unit {under}")
     return SweepResult(root=root, reminders_raised=await cmd.sweep(ctx, root))
 
@@ -194,28 +178,28 @@ async def exit_queue(actor: CurrentActor, reads: Queries, under: Under = None) -
 async def mentees(
     actor: CurrentActor,
     reads: Queries,
-    request: Request,
+    policy: Policy,
     mentor: Annotated[str | None, Query(max_length=64, description="The mentor's user id (default: you)")] = None,
 ) -> list[Mentee]:
     """A mentor's mentees in your subtree and what each needs: a check-in due, open reminders."""
-    every: int = request.app.state.sweep_policy.check_in_every_days
+    every = policy.check_in_every_days
     return await reads.mentees(actor, mentor or actor.user, every)
 
 
 @router.get("/responsibility", tags=["reminders"], response_model=list[MentorDuty])
 async def responsibility(
-    actor: CurrentActor, reads: Queries, request: Request, table: Table, under: Under = None
+    actor: CurrentActor, reads: Queries, policy: Policy, table: Table, under: Under = None
 ) -> list[MentorDuty] | Response:
     """The responsibility report: every mentor of a subtree, check-ins held against due, reminders answered."""
-    every: int = request.app.state.sweep_policy.check_in_every_days
+    every = policy.check_in_every_days
     items = await reads.responsibility(actor, under, every)
     return table_response(table, items, filename="responsibility") if table else items
 
 
 @router.get("/overdue-check-ins", tags=["reminders"])
 async def overdue_check_ins(
-    actor: CurrentActor, reads: Queries, request: Request, under: Under = None
+    actor: CurrentActor, reads: Queries, policy: Policy, under: Under = None
 ) -> list[OverdueCheckIn]:
     """Cadres nobody has checked in with for longer than the check-in interval."""
-    every: int = request.app.state.sweep_policy.check_in_every_days
+    every = policy.check_in_every_days
     return await reads.overdue_check_ins(actor, under, every)

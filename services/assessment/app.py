@@ -13,10 +13,11 @@ from exchange.templates import download_router
 from runtime import logs
 from runtime.context import CommandContext
 from runtime.registry_view import RegistryView
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.assessment import api, projection, rules
 from services.assessment.commands import AssessmentCommands
+from services.assessment.queries import AssessmentQueries
 
 log = logs.get(__name__)
 
@@ -66,7 +67,7 @@ async def sweep_periodically(service: Service) -> None:
     """Raise the periodic reminders over the whole pool, now and then at every interval."""
     settings = service.settings
     assert isinstance(settings, AssessmentSettings)
-    commands = AssessmentCommands(service.store, service.pool, settings.sweep_policy())
+    commands = service.part(AssessmentCommands)
     while not await service.pause(settings.sweep_interval_seconds):
         roots = (
             [settings.sweep_root]
@@ -102,7 +103,11 @@ SPEC = ServiceSpec(
 def create_app(settings: AssessmentSettings | None = None) -> FastAPI:
     """Assessment's ASGI app."""
     settings = settings or AssessmentSettings()
-    app = build_app(SPEC, settings)
-    app.state.sweep_policy = settings.sweep_policy()
-    app.state.ranking_weights = settings.ranking_weights()
-    return app
+    policy, weights = settings.sweep_policy(), settings.ranking_weights()
+    parts = (
+        Parts()
+        .value(rules.SweepPolicy, policy)
+        .once(AssessmentCommands, lambda s: AssessmentCommands(s.store, s.pool, policy))
+        .reading(AssessmentQueries, lambda _, db: AssessmentQueries(db, weights))
+    )
+    return build_app(SPEC, settings, parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
@@ -23,18 +24,17 @@ from contracts.event import Event
 from contracts.registry import Name, Text
 from runtime import clock
 from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, Command, check_expected, retrying
+from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, start
 from runtime.context import CommandContext
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
+from runtime.registry_view import pool_cadre, unit_path
 from runtime.store import EventStore
 from services.assessment import rules
 
-
-def cycle_stream(cycle_id: UUID) -> str:
-    """Stream id of an assessment cycle."""
-    return f"cycle-{cycle_id}"
+cycle_stream = Streams("cycle")
+"""Stream id of an assessment cycle."""
 
 
 class OpenCycle(Command):
@@ -102,15 +102,7 @@ class AssessmentCommands:
         self._policy = policy
 
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
-        row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-        if row is None:
-            msg = f"cadre {cadre_id} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, row["org_path"], f"cadre {cadre_id}")
-        if not row["in_pool"]:
-            msg = f"cadre {cadre_id} has left the reserve pool: the case is closed"
-            raise RuleViolationError(msg)
-        return row
+        return await pool_cadre(self._pool, ctx.actor, cadre_id, left=": the case is closed")
 
     async def _cycle(self, ctx: CommandContext, cycle_id: UUID) -> rules.Cycle:
         """A cycle over the actor's subtree or above it (those it evaluates in); any other answers 404."""
@@ -136,20 +128,13 @@ class AssessmentCommands:
     async def open_cycle(self, ctx: CommandContext, cmd: OpenCycle) -> Accepted:
         """Open a cycle over a subtree the actor covers."""
         can_write(ctx.actor)
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", cmd.org_code)
-        if path is None:
-            msg = f"org unit {cmd.org_code} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, path, f"org unit {cmd.org_code}")
+        path = await unit_path(self._pool, cmd.org_code, ctx.actor)
         cycle_id = cmd.cycle_id or uuid7()
         event = AssessmentCycleOpened(cycle_id=cycle_id, **cmd.model_dump(exclude={"cycle_id"}))
-        stream = cycle_stream(cycle_id)
-        try:
-            envelopes = await self._store.append(stream, 0, rules.open_cycle(event), ctx=ctx, org_path=path)
-        except ConflictError:
-            msg = f"cycle {cycle_id} is already open"
-            raise ConflictError(msg) from None
-        return Accepted.of(stream, 0, envelopes)
+        already = f"cycle {cycle_id} is already open"
+        return await start(
+            self._store, cycle_stream(cycle_id), rules.open_cycle(event), ctx=ctx, org_path=path, exists=already
+        )
 
     async def close_cycle(self, ctx: CommandContext, cycle_id: UUID, expected: int | None) -> Accepted:
         """Close a cycle of the actor's subtree."""
@@ -157,11 +142,10 @@ class AssessmentCommands:
         cycle = await self._cycle(ctx, cycle_id)
         require_scope(ctx.actor, cycle.org_path, f"cycle {cycle_id}")
         check_expected(cycle_stream(cycle_id), expected, cycle.version)
-        stream = cycle_stream(cycle_id)
-        envelopes = await self._store.append(
-            stream, cycle.version, rules.close_cycle(cycle, ctx.day), ctx=ctx, org_path=cycle.org_path
+        events = rules.close_cycle(cycle, ctx.day)
+        return await record(
+            self._store, cycle_stream(cycle_id), cycle.version, events, ctx=ctx, org_path=cycle.org_path
         )
-        return Accepted.of(stream, cycle.version, envelopes)
 
     async def evaluate(self, ctx: CommandContext, cadre_id: UUID, cmd: Evaluate, expected: int | None) -> Accepted:
         """Record an evaluation; the reminders and exits it calls for are recorded with it."""
@@ -179,16 +163,19 @@ class AssessmentCommands:
         )
         follow_up = ctx.day + timedelta(days=self._policy.follow_up_days)
 
-        async def attempt() -> Accepted:
+        async def load() -> rules.CadreFile:
             file = await self.file(cadre_id)
             if any(e.evaluation_id == evaluation.evaluation_id for e in file.evaluations):
                 msg = f"evaluation {evaluation.evaluation_id} is already recorded"
                 raise ConflictError(msg)
-            check_expected(cadre_stream(cadre_id), expected, file.version)
-            events = rules.evaluate(file, cycle, evaluation, follow_up_on=follow_up)
-            return await self._append(ctx, file, events, cadre["org_path"])
+            return file
 
-        return await retrying(attempt, expected=expected)
+        def decide(file: rules.CadreFile) -> Decision:
+            return Decision(
+                rules.evaluate(file, cycle, evaluation, follow_up_on=follow_up), cadre["org_path"], cadre_id
+            )
+
+        return await change(self._store, cadre_stream(cadre_id), load, decide, ctx=ctx, expected=expected)
 
     async def check_in(self, ctx: CommandContext, cadre_id: UUID, cmd: CheckIn) -> Accepted:
         """Record a check-in held with the cadre: by an organizer, or by the cadre's own mentor (a viewer's grant)."""
@@ -202,11 +189,7 @@ class AssessmentCommands:
             **cmd.model_dump(exclude={"check_in_id"}),
         )
 
-        async def attempt() -> Accepted:
-            file = await self.file(cadre_id)
-            return await self._append(ctx, file, rules.check_in(file, event, ctx.day), cadre["org_path"])
-
-        return await retrying(attempt, expected=None)
+        return await self._change_file(ctx, cadre, lambda file: rules.check_in(file, event, ctx.day))
 
     async def issue_reminder(self, ctx: CommandContext, cadre_id: UUID, cmd: IssueReminder) -> Accepted:
         """Issue a reminder by hand."""
@@ -216,11 +199,7 @@ class AssessmentCommands:
             reminder_id=cmd.reminder_id or uuid7(), cadre_id=cadre_id, **cmd.model_dump(exclude={"reminder_id"})
         )
 
-        async def attempt() -> Accepted:
-            file = await self.file(cadre_id)
-            return await self._append(ctx, file, rules.issue_reminder(file, reminder, ctx.day), cadre["org_path"])
-
-        return await retrying(attempt, expected=None)
+        return await self._change_file(ctx, cadre, lambda file: rules.issue_reminder(file, reminder, ctx.day))
 
     async def resolve_reminder(
         self, ctx: CommandContext, cadre_id: UUID, reminder_id: UUID, cmd: ResolveReminder
@@ -229,12 +208,9 @@ class AssessmentCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
 
-        async def attempt() -> Accepted:
-            file = await self.file(cadre_id)
-            events = rules.resolve_reminder(file, reminder_id, cmd.resolution, ctx.day)
-            return await self._append(ctx, file, events, cadre["org_path"])
-
-        return await retrying(attempt, expected=None)
+        return await self._change_file(
+            ctx, cadre, lambda file: rules.resolve_reminder(file, reminder_id, cmd.resolution, ctx.day)
+        )
 
     async def reject_exit(
         self, ctx: CommandContext, cadre_id: UUID, recommendation_id: UUID, cmd: RejectExit
@@ -243,12 +219,7 @@ class AssessmentCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
 
-        async def attempt() -> Accepted:
-            file = await self.file(cadre_id)
-            events = rules.reject_exit(file, recommendation_id, cmd.reason)
-            return await self._append(ctx, file, events, cadre["org_path"])
-
-        return await retrying(attempt, expected=None)
+        return await self._change_file(ctx, cadre, lambda file: rules.reject_exit(file, recommendation_id, cmd.reason))
 
     async def sweep(self, ctx: CommandContext, root_path: str) -> int:
         """Run the periodic reminder rules over the pool of a subtree; return the reminders raised."""
@@ -264,23 +235,27 @@ class AssessmentCommands:
         raised = 0
         for row in rows:
 
-            async def attempt(row: Any = row) -> Accepted:
-                file = await self.file(row["cadre_id"])
-                events = rules.sweep(
+            def decide(file: rules.CadreFile, row: Any = row) -> list[Event]:
+                return rules.sweep(
                     file,
                     in_pool_since=row["nominated_on"],
                     training_hours_this_year=row["hours"],
                     today=today,
                     policy=self._policy,
                 )
-                return await self._append(ctx, file, events, row["org_path"])
 
-            raised += len((await retrying(attempt, expected=None)).events)
+            raised += len((await self._change_file(ctx, row, decide)).events)
         return raised
 
-    async def _append(self, ctx: CommandContext, file: rules.CadreFile, events: list[Event], org_path: str) -> Accepted:
-        stream = cadre_stream(file.cadre_id)
-        envelopes = await self._store.append(
-            stream, file.version, events, ctx=ctx, org_path=org_path, cadre_id=file.cadre_id
+    async def _change_file(
+        self, ctx: CommandContext, cadre: Any, decide: Callable[[rules.CadreFile], list[Event]]
+    ) -> Accepted:
+        """Change the file of `cadre` (its pool row) as `decide` says; on a race it decides again on the new file."""
+        cadre_id: UUID = cadre["cadre_id"]
+
+        def decision(file: rules.CadreFile) -> Decision:
+            return Decision(decide(file), cadre["org_path"], cadre_id)
+
+        return await change(
+            self._store, cadre_stream(cadre_id), lambda: self.file(cadre_id), decision, ctx=ctx, expected=None
         )
-        return Accepted.of(stream, file.version, envelopes)

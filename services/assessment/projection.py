@@ -31,7 +31,7 @@ from contracts.training import (
 )
 from runtime import registry_view
 from runtime.db import Conn, in_scope, in_scope_or_above, row_security
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
     *registry_view.SCHEMA,
@@ -146,27 +146,21 @@ SCHEMA: Final = (
 )
 
 
-class AssessmentProjection:
+class AssessmentProjection(Typed):
     """Assessment's own events, folded into its tables."""
 
     name = "assessment"
 
-    _TYPES: Final = frozenset(
-        {
-            AssessmentCycleOpened.event_type,
-            AssessmentCycleClosed.event_type,
-            EvaluationRecorded.event_type,
-            CheckInRecorded.event_type,
-            ReminderIssued.event_type,
-            ReminderResolved.event_type,
-            ExitRecommended.event_type,
-            ExitRecommendationRejected.event_type,
-        }
+    events = (
+        AssessmentCycleOpened,
+        AssessmentCycleClosed,
+        EvaluationRecorded,
+        CheckInRecorded,
+        ReminderIssued,
+        ReminderResolved,
+        ExitRecommended,
+        ExitRecommendationRejected,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Every assessment event."""
-        return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Apply the events in order (commands append few at a time)."""
@@ -315,26 +309,21 @@ def _statements(recorded: Recorded) -> list[tuple[str, tuple[Any, ...]]]:  # noq
             raise ValueError(msg)
 
 
-class TrainingView:
+class TrainingView(Typed):
     """Assessment's view of training: hours per year by kind, and postings served."""
 
     name = "training"
     tables = ("training_hours", "postings_served")
     """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    _TYPES: Final = frozenset(
-        {
-            TrainingCompleted.event_type,
-            TrainingAttendanceRecorded.event_type,
-            SelfStudyLogged.event_type,
-            SelfStudyConfirmed.event_type,
-            PostingCompleted.event_type,
-        }
+    events = (
+        TrainingCompleted,
+        TrainingAttendanceRecorded,
+        SelfStudyLogged,
+        SelfStudyConfirmed,
+        PostingCompleted,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Completions, self-study (logged, or reported and confirmed), ended postings."""
-        return event_type in self._TYPES
+    """Completions, self-study (logged, or reported and confirmed), ended postings."""
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Add up hours and served postings (each event counted once: the inbox sees to that)."""

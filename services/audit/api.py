@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from runtime.auth import CurrentActor
 from runtime.export import Table, table_response
-from runtime.http import Context, Expensive, Moment
-from runtime.service import ActorDB, service_of
+from runtime.http import Context, Expensive, Moment, Under
+from runtime.service import scoped
 from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
 from services.audit.replay import PoolDiff, PoolEntry
 
@@ -18,14 +18,7 @@ router = APIRouter(dependencies=[Expensive])
 """Every audit question records an event: each counts against the actor's share of expensive reads."""
 
 
-async def queries(request: Request, db: ActorDB) -> AuditQueries:
-    """FastAPI dependency: the audit queries, reading as the request's actor (row-level security)."""
-    service = service_of(request)
-    return AuditQueries(db, service.store, request.app.state.signing_key, chain=service.pool)
-
-
-Queries = Annotated[AuditQueries, Depends(queries)]
-Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
+Queries = Annotated[AuditQueries, scoped(AuditQueries)]
 
 
 @router.get("/cadres/{cadre_id}/timeline", tags=["audit"])

@@ -6,9 +6,10 @@ from fastapi import FastAPI
 
 from contracts import topics
 from runtime import checkpoint
-from runtime.service import ServiceSpec, Subscription, build_app
+from runtime.service import Parts, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.audit import api, projection
+from services.audit.queries import AuditQueries
 
 
 class AuditSettings(ServiceSettings):
@@ -38,6 +39,6 @@ SPEC = ServiceSpec(
 def create_app(settings: AuditSettings | None = None) -> FastAPI:
     """The audit service's ASGI app."""
     settings = settings or AuditSettings()
-    app = build_app(SPEC, settings)
-    app.state.signing_key = checkpoint.private_key(settings.checkpoint_signing_key.get_secret_value())
-    return app
+    key = checkpoint.private_key(settings.checkpoint_signing_key.get_secret_value())
+    parts = Parts().reading(AuditQueries, lambda s, db: AuditQueries(db, s.store, key, chain=s.pool))
+    return build_app(SPEC, settings, parts)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict
 
 from contracts.envelope import Role
@@ -14,27 +14,17 @@ from contracts.notify import Channel, NotificationPreferencesSet, NotificationRe
 from contracts.registry import Language
 from runtime import egress
 from runtime.auth import CurrentActor, require_role
-from runtime.commands import Accepted, check_expected, retrying, tagged
-from runtime.db import Pool, in_subtree_sql
+from runtime.commands import Accepted, check_expected, retrying
+from runtime.db import in_subtree_sql
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.export import Table, table_response
-from runtime.http import Context, ExpectedVersion
-from runtime.service import ActorDB, service_of
-from runtime.store import EventStore
+from runtime.http import Change, Create
+from runtime.service import ActorDB, ServicePool, ServiceStore, given
 
 router = APIRouter()
 
 
-async def _pool(request: Request) -> Pool:
-    return service_of(request).pool
-
-
-async def _store(request: Request) -> EventStore:
-    return service_of(request).store
-
-
-DB = Annotated[Pool, Depends(_pool)]
-Store = Annotated[EventStore, Depends(_store)]
+Allow = Annotated[egress.Allowlist, given(egress.Allowlist)]
 
 
 class MessageView(BaseModel):
@@ -98,7 +88,7 @@ async def inbox(
 
 
 @router.post("/inbox/{notification_id}/read", tags=["inbox"])
-async def mark_read(notification_id: UUID, ctx: Context, pool: DB, store: Store, response: Response) -> Accepted:
+async def mark_read(notification_id: UUID, act: Create, pool: ServicePool, store: ServiceStore) -> Accepted:
     """Mark one of your messages read (again: nothing changes)."""
     stream = f"notification-{notification_id}"
 
@@ -107,20 +97,20 @@ async def mark_read(notification_id: UUID, ctx: Context, pool: DB, store: Store,
             "SELECT m.read_at, m.org_path, m.cadre_id, d.version FROM messages m"
             " JOIN deliveries d USING (notification_id) WHERE m.notification_id = $1 AND m.user_id = $2",
             notification_id,
-            ctx.actor.user,
+            act.ctx.actor.user,
         )
         if row is None:
             msg = "message not found"
             raise NotFoundError(msg)
         if row["read_at"] is not None:
             return Accepted.of(stream, row["version"], [])
-        event = NotificationRead(notification_id=notification_id, user_id=ctx.actor.user)
+        event = NotificationRead(notification_id=notification_id, user_id=act.ctx.actor.user)
         envelopes = await store.append(
-            stream, row["version"], [event], ctx=ctx, org_path=row["org_path"], cadre_id=row["cadre_id"]
+            stream, row["version"], [event], ctx=act.ctx, org_path=row["org_path"], cadre_id=row["cadre_id"]
         )
         return Accepted.of(stream, row["version"], envelopes)
 
-    return tagged(response, await retrying(attempt, expected=None))
+    return act.tagged(await retrying(attempt, expected=None))
 
 
 @router.get("/preferences", tags=["preferences"])
@@ -134,37 +124,31 @@ async def get_preferences(actor: CurrentActor, pool: ActorDB) -> Preferences:
 
 @router.put("/preferences", tags=["preferences"])
 async def set_preferences(
-    body: Preferences,
-    ctx: Context,
-    pool: DB,
-    store: Store,
-    expected: ExpectedVersion,
-    response: Response,
-    request: Request,
+    body: Preferences, act: Change, pool: ServicePool, store: ServiceStore, allow: Allow
 ) -> Accepted:
     """Choose your channels, a webhook that receives signed copies (a public address: 422 else), and your language."""
-    stream = f"preferences-{ctx.actor.user}"
+    stream = f"preferences-{act.ctx.actor.user}"
 
     if body.webhook_url is not None:
         try:
-            await egress.check(str(body.webhook_url), request.app.state.webhook_allow)
+            await egress.check(str(body.webhook_url), allow)
         except egress.RefusedDestinationError as error:
             raise RuleViolationError(str(error), field="webhook_url") from error
 
     async def attempt() -> Accepted:
-        version = await pool.fetchval("SELECT version FROM preferences WHERE user_id = $1", ctx.actor.user) or 0
-        check_expected(stream, expected, version)
+        version = await pool.fetchval("SELECT version FROM preferences WHERE user_id = $1", act.ctx.actor.user) or 0
+        check_expected(stream, act.expected, version)
         event = NotificationPreferencesSet(
-            user_id=ctx.actor.user,
+            user_id=act.ctx.actor.user,
             email=body.email,
             inbox=body.inbox,
             webhook_url=str(body.webhook_url) if body.webhook_url else None,
             language=body.language,
         )
-        envelopes = await store.append(stream, version, [event], ctx=ctx, org_path=ctx.actor.org_path)
+        envelopes = await store.append(stream, version, [event], ctx=act.ctx, org_path=act.ctx.actor.org_path)
         return Accepted.of(stream, version, envelopes)
 
-    return tagged(response, await retrying(attempt, expected=expected))
+    return act.tagged(await retrying(attempt, expected=act.expected))
 
 
 @router.get("/deliveries", tags=["delivery log"], response_model=list[DeliveryView])

@@ -12,7 +12,7 @@ from contracts.notify import Channel
 from contracts.registry import Language
 from runtime import clock, egress, logs
 from runtime.projection import Projection
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import DEV_WEBHOOK_SECRET, ServiceSettings
 from services.notify import api, projection, rules
 from services.notify.channels import EmailChannel, SmtpConfig, WebhookChannel
@@ -165,6 +165,4 @@ SPEC = ServiceSpec(
 def create_app(settings: NotifySettings | None = None) -> FastAPI:
     """Notify's ASGI app."""
     settings = settings or NotifySettings()
-    app = build_app(SPEC, settings)
-    app.state.webhook_allow = settings.webhook_allowlist()
-    return app
+    return build_app(SPEC, settings, Parts().value(egress.Allowlist, settings.webhook_allowlist()))

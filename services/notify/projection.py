@@ -31,7 +31,7 @@ from contracts.registry import AccessGranted, AccessRevoked
 from contracts.training import TrainingEnrolled, TrainingProgramScheduled
 from runtime import clock, registry_view
 from runtime.db import Conn, in_scope, own_user, row_security, system_only
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 from runtime.registry_view import RegistryView
 from services.notify import rules
 
@@ -288,23 +288,17 @@ async def _cancel(conn: Conn, cancel: rules.Cancel) -> None:
         )
 
 
-class NotifyProjection:
+class NotifyProjection(Typed):
     """Notify's own events, folded inline: attempts, inbox messages, read marks, preferences."""
 
     name = "notify"
 
-    _TYPES: Final = frozenset(
-        {
-            NotificationSent.event_type,
-            NotificationFailed.event_type,
-            NotificationRead.event_type,
-            NotificationPreferencesSet.event_type,
-        }
+    events = (
+        NotificationSent,
+        NotificationFailed,
+        NotificationRead,
+        NotificationPreferencesSet,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Notify's own events."""
-        return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each event updates the row it names."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
 from contracts.personal import PersonalFile
@@ -14,14 +14,13 @@ from contracts.registry import Education, Person, ProfileChanges
 from exchange import lrmx
 from exchange import statistics as statistics_sheet
 from runtime.auth import OWN_RECORD, CurrentActor
-from runtime.batch import memo_of
-from runtime.commands import Accepted, tagged
+from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
 from runtime.export import XLSX_TYPE, Table, table_response
-from runtime.http import Context, Day, ExpectedVersion
+from runtime.http import Change, Context, Create, Day
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.openapi import ERASED
-from runtime.service import ActorDB, service_of
+from runtime.service import given, scoped, service_of
 from services.registry.commands import (
     EntryCheckRequest,
     Erase,
@@ -45,41 +44,25 @@ from services.registry.queries import (
     StatusCounts,
     Structure,
 )
-from services.registry.rules import EntryRules
 from services.registry.statistics import Statistics
 
 router = APIRouter()
 
 
-async def commands(request: Request) -> RegistryCommands:
-    """FastAPI dependency: the command handlers."""
-    service = service_of(request)
-    entry_rules: EntryRules = request.app.state.entry_rules
-    return RegistryCommands(service.store, service.pool, entry_rules, service.keystore, memo_of(request))
-
-
-async def queries(request: Request, db: ActorDB) -> RegistryQueries:
-    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
-    service = service_of(request)
-    return RegistryQueries(db, service.store, service.keystore)
-
-
-Commands = Annotated[RegistryCommands, Depends(commands)]
-Queries = Annotated[RegistryQueries, Depends(queries)]
+Commands = Annotated[RegistryCommands, given(RegistryCommands)]
+Queries = Annotated[RegistryQueries, scoped(RegistryQueries)]
 
 
 @router.post("/org-units", status_code=status.HTTP_201_CREATED, tags=["org units"])
-async def register_org_unit(body: RegisterOrgUnit, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def register_org_unit(body: RegisterOrgUnit, act: Create, cmd: Commands) -> Accepted:
     """Register an org unit under a parent in your subtree."""
-    return tagged(response, await cmd.register_org_unit(ctx, body))
+    return act.tagged(await cmd.register_org_unit(act.ctx, body))
 
 
 @router.put("/org-units/{code}/responsible-leader", tags=["org units"])
-async def designate_leader(
-    code: str, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def designate_leader(code: str, body: Person, act: Change, cmd: Commands) -> Accepted:
     """Designate the unit's main leader as first responsible person for its reserve cadres."""
-    return tagged(response, await cmd.designate_leader(ctx, code, body, expected))
+    return act.tagged(await cmd.designate_leader(act.ctx, code, body, act.expected))
 
 
 @router.get("/org-units", tags=["org units"], response_model=list[OrgUnitView])
@@ -102,11 +85,11 @@ async def get_org_unit(code: str, actor: CurrentActor, reads: Queries) -> OrgUni
 
 
 @router.post("/cadres", status_code=status.HTTP_201_CREATED, tags=["cadres"])
-async def nominate(body: Nominate, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def nominate(body: Nominate, act: Create, cmd: Commands) -> Accepted:
     """Nominate a person into the reserve pool (entry rules apply)."""
-    accepted = await cmd.nominate(ctx, body)
-    response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
-    return tagged(response, accepted)
+    accepted = await cmd.nominate(act.ctx, body)
+    act.response.headers["Location"] = f"/cadres/{accepted.stream_id.removeprefix('cadre-')}"
+    return act.tagged(accepted)
 
 
 class EntryCheckView(BaseModel):
@@ -124,27 +107,21 @@ async def check_entry(body: EntryCheckRequest, ctx: Context, cmd: Commands) -> l
 
 
 @router.patch("/cadres/{cadre_id:uuid}", tags=["cadres"])  # :uuid: not /cadres/counts
-async def update_profile(
-    cadre_id: UUID, body: ProfileChanges, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def update_profile(cadre_id: UUID, body: ProfileChanges, act: Change, cmd: Commands) -> Accepted:
     """Change fields of a cadre's profile."""
-    return tagged(response, await cmd.update_profile(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.update_profile(act.ctx, cadre_id, body, act.expected))
 
 
 @router.put("/cadres/{cadre_id}/mentor", tags=["cadres"])
-async def assign_mentor(
-    cadre_id: UUID, body: Person, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def assign_mentor(cadre_id: UUID, body: Person, act: Change, cmd: Commands) -> Accepted:
     """Give a cadre a one-on-one mentor."""
-    return tagged(response, await cmd.assign_mentor(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.assign_mentor(act.ctx, cadre_id, body, act.expected))
 
 
 @router.post("/cadres/{cadre_id}/retirement", tags=["cadres"])
-async def retire(
-    cadre_id: UUID, body: Retire, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def retire(cadre_id: UUID, body: Retire, act: Change, cmd: Commands) -> Accepted:
     """Take a cadre out of the pool, with the reason."""
-    return tagged(response, await cmd.retire(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.retire(act.ctx, cadre_id, body, act.expected))
 
 
 @router.post("/import-runs/{run_id}/reversal", tags=["imports"])
@@ -165,11 +142,9 @@ async def import_run(run_id: UUID, actor: CurrentActor, cmd: Commands) -> Import
 
 
 @router.post("/cadres/{cadre_id}/handover", tags=["cadres"])
-async def hand_over(
-    cadre_id: UUID, body: HandOver, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def hand_over(cadre_id: UUID, body: HandOver, act: Change, cmd: Commands) -> Accepted:
     """Hand the cadre over to a deployment above this one (multi-level sync): from then on it writes the cadre."""
-    return tagged(response, await cmd.hand_over(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.hand_over(act.ctx, cadre_id, body, act.expected))
 
 
 @router.get("/cadres", tags=["cadres"], response_model=CadrePage)
@@ -233,19 +208,15 @@ async def list_grants(
 
 
 @router.put("/access/{user_id}", tags=["access"])
-async def grant_access(
-    user_id: str, body: GrantAccess, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def grant_access(user_id: str, body: GrantAccess, act: Change, cmd: Commands) -> Accepted:
     """Let a person act at a unit of your subtree with a role (replaces what they had)."""
-    return tagged(response, await cmd.grant_access(ctx, user_id, body, expected))
+    return act.tagged(await cmd.grant_access(act.ctx, user_id, body, act.expected))
 
 
 @router.delete("/access/{user_id}", tags=["access"])
-async def revoke_access(
-    user_id: str, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def revoke_access(user_id: str, act: Change, cmd: Commands) -> Accepted:
     """Take a person's access away (a grant inside your subtree)."""
-    return tagged(response, await cmd.revoke_access(ctx, user_id, expected))
+    return act.tagged(await cmd.revoke_access(act.ctx, user_id, act.expected))
 
 
 @router.get("/structure", tags=["statistics"])
@@ -288,11 +259,9 @@ async def pool_statistics(
 
 
 @router.put("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)
-async def record_personal_data(
-    cadre_id: UUID, body: PersonalFile, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def record_personal_data(cadre_id: UUID, body: PersonalFile, act: Change, cmd: Commands) -> Accepted:
     """Record a cadre's personal file (ID number, family, photo, health, ...), sealed with the cadre's own key."""
-    return tagged(response, await cmd.record_personal_data(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.record_personal_data(act.ctx, cadre_id, body, act.expected))
 
 
 @router.get("/cadres/{cadre_id}/personal-data", tags=["personal data"], responses=ERASED)
@@ -338,24 +307,20 @@ async def appointment_form(
     tags=["personal data"],
     openapi_extra={"requestBody": {"required": True, "content": {LRMX_MEDIA: {"schema": {"type": "string"}}}}},
 )
-async def import_appointment_form(
-    cadre_id: UUID, request: Request, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def import_appointment_form(cadre_id: UUID, request: Request, act: Change, cmd: Commands) -> Accepted:
     """Take an `.lrmx` form into the cadre's profile (name, post, education) and sealed personal file."""
     data = await request.body()
     try:
         form = lrmx.read(data)
     except lrmx.FormError as error:
         raise RuleViolationError(str(error), violations=error.problems) from None
-    return tagged(response, await cmd.import_appointment_form(ctx, cadre_id, form, expected))
+    return act.tagged(await cmd.import_appointment_form(act.ctx, cadre_id, form, act.expected))
 
 
 @router.post("/cadres/{cadre_id}/erasure", tags=["personal data"], responses=ERASED)
-async def erase_personal_data(
-    cadre_id: UUID, body: Erase, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def erase_personal_data(cadre_id: UUID, body: Erase, act: Change, cmd: Commands) -> Accepted:
     """Erase a cadre's personal data: the key is destroyed, every sealed copy stays unreadable, the chain intact."""
-    return tagged(response, await cmd.erase_personal_data(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.erase_personal_data(act.ctx, cadre_id, body, act.expected))
 
 
 @router.post(

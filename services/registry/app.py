@@ -14,13 +14,15 @@ from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.registry import Education, OrgLevel
 from contracts.selection import CadreAppointed
 from exchange.templates import download_router
+from runtime.batch import memo_of
 from runtime.db import Conn
 from runtime.keystore import KeyEraser, PersonalDataSettings
-from runtime.projection import Recorded
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.projection import Recorded, Typed
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection, sessions
 from services.registry.commands import RegistryCommands
+from services.registry.queries import RegistryQueries
 from services.registry.rules import EntryRules
 
 
@@ -54,7 +56,7 @@ class RegistrySettings(ServiceSettings, PersonalDataSettings):
         )
 
 
-class SelectionReaction:
+class SelectionReaction(Typed):
     """Selection's decisions the pool follows, each once.
 
     An entry procedure admitted: the cadre enters the pool, naming the procedure. A reserve
@@ -63,21 +65,15 @@ class SelectionReaction:
 
     name = "appointment-reaction"
     """The consumer's name (its watermarks), kept from when it read the appointments alone."""
+    events = (CadreAppointed, ProcedureConcluded)
 
     def __init__(self, service: Service) -> None:
         self._service = service
 
-    def handles(self, event_type: str) -> bool:
-        """Appointments and procedures' outcomes."""
-        return event_type in {CadreAppointed.event_type, ProcedureConcluded.event_type}
-
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each through its command; the commands check state, so a redelivery appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
-        service = self._service
-        settings = service.settings
-        assert isinstance(settings, RegistrySettings)
-        commands = RegistryCommands(service.store, service.pool, settings.entry_rules(), service.keystore)
+        commands = self._service.part(RegistryCommands)
         for recorded in events:
             match recorded.event:
                 case CadreAppointed() as appointed:
@@ -126,6 +122,16 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             factory=lambda service: KeyEraser(lambda: service.keystore),
         )
         spec = dataclasses.replace(SPEC, subscriptions=[*SPEC.subscriptions, follow])
-    app = build_app(spec, settings)
-    app.state.entry_rules = settings.entry_rules()
-    return app
+    entry_rules = settings.entry_rules()
+    parts = (
+        Parts()
+        .value(EntryRules, entry_rules)
+        .per_request(
+            RegistryCommands,
+            lambda s, request: RegistryCommands(
+                s.store, s.pool, entry_rules, s.keystore, memo_of(request) if request else None
+            ),
+        )
+        .reading(RegistryQueries, lambda s, db: RegistryQueries(db, s.store, s.keystore))
+    )
+    return build_app(spec, settings, parts)

@@ -42,7 +42,7 @@ from exchange import lrmx
 from runtime import clock
 from runtime.auth import can_write, require_role, require_scope
 from runtime.batch import Memo
-from runtime.commands import Accepted, Command, check_expected, retrying
+from runtime.commands import Accepted, Command, Streams, check_expected, record, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -51,10 +51,8 @@ from runtime.received import cadre_stream
 from runtime.store import EventStore
 from services.registry import rules
 
-
-def org_stream(code: str) -> str:
-    """Stream id of an org unit."""
-    return f"orgunit-{code}"
+org_stream = Streams("orgunit")
+"""Stream id of an org unit."""
 
 
 class RegisterOrgUnit(Command):
@@ -106,14 +104,12 @@ class Retire(Command):
     appointed_to: Name | None = None
 
 
-def personal_keys_stream(cadre_id: UUID) -> str:
-    """Stream id of the keys of a cadre this deployment accepted from others."""
-    return f"personal-keys-{cadre_id}"
+personal_keys_stream = Streams("personal-keys")
+"""Stream id of the keys of a cadre this deployment accepted from others."""
 
 
-def access_stream(user_id: str) -> str:
-    """Stream id of a person's access."""
-    return f"access-{user_id}"
+access_stream = Streams("access")
+"""Stream id of a person's access."""
 
 
 class GrantAccess(Command):
@@ -177,9 +173,8 @@ class ImportRunView(BaseModel):
     reversal: ReversalRecord | None
 
 
-def import_run_stream(run_id: UUID) -> str:
-    """Stream id of an import run's record (its reversal)."""
-    return f"import-run-{run_id}"
+import_run_stream = Streams("import-run")
+"""Stream id of an import run's record (its reversal)."""
 
 
 REVERSAL_CONCURRENCY = 200
@@ -242,8 +237,7 @@ class RegistryCommands:
             target_pool_size=cmd.target_pool_size,
         )
         stream = org_stream(cmd.code)
-        envelopes = await self._store.append(stream, 0, [event], ctx=ctx, org_path=path)
-        return Accepted.of(stream, 0, envelopes)
+        return await record(self._store, stream, 0, [event], ctx=ctx, org_path=path)
 
     def _is_deployment_root(self, cmd: RegisterOrgUnit) -> bool:
         root = self._store.topology.root
@@ -281,8 +275,7 @@ class RegistryCommands:
         unit = await self._org_unit(ctx, code)
         check_expected(org_stream(code), expected, unit.version)
         events = rules.designate_leader(unit, leader)
-        envelopes = await self._store.append(org_stream(code), unit.version, events, ctx=ctx, org_path=unit.path)
-        return Accepted.of(org_stream(code), unit.version, envelopes)
+        return await record(self._store, org_stream(code), unit.version, events, ctx=ctx, org_path=unit.path)
 
     async def nominate(self, ctx: CommandContext, cmd: Nominate) -> Accepted:
         """Nominate a person into the pool of a unit in the actor's subtree."""
@@ -663,10 +656,9 @@ class RegistryCommands:
 
     async def _append(self, ctx: CommandContext, cadre: rules.Cadre, events: list[Event]) -> Accepted:
         stream = cadre_stream(cadre.cadre_id)
-        envelopes = await self._store.append(
-            stream, cadre.version, events, ctx=ctx, org_path=cadre.org_path, cadre_id=cadre.cadre_id
+        return await record(
+            self._store, stream, cadre.version, events, ctx=ctx, org_path=cadre.org_path, cadre_id=cadre.cadre_id
         )
-        return Accepted.of(stream, cadre.version, envelopes)
 
     async def _access(self, ctx: CommandContext, user_id: str) -> rules.Access:
         history = await self._store.read_stream(access_stream(user_id))
@@ -698,8 +690,7 @@ class RegistryCommands:
             rules.check_own_grant(granted, unit["path"], await self._own_cadre(ctx, user_id))
         events = rules.grant(access, granted)
         stream = access_stream(user_id)
-        envelopes = await self._store.append(stream, access.version, events, ctx=ctx, org_path=unit["path"])
-        return Accepted.of(stream, access.version, envelopes)
+        return await record(self._store, stream, access.version, events, ctx=ctx, org_path=unit["path"])
 
     async def _own_cadre(self, ctx: CommandContext, user_id: str) -> rules.Cadre | None:
         """The cadre a cadre's own grant names by its id (None when `user_id` is no cadre's id)."""
@@ -718,7 +709,6 @@ class RegistryCommands:
             raise NotFoundError(msg)
         check_expected(access_stream(user_id), expected, access.version)
         stream = access_stream(user_id)
-        envelopes = await self._store.append(
-            stream, access.version, rules.revoke(access, user_id), ctx=ctx, org_path=access.org_path
+        return await record(
+            self._store, stream, access.version, rules.revoke(access, user_id), ctx=ctx, org_path=access.org_path
         )
-        return Accepted.of(stream, access.version, envelopes)

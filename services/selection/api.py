@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from contracts.envelope import OrgCode
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import CommandError
 from runtime.export import Table, table_response
-from runtime.http import Context, Day, ExpectedVersion
-from runtime.service import ActorDB, service_of
+from runtime.http import Change, Create, Day, Under
+from runtime.service import given, scoped
 from services.selection.commands import (
     Appoint,
     ChangePost,
@@ -41,127 +41,64 @@ from services.selection.team_ages import TeamStructure
 router = APIRouter()
 
 
-async def commands(request: Request) -> SelectionCommands:
-    """FastAPI dependency: the command handlers."""
-    service = service_of(request)
-    return SelectionCommands(service.store, service.pool)
-
-
-async def queries(request: Request, db: ActorDB) -> SelectionQueries:
-    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
-    return SelectionQueries(db, request.app.state.reserve_ratios)
-
-
-Commands = Annotated[SelectionCommands, Depends(commands)]
-Queries = Annotated[SelectionQueries, Depends(queries)]
-Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
-
-
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
+Commands = Annotated[SelectionCommands, given(SelectionCommands)]
+Queries = Annotated[SelectionQueries, scoped(SelectionQueries)]
 
 
 @router.post("/teams/{org_code}/quotas", tags=["teams"])
-async def set_quota(
-    org_code: OrgCode, body: SetQuota, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def set_quota(org_code: OrgCode, body: SetQuota, act: Change, cmd: Commands) -> Accepted:
     """Set the unit's approved number of posts of a kind (职数)."""
-    return _etag(response, await cmd.set_quota(ctx, org_code, body, expected))
+    return act.tagged(await cmd.set_quota(act.ctx, org_code, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts", status_code=status.HTTP_201_CREATED, tags=["teams"])
-async def create_post(
-    org_code: OrgCode, body: CreatePost, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def create_post(org_code: OrgCode, body: CreatePost, act: Change, cmd: Commands) -> Accepted:
     """Set up a post in the unit's team."""
-    return _etag(response, await cmd.create_post(ctx, org_code, body, expected))
+    return act.tagged(await cmd.create_post(act.ctx, org_code, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/change", tags=["teams"])
-async def change_post(
-    org_code: OrgCode,
-    post_id: UUID,
-    body: ChangePost,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def change_post(org_code: OrgCode, post_id: UUID, body: ChangePost, act: Change, cmd: Commands) -> Accepted:
     """Retitle or re-rank a post."""
-    return _etag(response, await cmd.change_post(ctx, org_code, post_id, body, expected))
+    return act.tagged(await cmd.change_post(act.ctx, org_code, post_id, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/incumbent", status_code=status.HTTP_201_CREATED, tags=["teams"])
 async def record_incumbent(
-    org_code: OrgCode,
-    post_id: UUID,
-    body: RecordIncumbent,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
+    org_code: OrgCode, post_id: UUID, body: RecordIncumbent, act: Change, cmd: Commands
 ) -> Accepted:
     """Record who holds a vacant post; beyond the quota only with a recorded over-quota decision."""
-    return _etag(response, await cmd.record_incumbent(ctx, org_code, post_id, body, expected))
+    return act.tagged(await cmd.record_incumbent(act.ctx, org_code, post_id, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/incumbent/end", tags=["teams"])
-async def end_tenure(
-    org_code: OrgCode,
-    post_id: UUID,
-    body: EndTenure,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def end_tenure(org_code: OrgCode, post_id: UUID, body: EndTenure, act: Change, cmd: Commands) -> Accepted:
     """The incumbent leaves the post (age limit, end of term, appointed elsewhere, removed)."""
-    return _etag(response, await cmd.end_tenure(ctx, org_code, post_id, body, expected))
+    return act.tagged(await cmd.end_tenure(act.ctx, org_code, post_id, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors", status_code=status.HTTP_201_CREATED, tags=["succession"])
-async def name_successor(
-    org_code: OrgCode,
-    post_id: UUID,
-    body: NameSuccessor,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def name_successor(org_code: OrgCode, post_id: UUID, body: NameSuccessor, act: Change, cmd: Commands) -> Accepted:
     """Name a reserve as successor for the post, with a readiness and the reason."""
-    return _etag(response, await cmd.name_successor(ctx, org_code, post_id, body, expected))
+    return act.tagged(await cmd.name_successor(act.ctx, org_code, post_id, body, act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/review", tags=["succession"])
 async def review_readiness(
-    org_code: OrgCode,
-    post_id: UUID,
-    cadre_id: UUID,
-    body: ReviewReadiness,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
+    org_code: OrgCode, post_id: UUID, cadre_id: UUID, body: ReviewReadiness, act: Change, cmd: Commands
 ) -> Accepted:
     """Review a successor's readiness, with the reason (it shows in the history)."""
-    return _etag(response, await cmd.review_readiness(ctx, org_code, post_id, cadre_id, cmd=body, expected=expected))
+    return act.tagged(await cmd.review_readiness(act.ctx, org_code, post_id, cadre_id, cmd=body, expected=act.expected))
 
 
 @router.post("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/withdrawal", tags=["succession"])
 async def withdraw_successor(
-    org_code: OrgCode,
-    post_id: UUID,
-    cadre_id: UUID,
-    body: WithdrawSuccessor,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
+    org_code: OrgCode, post_id: UUID, cadre_id: UUID, body: WithdrawSuccessor, act: Change, cmd: Commands
 ) -> Accepted:
     """The cadre is no longer a successor for the post."""
-    return _etag(response, await cmd.withdraw_successor(ctx, org_code, post_id, cadre_id, cmd=body, expected=expected))
+    return act.tagged(
+        await cmd.withdraw_successor(act.ctx, org_code, post_id, cadre_id, cmd=body, expected=act.expected)
+    )
 
 
 @router.get("/teams/{org_code}/posts/{post_id}/successors/{cadre_id}/history", tags=["succession"])
@@ -176,28 +113,18 @@ async def readiness_history(
 @router.post(
     "/teams/{org_code}/posts/{post_id}/appointment", status_code=status.HTTP_201_CREATED, tags=["appointments"]
 )
-async def appoint(
-    org_code: OrgCode,
-    post_id: UUID,
-    body: Appoint,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def appoint(org_code: OrgCode, post_id: UUID, body: Appoint, act: Change, cmd: Commands) -> Accepted:
     """Appoint a reserve out of the pool to the post: it fills the post and ends the tenure before it.
 
     The registry then takes the cadre out of the pool as appointed, linked to the post.
     """
-    return _etag(response, await cmd.appoint(ctx, org_code, post_id, body, expected))
+    return act.tagged(await cmd.appoint(act.ctx, org_code, post_id, body, act.expected))
 
 
 @router.post("/cadres/{cadre_id}/potential", status_code=status.HTTP_201_CREATED, tags=["talent review"])
-async def rate_potential(
-    cadre_id: UUID, body: RatePotential, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def rate_potential(cadre_id: UUID, body: RatePotential, act: Create, cmd: Commands) -> Accepted:
     """Rate a cadre's potential in a review cycle, with the reason (you are the rater)."""
-    return _etag(response, await cmd.rate_potential(ctx, cadre_id, body))
+    return act.tagged(await cmd.rate_potential(act.ctx, cadre_id, body))
 
 
 @router.get("/teams/{org_code}", tags=["teams"])

@@ -11,12 +11,14 @@ from contracts import topics
 from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.selection import PostKind
 from runtime.db import Conn
-from runtime.projection import Projection, Recorded
+from runtime.projection import Projection, Recorded, Typed, of_type
 from runtime.registry_view import RegistryView
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.selection import api, procedure_api, procedure_board, projection
 from services.selection.commands import SelectionCommands
+from services.selection.procedure_commands import ProcedureCommands
+from services.selection.queries import SelectionQueries
 
 
 class SelectionSettings(ServiceSettings):
@@ -49,27 +51,22 @@ class OwnEvents:
                 await part.apply(conn, mine)
 
 
-class OutcomeReaction:
+class OutcomeReaction(Typed):
     """An appointment procedure concluded: the appointment it decided is recorded in the post's team (once)."""
 
     name = "procedure-outcome"
+    events = (ProcedureConcluded,)
 
     def __init__(self, service: Service) -> None:
         self._service = service
 
-    def handles(self, event_type: str) -> bool:
-        """Procedures' outcomes (an entry's is the registry's to follow)."""
-        return event_type == ProcedureConcluded.event_type
-
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Each appointment through its command, which finds a repeat already recorded and appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
-        commands = SelectionCommands(self._service.store, self._service.pool)
-        for recorded in events:
-            concluded = recorded.event
-            assert isinstance(concluded, ProcedureConcluded)
-            if concluded.kind is ProcedureKind.APPOINTMENT:
-                await commands.appoint_by_procedure(recorded.envelope, concluded)
+        commands = self._service.part(SelectionCommands)
+        for envelope, concluded in of_type(events, ProcedureConcluded):
+            if concluded.kind is ProcedureKind.APPOINTMENT:  # an entry's outcome is the registry's to follow
+                await commands.appoint_by_procedure(envelope, concluded)
 
 
 SPEC = ServiceSpec(
@@ -91,6 +88,11 @@ SPEC = ServiceSpec(
 def create_app(settings: SelectionSettings | None = None) -> FastAPI:
     """Selection's ASGI app."""
     settings = settings or SelectionSettings()
-    app = build_app(SPEC, settings)
-    app.state.reserve_ratios = settings.reserve_ratios
-    return app
+    ratios = settings.reserve_ratios
+    parts = (
+        Parts()
+        .once(SelectionCommands, lambda s: SelectionCommands(s.store, s.pool))
+        .once(ProcedureCommands, lambda s: ProcedureCommands(s.store, s.pool))
+        .reading(SelectionQueries, lambda _, db: SelectionQueries(db, ratios))
+    )
+    return build_app(SPEC, settings, parts)

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
@@ -24,25 +24,20 @@ from contracts.selection import (
     TenureEnd,
 )
 from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
-from runtime.errors import NotFoundError, RuleViolationError
+from runtime.errors import RuleViolationError
 from runtime.received import cadre_stream
+from runtime.registry_view import pool_cadre, unit_path
 from runtime.store import EventStore
 from services.selection import rules
 
-
-def team_stream(org_code: str) -> str:
-    """Stream id of a unit's leadership team."""
-    return f"team-{org_code}"
+team_stream = Streams("team")
+"""Stream id of a unit's leadership team."""
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SetQuota(_Command):
+class SetQuota(Command):
     """Set a unit's approved number of posts of a kind (职数)."""
 
     kind: PostKind
@@ -50,7 +45,7 @@ class SetQuota(_Command):
     document_number: Name
 
 
-class CreatePost(_Command):
+class CreatePost(Command):
     """Set up a leadership post in a unit's team."""
 
     post_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
@@ -59,14 +54,14 @@ class CreatePost(_Command):
     rank: Name
 
 
-class ChangePost(_Command):
+class ChangePost(Command):
     """Retitle or re-rank a post."""
 
     title: Name
     rank: Name
 
 
-class RecordIncumbent(_Command):
+class RecordIncumbent(Command):
     """Record who holds a vacant post (a present member, or someone appointed from outside the pool)."""
 
     holder_name: Name
@@ -77,7 +72,7 @@ class RecordIncumbent(_Command):
     birth_date: date | None = Field(default=None, description="The holder's, for the team's age structure")
 
 
-class EndTenure(_Command):
+class EndTenure(Command):
     """An incumbent leaves the post."""
 
     left_on: date
@@ -85,7 +80,7 @@ class EndTenure(_Command):
     note: Text = ""
 
 
-class NameSuccessor(_Command):
+class NameSuccessor(Command):
     """Name a reserve of the pool as successor for a post."""
 
     cadre_id: UUID
@@ -93,20 +88,20 @@ class NameSuccessor(_Command):
     reason: Text = Field(min_length=1)
 
 
-class ReviewReadiness(_Command):
+class ReviewReadiness(Command):
     """Review a successor's readiness."""
 
     readiness: Readiness
     reason: Text = Field(min_length=1)
 
 
-class WithdrawSuccessor(_Command):
+class WithdrawSuccessor(Command):
     """A cadre is no longer meant for the post."""
 
     reason: Text = Field(min_length=1)
 
 
-class Appoint(_Command):
+class Appoint(Command):
     """Appoint a reserve out of the pool to a post (the decision, with its document)."""
 
     cadre_id: UUID
@@ -116,7 +111,7 @@ class Appoint(_Command):
     over_quota: OverQuota | None = None
 
 
-class RatePotential(_Command):
+class RatePotential(Command):
     """Rate a cadre's potential in a review cycle, with the reason."""
 
     potential: Potential
@@ -131,27 +126,9 @@ class SelectionCommands:
         self._store = store
         self._pool = pool
 
-    async def _unit_path(self, ctx: CommandContext, code: str) -> str:
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
-        if path is None:
-            msg = f"org unit {code} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, str(path), f"org unit {code}")
-        return str(path)
-
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
         """The cadre as selection sees the registry: in scope (else 404) and in the pool (else 422)."""
-        row = await self._pool.fetchrow(
-            "SELECT org_path, full_name, nominated_on, in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id
-        )
-        if row is None:
-            msg = f"cadre {cadre_id} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, row["org_path"], f"cadre {cadre_id}")
-        if not row["in_pool"]:
-            msg = f"cadre {cadre_id} has left the reserve pool"
-            raise RuleViolationError(msg)
-        return row
+        return await pool_cadre(self._pool, ctx.actor, cadre_id)
 
     async def _team(self, org_code: str) -> rules.Team:
         history = await self._store.read_stream(team_stream(org_code))
@@ -162,17 +139,14 @@ class SelectionCommands:
     ) -> Accepted:
         """Load the team, let `decide(team)` return the events, append them at the team's version (retried)."""
         can_write(ctx.actor)
-        path = await self._unit_path(ctx, org_code)
+        path = await unit_path(self._pool, org_code, ctx.actor)
 
-        async def attempt() -> Accepted:
-            team = await self._team(org_code)
-            stream = team_stream(org_code)
-            check_expected(stream, expected, team.version)
-            events = decide(team)
-            envelopes = await self._store.append(stream, team.version, events, ctx=ctx, org_path=path)
-            return Accepted.of(stream, team.version, envelopes)
+        def decision(team: rules.Team) -> Decision:
+            return Decision(decide(team), path)
 
-        return await retrying(attempt, expected=expected)
+        return await change(
+            self._store, team_stream(org_code), lambda: self._team(org_code), decision, ctx=ctx, expected=expected
+        )
 
     async def set_quota(self, ctx: CommandContext, org_code: str, cmd: SetQuota, expected: int | None) -> Accepted:
         """Set the approved number of posts of a kind of a unit in the actor's subtree."""
@@ -369,9 +343,7 @@ class SelectionCommands:
                 ):
                     return None
             path, team, events = await self.appointment_of(actor, concluded, ctx.day)
-            stream = team_stream(team.org_code)
-            envelopes = await self._store.append(stream, team.version, events, ctx=ctx, org_path=path)
-            return Accepted.of(stream, team.version, envelopes)
+            return await record(self._store, team_stream(team.org_code), team.version, events, ctx=ctx, org_path=path)
 
         return await retrying(attempt, expected=None)
 
@@ -385,9 +357,8 @@ class SelectionCommands:
         async def attempt() -> Accepted:
             history = await self._store.read_stream(stream)
             version = history[-1].envelope.stream_version if history else 0
-            envelopes = await self._store.append(
-                stream, version, [event], ctx=ctx, org_path=cadre["org_path"], cadre_id=cadre_id
+            return await record(
+                self._store, stream, version, [event], ctx=ctx, org_path=cadre["org_path"], cadre_id=cadre_id
             )
-            return Accepted.of(stream, version, envelopes)
 
         return await retrying(attempt, expected=None)

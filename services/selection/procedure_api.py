@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
 from contracts.envelope import Envelope, OrgCode
@@ -19,8 +19,8 @@ from runtime.auth import CurrentActor, subtree_root
 from runtime.commands import Accepted
 from runtime.context import CommandContext
 from runtime.db import in_subtree_sql
-from runtime.http import Context, ExpectedVersion
-from runtime.service import ActorDB, service_of
+from runtime.http import Change, Context, Create, Under
+from runtime.service import ActorDB, given
 from services.selection import procedure_file
 from services.selection.procedure_commands import (
     AdjustCalendar,
@@ -41,119 +41,81 @@ from services.selection.procedures import Due, due_at_notice
 router = APIRouter()
 
 
-async def commands(request: Request) -> ProcedureCommands:
-    """FastAPI dependency: the procedures' command handlers."""
-    service = service_of(request)
-    return ProcedureCommands(service.store, service.pool)
-
-
-Commands = Annotated[ProcedureCommands, Depends(commands)]
-Under = Annotated[str | None, Query(description="Root unit code (default: yours)")]
-
-
-def _etag(response: Response, accepted: Accepted) -> Accepted:
-    response.headers["ETag"] = f'"{accepted.version}"'
-    return accepted
+Commands = Annotated[ProcedureCommands, given(ProcedureCommands)]
 
 
 @router.post("/procedures", status_code=status.HTTP_201_CREATED, tags=["procedures"])
-async def open_procedure(body: OpenProcedure, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def open_procedure(body: OpenProcedure, act: Create, cmd: Commands) -> Accepted:
     """Open a procedure into the pool (with the candidate) or onto a post (with the motion)."""
-    return _etag(response, await cmd.open(ctx, body))
+    return act.tagged(await cmd.open(act.ctx, body))
 
 
 @router.post("/procedures/{procedure_id}/recommendation", tags=["procedures"])
-async def recommend(
-    procedure_id: UUID,
-    body: RecordRecommendation,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def recommend(procedure_id: UUID, body: RecordRecommendation, act: Change, cmd: Commands) -> Accepted:
     """The democratic recommendation: the meeting's ballot and tally, the talks (below the threshold: stopped)."""
-    return _etag(response, await cmd.recommend(ctx, procedure_id, body, expected))
+    return act.tagged(await cmd.recommend(act.ctx, procedure_id, body, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/inspection", tags=["procedures"])
-async def inspect(
-    procedure_id: UUID,
-    body: RecordInspection,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def inspect(procedure_id: UUID, body: RecordInspection, act: Change, cmd: Commands) -> Accepted:
     """The organizational inspection: team, interviews, report, conclusion, clean-record letter."""
-    return _etag(response, await cmd.inspect(ctx, procedure_id, body, expected))
+    return act.tagged(await cmd.inspect(act.ctx, procedure_id, body, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/decision", tags=["procedures"])
-async def decide(
-    procedure_id: UUID, body: RecordDecision, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def decide(procedure_id: UUID, body: RecordDecision, act: Change, cmd: Commands) -> Accepted:
     """The committee's collective decision (refused without a quorum; a vote against stops)."""
-    return _etag(response, await cmd.decide(ctx, procedure_id, body, expected))
+    return act.tagged(await cmd.decide(act.ctx, procedure_id, body, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/notice", tags=["procedures"])
-async def publish_notice(
-    procedure_id: UUID, body: PublishNotice, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def publish_notice(procedure_id: UUID, body: PublishNotice, act: Change, cmd: Commands) -> Accepted:
     """Publish the public notice for its working days on the unit's calendar."""
-    return _etag(response, await cmd.publish_notice(ctx, procedure_id, body, expected))
+    return act.tagged(await cmd.publish_notice(act.ctx, procedure_id, body, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/objections", status_code=status.HTTP_201_CREATED, tags=["procedures"])
-async def raise_objection(
-    procedure_id: UUID, body: RaiseObjection, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def raise_objection(procedure_id: UUID, body: RaiseObjection, act: Create, cmd: Commands) -> Accepted:
     """Record an objection received during the notice period (it holds the procedure until concluded)."""
-    return _etag(response, await cmd.raise_objection(ctx, procedure_id, body))
+    return act.tagged(await cmd.raise_objection(act.ctx, procedure_id, body))
 
 
 @router.post("/procedures/{procedure_id}/objections/{objection_id}/conclusion", tags=["procedures"])
 async def conclude_objection(
-    procedure_id: UUID, objection_id: UUID, body: ConcludeObjection, ctx: Context, cmd: Commands, response: Response
+    procedure_id: UUID, objection_id: UUID, body: ConcludeObjection, act: Create, cmd: Commands
 ) -> Accepted:
     """Conclude an objection: substantiated (the procedure stops) or not."""
-    return _etag(response, await cmd.conclude_objection(ctx, procedure_id, objection_id, body))
+    return act.tagged(await cmd.conclude_objection(act.ctx, procedure_id, objection_id, body))
 
 
 @router.post("/procedures/{procedure_id}/notice/close", tags=["procedures"])
-async def close_notice(
-    procedure_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def close_notice(procedure_id: UUID, act: Change, cmd: Commands) -> Accepted:
     """Close the notice: not before its period ended, not while an objection is open."""
-    return _etag(response, await cmd.close_notice(ctx, procedure_id, expected))
+    return act.tagged(await cmd.close_notice(act.ctx, procedure_id, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/outcome", tags=["procedures"])
-async def conclude(
-    procedure_id: UUID, body: Conclude, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def conclude(procedure_id: UUID, body: Conclude, act: Change, cmd: Commands) -> Accepted:
     """The outcome by its document: admitted into the pool, or appointed to the post."""
-    return _etag(response, await cmd.conclude(ctx, procedure_id, body, expected))
+    return act.tagged(await cmd.conclude(act.ctx, procedure_id, body, act.expected))
 
 
 @router.post("/procedures/{procedure_id}/stop", tags=["procedures"])
-async def stop(procedure_id: UUID, body: StopProcedure, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def stop(procedure_id: UUID, body: StopProcedure, act: Create, cmd: Commands) -> Accepted:
     """Stop a procedure at its step, with the reason."""
-    return _etag(response, await cmd.stop(ctx, procedure_id, body))
+    return act.tagged(await cmd.stop(act.ctx, procedure_id, body))
 
 
 @router.put("/procedure-rules/{org_code}", tags=["procedures"])
-async def set_rules(org_code: OrgCode, body: SetRules, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def set_rules(org_code: OrgCode, body: SetRules, act: Create, cmd: Commands) -> Accepted:
     """Set the rules of a unit's procedures and its subtree's (open procedures keep the rules they opened with)."""
-    return _etag(response, await cmd.set_rules(ctx, org_code, body))
+    return act.tagged(await cmd.set_rules(act.ctx, org_code, body))
 
 
 @router.post("/calendar/{org_code}/adjustments", status_code=status.HTTP_201_CREATED, tags=["procedures"])
-async def adjust_calendar(
-    org_code: OrgCode, body: AdjustCalendar, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def adjust_calendar(org_code: OrgCode, body: AdjustCalendar, act: Create, cmd: Commands) -> Accepted:
     """Record a day off or a working day of a unit and its subtree, beside the public holidays."""
-    return _etag(response, await cmd.adjust_calendar(ctx, org_code, body))
+    return act.tagged(await cmd.adjust_calendar(act.ctx, org_code, body))
 
 
 class BoardRow(BaseModel):

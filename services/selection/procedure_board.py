@@ -26,7 +26,7 @@ from contracts.procedure import (
     Step,
 )
 from runtime.db import Conn, in_scope, in_scope_or_above, row_security
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
     """
@@ -100,32 +100,25 @@ _STEP_OF: Final = {
 }
 
 
-class ProcedureBoard:
+class ProcedureBoard(Typed):
     """The procedures' events, folded into the board and the units' settings."""
 
     name = "procedures"
 
-    _TYPES: Final = frozenset(
-        model.event_type
-        for model in (
-            ProcedureRulesSet,
-            CalendarAdjusted,
-            ProcedureOpened,
-            RecommendationRecorded,
-            InspectionRecorded,
-            DecisionRecorded,
-            NoticePublished,
-            ObjectionRaised,
-            ObjectionConcluded,
-            NoticeClosed,
-            ProcedureConcluded,
-            ProcedureStopped,
-        )
+    events = (
+        ProcedureRulesSet,
+        CalendarAdjusted,
+        ProcedureOpened,
+        RecommendationRecorded,
+        InspectionRecorded,
+        DecisionRecorded,
+        NoticePublished,
+        ObjectionRaised,
+        ObjectionConcluded,
+        NoticeClosed,
+        ProcedureConcluded,
+        ProcedureStopped,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Every procedure event."""
-        return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Apply the events in order."""

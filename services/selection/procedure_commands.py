@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts.envelope import Envelope, OrgCode, uuid7
 from contracts.event import Event
@@ -32,11 +32,12 @@ from contracts.procedure import (
 )
 from contracts.registry import Name, Text
 from runtime import clock
-from runtime.auth import can_write, require_scope
-from runtime.commands import Accepted, check_expected, retrying
+from runtime.auth import can_write
+from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
+from runtime.registry_view import unit_path
 from runtime.store import EventStore
 from services.selection import procedures as rules
 from services.selection.commands import SelectionCommands
@@ -46,16 +47,11 @@ Decide = Callable[["rules.Procedure", str, clock.Clock], Awaitable[list[Event]]]
 """What a step decides: the events for a procedure, at its unit's path, on the clock of the command's moment."""
 
 
-def procedure_stream(procedure_id: UUID) -> str:
-    """Stream id of a procedure."""
-    return f"procedure-{procedure_id}"
+procedure_stream = Streams("procedure")
+"""Stream id of a procedure."""
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OpenProcedure(_Command):
+class OpenProcedure(Command):
     """Open a procedure: into the pool (`entry`, with the candidate) or onto a post (`appointment`, with the motion)."""
 
     procedure_id: UUID | None = None
@@ -69,7 +65,7 @@ class OpenProcedure(_Command):
     reason: Text = ""
 
 
-class RecordRecommendation(_Command):
+class RecordRecommendation(Command):
     """The democratic recommendation: the meeting's ballot, the talks, the documents."""
 
     meeting: MeetingVote
@@ -77,7 +73,7 @@ class RecordRecommendation(_Command):
     documents: tuple[Document, ...] = Field(default=(), max_length=20)
 
 
-class RecordInspection(_Command):
+class RecordInspection(Command):
     """The organizational inspection."""
 
     team: tuple[Name, ...] = Field(min_length=1, max_length=20)
@@ -88,7 +84,7 @@ class RecordInspection(_Command):
     clean_record: Document
 
 
-class RecordDecision(_Command):
+class RecordDecision(Command):
     """The committee's collective decision."""
 
     held_on: date
@@ -100,7 +96,7 @@ class RecordDecision(_Command):
     minutes: Document
 
 
-class PublishNotice(_Command):
+class PublishNotice(Command):
     """The public notice: from today (or a later day) for the organization's working days at least."""
 
     starts_on: date | None = None
@@ -109,7 +105,7 @@ class PublishNotice(_Command):
     document: Document | None = None
 
 
-class RaiseObjection(_Command):
+class RaiseObjection(Command):
     """An objection received during the notice period."""
 
     objection_id: UUID | None = None
@@ -117,7 +113,7 @@ class RaiseObjection(_Command):
     document: Document | None = None
 
 
-class ConcludeObjection(_Command):
+class ConcludeObjection(Command):
     """What looking into an objection found."""
 
     substantiated: bool
@@ -125,26 +121,26 @@ class ConcludeObjection(_Command):
     document: Document | None = None
 
 
-class Conclude(_Command):
+class Conclude(Command):
     """The outcome's document: admitted or appointed."""
 
     document_number: Name
     document_date: date
 
 
-class StopProcedure(_Command):
+class StopProcedure(Command):
     """Stop a procedure with the reason."""
 
     reason: Text = Field(min_length=1)
 
 
-class SetRules(_Command):
+class SetRules(Command):
     """The rules a unit's procedures (and its subtree's) are judged by from now on."""
 
     rules: ProcedureRules
 
 
-class AdjustCalendar(_Command):
+class AdjustCalendar(Command):
     """A day off or a working day of a unit (and its subtree) beside the public holidays."""
 
     day: date
@@ -158,14 +154,6 @@ class ProcedureCommands:
     def __init__(self, store: EventStore, pool: Pool) -> None:
         self._store = store
         self._pool = pool
-
-    async def _unit(self, ctx: CommandContext, code: str) -> str:
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
-        if path is None:
-            msg = f"org unit {code} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, path, f"org unit {code}")
-        return str(path)
 
     async def rules_at(self, org_path: str) -> ProcedureRules:
         """The rules in force at a unit: its own, or the nearest unit's above it, or the common ones."""
@@ -207,7 +195,7 @@ class ProcedureCommands:
     async def open(self, ctx: CommandContext, cmd: OpenProcedure) -> Accepted:
         """Open a procedure at a unit of the actor's subtree."""
         can_write(ctx.actor)
-        path = await self._unit(ctx, cmd.org_code)
+        path = await unit_path(self._pool, cmd.org_code, ctx.actor)
         if cmd.kind is ProcedureKind.APPOINTMENT:
             if cmd.candidate_id is None:
                 msg = "an appointment procedure names the cadre (candidate_id)"
@@ -247,15 +235,15 @@ class ProcedureCommands:
             reason=cmd.reason,
             rules=await self.rules_at(path),
         )
-        stream = procedure_stream(procedure_id)
-        try:
-            envelopes = await self._store.append(
-                stream, 0, rules.open_procedure(opened), ctx=ctx, org_path=path, cadre_id=candidate_id
-            )
-        except ConflictError:
-            msg = f"procedure {procedure_id} is already open"
-            raise ConflictError(msg) from None
-        return Accepted.of(stream, 0, envelopes)
+        return await start(
+            self._store,
+            procedure_stream(procedure_id),
+            rules.open_procedure(opened),
+            ctx=ctx,
+            org_path=path,
+            cadre_id=candidate_id,
+            exists=f"procedure {procedure_id} is already open",
+        )
 
     async def _step(
         self,
@@ -265,19 +253,18 @@ class ProcedureCommands:
         decide: Decide,
     ) -> Accepted:
         can_write(ctx.actor)
+        path = ""  # the procedure's unit, as `load` found it in this attempt
 
-        async def attempt() -> Accepted:
+        async def load() -> rules.Procedure:
+            nonlocal path
             procedure, path = await self.load(ctx, procedure_id)
-            stream = procedure_stream(procedure_id)
-            check_expected(stream, expected, procedure.version)
-            at = clock.current().at(ctx.occurred)
-            events = await decide(procedure, path, at)
-            envelopes = await self._store.append(
-                stream, procedure.version, events, ctx=ctx, org_path=path, cadre_id=procedure.opened.candidate_id
-            )
-            return Accepted.of(stream, procedure.version, envelopes)
+            return procedure
 
-        return await retrying(attempt, expected=expected)
+        async def decision(procedure: rules.Procedure) -> Decision:
+            events = await decide(procedure, path, clock.current().at(ctx.occurred))
+            return Decision(events, path, procedure.opened.candidate_id)
+
+        return await change(self._store, procedure_stream(procedure_id), load, decision, ctx=ctx, expected=expected)
 
     async def recommend(
         self, ctx: CommandContext, procedure_id: UUID, cmd: RecordRecommendation, expected: int | None
@@ -406,7 +393,7 @@ class ProcedureCommands:
     async def set_rules(self, ctx: CommandContext, org_code: str, cmd: SetRules) -> Accepted:
         """Set a unit's procedure rules (procedures already open keep theirs)."""
         can_write(ctx.actor)
-        path = await self._unit(ctx, org_code)
+        path = await unit_path(self._pool, org_code, ctx.actor)
         return await self._append_setting(
             ctx, f"procedure-rules-{org_code}", path, ProcedureRulesSet(org_code=org_code, rules=cmd.rules)
         )
@@ -414,7 +401,7 @@ class ProcedureCommands:
     async def adjust_calendar(self, ctx: CommandContext, org_code: str, cmd: AdjustCalendar) -> Accepted:
         """Record a unit's day off or working day beside the public holidays."""
         can_write(ctx.actor)
-        path = await self._unit(ctx, org_code)
+        path = await unit_path(self._pool, org_code, ctx.actor)
         event = CalendarAdjusted(org_code=org_code, day=cmd.day, working=cmd.working, reason=cmd.reason)
         return await self._append_setting(ctx, f"calendar-{org_code}", path, event)
 
@@ -423,7 +410,6 @@ class ProcedureCommands:
             version = await self._pool.fetchval(
                 "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1", stream
             )
-            envelopes = await self._store.append(stream, int(version), [event], ctx=ctx, org_path=path)
-            return Accepted.of(stream, int(version), envelopes)
+            return await record(self._store, stream, int(version), [event], ctx=ctx, org_path=path)
 
         return await retrying(attempt, expected=None)

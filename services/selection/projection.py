@@ -28,7 +28,7 @@ from contracts.selection import (
 )
 from runtime import clock, registry_view
 from runtime.db import Conn, in_scope, in_scope_or_above, row_security
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
     *registry_view.SCHEMA,
@@ -173,29 +173,23 @@ SCHEMA: Final = (
 )
 
 
-class SelectionProjection:
+class SelectionProjection(Typed):
     """Selection's own events, folded into its tables."""
 
     name = "selection"
 
-    _TYPES: Final = frozenset(
-        {
-            PostQuotaSet.event_type,
-            PostCreated.event_type,
-            PostChanged.event_type,
-            IncumbentAppointed.event_type,
-            IncumbentLeft.event_type,
-            SuccessorNamed.event_type,
-            ReadinessReviewed.event_type,
-            SuccessorWithdrawn.event_type,
-            CadreAppointed.event_type,
-            PotentialRated.event_type,
-        }
+    events = (
+        PostQuotaSet,
+        PostCreated,
+        PostChanged,
+        IncumbentAppointed,
+        IncumbentLeft,
+        SuccessorNamed,
+        ReadinessReviewed,
+        SuccessorWithdrawn,
+        CadreAppointed,
+        PotentialRated,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Every selection event."""
-        return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Apply the events in order (commands append few events at a time)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from runtime.auth import OWN_RECORD, CurrentActor
-from runtime.commands import Accepted, tagged
+from runtime.commands import Accepted
 from runtime.export import Table, table_response
-from runtime.http import Context, Day, ExpectedVersion
-from runtime.service import ActorDB, service_of
+from runtime.http import Change, Create, Day
+from runtime.service import given, scoped
 from services.training.commands import (
     AssignPosting,
     CancelProgram,
@@ -40,84 +40,44 @@ from services.training.queries import (
 router = APIRouter()
 
 
-async def commands(request: Request) -> TrainingCommands:
-    """FastAPI dependency: the command handlers."""
-    service = service_of(request)
-    return TrainingCommands(service.store, service.pool)
-
-
-async def queries(request: Request, db: ActorDB) -> TrainingQueries:
-    """FastAPI dependency: the queries, reading as the request's actor (row-level security)."""
-    service = service_of(request)
-    long_grassroots: int = request.app.state.long_grassroots_months
-    return TrainingQueries(db, service.store, long_grassroots, request.app.state.yearly_hours_quota)
-
-
-Commands = Annotated[TrainingCommands, Depends(commands)]
-Queries = Annotated[TrainingQueries, Depends(queries)]
+Commands = Annotated[TrainingCommands, given(TrainingCommands)]
+Queries = Annotated[TrainingQueries, scoped(TrainingQueries)]
 
 
 @router.post("/programs", status_code=status.HTTP_201_CREATED, tags=["programmes"])
-async def schedule_program(body: ScheduleProgram, ctx: Context, cmd: Commands, response: Response) -> Accepted:
+async def schedule_program(body: ScheduleProgram, act: Create, cmd: Commands) -> Accepted:
     """Schedule an organized training programme."""
-    return tagged(response, await cmd.schedule_program(ctx, body))
+    return act.tagged(await cmd.schedule_program(act.ctx, body))
 
 
 @router.post("/programs/{program_id}/cancellation", tags=["programmes"])
-async def cancel_program(
-    program_id: UUID, body: CancelProgram, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def cancel_program(program_id: UUID, body: CancelProgram, act: Change, cmd: Commands) -> Accepted:
     """Cancel a programme; its enrolments are withdrawn."""
-    return tagged(response, await cmd.cancel_program(ctx, program_id, body, expected))
+    return act.tagged(await cmd.cancel_program(act.ctx, program_id, body, act.expected))
 
 
 @router.post("/programs/{program_id}/enrolments", status_code=status.HTTP_201_CREATED, tags=["programmes"])
-async def enrol(
-    program_id: UUID, body: Enrol, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def enrol(program_id: UUID, body: Enrol, act: Change, cmd: Commands) -> Accepted:
     """Enrol a cadre (capacity and dates are checked)."""
-    return tagged(response, await cmd.enrol(ctx, program_id, body, expected))
+    return act.tagged(await cmd.enrol(act.ctx, program_id, body, act.expected))
 
 
 @router.post("/programs/{program_id}/enrolments/{cadre_id}/withdrawal", tags=["programmes"])
-async def withdraw(
-    program_id: UUID,
-    cadre_id: UUID,
-    body: Withdraw,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def withdraw(program_id: UUID, cadre_id: UUID, body: Withdraw, act: Change, cmd: Commands) -> Accepted:
     """Withdraw a cadre from a programme."""
-    return tagged(response, await cmd.withdraw(ctx, program_id, cadre_id, body, expected))
+    return act.tagged(await cmd.withdraw(act.ctx, program_id, cadre_id, body, act.expected))
 
 
 @router.post("/programs/{program_id}/enrolments/{cadre_id}/completion", tags=["programmes"])
-async def complete(
-    program_id: UUID,
-    cadre_id: UUID,
-    body: Complete,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def complete(program_id: UUID, cadre_id: UUID, body: Complete, act: Change, cmd: Commands) -> Accepted:
     """Record a completion with hours and score."""
-    return tagged(response, await cmd.complete(ctx, program_id, cadre_id, body, expected))
+    return act.tagged(await cmd.complete(act.ctx, program_id, cadre_id, body, act.expected))
 
 
 @router.post("/programs/{program_id}/attendance", status_code=status.HTTP_201_CREATED, tags=["programmes"])
-async def record_attendance(
-    program_id: UUID,
-    body: RecordAttendance,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def record_attendance(program_id: UUID, body: RecordAttendance, act: Change, cmd: Commands) -> Accepted:
     """Record after the fact that a cadre completed a programme that already ran (past records, imports)."""
-    return tagged(response, await cmd.record_attendance(ctx, program_id, body, expected))
+    return act.tagged(await cmd.record_attendance(act.ctx, program_id, body, act.expected))
 
 
 @router.get("/programs", tags=["programmes"], response_model=list[ProgramView])
@@ -134,11 +94,9 @@ async def list_programs(
 
 
 @router.post("/cadres/{cadre_id}/self-study", status_code=status.HTTP_201_CREATED, tags=["cadres"])
-async def log_self_study(
-    cadre_id: UUID, body: LogSelfStudy, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def log_self_study(cadre_id: UUID, body: LogSelfStudy, act: Create, cmd: Commands) -> Accepted:
     """Log autonomous study."""
-    return tagged(response, await cmd.log_self_study(ctx, cadre_id, body))
+    return act.tagged(await cmd.log_self_study(act.ctx, cadre_id, body))
 
 
 @router.post(
@@ -147,34 +105,26 @@ async def log_self_study(
     tags=["cadres"],
     openapi_extra=OWN_RECORD,
 )
-async def report_self_study(
-    cadre_id: UUID, body: ReportSelfStudy, ctx: Context, cmd: Commands, response: Response
-) -> Accepted:
+async def report_self_study(cadre_id: UUID, body: ReportSelfStudy, act: Create, cmd: Commands) -> Accepted:
     """A cadre reports their own self-study (their own grant only): it counts once an organizer confirms it."""
-    return tagged(response, await cmd.report_self_study(ctx, cadre_id, body))
+    return act.tagged(await cmd.report_self_study(act.ctx, cadre_id, body))
 
 
 @router.post("/cadres/{cadre_id}/self-study-reports/{entry_id}/confirmation", tags=["cadres"])
-async def confirm_self_study(
-    cadre_id: UUID, entry_id: UUID, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def confirm_self_study(cadre_id: UUID, entry_id: UUID, act: Change, cmd: Commands) -> Accepted:
     """Confirm a reported self-study (organizers of the cadre's subtree): its hours count from now on."""
-    return tagged(response, await cmd.decide_self_study(ctx, cadre_id, entry_id, confirm=True, expected=expected))
+    return act.tagged(await cmd.decide_self_study(act.ctx, cadre_id, entry_id, confirm=True, expected=act.expected))
 
 
 @router.post("/cadres/{cadre_id}/self-study-reports/{entry_id}/rejection", tags=["cadres"])
 async def reject_self_study(
-    cadre_id: UUID,
-    entry_id: UUID,
-    body: RejectSelfStudy,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
+    cadre_id: UUID, entry_id: UUID, body: RejectSelfStudy, act: Change, cmd: Commands
 ) -> Accepted:
     """Reject a reported self-study, saying why (organizers of the cadre's subtree): it never counts."""
-    decided = await cmd.decide_self_study(ctx, cadre_id, entry_id, confirm=False, reason=body.reason, expected=expected)
-    return tagged(response, decided)
+    decided = await cmd.decide_self_study(
+        act.ctx, cadre_id, entry_id, confirm=False, reason=body.reason, expected=act.expected
+    )
+    return act.tagged(decided)
 
 
 @router.get("/self-study-reports", tags=["cadres"])
@@ -189,25 +139,15 @@ async def waiting_reports(
 
 
 @router.post("/cadres/{cadre_id}/postings", status_code=status.HTTP_201_CREATED, tags=["postings"])
-async def assign_posting(
-    cadre_id: UUID, body: AssignPosting, ctx: Context, cmd: Commands, expected: ExpectedVersion, response: Response
-) -> Accepted:
+async def assign_posting(cadre_id: UUID, body: AssignPosting, act: Change, cmd: Commands) -> Accepted:
     """Post a cadre: upward, downward, cold-hot exchange or urgent task (one at a time)."""
-    return tagged(response, await cmd.assign_posting(ctx, cadre_id, body, expected))
+    return act.tagged(await cmd.assign_posting(act.ctx, cadre_id, body, act.expected))
 
 
 @router.post("/cadres/{cadre_id}/postings/{posting_id}/end", tags=["postings"])
-async def end_posting(
-    cadre_id: UUID,
-    posting_id: UUID,
-    body: EndPosting,
-    ctx: Context,
-    cmd: Commands,
-    expected: ExpectedVersion,
-    response: Response,
-) -> Accepted:
+async def end_posting(cadre_id: UUID, posting_id: UUID, body: EndPosting, act: Change, cmd: Commands) -> Accepted:
     """End a posting, as planned or cut short."""
-    return tagged(response, await cmd.end_posting(ctx, cadre_id, posting_id, body, expected))
+    return act.tagged(await cmd.end_posting(act.ctx, cadre_id, posting_id, body, act.expected))
 
 
 @router.get("/cadres/{cadre_id}/training-record", tags=["cadres"], openapi_extra=OWN_RECORD)

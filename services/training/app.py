@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -12,12 +11,13 @@ from contracts import topics
 from contracts.registry import CadreRetired
 from exchange.templates import download_router
 from runtime.db import Conn
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed, of_type
 from runtime.registry_view import RegistryView
-from runtime.service import Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.training import api, projection
 from services.training.commands import TrainingCommands
+from services.training.queries import TrainingQueries
 
 
 class TrainingSettings(ServiceSettings):
@@ -30,26 +30,21 @@ class TrainingSettings(ServiceSettings):
     yearly_hours_quota: int = Field(default=60, ge=0, description="Training hours each cadre owes per year")
 
 
-class RetirementReaction:
+class RetirementReaction(Typed):
     """When a cadre leaves the pool, its open enrolments and posting close (once)."""
 
     name = "retirement-reaction"
-    _TYPES: Final = frozenset({CadreRetired.event_type})
+    events = (CadreRetired,)
 
     def __init__(self, service: Service) -> None:
         self._service = service
 
-    def handles(self, event_type: str) -> bool:
-        """Retirements only."""
-        return event_type in self._TYPES
-
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Issue the closing commands; they check state, so a repeat appends nothing."""
         del conn  # a reaction writes through the store, never into tables here
-        commands = TrainingCommands(self._service.store, self._service.pool)
-        for recorded in events:
-            assert isinstance(recorded.event, CadreRetired)
-            await commands.close_for_retired(recorded.envelope, recorded.event)
+        commands = self._service.part(TrainingCommands)
+        for envelope, retired in of_type(events, CadreRetired):
+            await commands.close_for_retired(envelope, retired)
 
 
 SPEC = ServiceSpec(
@@ -76,7 +71,10 @@ SPEC = ServiceSpec(
 def create_app(settings: TrainingSettings | None = None) -> FastAPI:
     """Training's ASGI app."""
     settings = settings or TrainingSettings()
-    app = build_app(SPEC, settings)
-    app.state.long_grassroots_months = settings.long_grassroots_months
-    app.state.yearly_hours_quota = settings.yearly_hours_quota
-    return app
+    months, quota = settings.long_grassroots_months, settings.yearly_hours_quota
+    parts = (
+        Parts()
+        .once(TrainingCommands, lambda s: TrainingCommands(s.store, s.pool))
+        .reading(TrainingQueries, lambda s, db: TrainingQueries(db, s.store, months, quota))
+    )
+    return build_app(SPEC, settings, parts)

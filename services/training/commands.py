@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -25,19 +26,18 @@ from contracts.training import (
     TrainingProgramScheduled,
     WithdrawalReason,
 )
-from runtime.auth import can_write, require_role, require_scope, require_self_or_scope
-from runtime.commands import Accepted, Command, check_expected, retrying
+from runtime.auth import can_write, require_role, require_scope
+from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, retrying, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
+from runtime.registry_view import pool_cadre, unit_path
 from runtime.store import EventStore
 from services.training import rules
 
-
-def program_stream(program_id: UUID) -> str:
-    """Stream id of a programme."""
-    return f"program-{program_id}"
+program_stream = Streams("program")
+"""Stream id of a programme."""
 
 
 class ScheduleProgram(Command):
@@ -149,24 +149,9 @@ class TrainingCommands:
         self._store = store
         self._pool = pool
 
-    async def _unit_path(self, code: str) -> str:
-        path = await self._pool.fetchval("SELECT path FROM units WHERE code = $1", code)
-        if path is None:
-            msg = f"org unit {code} not found"
-            raise NotFoundError(msg)
-        return str(path)
-
     async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
         """The cadre as training sees the registry: in scope (else 404) and in the pool (else 422)."""
-        row = await self._pool.fetchrow("SELECT org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-        if row is None:
-            msg = f"cadre {cadre_id} not found"
-            raise NotFoundError(msg)
-        require_self_or_scope(ctx.actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
-        if not row["in_pool"]:
-            msg = f"cadre {cadre_id} has left the reserve pool"
-            raise RuleViolationError(msg)
-        return row
+        return await pool_cadre(self._pool, ctx.actor, cadre_id, own=True)
 
     async def _program(self, program_id: UUID) -> rules.Program:
         history = await self._store.read_stream(program_stream(program_id))
@@ -186,17 +171,12 @@ class TrainingCommands:
     async def schedule_program(self, ctx: CommandContext, cmd: ScheduleProgram) -> Accepted:
         """Schedule a programme organized by a unit of the actor's subtree."""
         can_write(ctx.actor)
-        path = await self._unit_path(cmd.organizer_code)
-        require_scope(ctx.actor, path, f"org unit {cmd.organizer_code}")
+        path = await unit_path(self._pool, cmd.organizer_code, ctx.actor)
         program_id = cmd.program_id or uuid7()
         event = TrainingProgramScheduled(program_id=program_id, **cmd.model_dump(exclude={"program_id"}))
-        stream = program_stream(program_id)
-        try:
-            envelopes = await self._store.append(stream, 0, rules.schedule(event), ctx=ctx, org_path=path)
-        except ConflictError:
-            msg = f"programme {program_id} is already scheduled"
-            raise ConflictError(msg) from None
-        return Accepted.of(stream, 0, envelopes)
+        events = rules.schedule(event)
+        already = f"programme {program_id} is already scheduled"
+        return await start(self._store, program_stream(program_id), events, ctx=ctx, org_path=path, exists=already)
 
     async def cancel_program(
         self, ctx: CommandContext, program_id: UUID, cmd: CancelProgram, expected: int | None
@@ -204,26 +184,20 @@ class TrainingCommands:
         """Cancel a programme the actor's subtree organizes."""
         can_write(ctx.actor)
 
-        async def attempt() -> Accepted:
-            program = await self._visible_program(ctx, program_id)
-            require_scope(ctx.actor, program.org_path, f"programme {program_id}")
-            check_expected(program_stream(program_id), expected, program.version)
-            return await self._append_program(ctx, program, rules.cancel(program, cmd.reason), None, program.org_path)
+        def decide(program: rules.Program) -> Decision:
+            return Decision(rules.cancel(program, cmd.reason), program.org_path)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_program(ctx, program_id, decide, expected, organizer=True)
 
     async def enrol(self, ctx: CommandContext, program_id: UUID, cmd: Enrol, expected: int | None) -> Accepted:
         """Enrol a cadre of the actor's subtree in a programme it may use."""
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cmd.cadre_id)
 
-        async def attempt() -> Accepted:
-            program = await self._visible_program(ctx, program_id)
-            check_expected(program_stream(program_id), expected, program.version)
-            events = rules.enrol(program, cmd.cadre_id, ctx.day)
-            return await self._append_program(ctx, program, events, cmd.cadre_id, cadre["org_path"])
+        def decide(program: rules.Program) -> Decision:
+            return Decision(rules.enrol(program, cmd.cadre_id, ctx.day), cadre["org_path"], cmd.cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_program(ctx, program_id, decide, expected)
 
     async def withdraw(
         self, ctx: CommandContext, program_id: UUID, cadre_id: UUID, cmd: Withdraw, expected: int | None
@@ -232,16 +206,14 @@ class TrainingCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
 
-        async def attempt() -> Accepted:
-            program = await self._visible_program(ctx, program_id)
-            check_expected(program_stream(program_id), expected, program.version)
+        def decide(program: rules.Program) -> Decision:
             events = rules.withdraw(program, cadre_id, WithdrawalReason.WITHDREW, cmd.note)
             if not events:
                 msg = "the cadre is not enrolled in this programme"
                 raise RuleViolationError(msg)
-            return await self._append_program(ctx, program, events, cadre_id, cadre["org_path"])
+            return Decision(events, cadre["org_path"], cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_program(ctx, program_id, decide, expected)
 
     async def complete(
         self, ctx: CommandContext, program_id: UUID, cadre_id: UUID, cmd: Complete, expected: int | None
@@ -249,17 +221,14 @@ class TrainingCommands:
         """Record a completion: by the programme's organizer (its subtree)."""
         can_write(ctx.actor)
 
-        async def attempt() -> Accepted:
-            program = await self._visible_program(ctx, program_id)
-            require_scope(ctx.actor, program.org_path, f"programme {program_id}")
-            check_expected(program_stream(program_id), expected, program.version)
+        async def decide(program: rules.Program) -> Decision:
             events = rules.complete(
                 program, cadre_id, completed_on=cmd.completed_on, hours=cmd.hours, score=cmd.score, passed=cmd.passed
             )
             path = await self._pool.fetchval("SELECT org_path FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-            return await self._append_program(ctx, program, events, cadre_id, str(path or program.org_path))
+            return Decision(events, str(path or program.org_path), cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_program(ctx, program_id, decide, expected, organizer=True)
 
     async def record_attendance(
         self, ctx: CommandContext, program_id: UUID, cmd: RecordAttendance, expected: int | None
@@ -268,9 +237,7 @@ class TrainingCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cmd.cadre_id)
 
-        async def attempt() -> Accepted:
-            program = await self._visible_program(ctx, program_id)
-            check_expected(program_stream(program_id), expected, program.version)
+        def decide(program: rules.Program) -> Decision:
             events = rules.record_attendance(
                 program,
                 cmd.cadre_id,
@@ -281,18 +248,34 @@ class TrainingCommands:
                 evidence=cmd.evidence,
                 today=ctx.day,
             )
-            return await self._append_program(ctx, program, events, cmd.cadre_id, cadre["org_path"])
+            return Decision(events, cadre["org_path"], cmd.cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_program(ctx, program_id, decide, expected)
+
+    async def _change_program(
+        self,
+        ctx: CommandContext,
+        program_id: UUID,
+        decide: Callable[[rules.Program], Decision | Awaitable[Decision]],
+        expected: int | None,
+        *,
+        organizer: bool = False,
+    ) -> Accepted:
+        """Change a programme the actor may use (`organizer`: one its subtree organizes) as `decide` says."""
+
+        async def load() -> rules.Program:
+            program = await self._visible_program(ctx, program_id)
+            if organizer:
+                require_scope(ctx.actor, program.org_path, f"programme {program_id}")
+            return program
+
+        return await change(self._store, program_stream(program_id), load, decide, ctx=ctx, expected=expected)
 
     async def _append_program(
         self, ctx: CommandContext, program: rules.Program, events: list[Event], cadre_id: UUID | None, org_path: str
     ) -> Accepted:
         stream = program_stream(program.program_id)
-        envelopes = await self._store.append(
-            stream, program.version, events, ctx=ctx, org_path=org_path, cadre_id=cadre_id
-        )
-        return Accepted.of(stream, program.version, envelopes)
+        return await record(self._store, stream, program.version, events, ctx=ctx, org_path=org_path, cadre_id=cadre_id)
 
     async def _cadre_training(self, cadre_id: UUID) -> rules.CadreTraining:
         history = await self._store.read_stream(cadre_stream(cadre_id))
@@ -382,18 +365,17 @@ class TrainingCommands:
             raise NotFoundError(msg)
         posting_id = cmd.posting_id or uuid7()
 
-        async def attempt() -> Accepted:
-            state = await self._cadre_training(cadre_id)
-            check_expected(cadre_stream(cadre_id), expected, state.version)
-            event = PostingAssigned(
-                posting_id=posting_id,
-                cadre_id=cadre_id,
-                host_unit_name=host["name"],
-                **cmd.model_dump(exclude={"posting_id"}),
-            )
-            return await self._append_cadre(ctx, state, rules.assign_posting(state, event), cadre["org_path"])
+        event = PostingAssigned(
+            posting_id=posting_id,
+            cadre_id=cadre_id,
+            host_unit_name=host["name"],
+            **cmd.model_dump(exclude={"posting_id"}),
+        )
 
-        return await retrying(attempt, expected=expected)
+        def decide(state: rules.CadreTraining) -> Decision:
+            return Decision(rules.assign_posting(state, event), cadre["org_path"], cadre_id)
+
+        return await self._change_cadre(ctx, cadre_id, decide, expected)
 
     async def end_posting(
         self, ctx: CommandContext, cadre_id: UUID, posting_id: UUID, cmd: EndPosting, expected: int | None
@@ -402,24 +384,38 @@ class TrainingCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
 
-        async def attempt() -> Accepted:
-            state = await self._cadre_training(cadre_id)
-            check_expected(cadre_stream(cadre_id), expected, state.version)
+        def decide(state: rules.CadreTraining) -> Decision:
             events = rules.end_posting(
                 state, posting_id, ended_on=cmd.ended_on, outcome=cmd.outcome, summary=cmd.summary
             )
-            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+            return Decision(events, cadre["org_path"], cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_cadre(ctx, cadre_id, decide, expected)
+
+    async def _change_cadre(
+        self,
+        ctx: CommandContext,
+        cadre_id: UUID,
+        decide: Callable[[rules.CadreTraining], Decision],
+        expected: int | None,
+    ) -> Accepted:
+        """Change a cadre's training stream as `decide` says."""
+        return await change(
+            self._store,
+            cadre_stream(cadre_id),
+            lambda: self._cadre_training(cadre_id),
+            decide,
+            ctx=ctx,
+            expected=expected,
+        )
 
     async def _append_cadre(
         self, ctx: CommandContext, state: rules.CadreTraining, events: list[Event], org_path: str
     ) -> Accepted:
         stream = cadre_stream(state.cadre_id)
-        envelopes = await self._store.append(
-            stream, state.version, events, ctx=ctx, org_path=org_path, cadre_id=state.cadre_id
+        return await record(
+            self._store, stream, state.version, events, ctx=ctx, org_path=org_path, cadre_id=state.cadre_id
         )
-        return Accepted.of(stream, state.version, envelopes)
 
     async def close_for_retired(self, envelope: Envelope, retired: CadreRetired) -> int:
         """The cadre left the pool: withdraw its open enrolments, cut its open posting short.

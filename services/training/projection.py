@@ -26,7 +26,7 @@ from contracts.training import (
 )
 from runtime import clock, registry_view
 from runtime.db import Conn, in_scope, in_scope_or_above, row_security
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
     *registry_view.SCHEMA,
@@ -126,31 +126,25 @@ SCHEMA: Final = (
 )
 
 
-class TrainingProjection:
+class TrainingProjection(Typed):
     """Training's own events, folded into its tables."""
 
     name = "training"
 
-    _TYPES: Final = frozenset(
-        {
-            TrainingProgramScheduled.event_type,
-            TrainingProgramCancelled.event_type,
-            TrainingEnrolled.event_type,
-            EnrolmentWithdrawn.event_type,
-            TrainingCompleted.event_type,
-            TrainingAttendanceRecorded.event_type,
-            SelfStudyLogged.event_type,
-            SelfStudyReported.event_type,
-            SelfStudyConfirmed.event_type,
-            SelfStudyRejected.event_type,
-            PostingAssigned.event_type,
-            PostingCompleted.event_type,
-        }
+    events = (
+        TrainingProgramScheduled,
+        TrainingProgramCancelled,
+        TrainingEnrolled,
+        EnrolmentWithdrawn,
+        TrainingCompleted,
+        TrainingAttendanceRecorded,
+        SelfStudyLogged,
+        SelfStudyReported,
+        SelfStudyConfirmed,
+        SelfStudyRejected,
+        PostingAssigned,
+        PostingCompleted,
     )
-
-    def handles(self, event_type: str) -> bool:
-        """Every training event."""
-        return event_type in self._TYPES
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Apply the events in order (commands append few events at a time)."""

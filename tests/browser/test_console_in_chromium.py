@@ -23,8 +23,8 @@ from contracts.envelope import Role
 from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
 from services.registry import demo
-from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
+from tests.support import Launch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screens"
 PHONE: ViewportSize = {"width": 390, "height": 844}

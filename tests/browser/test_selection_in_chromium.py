@@ -11,9 +11,9 @@ from playwright.async_api import async_playwright
 
 from services.registry import demo
 from tests.browser.test_console_in_chromium import CHROMIUM_FLAGS, PHONE, Screens, chromium, serving, sign_in
-from tests.conftest import Launch
 from tests.integration.test_console import console_for
 from tests.integration.test_selection_console import lay_out
+from tests.support import Launch
 
 SCREENS = ("team", "strength", "nine-box", "pool-use")
 

@@ -16,8 +16,8 @@ from contracts.envelope import Role
 from deploy.local.keycloak import DEMO_PASSWORD
 from services.registry import demo
 from tests.browser.test_console_in_chromium import CHROMIUM_FLAGS, Screens, _note_csp_refusal, chromium, serving
-from tests.conftest import Launch
 from tests.integration.test_console import console_for
+from tests.support import Launch
 
 
 async def sign_in_to(browser: Browser, base: str, username: str, lands: str) -> Page:

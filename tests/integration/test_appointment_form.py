@@ -20,11 +20,10 @@ from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.integration.test_assessment import SCORES, open_cycles
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
 from tests.integration.test_training import posting
-from tests.support import Running, auth, eventually
+from tests.support import Launch, Running, auth, eventually
 
 AUDITOR = auth("auditor.zhou", "cn.qs.bh", Role.AUDITOR)
 VIEWER = auth("viewer.qian", "cn.qs.bh", Role.VIEWER)

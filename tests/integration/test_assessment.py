@@ -16,11 +16,10 @@ from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.integration.test_training import posting, schedule, visible_in_training
-from tests.support import Running, auth, eventually, read_topic
+from tests.support import Launch, Running, auth, eventually, read_topic
 
 pytestmark = pytest.mark.dates
 SCORES = {"political_integrity": 80, "ability": 72, "diligence": 85, "performance": 70, "probity": 90}

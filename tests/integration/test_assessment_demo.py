@@ -8,8 +8,7 @@ from services.assessment import demo as assessment_demo
 from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.registry import demo as registry_demo
-from tests.conftest import Launch
-from tests.support import SECRET, Running
+from tests.support import SECRET, Launch, Running
 
 pytestmark = pytest.mark.dates
 

@@ -21,10 +21,9 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, build_tree, nomination
 from tests.integration.test_training import posting, visible_in_training
-from tests.support import Running, auth, eventually
+from tests.support import Launch, Running, auth, eventually
 
 pytestmark = pytest.mark.dates
 

@@ -43,9 +43,8 @@ from services.sync import bundles
 from services.sync.app import SyncSettings
 from services.sync.app import create_app as sync_app
 from services.sync.ingest import Ingest
-from tests.conftest import Launch
 from tests.integration.test_registry_api import nomination
-from tests.support import ActorHeaders, Queryable, Running, auth, carry_bundle, eventually
+from tests.support import ActorHeaders, Launch, Queryable, Running, auth, carry_bundle, eventually
 
 CITY = auth("bh-organizer", "cn.qs.bh")
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")

@@ -24,8 +24,7 @@ from services.console.settings import ConsoleSettings
 from services.registry import demo
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
-from tests.conftest import Launch
-from tests.support import SECRET, Running, auth, eventually
+from tests.support import SECRET, Launch, Running, auth, eventually
 
 
 @dataclass

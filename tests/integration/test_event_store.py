@@ -11,35 +11,23 @@ import asyncpg
 import orjson
 import pytest
 
-from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
+from contracts.envelope import canonical_json, chain_hash, uuid7
 from contracts.registry import CadreNominated, CadreNominatedV1, CadreRetired, Education, Gender, RetirementReason
 from runtime import clock, db, store
 from runtime.context import CommandContext
 from runtime.errors import ConcurrencyError
 from runtime.eventlog import EventLog
-from tests.conftest import DatabaseFactory
+from tests import support
 from tests.eventlog_contract import EventLogContract
-
-ACTOR = Actor(user="tester", org_path="cn.qs", role=Role.ORGANIZER)
+from tests.support import DatabaseFactory, command_context
 
 
 def ctx() -> CommandContext:
-    return CommandContext(actor=ACTOR, correlation_id=uuid7())
+    return command_context()
 
 
 def nominated(cadre_id: uuid.UUID) -> CadreNominated:
-    return CadreNominated(
-        cadre_id=cadre_id,
-        org_code="qs",
-        full_name="Chen Jie",
-        gender=Gender.MALE,
-        birth_date=date(1990, 3, 1),
-        education=Education.BACHELOR,
-        current_position="Section chief",
-        years_of_service=9,
-        grassroots_months=0,
-        reason="test",
-    )
+    return support.nominated(cadre_id, full_name="Chen Jie", org_code="qs")
 
 
 def retired(cadre_id: uuid.UUID) -> CadreRetired:

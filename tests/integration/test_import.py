@@ -26,11 +26,10 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.integration.test_audit import AUDITOR, archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
 from tests.integration.test_training import schedule, visible_in_training
-from tests.support import Running, auth, eventually
+from tests.support import Launch, Running, auth, eventually
 
 SOURCE = "cn.qs.bh"
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")

@@ -18,13 +18,14 @@ import orjson
 import pytest
 
 from contracts.envelope import Actor, Role, canonical_json, chain_hash, uuid7
-from contracts.registry import CadreNominated, Education, Gender
+from contracts.registry import CadreNominated
 from contracts.sync import DeploymentLinked
 from runtime import checkpoint, db, store
 from runtime.context import CommandContext
 from runtime.topology import Child, Topology
 from services.sync import ingest
-from tests.conftest import DatabaseFactory
+from tests import support
+from tests.support import DatabaseFactory
 
 COUNTY_SEED = base64.b64encode(os.urandom(32)).decode()
 TOWN_SEED = base64.b64encode(os.urandom(32)).decode()
@@ -66,18 +67,7 @@ async def side(database: DatabaseFactory) -> AsyncIterator[Side]:
 
 
 def nominated(name: str) -> CadreNominated:
-    return CadreNominated(
-        cadre_id=uuid7(),
-        org_code="ly",
-        full_name=name,
-        gender=Gender.FEMALE,
-        birth_date=date(1990, 5, 1),
-        education=Education.MASTER,
-        current_position="Deputy head",
-        years_of_service=8,
-        grassroots_months=24,
-        reason="test",
-    )
+    return support.nominated(full_name=name, birth_date=date(1990, 5, 1), grassroots_months=24)
 
 
 async def append(es: store.EventStore, event: CadreNominated, org_path: str) -> None:

@@ -28,7 +28,6 @@ from runtime.settings import DEV_SESSION_KEY
 from services.console.app import create_app as console_app
 from services.console.session import Sealer, Session
 from services.console.settings import ConsoleSettings
-from tests.conftest import Launch
 from tests.integration.test_bundles import (
     CITY,
     CITY_ROOT,
@@ -42,7 +41,7 @@ from tests.integration.test_bundles import (
     signed_and_published,
     start_levels,
 )
-from tests.support import SECRET, eventually
+from tests.support import SECRET, Launch, eventually
 
 NOWHERE = "http://127.0.0.1:9"
 """The services this screen does not use: nothing answers there."""

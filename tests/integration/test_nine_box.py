@@ -22,9 +22,8 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from services.selection.projection import PerformanceView
 from tests import infra as infra_module
-from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Running, auth, caught_up, eventually, read_topic
+from tests.support import Launch, Running, auth, caught_up, eventually, read_topic
 
 pytestmark = pytest.mark.dates
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")

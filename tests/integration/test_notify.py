@@ -37,11 +37,10 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.integration.test_training import committed_offset, schedule, visible_in_training
-from tests.support import SECRET, Running, auth, eventually, read_topic
+from tests.support import SECRET, Launch, Running, auth, eventually, read_topic
 
 LEADER = {"user_id": "wang.fang", "name": "Wang Fang", "email": "wang.fang@example.org", "language": "zh"}
 LEADER_AUTH = auth("wang.fang", "cn.qs.bh.bh_ly", Role.VIEWER)

@@ -10,8 +10,8 @@ import pytest
 from contracts.envelope import Role
 from deploy.local.signin import Browserish, console_sign_in
 from services.registry import demo
-from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
+from tests.support import Launch
 
 
 @pytest.fixture

@@ -30,10 +30,9 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.registry import rules
 from services.registry.app import RegistrySettings, create_app
-from tests.conftest import DatabaseFactory, Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Running, auth, eventually, read_topic, running
+from tests.support import DatabaseFactory, Launch, Running, auth, eventually, read_topic, running
 
 ID_NUMBER = "11010519900307123X"
 SECRET_WORDS = ("11010519900307123X", "Chaoyang District, Beijing", "Li Daming", "Peking Union Hospital")

@@ -25,10 +25,9 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from services.selection.commands import SelectionCommands
 from tests import infra as infra_module
-from tests.conftest import Launch
 from tests.integration.test_procedures_api import DOC, a_post, ballot, in_pool
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, caught_up, eventually, read_topic, watermarks
+from tests.support import Launch, Running, caught_up, eventually, read_topic, watermarks
 
 pytestmark = pytest.mark.dates
 
@@ -137,9 +136,7 @@ async def test_an_admitted_entry_nominates_the_candidate_once(
     marks = await watermarks(registry.service.pool, "registry.appointment-reaction", topic)
     assert marks[partition] >= envelope.position
     # ... and handed to the reaction's command again, past the watermark: the nomination stands alone.
-    commands = RegistryCommands(
-        registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
-    )
+    commands = registry.service.part(RegistryCommands)
     assert await commands.admit(envelope, ProcedureConcluded.model_validate(envelope.payload)) is None
     nominations = await registry.service.pool.fetchval(
         "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND cadre_id = $1", uuid.UUID(cadre_id)
@@ -204,7 +201,7 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
         for r in await selection.service.store.read_stream(f"procedure-{procedure_id}")
         if r.envelope.event_type == "ProcedureConcluded"
     ]
-    commands = SelectionCommands(selection.service.store, selection.service.pool)
+    commands = selection.service.part(SelectionCommands)
     assert await commands.appoint_by_procedure(concluded, ProcedureConcluded.model_validate(concluded.payload)) is None
     appointments = await selection.service.pool.fetchval(
         "SELECT count(*) FROM events WHERE event_type = 'CadreAppointed'"

@@ -33,7 +33,7 @@ from services.selection import procedure_commands as commands
 from services.selection.procedure_board import SCHEMA, ProcedureBoard
 from services.selection.procedure_commands import ProcedureCommands
 from services.selection.procedure_file import check
-from tests.conftest import DatabaseFactory
+from tests.support import DatabaseFactory
 
 COUNTY = Actor(user="organizer-county", org_path="prov.county", role=Role.ORGANIZER)
 OTHER = Actor(user="organizer-other", org_path="prov.other", role=Role.ORGANIZER)

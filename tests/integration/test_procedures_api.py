@@ -11,9 +11,8 @@ import pytest
 from runtime import clock
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
-from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 pytestmark = pytest.mark.dates
 DOC = {"title": "report", "sha256": "c" * 64}

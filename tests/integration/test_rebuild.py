@@ -20,10 +20,9 @@ from services.training.app import SPEC as TRAINING
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests import support
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 pytestmark = pytest.mark.dates
 

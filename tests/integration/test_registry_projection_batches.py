@@ -28,7 +28,7 @@ from runtime.context import CommandContext
 from runtime.projection import Recorded
 from runtime.registry_view import RegistryView
 from services.registry.projection import SCHEMA, RegistryProjection
-from tests.conftest import DatabaseFactory
+from tests.support import DatabaseFactory
 
 ACTOR = Actor(user="t", org_path="qs", role=Role.ORGANIZER)
 

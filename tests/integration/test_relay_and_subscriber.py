@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -16,14 +15,13 @@ from faststream.kafka import KafkaBroker
 
 from contracts import topics
 from contracts.envelope import Actor, Envelope, Role, uuid7
-from contracts.registry import CadreNominated, CadreProfileUpdated, Education, Gender, ProfileChanges
+from contracts.registry import CadreNominated, CadreProfileUpdated, ProfileChanges
 from runtime import db, relay, store, subscriber
-from runtime.context import CommandContext
 from runtime.kafka import ensure_topics, platform_topics
 from runtime.projection import Recorded
-from tests.conftest import DatabaseFactory
+from tests import support
 from tests.infra import Infra
-from tests.support import caught_up, eventually, read_topic
+from tests.support import DatabaseFactory, caught_up, command_context, eventually, read_topic
 
 ACTOR = Actor(user="tester", org_path="cn", role=Role.ORGANIZER)
 
@@ -70,24 +68,13 @@ async def topic(infra: Infra, namespace: str) -> str:
 
 
 def nominated(cadre_id: UUID, name: str = "Wu Gang") -> CadreNominated:
-    return CadreNominated(
-        cadre_id=cadre_id,
-        org_code="cn",
-        full_name=name,
-        gender=Gender.MALE,
-        birth_date=date(1991, 1, 1),
-        education=Education.BACHELOR,
-        current_position="Clerk",
-        years_of_service=5,
-        grassroots_months=12,
-        reason="test",
-    )
+    return support.nominated(cadre_id, full_name=name, org_code="cn")
 
 
 async def commit_history(es: store.EventStore, cadres: int, updates: int) -> list[UUID]:
     ids = [uuid7() for _ in range(cadres)]
     for cadre_id in ids:
-        ctx = CommandContext(actor=ACTOR, correlation_id=uuid7())
+        ctx = command_context(ACTOR)
         events: list[Any] = [nominated(cadre_id)]
         events += [
             CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(years_of_service=5 + n))
@@ -220,7 +207,7 @@ async def test_unreadable_messages_go_to_the_dead_letter_topic_and_the_consumer_
     good = uuid7()
     refused = uuid7()
     for cadre_id, name in ((refused, "Refuse Me"), (good, "Wu Gang")):
-        ctx = CommandContext(actor=ACTOR, correlation_id=uuid7())
+        ctx = command_context(ACTOR)
         await es.append(f"cadre-{cadre_id}", 0, [nominated(cadre_id, name)], ctx=ctx, org_path="cn", cadre_id=cadre_id)
     unknown_type = (await es.read_stream(f"cadre-{good}"))[0].envelope.model_copy(
         update={"event_type": "CadreTeleported", "event_id": uuid7()}
@@ -251,7 +238,7 @@ async def test_a_record_ahead_of_a_gap_is_applied_and_the_gap_awaited_then_fille
     es = store.EventStore(pool, source="registry", deployment="local")
     cadre_id = uuid7()
     updates = [CadreProfileUpdated(cadre_id=cadre_id, changes=ProfileChanges(years_of_service=n)) for n in (6, 7, 8)]
-    ctx = CommandContext(actor=ACTOR, correlation_id=uuid7())
+    ctx = command_context(ACTOR)
     await es.append(f"cadre-{cadre_id}", 0, [nominated(cadre_id), *updates], ctx=ctx, org_path="cn", cadre_id=cadre_id)
     async with producer(infra) as real:
         await relay.OutboxRelay(pool, real, service="registry", topic=topic).publish_pending()

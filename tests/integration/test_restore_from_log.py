@@ -33,10 +33,9 @@ from services.registry.app import create_app as registry_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests import support
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 PROJECTION_TABLES = ("org_units", "cadres", "access_grants")

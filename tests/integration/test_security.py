@@ -30,9 +30,8 @@ from services.audit.app import create_app as audit_app
 from services.notify.channels import DeliveryError, Message, WebhookChannel
 from services.registry.app import RegistrySettings
 from services.registry.app import create_app as registry_app
-from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 HX = {"org_code": "hx"}
 

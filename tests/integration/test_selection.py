@@ -13,9 +13,8 @@ from runtime import clock
 from services.registry.commands import RegistryCommands
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
-from tests.conftest import Launch
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 pytestmark = pytest.mark.dates
 
@@ -163,9 +162,7 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
     history = await selection.service.store.read_stream("team-bh_ly")
     appointment = history[-1].envelope
     assert appointment.event_type == "CadreAppointed"
-    commands = RegistryCommands(
-        registry.service.store, registry.service.pool, registry.app.state.entry_rules, registry.service.keystore
-    )
+    commands = registry.service.part(RegistryCommands)
     event = CadreAppointed.model_validate(appointment.payload)
     assert await commands.retire_appointed(appointment, event) is None
     count = await registry.service.pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'CadreRetired'")

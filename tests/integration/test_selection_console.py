@@ -15,9 +15,8 @@ from typing import Any
 from deploy.local.signin import console_sign_in
 from runtime import clock
 from services.registry import demo
-from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
-from tests.support import Running, auth, eventually
+from tests.support import Launch, Running, auth, eventually
 
 SCORES = {"political_integrity": 90, "ability": 90, "diligence": 90, "performance": 90, "probity": 90}
 

@@ -12,8 +12,7 @@ from services.registry import demo as registry_demo
 from services.selection import demo as selection_demo
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
-from tests.conftest import Launch
-from tests.support import SECRET, Running, eventually
+from tests.support import SECRET, Launch, Running, eventually
 
 pytestmark = pytest.mark.dates
 

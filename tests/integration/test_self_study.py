@@ -15,11 +15,10 @@ from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree
 from tests.integration.test_training import nominate, visible_in_training
-from tests.support import Running, auth, caught_up, eventually, read_topic
+from tests.support import Launch, Running, auth, caught_up, eventually, read_topic
 
 pytestmark = pytest.mark.dates
 

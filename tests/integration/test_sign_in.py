@@ -10,8 +10,7 @@ from deploy.local.signin import provider_tokens
 from runtime.auth import issue_token
 from services.registry import demo
 from services.registry.app import RegistrySettings, create_app
-from tests.conftest import Launch
-from tests.support import SECRET, auth, eventually
+from tests.support import SECRET, Launch, auth, eventually
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -24,11 +24,10 @@ from services.audit.app import create_app as audit_app
 from services.registry import statistics
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
-from tests.conftest import Launch
 from tests.integration.test_audit import archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
 from tests.integration.test_selection import in_selection
-from tests.support import Running, auth
+from tests.support import Launch, Running, auth
 
 pytestmark = pytest.mark.dates
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from runtime.db import in_subtree_sql
-from tests.conftest import DatabaseFactory
+from tests.support import DatabaseFactory
 
 
 async def test_the_range_holds_the_unit_and_its_descendants_only(database: DatabaseFactory) -> None:

@@ -17,10 +17,9 @@ from runtime import clock, relay
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from services.training.commands import TrainingCommands
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Running, auth, caught_up, eventually, read_topic, watermarks
+from tests.support import Launch, Running, auth, caught_up, eventually, read_topic, watermarks
 
 pytestmark = pytest.mark.dates
 
@@ -184,7 +183,7 @@ async def test_retirement_closes_the_open_posting_and_enrolments_once(
     from contracts.registry import CadreRetired  # noqa: PLC0415
 
     event = CadreRetired.model_validate(envelope.payload)
-    assert await TrainingCommands(training.service.store, training.service.pool).close_for_retired(envelope, event) == 0
+    assert await training.service.part(TrainingCommands).close_for_retired(envelope, event) == 0
     assert await training_events(training) == after_first
     caused = await training.service.pool.fetch(
         "SELECT body FROM events WHERE event_type IN ('EnrolmentWithdrawn', 'PostingCompleted')"

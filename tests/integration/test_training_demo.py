@@ -8,8 +8,7 @@ from services.registry import demo as registry_demo
 from services.training import demo as training_demo
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.conftest import Launch
-from tests.support import SECRET, Running
+from tests.support import SECRET, Launch, Running
 
 pytestmark = pytest.mark.dates
 

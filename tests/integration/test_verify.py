@@ -24,10 +24,9 @@ from runtime import checkpoint, verify
 from runtime.context import CommandContext
 from runtime.settings import DEV_CHECKPOINT_SEED
 from services.registry.app import RegistrySettings, create_app
-from tests.conftest import Launch
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.support import Launch, Running, eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 

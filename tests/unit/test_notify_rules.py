@@ -13,11 +13,12 @@ from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
 from contracts.notify import Channel
 from contracts.procedure import NoticePublished, ObjectionConcluded, ObjectionRaised, ProcedureStopped, Step
-from contracts.registry import CadreNominated, CadreRetired, Education, Gender, Language, RetirementReason
+from contracts.registry import CadreNominated, CadreRetired, Language, RetirementReason
 from contracts.training import TrainingEnrolled, TrainingProgramCancelled
 from runtime import clock
 from runtime.projection import Recorded
 from services.notify import channels, rules, templates
+from tests import support
 
 pytestmark = pytest.mark.dates
 UTC_POLICY = rules.Policy(timezone=ZoneInfo("UTC"))
@@ -66,18 +67,7 @@ def recorded(event: Event, org_path: str = "cn.qs.bh.bh_ly", at: datetime | None
 
 
 def nominated() -> CadreNominated:
-    return CadreNominated(
-        cadre_id=CADRE,
-        org_code="bh_ly",
-        full_name="Li Wei",
-        gender=Gender.FEMALE,
-        birth_date=date(1992, 5, 17),
-        education=Education.MASTER,
-        current_position="Deputy head",
-        years_of_service=8,
-        grassroots_months=30,
-        reason="Led the road programme",
-    )
+    return support.nominated(CADRE, org_code="bh_ly", reason="Led the road programme")
 
 
 def test_a_nomination_tells_the_units_responsible_leader_now(now: datetime) -> None:

@@ -12,7 +12,6 @@ from contracts.registry import (
     CadreProfileUpdated,
     CadreRetired,
     Education,
-    Gender,
     MentorAssigned,
     OrgLevel,
     Person,
@@ -22,6 +21,7 @@ from contracts.registry import (
 from runtime import clock
 from runtime.errors import ConflictError, RuleViolationError
 from services.registry import rules
+from tests import support
 
 RULES = rules.EntryRules(
     max_age_by_level={OrgLevel.TOWNSHIP: 35, OrgLevel.COUNTY: 40},
@@ -101,19 +101,7 @@ def test_entry_rules_by_level(today: date) -> None:
 
 def make_cadre(nominated_on: date | None = None) -> rules.Cadre:
     cadre_id = uuid7()
-    nominated = CadreNominated(
-        cadre_id=cadre_id,
-        org_code="ly",
-        full_name="Li Wei",
-        gender=Gender.FEMALE,
-        birth_date=date(1992, 5, 17),
-        education=Education.MASTER,
-        current_position="Deputy head",
-        years_of_service=8,
-        grassroots_months=30,
-        reason="r",
-        user_id="li.wei",
-    )
+    nominated = support.nominated(cadre_id, reason="r", user_id="li.wei")
     cadre = rules.Cadre.replay([nominated], [nominated_on or clock.today()], "cn.qs.ly")
     assert cadre is not None
     return cadre
