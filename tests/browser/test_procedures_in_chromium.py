@@ -20,8 +20,8 @@ from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
 from services.registry import demo
 from tests.browser.test_console_in_chromium import CHROMIUM_FLAGS, Screens, chromium, serving, sign_in
-from tests.conftest import Launch
 from tests.integration.test_console import console_for
+from tests.support import Launch
 
 REPORT = b"%PDF-1.4 the inspection report of the county's candidate\n"
 MINUTES = b"%PDF-1.4 the minutes of the standing committee\n"

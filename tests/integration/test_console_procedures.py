@@ -11,9 +11,8 @@ from contracts.registry import OrgLevel
 from deploy.local.signin import console_sign_in
 from runtime import clock
 from services.registry import demo
-from tests.conftest import Launch
 from tests.integration.test_console import ConsoleStack, console_for
-from tests.support import auth
+from tests.support import Launch, auth
 
 ENTRY = {
     "kind": "entry", "reserve_kind": "county deputy", "full_name": "Sun Li", "gender": "female",
