@@ -13,17 +13,19 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import uvicorn
 from axe_playwright_python.async_playwright import Axe
+from fastapi import FastAPI
 from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from contracts.envelope import Role
 from deploy.local.keycloak import DEMO_PASSWORD
 from runtime import clock
 from services.registry import demo
-from tests.integration.test_console import ConsoleStack, console_for
+from tests.integration.test_console import console_for
 from tests.support import Launch
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screens"
@@ -45,8 +47,15 @@ def chromium() -> str:
     return found
 
 
+class Served(Protocol):
+    """Anything that holds a console app (a whole stack, or one level's console)."""
+
+    @property
+    def app(self) -> FastAPI: ...
+
+
 @contextlib.asynccontextmanager
-async def serving(stack: ConsoleStack, port: int) -> AsyncIterator[None]:
+async def serving(stack: Served, port: int) -> AsyncIterator[None]:
     """The console on its real port (the provider redirects the browser there)."""
     server = uvicorn.Server(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve())

@@ -10,6 +10,7 @@ and a provider that starts slowly on a busy machine then fails only those.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from contracts.envelope import Actor, Role
 from deploy.local.signin import Browserish
@@ -51,10 +53,14 @@ NOWHERE = "http://127.0.0.1:9"
 class CityConsole:
     levels: Levels
     client: Browserish
+    app: FastAPI
 
 
-async def signed_in(client: Browserish, levels: Levels, user: str, role: Role) -> None:
-    """What a sign-in leaves: the sealed session cookie (a token of `user` at the city's root), open at the registry."""
+async def signed_in(client: Browserish, levels: Levels, user: str, role: Role) -> str:
+    """What a sign-in leaves: the sealed session cookie (a token of `user` at the city's root), open at the registry.
+
+    Also given back, for a browser to carry.
+    """
     grant = {"subject": f"subject-{user}", "name": user, "org_code": "bh", "role": role.value}
     granted = await levels.city.registry.client.put(f"/access/{user}", json=grant, headers=CITY)
     assert granted.is_success, granted.text  # the registry keeps a session open only for someone granted
@@ -72,13 +78,15 @@ async def signed_in(client: Browserish, levels: Levels, user: str, role: Role) -
         lambda: levels.city.registry.client.get(f"/sessions/{session.sid}", headers=bearer),
         until=lambda answer: answer.status_code == 204,
     )
-    client.jar[client.base_url.removeprefix("http://")]["cadre_session"] = Sealer(DEV_SESSION_KEY).seal_session(session)
+    sealed = Sealer(DEV_SESSION_KEY).seal_session(session)
+    client.jar[client.base_url.removeprefix("http://")]["cadre_session"] = sealed
+    return sealed
 
 
-@pytest.fixture
-async def city_console(launch: Launch, namespace: str) -> AsyncIterator[CityConsole]:
+@contextlib.asynccontextmanager
+async def city_console_at(launch: Launch, namespace: str, url: str) -> AsyncIterator[CityConsole]:
+    """The city's console at `url` (the browser test serves it there), with the two levels behind it."""
     levels = await start_levels(launch, namespace)
-    url = "http://127.0.0.1:8080"
     settings = ConsoleSettings(
         public_url=url, sync_url="http://sync", registry_url="http://registry",
         training_url=NOWHERE, assessment_url=NOWHERE, notify_url=NOWHERE, audit_url=NOWHERE, selection_url=NOWHERE,
@@ -92,9 +100,15 @@ async def city_console(launch: Launch, namespace: str) -> AsyncIterator[CityCons
     client.jar[url.removeprefix("http://")] = {"cadre_lang": "en"}  # the screens in English here
     async with app.router.lifespan_context(app):
         try:
-            yield CityConsole(levels, client)
+            yield CityConsole(levels, client, app)
         finally:
             await client.aclose()
+
+
+@pytest.fixture
+async def city_console(launch: Launch, namespace: str) -> AsyncIterator[CityConsole]:
+    async with city_console_at(launch, namespace, "http://127.0.0.1:8080") as console:
+        yield console
 
 
 def csrf(page: httpx.Response) -> str:
