@@ -118,6 +118,14 @@ EVENT_COLUMNS: Final = (  # in the order of the rows the store writes
 _MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 
 
+class StreamLinks(NamedTuple):
+    """A stream's events, the `prev_hash` of the row after each (by position), and the chain's head."""
+
+    envelopes: list[Envelope]
+    successors: dict[int, str]
+    head: tuple[int, str]
+
+
 @dataclass(slots=True)
 class _Append:
     """One command's events, prepared as far as they can be before the writer takes them.
@@ -510,6 +518,26 @@ class EventStore:
             stream_id,
         )
         return [Recorded.from_envelope(Envelope.from_bytes(row["body"])) for row in rows]
+
+    async def read_stream_links(self, stream_id: str) -> StreamLinks:
+        """This service's own events of one stream with their links in its chain, read in one snapshot.
+
+        What proving a stream's file needs (the `prev_hash` of the row after each event, and the
+        chain's head): read apart, an append committed between the reads looks like a broken link.
+        """
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch("SELECT body FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id)
+            envelopes = [Envelope.from_bytes(row["body"]) for row in rows]
+            following = await conn.fetch(
+                "SELECT position, body::jsonb ->> 'prev_hash' AS prev FROM events WHERE position = ANY($1::bigint[])",
+                [e.position + 1 for e in envelopes],
+            )
+            head = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
+        return StreamLinks(
+            envelopes,
+            {int(r["position"]): str(r["prev"]) for r in following},
+            (0, "") if head is None else (int(head["position"]), str(head["hash"])),
+        )
 
     async def read_cadre(self, cadre_id: UUID) -> list[Envelope]:
         """Every event this service recorded about one cadre, in order."""

@@ -183,14 +183,8 @@ class ProcedureCommands:
 
     async def file(self, procedure_id: UUID) -> tuple[list[Envelope], dict[int, str], tuple[int, str]]:
         """A procedure's envelopes, the `prev_hash` of the row after each, and the chain's head (for its check)."""
-        envelopes = [r.envelope for r in await self._store.read_stream(procedure_stream(procedure_id))]
-        following = await self._pool.fetch(
-            "SELECT position, body::jsonb ->> 'prev_hash' AS prev FROM events WHERE position = ANY($1::bigint[])",
-            [e.position + 1 for e in envelopes],
-        )
-        head = await self._pool.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
-        position, digest = (0, "") if head is None else (int(head["position"]), str(head["hash"]))
-        return envelopes, {int(r["position"]): str(r["prev"]) for r in following}, (position, digest)
+        links = await self._store.read_stream_links(procedure_stream(procedure_id))
+        return links.envelopes, links.successors, links.head
 
     async def open(self, ctx: CommandContext, cmd: OpenProcedure) -> Accepted:
         """Open a procedure at a unit of the actor's subtree."""
