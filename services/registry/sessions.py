@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from runtime import clock
 from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.db import own_user, row_security
-from runtime.errors import NotFoundError, RuleViolationError
+from runtime.errors import ConflictError, ForbiddenError, NotFoundError, RuleViolationError
 from runtime.service import service_of
 
 SCHEMA: Final = (
@@ -54,22 +54,32 @@ def _hash(session_id: str) -> bytes:
 
 @router.post("/sessions", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=OWN_RECORD)
 async def open_session(body: OpenSession, request: Request, actor: CurrentActor) -> None:
-    """Record a session of yours as open (the console, at sign-in)."""
+    """Record a session of yours as open (the console, at sign-in); 403 while you hold no grant.
+
+    Opening the same session again is harmless (its first start and end stand); an id that is
+    another person's session is refused (409).
+    """
     now = clock.now()
     if body.ends_at <= now:
         msg = "a session must end after it starts"
         raise RuleViolationError(msg)
     pool = service_of(request).pool
     async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT 1 FROM access_grants WHERE user_id = $1", actor.user):
+            msg = "you hold no grant on this platform: a session of yours would open nothing"
+            raise ForbiddenError(msg)
         await conn.execute("DELETE FROM console_sessions WHERE ends_at < $1", now)  # the ended ones, as they pass
-        await conn.execute(
+        holder = await conn.fetchval(
             "INSERT INTO console_sessions (session_hash, user_id, started_at, ends_at) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (session_hash) DO NOTHING",
+            " ON CONFLICT (session_hash) DO UPDATE SET session_hash = EXCLUDED.session_hash RETURNING user_id",
             _hash(body.session_id),
             actor.user,
             now,
             body.ends_at,
         )
+        if holder != actor.user:  # a secret id already someone else's: never shared, never taken over
+            msg = "that session id is taken"
+            raise ConflictError(msg)
 
 
 @router.get(

@@ -117,6 +117,35 @@ async def test_a_grant_does_not_tell_whether_an_identity_acts_in_another_subtree
     assert mine.status_code == 409, mine.text
 
 
+async def test_a_session_opens_only_for_a_granted_person_and_its_id_is_never_taken_over(registry: Running) -> None:
+    """A session of someone with no grant counted for nothing yet was answered 204 (the fuzzer's ST302); an id
+    already another person's session was silently kept as theirs."""
+    await build_tree(registry.client)
+    ends_at = (clock.now() + timedelta(hours=8)).isoformat()
+    session = {"session_id": "s" * 40, "ends_at": ends_at}
+    nobody = bearer(Actor(user="no.grant", org_path="cn.qs.bh", role=Role.ORGANIZER))
+    refused = await registry.client.post("/sessions", json=session, headers=nobody)
+    assert refused.status_code == 403, refused.text
+    assert await registry.service.pool.fetchval("SELECT count(*) FROM console_sessions") == 0
+    for user in ("li.bh", "wang.bh"):
+        person = {"subject": f"sub-of-{user}", "name": user, "org_code": "bh_ly", "role": "viewer"}
+        assert (await registry.client.put(f"/access/{user}", json=person, headers=CITY)).status_code == 200
+
+    async def projected() -> object:
+        return await registry.service.pool.fetchval("SELECT count(*) = 2 FROM access_grants")
+
+    await eventually(projected)
+    li = bearer(Actor(user="li.bh", org_path="cn.qs.bh.bh_ly", role=Role.VIEWER))
+    wang = bearer(Actor(user="wang.bh", org_path="cn.qs.bh.bh_ly", role=Role.VIEWER))
+    for _ in range(2):  # opening one's own session again is harmless
+        opened = await registry.client.post("/sessions", json=session, headers=li)
+        assert opened.status_code == 204, opened.text
+    taken = await registry.client.post("/sessions", json=session, headers=wang)
+    assert taken.status_code == 409, taken.text
+    assert (await registry.client.get(f"/sessions/{session['session_id']}", headers=li)).status_code == 204
+    assert (await registry.client.get(f"/sessions/{session['session_id']}", headers=wang)).status_code == 404
+
+
 async def test_control_characters_are_refused_with_4xx_everywhere(registry: Running) -> None:
     client = registry.client
     await build_tree(client)
