@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import topics
 from contracts.envelope import OrgCode
 from contracts.event import Event
-from contracts.registry import Name, Text, UserId
+from contracts.registry import Name, Statement, Text, UserId
 
 
 class CyclePeriod(StrEnum):
@@ -175,4 +175,4 @@ class ExitRecommendationRejected(Event):
 
     recommendation_id: UUID
     cadre_id: UUID
-    reason: Text = Field(min_length=1)
+    reason: Statement

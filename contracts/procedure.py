@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from contracts import topics
 from contracts.envelope import OrgCode
 from contracts.event import Event
-from contracts.registry import Education, Gender, Name, Text
+from contracts.registry import Education, Gender, Name, Statement, Text
 
 TOPIC = topics.service_topic("selection")
 """The procedures are the selection service's: its topic."""
@@ -317,4 +317,4 @@ class ProcedureStopped(Event):
 
     procedure_id: UUID
     at_step: Step
-    reason: Text = Field(min_length=1)
+    reason: Statement

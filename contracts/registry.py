@@ -16,6 +16,13 @@ from contracts.personal import Sealed
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK_LINE)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Statement = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=rf"[^{WHITE_SPACE}]")
+]
+"""A text that must say something (a reason, a finding): lines allowed, not white space alone.
+
+The pattern tells clients what `strip_whitespace` and `min_length` keep, so that a text of
+white space the schema's `\\s` does not know (U+0085) is not a schema-valid one refused."""
 Email = Annotated[
     str,
     StringConstraints(
@@ -355,7 +362,7 @@ class PersonalDataErased(Event):
     cadre_id: UUID
     key_id: UUID | None
     """The key destroyed (none when no personal data was ever recorded)."""
-    reason: Text = Field(min_length=1)
+    reason: Statement
     """The request or legal basis (no personal data)."""
 
 

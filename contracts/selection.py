@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts import topics
 from contracts.envelope import OrgCode
 from contracts.event import Event
-from contracts.registry import Name, Text
+from contracts.registry import Name, Statement, Text
 
 
 class PostKind(StrEnum):
@@ -61,7 +61,7 @@ class OverQuota(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     document_number: Name
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class PostQuotaSet(Event):
@@ -144,7 +144,7 @@ class SuccessorNamed(Event):
     cadre_id: UUID
     full_name: Name
     readiness: Readiness
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class ReadinessReviewed(Event):
@@ -156,7 +156,7 @@ class ReadinessReviewed(Event):
     post_id: UUID
     cadre_id: UUID
     readiness: Readiness
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class SuccessorWithdrawn(Event):
@@ -167,7 +167,7 @@ class SuccessorWithdrawn(Event):
 
     post_id: UUID
     cadre_id: UUID
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class CadreAppointed(Event):
@@ -205,4 +205,4 @@ class PotentialRated(Event):
     potential: Potential
     cycle: Name
     """The review it belongs to (e.g. 2026)."""
-    reason: Text = Field(min_length=1)
+    reason: Statement

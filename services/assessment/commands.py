@@ -21,7 +21,7 @@ from contracts.assessment import (
 )
 from contracts.envelope import OrgCode, Role, in_subtree, uuid7
 from contracts.event import Event
-from contracts.registry import Name, Text
+from contracts.registry import Name, Statement, Text
 from runtime import clock
 from runtime.auth import can_write, require_scope
 from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, start
@@ -76,7 +76,7 @@ class IssueReminder(Command):
     """Point out a problem showing signs or tendencies."""
 
     reminder_id: UUID | None = None
-    concern: Text = Field(min_length=1)
+    concern: Statement
     severity: Severity
     follow_up_on: date
 
@@ -84,13 +84,13 @@ class IssueReminder(Command):
 class ResolveReminder(Command):
     """Close a reminder after its follow-up."""
 
-    resolution: Text = Field(min_length=1)
+    resolution: Statement
 
 
 class RejectExit(Command):
     """Decide against an exit recommendation: the cadre stays in the pool."""
 
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class AssessmentCommands:

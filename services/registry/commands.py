@@ -32,6 +32,7 @@ from contracts.registry import (
     PersonalDataRecorded,
     ProfileChanges,
     RetirementReason,
+    Statement,
     Subject,
     Text,
     UserId,
@@ -184,7 +185,7 @@ REVERSAL_CONCURRENCY = 200
 class Erase(Command):
     """Erase a cadre's personal data for good."""
 
-    reason: Text = Field(min_length=1, description="The request or legal basis (no personal data)")
+    reason: Statement = Field(description="The request or legal basis (no personal data)")
 
 
 class RegistryCommands:

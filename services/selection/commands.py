@@ -12,7 +12,7 @@ from pydantic import Field
 from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
 from contracts.procedure import ProcedureConcluded
-from contracts.registry import Name, Text
+from contracts.registry import Name, Statement, Text
 from contracts.selection import (
     CadreAppointed,
     OverQuota,
@@ -85,20 +85,20 @@ class NameSuccessor(Command):
 
     cadre_id: UUID
     readiness: Readiness
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class ReviewReadiness(Command):
     """Review a successor's readiness."""
 
     readiness: Readiness
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class WithdrawSuccessor(Command):
     """A cadre is no longer meant for the post."""
 
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class Appoint(Command):
@@ -116,7 +116,7 @@ class RatePotential(Command):
 
     potential: Potential
     cycle: Name
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class SelectionCommands:

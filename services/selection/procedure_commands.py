@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import date
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -30,7 +31,7 @@ from contracts.procedure import (
     ProcedureRulesSet,
     Talks,
 )
-from contracts.registry import Name, Text
+from contracts.registry import Name, Statement, Text
 from runtime import clock
 from runtime.auth import can_write
 from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying, start
@@ -51,18 +52,32 @@ procedure_stream = Streams("procedure")
 """Stream id of a procedure."""
 
 
-class OpenProcedure(Command):
-    """Open a procedure: into the pool (`entry`, with the candidate) or onto a post (`appointment`, with the motion)."""
-
+class _Opening(Command):
     procedure_id: UUID | None = None
-    kind: ProcedureKind
     org_code: OrgCode
-    candidate_id: UUID | None = None
-    """For an appointment: the cadre in the pool. For an entry: the id the nomination will take (default: new)."""
-    candidate: Candidate | None = None
-    reserve_kind: Name | None = None
-    motion: Motion | None = None
     reason: Text = ""
+
+
+class OpenEntry(_Opening):
+    """Open a procedure into the pool: the candidate as the nomination will record them, and the reserve kind."""
+
+    kind: Literal[ProcedureKind.ENTRY]
+    candidate_id: UUID | None = None
+    """The id the nomination will take (default: a new one)."""
+    candidate: Candidate
+    reserve_kind: Name
+
+
+class OpenAppointment(_Opening):
+    """Open a procedure onto a post: a cadre of the pool, and the motion (the post to fill and why)."""
+
+    kind: Literal[ProcedureKind.APPOINTMENT]
+    candidate_id: UUID
+    motion: Motion
+
+
+OpenProcedure = Annotated[OpenEntry | OpenAppointment, Field(discriminator="kind")]
+"""Open a procedure: what each kind needs is in the schema (`kind` tells which), not a rule found at run time."""
 
 
 class RecordRecommendation(Command):
@@ -109,7 +124,7 @@ class RaiseObjection(Command):
     """An objection received during the notice period."""
 
     objection_id: UUID | None = None
-    summary: Text = Field(min_length=1)
+    summary: Statement
     document: Document | None = None
 
 
@@ -117,7 +132,7 @@ class ConcludeObjection(Command):
     """What looking into an objection found."""
 
     substantiated: bool
-    finding: Text = Field(min_length=1)
+    finding: Statement
     document: Document | None = None
 
 
@@ -131,7 +146,7 @@ class Conclude(Command):
 class StopProcedure(Command):
     """Stop a procedure with the reason."""
 
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class SetRules(Command):
@@ -145,7 +160,7 @@ class AdjustCalendar(Command):
 
     day: date
     working: bool
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class ProcedureCommands:
@@ -190,10 +205,7 @@ class ProcedureCommands:
         """Open a procedure at a unit of the actor's subtree."""
         can_write(ctx.actor)
         path = await unit_path(self._pool, cmd.org_code, ctx.actor)
-        if cmd.kind is ProcedureKind.APPOINTMENT:
-            if cmd.candidate_id is None:
-                msg = "an appointment procedure names the cadre (candidate_id)"
-                raise RuleViolationError(msg)
+        if isinstance(cmd, OpenAppointment):
             cadre = await self._pool.fetchrow(
                 "SELECT full_name, org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cmd.candidate_id
             )
@@ -204,8 +216,10 @@ class ProcedureCommands:
                 msg = f"cadre {cmd.candidate_id} is not in the reserve pool"
                 raise RuleViolationError(msg)
             name = str(cadre["full_name"])
+            candidate, reserve_kind, motion = None, None, cmd.motion
         else:
-            name = cmd.candidate.full_name if cmd.candidate is not None else ""
+            name = cmd.candidate.full_name
+            candidate, reserve_kind, motion = cmd.candidate, cmd.reserve_kind, None
         candidate_id = cmd.candidate_id or uuid7()
         running = await self._pool.fetchval(
             "SELECT procedure_id FROM procedures WHERE candidate_id = $1 AND kind = $2"
@@ -223,9 +237,9 @@ class ProcedureCommands:
             org_code=cmd.org_code,
             candidate_id=candidate_id,
             candidate_name=name or "-",
-            reserve_kind=cmd.reserve_kind,
-            candidate=cmd.candidate,
-            motion=cmd.motion,
+            reserve_kind=reserve_kind,
+            candidate=candidate,
+            motion=motion,
             reason=cmd.reason,
             rules=await self.rules_at(path),
         )

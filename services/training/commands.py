@@ -11,7 +11,7 @@ from pydantic import Field
 
 from contracts.envelope import Envelope, OrgCode, Role, uuid7
 from contracts.event import Event
-from contracts.registry import CadreRetired, Name, Text
+from contracts.registry import CadreRetired, Name, Statement, Text
 from contracts.training import (
     Hours,
     PostingAssigned,
@@ -58,7 +58,7 @@ class ScheduleProgram(Command):
 class CancelProgram(Command):
     """Cancel a programme (its enrolments are withdrawn)."""
 
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class Enrol(Command):
@@ -90,7 +90,7 @@ class RecordAttendance(Command):
     hours: Hours
     score: int | None = Field(default=None, ge=0, le=100)
     passed: bool = True
-    evidence: Text = Field(min_length=1, description="What shows the cadre attended (certificate, register)")
+    evidence: Statement = Field(description="What shows the cadre attended (certificate, register)")
 
 
 class LogSelfStudy(Command):
@@ -101,7 +101,7 @@ class LogSelfStudy(Command):
     topic: Topic
     studied_on: date
     hours: Hours
-    evidence: Text = Field(min_length=1)
+    evidence: Statement
 
 
 class ReportSelfStudy(Command):
@@ -119,7 +119,7 @@ class ReportSelfStudy(Command):
 class RejectSelfStudy(Command):
     """Reject a reported self-study, saying why."""
 
-    reason: Text = Field(min_length=1)
+    reason: Statement
 
 
 class AssignPosting(Command):

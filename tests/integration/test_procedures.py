@@ -59,8 +59,8 @@ async def handlers(database: DatabaseFactory) -> AsyncIterator[tuple[ProcedureCo
     await pool.close()
 
 
-def entry() -> commands.OpenProcedure:
-    return commands.OpenProcedure(
+def entry() -> commands.OpenEntry:
+    return commands.OpenEntry(
         kind=ProcedureKind.ENTRY,
         org_code="county",
         reserve_kind="county deputy",
@@ -109,7 +109,7 @@ def decision(present: int = 9) -> commands.RecordDecision:
     )
 
 
-async def to_notice(cmd: ProcedureCommands, opening: commands.OpenProcedure) -> tuple[str, UUID]:
+async def to_notice(cmd: ProcedureCommands, opening: commands.OpenEntry) -> tuple[str, UUID]:
     opened = await cmd.open(ctx(), opening)
     procedure_id = uuid_of(opened.stream_id)
     await cmd.recommend(ctx(), procedure_id, ballot(30), None)
@@ -198,7 +198,7 @@ async def test_a_substantiated_objection_stops_an_appointment(handlers: tuple[Pr
         clock.today() - timedelta(days=400),
     )
     motion = Motion(post_id=uuid7(), post_title="deputy county head", reason="a vacancy")
-    opening = commands.OpenProcedure(
+    opening = commands.OpenAppointment(
         kind=ProcedureKind.APPOINTMENT, org_code="county", candidate_id=cadre_id, motion=motion
     )
     opened = await cmd.open(ctx(), opening)

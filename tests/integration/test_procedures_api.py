@@ -77,6 +77,13 @@ async def test_a_whole_appointment_through_the_api_with_its_board_file_and_check
     await build_tree(registry.client)
     cadre_id = await in_pool(registry, selection)
     motion = {"post_id": await a_post(selection), "post_title": "deputy county head", "reason": "a vacancy"}
+    for incomplete in ({"kind": "entry", "org_code": "bh_ly"}, {"kind": "appointment", "org_code": "bh_ly"}):
+        refused = await selection.client.post("/procedures", json=incomplete, headers=CITY)
+        assert refused.status_code == 422, refused.text  # what each kind needs is in the schema
+        assert {e["loc"][-1] for e in refused.json()["errors"]} in (
+            {"candidate", "reserve_kind"},
+            {"candidate_id", "motion"},
+        )
     opened = await post(
         selection,
         "/procedures",

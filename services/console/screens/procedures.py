@@ -231,7 +231,8 @@ async def open_procedure(request: Request, console: ConsoleDep, session: Session
     try:
         if values["kind"] == "appointment":
             posts = await _posts(console, session, values["org_code"])
-            body["candidate_id"] = values["candidate_id"] or None
+            if values["candidate_id"]:  # left out when empty: the service names what is missing
+                body["candidate_id"] = values["candidate_id"]
             if values["post_id"]:
                 body["motion"] = {"post_id": values["post_id"], "post_title": posts.get(values["post_id"], ""),
                                   "reason": values["motion_reason"]}  # fmt: skip
@@ -239,7 +240,8 @@ async def open_procedure(request: Request, console: ConsoleDep, session: Session
                 if document is not None:
                     body["motion"]["document"] = document
         else:
-            body["reserve_kind"] = values["reserve_kind"] or None
+            if values["reserve_kind"]:
+                body["reserve_kind"] = values["reserve_kind"]
             body["candidate"] = {
                 "full_name": values["full_name"], "gender": values["gender"], "birth_date": values["birth_date"],
                 "education": values["education"], "current_position": values["current_position"],
