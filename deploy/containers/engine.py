@@ -2,14 +2,14 @@
 
 Where `DOCKER_HOST` names an engine, or one answers on the default socket, it is used
 as it is. Otherwise the project starts Debian's `dockerd` itself, on a socket and with a
-data root of its own (`/run/cadre-docker/docker.sock`, `<repo>/.cache/docker/`), so that
+data root of its own (`/run/cadre-docker/docker.sock`, `docker/` in the machine's cache, deploy.paths), so that
 nothing else on the machine (testcontainers, another engine) sees it; one such engine
 runs on a machine at a time (a file lock), and whoever started it stops it, also when
 the work it was started for failed. `DOCKER_HOST` is given to this module's own commands
 only, never to the calling process.
 
 Compose v2 and the Mailpit mail catcher are built from their Go modules on first use
-(neither is packaged by Debian) and kept in `<repo>/.cache/bin/`.
+(neither is packaged by Debian) and kept in `bin/` of the machine's cache.
 """
 
 from __future__ import annotations

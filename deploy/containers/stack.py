@@ -41,7 +41,7 @@ from deploy.local.keycloak import KEYCLOAK_VERSION, ensure_distribution
 from deploy.local.ports import free_ports
 from deploy.local.signin import Browserish, console_sign_in
 from deploy.local.stack import SERVICES
-from deploy.paths import cache_root
+from deploy.paths import RUN_FILES
 from deploy.validate import COMPOSE_FILE
 from runtime import checkpoint, clock
 from runtime.auth import issue_token
@@ -210,7 +210,7 @@ def _compose_version() -> str:
 @contextlib.contextmanager
 def _project(docker: Engine, report: Report, *, keep: bool) -> Iterator[Compose]:
     """The compose project with this run's secrets and ports; down with its volumes at the end."""
-    folder = cache_root() / "containers"
+    folder = RUN_FILES / "containers"
     folder.mkdir(parents=True, exist_ok=True)
     env_file = folder / f"{PROJECT}.env"
     values = _generated_settings()

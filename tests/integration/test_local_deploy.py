@@ -297,8 +297,11 @@ def test_missing_java_and_maven_are_named(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_cache_dir_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CADRE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     broker = local_kafka.broker_classpath()
-    assert jvm.cache_dir(broker) == REPO / ".cache" / "kafka" / local_kafka.KAFKA_VERSION
+    assert jvm.cache_dir(broker) == tmp_path / "xdg" / "cadre-pool" / "kafka" / local_kafka.KAFKA_VERSION
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert jvm.cache_dir(broker) == Path.home() / ".cache" / "cadre-pool" / "kafka" / local_kafka.KAFKA_VERSION
     monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path))
     assert jvm.cache_dir(broker) == tmp_path / "kafka" / local_kafka.KAFKA_VERSION
 
