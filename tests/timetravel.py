@@ -14,6 +14,10 @@ date (so none of them is ever overtaken by time):
   30 s into the test),
 - `leap-day`: 00:30 on the next 29 February in the organization (28 February in UTC).
 
+`@pytest.mark.dates("year-end")` names the instants of a heavy test whose parts lighter
+tests already try at every instant (`./dev up` with its demo: each demo's own test runs at
+all of them): the real time and those named.
+
 `pytest --at INSTANT[,INSTANT...]` (`./dev test --at 2026-12-31T16:30:00Z`) runs every
 test, marked or not, at each given instant instead: an ISO 8601 instant with its zone,
 one of the names above, or `now`. The clock runs on from the instant it was set to;
@@ -103,7 +107,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the `dates` marker."""
     config.addinivalue_line(
-        "markers", "dates: reads today or now through the platform's clock; also runs at the awkward instants"
+        "markers",
+        "dates(*names): reads today or now through the platform's clock; also runs at the awkward instants"
+        " (those named, where the test's parts are tried at every instant by lighter tests)",
     )
 
 
@@ -118,8 +124,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     chosen = _chosen(metafunc.config)
     if chosen:
         names = chosen
-    elif metafunc.definition.get_closest_marker("dates") is not None:
-        names = [NOW, *AWKWARD]
+    elif (marker := metafunc.definition.get_closest_marker("dates")) is not None:
+        unknown = [name for name in marker.args if name not in AWKWARD]
+        if unknown:
+            msg = f"{metafunc.definition.nodeid}: dates({', '.join(unknown)}): not among {', '.join(AWKWARD)}"
+            raise pytest.UsageError(msg)
+        names = [NOW, *(marker.args or AWKWARD)]
     else:
         return
     zone_clock = clock.Clock.from_settings(clock.ClockSettings())

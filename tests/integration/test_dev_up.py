@@ -18,7 +18,9 @@ from deploy.local.stack import REPO
 from runtime import clock
 from tests.infra import Infra
 
-pytestmark = pytest.mark.dates
+pytestmark = pytest.mark.dates("year-end")
+"""At the real time and in the year's last seconds: each demo's own test loads it at every awkward instant
+(tests/integration/test_*demo.py), so `./dev up` is tried at the instant where the most turns (its year)."""
 
 READY = "Press Ctrl-C to stop."
 
