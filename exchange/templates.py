@@ -68,10 +68,14 @@ class Ids:
 
     def cadre(self, value: str) -> uuid.UUID:
         """A cadre named by its id, or by its `ref` in a cadre import from the same source."""
+        return self.named("cadres", value)
+
+    def named(self, kind: str, value: str) -> uuid.UUID:
+        """A record of `kind` named by its id, or by its `ref` in an import of that kind from the same source."""
         try:
             return uuid.UUID(value)
         except ValueError:
-            return self.of("cadres", value)
+            return self.of(kind, value)
 
 
 Request = dict[str, Any]
@@ -205,6 +209,22 @@ def _evaluation(row: dict[str, Any], ids: Ids) -> list[Request]:
     return [{"method": "POST", "path": f"/cadres/{ids.cadre(row['cadre'])}/evaluations", "body": body}]
 
 
+POST_KINDS = _choices(("principal", "正职", "principal"), ("deputy", "副职", "deputy"))
+
+
+def _post(row: dict[str, Any], ids: Ids) -> list[Request]:
+    body = {"post_id": str(ids.of("posts", row["ref"]))} | _present(row, "kind", "title", "rank")
+    return [{"method": "POST", "path": f"/teams/{row['org_code']}/posts", "body": body}]
+
+
+def _incumbent(row: dict[str, Any], ids: Ids) -> list[Request]:
+    body = _present(row, "holder_name", "starts_on", "ends_by", "birth_date")
+    if row.get("cadre"):
+        body["cadre_id"] = str(ids.cadre(row["cadre"]))
+    post = ids.named("posts", row["post"])
+    return [{"method": "POST", "path": f"/teams/{row['org_code']}/posts/{post}/incumbent", "body": body}]
+
+
 TEMPLATES: Final[dict[str, Template]] = {
     t.kind: t
     for t in (
@@ -303,6 +323,39 @@ TEMPLATES: Final[dict[str, Template]] = {
             ),
             _evaluation,
         ),
+        Template(
+            "posts",
+            "selection",
+            "领导班子职位",
+            "Leadership posts",
+            (
+                REF,
+                Column("org_code", "单位代码", "org unit code", example="bh_ly"),
+                Column("kind", "职位类别", "kind", "choice", choices=POST_KINDS, example="正职"),
+                Column("title", "职务名称", "title", example="县委书记"),
+                Column("rank", "职级", "rank", example="正处级"),
+            ),
+            _post,
+            chain=lambda row, _ids: str(row["org_code"]),  # a unit's posts are one stream: in file order
+        ),
+        Template(
+            "incumbents",
+            "selection",
+            "现任职人员",
+            "Incumbents",
+            (
+                Column("post", "职位编号", "post", example="P-0001"),
+                Column("org_code", "单位代码", "org unit code", example="bh_ly"),
+                Column("holder_name", "姓名", "holder", example="张明"),
+                Column("starts_on", "任职日期", "in post since", "date", example="2022-01-15"),
+                Column("ends_by", "任期或年龄届满日期", "ends by", "date", required=False, example="2027-01-14"),
+                Column("birth_date", "出生日期", "birth date", "date", required=False, example="1975-09-02"),
+                Column("cadre", "干部编号", "cadre", required=False, example="A-0001"),
+            ),
+            _incumbent,
+            chain=lambda row, _ids: str(row["org_code"]),
+            fields={"cadre_id": "cadre"},
+        ),
     )
 }
 
@@ -360,7 +413,7 @@ def download_router(service: str) -> APIRouter:
 
     @routes.get("/import-templates/{kind}", tags=["import"], response_class=Response)
     async def import_template(
-        kind: Annotated[str, Path(description="The template: cadres, training, self-study, postings, evaluations")],
+        kind: Annotated[str, Path(description=f"The template: {', '.join(TEMPLATES)}")],
         lang: Language = "zh",
         format: Annotated[Literal["xlsx", "csv"], Query()] = "xlsx",  # noqa: A002 - the parameter's public name
     ) -> Response:

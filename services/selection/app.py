@@ -10,6 +10,7 @@ from pydantic import Field
 from contracts import topics
 from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.selection import PostKind
+from exchange.templates import download_router
 from runtime.db import Conn
 from runtime.projection import Projection, Recorded, Typed, of_type
 from runtime.registry_view import RegistryView
@@ -74,7 +75,7 @@ SPEC = ServiceSpec(
     title="Leadership teams and succession",
     description="Posts and their quotas per unit, incumbents, successors with readiness, appointments out of the "
     "pool, potential ratings and the 9-box; the pool's strength and use.",
-    routers=[api.router, procedure_api.router],
+    routers=[api.router, procedure_api.router, download_router("selection")],
     schema=(*projection.SCHEMA, *procedure_board.SCHEMA),
     inline=OwnEvents(projection.SelectionProjection(), procedure_board.ProcedureBoard()),
     subscriptions=[
@@ -82,6 +83,7 @@ SPEC = ServiceSpec(
         Subscription(topics=[topics.ASSESSMENT], projection=projection.PerformanceView(), with_received=True),
         Subscription(topics=[topics.SELECTION], factory=OutcomeReaction),
     ],
+    batchable=["/teams/{org_code}/posts", "/teams/{org_code}/posts/{post_id}/incumbent"],
 )
 
 

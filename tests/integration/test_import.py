@@ -24,6 +24,8 @@ from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests.integration.test_audit import AUDITOR, archived_everything
@@ -371,3 +373,54 @@ async def test_a_reversal_cut_short_is_asked_for_again_and_finishes_the_rest(reg
     assert done == (True, f"import run {run} reversed: 4 of 4 cadres taken out of the pool")
     retirements = await registry.service.pool.fetch("SELECT cadre_id FROM events WHERE event_type = 'CadreRetired'")
     assert sorted(str(r["cadre_id"]) for r in retirements) == sorted(ids.values())
+
+
+async def test_posts_and_their_incumbents_come_in_from_spreadsheets_once(
+    registry: Running, launch: Launch, tmp_path: Path
+) -> None:
+    """A unit's team from two sheets: its posts, then who holds them; beyond the quota a row is refused with why."""
+    await build_tree(registry.client)
+    selection = await launch(selection_app, SelectionSettings, "selection")
+    for kind in ("principal", "deputy"):
+        body: dict[str, object] = {"kind": kind, "approved": 1, "document_number": "BH-2026-7"}
+
+        async def quota_set(body: dict[str, object] = body) -> bool:  # once selection knows the unit
+            answer = await selection.client.post("/teams/bh_ly/quotas", json=body, headers=CITY)
+            return answer.status_code == 200
+
+        await eventually(quota_set)
+    posts = tmp_path / "posts.xlsx"
+    write_sheet(
+        posts,
+        [["编号", "单位代码", "职位类别", "职务名称", "职级"],
+         ["P-1", "bh_ly", "正职", "县长", "正处级"],
+         ["P-2", "bh_ly", "副职", "常务副县长", "副处级"],
+         ["P-3", "bh_ly", "副职", "副县长", "副处级"]],
+    )  # fmt: skip
+    since, ends = clock.today() - timedelta(days=700), clock.today() + timedelta(days=400)
+    born = date(clock.today().year - 50, 9, 2)
+    holders = tmp_path / "incumbents.xlsx"
+    header: list[object] = ["职位编号", "单位代码", "姓名", "任职日期", "任期或年龄届满日期", "出生日期"]
+    write_sheet(
+        holders,
+        [header,
+         ["P-1", "bh_ly", "张明", since, ends, born],
+         ["P-2", "bh_ly", "刘洋", since, None, born],
+         ["P-3", "bh_ly", "陈静", since, None, None]],  # a second deputy where one is approved
+    )  # fmt: skip
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=selection.app), base_url="http://selection")
+    async with http:
+        http.headers.update(dict(CITY))
+        made = await importer.run(http, TEMPLATES["posts"], posts, source=SOURCE)
+        assert (made.accepted, made.problems) == (3, [])
+        held = await importer.run(http, TEMPLATES["incumbents"], holders, source=SOURCE)
+        assert held.accepted == 2
+        assert [(p.row, "over-quota" in p.message) for p in held.problems] == [(4, True)]
+        again = await importer.run(http, TEMPLATES["posts"], posts, source=SOURCE)
+        assert (again.accepted, again.skipped, again.problems) == (0, 3, [])
+        template = await http.get("/import-templates/incumbents", params={"lang": "en", "format": "csv"})
+        assert template.status_code == 200
+        assert template.text.lstrip("\ufeff").splitlines()[0].startswith("post,org unit code,holder")
+    team = (await selection.client.get("/teams/bh_ly", headers=CITY)).json()
+    seated = {p["title"]: (p["holder"] or {}).get("holder_name") for p in team["posts"]}
+    assert seated == {"县长": "张明", "常务副县长": "刘洋", "副县长": None}
