@@ -109,11 +109,12 @@ def _note_csp_refusal(message: ConsoleMessage) -> None:
         CSP_REFUSALS.append(message.text[:300])
 
 
-async def sign_in(browser: Browser, base: str, username: str, lands: str = "/pool") -> Page:
+async def sign_in(browser: Browser, base: str, username: str, lands: str = "/pool", start: str = "/pool") -> Page:
+    """Open `start`, sign in through the provider's form; the console sends the person to `lands`."""
     context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.on("console", _note_csp_refusal)
-    await page.goto(f"{base}/pool")
+    await page.goto(f"{base}{start}")
     await page.fill("#username", username)
     await page.fill("#password", DEMO_PASSWORD)
     await page.click("#kc-login")

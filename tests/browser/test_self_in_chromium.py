@@ -10,27 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from playwright.async_api import Browser, FilePayload, Page, async_playwright
+from playwright.async_api import FilePayload, Page, async_playwright
 
 from contracts.envelope import Role
-from deploy.local.keycloak import DEMO_PASSWORD
 from services.registry import demo
-from tests.browser.test_console_in_chromium import CHROMIUM_FLAGS, Screens, _note_csp_refusal, chromium, serving
+from tests.browser.test_console_in_chromium import CHROMIUM_FLAGS, Screens, chromium, serving, sign_in
 from tests.integration.test_console import console_for
 from tests.support import Launch
-
-
-async def sign_in_to(browser: Browser, base: str, username: str, lands: str) -> Page:
-    """Sign in through the provider's form; the console sends the person to `lands`."""
-    context = await browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.on("console", _note_csp_refusal)
-    await page.goto(f"{base}/signin")
-    await page.fill("#username", username)
-    await page.fill("#password", DEMO_PASSWORD)
-    await page.click("#kc-login")
-    await page.wait_for_url(f"{base}{lands}**")
-    return page
 
 
 async def hours_on(page: Page) -> int:
@@ -50,7 +36,7 @@ async def test_a_cadre_reports_self_study_an_organizer_confirms_it_and_it_counts
             browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
             try:
                 # The cadre signs in and lands on their own page: only that page is offered.
-                page = await sign_in_to(browser, base, own.login, "/me")
+                page = await sign_in(browser, base, own.login, "/me", start="/signin")
                 offered = await page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
                 assert offered == ["/me"]
                 assert own.name in await page.locator("h1").inner_text()
@@ -87,7 +73,7 @@ async def test_a_cadre_reports_self_study_an_organizer_confirms_it_and_it_counts
                 cadre_context = page.context
 
                 # The county's organizer sees it waiting on the cadre's page and confirms it.
-                page = await sign_in_to(browser, base, "organizer.county", "/pool")
+                page = await sign_in(browser, base, "organizer.county", start="/signin")
                 await page.goto(f"{base}/due")
                 assert "乡村振兴政策网络专题班" in await page.locator("main").inner_text()
                 await page.goto(f"{base}/cadres/{own.user_id}")
@@ -108,7 +94,7 @@ async def test_a_cadre_reports_self_study_an_organizer_confirms_it_and_it_counts
                 await cadre_context.close()
 
                 # The county's main leader: the county's cadres by mentor, and what each mentor has overdue.
-                page = await sign_in_to(browser, base, leader.login, "/pool")
+                page = await sign_in(browser, base, leader.login, start="/signin")
                 await page.click("a[href='/leader']")
                 await page.wait_for_selector("#summary")
                 assert await page.locator("a[href='/responsibility']").count() >= 1
