@@ -35,6 +35,10 @@ Spelled out because `\\s` differs between the validator's regular expressions (U
 Schema's (ECMA 262, no U+0085) that clients and the fuzzer generate from; so does `\\d` (use 0-9)."""
 NOT_BLANK_LINE = rf"^[^\x00-\x1f\x7f]*[^{WHITE_SPACE}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 """A text on one line with something in it besides white space (what `strip_whitespace` and `min_length=1` keep)."""
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""A text of lines: no control character but tab and line breaks (what every text of a JSON body may hold)."""
+NOT_BLANK_TEXT = rf"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^{WHITE_SPACE}\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""A text of lines with something in it besides white space (what `strip_whitespace` and `min_length=1` keep)."""
 
 OrgCode = Annotated[str, StringConstraints(pattern=ORG_CODE_PATTERN)]
 """An org unit's code: lower-case letters, digits and `_`, unique in the organization."""

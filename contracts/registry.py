@@ -10,14 +10,14 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import NOT_BLANK_LINE, ONE_LINE, WHITE_SPACE, OrgCode, OrgPath, Role
+from contracts.envelope import NOT_BLANK_LINE, NOT_BLANK_TEXT, ONE_LINE, WHITE_SPACE, OrgCode, OrgPath, Role
 from contracts.event import Event
 from contracts.personal import Sealed
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK_LINE)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Statement = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=rf"[^{WHITE_SPACE}]")
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=NOT_BLANK_TEXT)
 ]
 """A text that must say something (a reason, a finding): lines allowed, not white space alone.
 

@@ -13,7 +13,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts.envelope import uuid7
+from contracts.envelope import TEXT, uuid7
 from runtime import logs, metrics
 from runtime.db import ROLLED_BACK, transient
 from runtime.problems import problem
@@ -69,7 +69,7 @@ _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters no text of the platform holds (tab, line feed and carriage return aside)."""
 _CONTROL_OR_BREAK: Final = re.compile("[\x00-\x1f\x7f]")
 """Control characters, line breaks included: never in a path, a query or a header-bound field."""
-TEXT_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+TEXT_PATTERN: Final = TEXT
 """What a text of a JSON body may hold, as the OpenAPI documents declare (runtime.openapi); `_CONTROL` is the rest."""
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
