@@ -48,6 +48,8 @@ NEXT = {
 }
 """The form a procedure at a step offers (at the notice: objections and closing it, see `Procedure.offers`)."""
 EDUCATION = ("secondary", "college", "bachelor", "master", "doctorate")
+CHOICES = 50
+"""Cadres an appointment's form offers at once (a name typed narrows them)."""
 
 Text = Annotated[str | None, Query(max_length=100)]
 
@@ -172,10 +174,17 @@ async def _open_form(
     units = await console.apis.get("registry", "/org-units", token)
     cadre = None
     posts: list[dict[str, Any]] = []
+    choices: list[dict[str, Any]] = []
+    more = False
     if values.get("kind") == "appointment":
         if values.get("candidate_id"):
             cadre = await console.apis.get("registry", f"/cadres/{values['candidate_id']}", token)
             values.setdefault("org_code", cadre["org_code"])
+        else:  # the cadres of the pool the person may choose from, narrowed by a name typed
+            found = await console.apis.get(
+                "registry", "/cadres", token, status="in_pool", name=values.get("name") or None, limit=CHOICES
+            )
+            choices, more = found["items"], found["next_cursor"] is not None
         if values.get("org_code"):
             try:
                 team = await console.apis.get("selection", f"/teams/{values['org_code']}", token)
@@ -186,7 +195,7 @@ async def _open_form(
             posts = team["posts"]
     return console.render(
         request, "procedure_open.html", status=status, units=units, values=values, problems=problems, cadre=cadre,
-        posts=posts, educations=EDUCATION,
+        posts=posts, educations=EDUCATION, choices=choices, more=more,
     )  # fmt: skip
 
 
@@ -198,13 +207,20 @@ async def open_form(
     kind: str = "entry",
     cadre: uuid.UUID | None = None,
     org_code: Text = None,
+    name: Text = None,
 ) -> Response:
-    """Open a procedure: into the pool (the candidate's record), or onto a post for a cadre of the pool."""
+    """Open a procedure: into the pool (the candidate's record), or onto a post for a cadre of the pool.
+
+    An appointment's candidate is chosen among the pool's cadres the person sees (by name), or comes
+    from a cadre's page (`cadre`); then its posts are those of the chosen unit's team.
+    """
     if not session.may_write:
         raise ScreenError(403, "your role may not open a procedure")
     values = {"kind": "appointment" if kind == "appointment" else "entry"}
     if cadre is not None:
         values["candidate_id"] = str(cadre)
+    if name and name.strip():
+        values["name"] = name.strip()
     if org_code:
         values["org_code"] = org_code
     return await _open_form(request, console, session, values, [])
