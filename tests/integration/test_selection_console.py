@@ -69,7 +69,8 @@ async def lay_out(stack: ConsoleStack) -> dict[str, str]:
         lambda: selection.client.get("/nine-box", headers=organizer),
         until=lambda r: r.status_code == 200 and r.json()["placed"] == 1,
     )
-    return {"county": county.code, "ready": ready.full_name, "rated": rated.full_name, "cycle": cycle_id}
+    return {"county": county.code, "ready": ready.full_name, "ready_id": str(ready.cadre_id), "rated": rated.full_name,
+            "cycle": cycle_id}  # fmt: skip
 
 
 async def test_teams_strength_nine_box_and_pool_use_in_the_console(
