@@ -216,6 +216,10 @@ class ProcedureCommands:
                 msg = f"cadre {cmd.candidate_id} is not in the reserve pool"
                 raise RuleViolationError(msg)
             name = str(cadre["full_name"])
+            post_unit = await self._pool.fetchval("SELECT org_code FROM posts WHERE post_id = $1", cmd.motion.post_id)
+            if post_unit != cmd.org_code:
+                msg = f"post {cmd.motion.post_id} is not a post of {cmd.org_code}'s team"
+                raise NotFoundError(msg) if post_unit is None else RuleViolationError(msg)
             candidate, reserve_kind, motion = None, None, cmd.motion
         else:
             name = cmd.candidate.full_name

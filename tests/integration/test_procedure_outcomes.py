@@ -155,16 +155,23 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     direct = (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).json()
     assert (direct["basis"], direct["procedure_id"]) == ("without_procedure", None)
     post_id = await a_post(selection)
-    # A motion for a post that is not one of the teams' is refused at the outcome, with the reason.
+    # A motion for a post that is not one of the team's is refused when the procedure opens, with the reason.
     stray = {"post_id": str(uuid.uuid4()), "post_title": "deputy county head", "reason": "a vacancy"}
-    refused = await run_to_outcome(
-        selection,
-        {"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": stray},
-        outcome=422,
+    refused = await selection.client.post(
+        "/procedures",
+        json={"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": stray},
+        headers=CITY,
     )
-    events = (await selection.client.get(f"/procedures/{refused}/file", headers=CITY)).json()
-    assert events[-1]["event_type"] == "NoticeClosed"
-    await post(selection, f"/procedures/{refused}/stop", {"reason": "the motion named no post of the team"})
+    assert refused.status_code == 404, refused.text
+    assert "is not a post of bh_ly's team" in refused.json()["detail"]
+    elsewhere = {
+        "kind": "appointment",
+        "org_code": "bh",
+        "candidate_id": cadre_id,
+        "motion": {**stray, "post_id": post_id},
+    }
+    mismatched = await selection.client.post("/procedures", json=elsewhere, headers=CITY)
+    assert mismatched.status_code == 422, mismatched.text  # a post of another unit's team
 
     motion = {"post_id": post_id, "post_title": "deputy county head", "reason": "a vacancy"}
     opening = {"kind": "appointment", "org_code": "bh_ly", "candidate_id": cadre_id, "motion": motion}

@@ -30,6 +30,7 @@ from runtime import clock, db, registry_view, store
 from runtime.context import CommandContext
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from services.selection import procedure_commands as commands
+from services.selection import projection as selection_projection
 from services.selection.procedure_board import SCHEMA, ProcedureBoard
 from services.selection.procedure_commands import ProcedureCommands
 from services.selection.procedure_file import check
@@ -48,7 +49,7 @@ def ctx(actor: Actor = COUNTY) -> CommandContext:
 @pytest.fixture
 async def handlers(database: DatabaseFactory) -> AsyncIterator[tuple[ProcedureCommands, db.Pool]]:
     pool = await db.create_pool(await database("selection"))
-    await db.apply_schema(pool, (*store.SCHEMA, *registry_view.SCHEMA, *SCHEMA))
+    await db.apply_schema(pool, (*store.SCHEMA, *registry_view.SCHEMA, *selection_projection.SCHEMA, *SCHEMA))
     for code, path in (("prov", "prov"), ("county", "prov.county"), ("other", "prov.other")):
         await pool.execute(
             "INSERT INTO units (code, name, level, parent_code, path) VALUES ($1, $1, 'county', NULL, $2)", code, path
@@ -198,6 +199,12 @@ async def test_a_substantiated_objection_stops_an_appointment(handlers: tuple[Pr
         clock.today() - timedelta(days=400),
     )
     motion = Motion(post_id=uuid7(), post_title="deputy county head", reason="a vacancy")
+    await pool.execute(
+        "INSERT INTO posts (post_id, org_code, org_path, kind, title, rank, created_on)"
+        " VALUES ($1, 'county', 'prov.county', 'deputy', 'deputy county head', 'county deputy', $2)",
+        motion.post_id,
+        clock.today() - timedelta(days=800),
+    )
     opening = commands.OpenAppointment(
         kind=ProcedureKind.APPOINTMENT, org_code="county", candidate_id=cadre_id, motion=motion
     )
