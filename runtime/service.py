@@ -346,7 +346,10 @@ class Service:
         key = checkpoint.private_key(self.settings.checkpoint_signing_key.get_secret_value())
         signer = checkpoint.Checkpointer(self.pool, self.store, key)
         interval = self.settings.checkpoint_interval_seconds
-        if self.settings.parent_deployment:  # the level above releases only what a checkpoint signs
+        # The level above releases only what a checkpoint signs; so does the level below, of the sync
+        # service's events (its directives go down).
+        linked_down = self.spec.name == "sync" and bool(self.settings.child_deployments)
+        if self.settings.parent_deployment or linked_down:
             interval = min(interval, self.settings.sync_checkpoint_interval_seconds)
         while True:
             stopping = await self.pause(interval)

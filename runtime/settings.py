@@ -195,7 +195,8 @@ class ServiceSettings(ClockSettings, SafeSettings):
         default=1.0,
         gt=0,
         description="How often the chain head is signed when a parent deployment receives this one's events"
-        " (the parent releases only what a checkpoint signs)",
+        " (the parent releases only what a checkpoint signs), and the sync service's when child deployments"
+        " receive its directives",
     )
     shutdown_grace_seconds: float = Field(
         default=20.0,
