@@ -20,7 +20,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import OrgCode
+from contracts.envelope import OrgCode, OrgPath
 from contracts.event import Event
 from contracts.registry import Education, Gender, Name, Statement, Text
 
@@ -307,6 +307,9 @@ class ProcedureConcluded(Event):
     """For an entry: the candidate's record, as the nomination records it (the registry reads this event alone)."""
     reserve_kind: Name | None = None
     """For an entry: the kind of reserve."""
+    unit_path: OrgPath | None = None
+    """The unit's org path: the deployment that owns it applies the outcome (a level above runs a procedure for a
+    unit below it and sends the outcome down as a directive, ADR 0039). None in outcomes recorded before."""
 
 
 class ProcedureStopped(Event):

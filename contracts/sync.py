@@ -66,6 +66,9 @@ class DirectiveKind(StrEnum):
     """Registry: `POST /cadres/{cadre_id}/retirement` (an exit confirmed above)."""
     HAND_OVER = "hand_over"
     """Registry: `POST /cadres/{cadre_id}/handover` (the cadre's streams move to another deployment)."""
+    ADMIT = "admit"
+    """Registry: `POST /cadres/{cadre_id}/admission` (an entry procedure run above admitted the candidate into the
+    pool of a unit below; issued by the sync service when the procedure concludes, ADR 0039)."""
 
 
 class DirectiveIssued(Event):

@@ -22,6 +22,7 @@ from runtime.keystore import GrantKey, KeyGrant
 from runtime.openapi import ERASED
 from runtime.service import given, scoped, service_of
 from services.registry.commands import (
+    Admission,
     EntryCheckRequest,
     Erase,
     GrantAccess,
@@ -139,6 +140,16 @@ async def reverse_import(run_id: UUID, body: ReverseImport, ctx: Context, cmd: C
 async def import_run(run_id: UUID, actor: CurrentActor, cmd: Commands) -> ImportRunView:
     """An import run of cadres: how many it nominated, how many are in the pool now, and its reversal (who, when)."""
     return await cmd.import_run(actor, run_id)
+
+
+@router.post("/cadres/{cadre_id}/admission", tags=["cadres"])
+async def admit(cadre_id: UUID, body: Admission, ctx: Context, cmd: Commands) -> Accepted:
+    """Nominate a candidate that a level above admitted by an entry procedure it ran (its `admit` directive).
+
+    The cadre's id is the candidate's; the entry rules apply on the day of the outcome's document. Applied
+    again, it records nothing and answers with no events (ADR 0039).
+    """
+    return await cmd.admit_directed(ctx, cadre_id, body)
 
 
 @router.post("/cadres/{cadre_id}/handover", tags=["cadres"])

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from contracts.envelope import Actor, Envelope, OrgCode, Role, canonical_json, uuid7
 from contracts.event import Event
 from contracts.personal import PersonalFile, Sealed
-from contracts.procedure import ProcedureConcluded, ProcedureKind
+from contracts.procedure import Candidate, ProcedureConcluded, ProcedureKind
 from contracts.registry import (
     AccessGranted,
     CadreNominated,
@@ -186,6 +186,17 @@ class Erase(Command):
     """Erase a cadre's personal data for good."""
 
     reason: Statement = Field(description="The request or legal basis (no personal data)")
+
+
+class Admission(Command):
+    """An entry procedure that a level above ran and concluded admitted: its outcome, as its directive carries it."""
+
+    procedure_id: UUID
+    org_code: OrgCode
+    candidate: Candidate
+    reserve_kind: Name
+    document_number: Name
+    document_date: date
 
 
 class RegistryCommands:
@@ -501,16 +512,61 @@ class RegistryCommands:
         The entry rules apply as to any nomination, on the day of the outcome's document. Idempotent by
         state: a redelivery finds the cadre nominated by this procedure and appends nothing (None); a
         different cadre under the candidate's id is a conflict (the outcome goes to the dead-letter topic).
+        A unit that a deployment below this one owns is left to it: the sync service sends it the outcome
+        as a directive (`admit`, ADR 0039), and it nominates the candidate there (None here).
         """
-        candidate, org_code = concluded.candidate, concluded.org_code
-        if concluded.kind is not ProcedureKind.ENTRY or candidate is None or org_code is None:
+        if concluded.kind is not ProcedureKind.ENTRY or concluded.candidate is None or concluded.org_code is None:
             msg = f"procedure {concluded.procedure_id}'s outcome carries no entry candidate"
             raise RuleViolationError(msg)
+        unit_path, _ = await self._admitting_unit(concluded.org_code)
+        if self._store.topology.owner_of(unit_path) is not None:
+            return None
+        reacting = CommandContext.reacting_to(envelope, "registry")
+        actor = Actor(user=reacting.actor.user, org_path=unit_path, role=Role.SYSTEM)
+        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+        return await self._nominate_admitted(ctx, concluded)
+
+    async def admit_directed(self, ctx: CommandContext, cadre_id: UUID, cmd: Admission) -> Accepted:
+        """A level above admitted the candidate by a procedure it ran (its directive, ADR 0039): nominate them here.
+
+        On that level's authority (the directive's actor); the same rules and the same record as an
+        outcome of this deployment's own procedure. A repeat (the directive applied again after a crash)
+        appends nothing and is answered with no events.
+        """
+        can_write(ctx.actor)
+        unit_path, _ = await self._admitting_unit(cmd.org_code)
+        require_scope(ctx.actor, unit_path, f"org unit {cmd.org_code}")
+        concluded = ProcedureConcluded(
+            procedure_id=cmd.procedure_id,
+            kind=ProcedureKind.ENTRY,
+            candidate_id=cadre_id,
+            document_number=cmd.document_number,
+            document_date=cmd.document_date,
+            org_code=cmd.org_code,
+            candidate=cmd.candidate,
+            reserve_kind=cmd.reserve_kind,
+            unit_path=unit_path,
+        )
+        accepted = await self._nominate_admitted(ctx, concluded)
+        if accepted is not None:
+            return accepted
+        stream = cadre_stream(cadre_id)
+        version = await self._pool.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", stream)
+        return Accepted.of(stream, int(version or 0), [])
+
+    async def _admitting_unit(self, org_code: str) -> tuple[str, OrgLevel]:
         unit = await self._unit_row(org_code)
         if unit is None:
             msg = f"org unit {org_code} not found"
             raise NotFoundError(msg)
-        unit_path, unit_level = unit
+        return unit
+
+    async def _nominate_admitted(self, ctx: CommandContext, concluded: ProcedureConcluded) -> Accepted | None:
+        """Record the nomination an admitted entry makes (None: this procedure nominated the cadre before)."""
+        candidate, org_code = concluded.candidate, concluded.org_code
+        if candidate is None or org_code is None:  # pragma: no cover - both callers checked
+            raise AssertionError
+        unit_path, unit_level = await self._admitting_unit(org_code)
         problems = rules.entry_violations(
             self._entry_rules,
             level=unit_level,
@@ -522,9 +578,6 @@ class RegistryCommands:
         if problems:
             msg = f"the candidate of procedure {concluded.procedure_id} does not meet the entry rules"
             raise RuleViolationError(msg, violations=problems)
-        reacting = CommandContext.reacting_to(envelope, "registry")
-        actor = Actor(user=reacting.actor.user, org_path=unit_path, role=Role.SYSTEM)
-        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
         kind = f" ({concluded.reserve_kind})" if concluded.reserve_kind else ""
         event = CadreNominated(
             cadre_id=concluded.candidate_id,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import Envelope, OrgCode, uuid7
+from contracts.envelope import Envelope, OrgCode, in_subtree, uuid7
 from contracts.event import Event
 from contracts.procedure import (
     CalendarAdjusted,
@@ -187,6 +187,18 @@ class ProcedureCommands:
         )
         return WorkingCalendar(adjustments_for(org_path, [(r["org_path"], r["day"], r["working"]) for r in rows]))
 
+    def recorded_at(self, unit: str) -> str:
+        """Where a procedure at the unit `unit` (an org path) is recorded: the unit, as a rule.
+
+        A unit that a deployment below this one owns is run from here by the level above (ADR 0039):
+        the procedure is this level's record, at its root (its rules, its calendar, its committee),
+        and its outcome goes down to the owning deployment as a directive.
+        """
+        topology = self._store.topology
+        if topology.root and in_subtree(unit, topology.root) and topology.owner_of(unit) is not None:
+            return topology.root
+        return unit
+
     async def load(self, ctx: CommandContext, procedure_id: UUID) -> tuple[rules.Procedure, str]:
         """A procedure of the actor's subtree, and its unit's path (404 for any other)."""
         history = await self._store.read_stream(procedure_stream(procedure_id))
@@ -204,7 +216,14 @@ class ProcedureCommands:
     async def open(self, ctx: CommandContext, cmd: OpenProcedure) -> Accepted:
         """Open a procedure at a unit of the actor's subtree."""
         can_write(ctx.actor)
-        path = await unit_path(self._pool, cmd.org_code, ctx.actor)
+        unit = await unit_path(self._pool, cmd.org_code, ctx.actor)
+        path = self.recorded_at(unit)
+        if isinstance(cmd, OpenAppointment) and path != unit:
+            msg = (
+                f"org unit {cmd.org_code} is owned by deployment {self._store.topology.owner_of(unit)}: an appointment"
+                " procedure runs there (only entry procedures are run from the level above)"
+            )
+            raise RuleViolationError(msg)
         if isinstance(cmd, OpenAppointment):
             cadre = await self._pool.fetchrow(
                 "SELECT full_name, org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cmd.candidate_id
@@ -384,7 +403,11 @@ class ProcedureCommands:
 
         async def decide(procedure: rules.Procedure, _: str, at: clock.Clock) -> list[Event]:
             events = rules.conclude(
-                procedure, document_number=cmd.document_number, document_date=cmd.document_date, today=at.today()
+                procedure,
+                document_number=cmd.document_number,
+                document_date=cmd.document_date,
+                today=at.today(),
+                unit_path=await unit_path(self._pool, procedure.opened.org_code),
             )
             for concluded in events:
                 if isinstance(concluded, ProcedureConcluded) and concluded.kind is ProcedureKind.APPOINTMENT:

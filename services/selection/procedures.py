@@ -463,8 +463,13 @@ def close_notice(procedure: Procedure, clock: Clock) -> list[Event]:
     return [NoticeClosed(procedure_id=procedure.procedure_id, closed_on=clock.date_of(now))]
 
 
-def conclude(procedure: Procedure, *, document_number: str, document_date: date, today: date) -> list[Event]:
-    """The outcome: admitted into the pool, or appointed to the motion's post, by a document."""
+def conclude(
+    procedure: Procedure, *, document_number: str, document_date: date, today: date, unit_path: str | None = None
+) -> list[Event]:
+    """The outcome: admitted into the pool, or appointed to the motion's post, by a document.
+
+    `unit_path` is the unit's place in the tree: the deployment that owns it applies the outcome.
+    """
     _expect(procedure, Step.NOTICE_CLOSED, "the outcome")
     _not_after_today(document_date, today, "the document's date")
     opened = procedure.opened
@@ -479,6 +484,7 @@ def conclude(procedure: Procedure, *, document_number: str, document_date: date,
             org_code=opened.org_code,
             candidate=opened.candidate,
             reserve_kind=opened.reserve_kind,
+            unit_path=unit_path,
         )
     ]
 

@@ -42,7 +42,7 @@ async def issue_directive(
 ) -> Accepted:
     """Decide about a cadre that a deployment below owns: it applies the decision once, or refuses it with a reason."""
     service = service_of(request)
-    accepted = await directives.issue(service.store, service.settings.topology, ctx, body)
+    accepted = await directives.issue(service.store, service.pool, service.settings.topology, ctx, body)
     response.headers["Location"] = f"/directives/{accepted.stream_id.removeprefix('directive-')}"
     return accepted
 

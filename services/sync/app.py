@@ -12,10 +12,10 @@ from contracts.sync import DeploymentLinked
 from runtime import logs
 from runtime.context import CommandContext
 from runtime.relay import Outbox
-from runtime.service import Service, ServiceSpec, build_app
+from runtime.service import Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.sync import api, ingest, links, projection, status
-from services.sync.directives import Applier
+from services.sync.directives import Applier, OutcomeDirectives
 
 log = logs.get(__name__)
 
@@ -124,6 +124,8 @@ SPEC = ServiceSpec(
     schema=(*ingest.SCHEMA, *projection.SCHEMA),
     inline=projection.SyncProjection(),
     consumers=[_link_consumer],
+    # Procedures concluded here for units owned below: their outcome goes down as a directive (ADR 0039).
+    subscriptions=[Subscription(topics=[topics.SELECTION], factory=OutcomeDirectives)],
     outboxes=[(topics.received(topic), _released(topic.removesuffix(".events"))) for topic in topics.ALL],
     extra_topics=lambda settings: sorted(links.mirrored(settings)),
     background=[vouch_for_children, apply_directives_forever, refresh_status_forever],

@@ -12,6 +12,7 @@ command itself carries ids derived from the directive (a repeat is answered "alr
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
@@ -20,14 +21,17 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import Actor, Role, uuid7
+from contracts.envelope import Actor, Envelope, Role, in_subtree, uuid7
+from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.sync import DeploymentId, DirectiveApplied, DirectiveIssued, DirectiveKind, DirectiveRefused, Reason
 from runtime import logs
 from runtime.auth import can_write, issue_token, require_scope
 from runtime.commands import Accepted
 from runtime.context import CommandContext
-from runtime.db import Pool
+from runtime.db import Conn, Pool
 from runtime.errors import ConcurrencyError, ConflictError, NotFoundError
+from runtime.projection import Recorded, Typed, of_type
+from runtime.service import Service
 from runtime.store import EventStore
 from runtime.topology import Topology
 
@@ -49,6 +53,7 @@ ROUTES: Final = {
     DirectiveKind.RECORD_EVALUATION: Route("assessment", "/cadres/{cadre_id}/evaluations", "evaluation_id"),
     DirectiveKind.CONFIRM_EXIT: Route("registry", "/cadres/{cadre_id}/retirement", None),
     DirectiveKind.HAND_OVER: Route("registry", "/cadres/{cadre_id}/handover", None),
+    DirectiveKind.ADMIT: Route("registry", "/cadres/{cadre_id}/admission", None),
 }
 
 OWNED_ELSEWHERE: Final = "Owned by another deployment"
@@ -72,14 +77,33 @@ def directive_stream(directive_id: UUID) -> str:
     return f"directive-{directive_id}"
 
 
-async def issue(store: EventStore, topology: Topology, ctx: CommandContext, cmd: IssueDirective) -> Accepted:
-    """Record a directive for a child deployment (it applies it and answers)."""
+async def below(pool: Pool, topology: Topology) -> dict[str, str]:
+    """The deployments below this one, each with its root: the children and, vouched for by them, theirs."""
+    found = {name: child.root for name, child in topology.children.items()}
+    if topology.root:
+        for row in await pool.fetch("SELECT deployment, root FROM links"):
+            name, root = str(row["deployment"]), str(row["root"])
+            if name != topology.deployment and name not in found and in_subtree(root, topology.root):
+                found[name] = root
+    return found
+
+
+def owner_below(deployments: dict[str, str], org_path: str) -> str | None:
+    """The deployment below this one that owns `org_path`: the one with the deepest root above it (None: none)."""
+    owners = [(len(root), name) for name, root in deployments.items() if in_subtree(org_path, root)]
+    return max(owners)[1] if owners else None
+
+
+async def issue(
+    store: EventStore, pool: Pool, topology: Topology, ctx: CommandContext, cmd: IssueDirective
+) -> Accepted:
+    """Record a directive for a deployment below (it applies it and answers; a level between passes it on)."""
     can_write(ctx.actor)
-    child = topology.children.get(cmd.target_deployment)
-    if child is None:
+    root = (await below(pool, topology)).get(cmd.target_deployment)
+    if root is None:
         msg = f"deployment {cmd.target_deployment} is not linked below this one"
         raise NotFoundError(msg)
-    require_scope(ctx.actor, child.root, f"deployment {cmd.target_deployment}")
+    require_scope(ctx.actor, root, f"deployment {cmd.target_deployment}")
     directive_id = cmd.directive_id or uuid7()
     body = dict(cmd.body)
     route = ROUTES[cmd.kind]
@@ -102,6 +126,79 @@ async def issue(store: EventStore, topology: Topology, ctx: CommandContext, cmd:
     return Accepted.of(stream, 0, envelopes)
 
 
+def admission_directive_id(procedure_id: UUID) -> UUID:
+    """The one `admit` directive of an entry procedure's outcome (the same however often the outcome arrives)."""
+    return uuid.uuid5(procedure_id, DirectiveKind.ADMIT.value)
+
+
+class OutcomeDirectives(Typed):
+    """Procedures concluded here for a unit that a deployment below owns: their outcome goes down as a directive.
+
+    An entry procedure admitted at such a unit becomes an `admit` directive to the deployment that owns
+    the unit (the deepest one below whose root holds it; a level between passes it on), on the authority
+    of the person who recorded the outcome. Once: the directive's id comes from the procedure's, and its
+    stream here takes one issue (ADR 0039).
+    """
+
+    name = "outcome-directives"
+    events = (ProcedureConcluded,)
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+        """Issue the directive of each outcome that is applied below; skip the others and the repeats."""
+        del conn  # a reaction writes through the store
+        topology = self._service.settings.topology
+        deployments: dict[str, str] | None = None
+        for envelope, concluded in of_type(events, ProcedureConcluded):
+            if concluded.kind is not ProcedureKind.ENTRY or concluded.unit_path is None:
+                continue
+            if concluded.candidate is None or concluded.org_code is None or concluded.reserve_kind is None:
+                continue
+            if deployments is None:
+                deployments = await below(self._service.pool, topology)
+            target = owner_below(deployments, concluded.unit_path)
+            if target is None:
+                continue  # this deployment's own unit: its registry admits the candidate
+            await self._issue(envelope, concluded, target)
+
+    async def _issue(self, envelope: Envelope, concluded: ProcedureConcluded, target: str) -> None:
+        directive_id = admission_directive_id(concluded.procedure_id)
+        admission = {
+            "procedure_id": str(concluded.procedure_id),
+            "org_code": concluded.org_code,
+            "candidate": concluded.candidate.model_dump(mode="json") if concluded.candidate else None,
+            "reserve_kind": concluded.reserve_kind,
+            "document_number": concluded.document_number,
+            "document_date": concluded.document_date.isoformat(),
+        }
+        event = DirectiveIssued(
+            directive_id=directive_id,
+            target_deployment=target,
+            cadre_id=concluded.candidate_id,
+            kind=DirectiveKind.ADMIT,
+            body=admission,
+            note=f"entry procedure {concluded.procedure_id} admitted the candidate:"
+            f" {concluded.document_number} of {concluded.document_date}",
+        )
+        ctx = CommandContext(
+            actor=envelope.actor, correlation_id=envelope.correlation_id, causation_id=envelope.event_id
+        )
+        try:
+            await self._service.store.append(
+                directive_stream(directive_id),
+                0,
+                [event],
+                ctx=ctx,
+                org_path=envelope.org_path,
+                cadre_id=concluded.candidate_id,
+            )
+        except ConcurrencyError:
+            return  # issued before (the outcome delivered again)
+        log.info("outcome sent down", procedure_id=str(concluded.procedure_id), target=target)
+
+
 class Applier:
     """Applies the directives that target this deployment, once each, through the owning services' APIs."""
 
@@ -115,7 +212,11 @@ class Applier:
         self._secret = secret
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        """Apply what is open; return how many directives were decided (a transient failure waits for a later round)."""
+        """Apply what is open; return how many directives were decided (a transient failure waits for a later round).
+
+        A directive from above for a deployment further down is passed on first (`relay`).
+        """
+        await self.relay()
         rows = await self._pool.fetch(
             "SELECT * FROM directives WHERE target = $1 AND status = 'issued' ORDER BY issued_at LIMIT 50",
             self._topology.deployment,
@@ -126,6 +227,58 @@ class Applier:
             if outcome is not None and await self._record(row, outcome):
                 decided += 1
         return decided
+
+    async def relay(self) -> int:
+        """Pass on, once each, the directives from above for a deployment below this one; how many were passed on.
+
+        A directive crosses one link (the parent's sync events reach its children only): a level between
+        issues it again in its own chain, the same directive (id, target, cadre, body), naming the level
+        that decided it in its actor. The deployment it targets applies it once, and its outcome goes up
+        through every level, as all its events do.
+        """
+        if not self._topology.parent or not self._topology.root:
+            return 0
+        # From above: in the parent's chain (a directive from further up is there too, passed on by the parent).
+        # Those of the levels below, which this deployment also sees, are theirs to pass on.
+        rows = await self._pool.fetch(
+            "SELECT * FROM directives d WHERE status = 'issued' AND issued_by = $2 AND target <> $1"
+            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = 'directive-' || d.directive_id::text)"
+            " ORDER BY issued_at LIMIT 50",
+            self._topology.deployment,
+            self._topology.parent,
+        )
+        if not rows:
+            return 0
+        deployments = await below(self._pool, self._topology)
+        passed = 0
+        for row in rows:
+            if row["target"] not in deployments:
+                continue  # not below this deployment (a sibling's): not ours to pass on
+            event = DirectiveIssued(
+                directive_id=row["directive_id"],
+                target_deployment=row["target"],
+                cadre_id=row["cadre_id"],
+                kind=DirectiveKind(row["kind"]),
+                body=orjson.loads(row["body"]),
+                note=row["note"],
+            )
+            actor = Actor(
+                user=f"{row['issued_by']}:{row['actor_user']}", org_path=row["actor_path"], role=Role.ORGANIZER
+            )
+            ctx = CommandContext(actor=actor, correlation_id=row["correlation_id"])
+            try:
+                await self._store.append(
+                    directive_stream(row["directive_id"]),
+                    0,
+                    [event],
+                    ctx=ctx,
+                    org_path=self._topology.root,
+                    cadre_id=row["cadre_id"],
+                )
+            except ConcurrencyError:
+                continue  # passed on already (another round, another replica)
+            passed += 1
+        return passed
 
     async def _attempt(self, client: httpx.AsyncClient, row: Any) -> DirectiveApplied | DirectiveRefused | None:
         kind = DirectiveKind(row["kind"])

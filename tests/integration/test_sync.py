@@ -14,7 +14,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest import mock
@@ -336,6 +336,137 @@ async def test_a_handover_moves_the_single_writer(
     assert decided is not None
     assert decided["status"] == "refused"
     assert "owned by deployment bh" in decided["outcome"]["reason"]
+
+
+async def resend(kafka: str, topic: str, *needles: str) -> None:
+    """Send a record of `topic` again, headers and all (as a mirror or a relay does after a crash)."""
+    held = sum((await topic_ends(kafka, [topic])).values())
+    copy = next(r for r in await read_topic(kafka, topic, count=held) if all(n.encode() in r.value for n in needles))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, copy.value, key=copy.key, partition=copy.partition, headers=list(copy.headers)
+        )
+    finally:
+        await producer.stop()
+
+
+async def restart_on_clock(levels: local_levels.Running, level: str, service: str, moved: clock.Clock) -> None:
+    """Stop a level's service and start it again on the clock `moved` (processes take the clock at start)."""
+    stack = levels.stacks[level]
+    process = stack.services[service].process
+    os.killpg(process.pid, signal.SIGTERM)
+    await asyncio.to_thread(process.wait)
+    clock.use(moved)
+    await asyncio.to_thread(local_stack.wait_ready, local_stack.restart_service(stack, service))
+
+
+async def run_entry_at_province(
+    levels: local_levels.Running, selection: httpx.AsyncClient, opening: dict[str, Any]
+) -> None:
+    """Open an entry procedure at the province and take it through every step to its outcome, admitted."""
+    procedure_id = opening["procedure_id"]
+    signed = [AT_PROVINCE]  # a token of the test's clock (which moves below)
+
+    async def step(path: str, body: dict[str, Any]) -> None:
+        response = await selection.post(f"/procedures/{procedure_id}{path}", json=body, headers=signed[-1])
+        assert response.status_code == 200, response.text
+
+    # The province's selection knows the county's township (its registry's events, through sync): it opens there.
+    opened = await settle(
+        lambda: selection.post("/procedures", json=opening, headers=AT_PROVINCE),
+        until=lambda r: r.status_code != 404,
+    )
+    assert opened.status_code == 201, opened.text
+    doc = {"title": "report", "sha256": "c" * 64}
+    meeting = {
+        "held_on": clock.today().isoformat(),
+        "eligible": 30,
+        "present": 28,
+        "ballots_cast": 28,
+        "valid_ballots": 27,
+        "invalid_ballots": 1,
+        "tally": [{"candidate_name": "Li Wei", "votes": 20}],
+    }
+    await step("/recommendation", {"meeting": meeting, "talks": {"interviewed": 15, "in_favour": 12}})
+    inspection = {"team": ["Zhao", "Qian"], "interviewed": 22, "report": doc, "conclusion": "fit", "clean_record": doc}
+    await step("/inspection", inspection)
+    decision = {"held_on": clock.today().isoformat(), "members": 11, "present": 9, "votes_for": 8}
+    await step("/decision", decision | {"votes_against": 1, "abstentions": 0, "minutes": doc})
+    await step("/notice", {"where": "the province's notice board"})
+    board = (await selection.get("/procedures", headers=AT_PROVINCE)).json()
+    [ends_on] = [date.fromisoformat(r["notice_ends_on"]) for r in board if r["procedure_id"] == procedure_id]
+    # The notice runs its working days: the province's selection goes on past them (it stays there, the
+    # later tests of this module do not use it).
+    moved = clock.current().at(clock.start_of(ends_on + timedelta(days=1)))
+    await restart_on_clock(levels, PROVINCE, "selection", moved)
+    signed.append(headers("qs"))
+    await step("/notice/close", {})
+    await step("/outcome", {"document_number": "QS Org [2026] 4", "document_date": clock.today().isoformat()})
+
+
+async def test_a_province_procedure_admits_a_county_candidate_at_the_county(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    cadre_id, procedure_id = str(uuid.uuid4()), str(uuid.uuid4())
+    person = nomination(full_name="Li Wei")
+    person = {k: v for k, v in person.items() if k not in {"org_code", "reason", "email"}}
+    opening = {
+        "kind": "entry",
+        "procedure_id": procedure_id,
+        "org_code": COUNTY_UNIT,
+        "candidate_id": cadre_id,
+        "candidate": person,
+        "reserve_kind": "township deputy",
+    }
+    await run_entry_at_province(levels, clients[PROVINCE]["selection"], opening)
+
+    # The outcome goes down as a directive (through the city) and the county's registry nominates the candidate.
+    cadre = await settle(
+        lambda: clients[COUNTY]["registry"].get(f"/cadres/{cadre_id}", headers=AT_COUNTY),
+        until=lambda r: r.status_code == 200,
+    )
+    assert (cadre.json()["status"], cadre.json()["basis"]) == ("in_pool", "procedure")
+    assert cadre.json()["procedure_id"] == procedure_id
+    [nominated] = await sql(
+        levels, COUNTY, "registry", "SELECT body FROM events WHERE stream_id = $1", f"cadre-{cadre_id}"
+    )
+    envelope = orjson.loads(nominated["body"])
+    assert envelope["event_type"] == "CadreNominated"
+    assert envelope["actor"]["org_path"] == "qs"  # on the province's authority
+    assert envelope["actor"]["user"] == f"{CITY}:{PROVINCE}:tester"  # decided by the province, passed on by the city
+    # The county's record of it reaches the province, and the directive shows applied there.
+    await settle(lambda: listed(clients[PROVINCE]["registry"], AT_PROVINCE, cadre_id), until=ok)
+    directive_id = str(uuid.uuid5(uuid.UUID(procedure_id), "admit"))
+
+    async def at_province() -> dict[str, Any] | None:
+        rows = (await clients[PROVINCE]["sync"].get("/directives", headers=AT_PROVINCE)).json()
+        return next((d for d in rows if d["directive_id"] == directive_id), None)
+
+    directive = await settle(at_province, until=lambda d: d is not None and d["status"] != "issued")
+    assert directive is not None
+    assert (directive["status"], directive["target"], directive["kind"]) == ("applied", COUNTY, "admit")
+    assert [uuid.UUID(e) for e in directive["outcome"]["events"]] == [uuid.UUID(envelope["event_id"])]
+
+    # Delivered again: the outcome at the province, the directive at the county. One directive, one nomination.
+    await resend(levels.stacks[PROVINCE].kafka_bootstrap, topics.SELECTION, "ProcedureConcluded", procedure_id)
+    await resend(levels.stacks[COUNTY].kafka_bootstrap, f"{CITY}.{topics.SYNC}", "DirectiveIssued", directive_id)
+    await asyncio.sleep(5)
+    stream = f"directive-{directive_id}"
+    for level in (PROVINCE, CITY, COUNTY):
+        recorded = await sql(levels, level, "sync", "SELECT event_type FROM events WHERE stream_id = $1", stream)
+        expected = "DirectiveApplied" if level == COUNTY else "DirectiveIssued"
+        assert [r["event_type"] for r in recorded] == [expected]
+    nominations = await sql(
+        levels, COUNTY, "registry", "SELECT count(*) FROM events WHERE stream_id = $1", f"cadre-{cadre_id}"
+    )
+    assert nominations[0][0] == 1
+    # The province's own registry left the outcome to the county (before, it tried and was refused): no stream here.
+    own = await sql(
+        levels, PROVINCE, "registry", "SELECT count(*) FROM events WHERE stream_id = $1", f"cadre-{cadre_id}"
+    )
+    assert own[0][0] == 0
 
 
 def sync_settings(levels: local_levels.Running, level: str) -> SyncSettings:
