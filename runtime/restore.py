@@ -47,10 +47,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.audit import ChainCheckpointed
 from contracts.envelope import GENESIS_HASH, Envelope
-from runtime import checkpoint, db, logs, ownership, rebuild, relay, store, subscriber, verify
+from runtime import bundle, checkpoint, db, logs, ownership, rebuild, relay, store, subscriber, verify
 from runtime.chain import row_problem
 from runtime.db import Conn, Pool
-from runtime.kafka import read_range
+from runtime.kafka import TopicSpec, ensure_topics, read_range
 from runtime.projection import Projection, Recorded
 from runtime.relay import POSITION_HEADER
 from runtime.service import ServiceSpec
@@ -60,6 +60,8 @@ log = logs.get(__name__)
 
 _BATCH: Final = 1000
 """Events applied to the inline projection at a time."""
+_NAMED: Final = 20
+"""Positions the report names one by one; beyond, it counts them."""
 
 
 async def rewind_consumers(bootstrap: str, service: str) -> dict[str, int]:
@@ -106,6 +108,38 @@ class LogCopy:
         return cls(bootstrap=bootstrap, topic=topic)
 
 
+@dataclass(frozen=True)
+class BundleCopy:
+    """A signed bundle the deployment made (its last one to its parent): a further copy of its events."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def events(self, keys: Sequence[Ed25519PublicKey], *, deployment: str, service: str) -> list[str] | str:
+        """The bodies of `service`'s events of `deployment` it carries, once it verifies whole; else why not.
+
+        It must be signed by one of `keys` (the deployment's own), every file as signed, every
+        event matching its hash and every chain continuous (`runtime.bundle.problems`).
+        """
+        try:
+            unpacked = bundle.unpack(self.data)
+        except bundle.BundleError as error:
+            return str(error)
+        signer = next((k for k in keys if bundle.key_id(k) == unpacked.manifest.get("key_id")), None)
+        if signer is None:
+            return f"signed with key {unpacked.manifest.get('key_id')!r}, none of the trusted keys"
+        if unpacked.manifest.get("format") != bundle.SYNC_FORMAT:
+            return f"not a sync bundle ({unpacked.manifest.get('format')!r})"
+        problems = bundle.problems(unpacked, signer)
+        if problems:
+            return "; ".join(problems)
+        bodies: list[str] = []
+        for entry in unpacked.manifest.get("chains", []):
+            if entry.get("deployment") == deployment and entry.get("source") == service:
+                bodies += [line.decode() for line in unpacked.lines(str(entry["file"]))]
+        return bodies
+
+
 @dataclass
 class FromLog:
     """What `restore_from_log` found and did; `ok` only when the whole record is back and verified."""
@@ -133,6 +167,8 @@ class FromLog:
     """What holds, but the operator should know (a position restored that the topic still lacks)."""
     foreign: int = 0
     """Records on the topic of another service or deployment (skipped)."""
+    from_bundles: list[int] = field(default_factory=list)
+    """Positions no topic held, taken from a signed bundle."""
 
     @property
     def ok(self) -> bool:
@@ -150,7 +186,8 @@ class FromLog:
         status = "restored and verified" if self.ok else "NOT restored"
         summary = (
             f"{self.service}: {status}: {self.kept} events kept, {self.restored} restored"
-            f" ({len(self.from_archive)} from the archive), head {self.head}, log ends at {self.log_end}"
+            f" ({len(self.from_archive)} not on its topic, {len(self.from_bundles)} of them from a bundle),"
+            f" head {self.head}, log ends at {self.log_end}"
         )
         lines = [summary]
         if self.signed is not None:
@@ -280,20 +317,20 @@ async def restore_from_log(
     inline: Projection | None = None,
     archive: Pool | None = None,
     copies: Sequence[LogCopy] = (),
+    bundles: Sequence[BundleCopy] = (),
 ) -> FromLog:
-    """Fill the event table of `pool` (the owner's, schema applied, service stopped) from the log; see the module."""
+    """Fill the event table of `pool` (the owner's, schema applied, service stopped) from the log; see the module.
+
+    `copies` are further topics holding the service's events (a parent level's mirrored copy),
+    `bundles` signed bundles the deployment made; a bundle that does not verify with one of
+    `public_keys` stops the restore (nothing written). The service's own topic may be empty or
+    gone (a level rebuilt): then everything comes from the copies, and the relay publishes it again.
+    """
     result = FromLog(service=service)
     collected = _Collected(service, deployment, result)
-    heads: dict[int, int] = {}
-    for record in await read_log(bootstrap, topic):
-        position = collected.add(record.value.decode(), f"{topic} (partition {record.partition})")
-        header = dict(record.headers).get(POSITION_HEADER)
-        if position is not None and header is not None:
-            heads[record.partition] = max(heads.get(record.partition, 0), int(header))
-    on_topic = set(collected.by_position)
-    for copy in copies:
-        for record in await read_log(copy.bootstrap, copy.topic):
-            collected.add(record.value.decode(), copy.topic)
+    heads, on_topic = await _gather(
+        collected, bootstrap=bootstrap, topic=topic, copies=copies, bundles=bundles, public_keys=public_keys
+    )
     async with pool.acquire() as conn:
         tip = await conn.fetchrow("SELECT position, hash FROM chain_head WHERE id = 1")
         cursor = await conn.fetchrow("SELECT position, heads FROM relay_cursor WHERE topic = $1", topic)
@@ -334,6 +371,47 @@ async def restore_from_log(
     await _verify(pool, result, public_keys=public_keys, bootstrap=bootstrap, topic=topic)
     log.info("restored from the log", service=service, restored=result.restored, ok=result.ok)
     return result
+
+
+async def _gather(
+    collected: _Collected,
+    *,
+    bootstrap: str,
+    topic: str,
+    copies: Sequence[LogCopy],
+    bundles: Sequence[BundleCopy],
+    public_keys: Sequence[Ed25519PublicKey],
+) -> tuple[dict[int, int], set[int]]:
+    """Every copy of the service's events: its own topic, the other topics, the bundles (verified first).
+
+    Returns each partition's last position on the own topic, and the positions that topic holds.
+    """
+    result = collected.result
+    heads: dict[int, int] = {}
+    try:
+        own = await read_log(bootstrap, topic)
+    except LookupError:
+        own = []
+        result.notes.append(f"{topic} does not exist on {bootstrap}: every event comes from the other copies")
+    for record in own:
+        position = collected.add(record.value.decode(), f"{topic} (partition {record.partition})")
+        header = dict(record.headers).get(POSITION_HEADER)
+        if position is not None and header is not None:
+            heads[record.partition] = max(heads.get(record.partition, 0), int(header))
+    on_topic = set(collected.by_position)
+    for copy in copies:
+        for record in await read_log(copy.bootstrap, copy.topic):
+            collected.add(record.value.decode(), copy.topic)
+    on_copies = set(collected.by_position)
+    for carried in bundles:
+        bodies = carried.events(public_keys, deployment=collected.deployment, service=collected.service)
+        if isinstance(bodies, str):
+            result.broken.append(f"bundle {carried.name} does not verify, nothing of it is used: {bodies}")
+            continue
+        for body in bodies:
+            collected.add(body, f"bundle {carried.name}")
+    result.from_bundles = sorted(p for p in collected.by_position if p not in on_copies)
+    return heads, on_topic
 
 
 def _chain(collected: _Collected, result: FromLog, *, start: int, prev_hash: str) -> list[_Found]:
@@ -400,7 +478,15 @@ async def _verify(
         f for f in report.findings if f.check == "topic" and f.position in filled and "not on the topic" in f.problem
     ]
     report.findings = [f for f in report.findings if f not in expected]
-    result.notes += [f"position {f.position} restored from the archive; {topic} still lacks it" for f in expected]
+    lacking = sorted({f.position for f in expected})
+    if len(lacking) > _NAMED:  # a topic made anew lacks them all: one line, not one per position
+        result.notes.append(
+            f"{len(lacking)} positions restored from other copies ({lacking[0]} to {lacking[-1]}) are not on {topic}"
+        )
+    else:
+        result.notes += [
+            f"position {p} restored from the archive or another copy; {topic} still lacks it" for p in lacking
+        ]
     result.report = report
     signed = await pool.fetchval(
         "SELECT max((body::jsonb -> 'payload' ->> 'position')::bigint) FROM events WHERE event_type = $1",
@@ -456,15 +542,21 @@ async def restore_service(
     archive_dsn: str | None = None,
     copies: Sequence[LogCopy] = (),
     topic: str | None = None,
+    bundles: Sequence[BundleCopy] = (),
 ) -> tuple[FromLog, Reconciled | None]:
     """Restore `spec`'s event table from the log, then (when it verified) rebuild its projections and rewind its groups.
 
     The database is made when it is gone and the service's schema applied; the service's own
     checkpoint key is trusted besides `public_keys`. Nothing is rebuilt nor rewound when the
-    restore did not verify: the service must not serve then.
+    restore did not verify: the service must not serve then. A topic that is gone (a level's
+    Kafka rebuilt) is made again as the service makes it at start, with as many partitions as
+    the first copy of it has (a mirrored copy keeps its source's), so that the relay's
+    republication keys each stream to the same partition as before.
     """
+    own_topic = topic or settings.own_topic
     await ensure_database(settings.owner_dsn)
     await prepare_schema(settings.owner_dsn, spec.tables)
+    await _ensure_topic(settings, own_topic, copies)
     own_key = checkpoint.private_key(settings.checkpoint_signing_key.get_secret_value()).public_key()
     keys = [own_key, *public_keys]
     pool = await db.create_pool(settings.owner_dsn, max_size=2)
@@ -475,11 +567,12 @@ async def restore_service(
             service=spec.name,
             deployment=settings.deployment_id,
             bootstrap=settings.kafka_bootstrap_servers,
-            topic=topic or settings.own_topic,
+            topic=own_topic,
             public_keys=keys,
             inline=spec.inline,
             archive=archive,
             copies=copies,
+            bundles=bundles,
         )
     finally:
         await pool.close()
@@ -496,3 +589,36 @@ async def restore_service(
         done.rebuilt[projection.name] = rebuilt.messages
     done.rewound = await rewind_consumers(settings.kafka_bootstrap_servers, spec.name)
     return result, done
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions `topic` has on `bootstrap`; None when it does not exist."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for _ in range(20):
+            found = consumer.partitions_for_topic(topic)
+            if found is not None:
+                return len(found)
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
+
+
+async def _ensure_topic(settings: ServiceSettings, topic: str, copies: Sequence[LogCopy]) -> None:
+    """Make the service's own topic when it is gone, partitioned as its first copy is (else as configured)."""
+    if await partition_count(settings.kafka_bootstrap_servers, topic) is not None:
+        return
+    partitions = settings.topic_partitions
+    for copy in copies:
+        counted = await partition_count(copy.bootstrap, copy.topic)
+        if counted is not None:
+            partitions = counted
+            break
+    spec = TopicSpec(name=topic, partitions=partitions, replication_factor=settings.topic_replication_factor)
+    spec.config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    await ensure_topics(settings.kafka_bootstrap_servers, [spec])
+    log.info("topic made again", topic=topic, partitions=partitions)

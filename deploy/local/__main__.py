@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -302,10 +303,24 @@ def restore(  # noqa: PLR0917 - typer passes its options positionally
     topic: Annotated[
         str | None, typer.Option(help="--from-log: read this topic instead of the service's own (full name)")
     ] = None,
+    from_parent: Annotated[
+        str | None,
+        typer.Option(
+            help="--from-log: the parent level's Kafka (HOST:PORT); its mirrored copy of the service's topic"
+            " (<deployment>.<topic>) is read too: a level whose own Kafka is lost"
+        ),
+    ] = None,
+    bundle: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="--from-log: a signed bundle this deployment made (verified first)"
+        ),
+    ] = None,
 ) -> None:
     """Put one service's database back: to a moment (base backup + archived WAL), or from the log; stop it first."""
     if from_log:
-        _restore_from_log(service, archive_dsn, also_topic or [], public_key or [], topic)
+        sources = _LogSources(also_topic or [], public_key or [], topic, from_parent, bundle or [])
+        _restore_from_log(service, archive_dsn, sources)
         return
     from deploy.local import backup as backups  # noqa: PLC0415
 
@@ -324,12 +339,22 @@ def restore(  # noqa: PLR0917 - typer passes its options positionally
         console.print(f"consumer group {group}: {partitions} partitions rewound (its watermarks skip the repeats)")
 
 
-def _restore_from_log(
-    service: str, archive_dsn: str | None, also: list[str], keys: list[str], topic: str | None
-) -> None:
+@dataclass(frozen=True)
+class _LogSources:
+    """Where `restore --from-log` reads besides the service's own topic, and whom it trusts."""
+
+    also: list[str]
+    keys: list[str]
+    topic: str | None
+    parent: str | None
+    bundles: list[Path]
+
+
+def _restore_from_log(service: str, archive_dsn: str | None, sources: _LogSources) -> None:
     """`restore --from-log`: the service's settings from its environment; exit 1 unless all is back and verified."""
     from importlib import import_module  # noqa: PLC0415
 
+    from deploy.mirroring import remote_topic  # noqa: PLC0415
     from runtime import checkpoint  # noqa: PLC0415
     from runtime import restore as restoring  # noqa: PLC0415
     from runtime.settings import settings_class  # noqa: PLC0415
@@ -338,16 +363,26 @@ def _restore_from_log(
         console.print(f"[red]--service: one of {', '.join(local_stack.SERVICES)}[/red]")
         raise typer.Exit(2)
     try:
-        copies = [restoring.LogCopy.parse(text) for text in also]
-        public_keys = [checkpoint.load_public_key(key) for key in keys]
+        copies = [restoring.LogCopy.parse(text) for text in sources.also]
+        public_keys = [checkpoint.load_public_key(key) for key in sources.keys]
     except ValueError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
     module = import_module(f"services.{service}.app")
     settings = settings_class(module)()
+    if sources.parent is not None:
+        mirrored = remote_topic(settings.deployment_id, sources.topic or settings.own_topic)
+        copies.insert(0, restoring.LogCopy(bootstrap=sources.parent, topic=mirrored))
+    bundles = [restoring.BundleCopy(name=str(path), data=path.read_bytes()) for path in sources.bundles]
     result, done = asyncio.run(
         restoring.restore_service(
-            module.SPEC, settings, public_keys=public_keys, archive_dsn=archive_dsn, copies=copies, topic=topic
+            module.SPEC,
+            settings,
+            public_keys=public_keys,
+            archive_dsn=archive_dsn,
+            copies=copies,
+            topic=sources.topic,
+            bundles=bundles,
         )
     )
     for line in result.lines():

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+import zipfile
 
-from contracts.envelope import GENESIS_HASH, Actor, Role, uuid7
-from runtime import checkpoint, restore
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from contracts.envelope import GENESIS_HASH, Actor, Envelope, Role, uuid7
+from runtime import bundle, checkpoint, restore
 from runtime.context import CommandContext
 from runtime.eventlog import InMemoryEventLog
 from runtime.settings import DEV_CHECKPOINT_SEED
 
 KEY = checkpoint.private_key(DEV_CHECKPOINT_SEED)
+FILE = "chains/local.registry.jsonl"
 SYSTEM = Actor(user="system:registry", org_path="system", role=Role.SYSTEM)
 
 
@@ -94,3 +99,49 @@ def test_a_report_with_a_missing_position_is_no_success_and_names_it() -> None:
     lines = result.lines()
     assert lines[0].startswith("registry: NOT restored")
     assert "  missing: position 9 is on no copy of the log nor in the archive" in lines
+
+
+def sync_bundle(bodies: list[str], key: Ed25519PrivateKey = KEY) -> bytes:
+    """A sync bundle of one chain (registry of `local`), as the deployment exports it to its parent."""
+    data = "".join(f"{body}\n" for body in bodies).encode()
+    first, last = Envelope.from_bytes(bodies[0]), Envelope.from_bytes(bodies[-1])
+    entry = {
+        "deployment": "local",
+        "source": "registry",
+        "first": first.position,
+        "last": last.position,
+        "count": len(bodies),
+        "prev_hash": first.prev_hash,
+        "last_hash": last.hash,
+        "file": FILE,
+    }
+    manifest = {"format": bundle.SYNC_FORMAT, "exporter": "local", "receiver": "up", "chains": [entry]}
+    return bundle.pack(manifest, {FILE: data}, key)
+
+
+def events(data: bytes, service: str = "registry") -> list[str] | str:
+    return restore.BundleCopy(name="last.zip", data=data).events(
+        [KEY.public_key()], deployment="local", service=service
+    )
+
+
+async def test_a_signed_bundle_gives_its_events_once_it_verifies() -> None:
+    bodies = await published(4)
+    assert events(sync_bundle(bodies)) == bodies
+    assert events(sync_bundle(bodies), service="training") == []
+
+
+async def test_a_bundle_signed_by_another_key_changed_or_damaged_gives_nothing() -> None:
+    bodies = await published(3)
+    foreign = events(sync_bundle(bodies, Ed25519PrivateKey.generate()))
+    assert isinstance(foreign, str)
+    assert "none of the trusted keys" in foreign
+    signed = bundle.unpack(sync_bundle(bodies))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:  # one event dropped after the manifest was signed
+        archive.writestr(FILE, signed.files[FILE].split(b"\n", 1)[1])
+        archive.writestr(bundle.MANIFEST, bundle.canonical(signed.manifest))
+    changed = events(out.getvalue())
+    assert isinstance(changed, str)
+    assert "SHA-256 differs" in changed
+    assert "not a bundle" in str(events(sync_bundle(bodies)[:100]))
