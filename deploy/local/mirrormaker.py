@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy import mirroring
 from deploy.local import ManagedProcess, death_signal_prefix, jvm, run_sync, serve, stop_process_group, tail
@@ -163,6 +164,36 @@ class LocalMirrorMaker(ManagedProcess):
         process, self._process = self._process, None
         if process is not None:
             stop_process_group(process, [(signal.SIGKILL, 10.0)])
+
+
+def offsets_topic(source: str) -> str:
+    """Where dedicated MirrorMaker keeps, in the target cluster, how far it copied `source`'s topics."""
+    return f"mm2-offsets.{source}.internal"
+
+
+async def forget_source(target_bootstrap: str, source: str) -> bool:
+    """Forget how far MirrorMaker copied `source` into the target cluster (run it with MirrorMaker stopped).
+
+    A level rebuilt has topics that start again at offset 0: the offsets remembered for the old
+    ones would skip or misplace its records. Forgotten, the link copies every topic of the
+    source again from its beginning; the target's ingest drops what it holds already (by
+    position, ADR 0011). True when there was something to forget.
+    """
+    topic = offsets_topic(source)
+    admin = AIOKafkaAdminClient(bootstrap_servers=target_bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return False
+        await admin.delete_topics([topic])
+        for _ in range(120):
+            if topic not in await admin.list_topics():
+                return True
+            await asyncio.sleep(0.5)
+        msg = f"{topic} still exists a minute after its deletion"
+        raise TimeoutError(msg)
+    finally:
+        await admin.close()
 
 
 class _ExitedError(Exception):

@@ -12,6 +12,8 @@ import asyncio
 import functools
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import date, timedelta
@@ -30,10 +32,12 @@ from contracts import topics
 from contracts.envelope import Actor, Role, canonical_json, chain_hash
 from deploy.local import levels as local_levels
 from deploy.local import stack as local_stack
-from runtime import clock
+from deploy.local.mirrormaker import forget_source
+from runtime import checkpoint, clock, verify
 from runtime.auth import issue_token
 from runtime.kafka import topic_ends
 from runtime.settings import DEV_AUTH_SECRET
+from services.sync import bundles
 from services.sync.app import SyncSettings
 from tests.integration.test_registry_api import nomination
 from tests.support import carry_bundle, eventually, read_topic
@@ -160,6 +164,139 @@ async def test_a_county_nomination_reaches_the_city_and_the_province(
     )
     assert refused.status_code == 409
     assert refused.json()["owner"] == COUNTY
+
+
+async def county_registry(levels: local_levels.Running, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await sql(levels, COUNTY, "registry", query, *args)]
+
+
+async def lose_the_county_registry(levels: local_levels.Running) -> None:
+    """The county's disk and its Kafka are gone: the registry's database and its topic, MirrorMaker's memory of it."""
+    county = levels.stacks[COUNTY]
+    conn = await asyncpg.connect(county.postgres_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE "{local_stack.database_name(county.namespace, "registry")}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=county.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.REGISTRY])
+        await eventually(admin.list_topics, until=lambda names: topics.REGISTRY not in names, timeout=60)
+    finally:
+        await admin.close()
+    # The county's topics start again at offset 0: the offsets the city's MirrorMaker remembers mean nothing now.
+    assert await forget_source(levels.stacks[CITY].kafka_bootstrap, COUNTY)
+
+
+def start_stopped(stack: local_stack.Stack) -> None:
+    """Start again, in the stack's order, each service whose process has ended."""
+    for name in list(stack.services):
+        if stack.services[name].process.poll() is not None:
+            local_stack.wait_ready(local_stack.restart_service(stack, name))
+
+
+async def test_a_county_stack_is_rebuilt_from_its_city(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]], tmp_path: Path
+) -> None:
+    # The county's registry loses its database and its topic. It is rebuilt from the city's mirrored copy of that
+    # topic and, for what the mirror had not copied yet, from the county's last signed bundle (ADR 0041); then it
+    # serves again and its relay publishes everything anew (same positions, same bytes): repeats at the city.
+    assert levels.mirror is not None
+    county = levels.stacks[COUNTY]
+    registry = clients[COUNTY]["registry"]
+    synced = [await nominate(registry, f"Rebuilt {n}") for n in range(3)]
+    for cadre_id in synced:
+        await settle(functools.partial(listed, clients[CITY]["registry"], AT_CITY, cadre_id), until=ok)
+    levels.mirror.stop()
+    try:
+        lagging = [await nominate(registry, f"Lagging {n}") for n in range(2)]  # the mirror never copied these
+        [(last,)] = await county_registry(
+            levels, "SELECT max(position) FROM events WHERE cadre_id = ANY($1::uuid[])", lagging
+        )
+        await settle(  # published on the county's topic, so the bundle made from it holds them
+            lambda: county_registry(levels, "SELECT position FROM relay_cursor WHERE topic = $1", topics.REGISTRY),
+            until=lambda rows: bool(rows) and rows[0][0] >= last,
+        )
+        for name in reversed(list(county.services)):  # the county goes down whole
+            await asyncio.to_thread(county.services[name].stop)
+        before = await county_registry(levels, "SELECT position, event_id, hash, event_type FROM events ORDER BY 1")
+        county_sync = sync_settings(levels, COUNTY)
+        key = checkpoint.private_key(county_sync.checkpoint_signing_key.get_secret_value())
+        last_bundle = tmp_path / "bh_c1-to-bh.zip"
+        last_bundle.write_bytes(await bundles.export(county_sync, key, to=CITY))
+        await lose_the_county_registry(levels)
+
+        command = [sys.executable, "-m", "deploy.local", "restore", "--service", "registry", "--from-log"]
+        command += ["--from-parent", levels.stacks[CITY].kafka_bootstrap, "--bundle", str(last_bundle)]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            command,
+            env=local_stack.service_env(county, "registry", 0),
+            cwd=local_stack.REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert "registry: restored and verified" in output
+        assert "last signed checkpoint verified" in output
+        after = await county_registry(levels, "SELECT position, event_id, hash, event_type FROM events ORDER BY 1")
+        # Every event the county's topic had published is back: the same ids, positions and hashes, in one chain.
+        assert after == before[: len(after)]
+        assert [row[3] for row in before[len(after) :]] in ([], ["ChainCheckpointed"])  # at most an unsent one
+        assert all(row[0] > last for row in before[len(after) :])
+        report = await verify.verify_dsn(
+            local_stack.database_dsn(county.postgres_dsn, local_stack.database_name(county.namespace, "registry")),
+            service="registry",
+            public_keys=[key.public_key()],
+        )
+        assert report.ok, report.findings
+        assert report.checkpoints_verified >= 1
+    finally:
+        await asyncio.to_thread(start_stopped, county)  # the registry first; the others read its topic made anew
+        levels.mirror.start()
+    # The county serves again, its consumers read the registry's topic made anew from its beginning (their
+    # watermarks drop the repeats), and its relay publishes the whole record anew: the city takes what it
+    # lacked (the lagging nominations), drops the rest as repeats, and releases each event once; so does the
+    # province.
+    for cadre_id in [*synced, *lagging]:
+        await settle(functools.partial(listed, clients[CITY]["registry"], AT_CITY, cadre_id), until=ok)
+    after_rebuild = await nominate(registry, "After The Rebuild")
+    await settle(functools.partial(listed, clients[CITY]["registry"], AT_CITY, after_rebuild), until=ok)
+    await settle(functools.partial(listed, clients[PROVINCE]["registry"], AT_PROVINCE, after_rebuild), until=ok)
+    for level in (CITY, PROVINCE):
+        county_side, level_side = await settle(
+            functools.partial(both_sides, levels, level), until=lambda sides: sides[0] == sides[1]
+        )
+        assert level_side == county_side
+        assert len({row[0] for row in level_side}) == len(level_side)
+    ids = [*synced, *lagging, after_rebuild]
+    nominated = await sql(
+        levels, CITY, "registry", "SELECT count(*) FROM received_events WHERE cadre_id = ANY($1::uuid[])", ids
+    )
+    assert nominated[0][0] == len(ids)  # one nomination each, however many times it crossed
+    archived = await sql(
+        levels, CITY, "audit", "SELECT count(*), count(DISTINCT event_id) FROM archive WHERE deployment = $1", COUNTY
+    )
+    assert archived[0][0] == archived[0][1]
+    # The county's own consumers follow the topic made anew: its training pool takes the new cadre, once.
+    await settle(
+        lambda: sql(
+            levels, COUNTY, "training", "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(after_rebuild)
+        ),
+        until=lambda rows: rows[0][0] == 1,
+    )
+    on_topic = await verify.verify_dsn(
+        local_stack.database_dsn(county.postgres_dsn, local_stack.database_name(county.namespace, "registry")),
+        service="registry",
+        public_keys=[checkpoint.private_key(local_levels.development_key(COUNTY)).public_key()],
+        bootstrap=county.kafka_bootstrap,
+        topic=topics.REGISTRY,
+    )
+    assert on_topic.ok, on_topic.findings  # the table and the topic made anew hold the same record
 
 
 async def test_a_cut_link_converges_with_nothing_lost_or_doubled(
