@@ -184,9 +184,10 @@ class FromLog:
     def lines(self) -> list[str]:
         """The report for the operator, one line each."""
         status = "restored and verified" if self.ok else "NOT restored"
+        carried = f", {len(self.from_bundles)} of them from a bundle" if self.from_bundles else ""
         summary = (
             f"{self.service}: {status}: {self.kept} events kept, {self.restored} restored"
-            f" ({len(self.from_archive)} not on its topic, {len(self.from_bundles)} of them from a bundle),"
+            f" ({len(self.from_archive)} from the archive{carried}),"
             f" head {self.head}, log ends at {self.log_end}"
         )
         lines = [summary]
