@@ -69,15 +69,17 @@ async def signed_in(client: Browserish, levels: Levels, user: str, role: Role) -
     session = Session(user=user, name=user, role=role.value, org_path=CITY_ROOT, org_code="bh", org_name="Baihe City",
                       access_token=token, refresh_token="", access_expires=now + 3600, ends=now + 3600)  # fmt: skip
     ends_at = datetime.fromtimestamp(session.ends, tz=UTC).isoformat()
-    opened = await levels.city.registry.client.post(
-        "/sessions", json={"session_id": session.sid, "ends_at": ends_at}, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert opened.is_success, opened.text
     bearer = {"Authorization": f"Bearer {token}"}
-    await eventually(  # the grant reaches the table the session check reads through the registry's own topic
-        lambda: levels.city.registry.client.get(f"/sessions/{session.sid}", headers=bearer),
+    # The grant reaches the table sessions are checked against through the registry's own topic: until it
+    # has, the registry refuses to open a session (403), as it does for anyone with no grant.
+    await eventually(
+        lambda: levels.city.registry.client.post(
+            "/sessions", json={"session_id": session.sid, "ends_at": ends_at}, headers=bearer
+        ),
         until=lambda answer: answer.status_code == 204,
     )
+    opened = await levels.city.registry.client.get(f"/sessions/{session.sid}", headers=bearer)
+    assert opened.status_code == 204, opened.text
     sealed = Sealer(DEV_SESSION_KEY).seal_session(session)
     client.jar[client.base_url.removeprefix("http://")]["cadre_session"] = sealed
     return sealed
