@@ -218,6 +218,9 @@ def _project(docker: Engine, report: Report, *, keep: bool) -> Iterator[Compose]
     env_file.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     files = [COMPOSE_FILE, *([STANDINS_FILE] if report.images == "standins" else [])]
     compose = Compose(docker, files, env_file, frozenset(values))
+    # What a run that was killed left (its containers, and volumes holding another run's secrets and
+    # Kafka cluster id) goes first: the engine's data root is the machine's, shared by every clone.
+    compose.run("--profile", "demo", "down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300)
     try:
         yield compose
     finally:
