@@ -283,19 +283,28 @@ def _exercise(compose: Compose, docker: Engine, report: Report, timer: Timer) ->
         report.image_sizes |= images.image_sizes(docker, [*images.STANDINS.values(), images.DEBIAN_IMAGE])
 
 
-def _all_healthy(compose: Compose) -> str:
-    problems = []
-    for container in compose.containers():
-        name, state, health = container["Service"], container["State"], container.get("Health", "")
-        if name in ONE_SHOT:
-            if state != "exited" or container.get("ExitCode") != 0:
-                problems.append(f"{name}: {state}, exit code {container.get('ExitCode')}")
-        elif state != "running" or health != "healthy":
-            problems.append(f"{name}: {state} {health}".strip())
-    if problems:
-        msg = f"not healthy: {'; '.join(problems)}\n{compose.logs()}"
-        raise RuntimeError(msg)
-    return f"every container healthy (the one-shot jobs {', '.join(ONE_SHOT)} exited 0)"
+def _all_healthy(compose: Compose, within: float = 120.0) -> str:
+    """Every container healthy (the one-shot jobs exited 0), waiting up to `within` seconds for it.
+
+    A health probe runs every 5 s and counts as failed after 3: on a busy machine a service that is
+    well can read "unhealthy" for a few probes, so the state is watched for a while, not read once.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        problems = []
+        for container in compose.containers():
+            name, state, health = container["Service"], container["State"], container.get("Health", "")
+            if name in ONE_SHOT:
+                if state != "exited" or container.get("ExitCode") != 0:
+                    problems.append(f"{name}: {state}, exit code {container.get('ExitCode')}")
+            elif state != "running" or health != "healthy":
+                problems.append(f"{name}: {state} {health}".strip())
+        if not problems:
+            return f"every container healthy (the one-shot jobs {', '.join(ONE_SHOT)} exited 0)"
+        if time.monotonic() > deadline:
+            msg = f"not healthy: {'; '.join(problems)}\n{compose.logs()}"
+            raise RuntimeError(msg)
+        time.sleep(2)
 
 
 def _hardened(compose: Compose, docker: Engine) -> str:
