@@ -58,12 +58,12 @@ class DemoLoader:
         headers = {**self.auth, "X-Occurred-At": moment(day, self.hour).isoformat(), LATE_REASON_HEADER: LATE_REASON}
         if if_match is not None:
             headers["If-Match"] = str(if_match)
-        response = await self.client.request(method, url, json=body, headers=headers)
+        response = await self._within_limit(method, url, body, headers)
         if until_known and response.status_code == httpx.codes.NOT_FOUND:
             async with asyncio.timeout(120):
                 while response.status_code == httpx.codes.NOT_FOUND:
                     await asyncio.sleep(0.5)
-                    response = await self.client.request(method, url, json=body, headers=headers)
+                    response = await self._within_limit(method, url, body, headers)
         if response.status_code == httpx.codes.CONFLICT or response.status_code in tolerate:
             self.skipped += 1
         elif response.is_error:
@@ -71,6 +71,18 @@ class DemoLoader:
             raise RuntimeError(msg)
         else:
             self.sent += 1
+        return response
+
+    async def _within_limit(
+        self, method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Send; beyond the organizer's share of commands (429), again after the `Retry-After` it was told."""
+        response = await self.client.request(method, url, json=body, headers=headers)
+        async with asyncio.timeout(120):
+            while response.status_code == httpx.codes.TOO_MANY_REQUESTS:
+                told = response.headers.get("Retry-After", "")
+                await asyncio.sleep(max(float(told) if told.replace(".", "", 1).isdigit() else 1.0, 0.05))
+                response = await self.client.request(method, url, json=body, headers=headers)
         return response
 
     async def get(self, url: str) -> httpx.Response:
