@@ -134,6 +134,18 @@ async def _mismatches(admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec]) 
     return problems
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, *, tries: int = 50) -> set[int] | None:
+    """The partitions of `topic` as `consumer`'s broker knows them, asking anew up to `tries` times; None: no topic."""
+    found = consumer.partitions_for_topic(topic)
+    for _ in range(tries):
+        if found is not None:
+            break
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
+        found = consumer.partitions_for_topic(topic)
+        await asyncio.sleep(0.1)
+    return None if found is None else set(found)
+
+
 async def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
     """The end offset of every partition of `topics` now (their message counts, from offset 0)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)

@@ -50,7 +50,7 @@ from contracts.envelope import GENESIS_HASH, Envelope
 from runtime import bundle, checkpoint, db, logs, ownership, rebuild, relay, store, subscriber, verify
 from runtime.chain import row_problem
 from runtime.db import Conn, Pool
-from runtime.kafka import TopicSpec, ensure_topics, read_range
+from runtime.kafka import TopicSpec, ensure_topics, partitions_of, read_range
 from runtime.projection import Projection, Recorded
 from runtime.relay import POSITION_HEADER
 from runtime.service import ServiceSpec
@@ -208,13 +208,7 @@ async def read_log(bootstrap: str, topic: str, *, batch: int = 5000) -> list[Any
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        found = consumer.partitions_for_topic(topic)
-        for _ in range(50):
-            if found is not None:
-                break
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
-            found = consumer.partitions_for_topic(topic)
-            await asyncio.sleep(0.1)
+        found = await partitions_of(consumer, topic)
         if found is None:
             msg = f"topic {topic} does not exist on {bootstrap}"
             raise LookupError(msg)
@@ -597,13 +591,8 @@ async def partition_count(bootstrap: str, topic: str) -> int | None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        for _ in range(20):
-            found = consumer.partitions_for_topic(topic)
-            if found is not None:
-                return len(found)
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public call
-            await asyncio.sleep(0.1)
-        return None
+        found = await partitions_of(consumer, topic, tries=20)
+        return None if found is None else len(found)
     finally:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer.stop()
