@@ -38,7 +38,8 @@ def run(
         typer.Option(
             help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,"
             "bundles,sync (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes;"
-            " restore: point-in-time restore of the scale's events beside pg_restore)"
+            " restore: point-in-time restore of the scale's events beside pg_restore, and restore from the topic"
+            " beside reading it and COPYing its rows)"
         ),
     ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles,sync",
     against: Annotated[
@@ -61,7 +62,7 @@ def run(
     report = Report(machine=machine_facts())
     report.begin()
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console", "bundles"}:
+    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console", "bundles", "restore"}:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -122,16 +123,21 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     assert isinstance(running, Stack)
     source = ""
     projected = 0.0
-    if chosen & {"append", "relay", "projection", "peer"}:
+    if chosen & {"append", "relay", "projection", "peer", "restore"}:
         console.rule("append")
         source = await append.run(running, report, events=events)
-    if chosen & {"relay", "projection", "peer"}:
+    if chosen & {"relay", "projection", "peer", "restore"}:
         console.rule("relay")
         topic = f"bench.{uuid7().hex[-10:]}.registry.events"
         total = await relay.run(running, report, source_dsn=source, topic=topic)
         if chosen & {"projection", "peer"}:
             console.rule("projection")
             projected = await projection.run(running, report, topic=topic, total=total, label=f"{total:,} events")
+        if "restore" in chosen:
+            from bench import restore  # noqa: PLC0415 - each benchmark imported when chosen (runs on older revisions)
+
+            console.rule("restore from the topic")
+            await restore.run_from_log(running, report, source_dsn=source, topic=topic)
     if "peer" in chosen:
         # The library is synchronous (threads): it runs outside the event loop's thread.
         console.rule(f"peer: eventsourcing {peer.VERSION}")

@@ -7,13 +7,24 @@ the writer's), then `restore_database` to a moment after the last one: the scrat
 replays every one of the N events from the archived WAL (the worst case: a base backup taken
 just before them), `pg_dump`s the database and `pg_restore`s it in place of the live one.
 Baseline from the same run: `pg_restore` alone of a dump of the same database into a fresh one
-(which loads the rows with COPY and builds the indexes). Restoring from the topic is not built
-yet, so it is not measured.
+(which loads the rows with COPY and builds the indexes).
+
+From the topic (`run_from_log`, in the shared stack): the N events the append benchmark recorded
+(the registry's real events, hash-chained, ten per command) and the relay benchmark published,
+signed at the end by a checkpoint (`runtime.checkpoint`, relayed like any event), are restored
+into an empty registry database by `runtime.restore.restore_from_log`, as `./dev restore
+--from-log` does: the whole topic read, every link checked, the rows written with COPY and the
+registry's inline projection applied in one transaction, the relay's cursor set, then the record
+verified end to end (chain, versions, the topic again, the signed checkpoint). Baseline from the
+same run: the floor of that work, reading the same topic with a bare consumer and COPYing its
+rows into an empty event table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import subprocess
 import tempfile
 import time
@@ -21,12 +32,18 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.harness import Figure, Report
+from bench import workload
+from bench.harness import Clock, Figure, Report, Stack
+from contracts.envelope import Envelope
 from deploy.local.backup import base_backup, prepare, restore_database
 from deploy.local.postgres import LocalPostgres, pg_bin
-from runtime.db import apply_schema, create_pool
+from runtime import checkpoint, relay, store
+from runtime.db import Pool, apply_schema, create_pool
+from runtime.restore import event_row, prepare_schema, read_log, restore_from_log
 from runtime.store import SCHEMA
+from services.registry.app import SPEC as REGISTRY
 
 _FILL = """
 INSERT INTO events
@@ -96,3 +113,89 @@ async def _moment(dsn: str) -> datetime:
         return moment
     finally:
         await conn.close()
+
+
+async def run_from_log(stack: Stack, report: Report, *, source_dsn: str, topic: str) -> None:
+    """Restore the registry's record from `topic` (which the relay filled from `source_dsn`) into an empty database."""
+    seed = base64.b64encode(os.urandom(32)).decode()
+    key = checkpoint.private_key(seed)
+    await _sign_and_publish(stack, source_dsn, topic, key)
+    total = await _count(source_dsn)
+
+    dsn = await stack.fresh_database("bench_restore_log")
+    await prepare_schema(dsn, REGISTRY.tables)
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        await _units(pool)
+        with Clock() as restoring:
+            result = await restore_from_log(
+                pool,
+                service="registry",
+                deployment="bench",
+                bootstrap=stack.kafka,
+                topic=topic,
+                public_keys=[key.public_key()],
+                inline=REGISTRY.inline,
+            )
+        cadres = int(await pool.fetchval("SELECT count(*) FROM cadres"))
+    finally:
+        await pool.close()
+
+    floor_dsn = await stack.fresh_database("bench_restore_floor")
+    floor = await create_pool(floor_dsn, max_size=2)
+    try:
+        await apply_schema(floor, SCHEMA)
+        with Clock() as baseline:
+            records = await read_log(stack.kafka, topic)
+            rows = [event_row(Envelope.from_bytes(r.value), r.value.decode()) for r in records]
+            async with floor.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table("events", records=rows, columns=store.EVENT_COLUMNS)
+    finally:
+        await floor.close()
+    verdict = "restored and verified" if result.ok else "NOT restored: " + "; ".join(result.lines()[:3])
+    report.add(
+        Figure(
+            f"restore from the topic of {total:,} events (read, chain, COPY, inline projection, verify)",
+            restoring.seconds,
+            "s",
+            baseline_name="read the topic (bare consumer) and COPY its rows",
+            baseline=baseline.seconds,
+            notes=f"{verdict}: {result.restored:,} events, {cadres:,} cadres projected (the units put in first: the"
+            f" workload records none), checkpoint at {result.signed}",
+        )
+    )
+
+
+async def _units(pool: Pool) -> None:
+    """The workload's units, which its log does not record (its events are nominations and their changes)."""
+    rows = [
+        (
+            path.rsplit(".", 1)[-1],
+            path,
+            ("province", "city", "county", "township")[path.count(".")],
+            path.rsplit(".", 2)[-2] if "." in path else None,
+        )
+        for path in workload.org_paths()
+    ]
+    await pool.executemany(
+        "INSERT INTO org_units (code, name, level, parent_code, path, target_pool_size, registered_at, version)"
+        " VALUES ($1, $1, $3, $4, $2, 10, now(), 1)",
+        rows,
+    )
+
+
+async def _sign_and_publish(stack: Stack, source_dsn: str, topic: str, key: Ed25519PrivateKey) -> None:
+    """Sign the source's chain head and relay the checkpoint to `topic`, as the registry does now and then."""
+    pool = await create_pool(source_dsn, max_size=2)
+    es = store.EventStore(pool, source="registry", deployment="bench")
+    producer = relay.make_producer(stack.kafka, client_id="bench-restore")
+    await producer.start()
+    try:
+        await checkpoint.Checkpointer(pool, es, key).checkpoint()
+        outbox = relay.OutboxRelay(pool, producer, service="registry", topic=topic, batch_size=5000)
+        while await outbox.publish_pending():
+            pass
+    finally:
+        await producer.stop()
+        await es.close()
+        await pool.close()

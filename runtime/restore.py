@@ -254,8 +254,11 @@ class _Collected:
 
 
 def _row(found: _Found) -> tuple[Any, ...]:
+    return event_row(found.envelope, found.body)
+
+
+def event_row(e: Envelope, body: str) -> tuple[Any, ...]:
     """The event table's row of a published event, in `store.EVENT_COLUMNS` order, its body as published."""
-    e = found.envelope
     return (
         e.position,
         str(e.event_id),
@@ -268,7 +271,7 @@ def _row(found: _Found) -> tuple[Any, ...]:
         e.occurred_at,
         e.recorded_at,
         str(e.correlation_id),
-        found.body,
+        body,
         e.hash,
     )
 
