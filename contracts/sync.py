@@ -69,6 +69,9 @@ class DirectiveKind(StrEnum):
     ADMIT = "admit"
     """Registry: `POST /cadres/{cadre_id}/admission` (an entry procedure run above admitted the candidate into the
     pool of a unit below; issued by the sync service when the procedure concludes, ADR 0039)."""
+    APPOINT = "appoint"
+    """Selection: `POST /cadres/{cadre_id}/appointment` (a level above appointed a reserve of a unit below to a
+    post of that unit's team: the body names the unit, the post, the date and the document; ADR 0042)."""
 
 
 class DirectiveIssued(Event):

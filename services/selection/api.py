@@ -16,6 +16,7 @@ from runtime.http import Change, Create, Day, Under
 from runtime.service import given, scoped
 from services.selection.commands import (
     Appoint,
+    AppointCadre,
     ChangePost,
     CreatePost,
     EndTenure,
@@ -119,6 +120,16 @@ async def appoint(org_code: OrgCode, post_id: UUID, body: Appoint, act: Change, 
     The registry then takes the cadre out of the pool as appointed, linked to the post.
     """
     return act.tagged(await cmd.appoint(act.ctx, org_code, post_id, body, act.expected))
+
+
+@router.post("/cadres/{cadre_id}/appointment", status_code=status.HTTP_201_CREATED, tags=["appointments"])
+async def appoint_cadre(cadre_id: UUID, body: AppointCadre, act: Create, cmd: Commands) -> Accepted:
+    """Appoint this reserve out of the pool to a post (how a level above's appointment is applied here, ADR 0042).
+
+    The same as `POST /teams/{org_code}/posts/{post_id}/appointment`; the same appointment again is answered
+    with no events.
+    """
+    return act.tagged(await cmd.appoint(act.ctx, body.org_code, body.post_id, body.appoint(cadre_id), None))
 
 
 @router.post("/cadres/{cadre_id}/potential", status_code=status.HTTP_201_CREATED, tags=["talent review"])

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import Actor, Envelope, Role, uuid7
+from contracts.envelope import Actor, Envelope, OrgCode, Role, uuid7
 from contracts.event import Event
 from contracts.procedure import ProcedureConcluded
 from contracts.registry import Name, Statement, Text
@@ -109,6 +109,27 @@ class Appoint(Command):
     document_number: Name
     ends_by: date | None = None
     over_quota: OverQuota | None = None
+
+
+class AppointCadre(Command):
+    """Appoint this reserve out of the pool to a post of a unit's team (a level above decided it, ADR 0042)."""
+
+    org_code: OrgCode
+    post_id: UUID
+    appointed_on: date
+    document_number: Name
+    ends_by: date | None = None
+    over_quota: OverQuota | None = None
+
+    def appoint(self, cadre_id: UUID) -> Appoint:
+        """The same appointment as the post's team takes it."""
+        return Appoint(
+            cadre_id=cadre_id,
+            appointed_on=self.appointed_on,
+            document_number=self.document_number,
+            ends_by=self.ends_by,
+            over_quota=self.over_quota,
+        )
 
 
 class RatePotential(Command):
@@ -264,8 +285,16 @@ class SelectionCommands:
     async def appoint(
         self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: Appoint, expected: int | None
     ) -> Accepted:
-        """Appoint a reserve of the actor's subtree out of the pool to a post; the registry takes it out of the pool."""
+        """Appoint a reserve of the actor's subtree out of the pool to a post; the registry takes it out of the pool.
+
+        The same appointment again (the cadre holds the post by this document since that day) is answered with no
+        events: a directive applied again after a crash, or a retried request, records it once (ADR 0042).
+        """
         can_write(ctx.actor)
+        await unit_path(self._pool, org_code, ctx.actor)  # in the actor's subtree (else 404), before any answer
+        events = [r.event for r in await self._store.read_stream(team_stream(org_code))]
+        if rules.appointed_before(events, post_id, cmd.cadre_id, cmd.document_number):
+            return Accepted.of(team_stream(org_code), len(events), [])
         cadre = await self._cadre(ctx, cmd.cadre_id)
         return await self._decide(
             ctx,

@@ -9,7 +9,7 @@ carries a recorded over-quota decision.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from uuid import UUID
@@ -250,6 +250,16 @@ def withdraw_successor(team: Team, post_id: UUID, *, cadre_id: UUID, reason: str
         msg = f"cadre {cadre_id} is not a successor for {post.title}"
         raise NotFoundError(msg)
     return [SuccessorWithdrawn(post_id=post_id, cadre_id=cadre_id, reason=reason)]
+
+
+def appointed_before(events: Sequence[Event], post_id: UUID, cadre_id: UUID, document_number: str) -> bool:
+    """Whether the team's events already hold this appointment: the cadre holds the post, by this document."""
+    team = Team.replay("", events)
+    post = team.posts.get(post_id)
+    if post is None or post.holder is None or post.holder.cadre_id != cadre_id:
+        return False
+    last = [e for e in events if isinstance(e, CadreAppointed) and e.post_id == post_id]
+    return bool(last) and last[-1].cadre_id == cadre_id and last[-1].document_number == document_number
 
 
 def appoint_cadre(

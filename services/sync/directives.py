@@ -54,6 +54,7 @@ ROUTES: Final = {
     DirectiveKind.CONFIRM_EXIT: Route("registry", "/cadres/{cadre_id}/retirement", None),
     DirectiveKind.HAND_OVER: Route("registry", "/cadres/{cadre_id}/handover", None),
     DirectiveKind.ADMIT: Route("registry", "/cadres/{cadre_id}/admission", None),
+    DirectiveKind.APPOINT: Route("selection", "/cadres/{cadre_id}/appointment", None),
 }
 
 OWNED_ELSEWHERE: Final = "Owned by another deployment"

@@ -499,6 +499,102 @@ async def resend(kafka: str, topic: str, *needles: str) -> None:
         await producer.stop()
 
 
+async def test_a_province_directive_appointing_a_county_cadre_is_applied_once_at_the_county(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    county_selection = clients[COUNTY]["selection"]
+    cadre_id = await nominate(clients[COUNTY]["registry"], "Appointed Above")
+    # The county's selection knows the reserve (its registry's events) before the directive arrives.
+    [seen] = await settle(
+        lambda: sql(
+            levels,
+            COUNTY,
+            "selection",
+            "SELECT in_pool, nominated_on FROM pool_cadres WHERE cadre_id = $1",
+            uuid.UUID(cadre_id),
+        ),
+        until=lambda rows: bool(rows) and rows[0]["in_pool"],
+    )
+    nominated_on = seen["nominated_on"].isoformat()
+    # A post of the township's team, with room in its quota (the demo's team may have posts already).
+    team = (await county_selection.get(f"/teams/{COUNTY_UNIT}", headers=AT_COUNTY)).json()
+    deputies = sum(1 for p in team["posts"] if p["kind"] == "deputy")
+    quota = {"kind": "deputy", "approved": deputies + 1, "document_number": "BH C1 quota 3"}
+    quota_set = await county_selection.post(f"/teams/{COUNTY_UNIT}/quotas", json=quota, headers=AT_COUNTY)
+    assert quota_set.status_code == 200, quota_set.text
+    post_id = str(uuid.uuid4())
+    post = {"post_id": post_id, "kind": "deputy", "title": "Deputy head, appointed above", "rank": "township deputy"}
+    created = await county_selection.post(f"/teams/{COUNTY_UNIT}/posts", json=post, headers=AT_COUNTY)
+    assert created.status_code == 201, created.text
+
+    # The province appoints the county's reserve: a directive to the county (passed on by the city).
+    directive_id = str(uuid.uuid4())
+    appointment = {
+        "org_code": COUNTY_UNIT,
+        "post_id": post_id,
+        "appointed_on": nominated_on,
+        "document_number": "QS Org appointment 12",
+    }
+    issued = await clients[PROVINCE]["sync"].post(
+        "/directives",
+        json={
+            "directive_id": directive_id,
+            "target_deployment": COUNTY,
+            "cadre_id": cadre_id,
+            "kind": "appoint",
+            "body": appointment,
+            "note": "decided by the province's standing committee",
+        },
+        headers=AT_PROVINCE,
+    )
+    assert issued.status_code == 201, issued.text
+
+    async def at_province() -> dict[str, Any] | None:
+        rows = (await clients[PROVINCE]["sync"].get("/directives", headers=AT_PROVINCE)).json()
+        return next((d for d in rows if d["directive_id"] == directive_id), None)
+
+    directive = await settle(at_province, until=lambda d: d is not None and d["status"] != "issued")
+    assert directive is not None
+    assert (directive["status"], directive["target"], directive["kind"]) == ("applied", COUNTY, "appoint"), directive
+    # The post filled at the county, by the reserve, on the province's authority.
+    team = (await county_selection.get(f"/teams/{COUNTY_UNIT}", headers=AT_COUNTY)).json()
+    [filled] = [p for p in team["posts"] if p["post_id"] == post_id]
+    assert filled["holder"]["cadre_id"] == cadre_id
+    assert filled["holder"]["from_pool"] is True
+    appointed = [uuid.UUID(e) for e in directive["outcome"]["events"]]
+    [event] = await sql(levels, COUNTY, "selection", "SELECT body FROM events WHERE event_id = ANY($1)", appointed)
+    envelope = orjson.loads(event["body"])
+    assert envelope["event_type"] == "CadreAppointed"
+    assert envelope["actor"]["org_path"] == "qs"
+    assert envelope["actor"]["user"] == f"{CITY}:{PROVINCE}:tester"
+    # The county's registry takes the cadre out of its pool as appointed.
+    cadre = await settle(
+        lambda: clients[COUNTY]["registry"].get(f"/cadres/{cadre_id}", headers=AT_COUNTY),
+        until=lambda r: r.json()["status"] == "retired",
+    )
+    assert (cadre.json()["retired_reason"], cadre.json()["appointed_to"]) == ("appointed", post["title"])
+
+    # Applied again (the directive delivered again; the command repeated after a crash): one appointment.
+    await resend(levels.stacks[COUNTY].kafka_bootstrap, f"{CITY}.{topics.SYNC}", "DirectiveIssued", directive_id)
+    repeated = await county_selection.post(
+        f"/cadres/{cadre_id}/appointment", json=appointment, headers=headers("qs", user=f"{CITY}:{PROVINCE}:tester")
+    )
+    assert repeated.status_code == 201, repeated.text
+    assert repeated.json()["events"] == []
+    await asyncio.sleep(5)
+    stream = f"directive-{directive_id}"
+    recorded = await sql(levels, COUNTY, "sync", "SELECT event_type FROM events WHERE stream_id = $1", stream)
+    assert [r["event_type"] for r in recorded] == ["DirectiveApplied"]
+    appointments = await sql(
+        levels,
+        COUNTY,
+        "selection",
+        "SELECT count(*) FROM events WHERE event_type = 'CadreAppointed' AND strpos(body, $1) > 0",
+        cadre_id,
+    )
+    assert appointments[0][0] == 1
+
+
 async def restart_on_clock(levels: local_levels.Running, level: str, service: str, moved: clock.Clock) -> None:
     """Stop a level's service and start it again on the clock `moved` (processes take the clock at start)."""
     stack = levels.stacks[level]

@@ -41,3 +41,8 @@ def test_a_procedure_at_a_unit_owned_below_is_recorded_at_the_deciding_root() ->
     assert commands(single).recorded_at("cn.qs.bh") == "cn.qs.bh"
     county = Topology(deployment="bh_c1", root="qs.bh.bh_c1", parent="bh")
     assert commands(county).recorded_at("qs.bh") == "qs.bh"  # above it: the store refuses it, naming the owner
+
+
+def test_an_appointment_decided_above_goes_to_the_selection_of_the_owner() -> None:
+    route = ROUTES[DirectiveKind.APPOINT]
+    assert (route.service, route.path) == ("selection", "/cadres/{cadre_id}/appointment")
