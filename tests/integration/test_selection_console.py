@@ -32,7 +32,7 @@ async def lay_out(stack: ConsoleStack) -> dict[str, str]:
     selection, assessment = stack.services["selection"], stack.services["assessment"]
     county = next(p for p in demo.people(stack.org) if p.user_id == "organizer.county").unit
     organizer = auth("organizer.county", county.path)
-    ready, rated = [c for c in stack.org.cadres if c.unit.path.startswith(county.path) and not c.retirement][:2]
+    ready, rated, third = [c for c in stack.org.cadres if c.unit.path.startswith(county.path) and not c.retirement][:3]
     today = clock.today()
     await sent(selection, f"/teams/{county.code}/quotas", {"kind": "deputy", "approved": 2, "document_number": "Q-1"},
                organizer, 200)  # fmt: skip
@@ -69,7 +69,15 @@ async def lay_out(stack: ConsoleStack) -> dict[str, str]:
         lambda: selection.client.get("/nine-box", headers=organizer),
         until=lambda r: r.status_code == 200 and r.json()["placed"] == 1,
     )
-    return {"county": county.code, "ready": ready.full_name, "ready_id": str(ready.cadre_id), "rated": rated.full_name,
+    await eventually(
+        lambda: assessment.service.pool.fetchval(
+            "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", third.cadre_id
+        ),
+        until=lambda n: n == 1,
+    )
+    return {"county": county.code, "county_path": county.path, "ready": ready.full_name,
+            "ready_id": str(ready.cadre_id), "rated": rated.full_name, "rated_id": str(rated.cadre_id),
+            "third_id": str(third.cadre_id),
             "cycle": cycle_id}  # fmt: skip
 
 
@@ -88,7 +96,7 @@ async def test_teams_strength_nine_box_and_pool_use_in_the_console(
         assert "Gao Jian" in team.text
         assert laid["ready"] in team.text
         assert "可立即接任" in team.text  # readiness by name (Chinese is the default language)
-        assert "ready_now" not in team.text
+        assert ">ready_now<" not in team.text  # (a form's option carries it as its value)
 
         strength = await client.get("/strength", params={"within_months": 6})
         assert strength.status_code == 200
@@ -117,8 +125,10 @@ async def test_teams_strength_nine_box_and_pool_use_in_the_console(
         other = next(u for u in stack.org.units if u.level.value == "county" and u.code != laid["county"])
         assert (await client.get("/team", params={"unit": other.code})).status_code == 404
 
+        await use_the_forms(stack, laid, team.text)
+
         # A viewer of the city sees the county's 9-box and team, with the city's units to choose from.
-        token = boxes.text.split('name="csrf_token" value="')[1].split('"')[0]
+        token = team.text.split('name="csrf_token" value="')[1].split('"', maxsplit=1)[0]
         assert (await client.post("/signout", data={"csrf_token": token})).status_code == 200
         await console_sign_in(client, "viewer.city")
         for path in ("/team", "/strength", "/nine-box", "/pool-use"):
@@ -126,3 +136,58 @@ async def test_teams_strength_nine_box_and_pool_use_in_the_console(
             assert page.status_code == 200, (path, page.text[:300])
         seen = await client.get("/nine-box", params={"under": laid["county"]})
         assert laid["rated"] in seen.text
+
+
+async def use_the_forms(stack: ConsoleStack, laid: dict[str, str], page: str) -> None:
+    """The county organizer, signed in, names a successor, reviews a readiness, rates a potential."""
+    client = stack.client
+    selection, assessment = stack.services["selection"], stack.services["assessment"]
+    organizer = auth("organizer.county", laid["county_path"])
+    token = page.split('name="csrf_token" value="')[1].split('"', maxsplit=1)[0]
+    laid_out = await selection.client.get(f"/teams/{laid['county']}", headers=organizer)
+    posts = {p["title"]: p["post_id"] for p in laid_out.json()["posts"]}
+    assert f'action="/team/{laid["county"]}/posts/{posts["Deputy head for schools"]}/successors"' in page
+    assert f'<option value="{laid["rated_id"]}">' in page  # the pool of the unit's subtree to choose from
+    named = await client.post(
+        f"/team/{laid['county']}/posts/{posts['Deputy head for schools']}/successors",
+        data={"csrf_token": token, "cadre_id": laid["rated_id"], "readiness": "three_plus_years",
+              "reason": "Runs the county's schools office"},
+    )  # fmt: skip
+    assert named.status_code == 303, named.text[:500]
+    roads = posts["Deputy head for roads"]
+    reviewed = await client.post(
+        f"/team/{laid['county']}/posts/{roads}/successors/{laid['ready_id']}/review",
+        data={"csrf_token": token, "readiness": "one_to_two_years", "reason": "A posting still to finish"},
+    )
+    assert reviewed.status_code == 303, reviewed.text[:500]
+    history = await selection.client.get(
+        f"/teams/{laid['county']}/posts/{roads}/successors/{laid['ready_id']}/history", headers=organizer
+    )
+    assert "A posting still to finish" in history.text
+    shown = await eventually(
+        lambda: client.get("/team"), until=lambda r: "三年以上可接任" in r.text and "一至两年内可接任" in r.text
+    )
+    assert laid["rated"] in shown.text.split("Deputy head for schools")[1]
+    refused = await client.post(  # a reason of white space only: the service's 4xx, shown, nothing recorded
+        f"/team/{laid['county']}/posts/{roads}/successors/{laid['ready_id']}/review",
+        data={"csrf_token": token, "readiness": "ready_now", "reason": " "},
+    )
+    assert 400 <= refused.status_code < 500
+
+    graded = await sent(assessment, f"/cadres/{laid['third_id']}/evaluations",
+                        {"cycle_id": laid["cycle"], "grade": "competent", "scores": SCORES,
+                         "evaluator_name": "County team"}, organizer)  # fmt: skip
+    assert graded["events"]
+    await eventually(lambda: client.get("/nine-box"), until=lambda r: "/nine-box/potential" in r.text)
+    rated = await client.post(
+        "/nine-box/potential",
+        data={"csrf_token": token, "cadre_id": laid["third_id"], "cycle_id": laid["cycle"],
+              "cycle": f"County review {clock.today().year}", "potential": "medium",
+              "reason": "Steady, not yet tried in a crisis"},
+    )  # fmt: skip
+    assert rated.status_code == 303, rated.text[:500]
+    assert rated.headers["location"] == f"/nine-box?cycle={laid['cycle']}"
+    await eventually(
+        lambda: selection.client.get("/nine-box", headers=organizer),
+        until=lambda r: r.status_code == 200 and r.json()["placed"] == 2,
+    )
