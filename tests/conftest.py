@@ -14,7 +14,13 @@ from fastapi import FastAPI
 
 from deploy.local.stack import as_service_role, create_service_role
 from runtime.settings import ServiceSettings
+from services.assessment.app import AssessmentSettings
+from services.assessment.app import create_app as assessment_app
 from services.registry.app import RegistrySettings, create_app
+from services.selection.app import SelectionSettings
+from services.selection.app import create_app as selection_app
+from services.training.app import TrainingSettings
+from services.training.app import create_app as training_app
 from tests import infra as infra_module
 from tests.support import DatabaseFactory, Launch, Running, create_database, running
 
@@ -95,6 +101,24 @@ async def launch(infra: infra_module.Infra, namespace: str, database: DatabaseFa
 async def registry(launch: Launch) -> Running:
     """The registry service, running in this process against the real Kafka and PostgreSQL."""
     return await launch(create_app, RegistrySettings, "registry")
+
+
+@pytest.fixture
+async def selection(launch: Launch, registry: Running) -> Running:
+    """The selection service (after the registry, whose events it reads)."""
+    return await launch(selection_app, SelectionSettings, "selection")
+
+
+@pytest.fixture
+async def training(launch: Launch, registry: Running) -> Running:
+    """The training service (after the registry, whose events it reads)."""
+    return await launch(training_app, TrainingSettings, "training")
+
+
+@pytest.fixture
+async def assessment(launch: Launch, registry: Running) -> Running:
+    """The assessment service (after the registry, whose events it reads)."""
+    return await launch(assessment_app, AssessmentSettings, "assessment")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from contracts.envelope import Actor, Role, uuid7
 from contracts.registry import CadreNominated, Education, Gender
-from runtime import checkpoint, clock, db
+from runtime import checkpoint, clock, db, relay
 from runtime.auth import issue_token
 from runtime.context import CommandContext
 from runtime.service import Service
@@ -158,6 +158,18 @@ async def read_topic(bootstrap: str, topic: str, *, count: int, timeout: float =
 
 Queryable = asyncpg.Pool | str
 """A service's pool (in-process) or its database's DSN (a service running as a process)."""
+
+
+async def redeliver(bootstrap: str, record: Any) -> None:
+    """Send a consumed `record` again, headers and all (as the relay re-sends after a crash)."""
+    producer = relay.make_producer(bootstrap, client_id="test-redelivery")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
+        )
+    finally:
+        await producer.stop()
 
 
 async def _fetch(where: Queryable, sql: str, *args: Any) -> list[Any]:

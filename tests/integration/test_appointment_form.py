@@ -11,19 +11,14 @@ import base64
 import uuid
 from typing import Any
 
-import pytest
 from lxml import etree
 
 from contracts.envelope import Role
 from runtime import clock
-from services.assessment.app import AssessmentSettings
-from services.assessment.app import create_app as assessment_app
-from services.training.app import TrainingSettings
-from services.training.app import create_app as training_app
 from tests.integration.test_assessment import SCORES, open_cycles
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
 from tests.integration.test_training import posting
-from tests.support import Launch, Running, auth, eventually
+from tests.support import Running, auth, eventually
 
 AUDITOR = auth("auditor.zhou", "cn.qs.bh", Role.AUDITOR)
 VIEWER = auth("viewer.qian", "cn.qs.bh", Role.VIEWER)
@@ -67,16 +62,6 @@ def personal_file(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-async def training(launch: Launch, registry: Running) -> Running:
-    return await launch(training_app, TrainingSettings, "training")
-
-
-@pytest.fixture
-async def assessment(launch: Launch, registry: Running) -> Running:
-    return await launch(assessment_app, AssessmentSettings, "assessment")
 
 
 async def nominate(registry: Running, **overrides: Any) -> str:

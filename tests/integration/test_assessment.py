@@ -14,8 +14,6 @@ from runtime.auth import Permission, issue_token
 from runtime.settings import DEV_AUTH_SECRET
 from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
-from services.training.app import TrainingSettings
-from services.training.app import create_app as training_app
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
 from tests.integration.test_training import posting, schedule, visible_in_training
@@ -23,16 +21,6 @@ from tests.support import Launch, Running, auth, eventually, read_topic
 
 pytestmark = pytest.mark.dates
 SCORES = {"political_integrity": 80, "ability": 72, "diligence": 85, "performance": 70, "probity": 90}
-
-
-@pytest.fixture
-async def training(launch: Launch, registry: Running) -> Running:
-    return await launch(training_app, TrainingSettings, "training")
-
-
-@pytest.fixture
-async def assessment(launch: Launch, registry: Running) -> Running:
-    return await launch(assessment_app, AssessmentSettings, "assessment")
 
 
 async def nominate(registry: Running, assessment: Running, **overrides: Any) -> str:

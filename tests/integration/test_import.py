@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import openpyxl
-import pytest
 
 from contracts.envelope import Actor, Role
 from contracts.registry import CadreRetired, RetirementReason
@@ -26,8 +25,6 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
-from services.training.app import TrainingSettings
-from services.training.app import create_app as training_app
 from tests.integration.test_audit import AUDITOR, archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
 from tests.integration.test_training import schedule, visible_in_training
@@ -155,11 +152,6 @@ async def test_an_import_goes_through_the_commands_once_and_resumes_where_it_sto
         "SELECT DISTINCT body::jsonb #>> '{actor,user}' AS u FROM events WHERE event_type = 'CadreNominated'"
     )
     assert [row["u"] for row in actors] == ["bh-organizer"]
-
-
-@pytest.fixture
-async def training(launch: Launch, registry: Running) -> Running:
-    return await launch(training_app, TrainingSettings, "training")
 
 
 async def test_completed_organized_training_is_imported_after_the_fact(

@@ -14,30 +14,16 @@ from typing import Any
 import pytest
 
 from contracts.envelope import Envelope
-from runtime import clock, relay
+from runtime import clock
 from runtime.projection import Recorded
-from services.assessment.app import AssessmentSettings
-from services.assessment.app import create_app as assessment_app
-from services.selection.app import SelectionSettings
-from services.selection.app import create_app as selection_app
 from services.selection.projection import PerformanceView
 from tests import infra as infra_module
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Launch, Running, auth, caught_up, eventually, read_topic
+from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver
 
 pytestmark = pytest.mark.dates
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")
 SCORES = {"political_integrity": 80, "ability": 80, "diligence": 80, "performance": 80, "probity": 80}
-
-
-@pytest.fixture
-async def selection(launch: Launch, registry: Running) -> Running:
-    return await launch(selection_app, SelectionSettings, "selection")
-
-
-@pytest.fixture
-async def assessment(launch: Launch, registry: Running) -> Running:
-    return await launch(assessment_app, AssessmentSettings, "assessment")
 
 
 async def ok(response: Any, status: int = 201) -> Any:
@@ -165,14 +151,7 @@ async def test_the_nine_box_per_subtree_with_movement_and_a_redelivered_evaluati
         for r in await read_topic(infra.kafka_bootstrap, topic, count=int(count))
         if Envelope.from_bytes(r.value).payload.get("evaluation_id") == first
     ]
-    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
-        )
-    finally:
-        await producer.stop()
+    await redeliver(infra.kafka_bootstrap, record)
     async with selection.service.pool.acquire() as conn, conn.transaction():
         await PerformanceView().apply(conn, [Recorded.from_envelope(Envelope.from_bytes(record.value))])
     await caught_up(selection.service.pool, "selection.performance", assessment.service.pool, topic)

@@ -18,23 +18,16 @@ from contracts.envelope import Actor, Envelope, Role, uuid7
 from contracts.event import Event
 from contracts.procedure import ProcedureConcluded
 from contracts.selection import CadreAppointed, PostKind
-from runtime import clock, relay
+from runtime import clock
 from runtime.context import CommandContext
 from services.registry.commands import RegistryCommands
-from services.selection.app import SelectionSettings
-from services.selection.app import create_app as selection_app
 from services.selection.commands import SelectionCommands
 from tests import infra as infra_module
 from tests.integration.test_procedures_api import DOC, a_post, ballot, in_pool
 from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Launch, Running, caught_up, eventually, read_topic, watermarks
+from tests.support import Running, caught_up, eventually, read_topic, redeliver, watermarks
 
 pytestmark = pytest.mark.dates
-
-
-@pytest.fixture
-async def selection(launch: Launch, registry: Running) -> Running:
-    return await launch(selection_app, SelectionSettings, "selection")
 
 
 async def post(selection: Running, path: str, body: dict[str, Any], status: int = 200) -> Any:
@@ -88,14 +81,7 @@ async def redeliver_outcome(
         for r in await read_topic(infra.kafka_bootstrap, topic, count=int(count))
         if b"ProcedureConcluded" in r.value and procedure_id.encode() in r.value
     ]
-    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
-        )
-    finally:
-        await producer.stop()
+    await redeliver(infra.kafka_bootstrap, record)
     return Envelope.from_bytes(record.value), record.topic, record.partition
 
 

@@ -9,18 +9,11 @@ from typing import Any
 import pytest
 
 from runtime import clock
-from services.selection.app import SelectionSettings
-from services.selection.app import create_app as selection_app
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Launch, Running, eventually
+from tests.support import Running, eventually
 
 pytestmark = pytest.mark.dates
 DOC = {"title": "report", "sha256": "c" * 64}
-
-
-@pytest.fixture
-async def selection(launch: Launch, registry: Running) -> Running:
-    return await launch(selection_app, SelectionSettings, "selection")
 
 
 async def a_post(selection: Running, title: str = "deputy county head") -> str:

@@ -11,17 +11,10 @@ import pytest
 from contracts.selection import CadreAppointed
 from runtime import clock
 from services.registry.commands import RegistryCommands
-from services.selection.app import SelectionSettings
-from services.selection.app import create_app as selection_app
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Launch, Running, eventually
+from tests.support import Running, eventually
 
 pytestmark = pytest.mark.dates
-
-
-@pytest.fixture
-async def selection(launch: Launch, registry: Running) -> Running:
-    return await launch(selection_app, SelectionSettings, "selection")
 
 
 async def nominate(registry: Running, name: str) -> str:

@@ -10,29 +10,15 @@ from typing import Any
 import pytest
 
 from contracts.envelope import Envelope, Role
-from runtime import clock, relay
-from services.assessment.app import AssessmentSettings
-from services.assessment.app import create_app as assessment_app
-from services.training.app import TrainingSettings
-from services.training.app import create_app as training_app
+from runtime import clock
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree
 from tests.integration.test_training import nominate, visible_in_training
-from tests.support import Launch, Running, auth, caught_up, eventually, read_topic
+from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver
 
 pytestmark = pytest.mark.dates
 
 UNIT_PATH = "cn.qs.bh.bh_ly"
-
-
-@pytest.fixture
-async def training(launch: Launch, registry: Running) -> Running:
-    return await launch(training_app, TrainingSettings, "training")
-
-
-@pytest.fixture
-async def assessment(launch: Launch, registry: Running) -> Running:
-    return await launch(assessment_app, AssessmentSettings, "assessment")
 
 
 def as_cadre(cadre_id: str) -> Any:
@@ -123,18 +109,7 @@ async def test_reported_self_study_counts_once_confirmed_and_once_only(
     records = await read_topic(infra.kafka_bootstrap, topic, count=4)
     [confirmation] = [r for r in records if b"SelfStudyConfirmed" in r.value]
     assert Envelope.from_bytes(confirmation.value).actor.user == "bh-organizer"
-    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            confirmation.topic,
-            value=confirmation.value,
-            key=confirmation.key,
-            partition=confirmation.partition,
-            headers=list(confirmation.headers),
-        )
-    finally:
-        await producer.stop()
+    await redeliver(infra.kafka_bootstrap, confirmation)
     await caught_up(assessment.service.pool, "assessment.training", training.service.pool, topic)
     assert await assessment_hours() == 8
     assert await training.service.store.verify_chain() is None

@@ -13,20 +13,13 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.envelope import Envelope, Role
-from runtime import clock, relay
-from services.training.app import TrainingSettings
-from services.training.app import create_app as training_app
+from runtime import clock
 from services.training.commands import TrainingCommands
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Launch, Running, auth, caught_up, eventually, read_topic, watermarks
+from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver, watermarks
 
 pytestmark = pytest.mark.dates
-
-
-@pytest.fixture
-async def training(launch: Launch, registry: Running) -> Running:
-    return await launch(training_app, TrainingSettings, "training")
 
 
 async def nominate(registry: Running, **overrides: Any) -> str:
@@ -166,15 +159,7 @@ async def test_retirement_closes_the_open_posting_and_enrolments_once(
         for r in await read_topic(infra.kafka_bootstrap, f"{namespace}.registry.events", count=7)
         if r.key == cadre_id.encode() and b"CadreRetired" in r.value
     ]
-    producer = relay.make_producer(infra.kafka_bootstrap, client_id="test-redelivery")
-    await producer.start()
-    try:
-        # As the relay re-sends after a crash (or a mirror copies twice): the same record, headers and all.
-        await producer.send_and_wait(
-            record.topic, value=record.value, key=record.key, partition=record.partition, headers=list(record.headers)
-        )
-    finally:
-        await producer.stop()
+    await redeliver(infra.kafka_bootstrap, record)
     # The repeat sits behind its partition's watermark: the reaction sees it as handled.
     await caught_up(training.service.pool, "training.retirement-reaction", registry.service.pool, record.topic)
     marks = await watermarks(training.service.pool, "training.retirement-reaction", record.topic)
