@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from contracts import catalog
@@ -108,3 +108,31 @@ def of_type(events: Iterable[Recorded], kind: type[E]) -> Iterator[tuple[Envelop
             event = recorded.event
             if isinstance(event, kind):
                 yield recorded.envelope, event
+
+
+Fold = Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]
+"""Folds a batch's rows for one statement into the rows to write, one per key (the first column)."""
+
+
+def fold_last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key (first column): the latest."""
+    return list({row[0]: row for row in rows}.values())
+
+
+def fold_changes(tail: int) -> Fold:
+    """One row per key: later non-null values over earlier ones; the last `tail` columns (version, time): the latest."""
+
+    def fold(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        folded: dict[Any, tuple[Any, ...]] = {}
+        for row in rows:
+            before = folded.get(row[0])
+            if before is None:
+                folded[row[0]] = row
+            else:
+                middle = (
+                    new if new is not None else old for old, new in zip(before[1:-tail], row[1:-tail], strict=True)
+                )
+                folded[row[0]] = (row[0], *middle, *row[-tail:])
+        return list(folded.values())
+
+    return fold

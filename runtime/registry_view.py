@@ -36,7 +36,7 @@ from runtime import clock
 from runtime.auth import require_scope, require_self_or_scope
 from runtime.db import Conn, Pool, in_scope, in_scope_or_above, row_security
 from runtime.errors import NotFoundError, RuleViolationError
-from runtime.projection import Recorded
+from runtime.projection import Fold, Recorded, fold_changes, fold_last
 
 UNITS_SCHEMA: Final = (
     """
@@ -155,26 +155,7 @@ def _retired(recorded: Recorded) -> tuple[Any, ...]:
     return (p["cadre_id"], p["reason"], p["effective_on"], recorded.envelope.stream_version)
 
 
-def _last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per key (first column): the latest."""
-    return list({row[0]: row for row in rows}.values())
-
-
-def _changes(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per key: later non-null values over earlier ones (the version, last, is the latest)."""
-    folded: dict[Any, tuple[Any, ...]] = {}
-    for row in rows:
-        before = folded.get(row[0])
-        if before is None:
-            folded[row[0]] = row
-        else:
-            middle = tuple(new if new is not None else old for old, new in zip(before[1:-1], row[1:-1], strict=True))
-            folded[row[0]] = (row[0], *middle, row[-1])
-    return list(folded.values())
-
-
 Rows = Callable[[Recorded], tuple[Any, ...]]
-Fold = Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]
 
 _UNIT_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
     OrgUnitRegistered.event_type: (
@@ -194,7 +175,7 @@ _UNIT_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
             " AS l(code, user_id, name, email, language) WHERE u.code = l.code"
         ),
         _leader,
-        _last,
+        fold_last,
     ),
 }
 
@@ -226,7 +207,7 @@ _CADRE_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
             " WHERE c.cadre_id = u.cadre_id"
         ),
         _changed,
-        _changes,
+        fold_changes(tail=1),
     ),
     MentorAssigned.event_type: (
         (
@@ -236,7 +217,7 @@ _CADRE_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
             " AS m(cadre_id, user_id, name, email, language, version) WHERE c.cadre_id = m.cadre_id"
         ),
         _mentor,
-        _last,
+        fold_last,
     ),
     CadreRetired.event_type: (
         (
@@ -246,7 +227,7 @@ _CADRE_STATEMENTS: Final[dict[str, tuple[str, Rows, Fold]]] = {
             " AS r(cadre_id, reason, retired_on, version) WHERE c.cadre_id = r.cadre_id"
         ),
         _retired,
-        _last,
+        fold_last,
     ),
 }
 

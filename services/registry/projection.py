@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from contracts.assessment import AssessmentCycleOpened, EvaluationRecorded
@@ -23,7 +23,7 @@ from contracts.registry import (
 )
 from contracts.training import PostingAssigned, PostingCompleted
 from runtime.db import Conn, in_scope, row_security
-from runtime.projection import Recorded
+from runtime.projection import Fold, Recorded, fold_changes, fold_last
 
 SCHEMA: Final = (
     """
@@ -204,26 +204,6 @@ async def _count(conn: Conn, events: Sequence[Recorded]) -> None:
         )
 
 
-def _fold_last(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per key (first column): the latest."""
-    return list({row[0]: row for row in rows}.values())
-
-
-def _fold_changes(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per key: later non-null values over earlier ones (version and time are last)."""
-    folded: dict[Any, tuple[Any, ...]] = {}
-    for row in rows:
-        before = folded.get(row[0])
-        if before is None:
-            folded[row[0]] = row
-        else:
-            middle = tuple(new if new is not None else old for old, new in zip(before[1:-2], row[1:-2], strict=True))
-            folded[row[0]] = (row[0], *middle, row[-2], row[-1])
-    return list(folded.values())
-
-
-Fold = Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]
-
 _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
     OrgUnitRegistered.event_type: (
         (
@@ -281,7 +261,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " party, party_joined_year, full_time_education, in_service_education, rank, reserve_kind, version,"
             " updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_changes,
+        fold_changes(tail=2),
     ),
     MentorAssigned.event_type: (
         (
@@ -290,7 +270,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])"
             " AS u(cadre_id, user_id, name, email, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_last,
+        fold_last,
     ),
     CadreRetired.event_type: (
         (
@@ -300,7 +280,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])"
             " AS u(cadre_id, reason, retired_on, appointed_to, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_last,
+        fold_last,
     ),
     PersonalDataRecorded.event_type: (
         (
@@ -309,7 +289,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[])"
             " AS u(cadre_id, sealed, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_last,
+        fold_last,
     ),
     PersonalDataKeyGranted.event_type: (
         (
@@ -318,7 +298,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " FROM unnest($1::uuid[], $2::int[], $3::timestamptz[])"
             " AS u(cadre_id, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_last,
+        fold_last,
     ),
     PersonalDataErased.event_type: (
         (
@@ -327,7 +307,7 @@ _STATEMENTS: Final[dict[str, tuple[str, Fold | None]]] = {
             " FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::timestamptz[])"
             " AS u(cadre_id, erased_at, version, updated_at) WHERE c.cadre_id = u.cadre_id"
         ),
-        _fold_last,
+        fold_last,
     ),
 }
 
