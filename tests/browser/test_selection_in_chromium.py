@@ -31,6 +31,16 @@ async def test_succession_screens_in_chromium(launch: Launch, keycloak: str, con
                 await page.wait_for_selector("h1")
                 assert "Gao Jian" in await page.locator("main").inner_text()
                 await screens.check(page, "team")
+                # The organizer's forms, opened (axe-checked), and a successor named through one of them.
+                for summary in await page.locator("details.inline-form summary").all():
+                    await summary.click()
+                await screens.check(page, "team-forms")
+                schools = page.locator("tr", has_text="Deputy head for schools")
+                await schools.locator("select[name=readiness]").select_option("three_plus_years")
+                await schools.locator("input[name=reason]").fill("Runs the county's schools office")
+                await schools.locator("button[type=submit]").click()
+                await page.wait_for_url(f"{base}/team?unit={laid['county']}")
+                assert "三年以上可接任" in await page.locator("main").inner_text()
                 for screen in SCREENS[1:]:
                     await page.click(f"main nav a[href='/{screen}']")  # the tabs between the four
                     await page.wait_for_url(f"{base}/{screen}")
@@ -62,4 +72,4 @@ async def test_succession_screens_in_chromium(launch: Launch, keycloak: str, con
                     await page.context.close()
             finally:
                 await browser.close()
-    assert len(screens.checked) == 12
+    assert len(screens.checked) == 13
