@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import compare
-from bench.harness import Report, machine_facts, stack, write
+from bench.harness import Report, Stack, machine_facts, stack, write
 from contracts.envelope import uuid7
 from runtime.serve import tune_gc
 from services.registry.projection import SCHEMA as REGISTRY_SCHEMA
@@ -37,11 +37,12 @@ def run(
         str,
         typer.Option(
             help="Comma-separated: append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,"
-            "bundles,sync (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting, about 10 minutes;"
+            "bundles,sync,selection (and mirror-crash: a kill -9 of MirrorMaker under each delivery setting,"
+            " about 10 minutes;"
             " restore: point-in-time restore of the scale's events beside pg_restore, and restore from the topic"
             " beside reading it and COPYing its rows)"
         ),
-    ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles,sync",
+    ] = "append,relay,projection,peer,cpu,queries,console,e2e,footprint,import,mirror,bundles,sync,selection",
     against: Annotated[
         str | None,
         typer.Option(
@@ -62,7 +63,18 @@ def run(
     report = Report(machine=machine_facts())
     report.begin()
     started = time.perf_counter()
-    if chosen & {"append", "relay", "projection", "peer", "cpu", "queries", "console", "bundles", "restore"}:
+    if chosen & {
+        "append",
+        "relay",
+        "projection",
+        "peer",
+        "cpu",
+        "queries",
+        "console",
+        "bundles",
+        "restore",
+        "selection",
+    }:
         with stack() as running:
             console.print(f"Kafka {running.kafka}, PostgreSQL {running.postgres}; {events:,} events")
             asyncio.run(_run(running, report, events, chosen, CADRES[scale]))
@@ -116,9 +128,7 @@ def _standalone(report: Report, chosen: set[str], scale: str, events: int) -> No
 
 
 async def _run(running: object, report: Report, events: int, chosen: set[str], cadres: int) -> None:
-    from bench import append, bundles, cpu, peer, projection, queries, relay  # noqa: PLC0415
-    from bench import console as console_bench  # noqa: PLC0415
-    from bench.harness import Stack  # noqa: PLC0415
+    from bench import append, bundles, cpu, peer, projection, relay  # noqa: PLC0415
 
     assert isinstance(running, Stack)
     source = ""
@@ -146,15 +156,28 @@ async def _run(running: object, report: Report, events: int, chosen: set[str], c
     if "cpu" in chosen:
         console.rule("CPU per event")
         await cpu.run(running, report, events=min(events, 20_000))
+    await _reads(running, report, chosen, cadres)
+    if "bundles" in chosen:
+        console.rule("signed bundles (offline links)")
+        await bundles.run(running, report, events=events)
+
+
+async def _reads(running: Stack, report: Report, chosen: set[str], cadres: int) -> None:
+    """The benchmarks of reads on a generated province of `cadres` cadres."""
+    from bench import console as console_bench  # noqa: PLC0415
+    from bench import queries  # noqa: PLC0415
+
     if "queries" in chosen:
         console.rule("subtree queries")
         await queries.run(running, report, cadres=cadres)
     if "console" in chosen:
         console.rule("console: pool page")
         await console_bench.run(running, report, cadres=cadres)
-    if "bundles" in chosen:
-        console.rule("signed bundles (offline links)")
-        await bundles.run(running, report, events=events)
+    if "selection" in chosen:
+        from bench import selection  # noqa: PLC0415 - imported when chosen (runs on older revisions)
+
+        console.rule("succession: strength and statistics pages, statistics workbook")
+        await selection.run(running, report, cadres=cadres)
 
 
 def _table(report: Report) -> None:
