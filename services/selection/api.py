@@ -29,9 +29,11 @@ from services.selection.commands import (
     WithdrawSuccessor,
 )
 from services.selection.queries import (
+    POSTS_LIMIT,
     KindCount,
     NineBox,
     PoolUse,
+    PostRow,
     ReadinessChange,
     SelectionQueries,
     Strength,
@@ -161,6 +163,26 @@ async def counts(
     """Approved, filled, vacant and over-quota posts per unit and kind of a subtree, as of a day."""
     items = await reads.counts(actor, under, on)
     return table_response(table, items, filename="post-counts") if table else items
+
+
+@router.get("/posts", tags=["teams"], response_model=list[PostRow])
+async def posts(
+    actor: CurrentActor,
+    reads: Queries,
+    table: Table,
+    under: Under = None,
+    on: Day | None = None,
+    limit: Annotated[
+        int, Query(ge=1, le=POSTS_LIMIT, description="At most so many posts, in unit order")
+    ] = POSTS_LIMIT,
+) -> list[PostRow] | Response:
+    """The posts of a subtree as of a day (default today), by unit, with their incumbents and successors.
+
+    Each post's kind, title and rank; its incumbent (name, cadre, start, end of term or age limit) or
+    `vacant`; the number of successors and the best readiness among them. As CSV or XLSX with `format`.
+    """
+    items = await reads.posts(actor, under, on, limit)
+    return table_response(table, items, filename="posts") if table else items
 
 
 @router.get("/strength", tags=["succession"])

@@ -117,6 +117,29 @@ class PostGap(BaseModel):
     ready_now: int
 
 
+class PostRow(BaseModel):
+    """A post of a subtree as of a day, for the list of posts and its CSV/XLSX export."""
+
+    post_id: UUID
+    org_code: str
+    unit_name: str
+    kind: PostKind
+    title: str
+    rank: str
+    vacant: bool
+    holder_name: str | None
+    cadre_id: UUID | None
+    starts_on: date | None
+    ends_by: date | None
+    """When the holder's term ends or the age limit comes, as recorded with the incumbent."""
+    successors: int
+    best_readiness: Readiness | None
+
+
+POSTS_LIMIT = 200_000
+"""The most posts one answer of `GET /posts` lists (a large province's posts, whole)."""
+
+
 class Strength(BaseModel):
     """The pool's strength and gaps in a subtree as of a day."""
 
@@ -401,6 +424,47 @@ class SelectionQueries:
                 reason=r["reason"],
                 actor=r["actor"],
                 recorded_on=r["recorded_on"],
+            )
+            for r in rows
+        ]
+
+    async def posts(self, actor: Actor, under: str | None, on: date | None, limit: int) -> list[PostRow]:
+        """The posts of a subtree as of a day, by unit: incumbent, successors and the best readiness among them."""
+        root = await subtree_root(self._db, actor, under)
+        order = " ".join(f"WHEN '{r.value}' THEN {i}" for i, r in enumerate(Readiness))
+        rows = await self._db.fetch(
+            f"""
+            SELECT p.post_id, p.org_code, u.name AS unit_name, p.kind, p.title, p.rank, t.holder_name, t.cadre_id,
+                t.starts_on, t.ends_by, count(s.cadre_id) AS successors,
+                min(CASE s.readiness {order} END) AS best
+            FROM posts p JOIN units u ON u.code = p.org_code
+            LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+            LEFT JOIN successors s ON s.post_id = p.post_id AND s.active
+            WHERE {in_subtree_sql("p.org_path", "$1")} AND p.created_on <= $2
+            GROUP BY p.post_id, u.code, t.event_id
+            ORDER BY u.path, p.kind DESC, p.title, p.post_id
+            LIMIT $3
+            """,  # noqa: S608 - our own fragments; values are parameters
+            root,
+            on or clock.today(),
+            limit,
+        )
+        readiness = list(Readiness)
+        return [
+            PostRow(
+                post_id=r["post_id"],
+                org_code=r["org_code"],
+                unit_name=r["unit_name"],
+                kind=PostKind(r["kind"]),
+                title=r["title"],
+                rank=r["rank"],
+                vacant=r["holder_name"] is None,
+                holder_name=r["holder_name"],
+                cadre_id=r["cadre_id"],
+                starts_on=r["starts_on"],
+                ends_by=r["ends_by"],
+                successors=r["successors"],
+                best_readiness=None if r["best"] is None else readiness[r["best"]],
             )
             for r in rows
         ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import openpyxl
 import pytest
 
 from contracts.selection import CadreAppointed
@@ -179,3 +181,90 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
     )
     assert again.status_code == 422, again.text
     assert await selection.service.store.verify_chain() is None
+
+
+async def test_the_list_of_posts_and_its_exports(registry: Running, selection: Running) -> None:
+    await build_tree(registry.client)
+    reserve = await nominate(registry, "Li Wei")
+    await in_selection(selection, reserve)
+    today = clock.today()
+    for title in ("Deputy head A", "Deputy head B"):
+        created = await selection.client.post(
+            "/teams/bh_ly/posts", json={"kind": "deputy", "title": title, "rank": "county deputy"}, headers=CITY
+        )
+        assert created.status_code == 201, created.text
+    posts = {r["title"]: r["post_id"] for r in await selection.service.pool.fetch("SELECT title, post_id FROM posts")}
+    ends_by = today + timedelta(days=400)
+    holder = {
+        "holder_name": "Wang Gang",
+        "starts_on": (today - timedelta(days=300)).isoformat(),
+        "ends_by": ends_by.isoformat(),
+    }
+    quota = await selection.client.post(
+        "/teams/bh_ly/quotas", json={"kind": "deputy", "approved": 2, "document_number": "BH-2026-2"}, headers=CITY
+    )
+    assert quota.status_code == 200, quota.text
+    filled = await selection.client.post(
+        f"/teams/bh_ly/posts/{posts['Deputy head A']}/incumbent", json=holder, headers=CITY
+    )
+    assert filled.status_code == 201, filled.text
+    for readiness in ("three_plus_years", "one_to_two_years"):
+        other = reserve if readiness == "one_to_two_years" else await nominate(registry, "Zhao Min")
+        await in_selection(selection, other)
+        named = await selection.client.post(
+            f"/teams/bh_ly/posts/{posts['Deputy head A']}/successors",
+            json={"cadre_id": other, "readiness": readiness, "reason": "Named at the annual review"},
+            headers=CITY,
+        )
+        assert named.status_code == 201, named.text
+
+    listed = await selection.client.get("/posts", headers=CITY)
+    assert listed.status_code == 200, listed.text
+    rows = {r["title"]: r for r in listed.json()}
+    assert rows["Deputy head A"] | {"post_id": None} == {
+        "post_id": None,
+        "org_code": "bh_ly",
+        "unit_name": "Liuyang County",
+        "kind": "deputy",
+        "title": "Deputy head A",
+        "rank": "county deputy",
+        "vacant": False,
+        "holder_name": "Wang Gang",
+        "cadre_id": None,
+        "starts_on": holder["starts_on"],
+        "ends_by": ends_by.isoformat(),
+        "successors": 2,
+        "best_readiness": "one_to_two_years",
+    }
+    vacant = rows["Deputy head B"]
+    assert (vacant["vacant"], vacant["holder_name"], vacant["successors"], vacant["best_readiness"]) == (
+        True,
+        None,
+        0,
+        None,
+    )
+    # The posts were created today: the day before, the subtree had none.
+    earlier = await selection.client.get("/posts", params={"on": (today - timedelta(days=1)).isoformat()}, headers=CITY)
+    assert earlier.status_code == 200, earlier.text
+    assert earlier.json() == []
+    assert len((await selection.client.get("/posts", params={"limit": 1}, headers=CITY)).json()) == 1
+    assert (await selection.client.get("/posts", params={"limit": 0}, headers=CITY)).status_code == 422
+
+    workbook = await selection.client.get("/posts", params={"format": "xlsx"}, headers=CITY)
+    assert workbook.status_code == 200, workbook.text
+    sheet = openpyxl.load_workbook(io.BytesIO(workbook.content)).active
+    assert sheet is not None
+    header, *lines = [list(row) for row in sheet.iter_rows(values_only=True)]
+    assert header[:6] == ["post_id", "org_code", "unit_name", "kind", "title", "rank"]
+    table = [dict(zip(header, line, strict=True)) for line in lines]
+    assert [(r["title"], r["vacant"], r["holder_name"], r["successors"], r["best_readiness"]) for r in table] == [
+        ("Deputy head A", "false", "Wang Gang", 2, "one_to_two_years"),  # the export writes truth values as text
+        ("Deputy head B", "true", None, 0, None),
+    ]
+    text = await selection.client.get("/posts", params={"format": "csv"}, headers=CITY)
+    assert text.status_code == 200
+    header_line = text.text.removeprefix("\ufeff").splitlines()[0]  # a byte-order mark first, for Excel
+    assert header_line.startswith("post_id,org_code,unit_name,kind,title,rank,vacant")
+    # Another city's organizer sees none of these posts, nor a unit outside its subtree.
+    assert (await selection.client.get("/posts", headers=OTHER_CITY)).json() == []
+    assert (await selection.client.get("/posts", params={"under": "bh"}, headers=OTHER_CITY)).status_code == 404
