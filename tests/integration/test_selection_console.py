@@ -8,9 +8,12 @@ see that county or who send bad input (a clear 4xx).
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import timedelta
 from typing import Any
+
+import openpyxl
 
 from deploy.local.signin import console_sign_in
 from runtime import clock
@@ -103,6 +106,13 @@ async def test_teams_strength_nine_box_and_pool_use_in_the_console(
         falling = strength.text.split("个月内将出缺")[1]
         assert "Deputy head for schools" in falling  # vacant, nobody named
         assert "Deputy head for roads" not in falling  # its holder leaves, but a successor is ready
+        assert 'href="/posts/export" download' in strength.text
+        workbook = await client.get("/posts/export")
+        assert workbook.status_code == 200, workbook.text[:300]
+        sheet = openpyxl.load_workbook(io.BytesIO(workbook.content)).active
+        assert sheet is not None
+        cells = {str(cell.value) for row in sheet.iter_rows() for cell in row}
+        assert {"Deputy head for roads", "Deputy head for schools", "Gao Jian"} <= cells
 
         boxes = await client.get("/nine-box", headers={"Accept-Language": "en"})
         assert boxes.status_code == 200

@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from contracts.selection import Potential, Readiness
 from services.console.pages import ConsoleDep, ScreenError, SessionDep
-from services.console.screens.pool import unit_choices
+from services.console.screens.pool import stream_export, unit_choices
 
 router = APIRouter(include_in_schema=False)
 
@@ -95,6 +95,12 @@ async def strength(
     return console.render(
         request, "strength.html", s=found, units=units, under=under or "", within_months=within_months, tabs=TABS
     )
+
+
+@router.get("/posts/export")
+async def posts_export(console: ConsoleDep, session: SessionDep, under: Unit = None) -> Response:
+    """The posts of a subtree today with their holders and successors, as selection writes them (XLSX)."""
+    return await stream_export(console, session, "selection", "/posts", {"under": under, "format": "xlsx"})
 
 
 @router.get("/nine-box")
