@@ -479,23 +479,20 @@ class RegistryQueries:
             end,
         )
         root_name = next((u["name"] for u in units if u["path"] == root), root.rsplit(".", 1)[-1])
-        members: list[statistics.Member]
-        if day == today:
-            rows = await self._pool.fetch(
+        known = (statistics.Unit(u["code"], u["name"], u["level"]) for u in units)
+        if day == today:  # counted by PostgreSQL from the projection
+            pool = (
                 f"SELECT org_code, gender, birth_date, {', '.join(CATEGORY_FIELDS)} FROM cadres"  # noqa: S608 - fixed SQL
-                f" WHERE status = 'in_pool' AND {in_subtree_sql('org_path', '$1')}",
-                root,
+                f" WHERE status = 'in_pool' AND {in_subtree_sql('org_path', '$1')}"
             )
-            members = [statistics.member_of_row(row) for row in rows]
-        else:
-            members = statistics.pool_on(await self._events_before(root, end), root)
-        return statistics.tally(
-            root,
-            root_name,
-            day,
-            (statistics.Unit(u["code"], u["name"], u["level"]) for u in units),
-            members,
-        )
+            rows = await self._pool.fetch(statistics.counted_sql(pool), root, day)
+            counted = (
+                statistics.Counted(r["org_code"], r["grp"], r["category"], r["cadres"], int(r["ages"] or 0))
+                for r in rows
+            )
+            return statistics.tally_counted(root, root_name, day, known, counted)
+        members = statistics.pool_on(await self._events_before(root, end), root)
+        return statistics.tally(root, root_name, day, known, members)
 
     async def _events_before(self, root: str, end: datetime) -> list[Recorded]:
         """The registry's own events a pool's statistics fold, of a subtree, recorded before `end`, in order."""

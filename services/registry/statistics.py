@@ -153,6 +153,72 @@ class Unit:
     level: str
 
 
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """Cadres of one unit in one category of one group; the group "" counts them all, with their ages summed."""
+
+    org_code: str
+    group: str
+    category: str
+    cadres: int
+    ages: int = 0
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _band_sql(value: str, bands: tuple[tuple[int, int, str], ...]) -> str:
+    whens = " ".join(f"WHEN {value} >= {low} AND {value} < {high} THEN {_literal(label)}" for low, high, label in bands)
+    return f"CASE {whens} END"
+
+
+def _recorded_sql(column: str) -> str:
+    return f"coalesce(nullif({column}, ''), {_literal(NOT_RECORDED)})"
+
+
+def counted_sql(pool: str) -> str:
+    """Count the members of `pool` (SQL selecting the `cadres` columns of the members) per unit and category.
+
+    `$2` is the day (its ages and years of membership); what `_categories` does for one member,
+    done by PostgreSQL for all of them, so the table costs one scan, not a Python object per cadre.
+    """
+    age = (
+        "(extract(year FROM $2::date)::int - extract(year FROM birth_date)::int"
+        " - ((extract(month FROM $2::date), extract(day FROM $2::date))"
+        " < (extract(month FROM birth_date), extract(day FROM birth_date)))::int)"
+    )
+    years = "(extract(year FROM $2::date)::int - party_joined_year)"
+    party_years = (
+        f"CASE WHEN party_joined_year IS NULL OR party_joined_year > extract(year FROM $2::date)::int"
+        f" THEN {_literal(NOT_RECORDED)} ELSE {_band_sql(years, PARTY_YEARS)} END"
+    )
+    member = _literal(PartyMembership.MEMBER.value)
+    female = _literal(Gender.FEMALE.value)
+    per_group = {
+        "gender": ("gender", ""),
+        "age": ("band", ""),
+        "women_by_age": ("band", f"WHERE gender = {female}"),
+        "ethnicity": (_recorded_sql("ethnicity"), ""),
+        "party": (_recorded_sql("party"), ""),
+        "party_years": (party_years, f"WHERE party = {member}"),
+        "full_time_education": (_recorded_sql("full_time_education"), ""),
+        "in_service_education": (_recorded_sql("in_service_education"), ""),
+        "rank": (_recorded_sql("rank"), ""),
+        "reserve_kind": (_recorded_sql("reserve_kind"), ""),
+    }
+    counts = " ".join(
+        f"UNION ALL SELECT org_code, {_literal(group)}, {category}, count(*), 0 FROM m {where} GROUP BY 1, 3"  # noqa: S608 - from constants
+        for group, (category, where) in per_group.items()
+    )
+    return (
+        f"WITH p AS MATERIALIZED ({pool}),"  # noqa: S608 - from constants and the caller's fixed SQL
+        f" m AS MATERIALIZED (SELECT p.*, {_band_sql('age', AGE_BANDS)} AS band"
+        f" FROM (SELECT p.*, {age} AS age FROM p) AS p)"
+        f" SELECT org_code, '' AS grp, '' AS category, count(*) AS cadres, sum(age) AS ages FROM m GROUP BY 1 {counts}"
+    )
+
+
 def _band(value: int, bands: tuple[tuple[int, int, str], ...]) -> str:
     return next(label for low, high, label in bands if low <= value < high)
 
@@ -184,6 +250,10 @@ def _categories(member: Member, on: date) -> dict[str, str]:
 
 
 def _groups(members: list[Member]) -> dict[str, list[str]]:
+    return _groups_with({m.rank for m in members if m.rank}, {m.reserve_kind for m in members if m.reserve_kind})
+
+
+def _groups_with(ranks: set[str], kinds: set[str]) -> dict[str, list[str]]:
     educations = [e.value for e in Education]
     bands = [label for _, _, label in AGE_BANDS]
     return {
@@ -195,8 +265,8 @@ def _groups(members: list[Member]) -> dict[str, list[str]]:
         "party_years": [*(label for _, _, label in PARTY_YEARS), NOT_RECORDED],
         "full_time_education": [*educations, NOT_RECORDED],
         "in_service_education": [*educations, NOT_RECORDED],
-        "rank": [*sorted({m.rank for m in members if m.rank}), NOT_RECORDED],
-        "reserve_kind": [*sorted({m.reserve_kind for m in members if m.reserve_kind}), NOT_RECORDED],
+        "rank": [*sorted(ranks), NOT_RECORDED],
+        "reserve_kind": [*sorted(kinds), NOT_RECORDED],
     }
 
 
@@ -211,6 +281,13 @@ class _Line:
         self.ages += age
         for group, category in categories.items():
             self.counts[group][category] += 1
+
+    def add_counted(self, counted: Counted) -> None:
+        if counted.group:
+            self.counts[counted.group][counted.category] += counted.cadres
+        else:
+            self.total += counted.cadres
+            self.ages += counted.ages
 
     def row(self, code: str | None, name: str, level: str | None) -> Row:
         average = round(self.ages / self.total, 1) if self.total else None
@@ -237,6 +314,39 @@ def tally(root: str, root_name: str, on: date, units: Iterable[Unit], members: I
         if unit is not None:
             lines[unit.code].add(categories, age)
             by_level[unit.level].add(categories, age)
+    return _statistics(root, root_name, on, known, groups, lines, by_level, total)
+
+
+def tally_counted(root: str, root_name: str, on: date, units: Iterable[Unit], counted: Iterable[Counted]) -> Statistics:
+    """The same table as `tally`, from what PostgreSQL counted (`COUNTED_SQL`) rather than from each member."""
+    found = list(counted)
+    groups = _groups_with(
+        {c.category for c in found if c.group == "rank" and c.category != NOT_RECORDED},
+        {c.category for c in found if c.group == "reserve_kind" and c.category != NOT_RECORDED},
+    )
+    known = {unit.code: unit for unit in units}
+    lines = {code: _Line(groups) for code in known}
+    by_level: dict[str, _Line] = {unit.level: _Line(groups) for unit in known.values()}
+    total = _Line(groups)
+    for count in found:
+        total.add_counted(count)
+        unit = known.get(count.org_code)
+        if unit is not None:
+            lines[unit.code].add_counted(count)
+            by_level[unit.level].add_counted(count)
+    return _statistics(root, root_name, on, known, groups, lines, by_level, total)
+
+
+def _statistics(  # noqa: PLR0917 - the parts of the table, assembled once for both ways of counting
+    root: str,
+    root_name: str,
+    on: date,
+    known: dict[str, Unit],
+    groups: dict[str, list[str]],
+    lines: dict[str, _Line],
+    by_level: dict[str, _Line],
+    total: _Line,
+) -> Statistics:
     levels = sorted(by_level, key=lambda level: LEVEL_ORDER.index(level) if level in LEVEL_ORDER else len(LEVEL_ORDER))
     return Statistics(
         root=root,
