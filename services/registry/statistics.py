@@ -77,16 +77,6 @@ class Member:
     reserve_kind: str | None = None
 
 
-def member_of_row(row: Any) -> Member:
-    """A projection row (`cadres`, an asyncpg record) as a member."""
-    return Member(
-        org_code=row["org_code"],
-        gender=row["gender"],
-        birth_date=row["birth_date"],
-        **{field: row[field] for field in CATEGORY_FIELDS},
-    )
-
-
 def pool_on(events: Iterable[Recorded], root_path: str) -> list[Member]:
     """Fold the registry's events (in recorded order) into the members of the pool of a subtree."""
     members: dict[UUID, tuple[str, Member]] = {}
