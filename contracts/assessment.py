@@ -44,11 +44,14 @@ class DimensionScores(BaseModel):
     probity: int = Field(ge=0, le=100)
 
 
-class AssessmentCycleOpened(Event):
-    """An assessment cycle opened for an org subtree and a period."""
+class _AssessmentEvent(Event):
+    """An event of the assessment service, on its topic."""
 
-    event_type: ClassVar[str] = "AssessmentCycleOpened"
     topic: ClassVar[str] = topics.ASSESSMENT
+
+
+class AssessmentCycleOpened(_AssessmentEvent):
+    """An assessment cycle opened for an org subtree and a period."""
 
     cycle_id: UUID
     org_code: OrgCode
@@ -59,21 +62,15 @@ class AssessmentCycleOpened(Event):
     ends_on: date
 
 
-class AssessmentCycleClosed(Event):
+class AssessmentCycleClosed(_AssessmentEvent):
     """An assessment cycle closed; no evaluation is recorded in it afterwards."""
-
-    event_type: ClassVar[str] = "AssessmentCycleClosed"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     cycle_id: UUID
     closed_on: date
 
 
-class EvaluationRecorded(Event):
+class EvaluationRecorded(_AssessmentEvent):
     """A cadre was evaluated in a cycle. A correction is a new evaluation that supersedes one."""
-
-    event_type: ClassVar[str] = "EvaluationRecorded"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     evaluation_id: UUID
     cycle_id: UUID
@@ -88,11 +85,8 @@ class EvaluationRecorded(Event):
     """The evaluation this one corrects (same cadre, same cycle)."""
 
 
-class CheckInRecorded(Event):
+class CheckInRecorded(_AssessmentEvent):
     """A regular conversation about a cadre's thinking, work and life."""
-
-    event_type: ClassVar[str] = "CheckInRecorded"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     check_in_id: UUID
     cadre_id: UUID
@@ -120,11 +114,8 @@ class ReminderRule(StrEnum):
     NO_TRAINING_HOURS = "no_training_hours"
 
 
-class ReminderIssued(Event):
+class ReminderIssued(_AssessmentEvent):
     """Care and reminder: a problem showing signs or tendencies was pointed out early."""
-
-    event_type: ClassVar[str] = "ReminderIssued"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     reminder_id: UUID
     cadre_id: UUID
@@ -134,11 +125,8 @@ class ReminderIssued(Event):
     rule: ReminderRule | None = None
 
 
-class ReminderResolved(Event):
+class ReminderResolved(_AssessmentEvent):
     """A reminder was followed up and closed."""
-
-    event_type: ClassVar[str] = "ReminderResolved"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     reminder_id: UUID
     cadre_id: UUID
@@ -153,11 +141,8 @@ class ExitRule(StrEnum):
     TWO_BASICALLY_COMPETENT = "two_basically_competent_in_a_row"
 
 
-class ExitRecommended(Event):
+class ExitRecommended(_AssessmentEvent):
     """Assessment recommends that a cadre leave the pool; the registry's organizer decides."""
-
-    event_type: ClassVar[str] = "ExitRecommended"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     recommendation_id: UUID
     cadre_id: UUID
@@ -167,11 +152,8 @@ class ExitRecommended(Event):
     summary: Text = ""
 
 
-class ExitRecommendationRejected(Event):
+class ExitRecommendationRejected(_AssessmentEvent):
     """The organizer decided against an exit recommendation: the cadre stays in the pool."""
-
-    event_type: ClassVar[str] = "ExitRecommendationRejected"
-    topic: ClassVar[str] = topics.ASSESSMENT
 
     recommendation_id: UUID
     cadre_id: UUID

@@ -8,10 +8,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import ONE_LINE
+from contracts.envelope import ONE_LINE, Sha256
 from contracts.event import Event
-
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ChainCheckpointed(Event):
@@ -21,12 +19,11 @@ class ChainCheckpointed(Event):
     own topic; the signature covers `checkpoint_message(source, deployment, position, hash)`.
     """
 
-    event_type: ClassVar[str] = "ChainCheckpointed"
     topic: ClassVar[str] = "<service>.events"
 
     position: int = Field(ge=1)
     """The last event the signature covers."""
-    hash: Hex64
+    hash: Sha256
     """That event's hash: the head of the chain at `position`."""
     key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     """The first 16 hex digits of SHA-256 over the raw public key."""
@@ -36,7 +33,6 @@ class ChainCheckpointed(Event):
 class AuditQueryMade(Event):
     """An audit reviewer (or anyone) asked the audit service something; the question is on record."""
 
-    event_type: ClassVar[str] = "AuditQueryMade"
     topic: ClassVar[str] = topics.AUDIT
 
     query: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -54,7 +50,6 @@ class LateEntryDeclared(Event):
     `late-entry-<id>`), so the audit trail shows a late entry as such (runtime.store, runtime.http).
     """
 
-    event_type: ClassVar[str] = "LateEntryDeclared"
     topic: ClassVar[str] = "<service>.events"
 
     stream_id: str

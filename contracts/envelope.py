@@ -46,6 +46,9 @@ OrgCode = Annotated[str, StringConstraints(pattern=ORG_CODE_PATTERN)]
 OrgPath = Annotated[str, StringConstraints(pattern=ORG_PATH_PATTERN)]
 """Codes from the root down to a unit, joined by dots: `cn.qs.qs_bh`."""
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A SHA-256 digest in lower-case hex (an event's hash, a document's)."""
+
 _ORG_PATH_RE = re.compile(ORG_PATH_PATTERN)
 
 

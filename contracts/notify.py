@@ -27,14 +27,17 @@ class Channel(StrEnum):
     INBOX = "inbox"
 
 
-class NotificationSent(Event):
+class _NotifyEvent(Event):
+    """An event of the notify service, on its topic."""
+
+    topic: ClassVar[str] = topics.NOTIFY
+
+
+class NotificationSent(_NotifyEvent):
     """A notification reached its channel.
 
     The SMTP server accepted it, the webhook answered 2xx, or it was placed in the recipient's in-app inbox.
     """
-
-    event_type: ClassVar[str] = "NotificationSent"
-    topic: ClassVar[str] = topics.NOTIFY
 
     notification_id: UUID
     """Derived from the source event, the rule, the recipient and the channel: the same inputs name the same
@@ -54,11 +57,8 @@ class NotificationSent(Event):
     cadre_id: UUID | None = None
 
 
-class NotificationFailed(Event):
+class NotificationFailed(_NotifyEvent):
     """An attempt to deliver a notification failed; `permanent` ones are dead letters and are not retried."""
-
-    event_type: ClassVar[str] = "NotificationFailed"
-    topic: ClassVar[str] = topics.NOTIFY
 
     notification_id: UUID
     source_event_id: UUID
@@ -73,21 +73,15 @@ class NotificationFailed(Event):
     cadre_id: UUID | None = None
 
 
-class NotificationRead(Event):
+class NotificationRead(_NotifyEvent):
     """The owner of an in-app inbox message marked it read."""
-
-    event_type: ClassVar[str] = "NotificationRead"
-    topic: ClassVar[str] = topics.NOTIFY
 
     notification_id: UUID
     user_id: UserId
 
 
-class NotificationPreferencesSet(Event):
+class NotificationPreferencesSet(_NotifyEvent):
     """A user chose how to be notified (absent channels keep their defaults)."""
-
-    event_type: ClassVar[str] = "NotificationPreferencesSet"
-    topic: ClassVar[str] = topics.NOTIFY
 
     user_id: UserId
     email: bool = True

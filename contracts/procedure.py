@@ -17,17 +17,16 @@ from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts import topics
-from contracts.envelope import OrgCode, OrgPath
+from contracts.envelope import OrgCode, OrgPath, Sha256
 from contracts.event import Event
 from contracts.registry import Education, Gender, Name, Statement, Text
 
 TOPIC = topics.service_topic("selection")
 """The procedures are the selection service's: its topic."""
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
@@ -108,21 +107,21 @@ class Motion(_Value):
     document: Document | None = None
 
 
-class ProcedureRulesSet(Event):
-    """A unit set the rules its procedures (and those of its subtree without their own) are judged by."""
+class _SelectionEvent(Event):
+    """An event of the procedures, on the selection service's topic."""
 
-    event_type: ClassVar[str] = "ProcedureRulesSet"
     topic: ClassVar[str] = TOPIC
+
+
+class ProcedureRulesSet(_SelectionEvent):
+    """A unit set the rules its procedures (and those of its subtree without their own) are judged by."""
 
     org_code: OrgCode
     rules: ProcedureRules
 
 
-class CalendarAdjusted(Event):
+class CalendarAdjusted(_SelectionEvent):
     """A unit declared a day a working day or a day off, beside the public holidays (its subtree follows)."""
-
-    event_type: ClassVar[str] = "CalendarAdjusted"
-    topic: ClassVar[str] = TOPIC
 
     org_code: OrgCode
     day: date
@@ -130,13 +129,15 @@ class CalendarAdjusted(Event):
     reason: Text
 
 
-class ProcedureOpened(Event):
-    """A procedure opened for a candidate: into the pool (with the candidate) or onto a post (with the motion)."""
-
-    event_type: ClassVar[str] = "ProcedureOpened"
-    topic: ClassVar[str] = TOPIC
+class _ProcedureEvent(_SelectionEvent):
+    """An event of one procedure: its stream, named by its id."""
 
     procedure_id: UUID
+
+
+class ProcedureOpened(_ProcedureEvent):
+    """A procedure opened for a candidate: into the pool (with the candidate) or onto a post (with the motion)."""
+
     kind: ProcedureKind
     org_code: OrgCode
     """The unit that runs the procedure (the candidate's unit, or the post's)."""
@@ -182,13 +183,9 @@ class Talks(_Value):
     in_favour: Count
 
 
-class RecommendationRecorded(Event):
+class RecommendationRecorded(_ProcedureEvent):
     """The democratic recommendation: the meeting's tally and the talks, and whether the candidate goes on."""
 
-    event_type: ClassVar[str] = "RecommendationRecorded"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     meeting: MeetingVote
     talks: Talks
     passed: bool
@@ -203,13 +200,9 @@ class InspectionConclusion(StrEnum):
     UNFIT = "unfit"
 
 
-class InspectionRecorded(Event):
+class InspectionRecorded(_ProcedureEvent):
     """The organizational inspection: the team, the interviews, the report, the clean-record letter."""
 
-    event_type: ClassVar[str] = "InspectionRecorded"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     team: tuple[Name, ...] = Field(min_length=1, max_length=20)
     interviewed: int = Field(ge=1, le=10_000)
     report: Document
@@ -219,13 +212,9 @@ class InspectionRecorded(Event):
     """The discipline inspection body's letter on the candidate's record."""
 
 
-class DecisionRecorded(Event):
+class DecisionRecorded(_ProcedureEvent):
     """The committee's collective decision: members present against all members, and the votes."""
 
-    event_type: ClassVar[str] = "DecisionRecorded"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     held_on: date
     members: int = Field(ge=1, le=1000)
     present: Count
@@ -237,13 +226,9 @@ class DecisionRecorded(Event):
     minutes: Document
 
 
-class NoticePublished(Event):
+class NoticePublished(_ProcedureEvent):
     """The public notice was published for a period of working days on the unit's calendar."""
 
-    event_type: ClassVar[str] = "NoticePublished"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     starts_on: date
     working_days: int = Field(ge=1, le=60)
     ends_on: date
@@ -252,49 +237,33 @@ class NoticePublished(Event):
     document: Document | None = None
 
 
-class ObjectionRaised(Event):
+class ObjectionRaised(_ProcedureEvent):
     """Someone objected during the notice period."""
 
-    event_type: ClassVar[str] = "ObjectionRaised"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     objection_id: UUID
     received_on: date
     summary: Text
     document: Document | None = None
 
 
-class ObjectionConcluded(Event):
+class ObjectionConcluded(_ProcedureEvent):
     """An objection was looked into: substantiated (the procedure stops) or not."""
 
-    event_type: ClassVar[str] = "ObjectionConcluded"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     objection_id: UUID
     substantiated: bool
     finding: Text
     document: Document | None = None
 
 
-class NoticeClosed(Event):
+class NoticeClosed(_ProcedureEvent):
     """The notice period ended with every objection concluded and none substantiated."""
 
-    event_type: ClassVar[str] = "NoticeClosed"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     closed_on: date
 
 
-class ProcedureConcluded(Event):
+class ProcedureConcluded(_ProcedureEvent):
     """The outcome: the candidate admitted into the pool, or appointed to the post, by a document."""
 
-    event_type: ClassVar[str] = "ProcedureConcluded"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     kind: ProcedureKind
     candidate_id: UUID
     document_number: Name
@@ -312,12 +281,8 @@ class ProcedureConcluded(Event):
     unit below it and sends the outcome down as a directive, ADR 0039). None in outcomes recorded before."""
 
 
-class ProcedureStopped(Event):
+class ProcedureStopped(_ProcedureEvent):
     """The procedure stopped at a step, with the reason (a vote not passed, an objection upheld, a withdrawal)."""
 
-    event_type: ClassVar[str] = "ProcedureStopped"
-    topic: ClassVar[str] = TOPIC
-
-    procedure_id: UUID
     at_step: Step
     reason: Statement

@@ -152,11 +152,14 @@ class Person(BaseModel):
     language: Language = Language.ZH
 
 
-class OrgUnitRegistered(Event):
-    """A unit joined the organization tree under its parent (none for the root)."""
+class _RegistryEvent(Event):
+    """An event of the registry service, on its topic."""
 
-    event_type: ClassVar[str] = "OrgUnitRegistered"
     topic: ClassVar[str] = topics.REGISTRY
+
+
+class OrgUnitRegistered(_RegistryEvent):
+    """A unit joined the organization tree under its parent (none for the root)."""
 
     code: OrgCode
     name: Name
@@ -167,17 +170,14 @@ class OrgUnitRegistered(Event):
     """How many reserve cadres the unit aims to keep in its pool."""
 
 
-class ResponsibleLeaderDesignated(Event):
+class ResponsibleLeaderDesignated(_RegistryEvent):
     """The unit's main leader became the first responsible person for its reserve cadres."""
-
-    event_type: ClassVar[str] = "ResponsibleLeaderDesignated"
-    topic: ClassVar[str] = topics.REGISTRY
 
     org_code: OrgCode
     leader: Person
 
 
-class CadreNominatedV1(Event):
+class CadreNominatedV1(_RegistryEvent):
     """Version 1 of `CadreNominated`: only the birth year was recorded.
 
     Kept so that events stored in version 1 still validate; read through
@@ -186,7 +186,6 @@ class CadreNominatedV1(Event):
 
     event_type: ClassVar[str] = "CadreNominated"
     schema_version: ClassVar[int] = 1
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     org_code: OrgCode
@@ -200,12 +199,10 @@ class CadreNominatedV1(Event):
     reason: Text
 
 
-class CadreNominated(Categories, Event):
+class CadreNominated(Categories, _RegistryEvent):
     """A unit nominated a person into the reserve pool (with the categories the statistics count, if recorded)."""
 
-    event_type: ClassVar[str] = "CadreNominated"
     schema_version: ClassVar[int] = 2
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     org_code: OrgCode
@@ -245,31 +242,22 @@ class ProfileChanges(Categories):
     language: Language | None = None
 
 
-class CadreProfileUpdated(Event):
+class CadreProfileUpdated(_RegistryEvent):
     """Some fields of a cadre's profile changed."""
-
-    event_type: ClassVar[str] = "CadreProfileUpdated"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     changes: ProfileChanges
 
 
-class MentorAssigned(Event):
+class MentorAssigned(_RegistryEvent):
     """A cadre was given a one-on-one mentor (replacing any earlier one)."""
-
-    event_type: ClassVar[str] = "MentorAssigned"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     mentor: Person
 
 
-class CadreRetired(Event):
+class CadreRetired(_RegistryEvent):
     """A cadre left the reserve pool."""
-
-    event_type: ClassVar[str] = "CadreRetired"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     reason: RetirementReason
@@ -281,15 +269,12 @@ class CadreRetired(Event):
     """The post in selection's teams, when the appointment was recorded there (older events name none)."""
 
 
-class ImportRunReversed(Event):
+class ImportRunReversed(_RegistryEvent):
     """An import run was reversed: each of its cadres still in the pool left it as `import_reversed` (ADR 0026).
 
     Recorded once per run, after the cadres' own `CadreRetired` events; the envelope's actor is
     who asked for it and its `recorded_at` when. The run is the correlation id of the import's requests.
     """
-
-    event_type: ClassVar[str] = "ImportRunReversed"
-    topic: ClassVar[str] = topics.REGISTRY
 
     run_id: UUID
     nominated: int = Field(ge=0)
@@ -305,16 +290,13 @@ Subject = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern
 """The identity provider's stable id of a person: the `sub` of its access tokens."""
 
 
-class AccessGranted(Event):
+class AccessGranted(_RegistryEvent):
     """A person may act at an org unit with a role (replacing whatever they had).
 
     Which unit and role a person acts with is the platform's to decide, not a claim the
     identity provider makes: every service maps an access token's subject to the actor
     through these grants.
     """
-
-    event_type: ClassVar[str] = "AccessGranted"
-    topic: ClassVar[str] = topics.REGISTRY
 
     user_id: UserId
     """The platform's name for the person: the actor recorded on everything they do."""
@@ -324,40 +306,31 @@ class AccessGranted(Event):
     role: Role
 
 
-class AccessRevoked(Event):
+class AccessRevoked(_RegistryEvent):
     """A person may no longer act anywhere (until granted again)."""
-
-    event_type: ClassVar[str] = "AccessRevoked"
-    topic: ClassVar[str] = topics.REGISTRY
 
     user_id: UserId
     subject: Subject
 
 
-class PersonalDataRecorded(Event):
+class PersonalDataRecorded(_RegistryEvent):
     """A cadre's personal file was recorded (replacing any earlier one), sealed with the cadre's key.
 
     The payload holds only ciphertext: `Sealed` opens to a `contracts.personal.PersonalFile`
     where the cadre's key is held, and to nothing once the cadre's data was erased.
     """
 
-    event_type: ClassVar[str] = "PersonalDataRecorded"
-    topic: ClassVar[str] = topics.REGISTRY
-
     cadre_id: UUID
     sealed: Sealed
 
 
-class PersonalDataErased(Event):
+class PersonalDataErased(_RegistryEvent):
     """A cadre's personal data was erased: the key that sealed it was destroyed.
 
     Every `PersonalDataRecorded` of the cadre stays where it is, chained and verifiable,
     and can no longer be opened. Deployments that were granted the key destroy theirs
     when this event reaches them.
     """
-
-    event_type: ClassVar[str] = "PersonalDataErased"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     key_id: UUID | None
@@ -366,11 +339,8 @@ class PersonalDataErased(Event):
     """The request or legal basis (no personal data)."""
 
 
-class PersonalDataKeyGranted(Event):
+class PersonalDataKeyGranted(_RegistryEvent):
     """Another deployment was given the cadre's key (sealed to that deployment's public key)."""
-
-    event_type: ClassVar[str] = "PersonalDataKeyGranted"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     key_id: UUID
@@ -379,15 +349,12 @@ class PersonalDataKeyGranted(Event):
     """Fingerprint of the public key the grant was sealed to."""
 
 
-class PersonalDataKeyAccepted(Event):
+class PersonalDataKeyAccepted(_RegistryEvent):
     """This deployment now holds a cadre's key another deployment granted it (beside, never instead of, any other).
 
     Recorded in the stream `personal-keys-<cadre id>` at the accepting organizer's unit: who
     and when are the envelope's, the grant's origin and key id are here.
     """
-
-    event_type: ClassVar[str] = "PersonalDataKeyAccepted"
-    topic: ClassVar[str] = topics.REGISTRY
 
     cadre_id: UUID
     key_id: UUID

@@ -64,11 +64,14 @@ class OverQuota(BaseModel):
     reason: Statement
 
 
-class PostQuotaSet(Event):
-    """A unit's approved number of posts of a kind (职数) was set."""
+class _SelectionEvent(Event):
+    """An event of the selection service, on its topic."""
 
-    event_type: ClassVar[str] = "PostQuotaSet"
     topic: ClassVar[str] = topics.SELECTION
+
+
+class PostQuotaSet(_SelectionEvent):
+    """A unit's approved number of posts of a kind (职数) was set."""
 
     org_code: OrgCode
     kind: PostKind
@@ -77,11 +80,8 @@ class PostQuotaSet(Event):
     """The approving document."""
 
 
-class PostCreated(Event):
+class PostCreated(_SelectionEvent):
     """A leadership post was set up in a unit's team."""
-
-    event_type: ClassVar[str] = "PostCreated"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     org_code: OrgCode
@@ -91,22 +91,16 @@ class PostCreated(Event):
     """The rank the post carries (e.g. county level principal)."""
 
 
-class PostChanged(Event):
+class PostChanged(_SelectionEvent):
     """A post's title or rank changed (both given, as they now are)."""
-
-    event_type: ClassVar[str] = "PostChanged"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     title: Name
     rank: Name
 
 
-class IncumbentAppointed(Event):
+class IncumbentAppointed(_SelectionEvent):
     """Someone holds a post from a date: a team's present members, or anyone appointed from outside the pool."""
-
-    event_type: ClassVar[str] = "IncumbentAppointed"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     holder_name: Name
@@ -121,11 +115,8 @@ class IncumbentAppointed(Event):
     pool's is the registry's)."""
 
 
-class IncumbentLeft(Event):
+class IncumbentLeft(_SelectionEvent):
     """An incumbent's tenure ended."""
-
-    event_type: ClassVar[str] = "IncumbentLeft"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     holder_name: Name
@@ -134,11 +125,8 @@ class IncumbentLeft(Event):
     note: Text = ""
 
 
-class SuccessorNamed(Event):
+class SuccessorNamed(_SelectionEvent):
     """A reserve cadre was named as a successor for a post, with a readiness."""
-
-    event_type: ClassVar[str] = "SuccessorNamed"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     cadre_id: UUID
@@ -147,11 +135,8 @@ class SuccessorNamed(Event):
     reason: Statement
 
 
-class ReadinessReviewed(Event):
+class ReadinessReviewed(_SelectionEvent):
     """A successor's readiness was reviewed (changed or confirmed), with the reason."""
-
-    event_type: ClassVar[str] = "ReadinessReviewed"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     cadre_id: UUID
@@ -159,26 +144,20 @@ class ReadinessReviewed(Event):
     reason: Statement
 
 
-class SuccessorWithdrawn(Event):
+class SuccessorWithdrawn(_SelectionEvent):
     """A cadre is no longer a successor for a post."""
-
-    event_type: ClassVar[str] = "SuccessorWithdrawn"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     cadre_id: UUID
     reason: Statement
 
 
-class CadreAppointed(Event):
+class CadreAppointed(_SelectionEvent):
     """A reserve cadre was appointed out of the pool to a post (one decision, with its document).
 
     It fills the post; an `IncumbentLeft(reason=succeeded)` of the holder before it comes in the
     same append. The registry takes the cadre out of the pool as *appointed*, linked to the post.
     """
-
-    event_type: ClassVar[str] = "CadreAppointed"
-    topic: ClassVar[str] = topics.SELECTION
 
     post_id: UUID
     cadre_id: UUID
@@ -195,11 +174,8 @@ class CadreAppointed(Event):
     """The appointment procedure that decided it; none for an appointment recorded before procedures were."""
 
 
-class PotentialRated(Event):
+class PotentialRated(_SelectionEvent):
     """A cadre's potential was rated, with the reason, in a review cycle (the rater is the envelope's actor)."""
-
-    event_type: ClassVar[str] = "PotentialRated"
-    topic: ClassVar[str] = topics.SELECTION
 
     cadre_id: UUID
     potential: Potential

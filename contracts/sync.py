@@ -32,22 +32,24 @@ class StreamHandedOver(Event):
     follows this one), and the old owner refuses any later write.
     """
 
-    event_type: ClassVar[str] = "StreamHandedOver"
     topic: ClassVar[str] = "<service>.events"
 
     to_deployment: DeploymentId
     reason: Reason = ""
 
 
-class DeploymentLinked(Event):
+class _SyncEvent(Event):
+    """An event of the sync service, on its topic."""
+
+    topic: ClassVar[str] = topics.SYNC
+
+
+class DeploymentLinked(_SyncEvent):
     """A deployment vouches for a deployment below it: its root unit and its public key.
 
     Appended by the sync service for each of its children (and again when a key changes).
     The levels further up learn from it whom to trust for events forwarded from below.
     """
-
-    event_type: ClassVar[str] = "DeploymentLinked"
-    topic: ClassVar[str] = topics.SYNC
 
     deployment: DeploymentId
     root: OrgPath
@@ -74,11 +76,8 @@ class DirectiveKind(StrEnum):
     post of that unit's team: the body names the unit, the post, the date and the document; ADR 0042)."""
 
 
-class DirectiveIssued(Event):
+class DirectiveIssued(_SyncEvent):
     """A higher level decided something about a cadre that a lower deployment owns."""
-
-    event_type: ClassVar[str] = "DirectiveIssued"
-    topic: ClassVar[str] = topics.SYNC
 
     directive_id: UUID
     target_deployment: DeploymentId
@@ -89,11 +88,8 @@ class DirectiveIssued(Event):
     note: Reason = ""
 
 
-class DirectiveApplied(Event):
+class DirectiveApplied(_SyncEvent):
     """The owning deployment applied a directive (once), as a command on the higher level's authority."""
-
-    event_type: ClassVar[str] = "DirectiveApplied"
-    topic: ClassVar[str] = topics.SYNC
 
     directive_id: UUID
     issued_by: DeploymentId
@@ -102,11 +98,8 @@ class DirectiveApplied(Event):
     """The events the command recorded (empty when it had been applied before)."""
 
 
-class DirectiveRefused(Event):
+class DirectiveRefused(_SyncEvent):
     """The owning deployment refused a directive; the reason goes back up."""
-
-    event_type: ClassVar[str] = "DirectiveRefused"
-    topic: ClassVar[str] = topics.SYNC
 
     directive_id: UUID
     issued_by: DeploymentId

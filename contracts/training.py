@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import Field, StringConstraints
 
 from contracts import topics
-from contracts.envelope import NOT_BLANK_LINE, OrgCode
+from contracts.envelope import NOT_BLANK_LINE, OrgCode, Sha256
 from contracts.event import Event
 from contracts.registry import Name, Text
 
@@ -27,11 +27,14 @@ class ProgramFormat(StrEnum):
     BLENDED = "blended"
 
 
-class TrainingProgramScheduled(Event):
-    """An organized training programme was scheduled (organized training is the main form)."""
+class _TrainingEvent(Event):
+    """An event of the training service, on its topic."""
 
-    event_type: ClassVar[str] = "TrainingProgramScheduled"
     topic: ClassVar[str] = topics.TRAINING
+
+
+class TrainingProgramScheduled(_TrainingEvent):
+    """An organized training programme was scheduled (organized training is the main form)."""
 
     program_id: UUID
     title: Name
@@ -45,21 +48,15 @@ class TrainingProgramScheduled(Event):
     location: Text = ""
 
 
-class TrainingProgramCancelled(Event):
+class TrainingProgramCancelled(_TrainingEvent):
     """A programme will not take place; its enrolments are withdrawn."""
-
-    event_type: ClassVar[str] = "TrainingProgramCancelled"
-    topic: ClassVar[str] = topics.TRAINING
 
     program_id: UUID
     reason: Text
 
 
-class TrainingEnrolled(Event):
+class TrainingEnrolled(_TrainingEvent):
     """A cadre was enrolled in a programme."""
-
-    event_type: ClassVar[str] = "TrainingEnrolled"
-    topic: ClassVar[str] = topics.TRAINING
 
     program_id: UUID
     cadre_id: UUID
@@ -73,11 +70,8 @@ class WithdrawalReason(StrEnum):
     PROGRAM_CANCELLED = "program_cancelled"
 
 
-class EnrolmentWithdrawn(Event):
+class EnrolmentWithdrawn(_TrainingEvent):
     """An enrolment ended without completion."""
-
-    event_type: ClassVar[str] = "EnrolmentWithdrawn"
-    topic: ClassVar[str] = topics.TRAINING
 
     program_id: UUID
     cadre_id: UUID
@@ -85,11 +79,8 @@ class EnrolmentWithdrawn(Event):
     note: Text = ""
 
 
-class TrainingCompleted(Event):
-    """A cadre completed a programme, with the hours credited and the score."""
-
-    event_type: ClassVar[str] = "TrainingCompleted"
-    topic: ClassVar[str] = topics.TRAINING
+class _Completion(_TrainingEvent):
+    """A cadre's completion of a programme: the hours credited and the score."""
 
     program_id: UUID
     cadre_id: UUID
@@ -99,7 +90,11 @@ class TrainingCompleted(Event):
     passed: bool = True
 
 
-class TrainingAttendanceRecorded(Event):
+class TrainingCompleted(_Completion):
+    """A cadre completed a programme, with the hours credited and the score."""
+
+
+class TrainingAttendanceRecorded(_Completion):
     """A cadre's completion of a programme that already ran, recorded after the fact.
 
     For records kept before the platform (an import of past training, a sign-in sheet found
@@ -107,15 +102,6 @@ class TrainingAttendanceRecorded(Event):
     what the record rests on. It counts like a `TrainingCompleted`.
     """
 
-    event_type: ClassVar[str] = "TrainingAttendanceRecorded"
-    topic: ClassVar[str] = topics.TRAINING
-
-    program_id: UUID
-    cadre_id: UUID
-    completed_on: date
-    hours: Hours
-    score: int | None = Field(default=None, ge=0, le=100)
-    passed: bool = True
     evidence: Text
     """What shows the cadre attended: a certificate number, the class register."""
 
@@ -129,11 +115,8 @@ class SelfStudyKind(StrEnum):
     RESEARCH = "research"
 
 
-class SelfStudyLogged(Event):
-    """A cadre logged autonomous study."""
-
-    event_type: ClassVar[str] = "SelfStudyLogged"
-    topic: ClassVar[str] = topics.TRAINING
+class _SelfStudy(_TrainingEvent):
+    """An entry of autonomous study: what a cadre studied, when, for how many hours."""
 
     entry_id: UUID
     cadre_id: UUID
@@ -141,44 +124,33 @@ class SelfStudyLogged(Event):
     topic_studied: Topic
     studied_on: date
     hours: Hours
+
+
+class SelfStudyLogged(_SelfStudy):
+    """A cadre logged autonomous study."""
+
     evidence: Text
     """What shows the study happened: a certificate number, notes, a link."""
 
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-"""A SHA-256 digest in lower-case hex."""
-
-
-class SelfStudyReported(Event):
+class SelfStudyReported(_SelfStudy):
     """A cadre reported their own autonomous study, with evidence (ADR 0028).
 
     It counts toward no hours until an organizer of the cadre's subtree confirms it
     (`SelfStudyConfirmed`); an organizer may reject it instead (`SelfStudyRejected`).
     """
 
-    event_type: ClassVar[str] = "SelfStudyReported"
-    topic: ClassVar[str] = topics.TRAINING
-
-    entry_id: UUID
-    cadre_id: UUID
-    kind: SelfStudyKind
-    topic_studied: Topic
-    studied_on: date
-    hours: Hours
     evidence_name: Name
     """The evidence document's file name (a certificate, notes) as the cadre gave it."""
     evidence_sha256: Sha256
     """The SHA-256 of the evidence document: the record says which document it rests on."""
 
 
-class SelfStudyConfirmed(Event):
+class SelfStudyConfirmed(_TrainingEvent):
     """An organizer confirmed a reported self-study: from now on its hours count.
 
     It repeats the day and the hours, so that every reader counts it without the report.
     """
-
-    event_type: ClassVar[str] = "SelfStudyConfirmed"
-    topic: ClassVar[str] = topics.TRAINING
 
     entry_id: UUID
     cadre_id: UUID
@@ -186,11 +158,8 @@ class SelfStudyConfirmed(Event):
     hours: Hours
 
 
-class SelfStudyRejected(Event):
+class SelfStudyRejected(_TrainingEvent):
     """An organizer rejected a reported self-study, saying why: it never counts."""
-
-    event_type: ClassVar[str] = "SelfStudyRejected"
-    topic: ClassVar[str] = topics.TRAINING
 
     entry_id: UUID
     cadre_id: UUID
@@ -210,11 +179,8 @@ class PostingKind(StrEnum):
     """Urgent, difficult or dangerous tasks: emergencies, disaster relief."""
 
 
-class PostingAssigned(Event):
+class PostingAssigned(_TrainingEvent):
     """A cadre was posted for practical training."""
-
-    event_type: ClassVar[str] = "PostingAssigned"
-    topic: ClassVar[str] = topics.TRAINING
 
     posting_id: UUID
     cadre_id: UUID
@@ -234,11 +200,8 @@ class PostingOutcome(StrEnum):
     CUT_SHORT = "cut_short"
 
 
-class PostingCompleted(Event):
+class PostingCompleted(_TrainingEvent):
     """A posting ended, as planned or cut short."""
-
-    event_type: ClassVar[str] = "PostingCompleted"
-    topic: ClassVar[str] = topics.TRAINING
 
     posting_id: UUID
     cadre_id: UUID

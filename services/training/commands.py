@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import Envelope, OrgCode, Role, uuid7
+from contracts.envelope import Envelope, OrgCode, Role, Sha256, uuid7
 from contracts.event import Event
 from contracts.registry import CadreRetired, Name, Statement, Text
 from contracts.training import (
@@ -21,7 +21,6 @@ from contracts.training import (
     SelfStudyKind,
     SelfStudyLogged,
     SelfStudyReported,
-    Sha256,
     Topic,
     TrainingProgramScheduled,
     WithdrawalReason,
