@@ -23,12 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Self
 from uuid import UUID
 
 import asyncpg
 import httpx
 
+from bench import harness
 from bench.harness import Figure, Report, Series, percentile
 from bench.workload import nomination_body
 from contracts import topics
@@ -222,7 +222,7 @@ VISIBLE_IN: dict[str, str] = {
 """The table of each consumer in which a nominated cadre shows up."""
 
 
-class Watcher:
+class Watcher(harness.ThreadedWatcher):
     """Polls a projection table for cadre ids, noting (wall time) when each first shows up.
 
     The ids are those of the attack, in the order it sends them at `rate` from `started`. Each
@@ -234,6 +234,7 @@ class Watcher:
     def __init__(
         self, dsn: str, table: str, ids: list[UUID], *, rate: int, started: threading.Event | None = None
     ) -> None:
+        super().__init__()
         self._dsn = dsn
         self._sql = f"SELECT DISTINCT cadre_id FROM {table} WHERE cadre_id = ANY($1::uuid[])"  # noqa: S608 - ours
         self._ids = ids
@@ -244,16 +245,6 @@ class Watcher:
         self.started = started or threading.Event()
         """Set when the attack starts sending."""
         self.seen: dict[UUID, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def wait(self, until: float, sent: set[UUID]) -> None:
         """Let the watcher go on until every id in `sent` is seen or `until` (monotonic)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
 import os
 import platform
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -180,6 +182,36 @@ class Clock:
 
     def __exit__(self, *_: object) -> None:
         self.seconds = time.perf_counter() - self.started
+
+
+class ThreadedWatcher:
+    """Watches on a thread of its own (its own event loop) for as long as a `with` block lasts.
+
+    A subclass notes what it sees in `_watch`, which runs until `_stop` is set: the end of the
+    block sets it and waits for the thread.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    async def _watch(self) -> None:
+        raise NotImplementedError
+
+
+def generated(what: str, cadres: int, clock: Clock) -> Figure:
+    """The data generator's figure: `cadres` (described by `what`) in the seconds `clock` took."""
+    return Figure(
+        name=f"data generator: {what}", value=cadres / clock.seconds, unit="cadres/s", notes=f"{clock.seconds:.1f} s"
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from bench import datagen
+from bench import datagen, harness
 from bench.harness import Clock, Figure, Report, Series, Stack, percentile
 from contracts.envelope import Actor, Role
 from runtime import db
@@ -19,14 +19,7 @@ async def run(stack: Stack, report: Report, *, cadres: int) -> None:
     dsn = await stack.fresh_database("bench_queries")
     with Clock() as generated:
         unit_count = await datagen.load_registry_tables(dsn, cadres=cadres)
-    report.add(
-        Figure(
-            name=f"data generator: {cadres:,} cadres in {unit_count} units",
-            value=cadres / generated.seconds,
-            unit="cadres/s",
-            notes=f"{generated.seconds:.1f} s",
-        )
-    )
+    report.add(harness.generated(f"{cadres:,} cadres in {unit_count} units", cadres, generated))
     pool = await db.create_pool(dsn, max_size=2)
     try:
         reads = RegistryQueries(pool, store=None)  # type: ignore[arg-type]

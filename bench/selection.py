@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
 
-from bench import datagen
+from bench import datagen, harness
 from bench.harness import Clock, Figure, Report, Stack, percentile
 from bench.workload import NAMESPACE
 from contracts.envelope import Actor, Role
@@ -52,14 +52,8 @@ async def run(stack: Stack, report: Report, *, cadres: int) -> None:
     with Clock() as generated:
         await datagen.load_registry_tables(dsn, cadres=cadres)
         posts = await load_selection_tables(dsn, cadres=cadres)
-    report.add(
-        Figure(
-            name=f"data generator: {cadres:,} cadres and {posts:,} posts with incumbents and successors",
-            value=cadres / generated.seconds,
-            unit="cadres/s",
-            notes=f"{generated.seconds:.1f} s",
-        )
-    )
+    what = f"{cadres:,} cadres and {posts:,} posts with incumbents and successors"
+    report.add(harness.generated(what, cadres, generated))
     pool = await db.create_pool(dsn, max_size=2)
     try:
         await _measure(pool, report, cadres=cadres, posts=posts)

@@ -20,14 +20,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
 from bench import e2e
 from bench.footprint import _own_infrastructure, _processes_named, _tree, pss_kib
-from bench.harness import Figure, Report, Series, percentile
+from bench.harness import Figure, Report, Series, ThreadedWatcher, percentile
 from bench.workload import NAMESPACE, nomination_body
 from contracts import topics
 from contracts.envelope import Actor, Role, uuid7
@@ -47,23 +46,14 @@ def _dsn(running: local_levels.Running, level: str, service: str) -> str:
     return local_stack.database_dsn(stack.postgres_dsn, local_stack.database_name(stack.namespace, service))
 
 
-class CopyWatcher:
+class CopyWatcher(ThreadedWatcher):
     """A plain consumer at the city on MirrorMaker's copy of the county's registry topic: first arrival per key."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__()
         self._bootstrap = bootstrap
         self._topic = topic
         self.seen: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     async def _watch(self) -> None:
         consumer = AIOKafkaConsumer(
