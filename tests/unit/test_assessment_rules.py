@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 import pytest
@@ -22,6 +23,8 @@ from contracts.event import Event
 from runtime import clock
 from runtime.errors import ConflictError, RuleViolationError
 from services.assessment import rules
+
+E = TypeVar("E", bound=Event)
 
 CADRE = uuid7()
 SCORES = DimensionScores(political_integrity=80, ability=75, diligence=82, performance=70, probity=90)
@@ -72,7 +75,7 @@ def run(grades: list[Grade]) -> tuple[list[Event], list[rules.Cycle]]:
     return events, cycles
 
 
-def of_type(events: list[Event], kind: type[Event]) -> list[Event]:
+def of_type(events: list[Event], kind: type[E]) -> list[E]:
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -101,7 +104,6 @@ def test_one_evaluation_per_cycle_and_corrections_supersede(today: date) -> None
 def test_an_incompetent_grade_recommends_an_exit_once() -> None:
     events, _ = run([Grade.COMPETENT, Grade.INCOMPETENT, Grade.INCOMPETENT])
     [exit_] = of_type(events, ExitRecommended)
-    assert isinstance(exit_, ExitRecommended)
     assert exit_.rule is ExitRule.INCOMPETENT_GRADE
     assert len(exit_.evidence) == 1
 
@@ -111,7 +113,6 @@ def test_two_basically_competent_in_a_row_recommend_an_exit() -> None:
     assert of_type(events, ExitRecommended) == []
     events, _ = run([Grade.COMPETENT, Grade.BASICALLY_COMPETENT, Grade.BASICALLY_COMPETENT])
     [exit_] = of_type(events, ExitRecommended)
-    assert isinstance(exit_, ExitRecommended)
     assert exit_.rule is ExitRule.TWO_BASICALLY_COMPETENT
     assert len(exit_.evidence) == 2
 
@@ -121,7 +122,6 @@ def test_a_falling_grade_raises_a_reminder_while_none_is_open() -> None:
     reminders = of_type(events, ReminderIssued)
     assert len(reminders) == 1  # the second fall finds the first reminder still open
     [reminder] = reminders
-    assert isinstance(reminder, ReminderIssued)
     assert reminder.rule is ReminderRule.FALLING_GRADE
     assert "excellent to competent" in reminder.concern
     steady, _ = run([Grade.COMPETENT, Grade.COMPETENT, Grade.EXCELLENT])

@@ -137,21 +137,24 @@ def test_ending_a_posting() -> None:
     assert cut.outcome is PostingOutcome.CUT_SHORT
 
 
+def scheduled(capacity: int, *, starts_on: int = 59, ends_on: int = 78) -> TrainingProgramScheduled:
+    """A programme of 80 hours from `starts_on` to `ends_on` (days after the anchor)."""
+    return TrainingProgramScheduled(
+        program_id=uuid7(),
+        title="Party school spring class",
+        organizer_code="qs",
+        starts_on=on(starts_on),
+        ends_on=on(ends_on),
+        hours=80,
+        capacity=capacity,
+        curriculum=["Theory", "Governance"],
+    )
+
+
 def program(capacity: int, *enrolled: object) -> rules.Program:
-    program_id = uuid7()
-    events: list[object] = [
-        TrainingProgramScheduled(
-            program_id=program_id,
-            title="Party school spring class",
-            organizer_code="qs",
-            starts_on=on(59),
-            ends_on=on(78),
-            hours=80,
-            capacity=capacity,
-            curriculum=["Theory", "Governance"],
-        )
-    ]
-    events += [TrainingEnrolled(program_id=program_id, cadre_id=c) for c in enrolled]
+    opened = scheduled(capacity)
+    events: list[object] = [opened]
+    events += [TrainingEnrolled(program_id=opened.program_id, cadre_id=c) for c in enrolled]
     replayed = rules.Program.replay(events, "qs")  # type: ignore[arg-type]
     assert replayed is not None
     return replayed
@@ -181,31 +184,9 @@ def test_completion_rules() -> None:
         rules.complete(running, cadre, completed_on=on(31), hours=80, score=90, passed=True)
     [done] = rules.complete(running, cadre, completed_on=on(78), hours=76, score=88, passed=True)
     assert isinstance(done, TrainingCompleted)
-    assert rules.schedule(
-        TrainingProgramScheduled(
-            program_id=uuid7(),
-            title="t",
-            organizer_code="qs",
-            starts_on=on(1),
-            ends_on=on(1),
-            hours=8,
-            capacity=1,
-            curriculum=["x"],
-        )
-    )
+    assert rules.schedule(scheduled(1, starts_on=1, ends_on=1))
     with pytest.raises(RuleViolationError, match="ends"):
-        rules.schedule(
-            TrainingProgramScheduled(
-                program_id=uuid7(),
-                title="t",
-                organizer_code="qs",
-                starts_on=on(1),
-                ends_on=on(0),
-                hours=8,
-                capacity=1,
-                curriculum=["x"],
-            )
-        )
+        rules.schedule(scheduled(1, starts_on=1, ends_on=0))
 
 
 def test_attendance_recorded_after_the_fact() -> None:
@@ -231,16 +212,7 @@ def test_attendance_recorded_after_the_fact() -> None:
     [attended] = record(started, cadre, 78, 90)
     assert isinstance(attended, TrainingAttendanceRecorded)
     history: list[Event] = [
-        TrainingProgramScheduled(
-            program_id=started.program_id,
-            title="Party school spring class",
-            organizer_code="qs",
-            starts_on=started.starts_on,
-            ends_on=started.ends_on,
-            hours=started.hours,
-            capacity=started.capacity,
-            curriculum=["Theory"],
-        ),
+        scheduled(started.capacity).model_copy(update={"program_id": started.program_id}),
         TrainingEnrolled(program_id=started.program_id, cadre_id=enrolled),
         attended,
     ]
