@@ -10,7 +10,6 @@ from uuid import UUID
 from pydantic import Field
 
 from contracts.envelope import Envelope, OrgCode, Role, Sha256, uuid7
-from contracts.event import Event
 from contracts.registry import CadreRetired, Name, Statement, Text
 from contracts.training import (
     Hours,
@@ -26,7 +25,7 @@ from contracts.training import (
     WithdrawalReason,
 )
 from runtime.auth import can_write, require_role, require_scope
-from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, retrying, start
+from runtime.commands import Accepted, Command, Decision, Streams, change, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
@@ -270,12 +269,6 @@ class TrainingCommands:
 
         return await change(self._store, program_stream(program_id), load, decide, ctx=ctx, expected=expected)
 
-    async def _append_program(
-        self, ctx: CommandContext, program: rules.Program, events: list[Event], cadre_id: UUID | None, org_path: str
-    ) -> Accepted:
-        stream = program_stream(program.program_id)
-        return await record(self._store, stream, program.version, events, ctx=ctx, org_path=org_path, cadre_id=cadre_id)
-
     async def _cadre_training(self, cadre_id: UUID) -> rules.CadreTraining:
         history = await self._store.read_stream(cadre_stream(cadre_id))
         return rules.CadreTraining.replay(cadre_id, [r.event for r in history])
@@ -289,8 +282,7 @@ class TrainingCommands:
             raise RuleViolationError(msg)
         entry_id = cmd.entry_id or uuid7()
 
-        async def attempt() -> Accepted:
-            state = await self._cadre_training(cadre_id)
+        def decide(state: rules.CadreTraining) -> Decision:
             if entry_id in state.self_study_entries:
                 msg = f"self-study entry {entry_id} is already logged"
                 raise ConflictError(msg)
@@ -303,9 +295,9 @@ class TrainingCommands:
                 hours=cmd.hours,
                 evidence=cmd.evidence,
             )
-            return await self._append_cadre(ctx, state, [event], cadre["org_path"])
+            return Decision([event], cadre["org_path"], cadre_id)
 
-        return await retrying(attempt, expected=None)
+        return await self._change_cadre(ctx, cadre_id, decide, expected=None)
 
     async def report_self_study(self, ctx: CommandContext, cadre_id: UUID, cmd: ReportSelfStudy) -> Accepted:
         """A cadre reports their own study (another cadre: 404); it waits for an organizer's confirmation."""
@@ -323,12 +315,10 @@ class TrainingCommands:
             evidence_sha256=cmd.evidence_sha256,
         )
 
-        async def attempt() -> Accepted:
-            state = await self._cadre_training(cadre_id)
-            events = rules.report_self_study(state, event, ctx.day)
-            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+        def decide(state: rules.CadreTraining) -> Decision:
+            return Decision(rules.report_self_study(state, event, ctx.day), cadre["org_path"], cadre_id)
 
-        return await retrying(attempt, expected=None)
+        return await self._change_cadre(ctx, cadre_id, decide, expected=None)
 
     async def decide_self_study(
         self,
@@ -344,13 +334,11 @@ class TrainingCommands:
         can_write(ctx.actor)
         cadre = await self._cadre(ctx, cadre_id)
 
-        async def attempt() -> Accepted:
-            state = await self._cadre_training(cadre_id)
-            check_expected(cadre_stream(cadre_id), expected, state.version)
+        def decide(state: rules.CadreTraining) -> Decision:
             events = rules.decide_report(state, entry_id, confirm=confirm, reason=reason)
-            return await self._append_cadre(ctx, state, events, cadre["org_path"])
+            return Decision(events, cadre["org_path"], cadre_id)
 
-        return await retrying(attempt, expected=expected)
+        return await self._change_cadre(ctx, cadre_id, decide, expected)
 
     async def assign_posting(
         self, ctx: CommandContext, cadre_id: UUID, cmd: AssignPosting, expected: int | None
@@ -408,14 +396,6 @@ class TrainingCommands:
             expected=expected,
         )
 
-    async def _append_cadre(
-        self, ctx: CommandContext, state: rules.CadreTraining, events: list[Event], org_path: str
-    ) -> Accepted:
-        stream = cadre_stream(state.cadre_id)
-        return await record(
-            self._store, stream, state.version, events, ctx=ctx, org_path=org_path, cadre_id=state.cadre_id
-        )
-
     async def close_for_retired(self, envelope: Envelope, retired: CadreRetired) -> int:
         """The cadre left the pool: withdraw its open enrolments, cut its open posting short.
 
@@ -429,17 +409,19 @@ class TrainingCommands:
         )
         for row in open_programs:
 
-            async def withdraw(program_id: UUID = row["program_id"]) -> Accepted:
-                program = await self._program(program_id)
+            async def program(program_id: UUID = row["program_id"]) -> rules.Program:
+                return await self._program(program_id)
+
+            def withdraw(program: rules.Program) -> Decision:
                 events = rules.withdraw(program, retired.cadre_id, WithdrawalReason.CADRE_RETIRED, retired.note)
-                return await self._append_program(ctx, program, events, retired.cadre_id, envelope.org_path)
+                return Decision(events, envelope.org_path, retired.cadre_id)
 
-            appended += len((await retrying(withdraw, expected=None)).events)
+            stream = program_stream(row["program_id"])
+            appended += len((await change(self._store, stream, program, withdraw, ctx=ctx, expected=None)).events)
 
-        async def cut_short() -> Accepted:
-            state = await self._cadre_training(retired.cadre_id)
+        def cut_short(state: rules.CadreTraining) -> Decision:
             events = rules.cut_short_on_retirement(state, retired.effective_on)
-            return await self._append_cadre(ctx, state, events, envelope.org_path)
+            return Decision(events, envelope.org_path, retired.cadre_id)
 
-        appended += len((await retrying(cut_short, expected=None)).events)
+        appended += len((await self._change_cadre(ctx, retired.cadre_id, cut_short, expected=None)).events)
         return appended
