@@ -101,7 +101,9 @@ class AssessmentCommands:
         self._pool = pool
         self._policy = policy
 
-    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        """The cadre an organizer (else 403) changes: in scope (else 404) and in the pool (else 422)."""
+        can_write(ctx.actor)
         return await pool_cadre(self._pool, ctx.actor, cadre_id, left=": the case is closed")
 
     async def _cycle(self, ctx: CommandContext, cycle_id: UUID) -> rules.Cycle:
@@ -149,8 +151,7 @@ class AssessmentCommands:
 
     async def evaluate(self, ctx: CommandContext, cadre_id: UUID, cmd: Evaluate, expected: int | None) -> Accepted:
         """Record an evaluation; the reminders and exits it calls for are recorded with it."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         cycle = await self._cycle(ctx, cmd.cycle_id)
         if not in_subtree(cadre["org_path"], cycle.org_path):
             msg = "the cadre is not in this cycle's subtree"
@@ -179,7 +180,7 @@ class AssessmentCommands:
 
     async def check_in(self, ctx: CommandContext, cadre_id: UUID, cmd: CheckIn) -> Accepted:
         """Record a check-in held with the cadre: by an organizer, or by the cadre's own mentor (a viewer's grant)."""
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await pool_cadre(self._pool, ctx.actor, cadre_id, left=": the case is closed")
         if not (ctx.actor.role is Role.VIEWER and cadre["mentor_user"] == ctx.actor.user):
             can_write(ctx.actor)
         event = CheckInRecorded(
@@ -193,8 +194,7 @@ class AssessmentCommands:
 
     async def issue_reminder(self, ctx: CommandContext, cadre_id: UUID, cmd: IssueReminder) -> Accepted:
         """Issue a reminder by hand."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         reminder = ReminderIssued(
             reminder_id=cmd.reminder_id or uuid7(), cadre_id=cadre_id, **cmd.model_dump(exclude={"reminder_id"})
         )
@@ -205,8 +205,7 @@ class AssessmentCommands:
         self, ctx: CommandContext, cadre_id: UUID, reminder_id: UUID, cmd: ResolveReminder
     ) -> Accepted:
         """Resolve an open reminder."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
 
         return await self._change_file(
             ctx, cadre, lambda file: rules.resolve_reminder(file, reminder_id, cmd.resolution, ctx.day)
@@ -216,8 +215,7 @@ class AssessmentCommands:
         self, ctx: CommandContext, cadre_id: UUID, recommendation_id: UUID, cmd: RejectExit
     ) -> Accepted:
         """Decide against an exit recommendation (the organizer's other answer to it is the registry's retirement)."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
 
         return await self._change_file(ctx, cadre, lambda file: rules.reject_exit(file, recommendation_id, cmd.reason))
 

@@ -257,8 +257,7 @@ class RegistryCommands:
 
     async def hand_over(self, ctx: CommandContext, cadre_id: UUID, cmd: HandOver, expected: int | None) -> Accepted:
         """Hand the cadre over to a deployment above this one; its other services follow with their streams."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         topology = self._store.topology
         if cmd.to_deployment == topology.deployment or cmd.to_deployment in topology.children:
@@ -348,12 +347,16 @@ class RegistryCommands:
         require_scope(ctx.actor, cadre.org_path, f"cadre {cadre_id}")
         return cadre
 
+    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
+        """The cadre an organizer (else 403) changes, in the actor's subtree (else 404)."""
+        can_write(ctx.actor)
+        return await self._cadre(ctx, cadre_id)
+
     async def update_profile(
         self, ctx: CommandContext, cadre_id: UUID, changes: ProfileChanges, expected: int | None
     ) -> Accepted:
         """Change fields of a cadre's profile."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         return await self._append(ctx, cadre, rules.update_profile(cadre, changes))
 
@@ -361,15 +364,13 @@ class RegistryCommands:
         self, ctx: CommandContext, cadre_id: UUID, mentor: Person, expected: int | None
     ) -> Accepted:
         """Give a cadre a one-on-one mentor."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         return await self._append(ctx, cadre, rules.assign_mentor(cadre, mentor))
 
     async def retire(self, ctx: CommandContext, cadre_id: UUID, cmd: Retire, expected: int | None) -> Accepted:
         """Take a cadre out of the pool."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         today = ctx.day
         events = rules.retire(
@@ -605,8 +606,7 @@ class RegistryCommands:
         self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None
     ) -> Accepted:
         """Seal a cadre's personal file with the cadre's key and record it."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         rules.may_record_personal_data(cadre)
         return await self._record_personal(ctx, cadre, personal, [])
@@ -619,8 +619,7 @@ class RegistryCommands:
         The form must be of this cadre (gender, month of birth); what it does not carry (address,
         phone) stays as recorded. One command: the profile's changes and the sealed file in one append.
         """
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         rules.may_record_personal_data(cadre)
         rules.check_form_identity(cadre, gender=form.gender, birth=form.birth)
@@ -654,8 +653,7 @@ class RegistryCommands:
         In this order: the event is the record that the right was exercised. Should the process
         stop between the two, the registry destroys the key when it starts again.
         """
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         check_expected(cadre_stream(cadre_id), expected, cadre.version)
         accepted = await self._append(ctx, cadre, rules.erase_personal_data(cadre, cmd.reason))
         if not ctx.dry_run:
@@ -664,8 +662,7 @@ class RegistryCommands:
 
     async def grant_personal_data(self, ctx: CommandContext, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
         """Seal the cadre's key to another deployment's public key; the grant is recorded."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         rules.may_grant_personal_data(cadre)
         grant = await self._keystore.grant(cadre_id, cadre.org_path, recipient)
         event = PersonalDataKeyGranted(

@@ -147,8 +147,9 @@ class SelectionCommands:
         self._store = store
         self._pool = pool
 
-    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
-        """The cadre as selection sees the registry: in scope (else 404) and in the pool (else 422)."""
+    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        """The cadre an organizer (else 403) changes: in scope (else 404) and in the pool (else 422)."""
+        can_write(ctx.actor)
         return await pool_cadre(self._pool, ctx.actor, cadre_id)
 
     async def _team(self, org_code: str) -> rules.Team:
@@ -228,8 +229,7 @@ class SelectionCommands:
         self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: NameSuccessor, expected: int | None
     ) -> Accepted:
         """Name a reserve of the actor's subtree, in the pool, as successor for a post."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cmd.cadre_id)
+        cadre = await self._cadre_to_change(ctx, cmd.cadre_id)
         return await self._decide(
             ctx,
             org_code,
@@ -295,7 +295,7 @@ class SelectionCommands:
         events = [r.event for r in await self._store.read_stream(team_stream(org_code))]
         if rules.appointed_before(events, post_id, cmd.cadre_id, cmd.document_number):
             return Accepted.of(team_stream(org_code), len(events), [])
-        cadre = await self._cadre(ctx, cmd.cadre_id)
+        cadre = await self._cadre_to_change(ctx, cmd.cadre_id)
         return await self._decide(
             ctx,
             org_code,
@@ -378,8 +378,7 @@ class SelectionCommands:
 
     async def rate_potential(self, ctx: CommandContext, cadre_id: UUID, cmd: RatePotential) -> Accepted:
         """Rate the potential of a cadre of the actor's subtree (the actor is the rater)."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         stream = cadre_stream(cadre_id)
         event = PotentialRated(cadre_id=cadre_id, potential=cmd.potential, cycle=cmd.cycle, reason=cmd.reason)
 

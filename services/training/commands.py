@@ -147,8 +147,9 @@ class TrainingCommands:
         self._store = store
         self._pool = pool
 
-    async def _cadre(self, ctx: CommandContext, cadre_id: UUID) -> Any:
-        """The cadre as training sees the registry: in scope (else 404) and in the pool (else 422)."""
+    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID) -> Any:
+        """The cadre an organizer (else 403) changes: in scope (else 404) and in the pool (else 422)."""
+        can_write(ctx.actor)
         return await pool_cadre(self._pool, ctx.actor, cadre_id, own=True)
 
     async def _program(self, program_id: UUID) -> rules.Program:
@@ -189,8 +190,7 @@ class TrainingCommands:
 
     async def enrol(self, ctx: CommandContext, program_id: UUID, cmd: Enrol, expected: int | None) -> Accepted:
         """Enrol a cadre of the actor's subtree in a programme it may use."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cmd.cadre_id)
+        cadre = await self._cadre_to_change(ctx, cmd.cadre_id)
 
         def decide(program: rules.Program) -> Decision:
             return Decision(rules.enrol(program, cmd.cadre_id, ctx.day), cadre["org_path"], cmd.cadre_id)
@@ -201,8 +201,7 @@ class TrainingCommands:
         self, ctx: CommandContext, program_id: UUID, cadre_id: UUID, cmd: Withdraw, expected: int | None
     ) -> Accepted:
         """Withdraw a cadre of the actor's subtree from a programme."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
 
         def decide(program: rules.Program) -> Decision:
             events = rules.withdraw(program, cadre_id, WithdrawalReason.WITHDREW, cmd.note)
@@ -232,8 +231,7 @@ class TrainingCommands:
         self, ctx: CommandContext, program_id: UUID, cmd: RecordAttendance, expected: int | None
     ) -> Accepted:
         """Record a past completion of a cadre of the actor's subtree, in a programme it may use (as enrolment)."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cmd.cadre_id)
+        cadre = await self._cadre_to_change(ctx, cmd.cadre_id)
 
         def decide(program: rules.Program) -> Decision:
             events = rules.record_attendance(
@@ -275,8 +273,7 @@ class TrainingCommands:
 
     async def log_self_study(self, ctx: CommandContext, cadre_id: UUID, cmd: LogSelfStudy) -> Accepted:
         """Log a cadre's autonomous study."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         if cmd.studied_on > ctx.day:
             msg = "study cannot be logged for a day that has not come"
             raise RuleViolationError(msg)
@@ -301,7 +298,7 @@ class TrainingCommands:
 
     async def report_self_study(self, ctx: CommandContext, cadre_id: UUID, cmd: ReportSelfStudy) -> Accepted:
         """A cadre reports their own study (another cadre: 404); it waits for an organizer's confirmation."""
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await pool_cadre(self._pool, ctx.actor, cadre_id, own=True)
         require_role(ctx.actor, Role.CADRE)  # organizers log what they saw themselves (log_self_study)
         entry_id = cmd.entry_id or uuid7()
         event = SelfStudyReported(
@@ -331,8 +328,7 @@ class TrainingCommands:
         expected: int | None = None,
     ) -> Accepted:
         """An organizer of the cadre's subtree confirms a waiting report (its hours count) or rejects it."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
 
         def decide(state: rules.CadreTraining) -> Decision:
             events = rules.decide_report(state, entry_id, confirm=confirm, reason=reason)
@@ -344,8 +340,7 @@ class TrainingCommands:
         self, ctx: CommandContext, cadre_id: UUID, cmd: AssignPosting, expected: int | None
     ) -> Accepted:
         """Post a cadre of the actor's subtree to a host unit (anywhere in the organization)."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
         host = await self._pool.fetchrow("SELECT name FROM units WHERE code = $1", cmd.host_org_code)
         if host is None:
             msg = f"host unit {cmd.host_org_code} not found"
@@ -368,8 +363,7 @@ class TrainingCommands:
         self, ctx: CommandContext, cadre_id: UUID, posting_id: UUID, cmd: EndPosting, expected: int | None
     ) -> Accepted:
         """End a cadre's posting."""
-        can_write(ctx.actor)
-        cadre = await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id)
 
         def decide(state: rules.CadreTraining) -> Decision:
             events = rules.end_posting(
