@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel
 
 from contracts.envelope import Actor, is_org_path
 
@@ -227,6 +228,14 @@ def in_subtree_sql(column: str, param: str) -> str:
     and `.` sorts before it.
     """
     return f"({column} >= {param} AND {column} < {param} || '/')"
+
+
+View = TypeVar("View", bound=BaseModel)
+
+
+def row_view(model: type[View], row: Any, **extra: Any) -> View:
+    """A `model` of a row: each field the model names that the row has, and `extra` (which wins over the row)."""
+    return model(**{k: row[k] for k in model.model_fields if k in row.keys() and k not in extra}, **extra)  # noqa: SIM118
 
 
 def _literal(text: str) -> str:

@@ -12,7 +12,7 @@ from contracts.assessment import Grade
 from contracts.envelope import Actor
 from runtime import clock
 from runtime.auth import subtree_root
-from runtime.db import Reader, in_subtree_sql
+from runtime.db import Reader, in_subtree_sql, row_view
 from runtime.errors import NotFoundError
 from services.assessment import rules
 
@@ -226,11 +226,11 @@ class AssessmentQueries:
             full_name=cadre["full_name"],
             org_path=cadre["org_path"],
             case=case,
-            evaluations=[_view(EvaluationView, row) for row in evaluations],
-            check_ins=[_view(CheckInView, row) for row in check_ins],
-            reminders=[_view(ReminderView, row) for row in reminders],
+            evaluations=[row_view(EvaluationView, row) for row in evaluations],
+            check_ins=[row_view(CheckInView, row) for row in check_ins],
+            reminders=[row_view(ReminderView, row) for row in reminders],
             exit_recommendations=[
-                _view(ExitView, row, status=_exit_status(row, cadre["in_pool"], case)) for row in exits
+                row_view(ExitView, row, status=_exit_status(row, cadre["in_pool"], case)) for row in exits
             ],
         )
 
@@ -312,7 +312,7 @@ class AssessmentQueries:
             " ORDER BY r.follow_up_on, r.reminder_id",
             root,
         )
-        return [_view(ReminderView, row) for row in rows]
+        return [row_view(ReminderView, row) for row in rows]
 
     async def grade_distribution(self, actor: Actor, under: str | None, cycle_id: UUID | None) -> list[LevelGrades]:
         """Standing grades by the level of the cadre's unit (optionally in one cycle)."""
@@ -351,7 +351,7 @@ class AssessmentQueries:
             " ORDER BY starts_on DESC, cycle_id",
             root,
         )
-        return [_view(CycleView, row) for row in rows]
+        return [row_view(CycleView, row) for row in rows]
 
     async def exit_queue(self, actor: Actor, under: str | None) -> list[ExitCase]:
         """Exit recommendations of cadres still in the pool of a subtree, oldest first."""
@@ -362,7 +362,7 @@ class AssessmentQueries:
             " ORDER BY x.recommended_at, x.recommendation_id",
             root,
         )
-        return [_view(ExitCase, row) for row in rows]
+        return [row_view(ExitCase, row) for row in rows]
 
     async def overdue_check_ins(self, actor: Actor, under: str | None, every_days: int) -> list[OverdueCheckIn]:
         """Cadres in the pool of a subtree whose last check-in (or nomination) is older than `every_days`."""
@@ -379,7 +379,7 @@ class AssessmentQueries:
             today,
             every_days,
         )
-        return [_view(OverdueCheckIn, row) for row in rows]
+        return [row_view(OverdueCheckIn, row) for row in rows]
 
     async def mentees(self, actor: Actor, mentor: str, every_days: int) -> list[Mentee]:
         """The cadres in the pool of the actor's subtree whose mentor is `mentor`, the most overdue first."""
@@ -397,7 +397,7 @@ class AssessmentQueries:
             mentor,
             every_days,
         )
-        return [_view(Mentee, row, check_in_overdue=row["check_in_due_on"] < today) for row in rows]
+        return [row_view(Mentee, row, check_in_overdue=row["check_in_due_on"] < today) for row in rows]
 
     async def responsibility(self, actor: Actor, under: str | None, every_days: int) -> list[MentorDuty]:
         """Every mentor of a subtree's pool and what they owe, the most overdue first (the responsibility report)."""
@@ -427,7 +427,3 @@ def _exit_status(row: Any, in_pool: bool, case: str) -> str:
     if row["rejection"] is not None:
         return f"rejected: {row['rejection']}"
     return "open" if in_pool else case
-
-
-def _view(model: type[Any], row: Any, **extra: Any) -> Any:
-    return model(**{k: row[k] for k in model.model_fields if k in row.keys() and k not in extra}, **extra)  # noqa: SIM118

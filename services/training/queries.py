@@ -12,7 +12,7 @@ from contracts.envelope import Actor
 from contracts.training import PostingKind
 from runtime import clock
 from runtime.auth import require_self_or_scope, subtree_root
-from runtime.db import Reader, in_subtree_sql
+from runtime.db import Reader, in_subtree_sql, row_view
 from runtime.errors import NotFoundError
 from runtime.received import cadre_stream
 from runtime.store import EventStore
@@ -192,9 +192,9 @@ class TrainingQueries:
             cadre_id=cadre_id,
             yearly_hours_quota=self._quota,
             hours_by_year=[YearHours(**dict(row)) for row in hours],
-            programs=[EnrolmentView(**{k: row[k] for k in EnrolmentView.model_fields}) for row in programs],
-            self_study=[SelfStudyView(**{k: row[k] for k in SelfStudyView.model_fields}) for row in study],
-            reports=[_report(row) for row in reports],
+            programs=[row_view(EnrolmentView, row) for row in programs],
+            self_study=[row_view(SelfStudyView, row) for row in study],
+            reports=[row_view(SelfStudyReportView, row) for row in reports],
         )
 
     async def waiting_reports(self, actor: Actor, under: str | None, limit: int) -> list[SelfStudyReportView]:
@@ -207,13 +207,13 @@ class TrainingQueries:
             root,
             limit,
         )
-        return [_report(row) for row in rows]
+        return [row_view(SelfStudyReportView, row) for row in rows]
 
     async def postings(self, actor: Actor, cadre_id: UUID) -> list[PostingView]:
         """A cadre's postings, oldest first."""
         cadre = await self._cadre(actor, cadre_id)
         rows = await self._pool.fetch("SELECT * FROM postings WHERE cadre_id = $1 ORDER BY starts_on", cadre_id)
-        return [_posting(row, cadre["full_name"]) for row in rows]
+        return [row_view(PostingView, row, full_name=cadre["full_name"]) for row in rows]
 
     async def current_postings(self, actor: Actor, under: str | None, on: date | None = None) -> list[PostingView]:
         """Who of a subtree is posted where on a day (default today)."""
@@ -227,7 +227,7 @@ class TrainingQueries:
             root,
             day,
         )
-        return [_posting(row, row["full_name"]) for row in rows]
+        return [row_view(PostingView, row) for row in rows]
 
     async def without_grassroots(self, actor: Actor, under: str | None) -> list[CadreBrief]:
         """Cadres in the pool with neither grass-roots service nor a served downward posting."""
@@ -257,7 +257,7 @@ class TrainingQueries:
             row = await self._pool.fetchrow(
                 "SELECT * FROM postings WHERE posting_id = $1", state.open_posting.posting_id
             )
-            current = _posting(row, cadre["full_name"]) if row else None
+            current = row_view(PostingView, row, full_name=cadre["full_name"]) if row else None
         return RecommendationView(cadre_id=cadre_id, kind=advice.kind, reason=advice.reason, currently_posted=current)
 
     async def programs(self, actor: Actor, *, with_free_places: bool, upcoming_only: bool) -> list[ProgramView]:
@@ -272,7 +272,7 @@ class TrainingQueries:
             upcoming_only,
             clock.today(),
         )
-        return [ProgramView(**{k: row[k] for k in ProgramView.model_fields}) for row in rows]
+        return [row_view(ProgramView, row) for row in rows]
 
     async def behind_quota(self, actor: Actor, under: str | None, limit: int) -> list[BehindQuota]:
         """Cadres in the pool of a subtree with fewer hours this year than the quota, furthest behind first."""
@@ -292,12 +292,3 @@ class TrainingQueries:
             limit,
         )
         return [BehindQuota(quota=self._quota, **dict(row)) for row in rows]
-
-
-def _report(row: Any) -> SelfStudyReportView:
-    found = dict(row)
-    return SelfStudyReportView(**{k: found[k] for k in SelfStudyReportView.model_fields if k in found})
-
-
-def _posting(row: Any, full_name: str | None) -> PostingView:
-    return PostingView(full_name=full_name, **{k: row[k] for k in PostingView.model_fields if k != "full_name"})
