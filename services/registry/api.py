@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 from uuid import UUID
 
@@ -36,6 +36,7 @@ from services.registry.commands import (
     ReverseImport,
 )
 from services.registry.queries import (
+    CadreFilter,
     CadrePage,
     CadreView,
     GrantView,
@@ -173,17 +174,16 @@ async def list_cadres(
     cursor: str | None = None,
 ) -> CadrePage | Response:
     """Cadres of a subtree, unit by unit, with filters and cursor pagination; with `format`, all of them as a file."""
-    filters: dict[str, Any] = {
-        "under": under,
-        "status": None if status == "any" else status,
-        "name": name,
-        "education": education,
-        "has_mentor": has_mentor,
-        "max_age": max_age,
-    }
+    filters = CadreFilter(
+        status=None if status == "any" else status,
+        name=name,
+        education=education,
+        has_mentor=has_mentor,
+        max_age=max_age,
+    )
     if table is not None:
-        return table_response(table, await reads.all_cadres(actor, **filters), filename="cadres")
-    return await reads.cadres(actor, limit=limit, cursor=cursor, **filters)
+        return table_response(table, await reads.all_cadres(actor, under=under, filters=filters), filename="cadres")
+    return await reads.cadres(actor, under=under, filters=filters, limit=limit, cursor=cursor)
 
 
 @router.get("/cadres/counts", tags=["cadres"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -76,6 +77,21 @@ class CadreView(BaseModel):
     personal_data: Literal["none", "recorded", "erased"] = "none"
     """Whether a personal file is recorded (sealed; read it at `/cadres/{id}/personal-data`)."""
     version: int
+
+
+@dataclass(frozen=True)
+class CadreFilter:
+    """Which cadres of a subtree a page or an export lists (None: any)."""
+
+    status: Literal["in_pool", "retired"] | None = "in_pool"
+    name: str | None = None
+    education: Education | None = None
+    has_mentor: bool | None = None
+    max_age: int | None = None
+
+
+IN_POOL: Final = CadreFilter()
+"""Every cadre in the pool."""
 
 
 class CadrePage(BaseModel):
@@ -283,16 +299,7 @@ class RegistryQueries:
         return self._cadre(row, clock.today())
 
     async def _selection(
-        self,
-        actor: Actor,
-        *,
-        under: str | None,
-        status: Literal["in_pool", "retired"] | None,
-        name: str | None,
-        education: Education | None,
-        has_mentor: bool | None,
-        max_age: int | None,
-        cursor: str | None,
+        self, actor: Actor, under: str | None, filters: CadreFilter, cursor: str | None
     ) -> tuple[list[str], list[Any], date]:
         """The WHERE clauses and their arguments of a filtered subtree, and the day ages are computed on."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
@@ -303,18 +310,18 @@ class RegistryQueries:
             args.append(value)
             return f"${len(args)}"
 
-        if status is not None:
-            where.append(f"status = {arg(status)}")
-        if name:
-            pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        if filters.status is not None:
+            where.append(f"status = {arg(filters.status)}")
+        if filters.name:
+            pattern = "%" + filters.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(f"full_name ILIKE {arg(pattern)}")
-        if education is not None:
-            where.append(f"education = {arg(education.value)}")
-        if has_mentor is not None:
-            where.append("mentor_user_id IS NOT NULL" if has_mentor else "mentor_user_id IS NULL")
+        if filters.education is not None:
+            where.append(f"education = {arg(filters.education.value)}")
+        if filters.has_mentor is not None:
+            where.append("mentor_user_id IS NOT NULL" if filters.has_mentor else "mentor_user_id IS NULL")
         today = clock.today()
-        if max_age is not None:
-            oldest = rules.last_birth_date_older_than(max_age, today)
+        if filters.max_age is not None:
+            oldest = rules.last_birth_date_older_than(filters.max_age, today)
             where.append(f"birth_date > {arg(oldest)}")
         if cursor:
             after_path, after_id = _decode_cursor(cursor)
@@ -326,25 +333,12 @@ class RegistryQueries:
         actor: Actor,
         *,
         under: str | None = None,
-        status: Literal["in_pool", "retired"] | None = "in_pool",
-        name: str | None = None,
-        education: Education | None = None,
-        has_mentor: bool | None = None,
-        max_age: int | None = None,
+        filters: CadreFilter = IN_POOL,
         limit: int = 50,
         cursor: str | None = None,
     ) -> CadrePage:
         """Cadres of a subtree, unit by unit, filtered, one page at a time."""
-        where, args, today = await self._selection(
-            actor,
-            under=under,
-            status=status,
-            name=name,
-            education=education,
-            has_mentor=has_mentor,
-            max_age=max_age,
-            cursor=cursor,
-        )
+        where, args, today = await self._selection(actor, under, filters, cursor)
         sql = (
             f"SELECT *, {UNIT_NAME} FROM cadres WHERE {' AND '.join(where)}"  # noqa: S608 - clauses are fixed text, values are bound
             f" ORDER BY org_path, cadre_id LIMIT ${len(args) + 1}"
@@ -360,26 +354,13 @@ class RegistryQueries:
         actor: Actor,
         *,
         under: str | None = None,
-        status: Literal["in_pool", "retired"] | None = "in_pool",
-        name: str | None = None,
-        education: Education | None = None,
-        has_mentor: bool | None = None,
-        max_age: int | None = None,
+        filters: CadreFilter = IN_POOL,
     ) -> AsyncIterator[CadreView]:
         """Every cadre of a filtered subtree, streamed from a server-side cursor (for exports).
 
         The filter is checked now (an unknown unit answers 404 before any byte is sent).
         """
-        where, args, today = await self._selection(
-            actor,
-            under=under,
-            status=status,
-            name=name,
-            education=education,
-            has_mentor=has_mentor,
-            max_age=max_age,
-            cursor=None,
-        )
+        where, args, today = await self._selection(actor, under, filters, None)
         sql = f"SELECT *, {UNIT_NAME} FROM cadres WHERE {' AND '.join(where)} ORDER BY org_path, cadre_id"  # noqa: S608 - as above
         return self._stream(sql, args, today)
 
