@@ -34,7 +34,7 @@ from contracts.registry import (
 )
 from runtime import clock
 from runtime.auth import require_scope, require_self_or_scope
-from runtime.db import Conn, Pool, in_scope, in_scope_or_above, row_security
+from runtime.db import Conn, Pool, Reader, in_scope, in_scope_or_above, row_security
 from runtime.errors import NotFoundError, RuleViolationError
 from runtime.projection import Fold, Recorded, fold_changes, fold_last
 
@@ -271,8 +271,8 @@ async def unit_path(pool: Pool, code: str, actor: Actor | None = None) -> str:
     return str(path)
 
 
-async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = "", own: bool = False) -> Any:
-    """A cadre of the actor's subtree (else 404) still in the pool (else 422, the message ending in `left`).
+async def known_cadre(pool: Reader, actor: Actor, cadre_id: UUID, *, own: bool = False) -> Any:
+    """A cadre of the actor's subtree (else 404), in the pool or not.
 
     With `own`, a cadre acting for themselves reaches their own record too (`require_self_or_scope`).
     """
@@ -284,6 +284,12 @@ async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = ""
         require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
     else:
         require_scope(actor, row["org_path"], f"cadre {cadre_id}")
+    return row
+
+
+async def pool_cadre(pool: Pool, actor: Actor, cadre_id: UUID, *, left: str = "", own: bool = False) -> Any:
+    """A cadre of the actor's subtree (else 404, see `known_cadre`) still in the pool (else 422, ending in `left`)."""
+    row = await known_cadre(pool, actor, cadre_id, own=own)
     if not row["in_pool"]:
         msg = f"cadre {cadre_id} has left the reserve pool{left}"
         raise RuleViolationError(msg)

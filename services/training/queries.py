@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -11,10 +10,10 @@ from pydantic import BaseModel
 from contracts.envelope import Actor
 from contracts.training import PostingKind
 from runtime import clock
-from runtime.auth import require_self_or_scope, subtree_root
+from runtime.auth import subtree_root
 from runtime.db import Reader, in_subtree_sql, row_view
-from runtime.errors import NotFoundError
 from runtime.received import cadre_stream
+from runtime.registry_view import known_cadre
 from runtime.store import EventStore
 from services.training import rules
 
@@ -160,17 +159,9 @@ class TrainingQueries:
         self._long_grassroots_months = long_grassroots_months
         self._quota = yearly_hours_quota
 
-    async def _cadre(self, actor: Actor, cadre_id: UUID) -> Any:
-        row = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-        if row is None:
-            msg = f"cadre {cadre_id} not found"
-            raise NotFoundError(msg)
-        require_self_or_scope(actor, cadre_id, row["org_path"], f"cadre {cadre_id}")
-        return row
-
     async def record(self, actor: Actor, cadre_id: UUID) -> TrainingRecord:
         """Hours by year (organized vs self-study), programmes and self-study of one cadre."""
-        await self._cadre(actor, cadre_id)
+        await known_cadre(self._pool, actor, cadre_id, own=True)
         hours = await self._pool.fetch(
             "SELECT year, sum(organized)::int AS organized, sum(self_study)::int AS self_study FROM ("
             " SELECT extract(year FROM ended_on)::int AS year, hours AS organized, 0 AS self_study"
@@ -211,7 +202,7 @@ class TrainingQueries:
 
     async def postings(self, actor: Actor, cadre_id: UUID) -> list[PostingView]:
         """A cadre's postings, oldest first."""
-        cadre = await self._cadre(actor, cadre_id)
+        cadre = await known_cadre(self._pool, actor, cadre_id, own=True)
         rows = await self._pool.fetch("SELECT * FROM postings WHERE cadre_id = $1 ORDER BY starts_on", cadre_id)
         return [row_view(PostingView, row, full_name=cadre["full_name"]) for row in rows]
 
@@ -244,7 +235,7 @@ class TrainingQueries:
 
     async def recommendation(self, actor: Actor, cadre_id: UUID) -> RecommendationView:
         """The next posting kind for a cadre, from its history."""
-        cadre = await self._cadre(actor, cadre_id)
+        cadre = await known_cadre(self._pool, actor, cadre_id, own=True)
         history = await self._store.read_stream(cadre_stream(cadre_id))
         state = rules.CadreTraining.replay(cadre_id, [r.event for r in history])
         advice = rules.recommend(
