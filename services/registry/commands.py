@@ -257,8 +257,7 @@ class RegistryCommands:
 
     async def hand_over(self, ctx: CommandContext, cadre_id: UUID, cmd: HandOver, expected: int | None) -> Accepted:
         """Hand the cadre over to a deployment above this one; its other services follow with their streams."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         topology = self._store.topology
         if cmd.to_deployment == topology.deployment or cmd.to_deployment in topology.children:
             msg = (
@@ -347,31 +346,30 @@ class RegistryCommands:
         require_scope(ctx.actor, cadre.org_path, f"cadre {cadre_id}")
         return cadre
 
-    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID) -> rules.Cadre:
-        """The cadre an organizer (else 403) changes, in the actor's subtree (else 404)."""
+    async def _cadre_to_change(self, ctx: CommandContext, cadre_id: UUID, expected: int | None) -> rules.Cadre:
+        """The cadre an organizer (else 403) changes, in the actor's subtree (else 404), at `expected` (else 409)."""
         can_write(ctx.actor)
-        return await self._cadre(ctx, cadre_id)
+        cadre = await self._cadre(ctx, cadre_id)
+        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        return cadre
 
     async def update_profile(
         self, ctx: CommandContext, cadre_id: UUID, changes: ProfileChanges, expected: int | None
     ) -> Accepted:
         """Change fields of a cadre's profile."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         return await self._append(ctx, cadre, rules.update_profile(cadre, changes))
 
     async def assign_mentor(
         self, ctx: CommandContext, cadre_id: UUID, mentor: Person, expected: int | None
     ) -> Accepted:
         """Give a cadre a one-on-one mentor."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         return await self._append(ctx, cadre, rules.assign_mentor(cadre, mentor))
 
     async def retire(self, ctx: CommandContext, cadre_id: UUID, cmd: Retire, expected: int | None) -> Accepted:
         """Take a cadre out of the pool."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         today = ctx.day
         events = rules.retire(
             cadre,
@@ -606,8 +604,7 @@ class RegistryCommands:
         self, ctx: CommandContext, cadre_id: UUID, personal: PersonalFile, expected: int | None
     ) -> Accepted:
         """Seal a cadre's personal file with the cadre's key and record it."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         rules.may_record_personal_data(cadre)
         return await self._record_personal(ctx, cadre, personal, [])
 
@@ -619,8 +616,7 @@ class RegistryCommands:
         The form must be of this cadre (gender, month of birth); what it does not carry (address,
         phone) stays as recorded. One command: the profile's changes and the sealed file in one append.
         """
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         rules.may_record_personal_data(cadre)
         rules.check_form_identity(cadre, gender=form.gender, birth=form.birth)
         before = await self._personal_file(cadre) if cadre.personal_data == "recorded" else None
@@ -653,8 +649,7 @@ class RegistryCommands:
         In this order: the event is the record that the right was exercised. Should the process
         stop between the two, the registry destroys the key when it starts again.
         """
-        cadre = await self._cadre_to_change(ctx, cadre_id)
-        check_expected(cadre_stream(cadre_id), expected, cadre.version)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected)
         accepted = await self._append(ctx, cadre, rules.erase_personal_data(cadre, cmd.reason))
         if not ctx.dry_run:
             await self._keystore.destroy({cadre_id: cadre.personal_key_id})
@@ -662,7 +657,7 @@ class RegistryCommands:
 
     async def grant_personal_data(self, ctx: CommandContext, cadre_id: UUID, recipient: GrantKey) -> KeyGrant:
         """Seal the cadre's key to another deployment's public key; the grant is recorded."""
-        cadre = await self._cadre_to_change(ctx, cadre_id)
+        cadre = await self._cadre_to_change(ctx, cadre_id, expected=None)
         rules.may_grant_personal_data(cadre)
         grant = await self._keystore.grant(cadre_id, cadre.org_path, recipient)
         event = PersonalDataKeyGranted(
