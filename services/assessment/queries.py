@@ -14,6 +14,7 @@ from runtime import clock
 from runtime.auth import subtree_root
 from runtime.db import Reader, in_subtree_sql, row_view
 from runtime.errors import NotFoundError
+from runtime.registry_view import known_cadre
 from services.assessment import rules
 
 
@@ -206,10 +207,7 @@ class AssessmentQueries:
 
     async def file(self, actor: Actor, cadre_id: UUID) -> CadreFileView:
         """Grades over time, dimension scores, reminders, check-ins, exits: the whole file."""
-        cadre = await self._pool.fetchrow("SELECT * FROM pool_cadres WHERE cadre_id = $1", cadre_id)
-        if cadre is None or not actor.covers(cadre["org_path"]):
-            msg = f"cadre {cadre_id} not found"
-            raise NotFoundError(msg)
+        cadre = await known_cadre(self._pool, actor, cadre_id)
         case = "open" if cadre["in_pool"] else f"closed: {cadre['retired_reason']} on {cadre['retired_on']}"
         evaluations = await self._pool.fetch(
             "SELECT e.*, c.name AS cycle_name, c.period, c.starts_on FROM evaluations e JOIN cycles c USING (cycle_id)"
