@@ -18,7 +18,7 @@ from runtime import clock
 from runtime.auth import CurrentActor, subtree_root
 from runtime.commands import Accepted
 from runtime.context import CommandContext
-from runtime.db import in_subtree_sql
+from runtime.db import in_subtree_sql, row_view
 from runtime.http import Change, Context, Create, Under
 from runtime.service import ActorDB, given
 from services.selection import procedure_file
@@ -160,21 +160,11 @@ async def board(
     )
     today = clock.today()
     return [
-        BoardRow(
-            procedure_id=r["procedure_id"],
-            kind=r["kind"],
-            org_code=r["org_code"],
-            org_path=r["org_path"],
-            candidate_id=r["candidate_id"],
-            candidate_name=r["candidate_name"],
-            reserve_kind=r["reserve_kind"],
-            post_title=r["post_title"],
-            step=r["step"],
+        row_view(
+            BoardRow,
+            r,
             since=r["step_since"],
             days_at_step=(today - clock.date_of(r["step_since"])).days,
-            notice_ends_on=r["notice_ends_on"],
-            stopped_at=r["stopped_at"],
-            stop_reason=r["stop_reason"],
             due=(
                 due_at_notice(
                     r["notice_ends_on"],
