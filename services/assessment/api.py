@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
-from runtime.auth import CurrentActor, can_write, require_scope
+from runtime.auth import CurrentActor, can_write, subtree_root
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
 from runtime.http import Change, Context, Create, Under
@@ -109,10 +109,7 @@ class SweepResult(BaseModel):
 async def sweep(ctx: Context, cmd: Commands, pool: ServicePool, under: Under = None) -> SweepResult:
     """Run the periodic reminder rules (overdue check-ins, no training hours) over a subtree now."""
     can_write(ctx.actor)
-    root = ctx.actor.org_path
-    if under is not None:
-        root = await pool.fetchval("SELECT path FROM units WHERE code = $1", under) or ""
-        require_scope(ctx.actor, root, f"org unit {under}")
+    root = await subtree_root(pool, ctx.actor, under)
     return SweepResult(root=root, reminders_raised=await cmd.sweep(ctx, root))
 
 
