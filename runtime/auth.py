@@ -472,11 +472,15 @@ def can_write(actor: Actor) -> None:
 
 async def subtree_root(pool: Pool | Scoped, actor: Actor, code: str | None, *, table: str = "units") -> str:
     """The org path of unit `code` (default: the actor's own unit), refused (404) outside the actor's subtree."""
-    if code is None:
-        return actor.org_path
+    return actor.org_path if code is None else await unit_path(pool, code, actor, table=table)
+
+
+async def unit_path(pool: Pool | Scoped, code: str, actor: Actor | None = None, *, table: str = "units") -> str:
+    """The path of org unit `code`: 404 when there is none (and, given the `actor`, when outside its subtree)."""
     path = await pool.fetchval(f"SELECT path FROM {table} WHERE code = $1", code)  # noqa: S608 - a table name of ours
     if path is None:
         msg = f"org unit {code} not found"
         raise NotFoundError(msg)
-    require_scope(actor, path, f"org unit {code}")
+    if actor is not None:
+        require_scope(actor, str(path), f"org unit {code}")
     return str(path)

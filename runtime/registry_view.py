@@ -260,17 +260,6 @@ class RegistryView:
                 await conn.execute(statement, *zip(*fold(batch), strict=True))
 
 
-async def unit_path(pool: Pool, code: str, actor: Actor | None = None) -> str:
-    """The path of org unit `code`: 404 when there is none (and, given the `actor`, when outside its subtree)."""
-    path = await pool.fetchval("SELECT path FROM units WHERE code = $1", code)
-    if path is None:
-        msg = f"org unit {code} not found"
-        raise NotFoundError(msg)
-    if actor is not None:
-        require_scope(actor, str(path), f"org unit {code}")
-    return str(path)
-
-
 async def known_cadre(pool: Reader, actor: Actor, cadre_id: UUID, *, own: bool = False) -> Any:
     """A cadre of the actor's subtree (else 404), in the pool or not.
 

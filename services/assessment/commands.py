@@ -23,13 +23,13 @@ from contracts.envelope import OrgCode, Role, in_subtree, uuid7
 from contracts.event import Event
 from contracts.registry import Name, Statement, Text
 from runtime import clock
-from runtime.auth import can_write, require_scope
+from runtime.auth import can_write, require_scope, unit_path
 from runtime.commands import Accepted, Command, Decision, Streams, change, check_expected, record, start
 from runtime.context import CommandContext
 from runtime.db import Pool, in_subtree_sql
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
-from runtime.registry_view import pool_cadre, unit_path
+from runtime.registry_view import pool_cadre
 from runtime.store import EventStore
 from services.assessment import rules
 

@@ -23,13 +23,13 @@ from contracts.selection import (
     Readiness,
     TenureEnd,
 )
-from runtime.auth import can_write, require_scope
+from runtime.auth import can_write, require_scope, unit_path
 from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import RuleViolationError
 from runtime.received import cadre_stream
-from runtime.registry_view import pool_cadre, unit_path
+from runtime.registry_view import pool_cadre
 from runtime.store import EventStore
 from services.selection import rules
 

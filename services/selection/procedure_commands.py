@@ -33,12 +33,11 @@ from contracts.procedure import (
 )
 from contracts.registry import Name, Statement, Text
 from runtime import clock
-from runtime.auth import can_write
+from runtime.auth import can_write, unit_path
 from runtime.commands import Accepted, Command, Decision, Streams, change, record, retrying, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
-from runtime.registry_view import unit_path
 from runtime.store import EventStore
 from services.selection import procedures as rules
 from services.selection.commands import SelectionCommands

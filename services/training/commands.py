@@ -24,13 +24,13 @@ from contracts.training import (
     TrainingProgramScheduled,
     WithdrawalReason,
 )
-from runtime.auth import can_write, require_role, require_scope
+from runtime.auth import can_write, require_role, require_scope, unit_path
 from runtime.commands import Accepted, Command, Decision, Streams, change, start
 from runtime.context import CommandContext
 from runtime.db import Pool
 from runtime.errors import ConflictError, NotFoundError, RuleViolationError
 from runtime.received import cadre_stream
-from runtime.registry_view import pool_cadre, unit_path
+from runtime.registry_view import pool_cadre
 from runtime.store import EventStore
 from services.training import rules
 
