@@ -200,8 +200,11 @@ class InspectionConclusion(StrEnum):
     UNFIT = "unfit"
 
 
-class InspectionRecorded(_ProcedureEvent):
-    """The organizational inspection: the team, the interviews, the report, the clean-record letter."""
+class Inspection(BaseModel):
+    """The organizational inspection: the team, the interviews, the report, the clean-record letter.
+
+    What the command to record it takes, and what the event records with the procedure's id.
+    """
 
     team: tuple[Name, ...] = Field(min_length=1, max_length=20)
     interviewed: int = Field(ge=1, le=10_000)
@@ -210,6 +213,10 @@ class InspectionRecorded(_ProcedureEvent):
     summary: Text = ""
     clean_record: Document
     """The discipline inspection body's letter on the candidate's record."""
+
+
+class InspectionRecorded(Inspection, _ProcedureEvent):
+    """The organizational inspection: the team, the interviews, the report, the clean-record letter."""
 
 
 class DecisionRecorded(_ProcedureEvent):

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from contracts import topics
 from contracts.envelope import NOT_BLANK_LINE, OrgCode, Sha256
@@ -33,10 +33,15 @@ class _TrainingEvent(Event):
     topic: ClassVar[str] = topics.TRAINING
 
 
-class TrainingProgramScheduled(_TrainingEvent):
-    """An organized training programme was scheduled (organized training is the main form)."""
+class _ProgramEvent(_TrainingEvent):
+    """An event of one programme: its stream, named by its id."""
 
     program_id: UUID
+
+
+class ProgramPlan(BaseModel):
+    """A programme as scheduled: what the command to schedule it takes, and what the event records."""
+
     title: Name
     organizer_code: OrgCode
     starts_on: date
@@ -48,17 +53,19 @@ class TrainingProgramScheduled(_TrainingEvent):
     location: Text = ""
 
 
-class TrainingProgramCancelled(_TrainingEvent):
+class TrainingProgramScheduled(ProgramPlan, _ProgramEvent):
+    """An organized training programme was scheduled (organized training is the main form)."""
+
+
+class TrainingProgramCancelled(_ProgramEvent):
     """A programme will not take place; its enrolments are withdrawn."""
 
-    program_id: UUID
     reason: Text
 
 
-class TrainingEnrolled(_TrainingEvent):
+class TrainingEnrolled(_ProgramEvent):
     """A cadre was enrolled in a programme."""
 
-    program_id: UUID
     cadre_id: UUID
 
 
@@ -70,19 +77,17 @@ class WithdrawalReason(StrEnum):
     PROGRAM_CANCELLED = "program_cancelled"
 
 
-class EnrolmentWithdrawn(_TrainingEvent):
+class EnrolmentWithdrawn(_ProgramEvent):
     """An enrolment ended without completion."""
 
-    program_id: UUID
     cadre_id: UUID
     reason: WithdrawalReason
     note: Text = ""
 
 
-class _Completion(_TrainingEvent):
+class _Completion(_ProgramEvent):
     """A cadre's completion of a programme: the hours credited and the score."""
 
-    program_id: UUID
     cadre_id: UUID
     completed_on: date
     hours: Hours

@@ -21,7 +21,7 @@ from contracts.procedure import (
     CalendarAdjusted,
     Candidate,
     Document,
-    InspectionConclusion,
+    Inspection,
     MeetingVote,
     Motion,
     ProcedureConcluded,
@@ -87,15 +87,8 @@ class RecordRecommendation(Command):
     documents: tuple[Document, ...] = Field(default=(), max_length=20)
 
 
-class RecordInspection(Command):
+class RecordInspection(Inspection, Command):
     """The organizational inspection."""
-
-    team: tuple[Name, ...] = Field(min_length=1, max_length=20)
-    interviewed: int = Field(ge=1, le=10_000)
-    report: Document
-    conclusion: InspectionConclusion
-    summary: Text = ""
-    clean_record: Document
 
 
 class RecordDecision(Command):

@@ -16,7 +16,7 @@ from contracts.training import (
     PostingAssigned,
     PostingKind,
     PostingOutcome,
-    ProgramFormat,
+    ProgramPlan,
     SelfStudyKind,
     SelfStudyLogged,
     SelfStudyReported,
@@ -38,19 +38,10 @@ program_stream = Streams("program")
 """Stream id of a programme."""
 
 
-class ScheduleProgram(Command):
+class ScheduleProgram(ProgramPlan, Command):
     """Schedule an organized training programme."""
 
     program_id: UUID | None = Field(default=None, description="Chosen by the caller to make retries safe")
-    title: Name
-    organizer_code: OrgCode
-    starts_on: date
-    ends_on: date
-    hours: Hours
-    capacity: int = Field(ge=1, le=10_000)
-    curriculum: list[Topic] = Field(min_length=1, max_length=50)
-    format: ProgramFormat = ProgramFormat.IN_PERSON
-    location: Text = ""
 
 
 class CancelProgram(Command):
