@@ -7,11 +7,11 @@ from enum import StrEnum
 from typing import ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts import topics
 from contracts.envelope import OrgCode
-from contracts.event import Event
+from contracts.event import Event, Value
 from contracts.registry import Name, Statement, Text, UserId
 
 
@@ -32,10 +32,8 @@ class Grade(StrEnum):
     INCOMPETENT = "incompetent"
 
 
-class DimensionScores(BaseModel):
+class DimensionScores(Value):
     """Scores (0-100) by the dimensions commonly assessed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     political_integrity: int = Field(ge=0, le=100)
     ability: int = Field(ge=0, le=100)

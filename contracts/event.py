@@ -28,3 +28,9 @@ class Event(BaseModel):
         super().__init_subclass__(**kwargs)
         if "event_type" not in cls.__dict__:
             cls.event_type = cls.__name__
+
+
+class Value(BaseModel):
+    """A value an event carries (a document, a score sheet, a person): immutable, no field it does not know."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")

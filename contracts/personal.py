@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from contracts.envelope import ONE_LINE
+from contracts.event import Value
 
 Line = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=ONE_LINE)]
 Paragraphs = Annotated[str, StringConstraints(max_length=20_000)]
@@ -27,10 +28,8 @@ PHOTO_MAX_BASE64 = 2_800_000
 """About 2 MiB of image."""
 
 
-class Sealed(BaseModel):
+class Sealed(Value):
     """Bytes encrypted with one cadre's key (AES-256-GCM); readable only where that key is held."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     key_id: UUID
     """Which key sealed it (one per cadre)."""
@@ -40,10 +39,8 @@ class Sealed(BaseModel):
     """The encrypted canonical JSON of a `PersonalFile` with its 16-byte tag, base64."""
 
 
-class Education(BaseModel):
+class Education(Value):
     """One of the form's two education rows (full-time, in service)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     level: Line = ""
     """学历, e.g. 大学, 研究生."""
@@ -55,10 +52,8 @@ class Education(BaseModel):
     """Where the degree was obtained."""
 
 
-class FamilyMember(BaseModel):
+class FamilyMember(Value):
     """A family member or important social relation, as the form lists them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     relation: Line
     """称谓: 妻子, 父亲, ..."""
@@ -69,13 +64,11 @@ class FamilyMember(BaseModel):
     """Work unit and post (工作单位及职务)."""
 
 
-class PersonalFile(BaseModel):
+class PersonalFile(Value):
     """Everything about a cadre that the appointment form needs and the pool's records do not hold.
 
     Sealed whole in `PersonalDataRecorded`; each recording replaces the previous one.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id_number: IdNumber = ""
     ethnicity: Line = ""

@@ -17,21 +17,17 @@ from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from contracts import topics
 from contracts.envelope import OrgCode, OrgPath, Sha256
-from contracts.event import Event
+from contracts.event import Event, Value
 from contracts.registry import Education, Gender, Name, Statement, Text
 
 TOPIC = topics.service_topic("selection")
 """The procedures are the selection service's: its topic."""
 
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
-
-
-class _Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ProcedureKind(StrEnum):
@@ -56,14 +52,14 @@ class Step(StrEnum):
     STOPPED = "stopped"
 
 
-class Document(_Value):
+class Document(Value):
     """A document on the record, by its SHA-256 (the file itself stays where it is filed)."""
 
     title: Name
     sha256: Sha256
 
 
-class Threshold(_Value):
+class Threshold(Value):
     """A share of a base: `more than` (inclusive false) or `at least` (inclusive true) numerator/denominator."""
 
     numerator: int = Field(ge=0, le=1000)
@@ -71,7 +67,7 @@ class Threshold(_Value):
     inclusive: bool = False
 
 
-class ProcedureRules(_Value):
+class ProcedureRules(Value):
     """The organization's settings a procedure is judged by (the defaults are the common rules)."""
 
     recommendation: Threshold = Threshold(numerator=1, denominator=2)
@@ -86,7 +82,7 @@ class ProcedureRules(_Value):
     """An objection unanswered for longer than this many days is overdue (the board shows it)."""
 
 
-class Candidate(_Value):
+class Candidate(Value):
     """Who an entry procedure is for: what the nomination will record when the candidate is admitted."""
 
     full_name: Name
@@ -98,7 +94,7 @@ class Candidate(_Value):
     grassroots_months: int = Field(ge=0, le=720)
 
 
-class Motion(_Value):
+class Motion(Value):
     """The motion an appointment procedure starts from: the post to fill, and why."""
 
     post_id: UUID
@@ -154,7 +150,7 @@ class ProcedureOpened(_ProcedureEvent):
     rules: ProcedureRules
 
 
-class TallyLine(_Value):
+class TallyLine(Value):
     """The votes one candidate received."""
 
     candidate_name: Name
@@ -162,7 +158,7 @@ class TallyLine(_Value):
     votes: Count
 
 
-class MeetingVote(_Value):
+class MeetingVote(Value):
     """The recommendation meeting's ballot: who could vote, who came, and what the ballots said."""
 
     held_on: date
@@ -176,7 +172,7 @@ class MeetingVote(_Value):
     tally: tuple[TallyLine, ...] = Field(min_length=1, max_length=200)
 
 
-class Talks(_Value):
+class Talks(Value):
     """The individual talks of the recommendation: how many were talked to, how many named the candidate."""
 
     interviewed: Count

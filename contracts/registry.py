@@ -7,11 +7,11 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from contracts import topics
 from contracts.envelope import NOT_BLANK_LINE, NOT_BLANK_TEXT, ONE_LINE, WHITE_SPACE, OrgCode, OrgPath, Role
-from contracts.event import Event
+from contracts.event import Event, Value
 from contracts.personal import Sealed
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK_LINE)]
@@ -114,15 +114,13 @@ class Language(StrEnum):
     EN = "en"
 
 
-class Categories(BaseModel):
+class Categories(Value):
     """What the structure statistics count a cadre by, beside gender, birth date and education.
 
     Every field is optional: absent (and in every event recorded before they existed) it reads
     as *not recorded*. Only the category is kept here (Han or minority, not the ethnicity; the
     year of joining the party, not the date): the sealed personal file keeps the rest.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     ethnicity: Ethnicity | None = None
     party: PartyMembership | None = None
@@ -141,10 +139,8 @@ class Categories(BaseModel):
 CATEGORY_FIELDS: tuple[str, ...] = tuple(Categories.model_fields)
 
 
-class Person(BaseModel):
+class Person(Value):
     """Someone who is not (necessarily) a cadre: a mentor, a unit's leader."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     user_id: UserId
     name: Name
@@ -229,8 +225,6 @@ class CadreNominated(Categories, _RegistryEvent):
 
 class ProfileChanges(Categories):
     """The fields of a cadre's profile that may change; absent means unchanged."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     full_name: Name | None = None
     current_position: Name | None = None

@@ -13,11 +13,11 @@ from enum import StrEnum
 from typing import ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from contracts import topics
 from contracts.envelope import OrgCode
-from contracts.event import Event
+from contracts.event import Event, Value
 from contracts.registry import Name, Statement, Text
 
 
@@ -55,10 +55,8 @@ class Potential(StrEnum):
     HIGH = "high"
 
 
-class OverQuota(BaseModel):
+class OverQuota(Value):
     """The recorded decision that lets a unit hold more incumbents of a kind than its approved number."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     document_number: Name
     reason: Statement
