@@ -129,31 +129,21 @@ def test_a_falling_grade_raises_a_reminder_while_none_is_open() -> None:
 
 
 def test_overdue_check_in_is_raised_once_while_open(today: date) -> None:
-    file = fold([], [])
-    [overdue] = rules.sweep(
-        file, in_pool_since=today - timedelta(days=200), training_hours_this_year=10, today=today, policy=POLICY
-    )
+    def sweep(*events: Event) -> list[Event]:
+        return rules.sweep(
+            fold(list(events), []),
+            in_pool_since=today - timedelta(days=200),
+            training_hours_this_year=10,
+            today=today,
+            policy=POLICY,
+        )
+
+    [overdue] = sweep()
     assert isinstance(overdue, ReminderIssued)
     assert overdue.rule is ReminderRule.OVERDUE_CHECK_IN
+    assert sweep(overdue) == []
     assert (
-        rules.sweep(
-            fold([overdue], []),
-            in_pool_since=today - timedelta(days=200),
-            training_hours_this_year=10,
-            today=today,
-            policy=POLICY,
-        )
-        == []
-    )
-    talked = CheckInRecorded(check_in_id=uuid7(), cadre_id=CADRE, held_on=today - timedelta(days=10), held_by="m")
-    assert (
-        rules.sweep(
-            fold([talked], []),
-            in_pool_since=today - timedelta(days=200),
-            training_hours_this_year=10,
-            today=today,
-            policy=POLICY,
-        )
+        sweep(CheckInRecorded(check_in_id=uuid7(), cadre_id=CADRE, held_on=today - timedelta(days=10), held_by="m"))
         == []
     )
 
