@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 import httpx
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
@@ -260,3 +264,28 @@ def nominated(cadre_id: UUID | None = None, **changes: Any) -> CadreNominated:
         "reason": "test",
     }
     return CadreNominated(**(fields | changes))
+
+
+def fake_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """`script` as `mvn` first on PATH, and an empty cache: returns the file it logs its runs to (`FAKE_MVN_LOG`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mvn = bin_dir / "mvn"
+    mvn.write_text(script)
+    mvn.chmod(0o755)
+    log = tmp_path / "mvn-runs"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MVN_LOG", str(log))
+    monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path / "cache"))
+    return log
+
+
+def in_threads(call: Callable[[], T], count: int = 3) -> list[T]:
+    """What `call` returns in each of `count` threads started together (for "fetched once" races)."""
+    results: list[T] = []
+    callers = [threading.Thread(target=lambda: results.append(call())) for _ in range(count)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    return results

@@ -8,13 +8,13 @@ that nothing of it is left once the command stops).
 from __future__ import annotations
 
 import os
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from deploy.local import keycloak
+from tests.support import fake_maven, in_threads
 
 FAKE_MVN = """\
 #!/bin/sh
@@ -37,25 +37,12 @@ def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         script.external_attr = 0o755 << 16
         bundle.writestr(script, "#!/bin/sh\nexit 0\n")
         bundle.writestr("keycloak-9.9.9/lib/quarkus-run.jar", "jar")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "mvn").write_text(FAKE_MVN)
-    (bin_dir / "mvn").chmod(0o755)
-    log = tmp_path / "mvn-runs"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_MVN_LOG", str(log))
     monkeypatch.setenv("FAKE_ZIP", str(archive))
-    monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path / "cache"))
-    return log
+    return fake_maven(tmp_path, monkeypatch, FAKE_MVN)
 
 
 def test_the_distribution_is_fetched_once_and_unpacked_runnable(fake_distribution: Path, tmp_path: Path) -> None:
-    results: list[Path] = []
-    callers = [threading.Thread(target=lambda: results.append(keycloak.ensure_distribution("9.9.9"))) for _ in range(3)]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join()
+    results = in_threads(lambda: keycloak.ensure_distribution("9.9.9"))
     dist = tmp_path / "cache" / "keycloak" / "9.9.9" / "dist"
     assert results == [dist, dist, dist]
     assert keycloak.ensure_distribution("9.9.9") == dist

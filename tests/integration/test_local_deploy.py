@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from deploy.local import kafka as local_kafka
 from deploy.local.kafka import LocalKafka
 from deploy.local.ports import accepts, free_ports
 from deploy.local.postgres import LocalPostgres
+from tests import support
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -248,25 +248,11 @@ mkdir -p "$out" && touch "$out/kafka_2.13-9.9.9.jar" "$out/kafka-clients-9.9.9.j
 @pytest.fixture
 def fake_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake `mvn` first on PATH and an empty cache; returns the file logging its runs."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    mvn = bin_dir / "mvn"
-    mvn.write_text(FAKE_MVN)
-    mvn.chmod(0o755)
-    log = tmp_path / "mvn-runs"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_MVN_LOG", str(log))
-    monkeypatch.setenv("CADRE_CACHE_DIR", str(tmp_path / "cache"))
-    return log
+    return support.fake_maven(tmp_path, monkeypatch, FAKE_MVN)
 
 
 def test_jars_are_fetched_once_even_by_concurrent_callers(fake_maven: Path, tmp_path: Path) -> None:
-    results: list[Path] = []
-    callers = [threading.Thread(target=lambda: results.append(local_kafka.ensure_jars("9.9.9"))) for _ in range(3)]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join()
+    results = support.in_threads(lambda: local_kafka.ensure_jars("9.9.9"))
     lib = tmp_path / "cache" / "kafka" / "9.9.9" / "lib"
     assert results == [lib, lib, lib]
     assert local_kafka.ensure_jars("9.9.9") == lib
