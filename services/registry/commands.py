@@ -211,14 +211,23 @@ class RegistryCommands:
         self._keystore = keystore
         self._memo = memo or Memo()
 
-    async def _unit_row(self, code: str) -> tuple[str, OrgLevel] | None:
-        """An org unit's path and level (they never change: looked up once per request or batch)."""
+    async def _unit(self, code: str, actor: Actor | None = None) -> tuple[str, OrgLevel]:
+        """An org unit's path and level: 404 when there is none (and, given the `actor`, outside its subtree).
+
+        They never change: looked up once per request or batch.
+        """
 
         async def load() -> tuple[str, OrgLevel] | None:
             row = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", code)
             return None if row is None else (str(row["path"]), OrgLevel(row["level"]))
 
-        return await self._memo.get(("org_unit", code), load)
+        unit = await self._memo.get(("org_unit", code), load)
+        if unit is None:
+            msg = f"org unit {code} not found"
+            raise NotFoundError(msg)
+        if actor is not None:
+            require_scope(actor, unit[0], f"org unit {code}")
+        return unit
 
     async def register_org_unit(self, ctx: CommandContext, cmd: RegisterOrgUnit) -> Accepted:
         """Register a unit under a parent in the actor's subtree (the root: by its own actor)."""
@@ -233,12 +242,8 @@ class RegistryCommands:
             path, parent_level = self._store.topology.root, None
             require_scope(ctx.actor, path, f"org unit {cmd.code}")
         else:
-            parent = await self._unit_row(cmd.parent_code)
-            if parent is None:
-                msg = f"org unit {cmd.parent_code} not found"
-                raise NotFoundError(msg)
-            require_scope(ctx.actor, parent[0], f"org unit {cmd.parent_code}")
-            path, parent_level = f"{parent[0]}.{cmd.code}", parent[1]
+            parent_path, parent_level = await self._unit(cmd.parent_code, ctx.actor)
+            path = f"{parent_path}.{cmd.code}"
         rules.check_placement(cmd.level, parent_level)
         event = OrgUnitRegistered(
             code=cmd.code,
@@ -290,12 +295,7 @@ class RegistryCommands:
     async def nominate(self, ctx: CommandContext, cmd: Nominate) -> Accepted:
         """Nominate a person into the pool of a unit in the actor's subtree."""
         can_write(ctx.actor)
-        unit = await self._unit_row(cmd.org_code)
-        if unit is None:
-            msg = f"org unit {cmd.org_code} not found"
-            raise NotFoundError(msg)
-        unit_path, unit_level = unit
-        require_scope(ctx.actor, unit_path, f"org unit {cmd.org_code}")
+        unit_path, unit_level = await self._unit(cmd.org_code, ctx.actor)
         on = ctx.day
         problems = rules.entry_violations(
             self._entry_rules,
@@ -320,14 +320,10 @@ class RegistryCommands:
 
     async def check_entry(self, ctx: CommandContext, cmd: EntryCheckRequest) -> list[rules.EntryCheck]:
         """Each entry rule applied to a nominee for a unit of the actor's subtree (nothing is recorded)."""
-        unit = await self._pool.fetchrow("SELECT path, level FROM org_units WHERE code = $1", cmd.org_code)
-        if unit is None:
-            msg = f"org unit {cmd.org_code} not found"
-            raise NotFoundError(msg)
-        require_scope(ctx.actor, unit["path"], f"org unit {cmd.org_code}")
+        _, level = await self._unit(cmd.org_code, ctx.actor)
         return rules.entry_checks(
             self._entry_rules,
-            level=OrgLevel(unit["level"]),
+            level=level,
             birth_date=cmd.birth_date,
             education=cmd.education,
             years_of_service=cmd.years_of_service,
@@ -517,7 +513,7 @@ class RegistryCommands:
         if concluded.kind is not ProcedureKind.ENTRY or concluded.candidate is None or concluded.org_code is None:
             msg = f"procedure {concluded.procedure_id}'s outcome carries no entry candidate"
             raise RuleViolationError(msg)
-        unit_path, _ = await self._admitting_unit(concluded.org_code)
+        unit_path, _ = await self._unit(concluded.org_code)
         if self._store.topology.owner_of(unit_path) is not None:
             return None
         reacting = CommandContext.reacting_to(envelope, "registry")
@@ -533,8 +529,7 @@ class RegistryCommands:
         appends nothing and is answered with no events.
         """
         can_write(ctx.actor)
-        unit_path, _ = await self._admitting_unit(cmd.org_code)
-        require_scope(ctx.actor, unit_path, f"org unit {cmd.org_code}")
+        unit_path, _ = await self._unit(cmd.org_code, ctx.actor)
         concluded = ProcedureConcluded(
             procedure_id=cmd.procedure_id,
             kind=ProcedureKind.ENTRY,
@@ -553,19 +548,12 @@ class RegistryCommands:
         version = await self._pool.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", stream)
         return Accepted.of(stream, int(version or 0), [])
 
-    async def _admitting_unit(self, org_code: str) -> tuple[str, OrgLevel]:
-        unit = await self._unit_row(org_code)
-        if unit is None:
-            msg = f"org unit {org_code} not found"
-            raise NotFoundError(msg)
-        return unit
-
     async def _nominate_admitted(self, ctx: CommandContext, concluded: ProcedureConcluded) -> Accepted | None:
         """Record the nomination an admitted entry makes (None: this procedure nominated the cadre before)."""
         candidate, org_code = concluded.candidate, concluded.org_code
         if candidate is None or org_code is None:  # pragma: no cover - both callers checked
             raise AssertionError
-        unit_path, unit_level = await self._admitting_unit(org_code)
+        unit_path, unit_level = await self._unit(org_code)
         problems = rules.entry_violations(
             self._entry_rules,
             level=unit_level,
