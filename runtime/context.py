@@ -47,14 +47,14 @@ class CommandContext:
         return clock.date_of(self.occurred)
 
     @classmethod
-    def reacting_to(cls, envelope: Envelope, service: str) -> CommandContext:
+    def reacting_to(cls, envelope: Envelope, service: str, *, org_path: str | None = None) -> CommandContext:
         """The context of a command a service issues by itself in reaction to `envelope`.
 
-        The actor is the service (role `system`) acting at the event's org unit; the
-        correlation id carries over and the causation id names the event.
+        The actor is the service (role `system`) acting at the event's org unit (or at `org_path`);
+        the correlation id carries over and the causation id names the event.
         """
         return cls(
-            actor=Actor(user=f"system:{service}", org_path=envelope.org_path, role=Role.SYSTEM),
+            actor=Actor(user=f"system:{service}", org_path=org_path or envelope.org_path, role=Role.SYSTEM),
             correlation_id=envelope.correlation_id,
             causation_id=envelope.event_id,
         )

@@ -387,9 +387,7 @@ class RegistryCommands:
         if not history:
             msg = f"cadre {appointed.cadre_id} is not in this registry"
             raise NotFoundError(msg)
-        reacting = CommandContext.reacting_to(envelope, "registry")
-        actor = Actor(user=reacting.actor.user, org_path=history[0].envelope.org_path, role=Role.SYSTEM)
-        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+        ctx = CommandContext.reacting_to(envelope, "registry", org_path=history[0].envelope.org_path)
 
         async def attempt() -> Accepted | None:
             cadre = await self._cadre(ctx, appointed.cadre_id)
@@ -516,9 +514,7 @@ class RegistryCommands:
         unit_path, _ = await self._unit(concluded.org_code)
         if self._store.topology.owner_of(unit_path) is not None:
             return None
-        reacting = CommandContext.reacting_to(envelope, "registry")
-        actor = Actor(user=reacting.actor.user, org_path=unit_path, role=Role.SYSTEM)
-        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+        ctx = CommandContext.reacting_to(envelope, "registry", org_path=unit_path)
         return await self._nominate_admitted(ctx, concluded)
 
     async def admit_directed(self, ctx: CommandContext, cadre_id: UUID, cmd: Admission) -> Accepted:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from contracts.envelope import Actor, Envelope, OrgCode, Role, uuid7
+from contracts.envelope import Actor, Envelope, OrgCode, uuid7
 from contracts.event import Event
 from contracts.procedure import ProcedureConcluded
 from contracts.registry import Name, Statement, Text
@@ -357,10 +357,8 @@ class SelectionCommands:
         Selection acts on its own authority (role `system`). A redelivery finds the appointment naming this
         procedure in the team's stream and appends nothing (None).
         """
-        reacting = CommandContext.reacting_to(envelope, "selection")
         post_path = await self._pool.fetchval("SELECT org_path FROM posts WHERE post_id = $1", concluded.post_id)
-        actor = Actor(user=reacting.actor.user, org_path=str(post_path or envelope.org_path), role=Role.SYSTEM)
-        ctx = CommandContext(actor=actor, correlation_id=reacting.correlation_id, causation_id=reacting.causation_id)
+        ctx = CommandContext.reacting_to(envelope, "selection", org_path=str(post_path or envelope.org_path))
 
         async def attempt() -> Accepted | None:
             post = await self._pool.fetchval("SELECT org_code FROM posts WHERE post_id = $1", concluded.post_id)
@@ -371,7 +369,7 @@ class SelectionCommands:
                     for r in history
                 ):
                     return None
-            path, team, events = await self.appointment_of(actor, concluded, ctx.day)
+            path, team, events = await self.appointment_of(ctx.actor, concluded, ctx.day)
             return await record(self._store, team_stream(team.org_code), team.version, events, ctx=ctx, org_path=path)
 
         return await retrying(attempt, expected=None)
