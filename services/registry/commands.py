@@ -296,18 +296,7 @@ class RegistryCommands:
         """Nominate a person into the pool of a unit in the actor's subtree."""
         can_write(ctx.actor)
         unit_path, unit_level = await self._unit(cmd.org_code, ctx.actor)
-        on = ctx.day
-        problems = rules.entry_violations(
-            self._entry_rules,
-            level=unit_level,
-            birth_date=cmd.birth_date,
-            education=cmd.education,
-            years_of_service=cmd.years_of_service,
-            on=on,
-        )
-        if problems:
-            msg = "the nominee does not meet the entry rules"
-            raise RuleViolationError(msg, violations=problems)
+        self._require_entry(unit_level, cmd, ctx.day, "the nominee does not meet the entry rules")
         cadre_id = cmd.cadre_id or uuid7()
         event = CadreNominated(cadre_id=cadre_id, **cmd.model_dump(exclude={"cadre_id"}))
         stream = cadre_stream(cadre_id)
@@ -317,6 +306,19 @@ class RegistryCommands:
             msg = f"cadre {cadre_id} is already registered"
             raise ConflictError(msg, cadre_id=str(cadre_id)) from None
         return Accepted.of(stream, 0, envelopes)
+
+    def _require_entry(self, level: OrgLevel, nominee: Nominate | Candidate, on: date, refused: str) -> None:
+        """Refuse (422, saying `refused` and each rule broken) a nominee the entry rules keep out of the pool."""
+        problems = rules.entry_violations(
+            self._entry_rules,
+            level=level,
+            birth_date=nominee.birth_date,
+            education=nominee.education,
+            years_of_service=nominee.years_of_service,
+            on=on,
+        )
+        if problems:
+            raise RuleViolationError(refused, violations=problems)
 
     async def check_entry(self, ctx: CommandContext, cmd: EntryCheckRequest) -> list[rules.EntryCheck]:
         """Each entry rule applied to a nominee for a unit of the actor's subtree (nothing is recorded)."""
@@ -550,17 +552,8 @@ class RegistryCommands:
         if candidate is None or org_code is None:  # pragma: no cover - both callers checked
             raise AssertionError
         unit_path, unit_level = await self._unit(org_code)
-        problems = rules.entry_violations(
-            self._entry_rules,
-            level=unit_level,
-            birth_date=candidate.birth_date,
-            education=candidate.education,
-            years_of_service=candidate.years_of_service,
-            on=concluded.document_date,
-        )
-        if problems:
-            msg = f"the candidate of procedure {concluded.procedure_id} does not meet the entry rules"
-            raise RuleViolationError(msg, violations=problems)
+        refused = f"the candidate of procedure {concluded.procedure_id} does not meet the entry rules"
+        self._require_entry(unit_level, candidate, concluded.document_date, refused)
         kind = f" ({concluded.reserve_kind})" if concluded.reserve_kind else ""
         event = CadreNominated(
             cadre_id=concluded.candidate_id,
