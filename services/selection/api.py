@@ -129,9 +129,13 @@ async def appoint_cadre(cadre_id: UUID, body: AppointCadre, act: Create, cmd: Co
     """Appoint this reserve out of the pool to a post (how a level above's appointment is applied here, ADR 0042).
 
     The same as `POST /teams/{org_code}/posts/{post_id}/appointment`; the same appointment again is answered
-    with no events.
+    with no events. `procedure_id` names the level above's appointment procedure that decided it (the
+    `appoint` directive its outcome sends down): the appointment records it.
     """
-    return act.tagged(await cmd.appoint(act.ctx, body.org_code, body.post_id, body.appoint(cadre_id), None))
+    appointment = body.appoint(cadre_id)
+    return act.tagged(
+        await cmd.appoint(act.ctx, body.org_code, body.post_id, appointment, None, procedure_id=body.procedure_id)
+    )
 
 
 @router.post("/cadres/{cadre_id}/potential", status_code=status.HTTP_201_CREATED, tags=["talent review"])

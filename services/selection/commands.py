@@ -120,6 +120,9 @@ class AppointCadre(Command):
     document_number: Name
     ends_by: date | None = None
     over_quota: OverQuota | None = None
+    procedure_id: UUID | None = Field(
+        default=None, description="The level above's appointment procedure that decided it (recorded with it)"
+    )
 
     def appoint(self, cadre_id: UUID) -> Appoint:
         """The same appointment as the post's team takes it."""
@@ -283,12 +286,20 @@ class SelectionCommands:
         )
 
     async def appoint(
-        self, ctx: CommandContext, org_code: str, post_id: UUID, cmd: Appoint, expected: int | None
+        self,
+        ctx: CommandContext,
+        org_code: str,
+        post_id: UUID,
+        cmd: Appoint,
+        expected: int | None,
+        *,
+        procedure_id: UUID | None = None,
     ) -> Accepted:
         """Appoint a reserve of the actor's subtree out of the pool to a post; the registry takes it out of the pool.
 
         The same appointment again (the cadre holds the post by this document since that day) is answered with no
         events: a directive applied again after a crash, or a retried request, records it once (ADR 0042).
+        `procedure_id` names the procedure of a level above that decided it (its `appoint` directive).
         """
         can_write(ctx.actor)
         await unit_path(self._pool, org_code, ctx.actor)  # in the actor's subtree (else 404), before any answer
@@ -311,6 +322,7 @@ class SelectionCommands:
                 ends_by=cmd.ends_by,
                 over_quota=cmd.over_quota,
                 today=ctx.day,
+                procedure_id=procedure_id,
             ),
         )
 
@@ -355,9 +367,14 @@ class SelectionCommands:
         """An appointment procedure concluded: record the appointment in the post's team, once.
 
         Selection acts on its own authority (role `system`). A redelivery finds the appointment naming this
-        procedure in the team's stream and appends nothing (None).
+        procedure in the team's stream and appends nothing (None). A post of a unit that a deployment below
+        this one owns is left to it: the sync service sends it the outcome as an `appoint` directive, and its
+        selection records the appointment there (None here, ADR 0042).
         """
         post_path = await self._pool.fetchval("SELECT org_path FROM posts WHERE post_id = $1", concluded.post_id)
+        unit = post_path or concluded.unit_path
+        if unit is not None and self._store.topology.owner_of(str(unit)) is not None:
+            return None
         ctx = CommandContext.reacting_to(envelope, "selection", org_path=str(post_path or envelope.org_path))
 
         async def attempt() -> Accepted | None:

@@ -184,7 +184,8 @@ class ProcedureCommands:
 
         A unit that a deployment below this one owns is run from here by the level above (ADR 0039):
         the procedure is this level's record, at its root (its rules, its calendar, its committee),
-        and its outcome goes down to the owning deployment as a directive.
+        and its outcome goes down to the owning deployment as a directive (`admit` for an entry,
+        `appoint` for an appointment, ADR 0042).
         """
         topology = self._store.topology
         if topology.root and in_subtree(unit, topology.root) and topology.owner_of(unit) is not None:
@@ -210,12 +211,6 @@ class ProcedureCommands:
         can_write(ctx.actor)
         unit = await unit_path(self._pool, cmd.org_code, ctx.actor)
         path = self.recorded_at(unit)
-        if isinstance(cmd, OpenAppointment) and path != unit:
-            msg = (
-                f"org unit {cmd.org_code} is owned by deployment {self._store.topology.owner_of(unit)}: an appointment"
-                " procedure runs there (only entry procedures are run from the level above)"
-            )
-            raise RuleViolationError(msg)
         if isinstance(cmd, OpenAppointment):
             cadre = await self._pool.fetchrow(
                 "SELECT full_name, org_path, in_pool FROM pool_cadres WHERE cadre_id = $1", cmd.candidate_id

@@ -132,13 +132,64 @@ def admission_directive_id(procedure_id: UUID) -> UUID:
     return uuid.uuid5(procedure_id, DirectiveKind.ADMIT.value)
 
 
+def appointment_directive_id(procedure_id: UUID) -> UUID:
+    """The one `appoint` directive of an appointment procedure's outcome (the same however often it arrives)."""
+    return uuid.uuid5(procedure_id, DirectiveKind.APPOINT.value)
+
+
+def outcome_directive(concluded: ProcedureConcluded, target: str) -> DirectiveIssued | None:
+    """The directive that carries a procedure's outcome to the deployment `target` (None: nothing to carry).
+
+    An admitted entry becomes `admit` (the registry nominates the candidate, ADR 0039); an appointment
+    becomes `appoint` (the post's team records the appointment, naming the procedure, ADR 0042): the
+    motion's post, the outcome's document and its date as the day of the appointment.
+    """
+    decided = f"{concluded.document_number} of {concluded.document_date}"
+    if concluded.kind is ProcedureKind.ENTRY:
+        if concluded.candidate is None or concluded.org_code is None or concluded.reserve_kind is None:
+            return None
+        admission = {
+            "procedure_id": str(concluded.procedure_id),
+            "org_code": concluded.org_code,
+            "candidate": concluded.candidate.model_dump(mode="json"),
+            "reserve_kind": concluded.reserve_kind,
+            "document_number": concluded.document_number,
+            "document_date": concluded.document_date.isoformat(),
+        }
+        return DirectiveIssued(
+            directive_id=admission_directive_id(concluded.procedure_id),
+            target_deployment=target,
+            cadre_id=concluded.candidate_id,
+            kind=DirectiveKind.ADMIT,
+            body=admission,
+            note=f"entry procedure {concluded.procedure_id} admitted the candidate: {decided}",
+        )
+    if concluded.kind is not ProcedureKind.APPOINTMENT or concluded.post_id is None or concluded.org_code is None:
+        return None
+    appointment = {
+        "procedure_id": str(concluded.procedure_id),
+        "org_code": concluded.org_code,
+        "post_id": str(concluded.post_id),
+        "appointed_on": concluded.document_date.isoformat(),
+        "document_number": concluded.document_number,
+    }
+    return DirectiveIssued(
+        directive_id=appointment_directive_id(concluded.procedure_id),
+        target_deployment=target,
+        cadre_id=concluded.candidate_id,
+        kind=DirectiveKind.APPOINT,
+        body=appointment,
+        note=f"appointment procedure {concluded.procedure_id} appointed the cadre: {decided}",
+    )
+
+
 class OutcomeDirectives(Typed):
     """Procedures concluded here for a unit that a deployment below owns: their outcome goes down as a directive.
 
-    An entry procedure admitted at such a unit becomes an `admit` directive to the deployment that owns
-    the unit (the deepest one below whose root holds it; a level between passes it on), on the authority
-    of the person who recorded the outcome. Once: the directive's id comes from the procedure's, and its
-    stream here takes one issue (ADR 0039).
+    An entry procedure admitted at such a unit becomes an `admit` directive, an appointment procedure an
+    `appoint` directive, to the deployment that owns the unit (the deepest one below whose root holds it; a
+    level between passes it on), on the authority of the person who recorded the outcome. Once: the
+    directive's id comes from the procedure's, and its stream here takes one issue (ADR 0039, ADR 0042).
     """
 
     name = "outcome-directives"
@@ -153,51 +204,38 @@ class OutcomeDirectives(Typed):
         topology = self._service.settings.topology
         deployments: dict[str, str] | None = None
         for envelope, concluded in of_type(events, ProcedureConcluded):
-            if concluded.kind is not ProcedureKind.ENTRY or concluded.unit_path is None:
-                continue
-            if concluded.candidate is None or concluded.org_code is None or concluded.reserve_kind is None:
+            if concluded.unit_path is None:
                 continue
             if deployments is None:
                 deployments = await below(self._service.pool, topology)
             target = owner_below(deployments, concluded.unit_path)
             if target is None:
-                continue  # this deployment's own unit: its registry admits the candidate
-            await self._issue(envelope, concluded, target)
+                continue  # this deployment's own unit: its registry admits, its selection appoints
+            directive = outcome_directive(concluded, target)
+            if directive is not None:
+                await self._issue(envelope, directive)
 
-    async def _issue(self, envelope: Envelope, concluded: ProcedureConcluded, target: str) -> None:
-        directive_id = admission_directive_id(concluded.procedure_id)
-        admission = {
-            "procedure_id": str(concluded.procedure_id),
-            "org_code": concluded.org_code,
-            "candidate": concluded.candidate.model_dump(mode="json") if concluded.candidate else None,
-            "reserve_kind": concluded.reserve_kind,
-            "document_number": concluded.document_number,
-            "document_date": concluded.document_date.isoformat(),
-        }
-        event = DirectiveIssued(
-            directive_id=directive_id,
-            target_deployment=target,
-            cadre_id=concluded.candidate_id,
-            kind=DirectiveKind.ADMIT,
-            body=admission,
-            note=f"entry procedure {concluded.procedure_id} admitted the candidate:"
-            f" {concluded.document_number} of {concluded.document_date}",
-        )
+    async def _issue(self, envelope: Envelope, event: DirectiveIssued) -> None:
         ctx = CommandContext(
             actor=envelope.actor, correlation_id=envelope.correlation_id, causation_id=envelope.event_id
         )
         try:
             await self._service.store.append(
-                directive_stream(directive_id),
+                directive_stream(event.directive_id),
                 0,
                 [event],
                 ctx=ctx,
                 org_path=envelope.org_path,
-                cadre_id=concluded.candidate_id,
+                cadre_id=event.cadre_id,
             )
         except ConcurrencyError:
             return  # issued before (the outcome delivered again)
-        log.info("outcome sent down", procedure_id=str(concluded.procedure_id), target=target)
+        log.info(
+            "outcome sent down",
+            directive_id=str(event.directive_id),
+            kind=event.kind.value,
+            target=event.target_deployment,
+        )
 
 
 class Applier:

@@ -499,12 +499,16 @@ async def resend(kafka: str, topic: str, *needles: str) -> None:
         await producer.stop()
 
 
-async def test_a_province_directive_appointing_a_county_cadre_is_applied_once_at_the_county(
-    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
-) -> None:
+async def a_reserve_and_a_post(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]], name: str, post_title: str
+) -> tuple[str, date, dict[str, str]]:
+    """A reserve of the county's township, the day of its nomination there, and a vacant post of its team.
+
+    The county's selection knows the reserve (its registry's events) when this returns; the post's quota has
+    room for it (the demo's team and the other tests may have filled posts there).
+    """
     county_selection = clients[COUNTY]["selection"]
-    cadre_id = await nominate(clients[COUNTY]["registry"], "Appointed Above")
-    # The county's selection knows the reserve (its registry's events) before the directive arrives.
+    cadre_id = await nominate(clients[COUNTY]["registry"], name)
     [seen] = await settle(
         lambda: sql(
             levels,
@@ -515,17 +519,23 @@ async def test_a_province_directive_appointing_a_county_cadre_is_applied_once_at
         ),
         until=lambda rows: bool(rows) and rows[0]["in_pool"],
     )
-    nominated_on = seen["nominated_on"].isoformat()
-    # A post of the township's team, with room in its quota (the demo's team may have posts already).
     team = (await county_selection.get(f"/teams/{COUNTY_UNIT}", headers=AT_COUNTY)).json()
     deputies = sum(1 for p in team["posts"] if p["kind"] == "deputy")
-    quota = {"kind": "deputy", "approved": deputies + 1, "document_number": "BH C1 quota 3"}
+    quota = {"kind": "deputy", "approved": deputies + 1, "document_number": f"BH C1 quota {deputies + 1}"}
     quota_set = await county_selection.post(f"/teams/{COUNTY_UNIT}/quotas", json=quota, headers=AT_COUNTY)
     assert quota_set.status_code == 200, quota_set.text
-    post_id = str(uuid.uuid4())
-    post = {"post_id": post_id, "kind": "deputy", "title": "Deputy head, appointed above", "rank": "township deputy"}
+    post = {"post_id": str(uuid.uuid4()), "kind": "deputy", "title": f"Deputy head, {post_title}", "rank": "deputy"}
     created = await county_selection.post(f"/teams/{COUNTY_UNIT}/posts", json=post, headers=AT_COUNTY)
     assert created.status_code == 201, created.text
+    return cadre_id, seen["nominated_on"], post
+
+
+async def test_a_province_directive_appointing_a_county_cadre_is_applied_once_at_the_county(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    county_selection = clients[COUNTY]["selection"]
+    cadre_id, seen_on, post = await a_reserve_and_a_post(levels, clients, "Appointed Above", "appointed above")
+    nominated_on, post_id = seen_on.isoformat(), post["post_id"]
 
     # The province appoints the county's reserve: a directive to the county (passed on by the city).
     directive_id = str(uuid.uuid4())
@@ -605,12 +615,21 @@ async def restart_on_clock(levels: local_levels.Running, level: str, service: st
     await asyncio.to_thread(local_stack.wait_ready, local_stack.restart_service(stack, service))
 
 
-async def run_entry_at_province(
-    levels: local_levels.Running, selection: httpx.AsyncClient, opening: dict[str, Any]
+async def run_at_province(
+    levels: local_levels.Running,
+    selection: httpx.AsyncClient,
+    opening: dict[str, Any],
+    *,
+    name: str = "Li Wei",
+    document_date: date | None = None,
 ) -> None:
-    """Open an entry procedure at the province and take it through every step to its outcome, admitted."""
+    """Open a procedure for `name` at the province and take it through every step to its outcome.
+
+    The outcome's document is dated `document_date` (default: the province's today). The province's selection goes on past the notice's working days (it stays there: the later tests of
+    this module do not use it), and so does this process's clock (the caller sets it back if it must).
+    """
     procedure_id = opening["procedure_id"]
-    signed = [AT_PROVINCE]  # a token of the test's clock (which moves below)
+    signed = [headers("qs")]  # a token of the province selection's clock (the test's, which moves below)
 
     async def step(path: str, body: dict[str, Any]) -> None:
         response = await selection.post(f"/procedures/{procedure_id}{path}", json=body, headers=signed[-1])
@@ -618,7 +637,7 @@ async def run_entry_at_province(
 
     # The province's selection knows the county's township (its registry's events, through sync): it opens there.
     opened = await settle(
-        lambda: selection.post("/procedures", json=opening, headers=AT_PROVINCE),
+        lambda: selection.post("/procedures", json=opening, headers=signed[-1]),
         until=lambda r: r.status_code != 404,
     )
     assert opened.status_code == 201, opened.text
@@ -630,7 +649,7 @@ async def run_entry_at_province(
         "ballots_cast": 28,
         "valid_ballots": 27,
         "invalid_ballots": 1,
-        "tally": [{"candidate_name": "Li Wei", "votes": 20}],
+        "tally": [{"candidate_name": name, "votes": 20}],
     }
     await step("/recommendation", {"meeting": meeting, "talks": {"interviewed": 15, "in_favour": 12}})
     inspection = {"team": ["Zhao", "Qian"], "interviewed": 22, "report": doc, "conclusion": "fit", "clean_record": doc}
@@ -638,15 +657,14 @@ async def run_entry_at_province(
     decision = {"held_on": clock.today().isoformat(), "members": 11, "present": 9, "votes_for": 8}
     await step("/decision", decision | {"votes_against": 1, "abstentions": 0, "minutes": doc})
     await step("/notice", {"where": "the province's notice board"})
-    board = (await selection.get("/procedures", headers=AT_PROVINCE)).json()
+    board = (await selection.get("/procedures", headers=signed[-1])).json()
     [ends_on] = [date.fromisoformat(r["notice_ends_on"]) for r in board if r["procedure_id"] == procedure_id]
-    # The notice runs its working days: the province's selection goes on past them (it stays there, the
-    # later tests of this module do not use it).
     moved = clock.current().at(clock.start_of(ends_on + timedelta(days=1)))
     await restart_on_clock(levels, PROVINCE, "selection", moved)
     signed.append(headers("qs"))
     await step("/notice/close", {})
-    await step("/outcome", {"document_number": "QS Org [2026] 4", "document_date": clock.today().isoformat()})
+    dated = (document_date or clock.today()).isoformat()
+    await step("/outcome", {"document_number": "QS Org [2026] 4", "document_date": dated})
 
 
 async def test_a_province_procedure_admits_a_county_candidate_at_the_county(
@@ -663,7 +681,7 @@ async def test_a_province_procedure_admits_a_county_candidate_at_the_county(
         "candidate": person,
         "reserve_kind": "township deputy",
     }
-    await run_entry_at_province(levels, clients[PROVINCE]["selection"], opening)
+    await run_at_province(levels, clients[PROVINCE]["selection"], opening)
 
     # The outcome goes down as a directive (through the city) and the county's registry nominates the candidate.
     cadre = await settle(
@@ -710,6 +728,111 @@ async def test_a_province_procedure_admits_a_county_candidate_at_the_county(
         levels, PROVINCE, "registry", "SELECT count(*) FROM events WHERE stream_id = $1", f"cadre-{cadre_id}"
     )
     assert own[0][0] == 0
+
+
+async def test_a_province_appointment_procedure_appoints_a_county_reserve_at_the_county(
+    levels: local_levels.Running, clients: dict[str, dict[str, httpx.AsyncClient]]
+) -> None:
+    county_selection = clients[COUNTY]["selection"]
+    cadre_id, nominated_on, post = await a_reserve_and_a_post(
+        levels, clients, "Appointed By Procedure", "by the province's procedure"
+    )
+    procedure_id, post_id = str(uuid.uuid4()), post["post_id"]  # nominated_on: the county's today, no later
+    # The province's selection knows the county's reserve and post (their events, through sync) before it opens.
+    await settle(
+        lambda: sql(
+            levels,
+            PROVINCE,
+            "selection",
+            "SELECT 1 FROM pool_cadres c, posts p WHERE c.cadre_id = $1 AND c.in_pool AND p.post_id = $2",
+            uuid.UUID(cadre_id),
+            uuid.UUID(post_id),
+        ),
+        until=bool,
+    )
+
+    # The province runs the appointment procedure for the county's post and concludes it.
+    motion = {"post_id": post_id, "post_title": post["title"], "reason": "a vacancy in the township's team"}
+    opening = {
+        "kind": "appointment",
+        "procedure_id": procedure_id,
+        "org_code": COUNTY_UNIT,
+        "candidate_id": cadre_id,
+        "motion": motion,
+    }
+    before = clock.current()
+    try:
+        await run_at_province(
+            levels, clients[PROVINCE]["selection"], opening, name="Appointed By Procedure", document_date=nominated_on
+        )
+        at_province_selection = headers("qs")  # on the province selection's clock, moved past the notice
+    finally:
+        clock.use(before)  # the later tests go on from where they were; only the province's selection moved
+
+    # The outcome goes down as an `appoint` directive (through the city): the county's team records it.
+    team = await settle(
+        lambda: county_selection.get(f"/teams/{COUNTY_UNIT}", headers=AT_COUNTY),
+        until=lambda r: any((p["holder"] or {}).get("cadre_id") == cadre_id for p in r.json()["posts"]),
+    )
+    [filled] = [p for p in team.json()["posts"] if p["post_id"] == post_id]
+    assert filled["holder"]["from_pool"] is True
+    assert (filled["holder"]["basis"], filled["holder"]["procedure_id"]) == ("procedure", procedure_id)
+    assert filled["holder"]["starts_on"] == nominated_on.isoformat()
+    directive_id = str(uuid.uuid5(uuid.UUID(procedure_id), "appoint"))
+
+    async def at_province() -> dict[str, Any] | None:
+        rows = (await clients[PROVINCE]["sync"].get("/directives", headers=AT_PROVINCE)).json()
+        return next((d for d in rows if d["directive_id"] == directive_id), None)
+
+    directive = await settle(at_province, until=lambda d: d is not None and d["status"] != "issued")
+    assert directive is not None
+    assert (directive["status"], directive["target"], directive["kind"]) == ("applied", COUNTY, "appoint"), directive
+    [event] = await sql(
+        levels,
+        COUNTY,
+        "selection",
+        "SELECT body FROM events WHERE event_id = ANY($1)",
+        [uuid.UUID(e) for e in directive["outcome"]["events"]],
+    )
+    envelope = orjson.loads(event["body"])
+    assert envelope["event_type"] == "CadreAppointed"
+    assert (envelope["payload"]["procedure_id"], envelope["payload"]["document_number"]) == (
+        procedure_id,
+        "QS Org [2026] 4",
+    )
+    assert envelope["actor"]["org_path"] == "qs"  # on the province's authority
+    assert envelope["actor"]["user"] == f"{CITY}:{PROVINCE}:tester"  # decided by the province, passed on by the city
+    # The county's registry takes the cadre out of its pool as appointed to the post.
+    cadre = await settle(
+        lambda: clients[COUNTY]["registry"].get(f"/cadres/{cadre_id}", headers=AT_COUNTY),
+        until=lambda r: r.json()["status"] == "retired",
+    )
+    assert (cadre.json()["retired_reason"], cadre.json()["appointed_to"]) == ("appointed", post["title"])
+    # The county's appointment comes up to the province, whose team shows it.
+    province_team = await settle(
+        lambda: clients[PROVINCE]["selection"].get(f"/teams/{COUNTY_UNIT}", headers=at_province_selection),
+        until=lambda r: any((p["holder"] or {}).get("cadre_id") == cadre_id for p in r.json()["posts"]),
+    )
+    assert province_team.status_code == 200
+
+    # Delivered again: the outcome at the province, the directive at the county. One directive, one appointment.
+    await resend(levels.stacks[PROVINCE].kafka_bootstrap, topics.SELECTION, "ProcedureConcluded", procedure_id)
+    await resend(levels.stacks[COUNTY].kafka_bootstrap, f"{CITY}.{topics.SYNC}", "DirectiveIssued", directive_id)
+    await asyncio.sleep(5)
+    stream = f"directive-{directive_id}"
+    for level in (PROVINCE, CITY, COUNTY):
+        recorded = await sql(levels, level, "sync", "SELECT event_type FROM events WHERE stream_id = $1", stream)
+        expected = "DirectiveApplied" if level == COUNTY else "DirectiveIssued"
+        assert [r["event_type"] for r in recorded] == [expected]
+    appointed = "SELECT count(*) FROM events WHERE event_type = 'CadreAppointed' AND strpos(body, $1) > 0"
+    assert (await sql(levels, COUNTY, "selection", appointed, cadre_id))[0][0] == 1
+    # The province's own selection left the outcome to the county: no appointment of its own, none refused
+    # (before, it tried to write the county's team and the store sent the outcome to the dead letters).
+    assert (await sql(levels, PROVINCE, "selection", appointed, cadre_id))[0][0] == 0
+    province_kafka, dead_letters = levels.stacks[PROVINCE].kafka_bootstrap, topics.dlq(topics.SELECTION)
+    held = sum((await topic_ends(province_kafka, [dead_letters])).values())
+    dead = await read_topic(province_kafka, dead_letters, count=held) if held else []
+    assert not [r for r in dead if procedure_id.encode() in r.value]
 
 
 def sync_settings(levels: local_levels.Running, level: str) -> SyncSettings:
