@@ -605,6 +605,10 @@ async def test_a_province_directive_appointing_a_county_cadre_is_applied_once_at
     assert appointments[0][0] == 1
 
 
+MOVED: dict[tuple[str, str], clock.Clock] = {}
+"""The clock each restarted service runs on, by level and service (a test begins on the real clock)."""
+
+
 async def restart_on_clock(levels: local_levels.Running, level: str, service: str, moved: clock.Clock) -> None:
     """Stop a level's service and start it again on the clock `moved` (processes take the clock at start)."""
     stack = levels.stacks[level]
@@ -612,6 +616,7 @@ async def restart_on_clock(levels: local_levels.Running, level: str, service: st
     os.killpg(process.pid, signal.SIGTERM)
     await asyncio.to_thread(process.wait)
     clock.use(moved)
+    MOVED[level, service] = moved
     await asyncio.to_thread(local_stack.wait_ready, local_stack.restart_service(stack, service))
 
 
@@ -625,10 +630,12 @@ async def run_at_province(
 ) -> None:
     """Open a procedure for `name` at the province and take it through every step to its outcome.
 
-    The outcome's document is dated `document_date` (default: the province's today). The province's selection goes on past the notice's working days (it stays there: the later tests of
-    this module do not use it), and so does this process's clock (the caller sets it back if it must).
+    The outcome's document is dated `document_date` (default: the province's today). The province's
+    selection goes on past the notice's working days (it stays there: the later tests of this module
+    do not use it), and so does this test's clock.
     """
     procedure_id = opening["procedure_id"]
+    clock.use(MOVED.get((PROVINCE, "selection"), clock.current()))  # where a test before left that service
     signed = [headers("qs")]  # a token of the province selection's clock (the test's, which moves below)
 
     async def step(path: str, body: dict[str, Any]) -> None:
@@ -760,14 +767,10 @@ async def test_a_province_appointment_procedure_appoints_a_county_reserve_at_the
         "candidate_id": cadre_id,
         "motion": motion,
     }
-    before = clock.current()
-    try:
-        await run_at_province(
-            levels, clients[PROVINCE]["selection"], opening, name="Appointed By Procedure", document_date=nominated_on
-        )
-        at_province_selection = headers("qs")  # on the province selection's clock, moved past the notice
-    finally:
-        clock.use(before)  # the later tests go on from where they were; only the province's selection moved
+    await run_at_province(
+        levels, clients[PROVINCE]["selection"], opening, name="Appointed By Procedure", document_date=nominated_on
+    )
+    at_province_selection = headers("qs")  # on the province selection's clock, moved past the notice
 
     # The outcome goes down as an `appoint` directive (through the city): the county's team records it.
     team = await settle(
