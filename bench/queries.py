@@ -9,6 +9,7 @@ from bench import datagen, harness
 from bench.harness import Clock, Figure, Report, Series, Stack, percentile
 from contracts.envelope import Actor, Role
 from runtime import db
+from services.registry import statistics
 from services.registry.queries import RegistryQueries
 
 QUERIES_PER_LEVEL = 300
@@ -22,7 +23,7 @@ async def run(stack: Stack, report: Report, *, cadres: int) -> None:
     report.add(harness.generated(f"{cadres:,} cadres in {unit_count} units", cadres, generated))
     pool = await db.create_pool(dsn, max_size=2)
     try:
-        reads = RegistryQueries(pool, store=None)  # type: ignore[arg-type]
+        reads = RegistryQueries(pool, store=None, counts=statistics.pool_counts(pool))  # type: ignore[arg-type]
         actor = Actor(user="bench", org_path="qs", role=Role.VIEWER)
         tree = datagen.units()
         rng = random.Random(3)

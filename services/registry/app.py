@@ -20,7 +20,7 @@ from runtime.keystore import KeyEraser, PersonalDataSettings
 from runtime.projection import Recorded, Typed
 from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
-from services.registry import api, projection, sessions
+from services.registry import api, projection, sessions, statistics
 from services.registry.commands import RegistryCommands
 from services.registry.queries import RegistryQueries
 from services.registry.rules import EntryRules
@@ -132,6 +132,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
                 s.store, s.pool, entry_rules, s.keystore, memo_of(request) if request else None
             ),
         )
-        .reading(RegistryQueries, lambda s, db: RegistryQueries(db, s.store, s.keystore))
+        .reading(
+            RegistryQueries,
+            lambda s, db: RegistryQueries(db, s.store, s.keystore, counts=statistics.pool_counts(s.pool)),
+        )
     )
     return build_app(spec, settings, parts)

@@ -22,6 +22,7 @@ from contracts.registry import (
     ResponsibleLeaderDesignated,
 )
 from contracts.training import PostingAssigned, PostingCompleted
+from runtime import summaries
 from runtime.db import Conn, in_scope, row_security
 from runtime.projection import Fold, Recorded, fold_changes, fold_last
 
@@ -140,6 +141,9 @@ SCHEMA: Final = (
     *row_security("org_units", in_scope("path")),
     *row_security("cadres", in_scope("org_path")),
     *row_security("cadre_counts", in_scope("org_path")),
+    # Today's pool counted per unit for the statistics, counted again for the units whose cadres changed.
+    *summaries.SCHEMA,
+    *summaries.watched("cadres"),
     # What the appointment form shows from other services: a cadre's rows for those who read the cadre.
     *row_security("form_cycles", "(true)"),
     *row_security("form_grades", "(cadre_id IN (SELECT cadre_id FROM cadres))"),

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from contracts.envelope import Actor, Envelope, Role, is_org_path
 from contracts.personal import PersonalFile, Sealed
-from contracts.registry import CATEGORY_FIELDS, Basis, Education, Gender, Person, RetirementReason
+from contracts.registry import Basis, Education, Gender, Person, RetirementReason
 from exchange import lrmx
 from runtime import clock
 from runtime.auth import require_role, require_self_or_scope, subtree_root
@@ -23,6 +23,7 @@ from runtime.errors import CommandError, GoneError, NotFoundError
 from runtime.keystore import KeyStore
 from runtime.projection import Recorded
 from runtime.store import EventStore
+from runtime.summaries import UnitSummaries
 from services.registry import rules, statistics
 from services.registry.statistics import AGE_BANDS
 
@@ -188,10 +189,13 @@ PERSONAL_DATA_READERS: Final = (Role.ORGANIZER, Role.AUDITOR)
 class RegistryQueries:
     """Reads over the registry's own tables and event store."""
 
-    def __init__(self, pool: Reader, store: EventStore, keystore: KeyStore | None = None) -> None:
+    def __init__(
+        self, pool: Reader, store: EventStore, keystore: KeyStore | None = None, *, counts: UnitSummaries
+    ) -> None:
         self._pool = pool
         self._store = store
         self._keystore = keystore
+        self._counts = counts  # today's pool per unit (statistics.pool_counts), read by the system
 
     async def personal_data(self, actor: Actor, cadre_id: UUID) -> PersonalFile:
         """A cadre's personal file, opened with the cadre's key (organizers and auditors of the cadre's subtree)."""
@@ -403,41 +407,41 @@ class RegistryQueries:
     async def structure(self, actor: Actor, under: str | None) -> Structure:
         """Gender, education, age bands and unit levels of a subtree's pool; each unit's pool against its target."""
         root = await subtree_root(self._pool, actor, under, table="org_units")
-        today = clock.today()
-        subtree = in_subtree_sql("c.org_path", "$1")
-        rows = await self._pool.fetch(
-            "SELECT u.level, c.gender, c.education, date_part('year', age($2::date, c.birth_date))::int AS age,"  # noqa: S608 - fixed clauses, values bound
-            " count(*) AS n FROM cadres c JOIN org_units u ON u.code = c.org_code"
-            f" WHERE c.status = 'in_pool' AND {subtree} GROUP BY 1, 2, 3, 4",
-            root,
-            today,
-        )
-        total, ages = 0, 0
-        by: dict[str, dict[str, int]] = {"gender": {}, "education": {}, "band": {}, "level": {}}
-        for row in rows:
-            n, age = row["n"], row["age"]
-            total += n
-            ages += n * age
-            band = next(label for low, high, label in AGE_BANDS if low <= age < high)
-            for key, value in (("gender", row["gender"]), ("education", row["education"]), ("band", band),
-                               ("level", row["level"])):  # fmt: skip
-                by[key][value] = by[key].get(value, 0) + n
         units = await self._pool.fetch(
-            "SELECT u.code, u.name, u.level, u.target_pool_size AS target,"  # noqa: S608 - fixed clauses, values bound
-            " (SELECT count(*) FROM cadres c WHERE c.org_code = u.code AND c.status = 'in_pool') AS in_pool"
-            f" FROM org_units u WHERE {in_subtree_sql('u.path', '$1')}"
-            " AND u.path NOT LIKE $1 || '.%.%' ORDER BY u.path",
+            "SELECT code, name, level, path, target_pool_size AS target FROM org_units"  # noqa: S608 - fixed SQL
+            f" WHERE {in_subtree_sql('path', '$1')} ORDER BY path",
             root,
         )
+        level_of = {u["path"]: u["level"] for u in units}
+        total, ages = 0, 0
+        own: dict[str, int] = {}
+        by: dict[str, dict[str, int]] = {"gender": {}, "education": {}, "age": {}, "level": {}}
+        for path, group, category, n, summed in await self._counts.rows(root, clock.today()):
+            if not group:
+                total += n
+                ages += summed
+                own[path] = n
+                level = level_of.get(path)
+                if level is not None:
+                    by["level"][level] = by["level"].get(level, 0) + n
+            elif group in by:
+                by[group][category] = by[group].get(category, 0) + n
+        depth = root.count(".") + 1
         return Structure(
             root=root,
             in_pool=total,
             average_age=round(ages / total, 1) if total else None,
             by_gender=by["gender"],
             by_education={e.value: by["education"].get(e.value, 0) for e in Education},
-            by_age_band={label: by["band"].get(label, 0) for _, _, label in AGE_BANDS},
+            by_age_band={label: by["age"].get(label, 0) for _, _, label in AGE_BANDS},
             by_level=by["level"],
-            units=[UnitHealth(**dict(row)) for row in units],
+            units=[
+                UnitHealth(
+                    code=u["code"], name=u["name"], level=u["level"], target=u["target"], in_pool=own.get(u["path"], 0)
+                )
+                for u in units
+                if u["path"].count(".") <= depth
+            ],
         )
 
     async def statistics(self, actor: Actor, under: str | None, on: date | None) -> statistics.Statistics:
@@ -461,15 +465,11 @@ class RegistryQueries:
         )
         root_name = next((u["name"] for u in units if u["path"] == root), root.rsplit(".", 1)[-1])
         known = (statistics.Unit(u["code"], u["name"], u["level"]) for u in units)
-        if day == today:  # counted by PostgreSQL from the projection
-            pool = (
-                f"SELECT org_code, gender, birth_date, {', '.join(CATEGORY_FIELDS)} FROM cadres"  # noqa: S608 - fixed SQL
-                f" WHERE status = 'in_pool' AND {in_subtree_sql('org_path', '$1')}"
-            )
-            rows = await self._pool.fetch(statistics.counted_sql(pool), root, day)
+        if day == today:  # counted by PostgreSQL from the projection, per unit, kept until the unit changes
+            code_of = {u["path"]: u["code"] for u in units}
             counted = (
-                statistics.Counted(r["org_code"], r["grp"], r["category"], r["cadres"], int(r["ages"] or 0))
-                for r in rows
+                statistics.Counted(code_of.get(path, path), group, category, n, int(summed or 0))
+                for path, group, category, n, summed in await self._counts.rows(root, day)
             )
             return statistics.tally_counted(root, root_name, day, known, counted)
         members = statistics.pool_on(await self._events_before(root, end), root)

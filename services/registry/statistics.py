@@ -32,7 +32,9 @@ from contracts.registry import (
     OrgLevel,
     PartyMembership,
 )
+from runtime.db import Pool
 from runtime.projection import Recorded
+from runtime.summaries import UnitSummaries
 from services.registry import rules
 
 NOT_RECORDED: Final = "not_recorded"
@@ -158,34 +160,54 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _band_sql(value: str, bands: tuple[tuple[int, int, str], ...]) -> str:
+def band_sql(value: str, bands: tuple[tuple[int, int, str], ...]) -> str:
+    """SQL naming the band of `bands` ([low, high) and its label) that the integer `value` falls in."""
     whens = " ".join(f"WHEN {value} >= {low} AND {value} < {high} THEN {_literal(label)}" for low, high, label in bands)
     return f"CASE {whens} END"
+
+
+def age_sql(birth: str, day: str) -> str:
+    """SQL of full years of age on `day` of one born on `birth` (`rules.age_on`, done by PostgreSQL)."""
+    return (
+        f"(extract(year FROM {day})::int - extract(year FROM {birth})::int"
+        f" - ((extract(month FROM {day}), extract(day FROM {day}))"
+        f" < (extract(month FROM {birth}), extract(day FROM {birth})))::int)"
+    )
 
 
 def _recorded_sql(column: str) -> str:
     return f"coalesce(nullif({column}, ''), {_literal(NOT_RECORDED)})"
 
 
-def counted_sql(pool: str) -> str:
-    """Count the members of `pool` (SQL selecting the `cadres` columns of the members) per unit and category.
+def pool_counts(pool: Pool) -> UnitSummaries:
+    """Today's pool counted per unit and category, kept per unit until its cadres change (ADR 0046).
+
+    Its rows: (unit's org path, group, category, cadres, ages summed); the group "" counts every
+    member of the unit with their ages, "education" is the structure's (not a column of the table).
+    """
+    members = (
+        f"SELECT org_path AS unit, gender, education, birth_date, {', '.join(CATEGORY_FIELDS)} FROM cadres"  # noqa: S608
+        " WHERE status = 'in_pool' AND org_path = ANY($1::text[])"
+    )
+    return UnitSummaries(pool, "registry.pool", _counted_sql(members), units="org_units")
+
+
+def _counted_sql(pool: str) -> str:
+    """Count the members of `pool` (SQL selecting a `unit` and the members' `cadres` columns) per unit and category.
 
     `$2` is the day (its ages and years of membership); what `_categories` does for one member,
     done by PostgreSQL for all of them, so the table costs one scan, not a Python object per cadre.
     """
-    age = (
-        "(extract(year FROM $2::date)::int - extract(year FROM birth_date)::int"
-        " - ((extract(month FROM $2::date), extract(day FROM $2::date))"
-        " < (extract(month FROM birth_date), extract(day FROM birth_date)))::int)"
-    )
+    age = age_sql("birth_date", "$2::date")
     years = "(extract(year FROM $2::date)::int - party_joined_year)"
     party_years = (
         f"CASE WHEN party_joined_year IS NULL OR party_joined_year > extract(year FROM $2::date)::int"
-        f" THEN {_literal(NOT_RECORDED)} ELSE {_band_sql(years, PARTY_YEARS)} END"
+        f" THEN {_literal(NOT_RECORDED)} ELSE {band_sql(years, PARTY_YEARS)} END"
     )
     member = _literal(PartyMembership.MEMBER.value)
     female = _literal(Gender.FEMALE.value)
     per_group = {
+        "education": ("education", ""),  # the structure's (its one group the table has not)
         "gender": ("gender", ""),
         "age": ("band", ""),
         "women_by_age": ("band", f"WHERE gender = {female}"),
@@ -198,14 +220,14 @@ def counted_sql(pool: str) -> str:
         "reserve_kind": (_recorded_sql("reserve_kind"), ""),
     }
     counts = " ".join(
-        f"UNION ALL SELECT org_code, {_literal(group)}, {category}, count(*), 0 FROM m {where} GROUP BY 1, 3"  # noqa: S608 - from constants
+        f"UNION ALL SELECT unit, {_literal(group)}, {category}, count(*), 0 FROM m {where} GROUP BY 1, 3"  # noqa: S608 - from constants
         for group, (category, where) in per_group.items()
     )
     return (
         f"WITH p AS MATERIALIZED ({pool}),"  # noqa: S608 - from constants and the caller's fixed SQL
-        f" m AS MATERIALIZED (SELECT p.*, {_band_sql('age', AGE_BANDS)} AS band"
+        f" m AS MATERIALIZED (SELECT p.*, {band_sql('age', AGE_BANDS)} AS band"
         f" FROM (SELECT p.*, {age} AS age FROM p) AS p)"
-        f" SELECT org_code, '' AS grp, '' AS category, count(*) AS cadres, sum(age) AS ages FROM m GROUP BY 1 {counts}"
+        f" SELECT unit, '' AS grp, '' AS category, count(*) AS cadres, sum(age) AS ages FROM m GROUP BY 1 {counts}"
     )
 
 
@@ -309,7 +331,7 @@ def tally(root: str, root_name: str, on: date, units: Iterable[Unit], members: I
 
 def tally_counted(root: str, root_name: str, on: date, units: Iterable[Unit], counted: Iterable[Counted]) -> Statistics:
     """The same table as `tally`, from what PostgreSQL counted (`COUNTED_SQL`) rather than from each member."""
-    found = list(counted)
+    found = [c for c in counted if c.group != "education"]  # the structure's group, not the table's
     groups = _groups_with(
         {c.category for c in found if c.group == "rank" and c.category != NOT_RECORDED},
         {c.category for c in found if c.group == "reserve_kind" and c.category != NOT_RECORDED},
