@@ -29,6 +29,7 @@ from services.selection.commands import (
     WithdrawSuccessor,
 )
 from services.selection.queries import (
+    GAPS_LISTED,
     POSTS_LIMIT,
     KindCount,
     NineBox,
@@ -196,9 +197,13 @@ async def strength(
     under: Under = None,
     on: Day | None = None,
     within_months: Annotated[int, Query(ge=1, le=120, description="Falling vacant within so many months")] = 12,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Posts listed in each list of gaps")] = GAPS_LISTED,
 ) -> Strength:
-    """Reserves per kind against the ratio; posts with no ready successor; posts falling vacant with none."""
-    return await reads.strength(actor, under, on, within_months)
+    """Reserves per kind against the ratio; posts with no ready successor; posts falling vacant with none.
+
+    Each list of posts holds its first `limit` in the units' order, beside how many there are in all.
+    """
+    return await reads.strength(actor, under, on, within_months, limit)
 
 
 @router.get("/pool-use", tags=["appointments"])

@@ -95,6 +95,6 @@ def create_app(settings: SelectionSettings | None = None) -> FastAPI:
         Parts()
         .once(SelectionCommands, lambda s: SelectionCommands(s.store, s.pool))
         .once(ProcedureCommands, lambda s: ProcedureCommands(s.store, s.pool))
-        .reading(SelectionQueries, lambda _, db: SelectionQueries(db, ratios))
+        .reading(SelectionQueries, lambda s, db: SelectionQueries(db, ratios, system=s.pool))
     )
     return build_app(SPEC, settings, parts)

@@ -26,7 +26,7 @@ from contracts.selection import (
     SuccessorNamed,
     SuccessorWithdrawn,
 )
-from runtime import clock, registry_view
+from runtime import clock, registry_view, summaries
 from runtime.db import Conn, in_scope, in_scope_or_above, row_security
 from runtime.projection import Recorded, Typed
 
@@ -79,6 +79,7 @@ SCHEMA: Final = (
     "ALTER TABLE tenures ADD COLUMN IF NOT EXISTS birth_date date",
     "CREATE INDEX IF NOT EXISTS tenures_post ON tenures (post_id, starts_on)",
     "CREATE INDEX IF NOT EXISTS tenures_subtree ON tenures (org_path, starts_on)",
+    "CREATE INDEX IF NOT EXISTS tenures_cadre ON tenures (cadre_id)",
     """
     CREATE TABLE IF NOT EXISTS successors (
         post_id      uuid NOT NULL,
@@ -144,6 +145,12 @@ SCHEMA: Final = (
     *row_security("readiness_history", in_scope("org_path")),
     *row_security("appointments", in_scope("org_path")),
     *row_security("potentials", in_scope("org_path")),
+    # The teams' ages and strength counted per unit and day, counted again for the units whose posts changed.
+    *summaries.SCHEMA,
+    *summaries.watched("posts"),
+    *summaries.watched("tenures"),
+    *summaries.watched("successors"),
+    *summaries.watched("pool_cadres", "SELECT t.org_path FROM tenures t JOIN %1$s r ON r.cadre_id = t.cadre_id"),
     # Performance for the 9-box, from assessment's topic (ADR 0033): cycles and each cadre's grade in them.
     """
     CREATE TABLE IF NOT EXISTS review_cycles (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -16,8 +16,9 @@ from contracts.registry import Basis
 from contracts.selection import PostKind, Potential, Readiness
 from runtime import clock
 from runtime.auth import subtree_root
-from runtime.db import Reader, in_subtree_sql
+from runtime.db import Pool, Reader, in_subtree_sql
 from runtime.errors import CommandError, NotFoundError
+from runtime.summaries import UnitSummaries
 from services.selection import rules, team_ages
 
 RATING_COUNTS_SQL = "(cycle = $3 OR cycle ~ ('(^|[^0-9])' || $4 || '([^0-9]|$)'))"
@@ -25,6 +26,43 @@ RATING_COUNTS_SQL = "(cycle = $3 OR cycle ~ ('(^|[^0-9])' || $4 || '([^0-9]|$)')
 
 ACTIVE_ON = "t.starts_on <= $2 AND (t.left_on IS NULL OR t.left_on > $2)"
 """A tenure held on day $2."""
+SUCCESSORS_OF_POST = (
+    "SELECT count(*) AS successors, count(*) FILTER (WHERE s.readiness = 'ready_now') AS ready_now"
+    " FROM successors s WHERE s.post_id = p.post_id AND s.active"
+)
+"""A post `p`'s successors, and how many of them are ready now (a lateral subquery `g`)."""
+NO_READY_SUCCESSOR = "g.ready_now = 0"
+GAPS_LISTED = 100
+"""How many posts of each list of gaps the strength answers by default (the posts' export has them all)."""
+
+
+def falling_vacant(days: int) -> str:
+    """Of a post `p` held by `t` (if anyone) with successors `g`: vacant, or its holder leaving within `days` of $2."""
+    return f"g.successors = 0 AND (t.holder_name IS NULL OR t.ends_by <= $2::date + {int(days)})"
+
+
+def _days_ahead(months: int) -> int:
+    return round(months * 30.4375)
+
+
+def strength_counts(pool: Pool, days: int) -> UnitSummaries:
+    """Per unit and kind on a day: posts, distinct successors, posts with no ready successor, falling vacant."""
+    return UnitSummaries(
+        pool,
+        "selection.strength",
+        f"""
+        SELECT p.org_path, p.kind, count(*) AS posts,
+            (SELECT count(DISTINCT s.cadre_id) FROM successors s JOIN posts q ON q.post_id = s.post_id
+             WHERE q.org_path = p.org_path AND q.kind = p.kind AND q.created_on <= $2 AND s.active) AS successors,
+            count(*) FILTER (WHERE {NO_READY_SUCCESSOR}) AS no_ready,
+            count(*) FILTER (WHERE {falling_vacant(days)}) AS falling
+        FROM posts p
+        LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+        CROSS JOIN LATERAL ({SUCCESSORS_OF_POST}) g
+        WHERE p.org_path = ANY($1::text[]) AND p.created_on <= $2
+        GROUP BY 1, 2
+        """,  # noqa: S608 - our own fragments
+    )
 
 
 class HolderView(BaseModel):
@@ -148,7 +186,11 @@ class Strength(BaseModel):
     units: list[UnitStrength]
     below_ratio: list[UnitStrength]
     no_ready_successor: list[PostGap]
+    """The first of them in the units' order (`no_ready_successor_total` in all; the posts' export has every one)."""
+    no_ready_successor_total: int
     falling_vacant_without_successor: list[PostGap]
+    """The first of them, likewise (`falling_vacant_total` in all)."""
+    falling_vacant_total: int
 
 
 class UseRow(BaseModel):
@@ -263,9 +305,10 @@ def _months(days: float | None) -> float | None:
 class SelectionQueries:
     """Reads as the actor sees them."""
 
-    def __init__(self, db: Reader, ratios: Mapping[str, Mapping[PostKind, float]]) -> None:
+    def __init__(self, db: Reader, ratios: Mapping[str, Mapping[PostKind, float]], *, system: Pool) -> None:
         self._db = db
         self._ratios = ratios
+        self._system = system  # where the counts kept per unit are read and kept (runtime.summaries)
 
     def ratio(self, level: str, kind: PostKind) -> float:
         """Reserves per post the organization asks for at `level` (the `default` entry, else 1:1 and 1:2)."""
@@ -391,20 +434,16 @@ class SelectionQueries:
         if day > today:
             msg = f"{day} is after today ({today}): the teams of a day to come are not known"
             raise CommandError(msg)
-        rows = await self._db.fetch(
-            f"""
-            SELECT p.org_code, u.name AS unit_name, u.level, t.kind, coalesce(t.birth_date, c.birth_date) AS birth_date
-            FROM tenures t JOIN posts p ON p.post_id = t.post_id JOIN units u ON u.code = p.org_code
-            LEFT JOIN pool_cadres c ON c.cadre_id = t.cadre_id
-            WHERE {in_subtree_sql("t.org_path", "$1")} AND {ACTIVE_ON}
-            ORDER BY u.path, t.kind DESC
-            """,  # noqa: S608 - our own fragments; values are parameters
+        units = await self._db.fetch(
+            f"SELECT code, name, level, path FROM units WHERE {in_subtree_sql('path', '$1')} ORDER BY path",  # noqa: S608
             root,
-            day,
         )
-        name = await self._db.fetchval("SELECT name FROM units WHERE path = $1", root)
-        seats = (team_ages.Seat(r["org_code"], r["unit_name"], r["level"], r["kind"], r["birth_date"]) for r in rows)
-        return team_ages.tally(root, name or root.rsplit(".", 1)[-1], day, seats)
+        held: dict[str, list[team_ages.Seats]] = {}
+        for path, band, kind, members, ages in await seats_held(self._system).rows(root, day):
+            held.setdefault(path, []).append(team_ages.Seats(band, kind, members, ages))
+        name = next((u["name"] for u in units if u["path"] == root), None)
+        teams = ((team_ages.Team(u["code"], u["name"], u["level"]), held.get(u["path"], ())) for u in units)
+        return team_ages.tally(root, name or root.rsplit(".", 1)[-1], day, teams)
 
     async def readiness_history(self, actor: Actor, post_id: UUID, cadre_id: UUID) -> list[ReadinessChange]:
         """How a successor's readiness for a post was set and reviewed, oldest first."""
@@ -469,77 +508,76 @@ class SelectionQueries:
             for r in rows
         ]
 
-    async def strength(self, actor: Actor, under: str | None, on: date | None, within_months: int) -> Strength:
-        """Reserves per kind against the ratio, posts with no ready successor, posts falling vacant without one."""
+    async def strength(
+        self, actor: Actor, under: str | None, on: date | None, within_months: int, limit: int = GAPS_LISTED
+    ) -> Strength:
+        """Reserves per kind against the ratio, posts with no ready successor, posts falling vacant without one.
+
+        The units' figures are counted per unit and kept until the unit's posts change (`strength_counts`);
+        of the posts in each list, the first `limit` in the order of the units, with how many there are.
+        """
         root = await subtree_root(self._db, actor, under)
         day = on or clock.today()
-        horizon = day + timedelta(days=round(within_months * 30.4375))
-        posts = await self._db.fetch(
-            f"""
-            SELECT p.post_id, p.org_code, u.name AS unit_name, u.level, p.kind, p.title, t.holder_name, t.ends_by,
-                count(s.cadre_id) AS successors,
-                count(s.cadre_id) FILTER (WHERE s.readiness = 'ready_now') AS ready_now,
-                array_agg(s.cadre_id) FILTER (WHERE s.cadre_id IS NOT NULL) AS cadres
-            FROM posts p JOIN units u ON u.code = p.org_code
-            LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
-            LEFT JOIN successors s ON s.post_id = p.post_id AND s.active
-            WHERE {in_subtree_sql("p.org_path", "$1")} AND p.created_on <= $2
-            GROUP BY p.post_id, u.name, u.level, u.path, t.holder_name, t.ends_by
-            ORDER BY u.path, p.kind DESC, p.title
-            """,  # noqa: S608 - our own fragments
-            root,
-            day,
-        )
-        units: dict[tuple[str, str], dict[str, Any]] = {}
-        gaps: list[PostGap] = []
-        falling: list[PostGap] = []
-        for r in posts:
-            unit = units.setdefault(
-                (r["org_code"], r["kind"]),
-                {"name": r["unit_name"], "level": r["level"], "posts": 0, "cadres": set()},
+        days = _days_ahead(within_months)
+        units = {
+            u["path"]: u
+            for u in await self._db.fetch(
+                f"SELECT code, name, level, path FROM units WHERE {in_subtree_sql('path', '$1')}",  # noqa: S608
+                root,
             )
-            unit["posts"] += 1
-            unit["cadres"].update(r["cadres"] or [])
-            gap = PostGap(
-                post_id=r["post_id"],
-                org_code=r["org_code"],
-                unit_name=r["unit_name"],
-                kind=PostKind(r["kind"]),
-                title=r["title"],
-                holder_name=r["holder_name"],
-                ends_by=r["ends_by"],
-                successors=r["successors"],
-                ready_now=r["ready_now"],
-            )
-            if r["ready_now"] == 0:
-                gaps.append(gap)
-            vacant_soon = r["holder_name"] is None or (r["ends_by"] is not None and r["ends_by"] <= horizon)
-            if vacant_soon and r["successors"] == 0:
-                falling.append(gap)
-        strengths = []
-        for (code, kind), unit in units.items():
+        }
+        strengths: list[UnitStrength] = []
+        no_ready, falling = 0, 0
+        for path, kind, posts, successors, without_ready, falling_without in sorted(
+            await strength_counts(self._system, days).rows(root, day), key=lambda r: (r[0], r[1] != "principal")
+        ):
+            unit = units.get(path)
+            if unit is None:  # a unit the registry's view has not (yet) heard of: as the lists, which join it
+                continue
+            no_ready += without_ready
+            falling += falling_without
             ratio = self.ratio(unit["level"], PostKind(kind))
-            required = math.ceil(unit["posts"] * ratio)
+            required = math.ceil(posts * ratio)
             strengths.append(
                 UnitStrength(
-                    org_code=code,
+                    org_code=unit["code"],
                     unit_name=unit["name"],
                     level=unit["level"],
                     kind=PostKind(kind),
-                    posts=unit["posts"],
-                    successors=len(unit["cadres"]),
+                    posts=posts,
+                    successors=successors,
                     ratio=ratio,
                     required=required,
-                    below_ratio=len(unit["cadres"]) < required,
+                    below_ratio=successors < required,
                 )
             )
+
+        async def listed(condition: str) -> list[PostGap]:
+            rows = await self._db.fetch(
+                f"""
+                SELECT p.post_id, p.org_code, u.name AS unit_name, p.kind, p.title, t.holder_name, t.ends_by,
+                    g.successors, g.ready_now
+                FROM posts p JOIN units u ON u.code = p.org_code
+                LEFT JOIN tenures t ON t.post_id = p.post_id AND {ACTIVE_ON}
+                CROSS JOIN LATERAL ({SUCCESSORS_OF_POST}) g
+                WHERE {in_subtree_sql("p.org_path", "$1")} AND p.created_on <= $2 AND {condition}
+                ORDER BY p.org_path, p.kind DESC, p.title LIMIT $3
+                """,  # noqa: S608 - our own fragments
+                root,
+                day,
+                limit,
+            )
+            return [PostGap(**dict(r)) for r in rows]
+
         return Strength(
             on=day,
             within_months=within_months,
             units=strengths,
             below_ratio=[s for s in strengths if s.below_ratio],
-            no_ready_successor=gaps,
-            falling_vacant_without_successor=falling,
+            no_ready_successor=await listed(NO_READY_SUCCESSOR),
+            no_ready_successor_total=no_ready,
+            falling_vacant_without_successor=await listed(falling_vacant(days)),
+            falling_vacant_total=falling,
         )
 
     async def pool_use(self, actor: Actor, under: str | None, since: date | None, until: date | None) -> PoolUse:
@@ -697,3 +735,8 @@ def _chosen(cycles: list[CycleRef], wanted: UUID | None, default: Callable[[Cycl
         msg = f"cycle {wanted} not found for this subtree"
         raise NotFoundError(msg)
     return next((c for c in cycles if default(c)), cycles[0] if cycles else None)
+
+
+def seats_held(pool: Pool) -> UnitSummaries:
+    """The seats of each unit's team held on a day, per band and kind, kept until its tenures or holders change."""
+    return UnitSummaries(pool, "selection.seats", team_ages.seats_sql())

@@ -15,7 +15,7 @@ from typing import Final
 from pydantic import BaseModel
 
 from contracts.selection import PostKind
-from services.registry.rules import age_on
+from services.registry.statistics import age_sql, band_sql
 
 TEAM_AGE_BANDS: Final = (
     (0, 36, "35 and under"),
@@ -31,14 +31,40 @@ NOT_RECORDED: Final = "not_recorded"
 
 
 @dataclass(frozen=True, slots=True)
-class Seat:
-    """A post of a team held on the date, and its holder's birth date if known."""
+class Team:
+    """A unit whose leadership team is counted."""
 
     org_code: str
-    unit_name: str
+    name: str
     level: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seats:
+    """The posts of one kind a team held on the date whose holders fall in one band, with their ages summed."""
+
+    band: str
+    """A label of TEAM_AGE_BANDS, or NOT_RECORDED (no birth date known)."""
     kind: str
-    birth_date: date | None
+    members: int
+    ages: int
+
+
+def seats_sql(day: str = "$2::date") -> str:
+    """SQL counting the seats of the teams whose org paths are `$1` (text[]) held on `day`, per unit, band and kind."""
+    birth = "coalesce(t.birth_date, c.birth_date)"
+    age = age_sql(birth, day)
+    return (
+        f"SELECT t.org_path, coalesce({band_sql(age, TEAM_AGE_BANDS)}, {_literal(NOT_RECORDED)}) AS band,"  # noqa: S608
+        f" t.kind, count(*) AS members, coalesce(sum({age}), 0) AS ages"
+        " FROM tenures t LEFT JOIN pool_cadres c ON c.cadre_id = t.cadre_id"
+        f" WHERE t.org_path = ANY($1::text[]) AND t.starts_on <= {day} AND (t.left_on IS NULL OR t.left_on > {day})"
+        " GROUP BY 1, 2, 3"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 class TeamAges(BaseModel):
@@ -72,16 +98,13 @@ class _Line:
         self.by_age = dict.fromkeys([*(label for _, _, label in TEAM_AGE_BANDS), NOT_RECORDED], 0)
         self.by_kind = dict.fromkeys((kind.value for kind in PostKind), 0)
 
-    def add(self, seat: Seat, on: date) -> None:
-        self.members += 1
-        self.by_kind[seat.kind] = self.by_kind.get(seat.kind, 0) + 1
-        if seat.birth_date is None:
-            self.by_age[NOT_RECORDED] += 1
-            return
-        age = age_on(seat.birth_date, on)
-        self.known += 1
-        self.ages += age
-        self.by_age[next(label for low, high, label in TEAM_AGE_BANDS if low <= age < high)] += 1
+    def add(self, seats: Seats) -> None:
+        self.members += seats.members
+        self.by_kind[seats.kind] = self.by_kind.get(seats.kind, 0) + seats.members
+        self.by_age[seats.band] = self.by_age.get(seats.band, 0) + seats.members
+        if seats.band != NOT_RECORDED:
+            self.known += seats.members
+            self.ages += seats.ages
 
     def view(self, code: str | None, name: str, level: str | None) -> TeamAges:
         average = round(self.ages / self.known, 1) if self.known else None
@@ -89,16 +112,15 @@ class _Line:
                         by_age=self.by_age, by_kind=self.by_kind)  # fmt: skip
 
 
-def tally(root: str, root_name: str, on: date, seats: Iterable[Seat]) -> TeamStructure:
-    """Each team's line (in the order the seats come, a team per unit) and the subtree's total."""
+def tally(root: str, root_name: str, on: date, teams: Iterable[tuple[Team, Iterable[Seats]]]) -> TeamStructure:
+    """Each team's line (in the order the teams come; a team that held no seat has none) and the subtree's total."""
     total = _Line()
-    teams: dict[str, tuple[Seat, _Line]] = {}
-    for seat in seats:
-        total.add(seat, on)
-        teams.setdefault(seat.org_code, (seat, _Line()))[1].add(seat, on)
-    return TeamStructure(
-        root=root,
-        on=on,
-        total=total.view(None, root_name, None),
-        teams=[line.view(seat.org_code, seat.unit_name, seat.level) for seat, line in teams.values()],
-    )
+    lines: list[TeamAges] = []
+    for team, seats in teams:
+        line = _Line()
+        for counted in seats:
+            line.add(counted)
+            total.add(counted)
+        if line.members:
+            lines.append(line.view(team.org_code, team.name, team.level))
+    return TeamStructure(root=root, on=on, total=total.view(None, root_name, None), teams=lines)

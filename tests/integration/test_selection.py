@@ -103,6 +103,10 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
     # Succession: none named yet, so post A (falling vacant within a year) is a gap; then a successor.
     strength = (await selection.client.get("/strength", headers=CITY)).json()
     assert {g["title"] for g in strength["falling_vacant_without_successor"]} == {"Deputy head A"}
+    assert (strength["falling_vacant_total"], strength["no_ready_successor_total"]) == (1, 2)
+    first = (await selection.client.get("/strength", params={"limit": 1}, headers=CITY)).json()
+    assert (len(first["no_ready_successor"]), first["no_ready_successor_total"]) == (1, 2)
+    assert (await selection.client.get("/strength", params={"limit": 0}, headers=CITY)).status_code == 422
     assert strength["below_ratio"][0]["required"] == 4
     named = await selection.client.post(
         f"/teams/bh_ly/posts/{post_a}/successors",
@@ -126,6 +130,9 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
     strength = (await selection.client.get("/strength", headers=CITY)).json()
     assert [g["title"] for g in strength["no_ready_successor"]] == ["Deputy head B"]
     assert strength["falling_vacant_without_successor"] == []
+    # The unit's counts were kept from the first read and counted again after the successor was named.
+    assert (strength["falling_vacant_total"], strength["no_ready_successor_total"]) == (0, 1)
+    assert {(u["kind"], u["successors"]) for u in strength["units"]} == {("deputy", 1)}
     # Another city sees nothing of this team.
     hidden = await selection.client.get("/teams/bh_ly", headers=OTHER_CITY)
     assert hidden.status_code == 404

@@ -92,13 +92,16 @@ def test_the_workbook_has_a_sheet_per_level_with_the_figures() -> None:
 
 
 def test_a_team_counts_its_members_by_age_band_and_those_without_a_birth_date_apart() -> None:
-    seats = [
-        team_ages.Seat("ly", "Liuyang County", "county", "principal", date(1975, 1, 1)),  # 55: 51-55
-        team_ages.Seat("ly", "Liuyang County", "county", "deputy", date(1994, 6, 30)),  # 36 on the day: 36-40
-        team_ages.Seat("ly", "Liuyang County", "county", "deputy", None),
-        team_ages.Seat("ly_x", "Xiaohe Township", "township", "deputy", date(1995, 7, 1)),  # 34: 35 and under
+    seats, unknown = team_ages.Seats, team_ages.NOT_RECORDED
+    held = [
+        (
+            team_ages.Team("ly", "Liuyang County", "county"),
+            [seats("51-55", "principal", 1, 55), seats("36-40", "deputy", 1, 36), seats(unknown, "deputy", 1, 0)],
+        ),
+        (team_ages.Team("ly_y", "Yonghe Township", "township"), []),  # held no seat that day: no line
+        (team_ages.Team("ly_x", "Xiaohe Township", "township"), [seats("35 and under", "deputy", 1, 34)]),
     ]
-    structure = team_ages.tally("cn.ly", "Liuyang County", ON, seats)
+    structure = team_ages.tally("cn.ly", "Liuyang County", ON, held)
     county, township = structure.teams
     assert (county.org_code, county.members, county.average_age) == ("ly", 3, 45.5)
     assert {band: n for band, n in county.by_age.items() if n} == {"51-55": 1, "36-40": 1, "not_recorded": 1}
