@@ -248,6 +248,8 @@ class NominatedBeforeProcedures(Event):
 class AppointedBeforeProcedures(CadreAppointed):
     """`CadreAppointed` v1 as recorded before procedures existed: its payload has no `procedure_id`."""
 
+    event_type: ClassVar[str] = "CadreAppointed"  # a subclass names its own events otherwise (contracts.event)
+
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         return {k: v for k, v in super().model_dump(**kwargs).items() if k != "procedure_id"}
 
