@@ -43,7 +43,7 @@ SCHEMA: Final = (
         day       date NOT NULL,
         org_path  text COLLATE "C" NOT NULL,
         version   bigint NOT NULL,
-        rows      jsonb NOT NULL,
+        rows      text NOT NULL,
         PRIMARY KEY (summary, day, org_path)
     )
     """,
@@ -147,7 +147,7 @@ class UnitSummaries:
         )
         await conn.executemany(
             "INSERT INTO unit_summaries (summary, day, org_path, version, rows)"
-            " SELECT $1, $2, $3, coalesce((SELECT version FROM unit_versions WHERE org_path = $3), 0), $4::text::jsonb"
+            " SELECT $1, $2, $3, coalesce((SELECT version FROM unit_versions WHERE org_path = $3), 0), $4"
             " ON CONFLICT (summary, day, org_path) DO UPDATE SET version = excluded.version, rows = excluded.rows"
             " WHERE unit_summaries.version < excluded.version",
             [(self._name, day, path, orjson.dumps(rows).decode()) for path, rows in counted.items()],
@@ -156,7 +156,7 @@ class UnitSummaries:
     async def _kept(self, conn: Any, root: str, day: date) -> list[tuple[Any, ...]]:
         subtree = in_subtree_sql("org_path", "$3")
         rows = await conn.fetch(
-            f"SELECT org_path, rows::text AS rows FROM unit_summaries WHERE summary = $1 AND day = $2 AND {subtree}",  # noqa: S608
+            f"SELECT org_path, rows FROM unit_summaries WHERE summary = $1 AND day = $2 AND {subtree}",  # noqa: S608
             self._name,
             day,
             root,

@@ -467,10 +467,10 @@ class RegistryQueries:
         known = (statistics.Unit(u["code"], u["name"], u["level"]) for u in units)
         if day == today:  # counted by PostgreSQL from the projection, per unit, kept until the unit changes
             code_of = {u["path"]: u["code"] for u in units}
-            counted = (
-                statistics.Counted(code_of.get(path, path), group, category, n, int(summed or 0))
+            counted = [
+                (code_of.get(path, path), group, category, n, int(summed or 0))
                 for path, group, category, n, summed in await self._counts.rows(root, day)
-            )
+            ]
             return statistics.tally_counted(root, root_name, day, known, counted)
         members = statistics.pool_on(await self._events_before(root, end), root)
         return statistics.tally(root, root_name, day, known, members)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -145,15 +145,9 @@ class Unit:
     level: str
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """Cadres of one unit in one category of one group; the group "" counts them all, with their ages summed."""
-
-    org_code: str
-    group: str
-    category: str
-    cadres: int
-    ages: int = 0
+Counted: TypeAlias = tuple[str, str, str, int, int]
+"""Cadres of one unit in one category of one group (unit's code, group, category, cadres, their ages summed);
+the group "" counts them all."""
 
 
 def _literal(text: str) -> str:
@@ -294,12 +288,12 @@ class _Line:
         for group, category in categories.items():
             self.counts[group][category] += 1
 
-    def add_counted(self, counted: Counted) -> None:
-        if counted.group:
-            self.counts[counted.group][counted.category] += counted.cadres
+    def add_counted(self, group: str, category: str, cadres: int, ages: int) -> None:
+        if group:
+            self.counts[group][category] += cadres
         else:
-            self.total += counted.cadres
-            self.ages += counted.ages
+            self.total += cadres
+            self.ages += ages
 
     def row(self, code: str | None, name: str, level: str | None) -> Row:
         average = round(self.ages / self.total, 1) if self.total else None
@@ -331,21 +325,21 @@ def tally(root: str, root_name: str, on: date, units: Iterable[Unit], members: I
 
 def tally_counted(root: str, root_name: str, on: date, units: Iterable[Unit], counted: Iterable[Counted]) -> Statistics:
     """The same table as `tally`, from what PostgreSQL counted (`COUNTED_SQL`) rather than from each member."""
-    found = [c for c in counted if c.group != "education"]  # the structure's group, not the table's
+    found = [c for c in counted if c[1] != "education"]  # the structure's group, not the table's
     groups = _groups_with(
-        {c.category for c in found if c.group == "rank" and c.category != NOT_RECORDED},
-        {c.category for c in found if c.group == "reserve_kind" and c.category != NOT_RECORDED},
+        {category for _, group, category, *_ in found if group == "rank" and category != NOT_RECORDED},
+        {category for _, group, category, *_ in found if group == "reserve_kind" and category != NOT_RECORDED},
     )
     known = {unit.code: unit for unit in units}
     lines = {code: _Line(groups) for code in known}
     by_level: dict[str, _Line] = {unit.level: _Line(groups) for unit in known.values()}
     total = _Line(groups)
-    for count in found:
-        total.add_counted(count)
-        unit = known.get(count.org_code)
+    for code, group, category, cadres, ages in found:
+        total.add_counted(group, category, cadres, ages)
+        unit = known.get(code)
         if unit is not None:
-            lines[unit.code].add_counted(count)
-            by_level[unit.level].add_counted(count)
+            lines[unit.code].add_counted(group, category, cadres, ages)
+            by_level[unit.level].add_counted(group, category, cadres, ages)
     return _statistics(root, root_name, on, known, groups, lines, by_level, total)
 
 
