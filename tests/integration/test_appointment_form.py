@@ -16,7 +16,7 @@ from lxml import etree
 from contracts.envelope import Role
 from runtime import clock
 from tests.integration.test_assessment import SCORES, open_cycles
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nominate, nomination
 from tests.integration.test_training import posting
 from tests.support import Running, auth, eventually
 
@@ -62,12 +62,6 @@ def personal_file(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-async def nominate(registry: Running, **overrides: Any) -> str:
-    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def in_pool_view(view: Running, cadre_id: str) -> None:

@@ -38,7 +38,7 @@ from services.selection.app import create_app as selection_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nominate
 from tests.integration.test_training import committed_offset, schedule, visible_in_training
 from tests.support import SECRET, Launch, Running, auth, eventually, read_topic
 
@@ -100,12 +100,6 @@ async def set_up_unit(registry: Running) -> None:
     await build_tree(registry.client)
     response = await registry.client.put("/org-units/bh_ly/responsible-leader", json=LEADER, headers=CITY)
     assert response.status_code == 200, response.text
-
-
-async def nominate(registry: Running, **overrides: Any) -> str:
-    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def settled(notify: Running) -> None:

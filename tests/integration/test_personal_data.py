@@ -31,7 +31,7 @@ from services.audit.app import create_app as audit_app
 from services.registry import rules
 from services.registry.app import RegistrySettings, create_app
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
 from tests.support import DatabaseFactory, Launch, Running, auth, eventually, read_topic, running
 
 ID_NUMBER = "11010519900307123X"
@@ -59,12 +59,6 @@ def personal_file(**overrides: Any) -> dict[str, Any]:
 def readable(text: str) -> list[str]:
     """The secret words that appear in `text` (plain or base64 of the plaintext would both count)."""
     return [word for word in SECRET_WORDS if word in text]
-
-
-async def nominate(registry: Running) -> str:
-    response = await registry.client.post("/cadres", json=nomination(), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def all_text(dsn: str, table: str) -> str:

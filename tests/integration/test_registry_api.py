@@ -13,7 +13,7 @@ import orjson
 from contracts.envelope import Envelope, Role
 from runtime import clock
 from tests.infra import Infra
-from tests.support import Running, auth, eventually, read_topic
+from tests.support import ActorHeaders, Running, auth, eventually, read_topic
 
 ROOT = auth("root-admin", "cn")
 PROVINCE = auth("qs-organizer", "cn.qs")
@@ -49,6 +49,13 @@ def nomination(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+async def nominate(registry: Running, headers: ActorHeaders = CITY, **overrides: Any) -> str:
+    """Nominate `nomination(**overrides)` through the registry's API: the new cadre's id."""
+    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def event_count(service: Running) -> int:

@@ -12,8 +12,8 @@ import pytest
 from contracts.envelope import Envelope, Role
 from runtime import clock
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree
-from tests.integration.test_training import nominate, visible_in_training
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
+from tests.integration.test_training import visible_in_training
 from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver
 
 pytestmark = pytest.mark.dates

@@ -25,19 +25,13 @@ from services.registry import statistics
 from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from tests.integration.test_audit import archived_everything
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate, nomination
 from tests.integration.test_selection import in_selection
 from tests.support import Launch, Running, auth
 
 pytestmark = pytest.mark.dates
 
 AUDITOR = auth("auditor.zhou", "cn.qs.bh", Role.AUDITOR)
-
-
-async def nominate(registry: Running, headers: Any = CITY, **fields: Any) -> str:
-    response = await registry.client.post("/cadres", json=nomination(**fields), headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def figures(registry: Running, headers: Any = CITY, **params: Any) -> dict[str, Any]:
@@ -84,7 +78,7 @@ async def test_a_past_date_is_what_a_replay_of_that_date_gives(launch: Launch, r
     first_day = clock.today()
     year = first_day.year
     born = date(year - 33, 1, 1).isoformat()  # 33 on the first day, 33 or 34 two days later: the band 30-34
-    han_member = {"ethnicity": "han", "party": "member", "party_joined_year": year - 12}
+    han_member: dict[str, Any] = {"ethnicity": "han", "party": "member", "party_joined_year": year - 12}
     kept = await nominate(
         registry,
         full_name="Li Wei",

@@ -16,16 +16,10 @@ from contracts.envelope import Envelope, Role
 from runtime import clock
 from services.training.commands import TrainingCommands
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nominate
 from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver, watermarks
 
 pytestmark = pytest.mark.dates
-
-
-async def nominate(registry: Running, **overrides: Any) -> str:
-    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def visible_in_training(training: Running, cadre_id: str) -> None:
