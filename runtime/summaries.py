@@ -139,6 +139,8 @@ class UnitSummaries:
                 await conn.execute("SELECT pg_advisory_unlock($1)", self._lock)
 
     async def _recount(self, conn: Any, paths: Sequence[str], day: date) -> None:
+        # Planned for these units each time: a plan cached for "some units" scans every row of the table.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         counted: dict[str, list[list[Any]]] = {path: [] for path in paths}
         for row in await conn.fetch(self._count, list(paths), day):
             counted[row[0]].append(list(row[1:]))
