@@ -127,59 +127,41 @@ async def issue(
     return Accepted.of(stream, 0, envelopes)
 
 
-def admission_directive_id(procedure_id: UUID) -> UUID:
-    """The one `admit` directive of an entry procedure's outcome (the same however often the outcome arrives)."""
-    return uuid.uuid5(procedure_id, DirectiveKind.ADMIT.value)
-
-
-def appointment_directive_id(procedure_id: UUID) -> UUID:
-    """The one `appoint` directive of an appointment procedure's outcome (the same however often it arrives)."""
-    return uuid.uuid5(procedure_id, DirectiveKind.APPOINT.value)
-
-
 def outcome_directive(concluded: ProcedureConcluded, target: str) -> DirectiveIssued | None:
     """The directive that carries a procedure's outcome to the deployment `target` (None: nothing to carry).
 
     An admitted entry becomes `admit` (the registry nominates the candidate, ADR 0039); an appointment
     becomes `appoint` (the post's team records the appointment, naming the procedure, ADR 0042): the
-    motion's post, the outcome's document and its date as the day of the appointment.
+    motion's post, the outcome's document and its date as the day of the appointment. One directive per
+    outcome however often it arrives: its id is `uuid5(procedure_id, kind)`.
     """
-    decided = f"{concluded.document_number} of {concluded.document_date}"
+    body: dict[str, object] = {"procedure_id": str(concluded.procedure_id), "org_code": concluded.org_code}
     if concluded.kind is ProcedureKind.ENTRY:
         if concluded.candidate is None or concluded.org_code is None or concluded.reserve_kind is None:
             return None
-        admission = {
-            "procedure_id": str(concluded.procedure_id),
-            "org_code": concluded.org_code,
+        kind, what = DirectiveKind.ADMIT, "entry procedure {} admitted the candidate"
+        body |= {
             "candidate": concluded.candidate.model_dump(mode="json"),
             "reserve_kind": concluded.reserve_kind,
             "document_number": concluded.document_number,
             "document_date": concluded.document_date.isoformat(),
         }
-        return DirectiveIssued(
-            directive_id=admission_directive_id(concluded.procedure_id),
-            target_deployment=target,
-            cadre_id=concluded.candidate_id,
-            kind=DirectiveKind.ADMIT,
-            body=admission,
-            note=f"entry procedure {concluded.procedure_id} admitted the candidate: {decided}",
-        )
-    if concluded.kind is not ProcedureKind.APPOINTMENT or concluded.post_id is None or concluded.org_code is None:
+    elif concluded.kind is ProcedureKind.APPOINTMENT and concluded.post_id is not None and concluded.org_code:
+        kind, what = DirectiveKind.APPOINT, "appointment procedure {} appointed the cadre"
+        body |= {
+            "post_id": str(concluded.post_id),
+            "appointed_on": concluded.document_date.isoformat(),
+            "document_number": concluded.document_number,
+        }
+    else:
         return None
-    appointment = {
-        "procedure_id": str(concluded.procedure_id),
-        "org_code": concluded.org_code,
-        "post_id": str(concluded.post_id),
-        "appointed_on": concluded.document_date.isoformat(),
-        "document_number": concluded.document_number,
-    }
     return DirectiveIssued(
-        directive_id=appointment_directive_id(concluded.procedure_id),
+        directive_id=uuid.uuid5(concluded.procedure_id, kind.value),
         target_deployment=target,
         cadre_id=concluded.candidate_id,
-        kind=DirectiveKind.APPOINT,
-        body=appointment,
-        note=f"appointment procedure {concluded.procedure_id} appointed the cadre: {decided}",
+        kind=kind,
+        body=body,
+        note=f"{what.format(concluded.procedure_id)}: {concluded.document_number} of {concluded.document_date}",
     )
 
 
