@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,7 +24,7 @@ from contracts import topics
 from runtime import asyncapi, auth, batch, checkpoint, db, http, limits, logs, openapi, relay, store, subscriber
 from runtime.kafka import TopicSpec, ensure_topics, platform_topics
 from runtime.keystore import KeyStore, PersonalDataSettings
-from runtime.projection import Projection
+from runtime.projection import Projection, Recorded, Typed
 from runtime.received import HandoverReaction, Received
 from runtime.settings import ServiceSettings
 
@@ -62,6 +63,22 @@ class Subscription:
             msg = "a Subscription needs a projection or a factory"
             raise ValueError(msg)
         return self.projection
+
+
+class Reaction(Typed, ABC):
+    """Base of a reaction (a `Subscription`'s `factory`): `react` answers its `events` by the service's commands."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    async def apply(self, conn: db.Conn, events: Sequence[Recorded]) -> None:
+        """`react` to `events`, outside the subscriber's transaction."""
+        del conn  # a reaction writes through the store, never into tables here
+        await self.react(events)
+
+    @abstractmethod
+    async def react(self, events: Sequence[Recorded]) -> None:
+        """Issue the commands `events` call for."""
 
 
 BackgroundTask = Callable[["Service"], Coroutine[Any, Any, None]]

@@ -15,10 +15,9 @@ from contracts.registry import Education, OrgLevel
 from contracts.selection import CadreAppointed
 from exchange.templates import download_router
 from runtime.batch import memo_of
-from runtime.db import Conn
 from runtime.keystore import KeyEraser, PersonalDataSettings
-from runtime.projection import Recorded, Typed
-from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
+from runtime.projection import Recorded
+from runtime.service import Parts, Reaction, Service, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.registry import api, projection, sessions, statistics
 from services.registry.commands import RegistryCommands
@@ -56,7 +55,7 @@ class RegistrySettings(ServiceSettings, PersonalDataSettings):
         )
 
 
-class SelectionReaction(Typed):
+class SelectionReaction(Reaction):
     """Selection's decisions the pool follows, each once.
 
     An entry procedure admitted: the cadre enters the pool, naming the procedure. A reserve
@@ -67,12 +66,8 @@ class SelectionReaction(Typed):
     """The consumer's name (its watermarks), kept from when it read the appointments alone."""
     events = (CadreAppointed, ProcedureConcluded)
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+    async def react(self, events: Sequence[Recorded]) -> None:
         """Each through its command; the commands check state, so a redelivery appends nothing."""
-        del conn  # a reaction writes through the store, never into tables here
         commands = self._service.part(RegistryCommands)
         for recorded in events:
             match recorded.event:

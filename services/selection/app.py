@@ -12,9 +12,9 @@ from contracts.procedure import ProcedureConcluded, ProcedureKind
 from contracts.selection import PostKind
 from exchange.templates import download_router
 from runtime.db import Conn
-from runtime.projection import Projection, Recorded, Typed, of_type
+from runtime.projection import Projection, Recorded, of_type
 from runtime.registry_view import RegistryView
-from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Reaction, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.selection import api, procedure_api, procedure_board, projection
 from services.selection.commands import SelectionCommands
@@ -52,18 +52,14 @@ class OwnEvents:
                 await part.apply(conn, mine)
 
 
-class OutcomeReaction(Typed):
+class OutcomeReaction(Reaction):
     """An appointment procedure concluded: the appointment it decided is recorded in the post's team (once)."""
 
     name = "procedure-outcome"
     events = (ProcedureConcluded,)
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+    async def react(self, events: Sequence[Recorded]) -> None:
         """Each appointment through its command, which finds a repeat already recorded and appends nothing."""
-        del conn  # a reaction writes through the store, never into tables here
         commands = self._service.part(SelectionCommands)
         for envelope, concluded in of_type(events, ProcedureConcluded):
             if concluded.kind is ProcedureKind.APPOINTMENT:  # an entry's outcome is the registry's to follow

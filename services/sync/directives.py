@@ -28,10 +28,10 @@ from runtime import logs
 from runtime.auth import can_write, issue_token, require_scope
 from runtime.commands import Accepted
 from runtime.context import CommandContext
-from runtime.db import Conn, Pool
+from runtime.db import Pool
 from runtime.errors import ConcurrencyError, ConflictError, NotFoundError
-from runtime.projection import Recorded, Typed, of_type
-from runtime.service import Service
+from runtime.projection import Recorded, of_type
+from runtime.service import Reaction
 from runtime.store import EventStore
 from runtime.topology import Topology
 
@@ -165,7 +165,7 @@ def outcome_directive(concluded: ProcedureConcluded, target: str) -> DirectiveIs
     )
 
 
-class OutcomeDirectives(Typed):
+class OutcomeDirectives(Reaction):
     """Procedures concluded here for a unit that a deployment below owns: their outcome goes down as a directive.
 
     An entry procedure admitted at such a unit becomes an `admit` directive, an appointment procedure an
@@ -177,12 +177,8 @@ class OutcomeDirectives(Typed):
     name = "outcome-directives"
     events = (ProcedureConcluded,)
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+    async def react(self, events: Sequence[Recorded]) -> None:
         """Issue the directive of each outcome that is applied below; skip the others and the repeats."""
-        del conn  # a reaction writes through the store
         topology = self._service.settings.topology
         deployments: dict[str, str] | None = None
         for envelope, concluded in of_type(events, ProcedureConcluded):

@@ -10,10 +10,9 @@ from pydantic import Field
 from contracts import topics
 from contracts.registry import CadreRetired
 from exchange.templates import download_router
-from runtime.db import Conn
-from runtime.projection import Recorded, Typed, of_type
+from runtime.projection import Recorded, of_type
 from runtime.registry_view import RegistryView
-from runtime.service import Parts, Service, ServiceSpec, Subscription, build_app
+from runtime.service import Parts, Reaction, ServiceSpec, Subscription, build_app
 from runtime.settings import ServiceSettings
 from services.training import api, projection
 from services.training.commands import TrainingCommands
@@ -30,18 +29,14 @@ class TrainingSettings(ServiceSettings):
     yearly_hours_quota: int = Field(default=60, ge=0, description="Training hours each cadre owes per year")
 
 
-class RetirementReaction(Typed):
+class RetirementReaction(Reaction):
     """When a cadre leaves the pool, its open enrolments and posting close (once)."""
 
     name = "retirement-reaction"
     events = (CadreRetired,)
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
+    async def react(self, events: Sequence[Recorded]) -> None:
         """Issue the closing commands; they check state, so a repeat appends nothing."""
-        del conn  # a reaction writes through the store, never into tables here
         commands = self._service.part(TrainingCommands)
         for envelope, retired in of_type(events, CadreRetired):
             await commands.close_for_retired(envelope, retired)
