@@ -206,6 +206,24 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> Pool:
     return pool
 
 
+async def ensure_database(dsn: str) -> None:
+    """Create the database `dsn` names if it does not exist (needs CREATEDB on its server)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        base, _, query = dsn.partition("?")
+        server, _, name = base.rpartition("/")
+        admin = await asyncpg.connect(f"{server}/postgres" + (f"?{query}" if query else ""))
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another process made it meanwhile
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
 async def apply_schema(pool: Pool, statements: Sequence[str], *, secured: bool = False) -> None:
     """Run idempotent DDL (CREATE ... IF NOT EXISTS) under an advisory lock, in one transaction.
 

@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal
 from uuid import UUID
 
-import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -186,7 +185,7 @@ class KeyStore:
     async def connect(cls, dsn: str, *, master_key_b64: str, deployment: str, owner_dsn: str | None = None) -> KeyStore:
         """Open (creating it if missing, as `owner_dsn`'s role) the key store database and its tables."""
         owner_dsn = owner_dsn or dsn
-        await ensure_database(owner_dsn)
+        await db.ensure_database(owner_dsn)
         owner = await db.create_pool(owner_dsn, max_size=1)
         try:
             await db.apply_schema(owner, SCHEMA, secured=True)
@@ -403,24 +402,6 @@ def _grant_wrapping_key(shared: bytes, grant: KeyGrant) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"cadre-pool key grant|" + grant.associated_data()
     ).derive(shared)
-
-
-async def ensure_database(dsn: str) -> None:
-    """Create the database `dsn` names if it does not exist (needs CREATEDB on its server)."""
-    try:
-        conn = await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        base, _, query = dsn.partition("?")
-        server, _, name = base.rpartition("/")
-        admin = await asyncpg.connect(f"{server}/postgres" + (f"?{query}" if query else ""))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.DuplicateDatabaseError:
-            pass  # another process made it meanwhile
-        finally:
-            await admin.close()
-    else:
-        await conn.close()
 
 
 class KeyEraser:

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -496,23 +495,6 @@ async def _verify(
             result.notes.append(f"{result.head - result.signed} events after the last checkpoint are not yet signed")
 
 
-async def ensure_database(owner_dsn: str) -> bool:
-    """Make the service's (empty) database when it is gone; True when it was made."""
-    try:
-        conn = await asyncpg.connect(owner_dsn)
-    except asyncpg.InvalidCatalogNameError:
-        base, _, rest = owner_dsn.rpartition("/")
-        name, _, query = rest.partition("?")
-        admin = await asyncpg.connect(f"{base}/postgres" + (f"?{query}" if query else ""))
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        return True
-    await conn.close()
-    return False
-
-
 async def prepare_schema(owner_dsn: str, tables: Sequence[str]) -> None:
     """The service's schema, as the service itself applies it at start (store, relay, watermarks, its tables)."""
     owner = await db.create_pool(owner_dsn, max_size=2)
@@ -552,7 +534,7 @@ async def restore_service(
     republication keys each stream to the same partition as before.
     """
     own_topic = topic or settings.own_topic
-    await ensure_database(settings.owner_dsn)
+    await db.ensure_database(settings.owner_dsn)
     await prepare_schema(settings.owner_dsn, spec.tables)
     await _ensure_topic(settings, own_topic, copies)
     own_key = checkpoint.private_key(settings.checkpoint_signing_key.get_secret_value()).public_key()
