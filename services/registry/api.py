@@ -17,7 +17,7 @@ from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
 from runtime.export import XLSX_TYPE, Table, table_response
-from runtime.http import Change, Context, Create, Day
+from runtime.http import Change, Context, Create, Day, Under
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.openapi import ERASED
 from runtime.service import given, scoped, service_of
@@ -72,7 +72,7 @@ async def list_org_units(
     actor: CurrentActor,
     reads: Queries,
     table: Table,
-    under: Annotated[str | None, Query(description="Root code")] = None,
+    under: Under = None,
     depth: Annotated[int | None, Query(ge=0, le=10, description="Levels below the root at most")] = None,
 ) -> list[OrgUnitView] | Response:
     """The units of a subtree (default: yours), `depth` levels below its root at most."""
@@ -164,7 +164,7 @@ async def list_cadres(
     actor: CurrentActor,
     reads: Queries,
     table: Table,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
     status: Literal["in_pool", "retired", "any"] = "in_pool",
     name: Annotated[str | None, Query(max_length=100)] = None,
     education: Education | None = None,
@@ -190,7 +190,7 @@ async def list_cadres(
 async def count_cadres(
     actor: CurrentActor,
     reads: Queries,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
 ) -> StatusCounts:
     """How many cadres of a subtree are in the pool and how many left it."""
     return await reads.counts(actor, under)
@@ -211,9 +211,7 @@ async def me(actor: CurrentActor, reads: Queries) -> Me:
 
 
 @router.get("/access", tags=["access"])
-async def list_grants(
-    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
-) -> list[GrantView]:
+async def list_grants(actor: CurrentActor, reads: Queries, under: Under = None) -> list[GrantView]:
     """Who may act in a subtree (default: yours), and with which role."""
     return await reads.grants(actor, under)
 
@@ -231,9 +229,7 @@ async def revoke_access(user_id: str, act: Change, cmd: Commands) -> Accepted:
 
 
 @router.get("/structure", tags=["statistics"])
-async def structure(
-    actor: CurrentActor, reads: Queries, under: Annotated[str | None, Query(description="Root unit code")] = None
-) -> Structure:
+async def structure(actor: CurrentActor, reads: Queries, under: Under = None) -> Structure:
     """The make-up of a subtree's pool (gender, education, age, level) and each unit's pool against its target."""
     return await reads.structure(actor, under)
 
@@ -247,7 +243,7 @@ async def structure(
 async def pool_statistics(
     actor: CurrentActor,
     reads: Queries,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
     on: Annotated[Day | None, Query(description="The date (default: today; never after it)")] = None,
     format: Annotated[Literal["json", "xlsx"], Query()] = "json",  # noqa: A002 - the parameter's public name
 ) -> Statistics | Response:

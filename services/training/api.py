@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.export import Table, table_response
-from runtime.http import Change, Create, Day
+from runtime.http import Change, Create, Day, Under
 from runtime.service import given, scoped
 from services.training.commands import (
     AssignPosting,
@@ -131,7 +131,7 @@ async def reject_self_study(
 async def waiting_reports(
     actor: CurrentActor,
     reads: Queries,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[SelfStudyReportView]:
     """Self-study reported by cadres of a subtree, waiting for an organizer, oldest first."""
@@ -173,7 +173,7 @@ async def current_postings(
     actor: CurrentActor,
     reads: Queries,
     table: Table,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
     on: Day | None = None,
 ) -> list[PostingView] | Response:
     """Who of a subtree is posted where (today, or on a given day)."""
@@ -186,7 +186,7 @@ async def without_grassroots(
     actor: CurrentActor,
     reads: Queries,
     table: Table,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
 ) -> list[CadreBrief] | Response:
     """Cadres in the pool with no grass-roots experience (candidates for a downward posting)."""
     items = await reads.without_grassroots(actor, under)
@@ -197,7 +197,7 @@ async def without_grassroots(
 async def behind_quota(
     actor: CurrentActor,
     reads: Queries,
-    under: Annotated[str | None, Query(description="Root unit code (default: yours)")] = None,
+    under: Under = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[BehindQuota]:
     """Cadres in the pool whose training hours this year are below the yearly quota, furthest behind first."""
