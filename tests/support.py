@@ -135,6 +135,20 @@ async def eventually(
     raise AssertionError(msg)
 
 
+async def in_view(view: Running, cadre_id: str | UUID) -> None:
+    """Wait until `view`'s copy of the pool (its `pool_cadres`) has the cadre's row."""
+    sql = "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1"
+    await eventually(lambda: view.service.pool.fetchval(sql, UUID(str(cadre_id))), until=lambda n: n == 1)
+
+
+async def in_pool_at(view: Running, cadre_id: str | UUID) -> None:
+    """Wait until `view`'s copy of the pool holds the cadre as in the pool."""
+    sql = "SELECT in_pool FROM pool_cadres WHERE cadre_id = $1"
+    await eventually(
+        lambda: view.service.pool.fetchval(sql, UUID(str(cadre_id))), until=lambda in_pool: in_pool is True
+    )
+
+
 async def read_topic(bootstrap: str, topic: str, *, count: int, timeout: float = 30.0) -> list[Any]:
     """The first `count` records of `topic` (all partitions, from the start), without a consumer group."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)

@@ -15,9 +15,10 @@ from runtime.settings import DEV_AUTH_SECRET
 from services.assessment.app import AssessmentSettings
 from services.assessment.app import create_app as assessment_app
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.integration.test_training import posting, schedule, visible_in_training
-from tests.support import Launch, Running, auth, eventually, read_topic
+from tests.integration import test_registry_api as registry_api
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree
+from tests.integration.test_training import posting, schedule
+from tests.support import Launch, Running, auth, eventually, in_pool_at, read_topic
 
 pytestmark = pytest.mark.dates
 SCORES = {"political_integrity": 80, "ability": 72, "diligence": 85, "performance": 70, "probity": 90}
@@ -34,16 +35,7 @@ async def nominate(registry: Running, assessment: Running, **overrides: Any) -> 
             "X-Occurred-At": moment.isoformat(),
             "X-Late-Entry-Reason": "entered from the paper file",
         }
-    response = await registry.client.post("/cadres", json=nomination(**overrides), headers=headers)
-    assert response.status_code == 201, response.text
-    cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
-    await eventually(
-        lambda: assessment.service.pool.fetchval(
-            "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
-        ),
-        until=lambda n: n == 1,
-    )
-    return cadre_id
+    return await registry_api.nominate(registry, headers, seen_by=[assessment], **overrides)
 
 
 async def open_cycles(assessment: Running, count: int = 2) -> list[str]:
@@ -82,7 +74,7 @@ async def test_the_full_loop_across_three_services(
 ) -> None:
     await build_tree(registry.client)
     cadre_id = await nominate(registry, assessment, grassroots_months=0)
-    await visible_in_training(training, cadre_id)
+    await in_pool_at(training, cadre_id)
 
     # Train and post (training), seen by assessment through training.events.
     program_id = await schedule(training, starts_in=0)
@@ -210,7 +202,7 @@ async def test_each_reminder_rule_and_each_exit_rule_from_real_events(
     assert (await file(assessment, failing))["exit_recommendations"][0]["status"] == f"rejected: {reason['reason']}"
 
     # The periodic rules: overdue check-in, no training hours this year (the trained one has some).
-    await visible_in_training(training, trained)
+    await in_pool_at(training, trained)
     program_id = await schedule(training, starts_in=0)
     await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": trained}, headers=CITY)
     await training.client.post(

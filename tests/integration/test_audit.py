@@ -21,9 +21,9 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
-from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.integration.test_training import posting, visible_in_training
-from tests.support import Launch, Running, auth, eventually
+from tests.integration.test_registry_api import CITY, build_tree, nominate, nomination
+from tests.integration.test_training import posting
+from tests.support import Launch, Running, auth, eventually, in_pool_at
 
 pytestmark = pytest.mark.dates
 
@@ -39,12 +39,6 @@ async def stack(launch: Launch, registry: Running) -> tuple[Running, Running, Ru
     audit = await launch(audit_app, AuditSettings, "audit")
     await build_tree(registry.client)
     return registry, training, audit
-
-
-async def nominate(registry: Running, name: str) -> str:
-    response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
 
 
 async def archived_everything(audit: Running, *services: Running) -> None:
@@ -69,8 +63,8 @@ async def test_the_pool_at_a_past_moment_is_what_the_query_api_showed_then(
     stack: tuple[Running, Running, Running],
 ) -> None:
     registry, training, audit = stack
-    ids = [await nominate(registry, name) for name in ("Li Wei", "Zhang Min", "Chen Jie")]
-    await visible_in_training(training, ids[0])
+    ids = [await nominate(registry, full_name=name) for name in ("Li Wei", "Zhang Min", "Chen Jie")]
+    await in_pool_at(training, ids[0])
     posted = await training.client.post(f"/cadres/{ids[0]}/postings", json=posting(), headers=CITY)
     assert posted.status_code == 201, posted.text
 
@@ -79,7 +73,7 @@ async def test_the_pool_at_a_past_moment_is_what_the_query_api_showed_then(
     await asyncio.sleep(0.05)
 
     # Keep writing after T: two join, one leaves, one is renamed, one more posting.
-    later = [await nominate(registry, name) for name in ("Wang Fang", "Zhao Lei")]
+    later = [await nominate(registry, full_name=name) for name in ("Wang Fang", "Zhao Lei")]
     retired = await registry.client.post(
         f"/cadres/{ids[1]}/retirement",
         json={"reason": "withdrew", "effective_on": clock.today().isoformat()},
@@ -127,11 +121,11 @@ async def test_the_pool_at_a_past_moment_is_what_the_query_api_showed_then(
 
 async def test_a_cadres_timeline_merges_every_service_in_order(stack: tuple[Running, Running, Running]) -> None:
     registry, training, audit = stack
-    cadre_id = await nominate(registry, "Li Wei")
+    cadre_id = await nominate(registry, full_name="Li Wei")
     mentor = {"user_id": "m.sun", "name": "Sun Mentor", "email": "m.sun@example.org"}
     assigned = await registry.client.put(f"/cadres/{cadre_id}/mentor", json=mentor, headers=CITY)
     assert assigned.status_code == 200, assigned.text
-    await visible_in_training(training, cadre_id)
+    await in_pool_at(training, cadre_id)
     posted = await training.client.post(f"/cadres/{cadre_id}/postings", json=posting(), headers=CITY)
     assert posted.status_code == 201, posted.text
     await archived_everything(audit, registry, training)
@@ -161,7 +155,7 @@ async def test_an_export_verifies_offline_and_an_edited_line_fails(
 ) -> None:
     registry, training, audit = stack
     for name in ("Li Wei", "Zhang Min"):
-        await nominate(registry, name)
+        await nominate(registry, full_name=name)
     await archived_everything(audit, registry, training)
     since = (clock.now() - timedelta(hours=1)).isoformat()
     until = (clock.now() + timedelta(seconds=1)).isoformat()

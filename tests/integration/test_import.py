@@ -27,8 +27,8 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from tests.integration.test_audit import AUDITOR, archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, event_count, nomination
-from tests.integration.test_training import schedule, visible_in_training
-from tests.support import Launch, Running, auth, eventually
+from tests.integration.test_training import schedule
+from tests.support import Launch, Running, auth, eventually, in_pool_at
 
 SOURCE = "cn.qs.bh"
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")
@@ -164,7 +164,7 @@ async def test_completed_organized_training_is_imported_after_the_fact(
         response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
         assert response.status_code == 201, response.text
         cadres.append(str(response.json()["stream_id"]).removeprefix("cadre-"))
-        await visible_in_training(training, cadres[-1])
+        await in_pool_at(training, cadres[-1])
     program_id = await schedule(training, starts_in=-60, capacity=2)  # ran two months ago, 80 hours
     finished = (clock.today() - timedelta(days=46)).isoformat()
     header: list[object] = ["编号", "干部编号", "培训班编号", "结业日期", "学时", "成绩", "是否合格", "证明材料"]
@@ -261,7 +261,7 @@ async def test_a_mistaken_import_is_reversed_by_new_events_seen_everywhere(
     withdrew = {"reason": "withdrew", "effective_on": clock.today().isoformat()}
     left = await registry.client.post(f"/cadres/{ids['王芳']}/retirement", json=withdrew, headers=CITY)
     assert left.status_code == 200, left.text
-    await visible_in_training(training, ids["赵磊"])
+    await in_pool_at(training, ids["赵磊"])
     nominations = await registry.service.pool.fetchval(
         "SELECT count(*) FROM events WHERE event_type = 'CadreNominated' AND correlation_id = $1", run
     )

@@ -18,8 +18,8 @@ from runtime import clock
 from runtime.projection import Recorded
 from services.selection.projection import PerformanceView
 from tests import infra as infra_module
-from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nomination
-from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver
+from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nominate
+from tests.support import Running, auth, caught_up, read_topic, redeliver
 
 pytestmark = pytest.mark.dates
 COUNTY = auth("ly-organizer", "cn.qs.bh.bh_ly")
@@ -29,20 +29,6 @@ SCORES = {"political_integrity": 80, "ability": 80, "diligence": 80, "performanc
 async def ok(response: Any, status: int = 201) -> Any:
     assert response.status_code == status, response.text
     return response.json()
-
-
-async def nominate(registry: Running, services: list[Running], name: str, org_code: str) -> str:
-    accepted = await ok(await registry.client.post("/cadres", json=nomination(full_name=name, org_code=org_code),
-                                                   headers=CITY))  # fmt: skip
-    cadre_id = str(accepted["stream_id"]).removeprefix("cadre-")
-    for service in services:
-        await eventually(
-            lambda pool=service.service.pool: pool.fetchval(  # type: ignore[misc]
-                "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
-            ),
-            until=lambda n: n == 1,
-        )
-    return cadre_id
 
 
 async def open_cycle(assessment: Running, days_ago: int) -> tuple[str, str, int]:
@@ -81,10 +67,10 @@ async def test_the_nine_box_per_subtree_with_movement_and_a_redelivered_evaluati
         headers=CITY,
     ))  # fmt: skip
     both = [selection, assessment]
-    li = await nominate(registry, both, "Li Wei", "bh_ly")
-    zhao = await nominate(registry, both, "Zhao Min", "bh_ly")
-    sun = await nominate(registry, both, "Sun Li", "bh_ly")
-    chen = await nominate(registry, both, "Chen Jie", "bh_qy")  # the other county
+    li = await nominate(registry, seen_by=both, full_name="Li Wei", org_code="bh_ly")
+    zhao = await nominate(registry, seen_by=both, full_name="Zhao Min", org_code="bh_ly")
+    sun = await nominate(registry, seen_by=both, full_name="Sun Li", org_code="bh_ly")
+    chen = await nominate(registry, seen_by=both, full_name="Chen Jie", org_code="bh_qy")  # the other county
     last_year, last_name, _ = await open_cycle(assessment, 365)
     this_year, _, year = await open_cycle(assessment, 0)
 

@@ -23,17 +23,11 @@ from runtime.context import CommandContext
 from services.registry.commands import RegistryCommands
 from services.selection.commands import SelectionCommands
 from tests import infra as infra_module
-from tests.integration.test_procedures_api import DOC, a_post, ballot, in_pool
-from tests.integration.test_registry_api import CITY, build_tree, nomination
-from tests.support import Running, caught_up, eventually, read_topic, redeliver, watermarks
+from tests.integration.test_procedures_api import DOC, a_post, ballot, post
+from tests.integration.test_registry_api import CITY, build_tree, nominate, nomination
+from tests.support import Running, caught_up, eventually, in_pool_at, read_topic, redeliver, watermarks
 
 pytestmark = pytest.mark.dates
-
-
-async def post(selection: Running, path: str, body: dict[str, Any], status: int = 200) -> Any:
-    response = await selection.client.post(path, json=body, headers=CITY)
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 async def run_to_outcome(selection: Running, opening: dict[str, Any], *, outcome: int = 200) -> str:
@@ -137,7 +131,7 @@ async def test_an_appointment_procedure_appoints_to_the_post_once_and_the_pool_l
     infra: infra_module.Infra, namespace: str, registry: Running, selection: Running
 ) -> None:
     await build_tree(registry.client)
-    cadre_id = await in_pool(registry, selection)
+    cadre_id = await nominate(registry, seen_by=[selection])
     direct = (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).json()
     assert (direct["basis"], direct["procedure_id"]) == ("without_procedure", None)
     post_id = await a_post(selection)
@@ -267,10 +261,7 @@ async def test_old_nominations_and_appointments_still_read_and_say_so(registry: 
     assert set(recorded.payload) == set(body) | {"cadre_id", "birth_date_precision", "user_id", "email", "language"}
     cadre = (await registry.client.get(f"/cadres/{cadre_id}", headers=CITY)).json()
     assert (cadre["status"], cadre["basis"], cadre["procedure_id"]) == ("in_pool", "without_procedure", None)
-    await eventually(
-        lambda: selection.service.pool.fetchval("SELECT in_pool FROM pool_cadres WHERE cadre_id = $1", cadre_id),
-        until=lambda in_pool: in_pool is True,
-    )
+    await in_pool_at(selection, cadre_id)
 
     # An appointment recorded before procedures: the team shows it, says so, and the registry still follows it.
     post_id = uuid.UUID(await a_post(selection))

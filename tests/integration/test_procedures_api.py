@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
 from runtime import clock
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
+from tests.support import Running
 
 pytestmark = pytest.mark.dates
 DOC = {"title": "report", "sha256": "c" * 64}
@@ -27,19 +26,6 @@ async def a_post(selection: Running, title: str = "deputy county head") -> str:
     )
     assert created.status_code == 201, created.text
     return str(await selection.service.pool.fetchval("SELECT post_id FROM posts WHERE title = $1", title))
-
-
-async def in_pool(registry: Running, selection: Running) -> str:
-    response = await registry.client.post("/cadres", json=nomination(), headers=CITY)
-    assert response.status_code == 201, response.text
-    cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
-    await eventually(
-        lambda: selection.service.pool.fetchval(
-            "SELECT count(*) FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
-        ),
-        until=lambda n: n == 1,
-    )
-    return cadre_id
 
 
 async def post(selection: Running, path: str, body: dict[str, Any], status: int = 200) -> Any:
@@ -68,7 +54,7 @@ async def test_a_whole_appointment_through_the_api_with_its_board_file_and_check
     registry: Running, selection: Running
 ) -> None:
     await build_tree(registry.client)
-    cadre_id = await in_pool(registry, selection)
+    cadre_id = await nominate(registry, seen_by=[selection])
     motion = {"post_id": await a_post(selection), "post_title": "deputy county head", "reason": "a vacancy"}
     for incomplete in ({"kind": "entry", "org_code": "bh_ly"}, {"kind": "appointment", "org_code": "bh_ly"}):
         refused = await selection.client.post("/procedures", json=incomplete, headers=CITY)

@@ -21,17 +21,12 @@ from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests import support
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, build_tree, nominate
 from tests.support import Launch, Running, eventually
 
 pytestmark = pytest.mark.dates
 
 TABLES = ("units", "pool_cadres")
-
-
-async def nominate(registry: Running, name: str) -> None:
-    response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
-    assert response.status_code == 201, response.text
 
 
 async def caught_up(training: Running, registry: Running) -> None:
@@ -66,12 +61,12 @@ async def test_a_rebuild_while_writing_equals_a_clean_rebuild_row_for_row(
     training = await launch(training_app, TrainingSettings, "training")
     await build_tree(registry.client)
     for n in range(10):
-        await nominate(registry, f"Before {n}")
+        await nominate(registry, full_name=f"Before {n}")
     await caught_up(training, registry)
 
     async def keep_writing() -> None:
         for n in range(10):
-            await nominate(registry, f"During {n}")
+            await nominate(registry, full_name=f"During {n}")
             await asyncio.sleep(0.02)
 
     seen: list[tuple[int, int]] = []
@@ -88,7 +83,7 @@ async def test_a_rebuild_while_writing_equals_a_clean_rebuild_row_for_row(
     response = await training.client.get("/programs", headers=CITY)
     assert response.status_code == 200
     for n in range(3):
-        await nominate(registry, f"After {n}")
+        await nominate(registry, full_name=f"After {n}")
     await caught_up(training, registry)
     assert await training.service.pool.fetchval("SELECT count(*) FROM pool_cadres") == 23
 
@@ -106,7 +101,7 @@ async def test_the_rebuild_command_shows_progress_and_refuses_what_it_cannot_reb
 ) -> None:
     training = await launch(training_app, TrainingSettings, "training")
     await build_tree(registry.client)
-    await nominate(registry, "Li Wei")
+    await nominate(registry, full_name="Li Wei")
     await caught_up(training, registry)
     env = {
         **os.environ,
@@ -141,7 +136,7 @@ async def test_assessments_view_of_the_registry_rebuilds_to_the_same_rows(launch
     assessment = await launch(assessment_app, AssessmentSettings, "assessment")
     await build_tree(registry.client)
     for n in range(4):
-        await nominate(registry, f"Cadre {n}")
+        await nominate(registry, full_name=f"Cadre {n}")
     retired = await registry.client.post(
         f"/cadres/{await first_cadre(registry)}/retirement",
         json={"reason": "withdrew", "effective_on": clock.today().isoformat()},  # read after the nominations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 from contracts.envelope import Envelope, Role
 from runtime import clock
 from tests.infra import Infra
-from tests.support import ActorHeaders, Running, auth, eventually, read_topic
+from tests.support import Running, auth, eventually, in_view, read_topic
 
 ROOT = auth("root-admin", "cn")
 PROVINCE = auth("qs-organizer", "cn.qs")
@@ -51,11 +52,19 @@ def nomination(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def nominate(registry: Running, headers: ActorHeaders = CITY, **overrides: Any) -> str:
-    """Nominate `nomination(**overrides)` through the registry's API: the new cadre's id."""
+async def nominate(
+    registry: Running, headers: Mapping[str, str] = CITY, *, seen_by: Iterable[Running] = (), **overrides: Any
+) -> str:
+    """Nominate `nomination(**overrides)` through the registry's API: the new cadre's id.
+
+    With `seen_by`, once each of those services' copies of the pool has the cadre.
+    """
     response = await registry.client.post("/cadres", json=nomination(**overrides), headers=headers)
     assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
+    cadre_id = str(response.json()["stream_id"]).removeprefix("cadre-")
+    for view in seen_by:
+        await in_view(view, cadre_id)
+    return cadre_id
 
 
 async def event_count(service: Running) -> int:

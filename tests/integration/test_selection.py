@@ -13,35 +13,20 @@ import pytest
 from contracts.selection import CadreAppointed
 from runtime import clock
 from services.registry.commands import RegistryCommands
-from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nomination
-from tests.support import Running, eventually
+from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
+from tests.support import Running, eventually, in_pool_at
 
 pytestmark = pytest.mark.dates
-
-
-async def nominate(registry: Running, name: str) -> str:
-    response = await registry.client.post("/cadres", json=nomination(full_name=name), headers=CITY)
-    assert response.status_code == 201, response.text
-    return str(response.json()["stream_id"]).removeprefix("cadre-")
-
-
-async def in_selection(selection: Running, cadre_id: str) -> None:
-    await eventually(
-        lambda: selection.service.pool.fetchval(
-            "SELECT in_pool FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
-        ),
-        until=lambda in_pool: in_pool is True,
-    )
 
 
 async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR0915 - one story, told in order
     registry: Running, selection: Running
 ) -> None:
     await build_tree(registry.client)
-    reserve = await nominate(registry, "Li Wei")
-    other = await nominate(registry, "Zhao Min")
-    await in_selection(selection, reserve)
-    await in_selection(selection, other)
+    reserve = await nominate(registry, full_name="Li Wei")
+    other = await nominate(registry, full_name="Zhao Min")
+    await in_pool_at(selection, reserve)
+    await in_pool_at(selection, other)
     today = clock.today()
 
     quota = await selection.client.post(
@@ -192,8 +177,8 @@ async def test_quota_succession_and_appointment_out_of_the_pool(  # noqa: PLR091
 
 async def test_the_list_of_posts_and_its_exports(registry: Running, selection: Running) -> None:
     await build_tree(registry.client)
-    reserve = await nominate(registry, "Li Wei")
-    await in_selection(selection, reserve)
+    reserve = await nominate(registry, full_name="Li Wei")
+    await in_pool_at(selection, reserve)
     today = clock.today()
     for title in ("Deputy head A", "Deputy head B"):
         created = await selection.client.post(
@@ -216,8 +201,8 @@ async def test_the_list_of_posts_and_its_exports(registry: Running, selection: R
     )
     assert filled.status_code == 201, filled.text
     for readiness in ("three_plus_years", "one_to_two_years"):
-        other = reserve if readiness == "one_to_two_years" else await nominate(registry, "Zhao Min")
-        await in_selection(selection, other)
+        other = reserve if readiness == "one_to_two_years" else await nominate(registry, full_name="Zhao Min")
+        await in_pool_at(selection, other)
         named = await selection.client.post(
             f"/teams/bh_ly/posts/{posts['Deputy head A']}/successors",
             json={"cadre_id": other, "readiness": readiness, "reason": "Named at the annual review"},

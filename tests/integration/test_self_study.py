@@ -13,8 +13,7 @@ from contracts.envelope import Envelope, Role
 from runtime import clock
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
-from tests.integration.test_training import visible_in_training
-from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver
+from tests.support import Running, auth, caught_up, eventually, in_pool_at, read_topic, redeliver
 
 pytestmark = pytest.mark.dates
 
@@ -50,7 +49,7 @@ async def test_reported_self_study_counts_once_confirmed_and_once_only(
 ) -> None:
     await build_tree(registry.client)
     cadre_id = await nominate(registry)
-    await visible_in_training(training, cadre_id)
+    await in_pool_at(training, cadre_id)
     me = as_cadre(cadre_id)
     yesterday = clock.today() - timedelta(days=1)  # a day of last year on 1 January: then it counts there
     year_of = yesterday.year
@@ -119,8 +118,8 @@ async def test_a_cadre_reads_only_themselves_and_never_confirms(registry: Runnin
     await build_tree(registry.client)
     cadre_id = await nominate(registry)
     other_id = await nominate(registry, full_name="Zhou Min")
-    await visible_in_training(training, cadre_id)
-    await visible_in_training(training, other_id)
+    await in_pool_at(training, cadre_id)
+    await in_pool_at(training, other_id)
     me = as_cadre(cadre_id)
 
     # Their own record: yes. Another cadre, even of the same unit: not found, as if there were none.

@@ -26,8 +26,7 @@ from services.selection.app import SelectionSettings
 from services.selection.app import create_app as selection_app
 from tests.integration.test_audit import archived_everything
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate, nomination
-from tests.integration.test_selection import in_selection
-from tests.support import Launch, Running, auth
+from tests.support import Launch, Running, auth, in_pool_at
 
 pytestmark = pytest.mark.dates
 
@@ -224,7 +223,7 @@ async def test_the_age_structure_of_each_leadership_team_on_a_day(launch: Launch
     await build_tree(registry.client)
     today = clock.today()
     reserve = await nominate(registry, full_name="Li Wei", birth_date=date(today.year - 33, 1, 1).isoformat())
-    await in_selection(selection, reserve)
+    await in_pool_at(selection, reserve)
     for kind, approved in (("principal", 1), ("deputy", 2)):
         quota = await selection.client.post(
             "/teams/bh_ly/quotas", json={"kind": kind, "approved": approved, "document_number": "BH-1"}, headers=CITY

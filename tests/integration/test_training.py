@@ -17,18 +17,13 @@ from runtime import clock
 from services.training.commands import TrainingCommands
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree, nominate
-from tests.support import Running, auth, caught_up, eventually, read_topic, redeliver, watermarks
+from tests.support import Running, auth, caught_up, eventually, in_pool_at, read_topic, redeliver, watermarks
 
 pytestmark = pytest.mark.dates
 
 
-async def visible_in_training(training: Running, cadre_id: str) -> None:
-    await eventually(
-        lambda: training.service.pool.fetchval(
-            "SELECT in_pool FROM pool_cadres WHERE cadre_id = $1", uuid.UUID(cadre_id)
-        ),
-        until=lambda in_pool: in_pool is True,
-    )
+visible_in_training = in_pool_at
+"""Wait until training holds the cadre as in the pool (the name other modules import)."""
 
 
 async def schedule(training: Running, *, capacity: int = 30, starts_in: int = 10, organizer: str = "qs") -> str:
