@@ -95,6 +95,18 @@ def meeting(votes: int = 30, *, cast: int = 40, present: int = 42, eligible: int
     )
 
 
+ONE_TALK = Talks(interviewed=1, in_favour=1)
+
+
+def recommend(ballot: MeetingVote, talks: Talks = ONE_TALK, start: Event | None = None) -> list[Event]:
+    """Record a recommendation with `ballot` on a procedure just opened (`start`, or `opened()`)."""
+    return rules.record_recommendation(fold([start or opened()]), ballot, talks, (), today())
+
+
+def tallied(lines: tuple[TallyLine, ...]) -> MeetingVote:
+    return meeting().model_copy(update={"tally": lines})
+
+
 def recommended(history: list[Event]) -> list[Event]:
     return history + rules.record_recommendation(
         fold(history), meeting(), Talks(interviewed=20, in_favour=15), (), today()
@@ -232,7 +244,7 @@ def test_a_step_out_of_order_is_refused(history: Callable[[], list[Event]], step
 def test_a_meeting_tally_that_does_not_add_up_is_refused(change: dict[str, int], problem: str) -> None:
     ballot = meeting().model_copy(update=change)
     with pytest.raises(RuleViolationError, match="does not add up") as refused:
-        rules.record_recommendation(fold([opened()]), ballot, Talks(interviewed=1, in_favour=1), (), today())
+        recommend(ballot)
     assert problem in str(refused.value)
 
 
@@ -242,72 +254,40 @@ def test_votes_beyond_the_valid_ballots_and_a_candidate_twice_are_refused() -> N
         TallyLine(candidate_name="Wang Fang", votes=2),
     )
     with pytest.raises(RuleViolationError, match="41 votes in all from 39 valid ballots"):
-        rules.record_recommendation(
-            fold([opened()]),
-            meeting().model_copy(update={"tally": lines}),
-            Talks(interviewed=1, in_favour=1),
-            (),
-            today(),
-        )
+        recommend(tallied(lines))
     over = (TallyLine(candidate_name="Li Ming", candidate_id=CANDIDATE, votes=40),)
     with pytest.raises(RuleViolationError, match="40 votes from 39 valid ballots"):
-        rules.record_recommendation(
-            fold([opened()]),
-            meeting().model_copy(update={"tally": over}),
-            Talks(interviewed=1, in_favour=1),
-            (),
-            today(),
-        )
+        recommend(tallied(over))
     twice = (
         TallyLine(candidate_name="Li Ming", candidate_id=CANDIDATE, votes=10),
         TallyLine(candidate_name="Li Ming", votes=10),
     )
     with pytest.raises(RuleViolationError, match="twice"):
-        rules.record_recommendation(
-            fold([opened()]),
-            meeting().model_copy(update={"tally": twice}),
-            Talks(interviewed=1, in_favour=1),
-            (),
-            today(),
-        )
+        recommend(tallied(twice))
     two_seats = meeting().model_copy(update={"tally": lines, "seats": 2})
-    assert rules.record_recommendation(fold([opened()]), two_seats, Talks(interviewed=1, in_favour=1), (), today())
+    assert recommend(two_seats)
 
 
 def test_talks_that_do_not_add_up_and_a_tally_without_the_candidate_are_refused() -> None:
     with pytest.raises(RuleViolationError, match="6 in favour of 5 talked to"):
-        rules.record_recommendation(fold([opened()]), meeting(), Talks(interviewed=5, in_favour=6), (), today())
+        recommend(meeting(), Talks(interviewed=5, in_favour=6))
     others = (TallyLine(candidate_name="Wang Fang", votes=8),)
     with pytest.raises(RuleViolationError, match="no line for the candidate"):
-        rules.record_recommendation(
-            fold([opened()]),
-            meeting().model_copy(update={"tally": others}),
-            Talks(interviewed=1, in_favour=1),
-            (),
-            today(),
-        )
+        recommend(tallied(others))
     by_name = (TallyLine(candidate_name="Li Ming", votes=30),)
-    events = rules.record_recommendation(
-        fold([opened()]),
-        meeting().model_copy(update={"tally": by_name}),
-        Talks(interviewed=1, in_favour=1),
-        (),
-        today(),
-    )
+    events = recommend(tallied(by_name))
     assert isinstance(events[0], RecommendationRecorded)
 
 
 def test_a_meeting_in_the_future_is_refused() -> None:
     later = meeting().model_copy(update={"held_on": today() + timedelta(days=1)})
     with pytest.raises(RuleViolationError, match="after today"):
-        rules.record_recommendation(fold([opened()]), later, Talks(interviewed=1, in_favour=1), (), today())
+        recommend(later)
 
 
 @pytest.mark.parametrize(("votes", "passed"), [(20, False), (21, True)])
 def test_more_than_half_of_the_votes_cast_recommends_and_half_stops(votes: int, passed: bool) -> None:
-    events = rules.record_recommendation(
-        fold([opened()]), meeting(votes), Talks(interviewed=9, in_favour=3), (), today()
-    )
+    events = recommend(meeting(votes), Talks(interviewed=9, in_favour=3))
     recorded = events[0]
     assert isinstance(recorded, RecommendationRecorded)
     assert recorded.passed is passed
@@ -328,8 +308,8 @@ def test_more_than_half_of_the_votes_cast_recommends_and_half_stops(votes: int, 
 def test_the_organizations_threshold_is_the_one_the_procedure_opened_with() -> None:
     two_thirds = ProcedureRules(recommendation=Threshold(numerator=2, denominator=3, inclusive=True))
     start = opened(rules_=two_thirds)
-    below = rules.record_recommendation(fold([start]), meeting(26), Talks(interviewed=1, in_favour=1), (), today())
-    at = rules.record_recommendation(fold([start]), meeting(27), Talks(interviewed=1, in_favour=1), (), today())
+    below = recommend(meeting(26), start=start)
+    at = recommend(meeting(27), start=start)
     assert isinstance(below[0], RecommendationRecorded)
     assert isinstance(at[0], RecommendationRecorded)
     assert (below[0].passed, at[0].passed) == (False, True)
