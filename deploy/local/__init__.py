@@ -175,6 +175,16 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text) if text else f"({path.name} is empty)"
 
 
+def fetch_only(ensure: Callable[[], Path]) -> int:
+    """The `fetch` action of a server's command line: download what it runs, print where; the exit code."""
+    try:
+        sys.stdout.write(f"{ensure()}\n")
+    except RuntimeError as error:
+        sys.stderr.write(f"{error}\n")
+        return 1
+    return 0
+
+
 def serve(server: Server, announce: Callable[[], str], timeout: float | None = None) -> int:
     """Run `server` in the foreground until SIGINT or SIGTERM; print `announce()` once it is ready.
 

@@ -23,14 +23,13 @@ import base64
 import contextlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy.local import ManagedProcess, death_signal_prefix, jvm, run_sync, serve, tail
+from deploy.local import ManagedProcess, death_signal_prefix, fetch_only, jvm, run_sync, serve, tail
 from deploy.local.ports import accepts, free_ports
 
 KAFKA_VERSION = "4.3.1"
@@ -324,12 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default: 60)")
     args = parser.parse_args(argv)
     if args.action == "fetch":
-        try:
-            sys.stdout.write(f"{ensure_jars()}\n")
-        except RuntimeError as error:
-            sys.stderr.write(f"{error}\n")
-            return 1
-        return 0
+        return fetch_only(ensure_jars)
     broker = LocalKafka(args.workdir, heap=args.heap)
     return serve(broker, lambda: f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", args.timeout)
 

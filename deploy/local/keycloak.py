@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from deploy.local import ManagedProcess, death_signal_prefix, jvm, serve, tail
+from deploy.local import ManagedProcess, death_signal_prefix, fetch_only, jvm, serve, tail
 from deploy.local.ports import accepts, free_ports
 
 KEYCLOAK_VERSION = "26.7.3"
@@ -349,12 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output.write_text(text, encoding="utf-8")
         return 0
     if args.action == "fetch":
-        try:
-            sys.stdout.write(f"{ensure_distribution()}\n")
-        except RuntimeError as error:
-            sys.stderr.write(f"{error}\n")
-            return 1
-        return 0
+        return fetch_only(ensure_distribution)
     server = LocalKeycloak(realm(demo_users()), args.workdir)
     return serve(server, lambda: f"OIDC_ISSUER={server.issuer}", args.timeout)
 
