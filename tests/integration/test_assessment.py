@@ -17,7 +17,7 @@ from services.assessment.app import create_app as assessment_app
 from tests.infra import Infra
 from tests.integration import test_registry_api as registry_api
 from tests.integration.test_registry_api import CITY, OTHER_CITY, PROVINCE, build_tree
-from tests.integration.test_training import posting, schedule
+from tests.integration.test_training import completed_class, posting
 from tests.support import Launch, Running, auth, eventually, in_pool_at, read_topic
 
 pytestmark = pytest.mark.dates
@@ -77,17 +77,7 @@ async def test_the_full_loop_across_three_services(
     await in_pool_at(training, cadre_id)
 
     # Train and post (training), seen by assessment through training.events.
-    program_id = await schedule(training, starts_in=0)
-    assert (
-        await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadre_id}, headers=CITY)
-    ).status_code == 201
-    completed_on = clock.today()
-    completed = await training.client.post(
-        f"/programs/{program_id}/enrolments/{cadre_id}/completion",
-        json={"completed_on": completed_on.isoformat(), "hours": 40, "score": 75},
-        headers=PROVINCE,
-    )
-    assert completed.status_code == 200
+    completed_on = await completed_class(training, cadre_id, hours=40, score=75)
     assert (
         await training.client.post(f"/cadres/{cadre_id}/postings", json=posting(start=-30), headers=CITY)
     ).status_code == 201
@@ -203,13 +193,7 @@ async def test_each_reminder_rule_and_each_exit_rule_from_real_events(
 
     # The periodic rules: overdue check-in, no training hours this year (the trained one has some).
     await in_pool_at(training, trained)
-    program_id = await schedule(training, starts_in=0)
-    await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": trained}, headers=CITY)
-    await training.client.post(
-        f"/programs/{program_id}/enrolments/{trained}/completion",
-        json={"completed_on": (trained_on := clock.today()).isoformat(), "hours": 20},
-        headers=PROVINCE,
-    )
+    trained_on = await completed_class(training, trained, hours=20)
     await eventually(
         lambda: assessment.service.pool.fetchval(
             "SELECT count(*) FROM training_hours WHERE cadre_id = $1", uuid.UUID(trained)

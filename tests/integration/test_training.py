@@ -42,6 +42,18 @@ async def schedule(training: Running, *, capacity: int = 30, starts_in: int = 10
     return str(response.json()["stream_id"]).removeprefix("program-")
 
 
+async def completed_class(training: Running, cadre_id: str, hours: int, score: int | None = None) -> date:
+    """Enrol the cadre in a class that starts today and record it completed today (that day)."""
+    enrolment = f"/programs/{await schedule(training, starts_in=0)}/enrolments"
+    enrolled = await training.client.post(enrolment, json={"cadre_id": cadre_id}, headers=CITY)
+    assert enrolled.status_code == 201, enrolled.text
+    today = clock.today()
+    body = {"completed_on": today.isoformat(), "hours": hours} | ({} if score is None else {"score": score})
+    done = await training.client.post(f"{enrolment}/{cadre_id}/completion", json=body, headers=PROVINCE)
+    assert done.status_code == 200, done.text
+    return today
+
+
 def posting(kind: str = "downward", start: int = 1, end: int = 180, host: str = "bh_ly") -> dict[str, Any]:
     return {
         "kind": kind,
@@ -251,17 +263,7 @@ async def test_training_record_counts_hours_by_kind_and_year(registry: Running, 
     await build_tree(registry.client)
     cadre_id = await nominate(registry)
     await visible_in_training(training, cadre_id)
-    program_id = await schedule(training, starts_in=0)
-    assert (
-        await training.client.post(f"/programs/{program_id}/enrolments", json={"cadre_id": cadre_id}, headers=CITY)
-    ).status_code == 201
-    today = clock.today()
-    done = await training.client.post(
-        f"/programs/{program_id}/enrolments/{cadre_id}/completion",
-        json={"completed_on": today.isoformat(), "hours": 76, "score": 91},
-        headers=PROVINCE,
-    )
-    assert done.status_code == 200, done.text
+    today = await completed_class(training, cadre_id, hours=76, score=91)
     for studied_on, hours in ((today, 6), (date(today.year - 1, 5, 1), 10)):
         logged = await training.client.post(
             f"/cadres/{cadre_id}/self-study",
