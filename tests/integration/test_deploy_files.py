@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +148,21 @@ def test_kubeconform_catches_a_broken_manifest(tmp_path: Path) -> None:
     assert "replica" in result.output
 
 
-def test_kubeconform_checks_mirrormaker2_against_strimzis_crd(tmp_path: Path) -> None:
+def kubeconform_edited(tmp_path: Path, manifest: str, edit: Callable[[str], str]) -> validate.Result:
+    """kubeconform over a copy of the example overlay (and the base it builds on) with `manifest` edited."""
     shutil.copytree(validate.K8S_DIRS[0], tmp_path / "base")
     overlay = tmp_path / "overlays" / "example"
     shutil.copytree(validate.K8S_DIRS[1], overlay)
-    manifest = (overlay / "mirrormaker2.yaml").read_text()
-    (overlay / "mirrormaker2.yaml").write_text(
-        manifest.replace("topicsPattern", "topicsPatern").replace("tasksMax: 1", "tasksMax: one")
+    (overlay / manifest).write_text(edit((overlay / manifest).read_text()))
+    return validate.kubeconform(overlay)
+
+
+def test_kubeconform_checks_mirrormaker2_against_strimzis_crd(tmp_path: Path) -> None:
+    result = kubeconform_edited(
+        tmp_path,
+        "mirrormaker2.yaml",
+        lambda text: text.replace("topicsPattern", "topicsPatern").replace("tasksMax: 1", "tasksMax: one"),
     )
-    result = validate.kubeconform(overlay)
     assert not result.ok
     assert "KafkaMirrorMaker2 cadre-mirror is invalid" in result.output
     assert "'topicsPatern' not allowed" in result.output
@@ -245,18 +252,16 @@ def _pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
 
 
 def test_kubeconform_checks_the_postgres_backups_against_cloudnativepgs_crds(tmp_path: Path) -> None:
-    shutil.copytree(validate.K8S_DIRS[0], tmp_path / "base")
-    overlay = tmp_path / "overlays" / "example"
-    shutil.copytree(validate.K8S_DIRS[1], overlay)
-    manifest = (overlay / "postgres.yaml").read_text()
-    (overlay / "postgres.yaml").write_text(
-        manifest.replace("retentionPolicy: 14d", "retentionPolicy: 14d\n    retention: forever", 1)
+    result = kubeconform_edited(
+        tmp_path,
+        "postgres.yaml",
+        lambda text: text.replace("retentionPolicy: 14d", "retentionPolicy: 14d\n    retention: forever", 1),
     )
-    result = validate.kubeconform(overlay)
     assert not result.ok
     assert "Cluster cadre-pg is invalid" in result.output
     assert "'retention' not allowed" in result.output
     # Both databases are backed up on a schedule: the services' and Keycloak's.
+    manifest = (validate.K8S_DIRS[1] / "postgres.yaml").read_text()
     docs = [doc for doc in yaml.safe_load_all(manifest) if doc]
     scheduled = {doc["spec"]["cluster"]["name"] for doc in docs if doc["kind"] == "ScheduledBackup"}
     archived = {doc["metadata"]["name"] for doc in docs if doc["kind"] == "Cluster" and doc["spec"]["backup"]}
