@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import orjson
 
+from contracts.audit import ChainCheckpointed
 from contracts.envelope import Envelope, Role
-from runtime import clock
+from runtime import checkpoint, clock
+from runtime.settings import DEV_CHECKPOINT_SEED
 from tests.infra import Infra
 from tests.support import Running, auth, eventually, in_view, read_topic
 
@@ -65,6 +67,19 @@ async def nominate(
     for view in seen_by:
         await in_view(view, cadre_id)
     return cadre_id
+
+
+async def six_signed(registry: Running) -> ChainCheckpointed:
+    """The tree, six cadres nominated, and a checkpoint signed with the development key over them."""
+    await build_tree(registry.client)
+    for n in range(6):
+        await nominate(registry, full_name=f"Cadre {n}")
+    signer = checkpoint.Checkpointer(
+        registry.service.pool, registry.service.store, checkpoint.private_key(DEV_CHECKPOINT_SEED)
+    )
+    signed = await signer.checkpoint()
+    assert signed is not None
+    return signed
 
 
 async def event_count(service: Running) -> int:

@@ -34,7 +34,7 @@ from services.training.app import TrainingSettings
 from services.training.app import create_app as training_app
 from tests import support
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, build_tree, nomination, six_signed
 from tests.support import Launch, Running, eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
@@ -215,14 +215,7 @@ async def test_a_position_the_topic_lost_is_named_or_taken_from_the_audit_archiv
 ) -> None:
     registry = await launch(registry_app, RegistrySettings, "registry")
     audit = await launch(audit_app, AuditSettings, "audit")
-    await build_tree(registry.client)
-    for n in range(6):
-        response = await registry.client.post("/cadres", json=nomination(full_name=f"Cadre {n}"), headers=CITY)
-        assert response.status_code == 201, response.text
-    signer = checkpoint.Checkpointer(
-        registry.service.pool, registry.service.store, checkpoint.private_key(DEV_CHECKPOINT_SEED)
-    )
-    assert await signer.checkpoint() is not None
+    await six_signed(registry)
     head = await registry.service.store.head()
     await registry.stop()
     archived = "SELECT count(*) FROM archive WHERE source = 'registry'"

@@ -25,7 +25,7 @@ from runtime.context import CommandContext
 from runtime.settings import DEV_CHECKPOINT_SEED
 from services.registry.app import RegistrySettings, create_app
 from tests.infra import Infra
-from tests.integration.test_registry_api import CITY, build_tree, nomination
+from tests.integration.test_registry_api import CITY, build_tree, nomination, six_signed
 from tests.support import Launch, Running, eventually
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
@@ -42,15 +42,7 @@ class Recorded:
 @pytest.fixture
 async def recorded(launch: Launch, infra: Infra, namespace: str) -> Recorded:
     registry = await launch(create_app, RegistrySettings, "registry")
-    await build_tree(registry.client)
-    for n in range(6):
-        response = await registry.client.post("/cadres", json=nomination(full_name=f"Cadre {n}"), headers=CITY)
-        assert response.status_code == 201, response.text
-    signer = checkpoint.Checkpointer(
-        registry.service.pool, registry.service.store, checkpoint.private_key(DEV_CHECKPOINT_SEED)
-    )
-    signed = await signer.checkpoint()
-    assert signed is not None
+    signed = await six_signed(registry)
     await registry.stop()  # publishes everything, signs nothing new (no event since the checkpoint)
     dsn = infra.database_dsn(f"{namespace}_registry")
     conn = await asyncpg.connect(dsn)
