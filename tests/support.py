@@ -190,7 +190,8 @@ async def redeliver(bootstrap: str, record: Any) -> None:
         await producer.stop()
 
 
-async def _fetch(where: Queryable, sql: str, *args: Any) -> list[Any]:
+async def fetch_rows(where: Queryable, sql: str, *args: Any) -> list[Any]:
+    """The rows `sql` returns from a pool, or from a DSN over a connection of its own."""
     if isinstance(where, str):
         conn = await asyncpg.connect(where)
         try:
@@ -200,9 +201,14 @@ async def _fetch(where: Queryable, sql: str, *args: Any) -> list[Any]:
     return list(await where.fetch(sql, *args))
 
 
+async def events_in(where: Queryable) -> int:
+    """How many events the store at `where` holds."""
+    return int((await fetch_rows(where, "SELECT count(*) FROM events"))[0][0])
+
+
 async def watermarks(consumer_db: Queryable, consumer: str, topic: str) -> dict[int, int]:
     """Partition → the position up to which `consumer` has handled `topic` (nothing pending ahead of it)."""
-    rows = await _fetch(
+    rows = await fetch_rows(
         consumer_db, "SELECT partition, low, ahead FROM consumed WHERE consumer = $1 AND topic = $2", consumer, topic
     )
     assert all(row["ahead"] == "{}" for row in rows), rows
@@ -214,7 +220,7 @@ async def relay_heads(producer_db: Queryable, topic: str) -> dict[int, int]:
 
     Empty while the relay is behind the chain's head.
     """
-    rows = await _fetch(
+    rows = await fetch_rows(
         producer_db,
         "SELECT r.heads FROM relay_cursor r, chain_head h WHERE r.topic = $1 AND r.position = h.position",
         topic,

@@ -11,14 +11,7 @@ import pytest
 
 from deploy.local.backup import base_backup, prepare, restore_database
 from deploy.local.postgres import LocalPostgres
-
-
-async def _count(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM events"))
-    finally:
-        await conn.close()
+from tests.support import events_in, fetch_rows
 
 
 async def _append(dsn: str, first: int, count: int) -> None:
@@ -58,19 +51,17 @@ async def test_a_dropped_database_comes_back_as_it_was_at_the_named_moment() -> 
 
             restored = restore_database(server.dsn("postgres"), backups, "cadre_registry", moment)
             assert restored.base == base
-            assert await _count(registry) == 150  # everything committed before the moment, nothing after
-            conn = await asyncpg.connect(registry)
-            positions = [row[0] for row in await conn.fetch("SELECT position FROM events ORDER BY position")]
-            await conn.close()
+            assert await events_in(registry) == 150  # everything committed before the moment, nothing after
+            positions = [row[0] for row in await fetch_rows(registry, "SELECT position FROM events ORDER BY position")]
             assert positions == list(range(1, 151))  # no gap, nothing twice
-            assert await _count(training) == 15  # the other service's database was not touched
+            assert await events_in(training) == 15  # the other service's database was not touched
 
             # A quiet moment (nothing committed after it) restores too: the restore commits a mark past it.
             conn = await asyncpg.connect(registry)
             quiet = await conn.fetchval("SELECT clock_timestamp()")
             await conn.close()
             restore_database(server.dsn("postgres"), backups, "cadre_registry", quiet)
-            assert await _count(registry) == 150
+            assert await events_in(registry) == 150
             with pytest.raises(ValueError, match="has not come yet"):  # a moment the server has not reached
                 restore_database(server.dsn("postgres"), backups, "cadre_registry", quiet + timedelta(hours=1))
-            assert await _count(registry) == 150  # refused before anything was dropped
+            assert await events_in(registry) == 150  # refused before anything was dropped

@@ -32,7 +32,7 @@ from services.registry import rules
 from services.registry.app import RegistrySettings, create_app
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, OTHER_CITY, build_tree, nominate
-from tests.support import DatabaseFactory, Launch, Running, auth, eventually, read_topic, running
+from tests.support import DatabaseFactory, Launch, Running, auth, events_in, eventually, read_topic, running
 
 ID_NUMBER = "11010519900307123X"
 SECRET_WORDS = ("11010519900307123X", "Chaoyang District, Beijing", "Li Daming", "Peking Union Hospital")
@@ -146,7 +146,7 @@ async def test_personal_data_is_sealed_everywhere_and_erasure_leaves_a_verifiabl
     async def archived() -> int:
         return int(await audit.service.pool.fetchval("SELECT count(*) FROM archive"))
 
-    total = int(await asyncpg_count(dsn))
+    total = await events_in(dsn)
     await eventually(archived, until=lambda n: n >= total)
     archive_text = await all_text(infra.database_dsn(f"{namespace}_audit"), "archive")
     assert readable(archive_text) == []
@@ -169,14 +169,6 @@ async def test_personal_data_is_sealed_everywhere_and_erasure_leaves_a_verifiabl
     path = tmp_path / "bundle.zip"
     path.write_bytes(bundle.content)
     assert signed_bundle.verify(str(path), checkpoint.public_key_b64(DEV_CHECKPOINT_SEED)) == []
-
-
-async def asyncpg_count(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM events"))
-    finally:
-        await conn.close()
 
 
 async def test_another_deployment_reads_only_what_it_was_granted_and_forgets_it_on_erasure(

@@ -35,19 +35,11 @@ from services.training.app import create_app as training_app
 from tests import support
 from tests.infra import Infra
 from tests.integration.test_registry_api import CITY, build_tree, nomination, six_signed
-from tests.support import Launch, Running, eventually
+from tests.support import Launch, Running, events_in, eventually, fetch_rows
 
 KEYS = [checkpoint.private_key(DEV_CHECKPOINT_SEED).public_key()]
 PROJECTION_TABLES = ("org_units", "cadres", "access_grants")
 """The registry's inline tables and one it projects from its own topic (rebuilt after the restore)."""
-
-
-async def rows(dsn: str, sql: str, *args: Any) -> list[Any]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def drop(infra: Infra, database: str) -> None:
@@ -164,7 +156,7 @@ async def everything_on_the_log_is_back(
     result: restore.FromLog, dsn: str, bootstrap: str, topic: str, acked: dict[UUID, int]
 ) -> None:
     """Each record on the topic is a row, byte for byte, once; each acknowledged event the log holds is back."""
-    events = await rows(dsn, "SELECT position, event_id, hash, body FROM events ORDER BY position")
+    events = await fetch_rows(dsn, "SELECT position, event_id, hash, body FROM events ORDER BY position")
     assert [row["position"] for row in events] == list(range(1, result.head + 1))  # no gap, nothing twice
     at = {row["event_id"]: row["position"] for row in events}
     published = {
@@ -181,13 +173,14 @@ async def everything_on_the_log_is_back(
 async def projections_are_back(before: dict[str, set[tuple[Any, ...]]], dsn: str) -> None:
     """The projections are what they were before the drop, less what the lost tail had added."""
     after = await tables(dsn)
-    cadres_back = {row["cadre_id"] for row in await rows(dsn, "SELECT cadre_id FROM events WHERE cadre_id IS NOT NULL")}
+    named = await fetch_rows(dsn, "SELECT cadre_id FROM events WHERE cadre_id IS NOT NULL")
+    cadres_back = {row["cadre_id"] for row in named}
     assert after["org_units"] == before["org_units"]
     assert after["access_grants"] == before["access_grants"]
     cadre_column = 0  # cadres' first column is its id
     assert {row for row in before["cadres"] if row[cadre_column] in cadres_back} <= after["cadres"]
     assert {row[cadre_column] for row in after["cadres"]} == cadres_back
-    counted = await rows(dsn, "SELECT coalesce(sum(in_pool), 0) FROM cadre_counts")
+    counted = await fetch_rows(dsn, "SELECT coalesce(sum(in_pool), 0) FROM cadre_counts")
     assert counted[0][0] == len(cadres_back)  # the counts were folded from the restored events once
 
 
@@ -247,17 +240,17 @@ async def test_a_position_the_topic_lost_is_named_or_taken_from_the_audit_archiv
     assert "registry: NOT restored" in refused.stdout
     assert "missing: position 9 is on no copy of the log nor in the archive" in refused.stdout
     assert "must not serve" in refused.stdout
-    assert (await rows(dsn, "SELECT count(*) FROM events"))[0][0] == 0  # nothing written
+    assert await events_in(dsn) == 0  # nothing written
 
     recovered = await run("--archive-dsn", infra.database_dsn(f"{namespace}_audit"))
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert f"registry: restored and verified: 0 events kept, {head} restored (1 from the archive)" in recovered.stdout
     assert "position 9 restored from the archive" in recovered.stdout
-    restored = await rows(dsn, "SELECT position, hash FROM events ORDER BY position")
-    archive = await rows(
+    restored = await fetch_rows(dsn, "SELECT position, hash FROM events ORDER BY position")
+    archive = await fetch_rows(
         infra.database_dsn(f"{namespace}_audit"),
         "SELECT position, hash FROM archive WHERE source = 'registry' ORDER BY position",
     )
     assert [tuple(r) for r in restored] == [tuple(r) for r in archive]
-    heads = orjson.loads((await rows(dsn, "SELECT heads FROM relay_cursor WHERE topic = $1", pruned))[0][0])
+    heads = orjson.loads((await fetch_rows(dsn, "SELECT heads FROM relay_cursor WHERE topic = $1", pruned))[0][0])
     assert max(heads.values()) == head  # the relay goes on after the last record published, sends nothing again
