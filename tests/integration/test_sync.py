@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,10 +56,23 @@ def levels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_levels.Ru
     """The three levels, their demo parts loaded (a few cadres each), and MirrorMaker running."""
     workdir: Path = tmp_path_factory.mktemp("levels")
     with local_levels.run_levels(workdir, 3) as running:
-        for level in running.levels:
-            stack = running.stacks[level.name]
-            asyncio.run(local_stack.load_demo(stack, seed=11, cadres=30, part=running.demo_part(level)))
-        yield running
+        try:
+            for level in running.levels:
+                stack = running.stacks[level.name]
+                asyncio.run(local_stack.load_demo(stack, seed=11, cadres=30, part=running.demo_part(level)))
+            yield running
+        finally:
+            # Every level's services stopped together (each still SIGTERM, then SIGKILL after its timeout):
+            # run_levels stops them one after another, level by level, and then finds them stopped.
+            if running.mirror is not None:
+                running.mirror.stop()
+            stop_together([s for stack in running.stacks.values() for s in stack.services.values()])
+
+
+def stop_together(services: list[local_stack.ServiceProcess]) -> None:
+    """Stop these service processes at the same time (SIGTERM each, wait for all)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(services))) as pool:
+        list(pool.map(local_stack.ServiceProcess.stop, services))
 
 
 def headers(path: str, role: Role = Role.ORGANIZER, user: str = "tester") -> dict[str, str]:
@@ -238,8 +252,7 @@ async def test_a_county_stack_is_rebuilt_from_its_city(
             lambda: county_registry(levels, "SELECT position FROM relay_cursor WHERE topic = $1", topics.REGISTRY),
             until=lambda rows: bool(rows) and rows[0][0] >= last,
         )
-        for name in reversed(list(county.services)):  # the county goes down whole
-            await asyncio.to_thread(county.services[name].stop)
+        await asyncio.to_thread(stop_together, list(county.services.values()))  # the county goes down whole
         before = await county_registry(levels, "SELECT position, event_id, hash, event_type FROM events ORDER BY 1")
         county_sync = sync_settings(levels, COUNTY)
         key = checkpoint.private_key(county_sync.checkpoint_signing_key.get_secret_value())
