@@ -373,13 +373,15 @@ class EventStore:
                 ]
                 if recorded:
                     await self._inline.apply(conn, recorded)
+            # The head moves and the relay is told (at commit) in one round trip.
             await conn.execute(
-                "UPDATE chain_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1",
+                "UPDATE chain_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
+                " RETURNING pg_notify($4, position::text)",
                 chain.position,
                 chain.hash,
                 now,
+                NOTIFY_CHANNEL,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(chain.position))
         metrics.EVENTS_APPENDED.labels(self.source).inc(len(rows))
         metrics.APPEND_BATCH.labels(self.source).observe(len(batch))
         for request, envelopes in accepted:

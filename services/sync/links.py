@@ -15,14 +15,13 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
-from faststream.message import StreamMessage
 
 from contracts import topics
 from runtime import logs, metrics
 from runtime.db import Pool
 from runtime.settings import ServiceSettings
+from runtime.subscriber import POLL_MS, poll_without_pause, raw_records
 from services.sync.ingest import Ingest
 
 log = logs.get(__name__)
@@ -41,10 +40,6 @@ def mirrored(settings: ServiceSettings) -> dict[str, str]:
     if settings.parent_deployment:
         links[f"{settings.parent_deployment}.{settings.topic(topics.SYNC)}"] = settings.parent_deployment
     return links
-
-
-async def _raw(_: StreamMessage[Any]) -> None:
-    return None
 
 
 class LinkConsumer:
@@ -71,16 +66,16 @@ class LinkConsumer:
             group_id="sync.ingest",
             batch=True,
             max_records=self._batch_size,
-            batch_timeout_ms=20,
+            batch_timeout_ms=POLL_MS,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_raw,
+            decoder=raw_records,
         )
         self._subscriber = subscriber
+        subscriber.get_msg = poll_without_pause(self._batch_size)  # type: ignore[method-assign,assignment]
 
-        async def handle(message: KafkaMessage) -> None:
-            raw = message.raw_message
-            await self.take(raw if isinstance(raw, tuple) else (raw,))
+        async def handle(records: Any) -> None:  # Records, from raw_records (not validated again)
+            await self.take(records)
 
         subscriber(handle)
 
