@@ -2,7 +2,9 @@
 
 The `events` table is the outbox. The relay reads rows after its cursor, sends
 them with `acks=all` (idempotent producer, keyed by cadre id), waits for every
-acknowledgement, and only then moves the cursor. A crash anywhere in between
+acknowledgement, and only then moves the cursor. While a round's acknowledgements
+are awaited the next round is already read and sent (the producer keeps their
+order); cursors are saved in round order. A crash anywhere in between
 re-sends a tail of events on restart, never skips one. One relay per topic is
 active at a time (advisory lock); a failed round is retried, never abandoned.
 
@@ -108,6 +110,10 @@ class OutboxRelay:
         self._head = 0
         """The newest position a commit notification named (for the lag metric)."""
         self._partitions: list[int] = []
+        self._confirming: asyncio.Task[None] | None = None
+        """The last round sent and not yet confirmed: its acknowledgements awaited, then the cursor saved.
+        Each round's confirmation awaits the one before it, so cursors are saved in order."""
+        self._unconfirmed = 0
 
     def stop(self) -> None:
         """Ask the relay to publish what is committed and then return (the leader) or return (a standby)."""
@@ -151,7 +157,9 @@ class OutboxRelay:
                 log.info("relay leading", topic=self.topic)
                 while not self._stop.is_set():
                     self._wakeup.clear()
-                    sent = await self.publish_pending()
+                    # The next round is read and sent while the last one's acknowledgements are awaited:
+                    # a commit that lands meanwhile does not wait for the broker's answer to go out.
+                    sent = await self._send_round()
                     if sent < self._batch_size:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wakeup.wait(), self._idle_wait)
@@ -161,6 +169,7 @@ class OutboxRelay:
             finally:
                 self.is_leader = False
                 self._published = None
+                await self._abandon_confirming()
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(self._outbox.channel, self._on_notify)
                     await conn.execute("SELECT pg_advisory_unlock(hashtext('relay:' || $1))", self.topic)
@@ -182,7 +191,33 @@ class OutboxRelay:
         return int(row["position"]), {int(k): int(v) for k, v in orjson.loads(row["heads"]).items()}
 
     async def publish_pending(self) -> int:
-        """Publish one batch after the cursor; return how many events were sent."""
+        """Publish one batch after the cursor, acknowledged and its cursor saved; how many events were sent."""
+        sent = await self._send_round()
+        await self._confirmed()
+        return sent
+
+    async def _confirmed(self) -> None:
+        """Wait until every round sent is acknowledged and its cursor saved (raises what failed)."""
+        task, self._confirming, self._unconfirmed = self._confirming, None, 0
+        if task is not None:
+            await task
+
+    async def _abandon_confirming(self) -> None:
+        """After a failed or finished lead: let the confirmations end; a new lead starts from the saved cursor."""
+        task, self._confirming, self._unconfirmed = self._confirming, None, 0
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+
+    async def _send_round(self) -> int:
+        """Read the rows after the last one sent and hand them to the producer; confirm them in the background.
+
+        A confirmation that failed (the broker away, say) is raised here, before anything more is
+        sent: the lead ends, and the next one resends from the saved cursor, with the same headers.
+        """
+        task = self._confirming
+        if task is not None and (task.done() or self._unconfirmed >= MAX_UNCONFIRMED_ROUNDS):
+            await self._confirmed()  # raises what failed
         cursor, heads = self._published if self._published is not None else await self.saved()
         rows = await self._pool.fetch(self._rows_sql, cursor, self._batch_size)
         if rows:
@@ -206,15 +241,28 @@ class OutboxRelay:
                 acks.append(
                     await self._producer.send(self.topic, value=value, key=key, partition=partition, headers=headers)
                 )
-            await asyncio.gather(*acks)
             last = rows[-1]["position"]
-            await self._save(last, heads)
             if self._published is not None:
                 self._published = (last, heads)
-            metrics.RELAY_PUBLISHED.labels(self._service, self.topic).inc(len(rows))
+            self._confirming = asyncio.create_task(self._confirm(self._confirming, acks, last, heads))
+            self._confirming.add_done_callback(self._wake_on_failure)
+            self._unconfirmed += 1
         done = rows[-1]["position"] if rows else cursor
         metrics.RELAY_LAG.labels(self._service, self.topic).set(max(0, self._head - done))
         return len(rows)
+
+    async def _confirm(
+        self, previous: asyncio.Task[None] | None, acks: list[asyncio.Future[object]], last: int, heads: dict[int, int]
+    ) -> None:
+        if previous is not None:
+            await previous  # in order: a round's cursor is saved only after every round before it
+        await asyncio.gather(*acks)
+        await self._save(last, heads)
+        metrics.RELAY_PUBLISHED.labels(self._service, self.topic).inc(len(acks))
+
+    def _wake_on_failure(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._wakeup.set()  # the lead loop raises it at its next round
 
     async def _save(self, position: int, heads: dict[int, int]) -> None:
         # Without waiting for the disk (asynchronous commit): a cursor lost in a crash of the database
@@ -232,6 +280,9 @@ class OutboxRelay:
                 orjson.dumps({str(k): v for k, v in heads.items()}).decode(),
             )
 
+
+MAX_UNCONFIRMED_ROUNDS: Final = 8
+"""Rounds sent ahead of their acknowledgement at most (the producer's own buffer bounds the bytes)."""
 
 _PARTITIONER: Final = DefaultPartitioner()
 """Kafka's default partitioner (murmur2 of the key): the partition a plain producer would pick."""
