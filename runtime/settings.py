@@ -192,7 +192,7 @@ class ServiceSettings(ClockSettings, SafeSettings):
         default=300.0, gt=0, description="How often the chain head is signed (when events came since)"
     )
     sync_checkpoint_interval_seconds: float = Field(
-        default=1.0,
+        default=0.2,
         gt=0,
         description="How often the chain head is signed when a parent deployment receives this one's events"
         " (the parent releases only what a checkpoint signs), and the sync service's when child deployments"
