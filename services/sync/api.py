@@ -148,16 +148,21 @@ _ZIP_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/bundles/check", tags=["bundles"], openapi_extra=_ZIP_BODY)
-async def check_bundle(request: Request, actor: CurrentActor) -> bundles.Checked:
-    """Verify a signed bundle whole as an import would, applying nothing: what it would bring (422: why not)."""
+async def _sent_bundle(request: Request, actor: Actor) -> tuple[Service, Ingest, bytes, int]:
+    """The bundle a request sends, once `actor` may exchange bundles; with the service, its ingest, the size limit."""
     service = service_of(request)
     settings = service.settings
     _may_exchange(actor, settings.topology)
     limit = _max_bytes(service)
     data = await read_body(request, limit)
-    ingest = Ingest(settings.topology, settings.parent_public_key)
-    return await bundles.check(service.pool, ingest, settings.topology, data, max_bytes=limit)
+    return service, Ingest(settings.topology, settings.parent_public_key), data, limit
+
+
+@router.post("/bundles/check", tags=["bundles"], openapi_extra=_ZIP_BODY)
+async def check_bundle(request: Request, actor: CurrentActor) -> bundles.Checked:
+    """Verify a signed bundle whole as an import would, applying nothing: what it would bring (422: why not)."""
+    service, ingest, data, limit = await _sent_bundle(request, actor)
+    return await bundles.check(service.pool, ingest, service.settings.topology, data, max_bytes=limit)
 
 
 @router.post(
@@ -167,10 +172,5 @@ async def check_bundle(request: Request, actor: CurrentActor) -> bundles.Checked
 )
 async def import_bundle(request: Request, actor: CurrentActor) -> bundles.Imported:
     """Import a signed bundle: verified whole, then applied in one transaction; refused whole (422) with the reason."""
-    service = service_of(request)
-    settings = service.settings
-    _may_exchange(actor, settings.topology)
-    limit = _max_bytes(service)
-    data = await read_body(request, limit)
-    ingest = Ingest(settings.topology, settings.parent_public_key)
-    return await bundles.take(service.pool, ingest, settings.topology, data, max_bytes=limit)
+    service, ingest, data, limit = await _sent_bundle(request, actor)
+    return await bundles.take(service.pool, ingest, service.settings.topology, data, max_bytes=limit)
