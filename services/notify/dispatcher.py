@@ -66,6 +66,12 @@ class Person:
     language: str | None
     has_account: bool
 
+    @classmethod
+    def named(cls, row: Any, role: str) -> Person:
+        """The `role` (leader, mentor) a directory row names in its `<role>_user`, `_name`, `_email`, `_language`."""
+        user, name, email, language = (row[f"{role}_{column}"] for column in ("user", "name", "email", "language"))
+        return cls(user, name, email, language, has_account=True)
+
 
 @dataclass(frozen=True, slots=True)
 class Skip:
@@ -213,13 +219,7 @@ class Dispatcher:
                 return None
             if unit["leader_user"] is None:
                 return Skip(f"unit {key} has no responsible leader designated")
-            return Person(
-                unit["leader_user"],
-                unit["leader_name"],
-                unit["leader_email"],
-                unit["leader_language"],
-                has_account=True,
-            )
+            return Person.named(unit, "leader")
         if kind is rules.RecipientKind.ORGANIZER:
             organizer = await self._pool.fetchrow("SELECT name FROM organizers WHERE user_id = $1", key)
             if organizer is None:
@@ -231,13 +231,7 @@ class Dispatcher:
         if kind is rules.RecipientKind.MENTOR:
             if cadre["mentor_user"] is None:
                 return Skip("the cadre has no mentor")
-            return Person(
-                cadre["mentor_user"],
-                cadre["mentor_name"],
-                cadre["mentor_email"],
-                cadre["mentor_language"],
-                has_account=True,
-            )
+            return Person.named(cadre, "mentor")
         user = cadre["user_id"]
         return Person(
             user or f"cadre:{key}", cadre["full_name"], cadre["email"], cadre["language"], has_account=user is not None
