@@ -2,8 +2,9 @@
 
 A list endpoint takes `Table` (the `format` query parameter, or an `Accept` header naming CSV or
 XLSX) and, when one is asked for, answers `table_response(...)` with its rows as an async
-iterable instead of a JSON list. Rows are pydantic models or mappings; nested fields become
-dotted columns (`posting.kind`), lists become JSON text.
+iterable instead of a JSON list (`table_or_rows` picks between the two for a list at hand). Rows
+are pydantic models or mappings; nested fields become dotted columns (`posting.kind`), lists
+become JSON text.
 
 XLSX is written as it goes: a ZIP stream (stdlib `zipfile` over a sink that is drained after
 every few hundred rows) whose worksheet part lxml writes incrementally; the other parts are the
@@ -20,7 +21,7 @@ import zipfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import date, datetime
 from enum import Enum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
 from fastapi import Depends, Query, Request
@@ -64,6 +65,8 @@ async def table_format(
 
 
 Table = Annotated[Format | None, Depends(table_format)]
+
+T = TypeVar("T")
 
 
 def _plain(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -284,3 +287,8 @@ def table_response(
     media = f"{CSV_TYPE}; charset=utf-8" if fmt == "csv" else XLSX_TYPE
     headers = {"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'}
     return StreamingResponse(body, media_type=media, headers=headers)
+
+
+def table_or_rows(fmt: Format | None, rows: list[T], *, filename: str) -> list[T] | StreamingResponse:
+    """`rows` as they are (a JSON list), or the `fmt` download of them when one was asked for (`Table`)."""
+    return table_response(fmt, rows, filename=filename) if fmt else rows

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from runtime.auth import CurrentActor, can_write, subtree_root
 from runtime.commands import Accepted
-from runtime.export import Table, table_response
+from runtime.export import Table, table_or_rows
 from runtime.http import Change, Context, Create, Under
 from runtime.service import ServicePool, given, scoped
 from services.assessment.commands import (
@@ -128,8 +128,7 @@ async def ranking(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Ranked] | Response:
     """The pool of a subtree, best first (scoring in docs/assessment.md)."""
-    items = await reads.ranking(actor, under, limit)
-    return table_response(table, items, filename="ranking") if table else items
+    return table_or_rows(table, await reads.ranking(actor, under, limit), filename="ranking")
 
 
 @router.get("/reminders", tags=["reminders"], response_model=list[ReminderView])
@@ -137,8 +136,7 @@ async def open_reminders(
     actor: CurrentActor, reads: Queries, table: Table, under: Under = None
 ) -> list[ReminderView] | Response:
     """Open reminders of a subtree."""
-    items = await reads.open_reminders(actor, under)
-    return table_response(table, items, filename="reminders") if table else items
+    return table_or_rows(table, await reads.open_reminders(actor, under), filename="reminders")
 
 
 @router.get("/grade-distribution", tags=["pool"], response_model=list[LevelGrades])
@@ -146,8 +144,7 @@ async def grade_distribution(
     actor: CurrentActor, reads: Queries, table: Table, under: Under = None, cycle_id: UUID | None = None
 ) -> list[LevelGrades] | Response:
     """Standing grades by level of the organization."""
-    items = await reads.grade_distribution(actor, under, cycle_id)
-    return table_response(table, items, filename="grade-distribution") if table else items
+    return table_or_rows(table, await reads.grade_distribution(actor, under, cycle_id), filename="grade-distribution")
 
 
 @router.get("/pool-shortfalls", tags=["pool"], response_model=list[Shortfall])
@@ -155,8 +152,7 @@ async def shortfalls(
     actor: CurrentActor, reads: Queries, table: Table, under: Under = None
 ) -> list[Shortfall] | Response:
     """Units whose pool shrank below its target size: where new entries are needed."""
-    items = await reads.shortfalls(actor, under)
-    return table_response(table, items, filename="pool-shortfalls") if table else items
+    return table_or_rows(table, await reads.shortfalls(actor, under), filename="pool-shortfalls")
 
 
 @router.get("/cycles", tags=["cycles"])
@@ -189,8 +185,7 @@ async def responsibility(
 ) -> list[MentorDuty] | Response:
     """The responsibility report: every mentor of a subtree, check-ins held against due, reminders answered."""
     every = policy.check_in_every_days
-    items = await reads.responsibility(actor, under, every)
-    return table_response(table, items, filename="responsibility") if table else items
+    return table_or_rows(table, await reads.responsibility(actor, under, every), filename="responsibility")
 
 
 @router.get("/overdue-check-ins", tags=["reminders"])

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from runtime.auth import CurrentActor
-from runtime.export import Table, table_response
+from runtime.export import Table, table_or_rows
 from runtime.http import Context, Expensive, Moment, Under
 from runtime.service import scoped
 from services.audit.queries import AuditQueries, EventDetail, QueryView, TimelineEntry
@@ -36,8 +36,7 @@ async def pool(
     at: Annotated[Moment | None, Query(description="The moment (ISO 8601 with zone); default now")] = None,
 ) -> list[PoolEntry] | Response:
     """The pool of a subtree as it stood at a moment: who, where posted, latest grade (replayed from events)."""
-    entries = await reads.pool(ctx, under, at)
-    return table_response(table, entries, filename="pool") if table else entries
+    return table_or_rows(table, await reads.pool(ctx, under, at), filename="pool")
 
 
 @router.get("/pool/changes", tags=["audit"])

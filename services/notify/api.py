@@ -17,7 +17,7 @@ from runtime.auth import CurrentActor, require_role
 from runtime.commands import Accepted, check_expected, retrying
 from runtime.db import in_subtree_sql
 from runtime.errors import NotFoundError, RuleViolationError
-from runtime.export import Table, table_response
+from runtime.export import Table, table_or_rows
 from runtime.http import Change, Create
 from runtime.service import ActorDB, ServicePool, ServiceStore, given
 
@@ -174,5 +174,4 @@ async def deliveries(
         *filters,
         limit,
     )
-    items = [DeliveryView.model_validate(dict(row)) for row in rows]
-    return table_response(table, items, filename="deliveries") if table else items
+    return table_or_rows(table, [DeliveryView.model_validate(dict(row)) for row in rows], filename="deliveries")

@@ -16,7 +16,7 @@ from exchange import statistics as statistics_sheet
 from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import RuleViolationError
-from runtime.export import XLSX_TYPE, Table, table_response
+from runtime.export import XLSX_TYPE, Table, table_or_rows, table_response
 from runtime.http import Change, Context, Create, Day, Under
 from runtime.keystore import GrantKey, KeyGrant
 from runtime.openapi import ERASED
@@ -76,8 +76,7 @@ async def list_org_units(
     depth: Annotated[int | None, Query(ge=0, le=10, description="Levels below the root at most")] = None,
 ) -> list[OrgUnitView] | Response:
     """The units of a subtree (default: yours), `depth` levels below its root at most."""
-    units = await reads.org_units(actor, under, depth)
-    return table_response(table, units, filename="org-units") if table else units
+    return table_or_rows(table, await reads.org_units(actor, under, depth), filename="org-units")
 
 
 @router.get("/org-units/{code}", tags=["org units"])

@@ -11,7 +11,7 @@ from contracts.envelope import OrgCode
 from runtime.auth import CurrentActor
 from runtime.commands import Accepted
 from runtime.errors import CommandError
-from runtime.export import Table, table_response
+from runtime.export import Table, table_or_rows
 from runtime.http import Change, Create, Day, Under
 from runtime.service import given, scoped
 from services.selection.commands import (
@@ -166,8 +166,7 @@ async def counts(
     actor: CurrentActor, reads: Queries, table: Table, under: Under = None, on: Day | None = None
 ) -> list[KindCount] | Response:
     """Approved, filled, vacant and over-quota posts per unit and kind of a subtree, as of a day."""
-    items = await reads.counts(actor, under, on)
-    return table_response(table, items, filename="post-counts") if table else items
+    return table_or_rows(table, await reads.counts(actor, under, on), filename="post-counts")
 
 
 @router.get("/posts", tags=["teams"], response_model=list[PostRow])
@@ -186,8 +185,7 @@ async def posts(
     Each post's kind, title and rank; its incumbent (name, cadre, start, end of term or age limit) or
     `vacant`; the number of successors and the best readiness among them. As CSV or XLSX with `format`.
     """
-    items = await reads.posts(actor, under, on, limit)
-    return table_response(table, items, filename="posts") if table else items
+    return table_or_rows(table, await reads.posts(actor, under, on, limit), filename="posts")
 
 
 @router.get("/strength", tags=["succession"])

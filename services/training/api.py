@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from runtime.auth import OWN_RECORD, CurrentActor
 from runtime.commands import Accepted
-from runtime.export import Table, table_response
+from runtime.export import Table, table_or_rows
 from runtime.http import Change, Create, Day, Under
 from runtime.service import given, scoped
 from services.training.commands import (
@@ -90,7 +90,7 @@ async def list_programs(
 ) -> list[ProgramView] | Response:
     """Programmes you may use (organized above you or in your subtree)."""
     items = await reads.programs(actor, with_free_places=with_free_places, upcoming_only=upcoming_only)
-    return table_response(table, items, filename="programmes") if table else items
+    return table_or_rows(table, items, filename="programmes")
 
 
 @router.post("/cadres/{cadre_id}/self-study", status_code=status.HTTP_201_CREATED, tags=["cadres"])
@@ -177,8 +177,7 @@ async def current_postings(
     on: Day | None = None,
 ) -> list[PostingView] | Response:
     """Who of a subtree is posted where (today, or on a given day)."""
-    items = await reads.current_postings(actor, under, on)
-    return table_response(table, items, filename="current-postings") if table else items
+    return table_or_rows(table, await reads.current_postings(actor, under, on), filename="current-postings")
 
 
 @router.get("/cadres-without-grassroots", tags=["cadres"], response_model=list[CadreBrief])
@@ -189,8 +188,7 @@ async def without_grassroots(
     under: Under = None,
 ) -> list[CadreBrief] | Response:
     """Cadres in the pool with no grass-roots experience (candidates for a downward posting)."""
-    items = await reads.without_grassroots(actor, under)
-    return table_response(table, items, filename="without-grassroots") if table else items
+    return table_or_rows(table, await reads.without_grassroots(actor, under), filename="without-grassroots")
 
 
 @router.get("/behind-quota", tags=["cadres"])
