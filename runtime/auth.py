@@ -34,7 +34,7 @@ from contracts.registry import AccessGranted, AccessRevoked
 from runtime import clock, limits
 from runtime.db import Conn, Pool, Scoped, in_scope, own_user, row_security
 from runtime.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 ALGORITHM = "HS256"
 ISSUER = "cadre-pool"
@@ -278,16 +278,14 @@ GRANTS_SCHEMA: Final = (
 """Every service's table of grants (projected from `registry.events`)."""
 
 
-class AccessGrants:
+class AccessGrants(Typed):
     """Projection: who may act where, with which role (`AccessGranted`, `AccessRevoked`)."""
 
     name = "access_grants"
     tables = ("access_grants",)
     """The table only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    def handles(self, event_type: str) -> bool:
-        """Grants and their revocations."""
-        return event_type in {AccessGranted.event_type, AccessRevoked.event_type}
+    events = (AccessGranted, AccessRevoked)
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Upsert each grant; a revocation removes it. A stale version never overwrites a newer one."""

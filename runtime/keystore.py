@@ -45,7 +45,7 @@ from contracts.sync import PublicKey
 from runtime import clock, db, logs
 from runtime.db import Conn, system_only
 from runtime.errors import CommandError, ConflictError, GoneError
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 from runtime.settings import DEV_MASTER_KEY
 
 log = logs.get(__name__)
@@ -404,18 +404,15 @@ def _grant_wrapping_key(shared: bytes, grant: KeyGrant) -> bytes:
     ).derive(shared)
 
 
-class KeyEraser:
+class KeyEraser(Typed):
     """Destroys the keys of cadres whose erasure arrives (from this or another deployment's topic)."""
 
     name = "key-eraser"
+    events = (PersonalDataErased,)
 
     def __init__(self, keystore: Callable[[], KeyStore]) -> None:
         self._keystore = keystore
         """The key store, once the service has started."""
-
-    def handles(self, event_type: str) -> bool:
-        """`PersonalDataErased` only."""
-        return event_type == PersonalDataErased.event_type
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Destroy the keys (in the key store's own database: a repeat finds nothing to destroy)."""

@@ -15,7 +15,7 @@ from contracts.audit import AuditQueryMade
 from contracts.envelope import canonical_json
 from runtime import registry_view
 from runtime.db import Conn, in_scope, row_security
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 from runtime.registry_view import RegistryView
 
 SCHEMA: Final = (
@@ -97,14 +97,13 @@ class Archive:
         await _UNITS.apply(conn, events)
 
 
-class AuditLog:
+class AuditLog(Typed):
     """The audit service's own events: the questions asked of it."""
 
     name = "audit-log"
 
-    def handles(self, event_type: str) -> bool:
-        """`AuditQueryMade` (checkpoints are in the event table already)."""
-        return event_type == AuditQueryMade.event_type
+    events = (AuditQueryMade,)
+    """The questions (checkpoints are in the event table already)."""
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """One row per query."""

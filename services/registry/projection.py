@@ -24,7 +24,7 @@ from contracts.registry import (
 from contracts.training import PostingAssigned, PostingCompleted
 from runtime import summaries
 from runtime.db import Conn, in_scope, row_security
-from runtime.projection import Fold, Recorded, fold_changes, fold_last
+from runtime.projection import Fold, Recorded, Typed, fold_changes, fold_last
 
 SCHEMA: Final = (
     """
@@ -411,16 +411,14 @@ def _row(recorded: Recorded) -> tuple[Any, ...]:  # noqa: PLR0911 - a case per e
             raise ValueError(msg)
 
 
-class GradesView:
+class GradesView(Typed):
     """The registry's view of assessment for the appointment form: cycles and each cadre's grades."""
 
     name = "form-grades"
     tables = ("form_cycles", "form_grades")
     """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    def handles(self, event_type: str) -> bool:
-        """Cycles opened and evaluations."""
-        return event_type in (AssessmentCycleOpened.event_type, EvaluationRecorded.event_type)
+    events = (AssessmentCycleOpened, EvaluationRecorded)
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Keep cycles and grades; a correction marks the evaluation it supersedes."""
@@ -449,16 +447,14 @@ class GradesView:
                     )
 
 
-class PostingsView:
+class PostingsView(Typed):
     """The registry's view of training for the appointment form's résumé: each cadre's postings."""
 
     name = "form-postings"
     tables = ("form_postings",)
     """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    def handles(self, event_type: str) -> bool:
-        """Postings assigned and ended."""
-        return event_type in (PostingAssigned.event_type, PostingCompleted.event_type)
+    events = (PostingAssigned, PostingCompleted)
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Keep each posting and when it ended."""

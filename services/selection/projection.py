@@ -302,7 +302,7 @@ async def _history(conn: Conn, recorded: Recorded, readiness: str | None, reason
     )  # fmt: skip
 
 
-class PerformanceView:
+class PerformanceView(Typed):
     """Selection's view of assessment for the 9-box: cycles, and each cadre's grade in them (ADR 0033).
 
     Idempotent on its own (a repeat inserts nothing, marks nothing twice) besides the
@@ -313,9 +313,7 @@ class PerformanceView:
     tables = ("review_cycles", "review_grades")
     """The tables only this projection writes: it can be rebuilt (runtime.rebuild)."""
 
-    def handles(self, event_type: str) -> bool:
-        """Cycles opened and evaluations."""
-        return event_type in (AssessmentCycleOpened.event_type, EvaluationRecorded.event_type)
+    events = (AssessmentCycleOpened, EvaluationRecorded)
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Keep cycles and grades; a correction marks the evaluation it supersedes."""

@@ -15,7 +15,7 @@ import orjson
 
 from contracts.sync import DeploymentLinked, DirectiveApplied, DirectiveIssued, DirectiveRefused
 from runtime.db import Conn, in_scope_or_above, row_security, system_only
-from runtime.projection import Recorded
+from runtime.projection import Recorded, Typed
 
 SCHEMA: Final = (
     """
@@ -52,24 +52,14 @@ SCHEMA: Final = (
     *system_only("links"),
 )
 
-_HANDLED: Final = frozenset(
-    {
-        DirectiveIssued.event_type,
-        DirectiveApplied.event_type,
-        DirectiveRefused.event_type,
-        DeploymentLinked.event_type,
-    }
-)
 
-
-class SyncProjection:
+class SyncProjection(Typed):
     """Directives and links, from this deployment's sync events and those it received."""
 
     name = "sync"
 
-    def handles(self, event_type: str) -> bool:
-        """Directives, their outcomes, and links."""
-        return event_type in _HANDLED
+    events = (DirectiveIssued, DirectiveApplied, DirectiveRefused, DeploymentLinked)
+    """Directives, their outcomes, and links."""
 
     async def apply(self, conn: Conn, events: Sequence[Recorded]) -> None:
         """Fold in order (an outcome always comes after its directive in the chain that carries both)."""
