@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -18,9 +18,19 @@ STATUSES = ("in_pool", "retired", "any")
 EDUCATION = ("secondary", "college", "bachelor", "master", "doctorate")
 
 
+Text = Annotated[str | None, Query(max_length=100)]
+Age = Annotated[int | None, Query(ge=18, le=100)]
+
+
 def _filters(
-    under: str | None, status: str, name: str | None, education: str | None, has_mentor: str | None, max_age: int | None
+    under: Text = None,
+    status: str = "in_pool",
+    name: Text = None,
+    education: str | None = None,
+    has_mentor: str | None = None,
+    max_age: Age = None,
 ) -> dict[str, Any]:
+    """The list's filters from the query, an unknown choice read as none (the list and its export alike)."""
     return {
         "under": under or None,
         "status": status if status in STATUSES else "in_pool",
@@ -31,8 +41,7 @@ def _filters(
     }
 
 
-Text = Annotated[str | None, Query(max_length=100)]
-Age = Annotated[int | None, Query(ge=18, le=100)]
+Filters = Annotated[dict[str, Any], Depends(_filters)]
 
 
 async def unit_choices(console: ConsoleDep, session: SessionDep, chosen: str | None) -> list[dict[str, Any]]:
@@ -64,18 +73,12 @@ async def pool(
     request: Request,
     console: ConsoleDep,
     session: SessionDep,
-    under: Text = None,
-    status: str = "in_pool",
-    name: Text = None,
-    education: str | None = None,
-    has_mentor: str | None = None,
-    max_age: Age = None,
+    filters: Filters,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
     """One page of 50 cadres of the chosen subtree, with the filters applied (a cadre: their own page)."""
     if session.role == "cadre":
         return RedirectResponse("/me", status_code=303)
-    filters = _filters(under, status, name, education, has_mentor, max_age)
     page = await console.apis.get("registry", "/cadres", session.access_token, limit=50, cursor=cursor, **filters)
     units = await unit_choices(console, session, filters["under"])
 
@@ -99,16 +102,10 @@ async def counts(request: Request, console: ConsoleDep, session: SessionDep, und
 async def export(
     console: ConsoleDep,
     session: SessionDep,
-    under: Text = None,
-    status: str = "in_pool",
-    name: Text = None,
-    education: str | None = None,
-    has_mentor: str | None = None,
-    max_age: Age = None,
+    filters: Filters,
     format: Literal["csv", "xlsx"] = "xlsx",  # noqa: A002 - the query's name
 ) -> Response:
     """What the list shows (every page of it) as a spreadsheet: the registry's own export, streamed through."""
-    filters = _filters(under, status, name, education, has_mentor, max_age)
     return await stream_export(console, session, "registry", "/cadres", {**filters, "format": format})
 
 
