@@ -204,10 +204,8 @@ class OutboxRelay:
 
     async def _abandon_confirming(self) -> None:
         """After a failed or finished lead: let the confirmations end; a new lead starts from the saved cursor."""
-        task, self._confirming, self._unconfirmed = self._confirming, None, 0
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await task
+        with contextlib.suppress(Exception):
+            await self._confirmed()
 
     async def _send_round(self) -> int:
         """Read the rows after the last one sent and hand them to the producer; confirm them in the background.
